@@ -1,0 +1,3 @@
+from mnist_exp.app import main
+
+main()

@@ -1,0 +1,226 @@
+"""The training entry point: ``python -m mnist_exp [group=option ...] [key=value ...]``.
+
+``main`` is the thin Hydra layer: it composes the config, calls ``train`` and returns the metric
+that ``optimized_metric`` names, for sweepers. ``train`` builds every component from its registry,
+runs the loop and writes everything of the run into the run directory:
+
+    .hydra/  train.log  events.out.tfevents.*  checkpoints/{last,best}.pt  metrics.json  *.png
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
+from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.data import TensorLoader, build_dataset
+from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.models import count_parameters, model_summary
+from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
+from mnist_exp.runtime import seed_everything, select_device, set_cpu_threads, use_bf16
+from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
+from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, TrainState
+
+log = logging.getLogger("mnist_exp")
+
+# Config keys that say where or how a run goes, not what it trains: a resumed run may change them.
+RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trainer.progress",
+                     "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric")
+
+register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    return train(cfg)[cfg.optimized_metric]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, test and record one run; returns its metrics (also in ``metrics.json``)."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        return run(cfg, run_dir, in_sweep)
+    except BaseException as error:
+        # A sweep's summary and the leaderboard read the status; the error goes on up to Hydra.
+        # A completed run's metrics stay: a failed attempt to resume it must not erase them.
+        if read_status(run_dir) != "completed":
+            write_metrics(run_dir, {"status": "failed", "error": str(error) or type(error).__name__})
+        raise
+
+
+def run(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> dict[str, Any]:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    trainer_cfg = cfg.trainer
+    check_ranges(cfg)
+
+    device = select_device(cfg.device.name.value)
+    threads = set_cpu_threads(cfg.device.threads)
+    bf16 = use_bf16(cfg.device.precision.value, device)
+    seed_everything(cfg.seed, trainer_cfg.deterministic)
+    log.info("Run directory: %s", run_dir)
+    log.info("Device: %s (%d CPU threads%s)", device, threads, ", bf16 autocast" if bf16 else "")
+
+    data = build_dataset(cfg.dataset)
+    log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
+             len(data.test))
+    model = MODELS.build(cfg.model, len(data.class_names)).to(device)
+    channels_last = cfg.device.channels_last and any(m.__class__.__name__.startswith("Conv") for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    image_shape = tuple(data.train.images.shape[1:])
+    log.info("Model %s, %s parameters:\n%s", cfg.model.name, f"{count_parameters(model):,}",
+             model_summary(model, (image_shape[0] * image_shape[1],) if data.flatten else (1, *image_shape)))
+
+    def loader(split, batch_size: int, shuffle: bool = False) -> TensorLoader:
+        return TensorLoader(split, batch_size, mean=data.mean, std=data.std, flatten=data.flatten, shuffle=shuffle,
+                            seed=cfg.seed, device=device)
+
+    train_loader = loader(data.train, trainer_cfg.batch_size, shuffle=True)
+    val_loader = loader(data.val, trainer_cfg.eval_batch_size)
+    test_loader = loader(data.test, trainer_cfg.eval_batch_size)
+
+    optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
+    steps_per_epoch = len(train_loader)
+    scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, trainer_cfg.epochs * steps_per_epoch, steps_per_epoch)
+
+    checkpoint_dir = run_dir / "checkpoints"
+    resume_path = resume_checkpoint_path(cfg, checkpoint_dir)
+    state, best_weights = None, None
+    if resume_path is not None:
+        state, best_weights = resume(resume_path, config, model, optimizer, scheduler, checkpoint_dir)
+
+    tracker = TensorBoardTracker(run_dir, purge_step=state.step if state else None)
+    if state is None:
+        tracker.images("train/samples", data.train.images[:64])
+    callbacks = [TensorBoardCallback(tracker)]
+    if trainer_cfg.checkpoint:
+        callbacks.append(CheckpointCallback(checkpoint_dir, config))
+    progress = trainer_cfg.progress if trainer_cfg.progress is not None else sys.stderr.isatty() and not in_sweep
+    trainer = Trainer(model, optimizer, scheduler, train_loader, val_loader, epochs=trainer_cfg.epochs, device=device,
+                      label_smoothing=trainer_cfg.label_smoothing, bf16=bf16, channels_last=channels_last,
+                      compile=trainer_cfg.compile, log_interval=trainer_cfg.log_interval, progress=progress,
+                      callbacks=callbacks, state=state)
+    trainer.best_weights = best_weights
+    state = trainer.fit()
+
+    trainer.load_best_weights()
+    test = trainer.evaluate(test_loader, keep_predictions=True)
+    last = state.history[-1] if state.history else {}
+    metrics = {
+        "status": "completed",
+        "test/acc": test["acc"],
+        "test/loss": test["loss"],
+        "val/acc": last.get("val/acc", math.nan),
+        "val/loss": last.get("val/loss", math.nan),
+        "best_val/acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "epoch": state.epoch,
+        "train_time_s": state.train_time_s,
+        "samples_per_s": state.samples_seen / state.train_phase_s if state.train_phase_s else math.nan,
+        "params": count_parameters(model),
+    }
+    tracker.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
+    figures = write_final_figures(tracker, run_dir, test_images=data.test.images, true=data.test.labels,
+                                  pred=test["predictions"], class_names=data.class_names, history=state.history,
+                                  step=state.step)
+    tracker.hparams(hyperparameters(config), {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")})
+    tracker.close()
+    write_metrics(run_dir, metrics)
+
+    log.info("Test accuracy %.2f%% (best validation %.2f%%, epoch %d), %.1f s of training",
+             100 * metrics["test/acc"], 100 * metrics["best_val/acc"], metrics["best_epoch"], metrics["train_time_s"])
+    log.info("Metrics:     %s", run_dir / "metrics.json")
+    log.info("Pictures:    %s", ", ".join(path.name for path in figures.values()))
+    log.info("TensorBoard: tensorboard --logdir %s", run_dir)
+    return metrics
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Values the types allow but training does not; one line each, before anything is built."""
+    trainer = cfg.trainer
+    for key, value, low in (("trainer.epochs", trainer.epochs, 1), ("trainer.batch_size", trainer.batch_size, 1),
+                            ("trainer.eval_batch_size", trainer.eval_batch_size, 1),
+                            ("trainer.log_interval", trainer.log_interval, 1)):
+        if value < low:
+            raise UserError(f"{key}={value} is out of range: it must be at least {low}.")
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
+    known = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc")
+    if cfg.optimized_metric not in known:
+        raise UserError(f"optimized_metric={cfg.optimized_metric} is not a metric.{did_you_mean(cfg.optimized_metric, known)}"
+                        f" Choose one of: {', '.join(known)}.")
+
+
+def resume_checkpoint_path(cfg: DictConfig, checkpoint_dir: Path) -> Path | None:
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path)
+    if cfg.resume:
+        last = checkpoint_dir / "last.pt"
+        if not last.exists():
+            raise UserError(f"resume=true, but {last} does not exist. Point hydra.run.dir at the run to continue "
+                            "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+        return last
+    return None
+
+
+def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir: Path):
+    """Restore a run from a checkpoint; returns its train state and its best weights."""
+    checkpoint = load_checkpoint(path)
+    changed = changed_keys(checkpoint["config"], config)
+    if changed:
+        raise UserError(f"Checkpoint {path} was trained with a different config ({'; '.join(changed[:4])}). "
+                        "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_rng_states(checkpoint["rng"])
+    state = TrainState(**checkpoint["state"])
+    best_path = path.parent / "best.pt"
+    best = load_checkpoint(best_path) if best_path.exists() else checkpoint
+    if best_path.parent.resolve() != checkpoint_dir.resolve():
+        save_checkpoint(checkpoint_dir / "best.pt", best)  # the new run directory holds its own best.pt
+    log.info("Resumed from %s at epoch %d (step %d)", path, state.epoch, state.step)
+    return state, best["model"]
+
+
+def changed_keys(saved: dict, current: dict) -> list[str]:
+    """'model.width: 16 -> 32' for each setting that changes what is trained."""
+    before, after = flatten_config(saved), flatten_config(current)
+    return [f"{key}: {before.get(key)} -> {after.get(key)}" for key in sorted(before.keys() | after.keys())
+            if before.get(key) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE)]
+
+
+def hyperparameters(config: dict) -> dict[str, Any]:
+    """The flattened config as TensorBoard's HPARAMS tab shows it, less the keys that only say where or how."""
+    return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}
+
+
+def read_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, replaced atomically; NaN becomes null so any JSON reader takes it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(clean, f, indent=2)
+    os.replace(tmp, run_dir / "metrics.json")

@@ -1,0 +1,86 @@
+"""Checkpoints: atomic save, validated load, and the random states a resumed run needs.
+
+A checkpoint is a dict of tensors and primitives (model, optimizer, scheduler, train state, RNG
+states, the composed config), so ``torch.load(..., weights_only=True)`` reads it without
+unpickling arbitrary objects.
+"""
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnist_exp.errors import UserError
+
+REQUIRED_KEYS = ("format", "model", "optimizer", "scheduler", "state", "rng", "config")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
+
+    The rename is atomic, so a run killed mid-write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; refuse anything else with one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"No checkpoint at {path}. Give the path of a checkpoints/last.pt or best.pt written by a run.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated, corrupt, or not a torch file at all
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"Checkpoint {path} is unreadable (truncated or corrupt: {first_line}). "
+                        "Use another checkpoint, e.g. the run's checkpoints/best.pt.") from error
+    missing = [key for key in REQUIRED_KEYS if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise UserError(f"{path} is not an mnist_exp checkpoint (missing: {', '.join(missing)}).")
+    return payload
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random state a run draws from: Python, NumPy, torch (CPU and CUDA)."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "state": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = states["numpy"]
+    np.random.set_state({
+        "bit_generator": "MT19937",
+        "state": {"key": numpy_state["state"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+        "has_gauss": numpy_state["has_gauss"],
+        "gauss": numpy_state["gauss"],
+    })
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

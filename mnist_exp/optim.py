@@ -1,0 +1,74 @@
+"""Registered optimizers and learning-rate schedules.
+
+Every schedule is stepped once per optimizer step, so one rule serves per-epoch recipes (a
+``step`` schedule counts epochs as ``steps // steps_per_epoch``) and per-batch ones (one-cycle).
+"""
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+from mnist_exp.registry import OPTIMIZERS, SCHEDULERS
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, lr: float = 1e-3, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8):
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params, lr: float = 1e-3, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8):
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+
+
+@OPTIMIZERS.register("adadelta")
+def adadelta(params, lr: float = 1.0, rho: float = 0.9, weight_decay: float = 0.0, eps: float = 1e-6):
+    return torch.optim.Adadelta(params, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps)
+
+
+# Schedules take the optimizer and the run's length in steps from code; the rest is config.
+
+
+@SCHEDULERS.register("none")
+def constant(optimizer, total_steps: int, steps_per_epoch: int) -> LRScheduler:
+    """The optimizer's learning rate, unchanged."""
+    return LambdaLR(optimizer, lambda step: 1.0)
+
+
+@SCHEDULERS.register("step")
+def step(optimizer, total_steps: int, steps_per_epoch: int, step_size: int = 1, gamma: float = 0.7) -> LRScheduler:
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (torch's StepLR, stepped per epoch)."""
+    return LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
+
+
+@SCHEDULERS.register("cosine")
+def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0) -> LRScheduler:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` times the optimizer's learning rate."""
+    warmup = int(warmup_epochs * steps_per_epoch)
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        progress = min(1.0, (s - warmup) / max(1, total_steps - warmup))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+@SCHEDULERS.register("onecycle")
+def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.25,
+             div_factor: float = 25.0, final_div_factor: float = 1e4) -> LRScheduler:
+    """Smith's one-cycle: warm up to the optimizer's learning rate, then anneal far below it."""
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    # Cycle momentum only where the optimizer already uses it: plain SGD must stay plain.
+    cycle_momentum = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
+    # torch's schedule needs a warm-up of at least one step; very short runs (smoke tests) get a longer cycle.
+    total_steps = max(total_steps, math.floor(1 / pct_start) + 2)
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
+                      div_factor=div_factor, final_div_factor=final_div_factor, cycle_momentum=cycle_momentum)

