@@ -38,11 +38,15 @@ log = logging.getLogger("mnist_exp")
 RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trainer.progress",
                      "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric")
 
-register_schemas()
+
+def main() -> None:
+    """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
+    register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
+    hydra_main()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     return train(cfg)[cfg.optimized_metric]
 
 
@@ -62,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> dict[str, Any]:
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
     trainer_cfg = cfg.trainer
     check_ranges(cfg)
 
@@ -102,7 +106,8 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> dict[str, Any]:
     if resume_path is not None:
         state, best_weights = resume(resume_path, config, model, optimizer, scheduler, checkpoint_dir)
 
-    tracker = TensorBoardTracker(run_dir, purge_step=state.step if state else None)
+    # The killed run may have logged past its checkpoint: TensorBoard drops its points after it.
+    tracker = TensorBoardTracker(run_dir, purge_step=state.step + 1 if state else None)
     if state is None:
         tracker.images("train/samples", data.train.images[:64])
     callbacks = [TensorBoardCallback(tracker)]

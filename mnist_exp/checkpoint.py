@@ -7,6 +7,7 @@ unpickling arbitrary objects.
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated, corrupt, or not a torch file at all
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"Checkpoint {path} is unreadable (truncated or corrupt: {first_line}). "
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some of its messages
+        reason = text.splitlines()[0][:160] if text else type(error).__name__
+        raise UserError(f"Checkpoint {path} is unreadable (truncated or corrupt: {reason}). "
                         "Use another checkpoint, e.g. the run's checkpoints/best.pt.") from error
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload, dict) or key not in payload]
     if missing:

@@ -11,6 +11,9 @@ at composition with Hydra's own message. Two kinds of schema:
       defaults:
         - /schema/model/cnn@_here_
         - _self_
+
+  A builder with no YAML file (one a user registers in their own module) becomes an option of its
+  group directly, its defaults as values: ``model=tiny``.
 """
 
 from dataclasses import dataclass, field, make_dataclass
@@ -89,16 +92,15 @@ def builder_schema(registry: Registry, name: str) -> type:
 
 def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
-    # Importing the modules fills the registries.
-    import mnist_exp.data  # noqa: F401
-    import mnist_exp.models  # noqa: F401
-    import mnist_exp.optim  # noqa: F401
-
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for registry in (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS):
         for name in registry.names():
-            store.store(group=f"schema/{registry.kind}", name=name, node=builder_schema(registry, name))
+            schema = builder_schema(registry, name)
+            store.store(group=f"schema/{registry.kind}", name=name, node=schema)
+            if not (CONF_DIR / registry.kind / f"{name}.yaml").exists():
+                # A builder registered in a user's own module is an option of its group with its defaults.
+                store.store(group=registry.kind, name=name, node=schema)
 
 
 def run_dir_suffix(override_dirname: str) -> str:

@@ -16,6 +16,7 @@ Register it with a decorator and build it from a config node whose ``name`` pick
 Unknown names and unknown arguments fail with one line naming the close match.
 """
 
+import importlib
 import inspect
 from typing import Any, Callable, Mapping
 
@@ -25,9 +26,15 @@ from mnist_exp.errors import UserError, did_you_mean
 
 
 class Registry:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins_module: str):
         self.kind = kind  # "model", "optimizer", ...: the config group it serves
+        self.builtins_module = builtins_module  # imported on first lookup, so the built-ins are always there
         self._builders: dict[str, Callable[..., Any]] = {}
+
+    @property
+    def builders(self) -> dict[str, Callable[..., Any]]:
+        importlib.import_module(self.builtins_module)
+        return self._builders
 
     def register(self, name: str | None = None):
         """Decorator: ``@MODELS.register("cnn")`` (or bare ``@MODELS.register()`` to use the function name)."""
@@ -42,18 +49,18 @@ class Registry:
         return add
 
     def names(self) -> list[str]:
-        return sorted(self._builders)
+        return sorted(self.builders)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._builders
+        return name in self.builders
 
     def get(self, name: str) -> Callable[..., Any]:
-        if name not in self._builders:
+        if name not in self.builders:
             raise UserError(
-                f"Unknown {self.kind} '{name}'.{did_you_mean(name, self._builders)} "
+                f"Unknown {self.kind} '{name}'.{did_you_mean(name, self.builders)} "
                 f"Valid {self.kind} names: {', '.join(self.names())}."
             )
-        return self._builders[name]
+        return self.builders[name]
 
     def build(self, cfg: Mapping | DictConfig, *args: Any, **extra: Any) -> Any:
         """Call the builder named by ``cfg['name']`` with the other keys of ``cfg`` as keyword arguments.
@@ -88,7 +95,7 @@ def check_arguments(builder: Callable[..., Any], kwargs: Mapping[str, Any], pref
             )
 
 
-MODELS = Registry("model")
-OPTIMIZERS = Registry("optimizer")
-SCHEDULERS = Registry("scheduler")
-DATASETS = Registry("dataset")
+MODELS = Registry("model", "mnist_exp.models")
+OPTIMIZERS = Registry("optimizer", "mnist_exp.optim")
+SCHEDULERS = Registry("scheduler", "mnist_exp.optim")
+DATASETS = Registry("dataset", "mnist_exp.data")

@@ -1,0 +1,159 @@
+"""The real entry point, run as a user runs it (a subprocess), on fake data."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import read_events, read_metrics, run_app, run_dirs, run_module
+from mnist_exp.checkpoint import load_checkpoint
+from mnist_exp.data import TensorLoader, build_dataset
+from mnist_exp.registry import MODELS
+from mnist_exp.trainer import evaluate
+
+METRIC_KEYS = {"status", "test/acc", "test/loss", "val/acc", "best_val/acc", "epoch", "train_time_s", "samples_per_s"}
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    """One two-epoch run on fake data, from a working directory that is not the project's."""
+    cwd = tmp_path_factory.mktemp("fake_run")
+    result = run_app("dataset=fake", "trainer.epochs=2", "trainer.log_interval=2", cwd=cwd)
+    [run_dir] = run_dirs(cwd / "outputs")
+    return run_dir, result
+
+
+def test_run_directory_is_named_by_date_time_and_overrides(fake_run):
+    run_dir, _ = fake_run
+    relative = run_dir.relative_to(run_dir.parents[2])
+    assert relative.parts[0] == "runs"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", relative.parts[1])
+    assert re.fullmatch(r"\d{2}-\d{2}-\d{2}_dataset=fake,device.threads=1,device=cpu,trainer.epochs=2,"
+                        r"trainer.log_interval=2", relative.parts[2])
+
+
+def test_run_directory_holds_everything_of_the_run(fake_run):
+    run_dir, result = fake_run
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json", "checkpoints/last.pt",
+                 "checkpoints/best.pt", "confusion_matrix.png", "misclassified.png"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    # The user is told where things are, and the log file has it too.
+    for text in (result.stdout + result.stderr, (run_dir / "train.log").read_text()):
+        assert str(run_dir) in text and "metrics.json" in text and "tensorboard --logdir" in text
+        assert "output shape" in text  # the model summary
+
+
+def test_metrics_json(fake_run):
+    run_dir, _ = fake_run
+    metrics = read_metrics(run_dir)
+    assert METRIC_KEYS <= metrics.keys()
+    assert metrics["status"] == "completed" and metrics["epoch"] == 2
+    assert metrics["test/acc"] > 0.5  # fake data is learnable: chance is 0.1
+    assert 0 <= metrics["val/acc"] <= metrics["best_val/acc"] <= 1
+    assert metrics["train_time_s"] > 0 and metrics["samples_per_s"] > 0
+
+
+def test_checkpoints_reload_and_reproduce_the_test_accuracy(fake_run):
+    run_dir, _ = fake_run
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert last["state"]["epoch"] == 2 and last["state"]["step"] > 0
+    assert {"model", "optimizer", "scheduler", "state", "rng", "config"} <= best.keys()
+    config = best["config"]
+    model = MODELS.build(config["model"], 10)
+    model.load_state_dict(best["model"])
+    data = build_dataset(config["dataset"])
+    loader = TensorLoader(data.test, 256, mean=data.mean, std=data.std, flatten=data.flatten)
+    result = evaluate(model, loader, device=torch.device("cpu"))
+    assert result["acc"] == pytest.approx(read_metrics(run_dir)["test/acc"], abs=1e-9)
+
+
+def test_tensorboard_events_read_back(fake_run):
+    run_dir, _ = fake_run
+    events = read_events(run_dir)
+    tags = events.Tags()
+    assert {"train/loss", "train/acc", "lr", "val/loss", "val/acc", "test/acc", "time/epoch_s",
+            "time/samples_per_s"} <= set(tags["scalars"])
+    assert len(events.Scalars("val/acc")) == 2  # once per epoch
+    assert len(events.Scalars("train/loss")) >= 4
+    assert {"train/samples", "test/confusion_matrix", "test/misclassified"} <= set(tags["images"])
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert events.Scalars("hparams/test/acc")[-1].value == pytest.approx(read_metrics(run_dir)["test/acc"])
+    # One run is one TensorBoard run: no add_hparams-style subdirectory beside the run's events.
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == [".hydra", "checkpoints"]
+
+
+def test_multirun_two_by_two(tmp_path):
+    result = run_app("-m", "model=logreg,cnn", "optimizer=sgd,adam", "dataset=fake", "trainer.epochs=1",
+                     cwd=tmp_path)
+    jobs = run_dirs(tmp_path / "outputs" / "multirun")
+    names = [job.name for job in jobs]
+    assert len(jobs) == 4, result.stderr[-2000:]
+    assert all(job.parents[2].name == "multirun" for job in jobs)
+    for number, (model, optimizer) in enumerate([("logreg", "sgd"), ("logreg", "adam"), ("cnn", "sgd"),
+                                                 ("cnn", "adam")]):
+        [name] = [n for n in names if n.startswith(f"{number}_")]
+        assert f"model={model}" in name and f"optimizer={optimizer}" in name
+    for job in jobs:
+        assert read_metrics(job)["status"] == "completed"
+        assert (job / "checkpoints" / "best.pt").is_file()
+        assert "val/acc" in read_events(job).Tags()["scalars"]
+
+
+DETERMINISTIC = ("dataset=fake", "dataset.num_train=4096", "trainer.epochs=3", "trainer.deterministic=true",
+                 "model.width=8", "model.dropout=0.2", "seed=3")
+
+
+def same_result(a: dict, b: dict) -> bool:
+    keys = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc", "epoch")
+    return {k: a[k] for k in keys} == {k: b[k] for k in keys}
+
+
+def test_deterministic_runs_are_bit_identical_and_a_killed_run_resumes_to_the_same_result(tmp_path):
+    first, second, killed = tmp_path / "first", tmp_path / "second", tmp_path / "killed"
+    run_app(*DETERMINISTIC, f"hydra.run.dir={first}", cwd=tmp_path)
+    run_app(*DETERMINISTIC, f"hydra.run.dir={second}", cwd=tmp_path)
+    assert same_result(read_metrics(first), read_metrics(second))
+
+    # Kill a third run with SIGKILL once its first epoch is checkpointed, then resume it.
+    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, f"hydra.run.dir={killed}", "device=cpu",
+               "device.threads=1"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.pt"
+    while not last.exists() and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    epoch_at_kill = load_checkpoint(last)["state"]["epoch"]
+    assert epoch_at_kill < 3
+    result = run_app(*DETERMINISTIC, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    assert f"at epoch {epoch_at_kill}" in result.stdout
+    assert same_result(read_metrics(killed), read_metrics(first))
+    # TensorBoard shows each epoch once, not the killed run's points twice.
+    assert [e.step for e in read_events(killed).Scalars("val/acc")] == [e.step for e in
+                                                                        read_events(first).Scalars("val/acc")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model.name=cnnn"], "Unknown model 'cnnn'. Did you mean 'cnn'?"),
+    (["model=cnnn"], "Could not find 'model/cnnn'"),
+    (["trainer.epochz=1"], "Key 'epochz' not in 'TrainerConfig'"),
+    (["trainer.epochs=abc"], "trainer.epochs"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is out of range"),
+    (["trainer.batch_size=-1"], "trainer.batch_size=-1 is out of range"),
+    (["optimizer.lr=0"], "optimizer.lr=0.0 is out of range"),
+    (["device=cuda"] if not torch.cuda.is_available() else ["device.name=tpu"], "device"),
+    (["resume=true", "hydra.run.dir=no/such/run"], "resume=true, but"),
+    (["optimized_metric=val_acc"], "Did you mean 'val/acc'?"),
+])
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, args, message):
+    result = run_module("mnist_exp", "dataset=fake", *args, cwd=tmp_path, expect_ok=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
