@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -28,9 +29,10 @@ from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.runtime import seed_everything, select_device, set_cpu_threads, use_bf16
+from mnist_exp.runtime import (place_model, seed_everything, select_device, set_cpu_threads, stop_on_signals,
+                               use_bf16)
 from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
-from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, TrainState
+from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, TrainingStopped, TrainState
 
 log = logging.getLogger("mnist_exp")
 
@@ -56,7 +58,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run(cfg, run_dir, in_sweep)
+        return run(cfg, run_dir, in_sweep, list(hydra_cfg.overrides.task))
+    except SystemExit:  # stopped by a signal: metrics.json already says how to resume
+        raise
     except BaseException as error:
         # A sweep's summary and the leaderboard read the status; the error goes on up to Hydra.
         # A completed run's metrics stay: a failed attempt to resume it must not erase them.
@@ -65,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
 
 
-def run(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
     trainer_cfg = cfg.trainer
     check_ranges(cfg)
@@ -80,10 +84,8 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> dict[str, Any]:
     data = build_dataset(cfg.dataset)
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
-    model = MODELS.build(cfg.model, len(data.class_names)).to(device)
-    channels_last = cfg.device.channels_last and any(m.__class__.__name__.startswith("Conv") for m in model.modules())
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, channels_last = place_model(MODELS.build(cfg.model, len(data.class_names)), device,
+                                       cfg.device.channels_last)
     image_shape = tuple(data.train.images.shape[1:])
     log.info("Model %s, %s parameters:\n%s", cfg.model.name, f"{count_parameters(model):,}",
              model_summary(model, (image_shape[0] * image_shape[1],) if data.flatten else (1, *image_shape)))
@@ -112,14 +114,18 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> dict[str, Any]:
         tracker.images("train/samples", data.train.images[:64])
     callbacks = [TensorBoardCallback(tracker)]
     if trainer_cfg.checkpoint:
-        callbacks.append(CheckpointCallback(checkpoint_dir, config))
+        callbacks.append(CheckpointCallback(checkpoint_dir, {"config": config, "class_names": data.class_names}))
     progress = trainer_cfg.progress if trainer_cfg.progress is not None else sys.stderr.isatty() and not in_sweep
     trainer = Trainer(model, optimizer, scheduler, train_loader, val_loader, epochs=trainer_cfg.epochs, device=device,
                       label_smoothing=trainer_cfg.label_smoothing, bf16=bf16, channels_last=channels_last,
                       compile=trainer_cfg.compile, log_interval=trainer_cfg.log_interval, progress=progress,
                       callbacks=callbacks, state=state)
     trainer.best_weights = best_weights
-    state = trainer.fit()
+    with stop_on_signals(trainer.request_stop) as signals:
+        try:
+            state = trainer.fit()
+        except TrainingStopped:
+            stopped(trainer.state, run_dir, overrides, signals[0], trainer_cfg.checkpoint)
 
     trainer.load_best_weights()
     test = trainer.evaluate(test_loader, keep_predictions=True)
@@ -151,6 +157,22 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> dict[str, Any]:
     log.info("Pictures:    %s", ", ".join(path.name for path in figures.values()))
     log.info("TensorBoard: tensorboard --logdir %s", run_dir)
     return metrics
+
+
+def stopped(state: TrainState, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool) -> None:
+    """Record a run stopped by a signal and how to resume it, then exit with 128 + the signal's number."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "ckpt_path=", "hydra.run.dir="))]
+    command = " ".join(["python -m mnist_exp", *kept, "resume=true", f"hydra.run.dir={run_dir}"])
+    where = f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
+    write_metrics(run_dir, {"status": "stopped", "epoch": state.epoch, "step": state.step, "resume": command})
+    if checkpointed:
+        log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume with: %s",
+                    signal.Signals(signum).name, where, command)
+    else:
+        log.warning("Stopped by %s in %s (trainer.checkpoint=false: nothing to resume from).",
+                    signal.Signals(signum).name, where)
+    # SystemExit, not an error: in a sweep it ends the whole sweep, as a signal should.
+    raise SystemExit(128 + signum)
 
 
 def check_ranges(cfg: DictConfig) -> None:
@@ -186,6 +208,8 @@ def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir
     """Restore a run from a checkpoint; returns its train state and its best weights."""
     checkpoint = load_checkpoint(path)
     changed = changed_keys(checkpoint["config"], config)
+    # Name the biggest difference first: a different model explains its other keys.
+    changed.sort(key=lambda change: not change.startswith(("model.name:", "dataset.name:")))
     if changed:
         raise UserError(f"Checkpoint {path} was trained with a different config ({'; '.join(changed[:4])}). "
                         "Resume with the run's own overrides (see its .hydra/overrides.yaml).")

@@ -86,3 +86,19 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model a checkpoint holds, rebuilt from its config and loaded with its weights, in eval mode."""
+    from mnist_exp.registry import MODELS  # here: the registries import the models, which need torch only
+
+    checkpoint = load_checkpoint(path)
+    config = checkpoint["config"]
+    class_names = checkpoint.get("class_names") or [str(c) for c in range(10)]
+    model = MODELS.build(config["model"], len(class_names))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
+                        f"{str(error).splitlines()[0]}") from error
+    return model.to(device).eval(), checkpoint

@@ -16,6 +16,7 @@ at composition with Hydra's own message. Two kinds of schema:
   group directly, its defaults as values: ``model=tiny``.
 """
 
+import re
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from pathlib import Path
@@ -77,6 +78,36 @@ class Config:
     optimized_metric: str = MISSING  # the metrics.json key the app returns to sweepers
 
 
+class SplitName(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+@dataclass
+class EvaluateConfig:
+    """``python -m mnist_exp.evaluate`` (conf/evaluate.yaml)."""
+
+    ckpt: str = MISSING  # a checkpoints/best.pt or last.pt written by a run
+    split: SplitName = MISSING
+    batch_size: int | None = MISSING  # null: the run's trainer.eval_batch_size
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+
+class ExportFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@dataclass
+class ExportConfig:
+    """``python -m mnist_exp.export`` (conf/export.yaml)."""
+
+    ckpt: str = MISSING
+    format: ExportFormat = MISSING
+    out: str | None = MISSING  # null: model.pt (TorchScript) or model.onnx beside the checkpoint
+
+
 def builder_schema(registry: Registry, name: str) -> type:
     """A dataclass with ``name`` and one typed field per config parameter of the builder."""
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
@@ -94,6 +125,8 @@ def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="export_schema", node=ExportConfig)
     for registry in (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS):
         for name in registry.names():
             schema = builder_schema(registry, name)
@@ -104,11 +137,14 @@ def register_schemas() -> None:
 
 
 def run_dir_suffix(override_dirname: str) -> str:
-    """'_model=cnn,optimizer=adam' for a run's directory name; '' without overrides. Safe as one path part."""
+    """'_model-cnn_optimizer-adam' for a run's directory name; '' without overrides.
+
+    One path part, of characters a Hydra override and a shell take unquoted (``ckpt=<run>/...``).
+    """
     if not override_dirname:
         return ""
-    name = override_dirname.replace("/", "-").replace("\\", "-").replace(" ", "")
-    return "_" + (name if len(name) <= 80 else name[:72] + "...")
+    name = re.sub(r"[^A-Za-z0-9._+@-]+", "-", override_dirname)
+    return "_" + (name if len(name) <= 80 else name[:77] + "...")
 
 
 def config_groups_help() -> str:

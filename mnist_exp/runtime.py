@@ -1,7 +1,11 @@
-"""The process's set-up for a run: which device, how many CPU threads, seeds, determinism."""
+"""The process's set-up for a run: which device, how many CPU threads, seeds, determinism, signals."""
 
+import contextlib
 import os
 import random
+import signal
+import threading
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,3 +48,36 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+
+
+def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, bool]:
+    """The model on ``device``, NHWC if asked for and it has convolutions; and whether it is NHWC."""
+    channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    model = model.to(device)
+    return (model.to(memory_format=torch.channels_last) if channels_last else model), channels_last
+
+
+@contextlib.contextmanager
+def stop_on_signals(request_stop: Callable[[], None]):
+    """While inside, SIGTERM and SIGINT call ``request_stop`` (a second one stops at once); yields the signals seen.
+
+    SIGTERM is how SLURM and most schedulers preempt a job, SIGINT is Ctrl-C: both should leave a
+    checkpoint to resume from rather than kill the run mid-batch.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield received
+        return
+
+    def handle(signum, _frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        request_stop()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

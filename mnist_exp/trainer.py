@@ -36,6 +36,15 @@ class TrainState:
     train_phase_s: float = 0.0  # wall time in the training phases alone
     samples_seen: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one row of metrics per epoch
+    # Set when a run stops inside an epoch (a signal): where in the epoch, and the epoch's sums so far.
+    batch_in_epoch: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
+    epoch_elapsed_s: float = 0.0
+
+
+class TrainingStopped(Exception):
+    """Raised by ``fit`` when ``request_stop`` was called; the state says where to continue."""
 
 
 class Callback:
@@ -46,6 +55,8 @@ class Callback:
     def on_train_log(self, trainer: "Trainer", values: dict[str, float]) -> None: ...
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float], is_best: bool) -> None: ...
+
+    def on_stop(self, trainer: "Trainer") -> None: ...
 
 
 def autocast_context(device: torch.device, bf16: bool):
@@ -105,13 +116,24 @@ class Trainer:
         self.state = state or TrainState()
         # The weights behind state.best_val_acc, on the CPU; the final test uses them.
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Stop after the current batch (safe to call from a signal handler)."""
+        self.stop_requested = True
 
     def fit(self) -> TrainState:
         for callback in self.callbacks:
             callback.on_fit_start(self)
         for epoch in range(self.state.epoch, self.epochs):
-            started = time.perf_counter()
-            train_metrics = self.train_epoch(epoch)
+            started = time.perf_counter() - self.state.epoch_elapsed_s
+            try:
+                train_metrics = self.train_epoch(epoch)
+            except TrainingStopped:
+                self.state.epoch_elapsed_s = time.perf_counter() - started
+                for callback in self.callbacks:
+                    callback.on_stop(self)
+                raise
             train_seconds = time.perf_counter() - started
             val = self.evaluate(self.val_loader)
             epoch_seconds = time.perf_counter() - started
@@ -149,15 +171,18 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.forward_model.train()
         device = self.device
-        # Sums stay on the device: reading them back every step would stall a GPU.
-        epoch_loss = torch.zeros((), device=device)
-        epoch_correct = torch.zeros((), device=device, dtype=torch.long)
+        state = self.state
+        # Sums stay on the device: reading them back every step would stall a GPU. A run stopped
+        # inside this epoch left its sums and position in the state; continue from there.
+        epoch_loss = torch.tensor(state.epoch_loss_sum, device=device)
+        epoch_correct = torch.tensor(state.epoch_correct, device=device, dtype=torch.long)
         window_loss = torch.zeros((), device=device)
         window_correct = torch.zeros((), device=device, dtype=torch.long)
         window_count = 0
-        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
-                   disable=not self.progress, dynamic_ncols=True)
-        for x, y in self.train_loader.epoch_batches(epoch):
+        bar = tqdm(total=len(self.train_loader), initial=state.batch_in_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
+                   leave=False, disable=not self.progress, dynamic_ncols=True)
+        for batch, (x, y) in enumerate(self.train_loader.epoch_batches(epoch, state.batch_in_epoch),
+                                       start=state.batch_in_epoch):
             with autocast_context(device, self.bf16):
                 logits = self.forward_model(to_memory_format(x, self.channels_last))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
@@ -188,7 +213,13 @@ class Trainer:
                 window_correct.zero_()
                 window_count = 0
             bar.update()
+            if self.stop_requested and batch + 1 < len(self.train_loader):
+                bar.close()
+                state.batch_in_epoch = batch + 1
+                state.epoch_loss_sum, state.epoch_correct = epoch_loss.item(), int(epoch_correct.item())
+                raise TrainingStopped()
         bar.close()
+        state.batch_in_epoch, state.epoch_loss_sum, state.epoch_correct, state.epoch_elapsed_s = 0, 0.0, 0, 0.0
         samples = self.train_loader.num_samples
         train_loss = epoch_loss.item() / samples
         self.check_finite(train_loss)
@@ -211,31 +242,36 @@ class Trainer:
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
 
-    def checkpoint(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Everything a resumed run needs, as tensors and primitives (``torch.load(weights_only=True)`` reads it)."""
-        return {
+    def checkpoint(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Everything a resumed run needs, as tensors and primitives (``torch.load(weights_only=True)`` reads it).
+
+        ``metadata`` (the composed config, the class names) is stored beside it.
+        """
+        return {**metadata,
             "format": 1,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "state": copy.deepcopy(asdict(self.state)),
             "rng": rng_states(),
-            "config": config,
         }
 
 
 class CheckpointCallback(Callback):
-    """``last.pt`` after every epoch, ``best.pt`` on a new best validation accuracy; both written atomically."""
+    """``last.pt`` after every epoch and when stopped, ``best.pt`` on a new best validation accuracy; atomically."""
 
-    def __init__(self, directory: str | Path, config: dict[str, Any]):
+    def __init__(self, directory: str | Path, metadata: dict[str, Any]):
         self.directory = Path(directory)
-        self.config = config
+        self.metadata = metadata  # {"config": the composed config, ...}
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float], is_best: bool) -> None:
-        payload = trainer.checkpoint(self.config)
+        payload = trainer.checkpoint(self.metadata)
         save_checkpoint(self.directory / "last.pt", payload)
         if is_best:
             save_checkpoint(self.directory / "best.pt", payload)
+
+    def on_stop(self, trainer: Trainer) -> None:
+        save_checkpoint(self.directory / "last.pt", trainer.checkpoint(self.metadata))
 
 
 class TensorBoardCallback(Callback):

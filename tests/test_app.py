@@ -22,7 +22,7 @@ METRIC_KEYS = {"status", "test/acc", "test/loss", "val/acc", "best_val/acc", "ep
 def fake_run(tmp_path_factory):
     """One two-epoch run on fake data, from a working directory that is not the project's."""
     cwd = tmp_path_factory.mktemp("fake_run")
-    result = run_app("dataset=fake", "trainer.epochs=2", "trainer.log_interval=2", cwd=cwd)
+    result = run_app("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "trainer.log_interval=8", cwd=cwd)
     [run_dir] = run_dirs(cwd / "outputs")
     return run_dir, result
 
@@ -32,8 +32,8 @@ def test_run_directory_is_named_by_date_time_and_overrides(fake_run):
     relative = run_dir.relative_to(run_dir.parents[2])
     assert relative.parts[0] == "runs"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", relative.parts[1])
-    assert re.fullmatch(r"\d{2}-\d{2}-\d{2}_dataset=fake,device.threads=1,device=cpu,trainer.epochs=2,"
-                        r"trainer.log_interval=2", relative.parts[2])
+    assert re.fullmatch(r"\d{2}-\d{2}-\d{2}_dataset-fake_device.threads-1_device-cpu_trainer.batch_size-64_"
+                        r"trainer.epochs-2_trainer.log_interval-8", relative.parts[2])
 
 
 def test_run_directory_holds_everything_of_the_run(fake_run):
@@ -98,15 +98,15 @@ def test_multirun_two_by_two(tmp_path):
     for number, (model, optimizer) in enumerate([("logreg", "sgd"), ("logreg", "adam"), ("cnn", "sgd"),
                                                  ("cnn", "adam")]):
         [name] = [n for n in names if n.startswith(f"{number}_")]
-        assert f"model={model}" in name and f"optimizer={optimizer}" in name
+        assert f"model-{model}" in name and f"optimizer-{optimizer}" in name
     for job in jobs:
         assert read_metrics(job)["status"] == "completed"
         assert (job / "checkpoints" / "best.pt").is_file()
         assert "val/acc" in read_events(job).Tags()["scalars"]
 
 
-DETERMINISTIC = ("dataset=fake", "dataset.num_train=4096", "trainer.epochs=3", "trainer.deterministic=true",
-                 "model.width=8", "model.dropout=0.2", "seed=3")
+DETERMINISTIC = ("dataset=fake", "dataset.num_train=8192", "trainer.epochs=3", "trainer.deterministic=true",
+                 "model.width=8", "model.dropout=0.2", "seed=3", "device=cpu", "device.threads=1")
 
 
 def same_result(a: dict, b: dict) -> bool:
@@ -114,30 +114,56 @@ def same_result(a: dict, b: dict) -> bool:
     return {k: a[k] for k in keys} == {k: b[k] for k in keys}
 
 
-def test_deterministic_runs_are_bit_identical_and_a_killed_run_resumes_to_the_same_result(tmp_path):
-    first, second, killed = tmp_path / "first", tmp_path / "second", tmp_path / "killed"
-    run_app(*DETERMINISTIC, f"hydra.run.dir={first}", cwd=tmp_path)
-    run_app(*DETERMINISTIC, f"hydra.run.dir={second}", cwd=tmp_path)
-    assert same_result(read_metrics(first), read_metrics(second))
-
-    # Kill a third run with SIGKILL once its first epoch is checkpointed, then resume it.
-    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, f"hydra.run.dir={killed}", "device=cpu",
-               "device.threads=1"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = killed / "checkpoints" / "last.pt"
+def start_and_signal(run_dir, signum) -> subprocess.Popen:
+    """Start a deterministic run; send it ``signum`` once its first epoch is checkpointed (training is underway)."""
+    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.pt"
     while not last.exists() and process.poll() is None:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+        time.sleep(0.005)
+    process.send_signal(signum)
+    process.wait(timeout=120)
+    return process
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("deterministic") / "run"
+    run_module("mnist_exp", *DETERMINISTIC, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    return run_dir
+
+
+def test_deterministic_runs_are_bit_identical(uninterrupted, tmp_path):
+    run_module("mnist_exp", *DETERMINISTIC, f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)
+    assert same_result(read_metrics(tmp_path / "again"), read_metrics(uninterrupted))
+
+
+def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupted, tmp_path):
+    run_dir = tmp_path / "killed"
+    process = start_and_signal(run_dir, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    epoch_at_kill = load_checkpoint(last)["state"]["epoch"]
+    epoch_at_kill = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]["epoch"]
     assert epoch_at_kill < 3
-    result = run_app(*DETERMINISTIC, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    result = run_module("mnist_exp", *DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
     assert f"at epoch {epoch_at_kill}" in result.stdout
-    assert same_result(read_metrics(killed), read_metrics(first))
+    assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
     # TensorBoard shows each epoch once, not the killed run's points twice.
-    assert [e.step for e in read_events(killed).Scalars("val/acc")] == [e.step for e in
-                                                                        read_events(first).Scalars("val/acc")]
+    steps = [e.step for e in read_events(run_dir).Scalars("val/acc")]
+    assert steps == [e.step for e in read_events(uninterrupted).Scalars("val/acc")]
+
+
+def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_it(uninterrupted, tmp_path):
+    run_dir = tmp_path / "terminated"
+    process = start_and_signal(run_dir, signal.SIGTERM)
+    assert process.returncode == 128 + signal.SIGTERM
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]
+    assert state["batch_in_epoch"] > 0  # inside an epoch, not at its end
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "stopped" and "Resume with" in (run_dir / "train.log").read_text()
+    command = metrics["resume"].split()
+    assert command[:3] == ["python", "-m", "mnist_exp"] and "resume=true" in command
+    run_module("mnist_exp", *command[3:], cwd=tmp_path)
+    assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
 
 
 @pytest.mark.parametrize("args, message", [
