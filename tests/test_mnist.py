@@ -1,14 +1,60 @@
-"""Real MNIST, through the real entry point: the accuracy the README promises."""
+"""Real MNIST, through the real entry points: the accuracy the README promises, and what users do with the model."""
 
 import pytest
+from PIL import Image, ImageOps
 
 from conftest import read_metrics, run_dirs, run_module
+from mnist_exp.data import ensure_mnist, read_idx
+
+
+@pytest.fixture(scope="module")
+def one_epoch_cnn(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("mnist")
+    result = run_module("mnist_exp", "model=cnn", "trainer.epochs=1", cwd=cwd)
+    [run_dir] = run_dirs(cwd / "outputs")
+    return run_dir, result
 
 
 @pytest.mark.slow
-def test_default_cnn_reaches_98_5_percent_in_one_epoch(tmp_path):
-    result = run_module("mnist_exp", "model=cnn", "trainer.epochs=1", cwd=tmp_path)
-    [run_dir] = run_dirs(tmp_path / "outputs")
+def test_default_cnn_reaches_98_5_percent_in_one_epoch(one_epoch_cnn):
+    run_dir, result = one_epoch_cnn
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epoch"] == 1
     assert metrics["test/acc"] >= 0.985, result.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_test_acc_exactly(one_epoch_cnn, tmp_path):
+    run_dir, _ = one_epoch_cnn
+    acc = read_metrics(run_dir)["test/acc"]
+    result = run_module("mnist_exp.evaluate", f"ckpt={run_dir}/checkpoints/best.pt", cwd=tmp_path)
+    assert f"accuracy {100 * acc:.2f}% ({round(acc * 10000)}/10000)" in result.stdout
+
+
+@pytest.mark.slow
+def test_predict_reads_digits_drawn_as_users_draw_them(one_epoch_cnn, tmp_path):
+    """MNIST test digits as a user's files: scaled up, black on white, with margins, as PNG and JPEG."""
+    run_dir, _ = one_epoch_cnn
+    raw = ensure_mnist()
+    images, labels = read_idx(raw / "t10k-images-idx3-ubyte")[:20], read_idx(raw / "t10k-labels-idx1-ubyte")[:20]
+    expected = {}
+    for i, (pixels, label) in enumerate(zip(images, labels.tolist())):
+        digit = ImageOps.invert(Image.fromarray(pixels.numpy()).resize((84 + 4 * i, 84), Image.Resampling.BILINEAR))
+        page = ImageOps.expand(digit, border=(10 + i, 30, 50, 5), fill=255)
+        name = tmp_path / f"digit{i:02d}.{'png' if i % 2 else 'jpg'}"
+        page.convert("RGB").save(name)
+        expected[str(name)] = str(label)
+    result = run_module("mnist_exp.predict", f"ckpt={run_dir}/checkpoints/best.pt", str(tmp_path), cwd=tmp_path)
+    predicted = dict(line.split("\t")[:2] for line in result.stdout.strip().splitlines())
+    assert predicted.keys() == expected.keys()
+    correct = sum(predicted[name] == label for name, label in expected.items())
+    assert correct >= 18, result.stdout
+
+
+@pytest.mark.slow
+def test_onnx_export_gives_the_same_predictions(one_epoch_cnn, tmp_path):
+    pytest.importorskip("onnxruntime")
+    run_dir, _ = one_epoch_cnn
+    result = run_module("mnist_exp.export", f"ckpt={run_dir}/checkpoints/best.pt", "format=onnx",
+                        f"out={tmp_path / 'model.onnx'}", cwd=tmp_path)
+    assert "predicts the same class as the checkpoint on 512 test images" in result.stdout
