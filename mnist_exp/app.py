@@ -44,7 +44,23 @@ RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trai
 def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
+    check_output_location(sys.argv[1:])
     hydra_main()
+
+
+def check_output_location(args: list[str]) -> None:
+    """Refuse, in one line, an output location that cannot be written (Hydra would fail with a traceback)."""
+    locations = [value for key, _, value in (arg.partition("=") for arg in args)
+                 if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value]
+    locations.append(os.environ.get("MNIST_EXP_OUTPUTS") or "outputs")
+    for location in locations:
+        path = Path(location).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        problem = "is not a directory" if not existing.is_dir() else "is not writable" if not os.access(
+            existing, os.W_OK) else None
+        if problem:
+            sys.exit(f"Cannot write run directories to {path}: {existing} {problem}. "
+                     "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

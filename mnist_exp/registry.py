@@ -75,7 +75,12 @@ class Registry:
         name = cfg.pop("name")
         builder = self.get(name)
         check_arguments(builder, cfg, f"{self.kind}.")
-        return builder(*args, **cfg, **extra)
+        try:
+            return builder(*args, **cfg, **extra)
+        except (ValueError, TypeError, RuntimeError) as error:  # torch's checks of the values, e.g. a negative size
+            settings = ", ".join(f"{self.kind}.{key}={value}" for key, value in cfg.items())
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"Cannot build {self.kind} '{name}' from {settings or 'its defaults'}: {reason}") from error
 
 
 def config_parameters(builder: Callable[..., Any]) -> dict[str, inspect.Parameter]:

@@ -177,9 +177,32 @@ def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_
     (["device=cuda"] if not torch.cuda.is_available() else ["device.name=tpu"], "device"),
     (["resume=true", "hydra.run.dir=no/such/run"], "resume=true, but"),
     (["optimized_metric=val_acc"], "Did you mean 'val/acc'?"),
+    (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory"),
+    (["scheduler=onecylce"], "Could not find 'scheduler/onecylce'"),
+    (["model.width=-4"], "model.width"),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, args, message):
     result = run_module("mnist_exp", "dataset=fake", *args, cwd=tmp_path, expect_ok=False)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path):
+    result = run_app("dataset=fake", "optimizer=sgd", "optimizer.lr=1e12", "scheduler=none", "model=mlp",
+                     "trainer.log_interval=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Training diverged: the loss is nan at step" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_metrics(tmp_path / "run")["status"] == "failed"
+    assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    result = run_app("-m", "dataset=fake", "model=mlp", "optimizer=sgd", "scheduler=none", "optimizer.lr=1e12,0.05",
+                     "trainer.epochs=1", "trainer.log_interval=1", cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1
+    jobs = run_dirs(tmp_path / "outputs")
+    assert [job.name[:2] for job in jobs] == ["0_", "1_"]
+    failed, completed = (read_metrics(job) for job in jobs)
+    assert failed["status"] == "failed" and "Training diverged" in failed["error"]
+    assert completed["status"] == "completed" and completed["test/acc"] > 0.5
