@@ -205,4 +205,4 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert [job.name[:2] for job in jobs] == ["0_", "1_"]
     failed, completed = (read_metrics(job) for job in jobs)
     assert failed["status"] == "failed" and "Training diverged" in failed["error"]
-    assert completed["status"] == "completed" and completed["test/acc"] > 0.5
+    assert completed["status"] == "completed" and completed["test/acc"] > 0.2  # chance is 0.1
