@@ -1,0 +1,259 @@
+"""Seconds to 99.0% test accuracy: pytorch/examples' mnist recipe against our `fast` experiment, in one run.
+
+    python scripts/benchmark.py            # real MNIST: several minutes on 2 CPU cores
+    python scripts/benchmark.py --small    # fake data, seconds: checks that the script works
+
+(a) the reference, as pytorch/examples mnist/main.py writes it: its network, Adadelta lr 1.0,
+    StepLR gamma 0.7, torchvision's MNIST with ToTensor and Normalize, a DataLoader of batch 64,
+    seed 1; trained until 99.0% test accuracy or 3 epochs (then its time is a lower bound);
+(b) `python -m mnist_exp experiment=fast`, its training time and test accuracy;
+(c) the framework's overhead: one epoch through our Trainer (logging, progress bar, checkpoints)
+    against a minimal hand-written loop over the same tensors, model, optimizer and batch size.
+
+Only training counts as seconds: the reference's per-epoch test pass is not timed, and our time
+includes its validation passes (so the ratio is, if anything, unfair to us). Results go to
+<out>/benchmark.json, benchmark.md and benchmark.png.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
+
+from mnist_exp.app import run as run_experiment
+from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.data import Split, TensorLoader, build_dataset, ensure_mnist
+from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
+from mnist_exp.runtime import place_model, set_cpu_threads
+from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, TrainState
+from mnist_exp.tracking import TensorBoardTracker
+
+TARGET = 0.99
+SMALL = ["dataset=fake", "dataset.num_train=512", "dataset.num_val=128", "dataset.num_test=128"]
+
+
+class ExamplesNet(nn.Module):
+    """pytorch/examples mnist/main.py's network, as written there."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        x = self.dropout2(F.relu(self.fc1(x)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+class PILImages(Dataset):
+    """A Split served the torchvision way, one PIL image at a time (for --small, which has no MNIST files)."""
+
+    def __init__(self, split: Split, transform):
+        self.split, self.transform = split, transform
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.split.images[i].numpy(), mode="L")), int(self.split.labels[i])
+
+
+def reference(small: bool, max_epochs: int = 3) -> list[dict]:
+    """Train the pytorch/examples recipe; test accuracy after each epoch against seconds of training."""
+    torch.manual_seed(1)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    if small:
+        data = build_dataset({"name": "fake", "num_train": 512, "num_val": 128, "num_test": 128})
+        train_set, test_set = PILImages(data.train, transform), PILImages(data.test, transform)
+    else:
+        root = ensure_mnist().parents[1]  # torchvision's layout: <root>/MNIST/raw
+        train_set = datasets.MNIST(root, train=True, transform=transform)
+        test_set = datasets.MNIST(root, train=False, transform=transform)
+    train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+    test_loader = DataLoader(test_set, batch_size=1000)
+    model = ExamplesNet()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    seconds, points = 0.0, []
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        for x, y in train_loader:
+            optimizer.zero_grad()
+            F.nll_loss(model(x), y).backward()
+            optimizer.step()
+        seconds += time.perf_counter() - started
+        model.eval()
+        with torch.inference_mode():
+            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test_loader)
+        points.append({"epoch": epoch, "seconds": seconds, "test_acc": correct / len(test_set)})
+        print(f"  reference epoch {epoch}: {100 * points[-1]['test_acc']:.2f}% after {seconds:.1f} s", flush=True)
+        if points[-1]["test_acc"] >= TARGET:
+            break
+        scheduler.step()
+    return points
+
+
+def compose_fast(small: bool):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=["experiment=fast", "trainer.progress=false", *(SMALL if small else [])])
+
+
+def ours(small: bool, out: Path) -> dict:
+    cfg = compose_fast(small)
+    metrics = run_experiment(cfg, out / "fast_run", in_sweep=False, overrides=["experiment=fast"])
+    print(f"  fast: {100 * metrics['test/acc']:.2f}% after {metrics['train_time_s']:.1f} s", flush=True)
+    return metrics
+
+
+def overhead(small: bool, out: Path, repeats: int) -> dict:
+    """Seconds of one epoch (train + validation): our Trainer with its callbacks vs a minimal loop."""
+    cfg = compose_fast(small)
+    data = build_dataset(cfg.dataset)
+
+    def setup():
+        torch.manual_seed(0)
+        model, channels_last = place_model(MODELS.build(cfg.model, 10), torch.device("cpu"), cfg.device.channels_last)
+        optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
+        loader = TensorLoader(data.train, cfg.trainer.batch_size, mean=data.mean, std=data.std, shuffle=True)
+        val = TensorLoader(data.val, cfg.trainer.eval_batch_size, mean=data.mean, std=data.std)
+        scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, len(loader), len(loader))
+        return model, channels_last, optimizer, scheduler, loader, val
+
+    def minimal() -> float:
+        model, channels_last, optimizer, scheduler, loader, val = setup()
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        started = time.perf_counter()
+        model.train()
+        for x, y in loader.epoch_batches(0):
+            loss = F.cross_entropy(model(x.contiguous(memory_format=memory_format)), y,
+                                   label_smoothing=cfg.trainer.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        with torch.inference_mode():
+            for x, y in val:
+                model(x.contiguous(memory_format=memory_format)).argmax(1)
+        return time.perf_counter() - started
+
+    def framework() -> float:
+        model, channels_last, optimizer, scheduler, loader, val = setup()
+        run_dir = Path(tempfile.mkdtemp(dir=out))
+        tracker = TensorBoardTracker(run_dir)
+        callbacks = [TensorBoardCallback(tracker), CheckpointCallback(run_dir / "checkpoints", {"config": {}})]
+        trainer = Trainer(model, optimizer, scheduler, loader, val, epochs=1, device=torch.device("cpu"),
+                          label_smoothing=cfg.trainer.label_smoothing, channels_last=channels_last,
+                          log_interval=cfg.trainer.log_interval, progress=True, callbacks=callbacks, state=TrainState())
+        started = time.perf_counter()
+        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar is drawn, but not onto this report
+            trainer.fit()
+        seconds = time.perf_counter() - started
+        tracker.close()
+        return seconds
+
+    minimal()  # warm-up: first-touch allocations and kernel selection, for both
+    pairs = [(minimal(), framework()) for _ in range(repeats)]
+    best_minimal, best_framework = min(p[0] for p in pairs), min(p[1] for p in pairs)
+    print(f"  overhead: trainer {best_framework:.2f} s vs minimal loop {best_minimal:.2f} s per epoch", flush=True)
+    return {"minimal_epoch_s": best_minimal, "trainer_epoch_s": best_framework,
+            "ratio": best_framework / best_minimal, "pairs": pairs}
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def report(result: dict) -> str:
+    ref, fast, over = result["reference"], result["fast"], result["overhead"]
+    reached = [p for p in ref if p["test_acc"] >= TARGET]
+    ref_seconds = reached[0]["seconds"] if reached else ref[-1]["seconds"]
+    ref_text = f"{ref_seconds:.1f}" if reached else f"> {ref_seconds:.1f} (not reached in {len(ref)} epochs)"
+    fast_reached = fast["test/acc"] >= TARGET
+    ratio = ref_seconds / fast["train_time_s"]
+    ratio_text = (f"{ratio:.1f}x" if reached else f"> {ratio:.1f}x") if fast_reached else "n/a (fast missed 99.0%)"
+    return "\n".join([
+        f"Machine: {result['machine']}",
+        "",
+        "| recipe | test accuracy | seconds of training to 99.0% |",
+        "|---|---|---|",
+        f"| pytorch/examples mnist (DataLoader, batch 64) | {100 * ref[-1]['test_acc']:.2f}% after {len(ref)} "
+        f"epoch(s) | {ref_text} |",
+        f"| mnist_exp `experiment=fast` | {100 * fast['test/acc']:.2f}% | "
+        f"{fast['train_time_s']:.1f}{'' if fast_reached else ' (99.0% not reached)'} |",
+        f"| speed-up | | {ratio_text} |",
+        "",
+        f"Framework overhead, one epoch of the fast recipe (train + validation): our Trainer with logging, progress "
+        f"bar and checkpoints {over['trainer_epoch_s']:.2f} s, a minimal loop {over['minimal_epoch_s']:.2f} s: "
+        f"ratio {over['ratio']:.3f}.",
+    ])
+
+
+def plot(result: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ref = result["reference"]
+    ax.plot([0] + [p["seconds"] for p in ref], [0.1] + [p["test_acc"] for p in ref], "o-",
+            label="pytorch/examples mnist")
+    ax.plot([result["fast"]["train_time_s"]], [result["fast"]["test/acc"]], "s", markersize=9,
+            label="mnist_exp experiment=fast")
+    ax.axhline(TARGET, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="seconds of training", ylabel="test accuracy", ylim=(0.95, 1.0) if not result["small"] else None,
+           title="Test accuracy against training time")
+    ax.legend(loc="lower right")
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="fake data, seconds: checks that the script works")
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"), help="where results go")
+    parser.add_argument("--repeats", type=int, default=2, help="epochs of each loop for the overhead ratio")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.WARNING)
+    register_schemas()
+    set_cpu_threads(0)
+    result = {"machine": machine(), "small": args.small}
+    print("Reference (pytorch/examples mnist):", flush=True)
+    result["reference"] = reference(args.small, max_epochs=1 if args.small else 3)
+    print("Ours (experiment=fast):", flush=True)
+    result["fast"] = ours(args.small, args.out)
+    print("Overhead:", flush=True)
+    result["overhead"] = overhead(args.small, args.out, 1 if args.small else args.repeats)
+    table = report(result)
+    (args.out / "benchmark.json").write_text(json.dumps(result, indent=2))
+    (args.out / "benchmark.md").write_text(table + "\n")
+    plot(result, args.out / "benchmark.png")
+    print("\n" + table)
+    print(f"\nWrote {args.out / 'benchmark.json'}, benchmark.md and benchmark.png")
+
+
+if __name__ == "__main__":
+    main()
