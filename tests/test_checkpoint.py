@@ -1,0 +1,48 @@
+"""Checkpoint files: atomic writes, refusals of what is not a complete checkpoint of ours, RNG round trip."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_exp.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from mnist_exp.errors import UserError
+
+
+def payload(value: float) -> dict:
+    return {"format": 1, "model": {"w": torch.full((3,), value)}, "optimizer": {}, "scheduler": {}, "state": {},
+            "rng": rng_states(), "config": {"model": {"name": "cnn"}}}
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_intact(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, payload(1.0))
+    broken = payload(2.0)
+    broken["config"] = {"callback": lambda: None}  # torch.save fails while writing: a lambda cannot be pickled
+    with pytest.raises(Exception):
+        save_checkpoint(path, broken)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((3,), 1.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_truncated_and_foreign_files_are_refused_with_a_reason(tmp_path):
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, payload(1.0))
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(UserError, match="unreadable \\(truncated or corrupt"):
+            load_checkpoint(path)
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(UserError, match="not an mnist_exp checkpoint \\(missing: format, model"):
+        load_checkpoint(path)
+
+
+def test_rng_states_round_trip_through_a_file(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    save_checkpoint(tmp_path / "c.pt", payload(0.0))
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng_states(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(2), expected[2])
