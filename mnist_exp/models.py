@@ -7,6 +7,7 @@ The first parameter, ``num_classes``, comes from the dataset; the others are con
 import torch
 from torch import nn
 
+from mnist_exp.errors import UserError
 from mnist_exp.registry import MODELS
 
 
@@ -58,6 +59,72 @@ def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float 
         nn.Dropout(dropout),
         nn.Linear(4 * width, num_classes),
     )
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
+    """The side of a conv or pooling layer's output (seed 003's get_conv_size, from torch's Conv2d docs)."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+@MODELS.register("strided_cnn")
+def strided_cnn(num_classes: int, channels: list[int] = (16, 16), in_channels: int = 1,
+                relu_on_logits: bool = True) -> nn.Module:
+    """The all-convolutional net of seeds 000 and 001: 3x3 stride-2 convs, the last one has a map per class.
+
+    28x28 -> 14x14 -> 7x7 -> 4x4 (channels 16, 16, num_classes), ReLU after each conv, then the
+    average over the 4x4 map is each class's logit. The seeds also put a ReLU after the last conv
+    (``relu_on_logits: true``, the default, to reproduce them): a logit can then never be negative,
+    and a class whose map goes all negative gets no gradient again. ``false`` drops it (the fix).
+    """
+    layers: list[nn.Module] = []
+    for out_channels in [*channels, num_classes]:
+        layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1), nn.ReLU()]
+        in_channels = out_channels
+    if not relu_on_logits:
+        layers.pop()
+    # The seeds' avg_pool2d(x, 4) on the 4x4 map: a global average, also for other image sizes.
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+@MODELS.register("conv_fc")
+def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list[int] = (3, 3),
+            pool: list[bool] = (False, True), conv_dropout: float = 0.25, hidden: list[int] = (128,),
+            dropout: float = 0.5, log_softmax: bool = True, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """Unpadded convs with ReLU (a 2x2 max pool after those ``pool`` marks), then fully connected layers.
+
+    The defaults are pytorch/examples' mnist/main.py net (conv 32, conv 64, pool, dropout 0.25,
+    fc 9216->128, dropout 0.5, fc 128->10, log-softmax); seed 003's is ``channels [32, 16],
+    kernel_sizes [5, 3], pool [true, true], conv_dropout 0, hidden [100]``. Both end in
+    log-softmax, as they train with NLL loss: cross-entropy of log-probabilities is the same loss.
+    Seed 003 pools before its ReLU, here ReLU comes first: max pooling and ReLU commute, same output.
+    """
+    if not len(channels) == len(kernel_sizes) == len(pool):
+        raise UserError(f"model.channels, model.kernel_sizes and model.pool need one entry per conv layer, got "
+                        f"{len(channels)}, {len(kernel_sizes)} and {len(pool)}.")
+    layers: list[nn.Module] = []
+    size = image_size
+    for out_channels, kernel_size, pooled in zip(channels, kernel_sizes, pool):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel_size), nn.ReLU()]
+        size = conv_output_size(size, kernel_size)
+        if pooled:
+            layers.append(nn.MaxPool2d(2))
+            size = conv_output_size(size, 2, stride=2)
+        in_channels = out_channels
+    if size < 1:
+        raise UserError(f"model: the convs leave nothing of a {image_size}x{image_size} image; use fewer or smaller.")
+    if conv_dropout > 0:
+        layers.append(nn.Dropout(conv_dropout))
+    layers.append(nn.Flatten())
+    width = in_channels * size * size  # 9216 = 64 * 12 * 12 for the examples net, 400 = 16 * 5 * 5 for seed 003
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = units
+    layers.append(nn.Linear(width, num_classes))
+    if log_softmax:
+        layers.append(nn.LogSoftmax(dim=1))
+    return nn.Sequential(*layers)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""Tests for mnist_exp.data: fake data, the tensor loader, IDX files and MNIST acquisition."""
+"""Tests for mnist_exp.data: fake data, the tensor loader, IDX files, MNIST acquisition, Fashion-MNIST and KMNIST."""
 
 import hashlib
 import logging
@@ -8,7 +8,9 @@ import sys
 import pytest
 import torch
 
+from conftest import read_metrics, run_app, run_dirs
 from mnist_exp.data import (
+    IDX_FILES,
     MNIST_MD5,
     DataBundle,
     Split,
@@ -236,3 +238,107 @@ def test_data_command_on_verified_dir():
     result = subprocess.run([sys.executable, "-m", "mnist_exp.data"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "MNIST ready and verified in" in result.stdout
+
+
+# --- Fashion-MNIST and KMNIST (torchvision's datasets), on tiny IDX files written here ---
+
+TORCHVISION_DATASETS = [
+    # name, torchvision's folder, mean, std, first and last class names
+    ("fashion_mnist", "FashionMNIST", 0.2860, 0.3530, "T-shirt/top", "Ankle boot"),
+    ("kmnist", "KMNIST", 0.1918, 0.3483, "o", "wo"),
+]
+
+
+def write_tiny_dataset(root, folder: str, num_train: int = 40, num_test: int = 20) -> dict:
+    """The four IDX files of an MNIST-like dataset in torchvision's layout (<root>/<folder>/raw), random pixels."""
+    raw_dir = root / folder / "raw"
+    raw_dir.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    arrays = {}
+    for prefix, num in (("train", num_train), ("t10k", num_test)):
+        images = torch.randint(0, 256, (num, 28, 28), generator=generator, dtype=torch.uint8)
+        labels = (torch.arange(num) % 10).to(torch.uint8)
+        write_idx(raw_dir / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw_dir / f"{prefix}-labels-idx1-ubyte", labels)
+        arrays[prefix] = (images, labels)
+    return arrays
+
+
+def image_set(images: torch.Tensor) -> list[bytes]:
+    return sorted(bytes(image.flatten().tolist()) for image in images)
+
+
+@pytest.mark.parametrize("name, folder, mean, std, first, last", TORCHVISION_DATASETS)
+def test_torchvision_datasets_read_their_files_offline(tmp_path, name, folder, mean, std, first, last):
+    arrays = write_tiny_dataset(tmp_path, folder)
+    data = build_dataset({"name": name, "data_dir": str(tmp_path), "val_size": 10, "download": False})
+    assert data.name == name and (data.mean, data.std) == (mean, std)
+    assert len(data.class_names) == 10 and (data.class_names[0], data.class_names[-1]) == (first, last)
+    assert (len(data.train), len(data.val), len(data.test)) == (30, 10, 20)
+    assert data.train.images.dtype == torch.uint8 and data.train.labels.dtype == torch.int64
+    test_images, test_labels = arrays["t10k"]
+    assert torch.equal(data.test.images, test_images) and torch.equal(data.test.labels, test_labels.long())
+    # Train and validation split the training files between them, by a seeded permutation.
+    train_images, train_labels = arrays["train"]
+    assert image_set(torch.cat([data.train.images, data.val.images])) == image_set(train_images)
+    assert sorted(torch.cat([data.train.labels, data.val.labels]).tolist()) == sorted(train_labels.tolist())
+    again = build_dataset({"name": name, "data_dir": str(tmp_path), "val_size": 10, "download": False})
+    assert torch.equal(again.val.images, data.val.images)
+
+
+@pytest.mark.parametrize("name, folder", [(name, folder) for name, folder, *_ in TORCHVISION_DATASETS])
+def test_torchvision_datasets_missing_offline_name_the_files_and_where(tmp_path, name, folder):
+    with pytest.raises(UserError) as error:
+        build_dataset({"name": name, "data_dir": str(tmp_path), "download": False})
+    message = str(error.value)
+    for file_name in IDX_FILES:
+        assert file_name in message
+    assert str(tmp_path / folder / "raw") in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name, folder", [(name, folder) for name, folder, *_ in TORCHVISION_DATASETS])
+def test_torchvision_datasets_failed_download_is_the_same_clear_error(tmp_path, monkeypatch, name, folder):
+    import torchvision.datasets
+
+    # A closed local port: the download fails at once, on any machine, with or without internet.
+    monkeypatch.setattr(getattr(torchvision.datasets, folder), "mirrors", ["http://127.0.0.1:9/"])
+    with pytest.raises(UserError) as error:
+        build_dataset({"name": name, "data_dir": str(tmp_path)})
+    message = str(error.value)
+    assert "http://127.0.0.1:9/ failed" in message and str(tmp_path / folder / "raw") in message
+    assert all(file_name in message for file_name in IDX_FILES)
+
+
+def test_torchvision_datasets_refuse_foreign_files_and_bad_val_size(tmp_path):
+    write_tiny_dataset(tmp_path, "FashionMNIST")
+    with pytest.raises(UserError, match="val_size"):
+        build_dataset({"name": "fashion_mnist", "data_dir": str(tmp_path), "val_size": 40, "download": False})
+    (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"not an idx file")
+    with pytest.raises(UserError, match="not valid IDX files"):
+        build_dataset({"name": "fashion_mnist", "data_dir": str(tmp_path), "val_size": 10, "download": False})
+
+
+def test_class_names_reach_the_pictures(tmp_path):
+    from mnist_exp.tracking import confusion_matrix, confusion_matrix_figure, predictions_figure
+
+    write_tiny_dataset(tmp_path, "FashionMNIST")
+    data = build_dataset({"name": "fashion_mnist", "data_dir": str(tmp_path), "val_size": 10, "download": False})
+    true = data.test.labels[:8]
+    pred = (true + 1) % 10
+    grid = predictions_figure(data.test.images[:8], true, pred, data.class_names, "test")
+    title = grid.axes[0].get_title()
+    assert "true T-shirt/top" in title and "pred Trouser" in title
+    matrix = confusion_matrix_figure(confusion_matrix(true, pred, 10), data.class_names)
+    assert [label.get_text() for label in matrix.axes[0].get_xticklabels()] == data.class_names
+
+
+@pytest.mark.parametrize("name, folder", [(name, folder) for name, folder, *_ in TORCHVISION_DATASETS])
+def test_a_run_on_torchvision_dataset_files(tmp_path, name, folder):
+    write_tiny_dataset(tmp_path / "data", folder, num_train=120, num_test=40)
+    run_app(f"dataset={name}", "dataset.val_size=40", "model=logreg", "trainer.epochs=1", "trainer.batch_size=16",
+            cwd=tmp_path, env={"MNIST_EXP_DATA": str(tmp_path / "data")})
+    [run_dir] = run_dirs(tmp_path / "outputs")
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert f"Dataset {name}: 80 train, 40 validation, 40 test images" in (run_dir / "train.log").read_text()
+    for picture in ("curves.png", "predictions.png", "confusion_matrix.png", "misclassified.png"):
+        assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,183 @@
+"""The seed tutorials' models: our registered builders against the tutorials' own code, transcribed here.
+
+Each tutorial model below is copied from its seed (``/work/shared/seeds/``; pytorch/examples' mnist/main.py for
+``examples_mnist``). The recipe's model, built from its experiment file, must have the tutorial's parameter
+count (computed from its layers), the same parameter shapes in the same order, and, given the tutorial's
+weights, compute the same function.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.errors import UserError
+from mnist_exp.models import conv_output_size, count_parameters
+from mnist_exp.registry import MODELS
+
+register_schemas()
+
+
+def conv_params(in_channels: int, out_channels: int, kernel_size: int) -> int:
+    return out_channels * in_channels * kernel_size * kernel_size + out_channels  # weights + biases
+
+
+def linear_params(in_features: int, out_features: int) -> int:
+    return in_features * out_features + out_features
+
+
+# --- the tutorials' models, as their code has them ---
+
+
+class Lambda(nn.Module):  # seed 000
+    def __init__(self, func):
+        super().__init__()
+        self.func = func
+
+    def forward(self, x):
+        return self.func(x)
+
+
+def seed000_cnn() -> nn.Module:
+    return nn.Sequential(
+        Lambda(lambda x: x.view(-1, 1, 28, 28)),
+        nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(4),
+        Lambda(lambda x: x.view(x.size(0), -1)),
+    )
+
+
+class Seed001CNN(nn.Module):  # seeds 001 and 004
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, xb):
+        xb = xb.view(-1, 1, 28, 28)
+        xb = F.relu(self.conv1(xb))
+        xb = F.relu(self.conv2(xb))
+        xb = F.relu(self.conv3(xb))
+        xb = F.avg_pool2d(xb, 4)
+        return xb.view(-1, xb.size(1))
+
+
+class Seed003CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels=1, out_channels=32, kernel_size=5)
+        self.conv2 = nn.Conv2d(32, 16, 3)
+        self.fc1 = nn.Linear(400, 100)
+        self.fc2 = nn.Linear(100, 10)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = x.view(-1, 400)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, training=self.training)
+        x = self.fc2(x)
+        return F.log_softmax(x, dim=1)
+
+
+class ExamplesNet(nn.Module):  # pytorch/examples mnist/main.py
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = self.dropout2(x)
+        x = self.fc2(x)
+        return F.log_softmax(x, dim=1)
+
+
+SEED_MODELS = {
+    # experiment: (the tutorial's model, its parameter count from its layers, input is a flat 784-vector)
+    "seed000_logreg": (lambda: nn.Linear(784, 10), linear_params(784, 10), True),  # 7,850
+    "seed000_cnn": (seed000_cnn, conv_params(1, 16, 3) + conv_params(16, 16, 3) + conv_params(16, 10, 3), False),  # 3,930
+    "seed001_linear": (lambda: nn.Linear(784, 10), linear_params(784, 10), True),
+    "seed001_cnn": (Seed001CNN, conv_params(1, 16, 3) + conv_params(16, 16, 3) + conv_params(16, 10, 3), False),
+    "seed002_mlp": (lambda: nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                                          nn.Linear(64, 10)),
+                    linear_params(784, 128) + linear_params(128, 64) + linear_params(64, 10), True),  # 109,386
+    "seed003_cnn": (Seed003CNN, conv_params(1, 32, 5) + conv_params(32, 16, 3) + linear_params(16 * 5 * 5, 100)
+                    + linear_params(100, 10), False),  # 46,566
+    "examples_mnist": (ExamplesNet, conv_params(1, 32, 3) + conv_params(32, 64, 3) + linear_params(64 * 12 * 12, 128)
+                       + linear_params(128, 10), False),  # 1,199,882
+}
+
+
+def experiment_model(experiment: str) -> nn.Module:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
+    return MODELS.build(cfg.model, 10)
+
+
+@pytest.mark.parametrize("experiment", SEED_MODELS)
+def test_seed_models_have_the_tutorials_parameter_count(experiment):
+    tutorial_model, expected, _ = SEED_MODELS[experiment]
+    assert count_parameters(tutorial_model()) == expected
+    assert count_parameters(experiment_model(experiment)) == expected
+
+
+@pytest.mark.parametrize("experiment", SEED_MODELS)
+def test_seed_models_compute_the_tutorials_function(experiment):
+    make_tutorial_model, _, flat_input = SEED_MODELS[experiment]
+    torch.manual_seed(0)
+    tutorial, ours = make_tutorial_model().eval(), experiment_model(experiment).eval()
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in tutorial.parameters()]
+    with torch.no_grad():
+        for mine, theirs in zip(ours.parameters(), tutorial.parameters()):
+            mine.copy_(theirs)
+        images = torch.randn(5, 1, 28, 28)
+        # The tutorials that take 784-vectors get them; so do ours, whose experiment sets dataset.flatten=true.
+        inputs = images.flatten(1) if flat_input else images
+        assert torch.allclose(ours(inputs), tutorial(inputs), atol=1e-5)
+
+
+def test_the_seed_cnn_relu_on_logits_option_is_the_fix():
+    torch.manual_seed(0)
+    seed = MODELS.build({"name": "strided_cnn", "relu_on_logits": True}, 10)
+    fixed = MODELS.build({"name": "strided_cnn", "relu_on_logits": False}, 10)
+    fixed.load_state_dict(seed.state_dict())  # the same layers and weights: only the last ReLU differs
+    images = torch.randn(64, 1, 28, 28)
+    with torch.no_grad():
+        clipped, logits = seed(images), fixed(images)
+    assert (clipped >= 0).all() and (logits < 0).any()
+    # ReLU after the conv, then the average: the logits of the fixed net are not simply clipped either.
+    assert not torch.allclose(clipped, logits.clamp(min=0))
+
+
+def test_conv_fc_sizes_its_first_linear_layer_from_the_image_size():
+    model = MODELS.build({"name": "conv_fc", "image_size": 32}, 10)  # 32 -> 30 -> 28 -> 14: 64 * 14 * 14
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    assert conv_output_size(28, 5) == 24 and conv_output_size(24, 2, stride=2) == 12  # seed 003's get_conv_size
+    with pytest.raises(UserError, match="one entry per conv layer"):
+        MODELS.build({"name": "conv_fc", "channels": [8, 8, 8]}, 10)
+    with pytest.raises(UserError, match="leave nothing"):
+        MODELS.build({"name": "conv_fc", "kernel_sizes": [15, 15], "image_size": 28}, 10)
+
+
+@pytest.mark.parametrize("name", ["strided_cnn", "conv_fc"])
+def test_seed_cnns_take_other_class_counts_and_channels(name):
+    model = MODELS.build({"name": name, "in_channels": 3}, 7)
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 7)
