@@ -5,14 +5,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Re-run pip only when pyproject.toml changes; pip then keeps the installed torch.
 STAMP  := $(VENV)/.installed
+DIR    ?= $$(ls -d outputs/multirun/*/* | tail -1)
 
-.PHONY: setup data train test test-fast clean-outputs
+.PHONY: setup data train test test-fast sweep search compare clean-outputs
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --editable '.[dev,export]'
+	$(PY) -m pip install --quiet --editable '.[dev,export,sweep]'
 	@touch $@
 
 data: $(STAMP)
@@ -26,6 +27,20 @@ test: data
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m 'not slow'
+
+# A 2x2 grid, two jobs at a time (hydra-joblib-launcher), then its leaderboard.
+sweep: data
+	$(PY) -m mnist_exp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 model.width=16,24 optimizer.lr=1e-3,3e-3 trainer.epochs=1
+	$(PY) -m mnist_exp.compare $(DIR)
+
+# An Optuna search (conf/hparams_search/cnn_optuna.yaml); TRIALS=N for more or fewer trials.
+TRIALS ?= 20
+search: data
+	$(PY) -m mnist_exp -m hparams_search=cnn_optuna hydra.sweeper.n_trials=$(TRIALS)
+
+# The leaderboard of the latest sweep (names sort by time), or of DIR=<runs or sweeps>.
+compare: $(STAMP)
+	$(PY) -m mnist_exp.compare $(DIR)
 
 clean-outputs:
 	rm -rf outputs

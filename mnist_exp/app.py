@@ -23,14 +23,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_exp import distributed
 from mnist_exp.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
 from mnist_exp.config import CONF_DIR, register_schemas
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.runtime import (place_model, seed_everything, select_device, set_cpu_threads, stop_on_signals,
-                               use_bf16)
+from mnist_exp.runtime import (is_submitit_preemption, place_model, seed_everything, select_device, set_cpu_threads,
+                               stop_on_signals, use_bf16)
 from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
 from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, TrainingStopped, TrainState
 
@@ -45,6 +46,7 @@ def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
     check_output_location(sys.argv[1:])
+    sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
     hydra_main()
 
 
@@ -80,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as error:
         # A sweep's summary and the leaderboard read the status; the error goes on up to Hydra.
         # A completed run's metrics stay: a failed attempt to resume it must not erase them.
-        if read_status(run_dir) != "completed":
+        if distributed.rank() == 0 and read_status(run_dir) != "completed":
             write_metrics(run_dir, {"status": "failed", "error": str(error) or type(error).__name__})
         raise
 
@@ -90,14 +92,18 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
     trainer_cfg = cfg.trainer
     check_ranges(cfg)
 
-    device = select_device(cfg.device.name.value)
+    device = distributed.setup(select_device(cfg.device.name.value), trainer_cfg.batch_size)
+    run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's, where the others find checkpoints to resume
+    writer = distributed.rank() == 0
     threads = set_cpu_threads(cfg.device.threads)
     bf16 = use_bf16(cfg.device.precision.value, device)
     seed_everything(cfg.seed, trainer_cfg.deterministic)
     log.info("Run directory: %s", run_dir)
-    log.info("Device: %s (%d CPU threads%s)", device, threads, ", bf16 autocast" if bf16 else "")
+    log.info("Device: %s (%d CPU threads%s)%s", device, threads, ", bf16 autocast" if bf16 else "",
+             f", process 0 of {distributed.world_size()} (DDP)" if distributed.is_distributed() else "")
 
-    data = build_dataset(cfg.dataset)
+    with distributed.rank_zero_first():
+        data = build_dataset(cfg.dataset)
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
     model, channels_last = place_model(MODELS.build(cfg.model, len(data.class_names)), device,
@@ -106,11 +112,12 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
     log.info("Model %s, %s parameters:\n%s", cfg.model.name, f"{count_parameters(model):,}",
              model_summary(model, (image_shape[0] * image_shape[1],) if data.flatten else (1, *image_shape)))
 
-    def loader(split, batch_size: int, shuffle: bool = False) -> TensorLoader:
+    def loader(split, batch_size: int, shuffle: bool = False, **shard) -> TensorLoader:
         return TensorLoader(split, batch_size, mean=data.mean, std=data.std, flatten=data.flatten, shuffle=shuffle,
-                            seed=cfg.seed, device=device)
+                            seed=cfg.seed, device=device, **shard)
 
-    train_loader = loader(data.train, trainer_cfg.batch_size, shuffle=True)
+    train_loader = loader(data.train, trainer_cfg.batch_size, shuffle=True, rank=distributed.rank(),
+                          world_size=distributed.world_size())
     val_loader = loader(data.val, trainer_cfg.eval_batch_size)
     test_loader = loader(data.test, trainer_cfg.eval_batch_size)
 
@@ -119,17 +126,19 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, trainer_cfg.epochs * steps_per_epoch, steps_per_epoch)
 
     checkpoint_dir = run_dir / "checkpoints"
-    resume_path = resume_checkpoint_path(cfg, checkpoint_dir)
+    resume_path = resume_checkpoint_path(cfg, run_dir)
     state, best_weights = None, None
     if resume_path is not None:
-        state, best_weights = resume(resume_path, config, model, optimizer, scheduler, checkpoint_dir)
+        state, best_weights = resume(resume_path, config, model, optimizer, scheduler, checkpoint_dir, writer)
 
-    # The killed run may have logged past its checkpoint: TensorBoard drops its points after it.
-    tracker = TensorBoardTracker(run_dir, purge_step=state.step + 1 if state else None)
-    if state is None:
-        tracker.images("train/samples", data.train.images[:64])
-    callbacks = [TensorBoardCallback(tracker)]
-    if trainer_cfg.checkpoint:
+    callbacks, tracker = [], None
+    if writer:
+        # The killed run may have logged past its checkpoint: TensorBoard drops its points after it.
+        tracker = TensorBoardTracker(run_dir, purge_step=state.step + 1 if state else None)
+        if state is None:
+            tracker.images("train/samples", data.train.images[:64])
+        callbacks.append(TensorBoardCallback(tracker))
+    if writer and trainer_cfg.checkpoint:
         callbacks.append(CheckpointCallback(checkpoint_dir, {"config": config, "class_names": data.class_names}))
     progress = trainer_cfg.progress if trainer_cfg.progress is not None else sys.stderr.isatty() and not in_sweep
     trainer = Trainer(model, optimizer, scheduler, train_loader, val_loader, epochs=trainer_cfg.epochs, device=device,
@@ -137,11 +146,14 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
                       compile=trainer_cfg.compile, log_interval=trainer_cfg.log_interval, progress=progress,
                       callbacks=callbacks, state=state)
     trainer.best_weights = best_weights
+    stop_signal = None
     with stop_on_signals(trainer.request_stop) as signals:
         try:
             state = trainer.fit()
         except TrainingStopped:
-            stopped(trainer.state, run_dir, overrides, signals[0], trainer_cfg.checkpoint)
+            stop_signal = signals[0]
+    if stop_signal is not None:  # outside the with: the handlers from before are back
+        stopped(trainer.state, run_dir, overrides, stop_signal, trainer_cfg.checkpoint and writer)
 
     trainer.load_best_weights()
     test = trainer.evaluate(test_loader, keep_predictions=True)
@@ -159,6 +171,9 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
         "samples_per_s": state.samples_seen / state.train_phase_s if state.train_phase_s else math.nan,
         "params": count_parameters(model),
     }
+    distributed.cleanup()
+    if not writer:
+        return metrics
     tracker.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
     figures = write_final_figures(tracker, run_dir, test_images=data.test.images, true=data.test.labels,
                                   pred=test["predictions"], class_names=data.class_names, history=state.history,
@@ -176,12 +191,25 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
 
 
 def stopped(state: TrainState, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool) -> None:
-    """Record a run stopped by a signal and how to resume it, then exit with 128 + the signal's number."""
+    """Record a run stopped by a signal and how to resume it, then exit with 128 + the signal's number.
+
+    A submitit job preempted (or at its time limit) goes on to submitit's own handler instead: it
+    calls the launcher's checkpoint hook and requeues the job, which then continues from last.pt.
+    """
+    if distributed.rank() > 0:  # rank 0 records the stop
+        raise SystemExit(128 + signum)
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "ckpt_path=", "hydra.run.dir="))]
-    command = " ".join(["python -m mnist_exp", *kept, "resume=true", f"hydra.run.dir={run_dir}"])
+    program = (f"torchrun --nproc_per_node={distributed.world_size()} -m mnist_exp" if distributed.is_distributed()
+               else "python -m mnist_exp")
+    command = " ".join([program, *kept, "resume=true", f"hydra.run.dir={run_dir}"])
     where = f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
     write_metrics(run_dir, {"status": "stopped", "epoch": state.epoch, "step": state.step, "resume": command})
-    if checkpointed:
+    submitit_handler = signal.getsignal(signum)
+    if checkpointed and is_submitit_preemption(signum) and callable(submitit_handler):
+        log.warning("Preempted (%s) in %s; checkpoints/last.pt written. submitit requeues the job, which "
+                    "continues from it.", signal.Signals(signum).name, where)
+        submitit_handler(signum, None)  # requeues and exits; returns only where it declines (not rank 0)
+    elif checkpointed:
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume with: %s",
                     signal.Signals(signum).name, where, command)
     else:
@@ -208,11 +236,14 @@ def check_ranges(cfg: DictConfig) -> None:
                         f" Choose one of: {', '.join(known)}.")
 
 
-def resume_checkpoint_path(cfg: DictConfig, checkpoint_dir: Path) -> Path | None:
+def resume_checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.ckpt_path:
         return Path(cfg.ckpt_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    if requeued(run_dir):
+        log.info("A requeued job: continuing the run in %s", run_dir)
+        return last
     if cfg.resume:
-        last = checkpoint_dir / "last.pt"
         if not last.exists():
             raise UserError(f"resume=true, but {last} does not exist. Point hydra.run.dir at the run to continue "
                             "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
@@ -220,7 +251,13 @@ def resume_checkpoint_path(cfg: DictConfig, checkpoint_dir: Path) -> Path | None
     return None
 
 
-def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir: Path):
+def requeued(run_dir: Path) -> bool:
+    """A submitit job restarted after preemption or its time limit finds its own unfinished run in its directory."""
+    return (bool(os.environ.get("SUBMITIT_EXECUTOR")) and (run_dir / "checkpoints" / "last.pt").exists()
+            and read_status(run_dir) not in ("completed", "failed"))
+
+
+def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir: Path, writer: bool = True):
     """Restore a run from a checkpoint; returns its train state and its best weights."""
     checkpoint = load_checkpoint(path)
     changed = changed_keys(checkpoint["config"], config)
@@ -236,7 +273,7 @@ def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir
     state = TrainState(**checkpoint["state"])
     best_path = path.parent / "best.pt"
     best = load_checkpoint(best_path) if best_path.exists() else checkpoint
-    if best_path.parent.resolve() != checkpoint_dir.resolve():
+    if writer and best_path.parent.resolve() != checkpoint_dir.resolve():
         save_checkpoint(checkpoint_dir / "best.pt", best)  # the new run directory holds its own best.pt
     log.info("Resumed from %s at epoch %d (step %d)", path, state.epoch, state.step)
     return state, best["model"]

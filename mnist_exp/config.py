@@ -16,6 +16,7 @@ at composition with Hydra's own message. Two kinds of schema:
   group directly, its defaults as values: ``model=tiny``.
 """
 
+import hashlib
 import re
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
@@ -144,7 +145,11 @@ def run_dir_suffix(override_dirname: str) -> str:
     if not override_dirname:
         return ""
     name = re.sub(r"[^A-Za-z0-9._+@-]+", "-", override_dirname)
-    return "_" + (name if len(name) <= 80 else name[:77] + "...")
+    if len(name) > 80:
+        # Cut, ending in a hash of the whole: two long names stay apart, and the name does not end
+        # in '.', which TensorBoard's HPARAMS tab mistakes for a path and then shows no metrics.
+        name = name[:70] + "...-" + hashlib.sha1(name.encode()).hexdigest()[:6]
+    return "_" + name
 
 
 def config_groups_help() -> str:

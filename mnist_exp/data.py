@@ -376,7 +376,8 @@ class TensorLoader:
     """Batches of one Split kept as a uint8 tensor on the training device; no per-sample Python work."""
 
     def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, flatten: bool = False,
-                 shuffle: bool = False, seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu"):
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
+                 rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}.")
         self.device = torch.device(device)
@@ -386,11 +387,13 @@ class TensorLoader:
         self.batch_size = batch_size
         self.mean, self.std = mean, std
         self.flatten, self.shuffle, self.seed, self.drop_last = flatten, shuffle, seed, drop_last
+        # Data-parallel training: each of world_size processes takes every world_size-th sample of each batch.
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        full, rest = divmod(self.num_samples, self.batch_size)
+        # A last, smaller batch is kept unless dropped, or too small to give every process a sample.
+        return full + int(rest >= self.world_size and not self.drop_last)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The sample order of one epoch; recomputable from (seed, epoch) alone, so a resumed run sees the same."""
@@ -402,9 +405,11 @@ class TensorLoader:
         if start_batch < 0:
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         order = self.epoch_order(epoch) if self.shuffle else None
+        if order is None and self.world_size > 1:
+            order = torch.arange(self.num_samples, device=self.device)
         for b in range(start_batch, len(self)):
             batch = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            rows = batch if order is None else order[batch]
+            rows = batch if order is None else order[batch][self.rank::self.world_size]
             pixels, labels = self.images[rows], self.labels[rows]
             x = pixels.float().div_(255).sub_(self.mean).div_(self.std)
             yield (x.flatten(1) if self.flatten else x.unsqueeze(1)), labels

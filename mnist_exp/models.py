@@ -74,7 +74,8 @@ def strided_cnn(num_classes: int, channels: list[int] = (16, 16), in_channels: i
     28x28 -> 14x14 -> 7x7 -> 4x4 (channels 16, 16, num_classes), ReLU after each conv, then the
     average over the 4x4 map is each class's logit. The seeds also put a ReLU after the last conv
     (``relu_on_logits: true``, the default, to reproduce them): a logit can then never be negative,
-    and a class whose map goes all negative gets no gradient again. ``false`` drops it (the fix).
+    and a class whose map goes all negative gets no gradient of its own, so it may never be predicted.
+    ``false`` drops it: no class can die, but conv and average pool then make a linear last layer.
     """
     layers: list[nn.Module] = []
     for out_channels in [*channels, num_classes]:

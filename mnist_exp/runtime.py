@@ -28,10 +28,21 @@ def select_device(name: str) -> torch.device:
 
 
 def set_cpu_threads(threads: int) -> int:
-    """Use ``threads`` intra-op threads, or (0) every core this process may run on, not every core of the machine."""
-    count = threads if threads > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """Use ``threads`` intra-op threads, or (0) this process's share of the machine.
+
+    The share is ``OMP_NUM_THREADS`` where a parallel launcher set it (joblib's workers get
+    cores // n_jobs, so two jobs on two cores do not fight over both), else every core this
+    process may run on, not every core of the machine.
+    """
+    count = threads if threads > 0 else launcher_threads() or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(count)
     return count
+
+
+def launcher_threads() -> int | None:
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -57,12 +68,29 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
     return (model.to(memory_format=torch.channels_last) if channels_last else model), channels_last
 
 
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a run at the next batch with a checkpoint.
+
+    SIGTERM (how most schedulers preempt a job) and SIGINT (Ctrl-C). Inside a submitit job
+    (hydra/launcher=slurm or submitit_local), submitit's preemption signal (USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL says otherwise) instead of SIGTERM, which submitit ignores on purpose:
+    some clusters send it ahead of the preemption signal.
+    """
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return signal.SIGTERM, signal.SIGINT
+    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")], signal.SIGINT
+
+
+def is_submitit_preemption(signum: int) -> bool:
+    return bool(os.environ.get("SUBMITIT_EXECUTOR")) and signum != signal.SIGINT
+
+
 @contextlib.contextmanager
 def stop_on_signals(request_stop: Callable[[], None]):
-    """While inside, SIGTERM and SIGINT call ``request_stop`` (a second one stops at once); yields the signals seen.
+    """While inside, ``stop_signals()`` call ``request_stop`` (a second one stops at once); yields the signals seen.
 
-    SIGTERM is how SLURM and most schedulers preempt a job, SIGINT is Ctrl-C: both should leave a
-    checkpoint to resume from rather than kill the run mid-batch.
+    A preempted job should leave a checkpoint to resume from rather than die mid-batch. On the way
+    out the previous handlers come back (submitit's among them, which then requeues the job).
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -75,7 +103,7 @@ def stop_on_signals(request_stop: Callable[[], None]):
         received.append(signum)
         request_stop()
 
-    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.signal(signum, handle) for signum in stop_signals()}
     try:
         yield received
     finally:

@@ -167,12 +167,17 @@ class TensorBoardTracker:
         """One hparams entry in this run's own directory; metrics appear as "hparams/<key>" columns.
 
         SummaryWriter.add_hparams would write into a new timestamped subdirectory (a second
-        TensorBoard run), so the three summaries go through this run's own file writer instead.
+        TensorBoard run), so the summaries go through this run's own file writer instead.
         The metrics get their own "hparams/" tags so they don't add points to the training curves.
+        The session summaries only, not the experiment one: TensorBoard takes the first experiment
+        summary it finds as the columns of the whole HPARAMS table, so in a sweep one job's keys would
+        stand for all of them; without it, TensorBoard builds the columns from every run and shows
+        the hyperparameters that differ first.
         """
         hparam_dict = {name: hparam_value(value) for name, value in params.items()}
         metric_dict = {HPARAMS_METRIC_PREFIX + name: float(value) for name, value in metrics.items()}
-        for summary in hparams_summaries(hparam_dict, metric_dict):
+        _experiment, session_start, session_end = hparams_summaries(hparam_dict, metric_dict)
+        for summary in (session_start, session_end):
             self.writer.file_writer.add_summary(summary)
         self.scalars(metric_dict, step=0)
 

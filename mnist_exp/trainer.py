@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from mnist_exp import distributed
 from mnist_exp.checkpoint import rng_states, save_checkpoint
 from mnist_exp.errors import UserError
 
@@ -99,8 +100,11 @@ class Trainer:
                  channels_last: bool = False, compile: bool = False, log_interval: int = 50, progress: bool = False,
                  callbacks: Iterable[Callback] = (), state: TrainState | None = None):
         self.model = model
-        # torch.compile wraps the model; checkpoints keep the plain module's weights.
-        self.forward_model = torch.compile(model) if compile else model
+        # Under torchrun DDP wraps the model (gradients averaged over the processes), torch.compile wraps
+        # that; checkpoints keep the plain module's weights.
+        self.forward_model = distributed.wrap(model, device)
+        if compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train_loader = train_loader
@@ -179,6 +183,9 @@ class Trainer:
         window_loss = torch.zeros((), device=device)
         window_correct = torch.zeros((), device=device, dtype=torch.long)
         window_count = 0
+        if distributed.rank() > 0:  # the epoch's sums so far are rank 0's, summed over the processes at the stop
+            epoch_loss.zero_()
+            epoch_correct.zero_()
         bar = tqdm(total=len(self.train_loader), initial=state.batch_in_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
                    leave=False, disable=not self.progress, dynamic_ncols=True)
         for batch, (x, y) in enumerate(self.train_loader.epoch_batches(epoch, state.batch_in_epoch),
@@ -213,12 +220,14 @@ class Trainer:
                 window_correct.zero_()
                 window_count = 0
             bar.update()
-            if self.stop_requested and batch + 1 < len(self.train_loader):
+            if distributed.any_rank(self.stop_requested, device) and batch + 1 < len(self.train_loader):
                 bar.close()
+                distributed.sum_over_ranks(epoch_loss, epoch_correct)
                 state.batch_in_epoch = batch + 1
                 state.epoch_loss_sum, state.epoch_correct = epoch_loss.item(), int(epoch_correct.item())
                 raise TrainingStopped()
         bar.close()
+        distributed.sum_over_ranks(epoch_loss, epoch_correct)
         state.batch_in_epoch, state.epoch_loss_sum, state.epoch_correct, state.epoch_elapsed_s = 0, 0.0, 0, 0.0
         samples = self.train_loader.num_samples
         train_loss = epoch_loss.item() / samples

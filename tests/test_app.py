@@ -1,10 +1,12 @@
 """The real entry point, run as a user runs it (a subprocess), on fake data."""
 
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +38,7 @@ def test_run_directory_is_named_by_date_time_and_overrides(fake_run):
     assert re.fullmatch(r"\d{2}-\d{2}-\d{2}", time_of_day)
     # Sorted overrides, '-' and '_' for '=' and ',', cut to 80 characters.
     full = "dataset-fake_device.threads-1_device-cpu_trainer.batch_size-64_trainer.epochs-2_trainer.log_interval-8"
-    assert overrides == full[:77] + "..."
+    assert re.fullmatch(re.escape(full[:70]) + r"\.\.\.-[0-9a-f]{6}", overrides)
 
 
 def test_run_directory_holds_everything_of_the_run(fake_run):
@@ -167,6 +169,37 @@ def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_
     assert command[:3] == ["python", "-m", "mnist_exp"] and "resume=true" in command
     run_module("mnist_exp", *command[3:], cwd=tmp_path)
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
+
+
+def submitit_task(folder: Path) -> int | None:
+    """The pid of the submitit task (the process running the job) whose files are under ``folder``."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "submitit.core._submit" in args and any(str(folder) in arg for arg in args):
+            return int(cmdline.parent.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the job's process through /proc")
+def test_a_preempted_submitit_job_is_requeued_and_continues_to_the_same_result(uninterrupted, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep_dir = tmp_path / "sweep"
+    command = [sys.executable, "-m", "mnist_exp", "-m", "hydra/launcher=submitit_local", *DETERMINISTIC,
+               f"hydra.sweep.dir={sweep_dir}"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not list(sweep_dir.glob("0_*/checkpoints/last.pt")) and process.poll() is None:
+        time.sleep(0.005)
+    # What SLURM does on preemption: submitit's signal (USR2) to the job's process.
+    os.kill(submitit_task(sweep_dir), signal.SIGUSR2)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    [job] = run_dirs(sweep_dir)
+    log = (job / "train.log").read_text()
+    assert "Preempted (SIGUSR2)" in log and "A requeued job: continuing" in log and "Resumed from" in log
+    assert same_result(read_metrics(job), read_metrics(uninterrupted))
 
 
 @pytest.mark.parametrize("args, message", [

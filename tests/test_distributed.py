@@ -1,0 +1,59 @@
+"""Data-parallel training: torchrun with 2 CPU processes (gloo), against the same run in one process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import read_events, read_metrics, run_module
+from mnist_exp.checkpoint import load_checkpoint
+
+# No dropout or batch norm: two processes averaging the gradients of half batches take the same
+# steps as one process on the whole batch, up to the order of float sums.
+ARGS = ("dataset=fake", "model=logreg", "trainer.epochs=2", "trainer.batch_size=64", "device=cpu")
+
+
+def torchrun(*args: str, cwd: Path, expect_ok: bool = True) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    environment["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "mnist_exp", *args]
+    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
+    if expect_ok and result.returncode != 0:
+        pytest.fail(f"torchrun exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    torchrun(*ARGS, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    return run_dir
+
+
+def test_two_processes_train_like_one(two_processes, tmp_path):
+    run_module("mnist_exp", *ARGS, "device.threads=1", f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(two_processes)
+    assert two["status"] == "completed" and two["epoch"] == 2
+    for key in ("test/acc", "val/acc", "best_val/acc"):
+        assert two[key] == one[key], key
+    assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-4)
+
+
+def test_only_rank_zero_writes_the_run_directory(two_processes):
+    assert len(list(two_processes.glob("events.out.tfevents.*"))) == 1
+    assert [e.step for e in read_events(two_processes).Scalars("val/acc")] == [16, 32]  # 1024 images / 64 per step
+    assert "process 0 of 2 (DDP)" in (two_processes / "train.log").read_text()
+    checkpoint = load_checkpoint(two_processes / "checkpoints" / "last.pt")
+    assert not any(key.startswith("module.") for key in checkpoint["model"])  # the plain model's weights
+    assert checkpoint["state"]["epoch"] == 2
+    assert not list(two_processes.parent.glob("outputs"))  # the other process created no directory of its own
+
+
+def test_a_global_batch_that_does_not_divide_is_refused(tmp_path):
+    result = torchrun(*ARGS, "trainer.batch_size=63", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                      expect_ok=False)
+    assert result.returncode != 0
+    assert "trainer.batch_size=63 is the global batch: it must divide among the 2 processes" in result.stderr

@@ -1,0 +1,222 @@
+"""Sweeps through the real entry point: the basic launcher, joblib, Optuna, submitit; sweep.csv and failures.
+
+Each job trains one epoch on fake data. The plugin tests are skipped where the sweep extra
+(pip install -e '.[sweep]') is not installed.
+"""
+
+import csv
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import read_metrics, run_app, run_dirs, run_module
+from mnist_exp.runtime import set_cpu_threads
+
+FAST = ("dataset=fake", "trainer.epochs=1")
+
+
+def sweep_dir_of(outputs: Path) -> Path:
+    """The one sweep directory under outputs/multirun/<date>/."""
+    [sweep_dir] = (outputs / "multirun").glob("*/*")
+    return sweep_dir
+
+
+def read_summary(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "sweep.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_summary_matches_jobs(sweep_dir: Path, jobs: list[Path]) -> list[dict]:
+    """sweep.csv has one row per job, and each row says what the job's metrics.json says."""
+    rows = read_summary(sweep_dir)
+    assert sorted(row["run_dir"] for row in rows) == sorted(job.name for job in jobs)
+    for row in rows:
+        metrics = read_metrics(sweep_dir / row["run_dir"])
+        assert row["job"] == row["run_dir"].split("_")[0]
+        assert row["status"] == metrics["status"]
+        if metrics["status"] == "completed":
+            assert float(row["best_val/acc"]) == metrics["best_val/acc"]
+            assert float(row["objective"]) == metrics["best_val/acc"]  # optimized_metric's default
+            assert float(row["test/acc"]) == metrics["test/acc"]
+            assert int(row["params"]) == metrics["params"]
+    return rows
+
+
+def check_grid(sweep_dir: Path, models: tuple[str, str], optimizers: tuple[str, str]) -> None:
+    jobs = run_dirs(sweep_dir)
+    assert len(jobs) == 4
+    for number, (model, optimizer) in enumerate((m, o) for m in models for o in optimizers):
+        [job] = [job for job in jobs if job.name.startswith(f"{number}_")]
+        assert f"model-{model}" in job.name and f"optimizer-{optimizer}" in job.name
+        assert read_metrics(job)["status"] == "completed"
+    rows = check_summary_matches_jobs(sweep_dir, jobs)
+    assert {row["status"] for row in rows} == {"completed"}
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("basic_sweep")
+    run_app("-m", "model=logreg,mlp", "optimizer=sgd,adam", *FAST, cwd=cwd)
+    return sweep_dir_of(cwd / "outputs")
+
+
+def test_basic_launcher_grid_two_by_two_with_a_summary_row_per_job(basic_sweep):
+    check_grid(basic_sweep, ("logreg", "mlp"), ("sgd", "adam"))
+    assert (basic_sweep / "multirun.yaml").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_hparams_table_has_every_job_under_its_name(basic_sweep):
+    """TensorBoard itself, over HTTP: the HPARAMS tab's rows and the scalar runs of the sweep."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(basic_sweep), "--port",
+                               str(port), "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data"
+
+    def post(route: str, body: dict) -> dict:
+        request = urllib.request.Request(base + route, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        return json.load(urllib.request.urlopen(request, timeout=10))
+
+    jobs = {job.name: read_metrics(job) for job in run_dirs(basic_sweep)}
+    try:
+        deadline, groups = time.monotonic() + 90, []
+        while len(groups) < len(jobs) and time.monotonic() < deadline:  # TensorBoard loads runs in the background
+            time.sleep(1)
+            try:
+                groups = post("/plugin/hparams/session_groups", {
+                    "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+                    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                })["sessionGroups"]
+            except OSError:
+                pass  # not listening yet
+        scalar_runs = json.load(urllib.request.urlopen(base + "/plugin/scalars/tags", timeout=10))
+        columns = post("/plugin/hparams/experiment", {"experimentName": ""})["hparamInfos"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert sorted(group["name"] for group in groups) == sorted(jobs)  # one row per job, named as its directory
+    assert sorted(scalar_runs) == sorted(jobs)  # the scalar tab's runs: the job directories' names
+    assert all({"val/acc", "test/acc"} <= set(tags) for tags in scalar_runs.values())
+    assert {"model.name", "optimizer.name", "optimizer.lr"} <= {column["name"] for column in columns}
+    # Columns from every job, those that differ marked so: the HPARAMS tab shows them first.
+    assert {"model.hidden", "model.in_features"} <= {column["name"] for column in columns}  # mlp's and logreg's
+    assert {column["name"] for column in columns if column.get("differs")} == {"model.name", "optimizer.name",
+                                                                              "optimizer.lr"}
+    for group in groups:
+        metrics = jobs[group["name"]]
+        assert group["hparams"]["model.name"] == re.search(r"model-(\w+?)_", group["name"]).group(1)
+        values = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
+        assert values["hparams/best_val/acc"] == pytest.approx(metrics["best_val/acc"])
+        assert values["hparams/test/acc"] == pytest.approx(metrics["test/acc"])
+
+
+def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path):
+    # A value out of range fails at once; a huge learning rate diverges to NaN.
+    result = run_app("-m", "model=mlp", "optimizer=sgd", "scheduler=none", "optimizer.lr=-1,1e12,0.05",
+                     "trainer.log_interval=1", *FAST, cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1  # Hydra's basic sweeper reports the failure after running every job
+    sweep_dir = sweep_dir_of(tmp_path / "outputs")
+    jobs = run_dirs(sweep_dir)
+    rows = {row["job"]: row for row in check_summary_matches_jobs(sweep_dir, jobs)}
+    assert [rows[n]["status"] for n in ("0", "1", "2")] == ["failed", "failed", "completed"]
+    assert "optimizer.lr=-1.0 is out of range" in rows["0"]["error"]
+    assert "Training diverged" in rows["1"]["error"]
+    assert rows["2"]["error"] == "" and float(rows["2"]["test/acc"]) > 0.2  # chance is 0.1
+
+
+def test_thread_count_zero_takes_a_launchers_share(monkeypatch):
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_cpu_threads(0) == 1 and torch.get_num_threads() == 1
+        assert set_cpu_threads(2) == 2  # an explicit count wins
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert set_cpu_threads(0) >= 1
+    finally:
+        torch.set_num_threads(1)  # as conftest set it
+
+
+@pytest.mark.slow
+def test_joblib_grid_two_by_two_divides_the_cores(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from joblib import cpu_count
+
+    # No device.threads here (run_module, not run_app): each job takes its share of the cores.
+    run_module("mnist_exp", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=logreg,mlp",
+               "optimizer=sgd,adam", *FAST, "device=cpu", cwd=tmp_path)
+    sweep_dir = sweep_dir_of(tmp_path / "outputs")
+    check_grid(sweep_dir, ("logreg", "mlp"), ("sgd", "adam"))
+    # What joblib's workers get in OMP_NUM_THREADS: the parent's value if it has one, else cores // n_jobs.
+    share = int(os.environ.get("OMP_NUM_THREADS") or max(cpu_count() // 2, 1))
+    for job in run_dirs(sweep_dir):
+        assert f"Device: cpu ({share} CPU threads)" in (job / "train.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # optuna 2's SQLAlchemy 1.4 models
+def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import optuna
+
+    search = ("-m", "hparams_search=cnn_optuna", "model.width=4", *FAST)  # model.width=4 overrides the choice
+    run_app(*search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    sweep_dir = sweep_dir_of(tmp_path / "outputs")
+    assert (sweep_dir / "optuna.db").is_file()
+    # Continue the same study in the same directory: one trial more.
+    result = run_app(*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert "Using an existing study" in result.stdout + result.stderr
+
+    study = optuna.load_study(study_name="cnn_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    jobs = run_dirs(sweep_dir)
+    assert len(jobs) == 3
+    values = {job: read_metrics(job)["best_val/acc"] for job in jobs}
+    assert sorted(trial.value for trial in study.trials) == sorted(values.values())
+    assert study.best_value == max(values.values())
+    assert len(check_summary_matches_jobs(sweep_dir, jobs)) == 3
+
+    best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
+    assert best["metric"] == "best_val/acc" and best["value"] == study.best_value
+    best_job = Path(best["run_dir"])
+    assert values[best_job] == study.best_value
+    assert best["overrides"] == yaml.safe_load((best_job / ".hydra" / "overrides.yaml").read_text())
+    assert best["command"].startswith("python -m mnist_exp ") and "hparams_search=cnn_optuna" in best["command"]
+    for name, value in study.best_params.items():
+        assert f"{name}={value}" in best["overrides"]
+    assert f"Run it again: {best['command']}" in result.stdout
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_the_cluster_code_path(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run_app("-m", "hydra/launcher=submitit_local", "model=logreg", "optimizer=sgd,adam", *FAST, cwd=tmp_path)
+    sweep_dir = sweep_dir_of(tmp_path / "outputs")
+    jobs = run_dirs(sweep_dir)
+    assert [re.sub(r"_.*", "", job.name) for job in jobs] == ["0", "1"]
+    assert all(read_metrics(job)["status"] == "completed" for job in jobs)
+    assert len(check_summary_matches_jobs(sweep_dir, jobs)) == 2
+    assert list((sweep_dir / ".submitit").iterdir())  # submitit's own logs and pickles, beside the jobs
+
+
+def test_the_slurm_launcher_file_composes_with_its_cluster_values(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = run_module("mnist_exp", "hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher", cwd=tmp_path)
+    launcher = yaml.safe_load(result.stdout)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    for key in ("partition", "timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb"):
+        assert launcher[key] is not None, key
