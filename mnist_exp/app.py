@@ -117,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
                             seed=cfg.seed, device=device, **shard)
 
     train_loader = loader(data.train, trainer_cfg.batch_size, shuffle=True, rank=distributed.rank(),
-                          world_size=distributed.world_size())
+                          world_size=distributed.world_size(), max_shift=trainer_cfg.augment_shift)
     val_loader = loader(data.val, trainer_cfg.eval_batch_size)
     test_loader = loader(data.test, trainer_cfg.eval_batch_size)
 
@@ -127,9 +127,10 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
 
     checkpoint_dir = run_dir / "checkpoints"
     resume_path = resume_checkpoint_path(cfg, run_dir)
-    state, best_weights = None, None
+    state, best_weights, checkpoint = None, None, {}
     if resume_path is not None:
-        state, best_weights = resume(resume_path, config, model, optimizer, scheduler, checkpoint_dir, writer)
+        state, best_weights, checkpoint = resume(resume_path, config, model, optimizer, scheduler, checkpoint_dir,
+                                                 writer)
 
     callbacks, tracker = [], None
     if writer:
@@ -144,8 +145,10 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
     trainer = Trainer(model, optimizer, scheduler, train_loader, val_loader, epochs=trainer_cfg.epochs, device=device,
                       label_smoothing=trainer_cfg.label_smoothing, bf16=bf16, channels_last=channels_last,
                       compile=trainer_cfg.compile, log_interval=trainer_cfg.log_interval, progress=progress,
-                      callbacks=callbacks, state=state)
+                      callbacks=callbacks, state=state, ema_decay=trainer_cfg.ema_decay, tta=trainer_cfg.tta)
     trainer.best_weights = best_weights
+    if trainer.ema and "ema" in checkpoint:
+        trainer.ema.model.load_state_dict(checkpoint["ema"])
     stop_signal = None
     with stop_on_signals(trainer.request_stop) as signals:
         try:
@@ -227,6 +230,12 @@ def check_ranges(cfg: DictConfig) -> None:
                             ("trainer.log_interval", trainer.log_interval, 1)):
         if value < low:
             raise UserError(f"{key}={value} is out of range: it must be at least {low}.")
+    if trainer.augment_shift < 0 or not 0 <= trainer.ema_decay < 1:
+        raise UserError(f"trainer.augment_shift={trainer.augment_shift} or trainer.ema_decay={trainer.ema_decay} is out "
+                        "of range: a shift is 0 or more pixels, a decay is in [0, 1) (e.g. 0.999; 0 turns it off).")
+    if trainer.tta and cfg.dataset.get("flatten"):
+        raise UserError("trainer.tta=true shifts images, but dataset.flatten=true makes them vectors. "
+                        "Use one or the other.")
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
@@ -258,7 +267,7 @@ def requeued(run_dir: Path) -> bool:
 
 
 def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir: Path, writer: bool = True):
-    """Restore a run from a checkpoint; returns its train state and its best weights."""
+    """Restore a run from a checkpoint; returns its train state, its best weights and the checkpoint."""
     checkpoint = load_checkpoint(path)
     changed = changed_keys(checkpoint["config"], config)
     # Name the biggest difference first: a different model explains its other keys.
@@ -276,7 +285,7 @@ def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir
     if writer and best_path.parent.resolve() != checkpoint_dir.resolve():
         save_checkpoint(checkpoint_dir / "best.pt", best)  # the new run directory holds its own best.pt
     log.info("Resumed from %s at epoch %d (step %d)", path, state.epoch, state.step)
-    return state, best["model"]
+    return state, best.get("ema", best["model"]), checkpoint
 
 
 def changed_keys(saved: dict, current: dict) -> list[str]:

@@ -90,15 +90,20 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model a checkpoint holds, rebuilt from its config and loaded with its weights, in eval mode."""
-    from mnist_exp.registry import MODELS  # here: the registries import the models, which need torch only
+    # Here, not at the top: the models import the registries, which import the built-in models.
+    from mnist_exp.models import ShiftAveraged
+    from mnist_exp.registry import MODELS
 
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     class_names = checkpoint.get("class_names") or [str(c) for c in range(10)]
     model = MODELS.build(config["model"], len(class_names))
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.get("ema", checkpoint["model"]))  # the weights the run evaluated
     except RuntimeError as error:
         raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
                         f"{str(error).splitlines()[0]}") from error
+    if config.get("trainer", {}).get("tta"):  # evaluated as the run evaluated it
+        dataset = config["dataset"]
+        model = ShiftAveraged(model, background=-dataset["mean"] / dataset["std"])
     return model.to(device).eval(), checkpoint

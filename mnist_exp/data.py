@@ -377,7 +377,7 @@ class TensorLoader:
 
     def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, flatten: bool = False,
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, max_shift: int = 0):
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}.")
         self.device = torch.device(device)
@@ -389,6 +389,7 @@ class TensorLoader:
         self.flatten, self.shuffle, self.seed, self.drop_last = flatten, shuffle, seed, drop_last
         # Data-parallel training: each of world_size processes takes every world_size-th sample of each batch.
         self.rank, self.world_size = rank, world_size
+        self.max_shift = max_shift  # augmentation: each image moved by up to this many pixels, a new draw each epoch
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
@@ -411,11 +412,27 @@ class TensorLoader:
             batch = slice(b * self.batch_size, (b + 1) * self.batch_size)
             rows = batch if order is None else order[batch][self.rank::self.world_size]
             pixels, labels = self.images[rows], self.labels[rows]
+            if self.max_shift:
+                pixels = self.shifted(pixels, epoch, b)
             x = pixels.float().div_(255).sub_(self.mean).div_(self.std)
             yield (x.flatten(1) if self.flatten else x.unsqueeze(1)), labels
 
     def __iter__(self):
         return self.epoch_batches(0)
+
+    def shifted(self, pixels: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
+        """[B, H, W] images each moved by a random whole number of pixels, up to max_shift either way.
+
+        The draw depends on (seed, epoch, batch, rank) alone, so a resumed run sees the same images.
+        """
+        count, height, width = pixels.shape
+        s = self.max_shift
+        generator = torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 100_003 + batch) * 64 + self.rank)
+        dy, dx = torch.randint(0, 2 * s + 1, (2, count, 1), generator=generator).to(self.device)
+        padded = torch.nn.functional.pad(pixels, (s, s, s, s))  # empty pixels (0) come in at the edge
+        rows = (dy + torch.arange(height, device=self.device)).unsqueeze(2)  # [B, H, 1]
+        cols = (dx + torch.arange(width, device=self.device)).unsqueeze(1)  # [B, 1, W]
+        return padded[torch.arange(count, device=self.device).view(-1, 1, 1), rows, cols]
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from mnist_exp import distributed
 from mnist_exp.checkpoint import rng_states, save_checkpoint
 from mnist_exp.errors import UserError
+from mnist_exp.models import ShiftAveraged
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,20 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, train_loader, val_loader, *,
                  epochs: int, device: torch.device, label_smoothing: float = 0.0, bf16: bool = False,
                  channels_last: bool = False, compile: bool = False, log_interval: int = 50, progress: bool = False,
-                 callbacks: Iterable[Callback] = (), state: TrainState | None = None):
+                 callbacks: Iterable[Callback] = (), state: TrainState | None = None, ema_decay: float = 0.0,
+                 tta: bool = False):
         self.model = model
         # Under torchrun DDP wraps the model (gradients averaged over the processes), torch.compile wraps
         # that; checkpoints keep the plain module's weights.
         self.forward_model = distributed.wrap(model, device)
         if compile:
             self.forward_model = torch.compile(self.forward_model)
+        # What is evaluated (validation, test, best.pt): the model, or the moving average of its weights,
+        # optionally averaged over shifted copies of each image.
+        self.ema = WeightAverage(model, ema_decay) if ema_decay > 0 else None
+        self.eval_model = self.ema.model if self.ema else self.forward_model
+        if tta:
+            self.eval_model = ShiftAveraged(self.eval_model, background=-val_loader.mean / val_loader.std)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train_loader = train_loader
@@ -161,7 +169,7 @@ class Trainer:
             if is_best:
                 state.best_val_acc = val["acc"]
                 state.best_epoch = epoch + 1
-                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.evaluated().state_dict().items()}
             state.history.append(metrics)
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%%s  %.1f s (%.0f samples/s)",
@@ -198,6 +206,8 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
+            if self.ema:
+                self.ema.update(self.model, self.state.step)
 
             correct = (logits.detach().argmax(dim=1) == y).sum()
             batch_loss = loss.detach() * len(y)
@@ -243,13 +253,17 @@ class Trainer:
             )
 
     def evaluate(self, loader, keep_predictions: bool = False) -> dict[str, Any]:
-        return evaluate(self.forward_model, loader, device=self.device, bf16=self.bf16,
+        return evaluate(self.eval_model, loader, device=self.device, bf16=self.bf16,
                         channels_last=self.channels_last, keep_predictions=keep_predictions)
 
+    def evaluated(self) -> nn.Module:
+        """The plain module whose weights are evaluated: the model, or its weight average."""
+        return self.ema.model if self.ema else self.model
+
     def load_best_weights(self) -> None:
-        """Put the best weights by validation accuracy into the model (a no-op if the last epoch was best)."""
+        """Put the best weights by validation accuracy into the evaluated model (a no-op if the last epoch was best)."""
         if self.best_weights is not None:
-            self.model.load_state_dict(self.best_weights)
+            self.evaluated().load_state_dict(self.best_weights)
 
     def checkpoint(self, metadata: dict[str, Any]) -> dict[str, Any]:
         """Everything a resumed run needs, as tensors and primitives (``torch.load(weights_only=True)`` reads it).
@@ -259,11 +273,37 @@ class Trainer:
         return {**metadata,
             "format": 1,
             "model": self.model.state_dict(),
+            # The weights evaluated, where they are not the model's: evaluate, predict and export load these.
+            **({"ema": self.ema.model.state_dict()} if self.ema else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "state": copy.deepcopy(asdict(self.state)),
             "rng": rng_states(),
         }
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics, in a copy of the model.
+
+    The decay ramps up as (1 + step) / (10 + step) until it reaches ``decay``, so the early, poor
+    weights are soon forgotten. It depends on the step alone: a resumed run averages the same way.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        weight = 1 - min(self.decay, (1 + step) / (10 + step))
+        averaged, current = self.model.state_dict(), model.state_dict()
+        floats = [name for name, value in averaged.items() if value.is_floating_point()]
+        torch._foreach_lerp_([averaged[n] for n in floats], [current[n] for n in floats], weight)
+        for name, value in averaged.items():
+            if not value.is_floating_point():  # batch counts: taken as they are
+                value.copy_(current[name])
 
 
 class CheckpointCallback(Callback):

@@ -110,8 +110,10 @@ def test_multirun_two_by_two(tmp_path):
         assert "val/acc" in read_events(job).Tags()["scalars"]
 
 
+# Dropout, shift augmentation and a weight average: every random draw and every state a resume must restore.
 DETERMINISTIC = ("dataset=fake", "dataset.num_train=8192", "trainer.epochs=3", "trainer.deterministic=true",
-                 "model.width=8", "model.dropout=0.2", "seed=3", "device=cpu", "device.threads=1")
+                 "model.width=8", "model.dropout=0.2", "trainer.augment_shift=1", "trainer.ema_decay=0.9", "seed=3",
+                 "device=cpu", "device.threads=1")
 
 
 def same_result(a: dict, b: dict) -> bool:
