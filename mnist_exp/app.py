@@ -30,8 +30,8 @@ from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.runtime import (is_submitit_preemption, place_model, seed_everything, select_device, set_cpu_threads,
-                               stop_on_signals, use_bf16)
+from mnist_exp.runtime import (is_submitit_preemption, place_model, seconds_since_process_start, seed_everything,
+                               select_device, set_cpu_threads, stop_on_signals, use_bf16)
 from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
 from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, TrainingStopped, TrainState
 
@@ -149,6 +149,9 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
     trainer.best_weights = best_weights
     if trainer.ema and "ema" in checkpoint:
         trainer.ema.model.load_state_dict(checkpoint["ema"])
+    startup_s = seconds_since_process_start()  # imports, config, data, model: all before the first batch
+    if startup_s is not None:
+        log.info("First batch %.2f s after the process started", startup_s)
     stop_signal = None
     with stop_on_signals(trainer.request_stop) as signals:
         try:
@@ -159,7 +162,7 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
         stopped(trainer.state, run_dir, overrides, stop_signal, trainer_cfg.checkpoint and writer)
 
     trainer.load_best_weights()
-    test = trainer.evaluate(test_loader, keep_predictions=True)
+    test = trainer.test(test_loader)
     last = state.history[-1] if state.history else {}
     metrics = {
         "status": "completed",
@@ -173,6 +176,7 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
         "train_time_s": state.train_time_s,
         "samples_per_s": state.samples_seen / state.train_phase_s if state.train_phase_s else math.nan,
         "params": count_parameters(model),
+        "startup_s": startup_s,
     }
     distributed.cleanup()
     if not writer:

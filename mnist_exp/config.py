@@ -40,7 +40,7 @@ class TrainerConfig:
     label_smoothing: float = MISSING
     augment_shift: int = MISSING  # move each training image by up to this many pixels (random, per epoch); 0: off
     ema_decay: float = MISSING  # evaluate an exponential moving average of the weights (e.g. 0.999); 0: off
-    tta: bool = MISSING  # evaluate on the image and its 1-pixel shifts, averaged (5x the evaluation cost)
+    tta: bool = MISSING  # test on the image and its 1-pixel shifts, averaged (validation stays plain)
     deterministic: bool = MISSING  # bit-identical results for the same seed (CPU), at some cost in speed
     compile: bool = MISSING  # torch.compile the model
     progress: bool | None = MISSING  # progress bar; null: only on a terminal and not in a sweep

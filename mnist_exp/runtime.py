@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -48,6 +49,16 @@ def launcher_threads() -> int | None:
 def use_bf16(precision: str, device: torch.device) -> bool:
     """``auto`` turns on bf16 autocast where it pays (CUDA); fp32 elsewhere."""
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux's /proc, 10 ms steps); None where unknown."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime: clock ticks after boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

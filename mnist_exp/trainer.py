@@ -107,12 +107,13 @@ class Trainer:
         self.forward_model = distributed.wrap(model, device)
         if compile:
             self.forward_model = torch.compile(self.forward_model)
-        # What is evaluated (validation, test, best.pt): the model, or the moving average of its weights,
-        # optionally averaged over shifted copies of each image.
+        # What is evaluated (validation, test, best.pt): the model, or the moving average of its weights.
+        # The final test may average over shifted copies of each image too; validation after each epoch
+        # stays plain, 5x cheaper, to pick the best epoch.
         self.ema = WeightAverage(model, ema_decay) if ema_decay > 0 else None
         self.eval_model = self.ema.model if self.ema else self.forward_model
-        if tta:
-            self.eval_model = ShiftAveraged(self.eval_model, background=-val_loader.mean / val_loader.std)
+        self.test_model = (ShiftAveraged(self.eval_model, background=-val_loader.mean / val_loader.std) if tta
+                           else self.eval_model)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train_loader = train_loader
@@ -255,6 +256,11 @@ class Trainer:
     def evaluate(self, loader, keep_predictions: bool = False) -> dict[str, Any]:
         return evaluate(self.eval_model, loader, device=self.device, bf16=self.bf16,
                         channels_last=self.channels_last, keep_predictions=keep_predictions)
+
+    def test(self, loader) -> dict[str, Any]:
+        """The final evaluation, with test-time shift averaging where asked for; predictions kept."""
+        return evaluate(self.test_model, loader, device=self.device, bf16=self.bf16,
+                        channels_last=self.channels_last, keep_predictions=True)
 
     def evaluated(self) -> nn.Module:
         """The plain module whose weights are evaluated: the model, or its weight average."""

@@ -8,7 +8,9 @@
     seed 1; trained until 99.0% test accuracy or 3 epochs (then its time is a lower bound);
 (b) `python -m mnist_exp experiment=fast`, its training time and test accuracy;
 (c) the framework's overhead: one epoch through our Trainer (logging, progress bar, checkpoints)
-    against a minimal hand-written loop over the same tensors, model, optimizer and batch size.
+    against a minimal hand-written loop over the same tensors, model, optimizer and batch size;
+(d) start-up: seconds from the start of `python -m mnist_exp experiment=fast` to its first batch,
+    against the seconds `python -c "import torch, torchvision"` takes.
 
 Only training counts as seconds: the reference's per-epoch test pass is not timed, and our time
 includes its validation passes (so the ratio is, if anything, unfair to us). Results go to
@@ -22,6 +24,10 @@ import json
 import logging
 import os
 import platform
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -183,13 +189,38 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
             "ratio": best_framework / best_minimal, "pairs": pairs}
 
 
+def startup(small: bool, out: Path, repeats: int) -> dict:
+    """Seconds to the first batch of a real `python -m mnist_exp` (which it logs), against importing torch alone."""
+    def seconds(command: list[str]) -> float:
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+    def first_batch(run_dir: Path) -> float:
+        command = [sys.executable, "-m", "mnist_exp", "experiment=fast", *(SMALL if small else []),
+                   "trainer.progress=false", f"hydra.run.dir={run_dir}"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            found = re.search(r"First batch ([\d.]+) s after the process started", line)
+            if found:
+                process.send_signal(signal.SIGTERM)  # stops after that batch; the rest is not start-up
+                process.communicate()
+                return float(found.group(1))
+        raise RuntimeError(f"{' '.join(command)} ended before its first batch")
+
+    imports = min(seconds([sys.executable, "-c", "import torch, torchvision"]) for _ in range(repeats))
+    first = min(first_batch(out / f"startup_{i}") for i in range(repeats))
+    print(f"  start-up: first batch after {first:.2f} s; importing torch and torchvision takes {imports:.2f} s", flush=True)
+    return {"first_batch_s": first, "import_torch_torchvision_s": imports, "overhead_s": first - imports}
+
+
 def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def report(result: dict) -> str:
-    ref, fast, over = result["reference"], result["fast"], result["overhead"]
+    ref, fast, over, up = result["reference"], result["fast"], result["overhead"], result["startup"]
     reached = [p for p in ref if p["test_acc"] >= TARGET]
     ref_seconds = reached[0]["seconds"] if reached else ref[-1]["seconds"]
     ref_text = f"{ref_seconds:.1f}" if reached else f"> {ref_seconds:.1f} (not reached in {len(ref)} epochs)"
@@ -210,6 +241,10 @@ def report(result: dict) -> str:
         f"Framework overhead, one epoch of the fast recipe (train + validation): our Trainer with logging, progress "
         f"bar and checkpoints {over['trainer_epoch_s']:.2f} s, a minimal loop {over['minimal_epoch_s']:.2f} s: "
         f"ratio {over['ratio']:.3f}.",
+        "",
+        f"Start-up: the first batch of `python -m mnist_exp experiment=fast` {up['first_batch_s']:.2f} s after the "
+        f"process started; `import torch, torchvision` alone {up['import_torch_torchvision_s']:.2f} s: "
+        f"{up['overhead_s']:.2f} s more.",
     ])
 
 
@@ -247,6 +282,8 @@ def main() -> None:
     result["fast"] = ours(args.small, args.out)
     print("Overhead:", flush=True)
     result["overhead"] = overhead(args.small, args.out, 1 if args.small else args.repeats)
+    print("Start-up:", flush=True)
+    result["startup"] = startup(args.small, args.out, 1 if args.small else 3)
     table = report(result)
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2))
     (args.out / "benchmark.md").write_text(table + "\n")

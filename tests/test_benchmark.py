@@ -18,7 +18,11 @@ def test_benchmark_small_mode_writes_json_table_and_plot(tmp_path):
     assert 0 <= report["reference"][0]["test_acc"] <= 1 and report["reference"][0]["seconds"] > 0
     assert report["fast"]["status"] == "completed" and report["fast"]["train_time_s"] > 0
     assert report["overhead"]["ratio"] == report["overhead"]["trainer_epoch_s"] / report["overhead"]["minimal_epoch_s"]
+    startup = report["startup"]
+    assert startup["first_batch_s"] > 0 and startup["import_torch_torchvision_s"] > 0
+    assert startup["overhead_s"] == startup["first_batch_s"] - startup["import_torch_torchvision_s"]
     table = (tmp_path / "benchmark.md").read_text()
     assert "pytorch/examples mnist" in table and "experiment=fast" in table and "ratio" in table
+    assert "Start-up: the first batch" in table
     with Image.open(tmp_path / "benchmark.png") as image:
         image.verify()

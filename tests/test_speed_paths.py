@@ -145,5 +145,6 @@ def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     trainer.fit()
     for name, value in trainer.ema.model.state_dict().items():
         assert torch.equal(trainer.best_weights[name], value)
-    assert isinstance(trainer.eval_model, ShiftAveraged) and trainer.eval_model.model is trainer.ema.model
+    assert trainer.eval_model is trainer.ema.model  # validation: the average, plain
+    assert isinstance(trainer.test_model, ShiftAveraged) and trainer.test_model.model is trainer.ema.model
     assert "ema" in trainer.checkpoint({})
