@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
+from mnist_exp.compare import read_metrics
 from mnist_exp.config import CONF_DIR, register_schemas
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.errors import UserError, did_you_mean
@@ -82,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as error:
         # A sweep's summary and the leaderboard read the status; the error goes on up to Hydra.
         # A completed run's metrics stay: a failed attempt to resume it must not erase them.
-        if distributed.rank() == 0 and read_status(run_dir) != "completed":
+        if distributed.rank() == 0 and read_metrics(run_dir).get("status") != "completed":
             write_metrics(run_dir, {"status": "failed", "error": str(error) or type(error).__name__})
         raise
 
@@ -267,7 +268,7 @@ def resume_checkpoint_path(cfg: DictConfig, run_dir: Path) -> Path | None:
 def requeued(run_dir: Path) -> bool:
     """A submitit job restarted after preemption or its time limit finds its own unfinished run in its directory."""
     return (bool(os.environ.get("SUBMITIT_EXECUTOR")) and (run_dir / "checkpoints" / "last.pt").exists()
-            and read_status(run_dir) not in ("completed", "failed"))
+            and read_metrics(run_dir).get("status") not in ("completed", "failed"))
 
 
 def resume(path: Path, config: dict, model, optimizer, scheduler, checkpoint_dir: Path, writer: bool = True):
@@ -302,13 +303,6 @@ def changed_keys(saved: dict, current: dict) -> list[str]:
 def hyperparameters(config: dict) -> dict[str, Any]:
     """The flattened config as TensorBoard's HPARAMS tab shows it, less the keys that only say where or how."""
     return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}
-
-
-def read_status(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

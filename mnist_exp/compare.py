@@ -40,12 +40,17 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return list(runs)
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's overrides ({key: value}) and its metrics.json ({} while it has none)."""
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A run's metrics.json, or {} while it has none (a run still starting) or an unreadable one."""
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
-        metrics = {}
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """A run's overrides ({key: value}) and its metrics.json ({} while it has none)."""
     try:
         items = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     except (OSError, yaml.YAMLError):
@@ -54,7 +59,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     for item in items:
         key, _, value = str(item).partition("=")
         overrides[key.lstrip("+~")] = value
-    return {"dir": run_dir, "overrides": overrides, "metrics": metrics if isinstance(metrics, dict) else {}}
+    return {"dir": run_dir, "overrides": overrides, "metrics": read_metrics(run_dir)}
 
 
 def differing_keys(runs: list[dict[str, Any]]) -> list[str]:

@@ -11,7 +11,6 @@ Hydra turns an exception in a callback into a warning, so bookkeeping never fail
 """
 
 import csv
-import json
 import os
 import shlex
 import time
@@ -22,6 +21,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.compare import read_metrics
 
 try:
     import fcntl
@@ -54,7 +55,7 @@ class SweepSummary(Callback):
 def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
     """One sweep.csv row: what the run wrote in metrics.json, or Hydra's account of the job if it wrote none."""
     run_dir = Path(config.hydra.runtime.output_dir)
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_metrics(run_dir)
     completed = job_return.status == JobStatus.COMPLETED
     # ``return_value`` re-raises a failed job's exception (and prints it); the stored value is the exception.
     error = "" if completed else str(job_return._return_value) or type(job_return._return_value).__name__
@@ -106,7 +107,7 @@ def find_run(sweep_dir: Path, overrides: set[str]) -> Path | None:
     """The completed job of the sweep whose overrides include all of ``overrides``."""
     for hydra_dir in sorted(sweep_dir.glob("*/.hydra")):
         run_dir = hydra_dir.parent
-        completed = read_json(run_dir / "metrics.json").get("status") == "completed"
+        completed = read_metrics(run_dir).get("status") == "completed"
         if completed and overrides <= set(read_overrides(run_dir)):
             return run_dir
     return None
@@ -114,11 +115,3 @@ def find_run(sweep_dir: Path, overrides: set[str]) -> Path | None:
 
 def read_overrides(run_dir: Path) -> list[str]:
     return list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
