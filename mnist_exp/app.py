@@ -118,7 +118,8 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
                             seed=cfg.seed, device=device, **shard)
 
     train_loader = loader(data.train, trainer_cfg.batch_size, shuffle=True, rank=distributed.rank(),
-                          world_size=distributed.world_size(), max_shift=trainer_cfg.augment_shift)
+                          world_size=distributed.world_size(), max_shift=trainer_cfg.augment_shift,
+                          max_rotate=trainer_cfg.augment_rotate, max_scale=trainer_cfg.augment_scale)
     val_loader = loader(data.val, trainer_cfg.eval_batch_size)
     test_loader = loader(data.test, trainer_cfg.eval_batch_size)
 
@@ -190,8 +191,9 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
     tracker.close()
     write_metrics(run_dir, metrics)
 
-    log.info("Test accuracy %.2f%% (best validation %.2f%%, epoch %d), %.1f s of training",
-             100 * metrics["test/acc"], 100 * metrics["best_val/acc"], metrics["best_epoch"], metrics["train_time_s"])
+    chosen = (f"best validation {100 * metrics['best_val/acc']:.2f}%, epoch {metrics['best_epoch']}" if len(data.val)
+              else f"no validation split: the last epoch, {metrics['best_epoch']}")
+    log.info("Test accuracy %.2f%% (%s), %.1f s of training", 100 * metrics["test/acc"], chosen, metrics["train_time_s"])
     log.info("Metrics:     %s", run_dir / "metrics.json")
     log.info("Pictures:    %s", ", ".join(path.name for path in figures.values()))
     log.info("TensorBoard: tensorboard --logdir %s", run_dir)
@@ -235,9 +237,13 @@ def check_ranges(cfg: DictConfig) -> None:
                             ("trainer.log_interval", trainer.log_interval, 1)):
         if value < low:
             raise UserError(f"{key}={value} is out of range: it must be at least {low}.")
-    if trainer.augment_shift < 0 or not 0 <= trainer.ema_decay < 1:
-        raise UserError(f"trainer.augment_shift={trainer.augment_shift} or trainer.ema_decay={trainer.ema_decay} is out "
-                        "of range: a shift is 0 or more pixels, a decay is in [0, 1) (e.g. 0.999; 0 turns it off).")
+    for key, value, allowed, ok in (
+            ("augment_shift", trainer.augment_shift, "0 or more pixels, e.g. 2", trainer.augment_shift >= 0),
+            ("augment_rotate", trainer.augment_rotate, "degrees in [0, 180], e.g. 10", 0 <= trainer.augment_rotate <= 180),
+            ("augment_scale", trainer.augment_scale, "a fraction in [0, 1), e.g. 0.1", 0 <= trainer.augment_scale < 1),
+            ("ema_decay", trainer.ema_decay, "a decay in [0, 1), e.g. 0.999", 0 <= trainer.ema_decay < 1)):
+        if not ok:
+            raise UserError(f"trainer.{key}={value} is out of range: it takes {allowed}; 0 turns it off.")
     if trainer.tta and cfg.dataset.get("flatten"):
         raise UserError("trainer.tta=true shifts images, but dataset.flatten=true makes them vectors. "
                         "Use one or the other.")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from mnist_exp.errors import UserError
 from mnist_exp.registry import DATASETS
@@ -352,7 +353,7 @@ def fake_split(centres: torch.Tensor, widths: torch.Tensor, num: int, size: int,
 
 
 @DATASETS.register("fake")
-def fake(num_train: int = 1024, num_val: int = 256, num_test: int = 256, seed: int = 0, mean: float = 0.5,
+def fake(num_train: int = 1024, val_size: int = 256, num_test: int = 256, seed: int = 0, mean: float = 0.5,
          std: float = 0.25, flatten: bool = False, image_size: int = 28, num_classes: int = 10) -> DataBundle:
     """Synthetic, deterministic, learnable images; never touches the disk or network."""
     # Separate generators (seed*4 + k) so a split's content does not depend on the other splits' sizes.
@@ -362,7 +363,7 @@ def fake(num_train: int = 1024, num_val: int = 256, num_test: int = 256, seed: i
     widths = image_size * (0.05 + 0.07 * torch.rand(num_classes, 4, generator=generator))
     train, val, test = (
         fake_split(centres, widths, num, image_size, torch.Generator().manual_seed(seed * 4 + k))
-        for k, num in ((1, num_train), (2, num_val), (3, num_test))
+        for k, num in ((1, num_train), (2, val_size), (3, num_test))
     )
     return DataBundle("fake", train, val, test, mean, std, flatten, [str(c) for c in range(num_classes)])
 
@@ -377,7 +378,8 @@ class TensorLoader:
 
     def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, flatten: bool = False,
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
-                 rank: int = 0, world_size: int = 1, max_shift: int = 0):
+                 rank: int = 0, world_size: int = 1, max_shift: int = 0, max_rotate: float = 0.0,
+                 max_scale: float = 0.0):
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}.")
         self.device = torch.device(device)
@@ -389,7 +391,9 @@ class TensorLoader:
         self.flatten, self.shuffle, self.seed, self.drop_last = flatten, shuffle, seed, drop_last
         # Data-parallel training: each of world_size processes takes every world_size-th sample of each batch.
         self.rank, self.world_size = rank, world_size
-        self.max_shift = max_shift  # augmentation: each image moved by up to this many pixels, a new draw each epoch
+        # Augmentation, a new draw for each image each epoch: moved by up to max_shift pixels, and where asked,
+        # turned by up to max_rotate degrees and scaled by up to 1 +- max_scale.
+        self.max_shift, self.max_rotate, self.max_scale = max_shift, max_rotate, max_scale
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
@@ -412,7 +416,9 @@ class TensorLoader:
             batch = slice(b * self.batch_size, (b + 1) * self.batch_size)
             rows = batch if order is None else order[batch][self.rank::self.world_size]
             pixels, labels = self.images[rows], self.labels[rows]
-            if self.max_shift:
+            if self.max_rotate or self.max_scale:
+                pixels = self.transformed(pixels, epoch, b)
+            elif self.max_shift:
                 pixels = self.shifted(pixels, epoch, b)
             x = pixels.float().div_(255).sub_(self.mean).div_(self.std)
             yield (x.flatten(1) if self.flatten else x.unsqueeze(1)), labels
@@ -420,19 +426,48 @@ class TensorLoader:
     def __iter__(self):
         return self.epoch_batches(0)
 
-    def shifted(self, pixels: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
-        """[B, H, W] images each moved by a random whole number of pixels, up to max_shift either way.
+    def augment_generator(self, epoch: int, batch: int) -> torch.Generator:
+        """Draws that depend on (seed, epoch, batch, rank) alone, so a resumed run sees the same images."""
+        return torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 100_003 + batch) * 64 + self.rank)
 
-        The draw depends on (seed, epoch, batch, rank) alone, so a resumed run sees the same images.
-        """
+    def shifted(self, pixels: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
+        """[B, H, W] images each moved by a random whole number of pixels, up to max_shift either way."""
         count, height, width = pixels.shape
         s = self.max_shift
-        generator = torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 100_003 + batch) * 64 + self.rank)
+        generator = self.augment_generator(epoch, batch)
         dy, dx = torch.randint(0, 2 * s + 1, (2, count, 1), generator=generator).to(self.device)
-        padded = torch.nn.functional.pad(pixels, (s, s, s, s))  # empty pixels (0) come in at the edge
-        rows = (dy + torch.arange(height, device=self.device)).unsqueeze(2)  # [B, H, 1]
-        cols = (dx + torch.arange(width, device=self.device)).unsqueeze(1)  # [B, 1, W]
-        return padded[torch.arange(count, device=self.device).view(-1, 1, 1), rows, cols]
+        padded = F.pad(pixels, (s, s, s, s)).flatten(1)  # empty pixels (0) come in at the edge
+        # Each image's window of the padded image, as flat indices: its top-left corner plus the window's offsets.
+        padded_width = width + 2 * s
+        window = (torch.arange(height, device=self.device).unsqueeze(1) * padded_width
+                  + torch.arange(width, device=self.device)).flatten()
+        return padded.gather(1, (dy * padded_width + dx) + window).view(count, height, width)
+
+    def transformed(self, pixels: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
+        """[B, H, W] images each turned, scaled and moved by a random amount within the loader's limits."""
+        draws = torch.rand(4, len(pixels), generator=self.augment_generator(epoch, batch)).to(self.device) * 2 - 1
+        angle, scale, dx, dy = draws * torch.tensor([self.max_rotate, self.max_scale, self.max_shift, self.max_shift],
+                                                    device=self.device).unsqueeze(1)
+        return affine_images(pixels, angle, 1 + scale, dx, dy)
+
+
+def affine_images(pixels: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor, dx: torch.Tensor,
+                  dy: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] images each turned clockwise by ``degrees`` about its centre, scaled by ``scale`` and moved by
+    (dx, dy) pixels (right, down); one value per image in each. Bilinear; empty pixels (0) come in at the edge.
+
+    Returns float images on the same 0-255 scale.
+    """
+    count, height, width = pixels.shape
+    # The grid maps each output pixel to where it is read in the input: the inverse transform, in
+    # units where the image spans [-1, 1] (2 / size per pixel).
+    angle = torch.deg2rad(degrees)
+    cos, sin = angle.cos() / scale, angle.sin() / scale
+    shift_x, shift_y = dx * 2 / width, dy * 2 / height
+    theta = torch.stack([torch.stack([cos, sin, -(cos * shift_x + sin * shift_y)], 1),
+                         torch.stack([-sin, cos, sin * shift_x - cos * shift_y], 1)], 1)
+    grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    return F.grid_sample(pixels.unsqueeze(1).float(), grid, align_corners=False).squeeze(1)
 
 
 if __name__ == "__main__":

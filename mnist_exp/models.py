@@ -31,44 +31,48 @@ def mlp(num_classes: int, hidden: list[int] = (128, 64), in_features: int = 784,
     return nn.Sequential(*layers)
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    # No conv bias: batch norm's shift makes it redundant.
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+def conv_bn_relu(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
+    """3x3 conv, batch norm, ReLU; with ``pool``, a 2x2 max pool right after the conv.
+
+    Pooling before the norm and ReLU leaves them a quarter of the pixels: on a CPU, where these
+    memory-bound layers cost as much as the convs, the block runs about 1.5x faster.
+    """
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)  # no bias: the norm shifts
+    return nn.Sequential(conv, *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 @MODELS.register("cnn")
-def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float = 0.0, convs_per_stage: int = 1
-        ) -> nn.Module:
+def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float = 0.0, convs_per_stage: int = 1,
+        pool_before_norm: bool = False) -> nn.Module:
     """The default: three stages of conv-BN-ReLU blocks (width, 2x, 4x channels), each halving the image, then a linear head.
 
     28x28 -> 14x14 -> 7x7 -> 3x3, global max pool, linear. Batch norm lets it train fast at high
     learning rates; at width 24 it has 53k parameters. ``convs_per_stage`` > 1 deepens each stage
-    (more accuracy for more compute: experiment=best).
+    (more accuracy for more compute). ``pool_before_norm`` (conf/model/cnn.yaml: true) pools each
+    stage's last conv output before its norm and ReLU, not after: the same kind of net, faster.
     """
     layers: list[nn.Module] = []
     channels = in_channels
     for stage_width in (width, 2 * width, 4 * width):
-        for _ in range(convs_per_stage):
-            layers.append(conv_bn_relu(channels, stage_width))
+        for conv in range(convs_per_stage):
+            last = conv == convs_per_stage - 1
+            layers.append(conv_bn_relu(channels, stage_width, pool=last and pool_before_norm))
             channels = stage_width
-        layers.append(nn.MaxPool2d(2))
+        if not pool_before_norm:
+            layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                          nn.Linear(4 * width, num_classes))
 
 
 class ShiftAveraged(nn.Module):
     """Test-time augmentation: in eval mode, the mean of the class probabilities over the image and its
-    copies shifted by one pixel up, down, left and right (log of it, so argmax and cross-entropy apply).
+    eight copies shifted by one pixel, straight and diagonally (log of it, so argmax and cross-entropy apply).
 
     ``background`` is the normalised value of an empty pixel, which fills the edge a shift uncovers.
     In train mode it is the model itself. The weights stay the model's: ``model.*`` in a state dict.
     """
 
-    SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+    SHIFTS = tuple((dy, dx) for dy in (0, 1, -1) for dx in (0, 1, -1))  # (0, 0) first
 
     def __init__(self, model: nn.Module, background: float):
         super().__init__()

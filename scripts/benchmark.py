@@ -49,7 +49,7 @@ from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, 
 from mnist_exp.tracking import TensorBoardTracker
 
 TARGET = 0.99
-SMALL = ["dataset=fake", "dataset.num_train=512", "dataset.num_val=128", "dataset.num_test=128"]
+SMALL = ["dataset=fake", "dataset.num_train=512", "dataset.val_size=128", "dataset.num_test=128"]
 
 
 class ExamplesNet(nn.Module):
@@ -92,7 +92,7 @@ def reference(small: bool, max_epochs: int = 3) -> list[dict]:
     torch.manual_seed(1)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     if small:
-        data = build_dataset({"name": "fake", "num_train": 512, "num_val": 128, "num_test": 128})
+        data = build_dataset({"name": "fake", "num_train": 512, "val_size": 128, "num_test": 128})
         train_set, test_set = PILImages(data.train, transform), PILImages(data.test, transform)
     else:
         root = ensure_mnist().parents[1]  # torchvision's layout: <root>/MNIST/raw
@@ -280,7 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="fake data, seconds: checks that the script works")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"), help="where results go")
-    parser.add_argument("--repeats", type=int, default=5, help="epochs of each loop for the overhead ratio")
+    parser.add_argument("--repeats", type=int, default=9, help="epochs of each loop for the overhead ratio")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING)

@@ -212,6 +212,7 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_to_the_same_result(u
     (["trainer.epochs=0"], "trainer.epochs=0 is out of range"),
     (["trainer.batch_size=-1"], "trainer.batch_size=-1 is out of range"),
     (["optimizer.lr=0"], "optimizer.lr=0.0 is out of range"),
+    (["trainer.augment_rotate=400"], "trainer.augment_rotate=400.0 is out of range: it takes degrees in [0, 180]"),
     (["device=cuda"] if not torch.cuda.is_available() else ["device.name=tpu"], "device"),
     (["resume=true", "hydra.run.dir=no/such/run"], "resume=true, but"),
     (["optimized_metric=val_acc"], "Did you mean 'val/acc'?"),
@@ -244,3 +245,14 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     failed, completed = (read_metrics(job) for job in jobs)
     assert failed["status"] == "failed" and "Training diverged" in failed["error"]
     assert completed["status"] == "completed" and completed["test/acc"] > 0.2  # chance is 0.1
+
+
+def test_without_a_validation_split_the_last_epoch_is_the_model(tmp_path):
+    run_dir = tmp_path / "run"
+    run_app("dataset=fake", "dataset.val_size=0", "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["best_val/acc"] is None and metrics["best_epoch"] == 2
+    log = (run_dir / "train.log").read_text()
+    assert "Test accuracy" in log and "(no validation split: the last epoch, 2)" in log and "val loss" not in log
+    best, last = (load_checkpoint(run_dir / "checkpoints" / name) for name in ("best.pt", "last.pt"))
+    assert best["state"]["epoch"] == 2 and all(torch.equal(best["model"][k], v) for k, v in last["model"].items())

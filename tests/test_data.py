@@ -51,7 +51,7 @@ def test_fake_is_deterministic():
 
 
 def test_fake_shapes_dtypes_and_class_balance():
-    data = fake(num_train=100, num_val=30, num_test=20, image_size=16, num_classes=5)
+    data = fake(num_train=100, val_size=30, num_test=20, image_size=16, num_classes=5)
     assert isinstance(data, DataBundle) and data.name == "fake"
     assert (len(data.train), len(data.val), len(data.test)) == (100, 30, 20)
     assert data.train.images.shape == (100, 16, 16) and data.train.images.dtype == torch.uint8
@@ -79,7 +79,7 @@ def test_fake_is_learnable_by_logistic_regression():
 
 
 def test_build_dataset_from_config():
-    data = build_dataset({"name": "fake", "num_train": 32, "num_val": 8, "num_test": 8})
+    data = build_dataset({"name": "fake", "num_train": 32, "val_size": 8, "num_test": 8})
     assert len(data.train) == 32
     with pytest.raises(UserError, match="num_train"):
         build_dataset({"name": "fake", "num_trian": 32})

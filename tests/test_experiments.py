@@ -19,7 +19,7 @@ EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yam
 SEED_EXPERIMENTS = ["seed000_logreg", "seed000_cnn", "seed001_linear", "seed001_cnn", "seed002_mlp", "seed003_cnn",
                     "examples_mnist"]
 PICTURES = ("curves.png", "predictions.png", "confusion_matrix.png", "misclassified.png")
-TINY = ("dataset=fake", "dataset.num_train=256", "dataset.num_val=64", "dataset.num_test=64", "trainer.epochs=1",
+TINY = ("dataset=fake", "dataset.num_train=256", "dataset.val_size=64", "dataset.num_test=64", "trainer.epochs=1",
         "trainer.batch_size=64", "trainer.eval_batch_size=64")
 
 

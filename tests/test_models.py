@@ -181,3 +181,22 @@ def test_conv_fc_sizes_its_first_linear_layer_from_the_image_size():
 def test_seed_cnns_take_other_class_counts_and_channels(name):
     model = MODELS.build({"name": name, "in_channels": 3}, 7)
     assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 7)
+
+
+def test_pooling_before_the_norm_is_the_same_function_while_the_norm_is_increasing():
+    # Max pooling commutes with ReLU and with any increasing map, such as a batch norm in eval mode
+    # whose scales are positive: the two orders then compute the same, from the same weights.
+    torch.manual_seed(0)
+    plain = MODELS.build({"name": "cnn", "width": 8}, 10).eval()
+    early = MODELS.build({"name": "cnn", "width": 8, "pool_before_norm": True}, 10).eval()
+    for norm in (m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)):
+        norm.weight.data.uniform_(0.5, 2.0)
+        norm.bias.data.normal_()
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    weights = list(plain.state_dict().values())
+    assert [w.shape for w in weights] == [w.shape for w in early.state_dict().values()]
+    early.load_state_dict(dict(zip(early.state_dict(), weights)))
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(plain(x), early(x), atol=1e-5)
+    assert [type(m) for m in early[0]] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]

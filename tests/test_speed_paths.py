@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from conftest import read_metrics, run_app, run_dirs
-from mnist_exp.data import TensorLoader, fake
+from mnist_exp.data import TensorLoader, affine_images, fake
 from mnist_exp.models import ShiftAveraged, cnn, shift_image
 from mnist_exp.trainer import Trainer, WeightAverage
 
@@ -103,6 +103,35 @@ def shift_twice(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[:, 2 - dy:2 - dy + image.shape[1], 2 - dx:2 - dx + image.shape[2]]
 
 
+@pytest.mark.parametrize("degrees, scale, dx, dy", [(90, 1, 0, 0), (0, 1, -1, 2), (0, 2, 0, 0), (13, 1.1, 1.5, -0.5)])
+def test_affine_augmentation_turns_scales_and_moves_as_torchvision_does(degrees, scale, dx, dy):
+    images = fake(num_train=8).train.images
+    ours = affine_images(images, *torch.tensor([[degrees], [scale], [dx], [dy]], dtype=torch.float).expand(4, 8))
+    theirs = transforms.functional.affine(images.float().unsqueeze(1), angle=degrees, translate=[dx, dy], scale=scale,
+                                          shear=[0.0], interpolation=transforms.InterpolationMode.BILINEAR)
+    assert torch.allclose(ours, theirs.squeeze(1), atol=1e-2)
+
+
+def test_affine_augmentation_turns_clockwise():
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[0, 3, 3] = 255  # top left
+    turned = affine_images(image, *torch.tensor([[90.0], [1.0], [0.0], [0.0]]))
+    assert turned[0].argmax() == 3 * 28 + 24  # top right
+
+
+def test_affine_augmentation_draws_within_its_limits_reproducibly():
+    data = fake(num_train=64)
+    loader = TensorLoader(data.train, 64, mean=0.0, std=1.0, max_shift=2, max_rotate=15, max_scale=0.1, seed=1)
+    [(x, _)] = list(loader.epoch_batches(0))
+    [(again, _)] = list(loader.epoch_batches(0))
+    [(next_epoch, _)] = list(loader.epoch_batches(1))
+    assert torch.equal(x, again) and not torch.equal(x, next_epoch)
+    original = data.train.images.float().div(255)
+    ink, ink_before = x.sum(dim=(1, 2, 3)), original.sum(dim=(1, 2))
+    # Scaled by at most 1.1 either way, the ink changes by at most 1.1^2 (bilinear keeps it otherwise).
+    assert ((ink / ink_before - 1).abs() < 0.25).all() and not torch.allclose(ink, ink_before, rtol=1e-3)
+
+
 def test_weight_average_follows_the_model_with_its_decay():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     average = WeightAverage(model, decay=0.9)
@@ -120,15 +149,18 @@ def test_weight_average_follows_the_model_with_its_decay():
     assert not any(p.requires_grad for p in average.model.parameters())
 
 
-def test_shift_averaged_evaluation_averages_five_views_and_trains_as_the_model():
+def test_shift_averaged_evaluation_averages_nine_views_and_trains_as_the_model():
     torch.manual_seed(0)
     model = cnn(10, width=4).eval()
     x = torch.randn(3, 1, 28, 28)
     wrapped = ShiftAveraged(model, background=-1.0).eval()
+    assert sorted(ShiftAveraged.SHIFTS) == [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     views = [shift_image(x, dy, dx, -1.0) for dy, dx in ShiftAveraged.SHIFTS]
     expected = torch.stack([model(v).softmax(dim=1) for v in views]).mean(dim=0).log()
     torch.testing.assert_close(wrapped(x), expected)
-    assert torch.equal(views[1][:, :, 1:], x[:, :, :-1]) and (views[1][:, :, 0] == -1.0).all()  # one pixel down
+    down, left = shift_image(x, 1, 0, -1.0), shift_image(x, 0, -1, -1.0)
+    assert torch.equal(down[:, :, 1:], x[:, :, :-1]) and (down[:, :, 0] == -1.0).all()
+    assert torch.equal(left[..., :-1], x[..., 1:]) and (left[..., -1] == -1.0).all()
     wrapped.train()
     torch.testing.assert_close(wrapped(x), model.train()(x))
 
