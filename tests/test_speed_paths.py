@@ -128,7 +128,7 @@ def test_affine_augmentation_draws_within_its_limits_reproducibly():
     assert torch.equal(x, again) and not torch.equal(x, next_epoch)
     original = data.train.images.float().div(255)
     ink, ink_before = x.sum(dim=(1, 2, 3)), original.sum(dim=(1, 2))
-    # Scaled by at most 1.1 either way, the ink changes by at most 1.1^2 (bilinear keeps it otherwise).
+    # Scaled by at most 1.1 either way, the ink changes by about 1.1^2 at most (bilinear sampling keeps it roughly).
     assert ((ink / ink_before - 1).abs() < 0.25).all() and not torch.allclose(ink, ink_before, rtol=1e-3)
 
 
