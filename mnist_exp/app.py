@@ -119,7 +119,8 @@ def run(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str]) ->
 
     train_loader = loader(data.train, trainer_cfg.batch_size, shuffle=True, rank=distributed.rank(),
                           world_size=distributed.world_size(), max_shift=trainer_cfg.augment_shift,
-                          max_rotate=trainer_cfg.augment_rotate, max_scale=trainer_cfg.augment_scale)
+                          max_rotate=trainer_cfg.augment_rotate, max_scale=trainer_cfg.augment_scale,
+                          max_warp=trainer_cfg.augment_warp)
     val_loader = loader(data.val, trainer_cfg.eval_batch_size)
     test_loader = loader(data.test, trainer_cfg.eval_batch_size)
 
@@ -241,6 +242,7 @@ def check_ranges(cfg: DictConfig) -> None:
             ("augment_shift", trainer.augment_shift, "0 or more pixels, e.g. 2", trainer.augment_shift >= 0),
             ("augment_rotate", trainer.augment_rotate, "degrees in [0, 180], e.g. 10", 0 <= trainer.augment_rotate <= 180),
             ("augment_scale", trainer.augment_scale, "a fraction in [0, 1), e.g. 0.1", 0 <= trainer.augment_scale < 1),
+            ("augment_warp", trainer.augment_warp, "0 or more pixels, e.g. 1", trainer.augment_warp >= 0),
             ("ema_decay", trainer.ema_decay, "a decay in [0, 1), e.g. 0.999", 0 <= trainer.ema_decay < 1)):
         if not ok:
             raise UserError(f"trainer.{key}={value} is out of range: it takes {allowed}; 0 turns it off.")

@@ -41,6 +41,7 @@ class TrainerConfig:
     augment_shift: int = MISSING  # move each training image by up to this many pixels (random, per epoch); 0: off
     augment_rotate: float = MISSING  # and turn it by up to this many degrees either way; 0: off
     augment_scale: float = MISSING  # and scale it by a factor in [1 - this, 1 + this]; 0: off
+    augment_warp: float = MISSING  # and warp it smoothly (elastic), moving its parts about this many pixels; 0: off
     ema_decay: float = MISSING  # evaluate an exponential moving average of the weights (e.g. 0.999); 0: off
     tta: bool = MISSING  # test on the image and its 1-pixel shifts, averaged (validation stays plain)
     deterministic: bool = MISSING  # bit-identical results for the same seed (CPU), at some cost in speed

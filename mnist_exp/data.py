@@ -379,7 +379,7 @@ class TensorLoader:
     def __init__(self, split: Split, batch_size: int, *, mean: float, std: float, flatten: bool = False,
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
                  rank: int = 0, world_size: int = 1, max_shift: int = 0, max_rotate: float = 0.0,
-                 max_scale: float = 0.0):
+                 max_scale: float = 0.0, max_warp: float = 0.0):
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}.")
         self.device = torch.device(device)
@@ -392,8 +392,8 @@ class TensorLoader:
         # Data-parallel training: each of world_size processes takes every world_size-th sample of each batch.
         self.rank, self.world_size = rank, world_size
         # Augmentation, a new draw for each image each epoch: moved by up to max_shift pixels, and where asked,
-        # turned by up to max_rotate degrees and scaled by up to 1 +- max_scale.
-        self.max_shift, self.max_rotate, self.max_scale = max_shift, max_rotate, max_scale
+        # turned by up to max_rotate degrees, scaled by up to 1 +- max_scale and warped (elastic) by about max_warp pixels.
+        self.max_shift, self.max_rotate, self.max_scale, self.max_warp = max_shift, max_rotate, max_scale, max_warp
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
@@ -416,7 +416,7 @@ class TensorLoader:
             batch = slice(b * self.batch_size, (b + 1) * self.batch_size)
             rows = batch if order is None else order[batch][self.rank::self.world_size]
             pixels, labels = self.images[rows], self.labels[rows]
-            if self.max_rotate or self.max_scale:
+            if self.max_rotate or self.max_scale or self.max_warp:
                 pixels = self.transformed(pixels, epoch, b)
             elif self.max_shift:
                 pixels = self.shifted(pixels, epoch, b)
@@ -444,17 +444,26 @@ class TensorLoader:
         return padded.gather(1, (dy * padded_width + dx) + window).view(count, height, width)
 
     def transformed(self, pixels: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
-        """[B, H, W] images each turned, scaled and moved by a random amount within the loader's limits."""
-        draws = torch.rand(4, len(pixels), generator=self.augment_generator(epoch, batch)).to(self.device) * 2 - 1
+        """[B, H, W] images each turned, scaled, moved and warped by a random amount within the loader's limits."""
+        generator = self.augment_generator(epoch, batch)
+        draws = torch.rand(4, len(pixels), generator=generator).to(self.device) * 2 - 1
         angle, scale, dx, dy = draws * torch.tensor([self.max_rotate, self.max_scale, self.max_shift, self.max_shift],
                                                     device=self.device).unsqueeze(1)
-        return affine_images(pixels, angle, 1 + scale, dx, dy)
+        warp = None
+        if self.max_warp:
+            warp = torch.randn(len(pixels), 2, *WARP_GRID, generator=generator).to(self.device) * self.max_warp
+        return affine_images(pixels, angle, 1 + scale, dx, dy, warp)
+
+
+WARP_GRID = (4, 4)  # control points of an elastic warp: about 9 pixels apart on a 28x28 image
 
 
 def affine_images(pixels: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor, dx: torch.Tensor,
-                  dy: torch.Tensor) -> torch.Tensor:
+                  dy: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
     """[B, H, W] images each turned clockwise by ``degrees`` about its centre, scaled by ``scale`` and moved by
     (dx, dy) pixels (right, down); one value per image in each. Bilinear; empty pixels (0) come in at the edge.
+    ``warp``, [B, 2, h, w], displaces each image further, smoothly: (x, y) offsets in pixels at a coarse grid of
+    control points, interpolated bicubically to every pixel (an elastic distortion, as in Simard et al. 2003).
 
     Returns float images on the same 0-255 scale.
     """
@@ -467,6 +476,9 @@ def affine_images(pixels: torch.Tensor, degrees: torch.Tensor, scale: torch.Tens
     theta = torch.stack([torch.stack([cos, sin, -(cos * shift_x + sin * shift_y)], 1),
                          torch.stack([-sin, cos, sin * shift_x - cos * shift_y], 1)], 1)
     grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    if warp is not None:
+        offsets = F.interpolate(warp, size=(height, width), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+        grid = grid + offsets * torch.tensor([2 / width, 2 / height], device=grid.device)
     return F.grid_sample(pixels.unsqueeze(1).float(), grid, align_corners=False).squeeze(1)
 
 

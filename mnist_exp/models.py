@@ -42,21 +42,25 @@ def conv_bn_relu(in_channels: int, out_channels: int, pool: bool = False) -> nn.
 
 
 @MODELS.register("cnn")
-def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float = 0.0, convs_per_stage: int = 1,
-        pool_before_norm: bool = False) -> nn.Module:
+def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float = 0.0,
+        convs_per_stage: list[int] = (1, 1, 1), pool_before_norm: bool = False) -> nn.Module:
     """The default: three stages of conv-BN-ReLU blocks (width, 2x, 4x channels), each halving the image, then a linear head.
 
     28x28 -> 14x14 -> 7x7 -> 3x3, global max pool, linear. Batch norm lets it train fast at high
-    learning rates; at width 24 it has 53k parameters. ``convs_per_stage`` > 1 deepens each stage
-    (more accuracy for more compute). ``pool_before_norm`` (conf/model/cnn.yaml: true) pools each
-    stage's last conv output before its norm and ReLU, not after: the same kind of net, faster.
+    learning rates; at width 24 it has 53k parameters. ``convs_per_stage`` deepens the stages
+    (more accuracy for more compute). ``pool_before_norm`` (conf/model/cnn.yaml: true) pools right after
+    each stage's first conv, before its norm and ReLU, and the stage's other convs work on the pooled
+    image: the same kind of net, faster. Otherwise each stage is the classic convs, then a pool.
     """
+    if isinstance(convs_per_stage, int):  # the config of checkpoints from before it was a list
+        convs_per_stage = [convs_per_stage] * 3
+    if len(convs_per_stage) != 3 or min(convs_per_stage) < 1:
+        raise UserError(f"model.convs_per_stage needs 3 counts of at least 1 (one per stage), got {list(convs_per_stage)}.")
     layers: list[nn.Module] = []
     channels = in_channels
-    for stage_width in (width, 2 * width, 4 * width):
-        for conv in range(convs_per_stage):
-            last = conv == convs_per_stage - 1
-            layers.append(conv_bn_relu(channels, stage_width, pool=last and pool_before_norm))
+    for stage_width, convs in zip((width, 2 * width, 4 * width), convs_per_stage):
+        for conv in range(convs):
+            layers.append(conv_bn_relu(channels, stage_width, pool=conv == 0 and pool_before_norm))
             channels = stage_width
         if not pool_before_norm:
             layers.append(nn.MaxPool2d(2))

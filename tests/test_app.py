@@ -213,6 +213,7 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_to_the_same_result(u
     (["trainer.batch_size=-1"], "trainer.batch_size=-1 is out of range"),
     (["optimizer.lr=0"], "optimizer.lr=0.0 is out of range"),
     (["trainer.augment_rotate=400"], "trainer.augment_rotate=400.0 is out of range: it takes degrees in [0, 180]"),
+    (["trainer.augment_warp=-1"], "trainer.augment_warp=-1.0 is out of range: it takes 0 or more pixels, e.g. 1"),
     (["device=cuda"] if not torch.cuda.is_available() else ["device.name=tpu"], "device"),
     (["resume=true", "hydra.run.dir=no/such/run"], "resume=true, but"),
     (["optimized_metric=val_acc"], "Did you mean 'val/acc'?"),

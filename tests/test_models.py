@@ -200,3 +200,19 @@ def test_pooling_before_the_norm_is_the_same_function_while_the_norm_is_increasi
     x = torch.randn(4, 1, 28, 28)
     assert torch.allclose(plain(x), early(x), atol=1e-5)
     assert [type(m) for m in early[0]] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]
+
+
+def test_deeper_stages_pool_first_and_refine_the_pooled_image():
+    model = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [1, 1, 2], "pool_before_norm": True}, 10)
+    sizes = []
+    model[3].register_forward_hook(lambda _m, inputs, output: sizes.append((inputs[0].shape, output.shape)))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sizes == [(torch.Size([2, 32, 3, 3]), torch.Size([2, 32, 3, 3]))]  # the extra conv works at 3x3
+    assert [type(m) for m in model[3]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    classic = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [2, 1, 1]}, 10)
+    assert [type(m) for m in classic[:3]] == [nn.Sequential, nn.Sequential, nn.MaxPool2d]  # convs, then the pool
+    # A checkpoint saved when convs_per_stage was one count for all stages still builds.
+    assert len(MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": 1}, 10)) == len(MODELS.build(
+        {"name": "cnn", "width": 8}, 10))
+    with pytest.raises(UserError, match=r"3 counts of at least 1 \(one per stage\), got \[1, 2\]"):
+        MODELS.build({"name": "cnn", "convs_per_stage": [1, 2]}, 10)

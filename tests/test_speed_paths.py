@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from conftest import read_metrics, run_app, run_dirs
-from mnist_exp.data import TensorLoader, affine_images, fake
+from mnist_exp.data import WARP_GRID, TensorLoader, affine_images, fake
 from mnist_exp.models import ShiftAveraged, cnn, shift_image
 from mnist_exp.trainer import Trainer, WeightAverage
 
@@ -119,16 +119,37 @@ def test_affine_augmentation_turns_clockwise():
     assert turned[0].argmax() == 3 * 28 + 24  # top right
 
 
-def test_affine_augmentation_draws_within_its_limits_reproducibly():
+def test_a_uniform_warp_moves_the_image_the_other_way():
+    # Each output pixel is read from where the warp points: reading 1 px to the right moves the image left.
+    images, no = fake(num_train=8).train.images, torch.zeros(8)
+    warp = torch.tensor([1.0, -2.0]).view(1, 2, 1, 1).expand(8, 2, *WARP_GRID)
+    torch.testing.assert_close(affine_images(images, no, no + 1, no, no, warp),
+                               affine_images(images, no, no + 1, no - 1, no + 2), atol=1e-3, rtol=0)
+
+
+def test_a_warp_bends_the_image_smoothly():
+    image, no = torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1)
+    image[0, :, 14] = 255  # a vertical line
+    warp = torch.zeros(1, 2, *WARP_GRID)
+    warp[0, 0, 0] = 3.0  # the top row of control points reads 3 px to the right: the line's top bends left
+    bent = affine_images(image, no, no + 1, no, no, warp)[0]
+    columns = (bent * torch.arange(28.0)).sum(1) / bent.sum(1)  # where the line is on each row
+    assert columns[0] == pytest.approx(11, abs=0.1) and columns[-1] == pytest.approx(14, abs=0.1)
+    assert columns.diff().abs().max() < 0.5  # no jumps: a smooth bend over the rows between
+
+
+@pytest.mark.parametrize("limits", [dict(max_shift=2, max_rotate=15, max_scale=0.1), dict(max_warp=1.5)])
+def test_affine_augmentation_draws_within_its_limits_reproducibly(limits):
     data = fake(num_train=64)
-    loader = TensorLoader(data.train, 64, mean=0.0, std=1.0, max_shift=2, max_rotate=15, max_scale=0.1, seed=1)
+    loader = TensorLoader(data.train, 64, mean=0.0, std=1.0, seed=1, **limits)
     [(x, _)] = list(loader.epoch_batches(0))
     [(again, _)] = list(loader.epoch_batches(0))
     [(next_epoch, _)] = list(loader.epoch_batches(1))
     assert torch.equal(x, again) and not torch.equal(x, next_epoch)
     original = data.train.images.float().div(255)
     ink, ink_before = x.sum(dim=(1, 2, 3)), original.sum(dim=(1, 2))
-    # Scaled by at most 1.1 either way, the ink changes by about 1.1^2 at most (bilinear sampling keeps it roughly).
+    # Scaled by at most 1.1 either way, or warped a little, the ink changes by about 1.1^2 at most (bilinear
+    # sampling keeps it roughly).
     assert ((ink / ink_before - 1).abs() < 0.25).all() and not torch.allclose(ink, ink_before, rtol=1e-3)
 
 
