@@ -48,7 +48,7 @@ def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float 
 
     28x28 -> 14x14 -> 7x7 -> 3x3, global max pool, linear. Batch norm lets it train fast at high
     learning rates; at width 24 it has 53k parameters. ``convs_per_stage`` deepens the stages
-    (more accuracy for more compute). ``pool_before_norm`` (conf/model/cnn.yaml: true) pools right after
+    (more capacity for more compute). ``pool_before_norm`` (conf/model/cnn.yaml: true) pools right after
     each stage's first conv, before its norm and ReLU, and the stage's other convs work on the pooled
     image: the same kind of net, faster. Otherwise each stage is the classic convs, then a pool.
     """
