@@ -58,7 +58,7 @@ class DeviceName(str, Enum):
 
 
 class Precision(str, Enum):
-    auto = "auto"  # bf16 autocast on CUDA, fp32 elsewhere
+    auto = "auto"  # bf16 autocast on CUDA and on CPUs with bf16 instructions, fp32 elsewhere
     fp32 = "fp32"
     bf16 = "bf16"
 

@@ -1,6 +1,7 @@
 """The fast data path against the plain one, the speed flags on the CPU, and the accuracy tricks of experiment=best."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torchvision import transforms
 from conftest import read_metrics, run_app, run_dirs
 from mnist_exp.data import WARP_GRID, TensorLoader, affine_images, fake
 from mnist_exp.models import ShiftAveraged, cnn, shift_image
+from mnist_exp.runtime import use_bf16
 from mnist_exp.trainer import Trainer, WeightAverage
 
 
@@ -201,3 +203,13 @@ def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     assert trainer.eval_model is trainer.ema.model  # validation: the average, plain
     assert isinstance(trainer.test_model, ShiftAveraged) and trainer.test_model.model is trainer.ema.model
     assert "ema" in trainer.checkpoint({})
+
+
+def test_auto_precision_is_bf16_on_the_cpu_only_where_it_has_bf16_instructions():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("needs Linux's /proc/cpuinfo to know the CPU's instructions")
+    flags = set(cpuinfo.read_text().split())
+    cpu = torch.device("cpu")
+    assert use_bf16("auto", cpu) == bool(flags & {"avx512_bf16", "amx_tile"})
+    assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
