@@ -68,6 +68,7 @@ def test_seed_recipes_pin_what_the_tutorial_has(name):
     assert (cfg.dataset.mean, cfg.dataset.std, cfg.dataset.flatten) == (pytest.approx(mean), pytest.approx(std),
                                                                         flatten)
     assert cfg.trainer.label_smoothing == 0.0  # the tutorials train with plain cross-entropy / NLL
+    assert cfg.device.precision.value == "fp32"  # and in fp32, on any device
     if seed is not None:
         assert cfg.seed == seed
     # The command line still overrides a recipe: the runs below put every recipe on fake data this way.
