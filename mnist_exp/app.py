@@ -7,30 +7,27 @@ runs the loop and writes everything of the run into the run directory:
     .hydra/  train.log  events.out.tfevents.*  checkpoints/{last,best}.pt  metrics.json  *.png
 """
 
-import json
 import logging
 import math
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
-from mnist_exp.compare import read_metrics
 from mnist_exp.config import CONF_DIR, register_schemas
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
+from mnist_exp.run_dir import read_metrics, write_metrics
 from mnist_exp.runtime import (is_submitit_preemption, place_model, seconds_since_process_start, seed_everything,
                                select_device, set_cpu_threads, stop_on_signals, use_bf16)
 from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
@@ -311,13 +308,3 @@ def changed_keys(saved: dict, current: dict) -> list[str]:
 def hyperparameters(config: dict) -> dict[str, Any]:
     """The flattened config as TensorBoard's HPARAMS tab shows it, less the keys that only say where or how."""
     return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """metrics.json, replaced atomically; NaN becomes null so any JSON reader takes it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(clean, f, indent=2)
-    os.replace(tmp, run_dir / "metrics.json")

@@ -10,7 +10,6 @@ last. CSV keeps full precision (accuracies as fractions) and adds each run's err
 import argparse
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mnist_exp.run_dir import read_metrics
 
 FORMATS = ("table", "csv", "markdown")
 METRIC_COLUMNS = ("best val acc", "test acc", "epochs", "train s", "params", "status")
@@ -38,15 +39,6 @@ def find_runs(paths: list[Path]) -> list[Path]:
                              "as python -m mnist_exp writes them).")
         runs.update((run.resolve(), None) for run in found)
     return list(runs)
-
-
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    """A run's metrics.json, or {} while it has none (a run still starting) or an unreadable one."""
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return metrics if isinstance(metrics, dict) else {}
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.compare import read_metrics
+from mnist_exp.run_dir import read_metrics
 
 try:
     import fcntl
