@@ -1,13 +1,16 @@
 """Checkpoints: atomic save, validated load, and the random states a resumed run needs.
 
-A checkpoint is a dict of tensors and primitives (model, optimizer, scheduler, train state, RNG
-states, the composed config), so ``torch.load(..., weights_only=True)`` reads it without
-unpickling arbitrary objects.
+A checkpoint is a dict of tensors and primitives, so ``torch.load(..., weights_only=True)`` reads
+it without unpickling arbitrary objects. Both kinds hold the composed ``config``, the
+``class_names``, the evaluated ``weights`` and their ``epoch``; ``last.pt`` also holds the
+``trainer``'s whole state (``Trainer.state_dict()``), from which a run continues.
 """
 
+import errno
 import os
 import random
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,18 @@ import numpy as np
 import torch
 
 from mnist_exp.errors import UserError
+from mnist_exp.run_dir import current_umask
 
-REQUIRED_KEYS = ("format", "model", "optimizer", "scheduler", "state", "rng", "config")
+CHECKPOINT_FORMAT = 2
+REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")
+TRAINER_KEYS = ("model", "optimizer", "scheduler", "state", "rng")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``.
 
-    The rename is atomic, so a run killed mid-write leaves the previous checkpoint intact.
+    The rename is atomic, so a run killed mid-write leaves the previous checkpoint intact; so does a
+    full disk, which is one clear error instead of torch's chained ones.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,27 +40,55 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600: readable like the run's other files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if disk_full(error):
+            free = shutil.disk_usage(path.parent).free
+            raise UserError(f"The disk holding {path.parent} is full ({free / 2**20:.0f} MiB free): {path.name} was "
+                            f"not written{' and the previous one is kept' if path.exists() else ''}. Free some space, "
+                            "or write the run elsewhere (hydra.run.dir=<dir>), then resume=true.") from None
         raise
 
 
+def disk_full(error: BaseException | None) -> bool:
+    """Whether an error, or one it was raised from or during, is a full disk or quota."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Remove the ``.<name>.*.tmp`` files a write killed before its rename left in ``directory``."""
+    for stale in Path(directory).glob(".*.pt.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint``; refuse anything else with one clear line."""
+    """Read a checkpoint written by this tool; refuse anything else with one clear line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"No checkpoint at {path}. Give the path of a checkpoints/last.pt or best.pt written by a run.")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated, corrupt, or not a torch file at all
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some of its messages
-        reason = text.splitlines()[0][:160] if text else type(error).__name__
-        raise UserError(f"Checkpoint {path} is unreadable (truncated or corrupt: {reason}). "
-                        "Use another checkpoint, e.g. the run's checkpoints/best.pt.") from error
+    except Exception as error:  # truncated, corrupt, foreign objects, or not a torch file at all
+        # torch's message may advise weights_only=False, which would run whatever code the file holds: not passed on.
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+        reason = text.splitlines()[0][:120] if text and "weights_only" not in text.splitlines()[0] else type(error).__name__
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote, or it is truncated or corrupt ({reason}). "
+                        "Use another checkpoint, e.g. the run's checkpoints/best.pt.") from None
+    if isinstance(payload, dict) and payload.get("format") not in (None, CHECKPOINT_FORMAT):
+        raise UserError(f"{path} is a checkpoint of format {payload.get('format')}; this version of mnist_exp reads "
+                        f"format {CHECKPOINT_FORMAT}. Train the run again, or use the version that wrote it.")
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload, dict) or key not in payload]
+    if not missing and payload["kind"] == "last":
+        trainer = payload.get("trainer")
+        missing = [f"trainer.{key}" for key in TRAINER_KEYS if not isinstance(trainer, dict) or key not in trainer]
     if missing:
-        raise UserError(f"{path} is not an mnist_exp checkpoint (missing: {', '.join(missing)}).")
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (missing: {', '.join(missing)}).")
     return payload
 
 
@@ -99,7 +134,7 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     class_names = checkpoint.get("class_names") or [str(c) for c in range(10)]
     model = MODELS.build(config["model"], len(class_names))
     try:
-        model.load_state_dict(checkpoint.get("ema", checkpoint["model"]))  # the weights the run evaluated
+        model.load_state_dict(checkpoint["weights"])  # the weights the run evaluated
     except RuntimeError as error:
         raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
                         f"{str(error).splitlines()[0]}") from error

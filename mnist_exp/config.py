@@ -17,19 +17,18 @@ at composition with Hydra's own message. Two kinds of schema:
 """
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from mnist_exp.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
+from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.paths import CONF_DIR
+from mnist_exp.registry import AUGMENTATIONS, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
 
 @dataclass
 class TrainerConfig:
@@ -38,10 +37,6 @@ class TrainerConfig:
     eval_batch_size: int = MISSING
     log_interval: int = MISSING  # optimizer steps between train/loss points in TensorBoard
     label_smoothing: float = MISSING
-    augment_shift: int = MISSING  # move each training image by up to this many pixels (random, per epoch); 0: off
-    augment_rotate: float = MISSING  # and turn it by up to this many degrees either way; 0: off
-    augment_scale: float = MISSING  # and scale it by a factor in [1 - this, 1 + this]; 0: off
-    augment_warp: float = MISSING  # and warp it smoothly (elastic), moving its parts about this many pixels; 0: off
     ema_decay: float = MISSING  # evaluate an exponential moving average of the weights (e.g. 0.999); 0: off
     tta: bool = MISSING  # test on the image and its 1-pixel shifts, averaged (validation stays plain)
     deterministic: bool = MISSING  # bit-identical results for the same seed (CPU), at some cost in speed
@@ -77,6 +72,7 @@ class Config:
     model: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
+    augment: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = MISSING
@@ -134,7 +130,7 @@ def register_schemas() -> None:
     store.store(name="config_schema", node=Config)
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="export_schema", node=ExportConfig)
-    for registry in (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS):
+    for registry in (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS):
         for name in registry.names():
             schema = builder_schema(registry, name)
             store.store(group=f"schema/{registry.kind}", name=name, node=schema)
@@ -169,3 +165,30 @@ def config_groups_help() -> str:
 
 OmegaConf.register_new_resolver("run_dir_suffix", run_dir_suffix, replace=True)
 OmegaConf.register_new_resolver("config_groups", config_groups_help, replace=True)
+
+
+def check_ranges(cfg) -> None:
+    """Values the types allow but training does not; one line each, before anything is built."""
+    trainer = cfg.trainer
+    for key, value, low in (("trainer.epochs", trainer.epochs, 1), ("trainer.batch_size", trainer.batch_size, 1),
+                            ("trainer.eval_batch_size", trainer.eval_batch_size, 1),
+                            ("trainer.log_interval", trainer.log_interval, 1), ("device.threads", cfg.device.threads, 0)):
+        if value < low:
+            raise UserError(f"{key}={value} is out of range: it must be at least {low}.")
+    for key, value, allowed, ok in (
+            ("trainer.label_smoothing", trainer.label_smoothing, "a fraction in [0, 1), e.g. 0.1",
+             0 <= trainer.label_smoothing < 1),
+            ("trainer.ema_decay", trainer.ema_decay, "a decay in [0, 1), e.g. 0.999; 0 turns it off",
+             0 <= trainer.ema_decay < 1)):
+        if not ok:
+            raise UserError(f"{key}={value} is out of range: it takes {allowed}.")
+    if trainer.tta and cfg.dataset.get("flatten"):
+        raise UserError("trainer.tta=true shifts images, but dataset.flatten=true makes them vectors. "
+                        "Use one or the other.")
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
+    known = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc")
+    if cfg.optimized_metric not in known:
+        raise UserError(f"optimized_metric={cfg.optimized_metric} is not a metric."
+                        f"{did_you_mean(cfg.optimized_metric, known)} Choose one of: {', '.join(known)}.")

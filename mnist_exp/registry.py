@@ -1,4 +1,4 @@
-"""Name -> builder registries for models, optimizers, schedulers and datasets.
+"""Name -> builder registries for models, optimizers, schedulers, datasets and augmentations.
 
 A builder is a plain function. Its parameters without a default are supplied by code (the
 number of classes, the parameters to optimise); its parameters with a default are its config
@@ -103,4 +103,5 @@ def check_arguments(builder: Callable[..., Any], kwargs: Mapping[str, Any], pref
 MODELS = Registry("model", "mnist_exp.models")
 OPTIMIZERS = Registry("optimizer", "mnist_exp.optim")
 SCHEDULERS = Registry("scheduler", "mnist_exp.optim")
-DATASETS = Registry("dataset", "mnist_exp.data")
+DATASETS = Registry("dataset", "mnist_exp.data.datasets")
+AUGMENTATIONS = Registry("augment", "mnist_exp.data.augment")

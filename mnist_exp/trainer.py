@@ -1,7 +1,8 @@
-"""The training loop: epochs of training and validation, then the best weights by validation accuracy.
+"""The training loop: epochs of training and validation, the best weights by validation accuracy, and its state.
 
 Plain objects in, metrics out. Nothing here knows Hydra, so the loop can be used and tested on its
-own. Logging and checkpointing hang on the loop as callbacks.
+own. ``Trainer.state_dict()`` / ``load_state_dict()`` hold everything a resumed run needs, in one
+round trip; logging and checkpointing hang on the loop as callbacks (``mnist_exp.callbacks``).
 """
 
 import contextlib
@@ -10,7 +11,6 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -19,9 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 from mnist_exp import distributed
-from mnist_exp.checkpoint import rng_states, save_checkpoint
+from mnist_exp.checkpoint import restore_rng_states, rng_states
 from mnist_exp.errors import UserError
-from mnist_exp.models import ShiftAveraged
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +44,23 @@ class TrainState:
     epoch_elapsed_s: float = 0.0
 
 
+@dataclass
+class LoopSettings:
+    """How the loop runs: the ``trainer.*`` keys it uses, and where and in what precision it computes."""
+
+    epochs: int
+    device: torch.device = torch.device("cpu")
+    label_smoothing: float = 0.0
+    bf16: bool = False  # bf16 autocast for the forward passes
+    channels_last: bool = False  # NHWC inputs (the model was made NHWC to match)
+    compile: bool = False  # torch.compile the training forward pass
+    log_interval: int = 50  # optimizer steps between train/loss points
+    progress: bool = False  # a tqdm bar per epoch
+    ema_decay: float = 0.0  # evaluate a moving average of the weights; 0: the weights themselves
+
+
 class TrainingStopped(Exception):
     """Raised by ``fit`` when ``request_stop`` was called; the state says where to continue."""
-
-
-class Callback:
-    """Hooks the loop calls; override the ones you need."""
-
-    def on_fit_start(self, trainer: "Trainer") -> None: ...
-
-    def on_train_log(self, trainer: "Trainer", values: dict[str, float]) -> None: ...
-
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float], is_best: bool) -> None: ...
-
-    def on_stop(self, trainer: "Trainer") -> None: ...
 
 
 def autocast_context(device: torch.device, bf16: bool):
@@ -96,66 +98,52 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, bf16: 
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, train_loader, val_loader, *,
-                 epochs: int, device: torch.device, label_smoothing: float = 0.0, bf16: bool = False,
-                 channels_last: bool = False, compile: bool = False, log_interval: int = 50, progress: bool = False,
-                 callbacks: Iterable[Callback] = (), state: TrainState | None = None, ema_decay: float = 0.0,
-                 tta: bool = False):
-        self.model = model
-        # Under torchrun DDP wraps the model (gradients averaged over the processes), torch.compile wraps
-        # that; checkpoints keep the plain module's weights.
-        self.forward_model = distributed.wrap(model, device)
-        if compile:
-            self.forward_model = torch.compile(self.forward_model)
-        # What is evaluated (validation, test, best.pt): the model, or the moving average of its weights.
-        # The final test may average over shifted copies of each image too; validation after each epoch
-        # stays plain, 9x cheaper, to pick the best epoch.
-        self.ema = WeightAverage(model, ema_decay) if ema_decay > 0 else None
-        self.eval_model = self.ema.model if self.ema else self.forward_model
-        self.test_model = (ShiftAveraged(self.eval_model, background=-val_loader.mean / val_loader.std) if tta
-                           else self.eval_model)
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, settings: LoopSettings,
+                 callbacks: Iterable = ()):
+        self.model = model  # the plain module: its weights are what checkpoints hold
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.train_loader = train_loader
-        self.val_loader = val_loader
-        self.epochs = epochs
-        self.device = device
-        self.label_smoothing = label_smoothing
-        self.bf16 = bf16
-        self.channels_last = channels_last
-        self.log_interval = max(1, log_interval)
-        self.progress = progress
+        self.settings = settings
         self.callbacks = list(callbacks)
-        self.state = state or TrainState()
-        # The weights behind state.best_val_acc, on the CPU; the final test uses them.
+        # What the training step calls: under torchrun DDP wraps the model (gradients averaged over the
+        # processes), torch.compile wraps that.
+        self.train_model = distributed.wrap(model, settings.device)
+        if settings.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.ema = WeightAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None
+        self.state = TrainState()
+        # The evaluated weights behind state.best_val_acc, on the CPU; the final test uses them.
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.stop_requested = False
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """What validation, the test and best.pt use: the model, or the moving average of its weights."""
+        return self.ema.model if self.ema else self.model
 
     def request_stop(self) -> None:
         """Stop after the current batch (safe to call from a signal handler)."""
         self.stop_requested = True
 
-    def fit(self) -> TrainState:
-        for callback in self.callbacks:
-            callback.on_fit_start(self)
-        for epoch in range(self.state.epoch, self.epochs):
+    def fit(self, train_loader, val_loader) -> TrainState:
+        for epoch in range(self.state.epoch, self.settings.epochs):
             started = time.perf_counter() - self.state.epoch_elapsed_s
             try:
-                train_metrics = self.train_epoch(epoch)
+                train_metrics = self.train_epoch(train_loader, epoch)
             except TrainingStopped:
                 self.state.epoch_elapsed_s = time.perf_counter() - started
                 for callback in self.callbacks:
                     callback.on_stop(self)
                 raise
             train_seconds = time.perf_counter() - started
-            val = self.evaluate(self.val_loader)
+            val = self.evaluate(val_loader)
             epoch_seconds = time.perf_counter() - started
 
             state = self.state
             state.epoch = epoch + 1
             state.train_time_s += epoch_seconds
             state.train_phase_s += train_seconds
-            state.samples_seen += self.train_loader.num_samples
+            state.samples_seen += train_loader.num_samples
             metrics = {
                 "epoch": epoch + 1,
                 **train_metrics,
@@ -163,27 +151,28 @@ class Trainer:
                 "val/acc": val["acc"],
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "time/epoch_s": epoch_seconds,
-                "time/samples_per_s": self.train_loader.num_samples / train_seconds,
+                "time/samples_per_s": train_loader.num_samples / train_seconds,
             }
             # No validation set: the last epoch counts as the best.
             is_best = math.isnan(val["acc"]) or val["acc"] > state.best_val_acc
             if is_best:
                 state.best_val_acc = val["acc"]
                 state.best_epoch = epoch + 1
-                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.evaluated().state_dict().items()}
+                self.best_weights = {k: v.detach().to("cpu", copy=True)
+                                     for k, v in self.evaluated_model.state_dict().items()}
             state.history.append(metrics)
             validation = (f"  val loss {val['loss']:.4f} acc {100 * val['acc']:.2f}%{'  (best)' if is_best else ''}"
                           if not math.isnan(val["acc"]) else "")
-            log.info("epoch %d/%d  train loss %.4f acc %.2f%%%s  %.1f s (%.0f samples/s)", epoch + 1, self.epochs,
-                     metrics["train/loss"], 100 * metrics["train/acc"], validation, epoch_seconds,
-                     metrics["time/samples_per_s"])
+            log.info("epoch %d/%d  train loss %.4f acc %.2f%%%s  %.1f s (%.0f samples/s)", epoch + 1,
+                     self.settings.epochs, metrics["train/loss"], 100 * metrics["train/acc"], validation,
+                     epoch_seconds, metrics["time/samples_per_s"])
             for callback in self.callbacks:
                 callback.on_epoch_end(self, metrics, is_best)
         return self.state
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        self.forward_model.train()
-        device = self.device
+    def train_epoch(self, loader, epoch: int) -> dict[str, float]:
+        self.train_model.train()
+        device = self.settings.device
         state = self.state
         # Sums stay on the device: reading them back every step would stall a GPU. A run stopped
         # inside this epoch left its sums and position in the state; continue from there.
@@ -195,13 +184,13 @@ class Trainer:
         if distributed.rank() > 0:  # the epoch's sums so far are rank 0's, summed over the processes at the stop
             epoch_loss.zero_()
             epoch_correct.zero_()
-        bar = tqdm(total=len(self.train_loader), initial=state.batch_in_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
-                   leave=False, disable=not self.progress, dynamic_ncols=True)
-        for batch, (x, y) in enumerate(self.train_loader.epoch_batches(epoch, state.batch_in_epoch),
+        bar = tqdm(total=len(loader), initial=state.batch_in_epoch, desc=f"epoch {epoch + 1}/{self.settings.epochs}",
+                   leave=False, disable=not self.settings.progress, dynamic_ncols=True)
+        for batch, (x, y) in enumerate(loader.epoch_batches(epoch, state.batch_in_epoch),
                                        start=state.batch_in_epoch):
-            with autocast_context(device, self.bf16):
-                logits = self.forward_model(to_memory_format(x, self.channels_last))
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+            with autocast_context(device, self.settings.bf16):
+                logits = self.train_model(to_memory_format(x, self.settings.channels_last))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.settings.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -217,7 +206,7 @@ class Trainer:
             window_loss += batch_loss
             window_correct += correct
             window_count += len(y)
-            if self.state.step % self.log_interval == 0:
+            if self.state.step % self.settings.log_interval == 0:
                 values = {
                     "train/loss": window_loss.item() / window_count,
                     "train/acc": window_correct.item() / window_count,
@@ -231,7 +220,7 @@ class Trainer:
                 window_correct.zero_()
                 window_count = 0
             bar.update()
-            if distributed.any_rank(self.stop_requested, device) and batch + 1 < len(self.train_loader):
+            if distributed.any_rank(self.stop_requested, device) and batch + 1 < len(loader):
                 bar.close()
                 distributed.sum_over_ranks(epoch_loss, epoch_correct)
                 state.batch_in_epoch = batch + 1
@@ -240,7 +229,7 @@ class Trainer:
         bar.close()
         distributed.sum_over_ranks(epoch_loss, epoch_correct)
         state.batch_in_epoch, state.epoch_loss_sum, state.epoch_correct, state.epoch_elapsed_s = 0, 0.0, 0, 0.0
-        samples = self.train_loader.num_samples
+        samples = loader.num_samples
         train_loss = epoch_loss.item() / samples
         self.check_finite(train_loss)
         return {"train/loss": train_loss, "train/acc": epoch_correct.item() / samples}
@@ -253,39 +242,38 @@ class Trainer:
                 "Lower optimizer.lr or use a warm-up schedule (scheduler=onecycle); checkpoints keep the last good epoch."
             )
 
-    def evaluate(self, loader, keep_predictions: bool = False) -> dict[str, Any]:
-        return evaluate(self.eval_model, loader, device=self.device, bf16=self.bf16,
-                        channels_last=self.channels_last, keep_predictions=keep_predictions)
-
-    def test(self, loader) -> dict[str, Any]:
-        """The final evaluation, with test-time shift averaging where asked for; predictions kept."""
-        return evaluate(self.test_model, loader, device=self.device, bf16=self.bf16,
-                        channels_last=self.channels_last, keep_predictions=True)
-
-    def evaluated(self) -> nn.Module:
-        """The plain module whose weights are evaluated: the model, or its weight average."""
-        return self.ema.model if self.ema else self.model
+    def evaluate(self, loader, model: nn.Module | None = None, keep_predictions: bool = False) -> dict[str, Any]:
+        """Loss and accuracy of ``model`` (default: the evaluated model) over a loader, in the loop's precision."""
+        return evaluate(model or self.evaluated_model, loader, device=self.settings.device, bf16=self.settings.bf16,
+                        channels_last=self.settings.channels_last, keep_predictions=keep_predictions)
 
     def load_best_weights(self) -> None:
         """Put the best weights by validation accuracy into the evaluated model (a no-op if the last epoch was best)."""
         if self.best_weights is not None:
-            self.evaluated().load_state_dict(self.best_weights)
+            self.evaluated_model.load_state_dict(self.best_weights)
 
-    def checkpoint(self, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Everything a resumed run needs, as tensors and primitives (``torch.load(weights_only=True)`` reads it).
-
-        ``metadata`` (the composed config, the class names) is stored beside it.
-        """
-        return {**metadata,
-            "format": 1,
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as tensors and primitives (``torch.load(weights_only=True)`` reads it)."""
+        return {
             "model": self.model.state_dict(),
-            # The weights evaluated, where they are not the model's: evaluate, predict and export load these.
             **({"ema": self.ema.model.state_dict()} if self.ema else {}),
+            **({"best_weights": self.best_weights} if self.best_weights is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "state": copy.deepcopy(asdict(self.state)),
             "rng": rng_states(),
         }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``'s output: weights, optimizer, schedule, averages, best weights, RNG, state."""
+        self.model.load_state_dict(saved["model"])
+        if self.ema:
+            self.ema.model.load_state_dict(saved["ema"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.best_weights = saved.get("best_weights")
+        self.state = TrainState(**saved["state"])
+        restore_rng_states(saved["rng"])
 
 
 class WeightAverage:
@@ -310,37 +298,3 @@ class WeightAverage:
         for name, value in averaged.items():
             if not value.is_floating_point():  # batch counts: taken as they are
                 value.copy_(current[name])
-
-
-class CheckpointCallback(Callback):
-    """``last.pt`` after every epoch and when stopped, ``best.pt`` on a new best validation accuracy; atomically."""
-
-    def __init__(self, directory: str | Path, metadata: dict[str, Any]):
-        self.directory = Path(directory)
-        self.metadata = metadata  # {"config": the composed config, ...}
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float], is_best: bool) -> None:
-        payload = trainer.checkpoint(self.metadata)
-        save_checkpoint(self.directory / "last.pt", payload)
-        if is_best:
-            save_checkpoint(self.directory / "best.pt", payload)
-
-    def on_stop(self, trainer: Trainer) -> None:
-        save_checkpoint(self.directory / "last.pt", trainer.checkpoint(self.metadata))
-
-
-class TensorBoardCallback(Callback):
-    """Training curves every ``log_interval`` steps, validation and timing once per epoch, at the global step."""
-
-    EPOCH_TAGS = ("val/loss", "val/acc", "time/epoch_s", "time/samples_per_s")
-
-    def __init__(self, tracker):
-        self.tracker = tracker
-
-    def on_train_log(self, trainer: Trainer, values: dict[str, float]) -> None:
-        self.tracker.scalars(values, trainer.state.step)
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float], is_best: bool) -> None:
-        values = {tag: metrics[tag] for tag in self.EPOCH_TAGS if not math.isnan(metrics[tag])}
-        self.tracker.scalars(values, trainer.state.step)
-        self.tracker.flush()

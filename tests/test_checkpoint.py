@@ -11,8 +11,10 @@ from mnist_exp.errors import UserError
 
 
 def payload(value: float) -> dict:
-    return {"format": 1, "model": {"w": torch.full((3,), value)}, "optimizer": {}, "scheduler": {}, "state": {},
-            "rng": rng_states(), "config": {"model": {"name": "cnn"}}}
+    weights = {"w": torch.full((3,), value)}
+    return {"format": 2, "kind": "last", "config": {"model": {"name": "cnn"}}, "class_names": ["0", "1"],
+            "weights": weights, "epoch": 1,
+            "trainer": {"model": weights, "optimizer": {}, "scheduler": {}, "state": {}, "rng": rng_states()}}
 
 
 def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_intact(tmp_path):
@@ -20,9 +22,9 @@ def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_intact(tmp_pat
     save_checkpoint(path, payload(1.0))
     broken = payload(2.0)
     broken["config"] = {"callback": lambda: None}  # torch.save fails while writing: a lambda cannot be pickled
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="Can't (pickle|get local object)"):
         save_checkpoint(path, broken)
-    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((3,), 1.0))
+    assert torch.equal(load_checkpoint(path)["weights"]["w"], torch.full((3,), 1.0))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
 
@@ -32,10 +34,13 @@ def test_truncated_and_foreign_files_are_refused_with_a_reason(tmp_path):
     data = path.read_bytes()
     for cut in (10, len(data) // 2, len(data) - 1):
         path.write_bytes(data[:cut])
-        with pytest.raises(UserError, match="unreadable \\(truncated or corrupt"):
+        with pytest.raises(UserError, match="is not a checkpoint mnist_exp wrote, or it is truncated or corrupt"):
             load_checkpoint(path)
     torch.save({"weights": torch.zeros(2)}, path)
-    with pytest.raises(UserError, match="not an mnist_exp checkpoint \\(missing: format, model"):
+    with pytest.raises(UserError, match="is not a checkpoint mnist_exp wrote \\(missing: format, kind, config"):
+        load_checkpoint(path)
+    torch.save({**payload(1.0), "format": 1}, path)
+    with pytest.raises(UserError, match="is a checkpoint of format 1; this version of mnist_exp reads format 2"):
         load_checkpoint(path)
 
 
@@ -44,5 +49,5 @@ def test_rng_states_round_trip_through_a_file(tmp_path):
     save_checkpoint(tmp_path / "c.pt", payload(0.0))
     expected = (random.random(), np.random.rand(), torch.rand(2))
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    restore_rng_states(load_checkpoint(tmp_path / "c.pt")["rng"])
+    restore_rng_states(load_checkpoint(tmp_path / "c.pt")["trainer"]["rng"])
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(2), expected[2])

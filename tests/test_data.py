@@ -1,4 +1,4 @@
-"""Tests for mnist_exp.data: fake data, the tensor loader, IDX files, MNIST acquisition, Fashion-MNIST and KMNIST."""
+"""Tests for mnist_exp.data (download, datasets, loader): fake data, the tensor loader, IDX files, MNIST acquisition, Fashion-MNIST and KMNIST."""
 
 import hashlib
 import logging
@@ -9,20 +9,10 @@ import pytest
 import torch
 
 from conftest import read_metrics, run_app, run_dirs
-from mnist_exp.data import (
-    IDX_FILES,
-    MNIST_MD5,
-    DataBundle,
-    Split,
-    TensorLoader,
-    build_dataset,
-    default_data_dir,
-    ensure_mnist,
-    fake,
-    files_to_fetch,
-    mnist,
-    read_idx,
-)
+from mnist_exp.data import DataBundle, Split, TensorLoader, build_dataset
+from mnist_exp.data.datasets import fake, mnist, read_idx
+from mnist_exp.data.download import IDX_FILES, MNIST_MD5, ensure_mnist, files_to_fetch
+from mnist_exp.paths import default_data_dir
 from mnist_exp.errors import UserError
 
 
@@ -342,3 +332,10 @@ def test_a_run_on_torchvision_dataset_files(tmp_path, name, folder):
     assert f"Dataset {name}: 80 train, 40 validation, 40 test images" in (run_dir / "train.log").read_text()
     for picture in ("curves.png", "predictions.png", "confusion_matrix.png", "misclassified.png"):
         assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_huge_fake_split_is_refused_before_any_memory_is_taken():
+    with pytest.raises(UserError) as refused:
+        fake(val_size=100_000_000)  # drawn as float32 images, this would take 300 GB
+    assert str(refused.value) == ("dataset.val_size=100000000 is out of range: the fake dataset takes 0 to 200,000 "
+                                  "images per split.")

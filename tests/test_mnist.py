@@ -4,7 +4,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import read_metrics, run_dirs, run_module
-from mnist_exp.data import ensure_mnist, read_idx
+from mnist_exp.data.datasets import read_idx
+from mnist_exp.data.download import ensure_mnist
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from conftest import read_metrics, run_app, run_dirs
-from mnist_exp.data import WARP_GRID, TensorLoader, affine_images, fake
+from mnist_exp.data import TensorLoader
+from mnist_exp.data.datasets import fake
 from mnist_exp.models import ShiftAveraged, cnn, shift_image
 from mnist_exp.runtime import use_bf16
-from mnist_exp.trainer import Trainer, WeightAverage
+from mnist_exp.trainer import LoopSettings, Trainer, WeightAverage
 
 
 class PlainMNIST(Dataset):
@@ -68,91 +69,19 @@ def test_the_fast_path_trains_the_same_model_as_the_plain_path():
         torch.testing.assert_close(fast_weights[name], plain_weights[name], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("flags, log_line", [
-    (["device.precision=bf16"], "bf16 autocast"),
-    (["device.channels_last=true"], "Device: cpu"),
-    pytest.param(["trainer.compile=true"], "Device: cpu", marks=pytest.mark.skipif(
+@pytest.mark.parametrize("flags, device_line", [
+    (["device.precision=bf16", "device.channels_last=false"], "Device: cpu (1 CPU threads, bf16 autocast)"),
+    (["device.precision=fp32", "device.channels_last=true"], "Device: cpu (1 CPU threads, channels-last)"),
+    pytest.param(["device.precision=fp32", "device.channels_last=false", "trainer.compile=true"],
+                 "Device: cpu (1 CPU threads, torch.compile)", marks=pytest.mark.skipif(
         shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile on the CPU needs a C compiler")),
 ])
-def test_speed_flags_run_on_the_cpu(tmp_path, flags, log_line):
-    result = run_app("dataset=fake", "trainer.epochs=1", "trainer.batch_size=128", *flags, cwd=tmp_path)
+def test_speed_flags_run_on_the_cpu(tmp_path, flags, device_line):
+    result = run_app("dataset=fake", "model.width=8", "trainer.epochs=2", "trainer.batch_size=64", *flags, cwd=tmp_path)
     [run_dir] = run_dirs(tmp_path / "outputs")
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["test/acc"] > 0.2  # learnt something: chance is 0.1
-    assert log_line in result.stdout
-
-
-def test_shift_augmentation_moves_each_image_reproducibly():
-    data = fake(num_train=64)
-    loader = TensorLoader(data.train, 64, mean=0.0, std=1.0, shuffle=False, max_shift=2, seed=1)
-    [(x, _)] = list(loader.epoch_batches(0))
-    [(again, _)] = list(loader.epoch_batches(0))
-    [(next_epoch, _)] = list(loader.epoch_batches(1))
-    assert torch.equal(x, again) and not torch.equal(x, next_epoch)
-    originals = data.train.images.float().div(255).unsqueeze(1)
-    moved = 0
-    for image, original in zip(x, originals):
-        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                   if torch.equal(image, shift_twice(original, dy, dx))]
-        assert matches, "every augmented image is its original moved by at most 2 pixels"
-        moved += (0, 0) not in matches
-    assert moved > 32  # most move: 24 of 25 offsets do
-
-
-def shift_twice(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``image`` moved by (dy, dx) pixels with zeros coming in, for shifts of up to 2 pixels."""
-    padded = F.pad(image, (2, 2, 2, 2))
-    return padded[:, 2 - dy:2 - dy + image.shape[1], 2 - dx:2 - dx + image.shape[2]]
-
-
-@pytest.mark.parametrize("degrees, scale, dx, dy", [(90, 1, 0, 0), (0, 1, -1, 2), (0, 2, 0, 0), (13, 1.1, 1.5, -0.5)])
-def test_affine_augmentation_turns_scales_and_moves_as_torchvision_does(degrees, scale, dx, dy):
-    images = fake(num_train=8).train.images
-    ours = affine_images(images, *torch.tensor([[degrees], [scale], [dx], [dy]], dtype=torch.float).expand(4, 8))
-    theirs = transforms.functional.affine(images.float().unsqueeze(1), angle=degrees, translate=[dx, dy], scale=scale,
-                                          shear=[0.0], interpolation=transforms.InterpolationMode.BILINEAR)
-    assert torch.allclose(ours, theirs.squeeze(1), atol=1e-2)
-
-
-def test_affine_augmentation_turns_clockwise():
-    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
-    image[0, 3, 3] = 255  # top left
-    turned = affine_images(image, *torch.tensor([[90.0], [1.0], [0.0], [0.0]]))
-    assert turned[0].argmax() == 3 * 28 + 24  # top right
-
-
-def test_a_uniform_warp_moves_the_image_the_other_way():
-    # Each output pixel is read from where the warp points: reading 1 px to the right moves the image left.
-    images, no = fake(num_train=8).train.images, torch.zeros(8)
-    warp = torch.tensor([1.0, -2.0]).view(1, 2, 1, 1).expand(8, 2, *WARP_GRID)
-    torch.testing.assert_close(affine_images(images, no, no + 1, no, no, warp),
-                               affine_images(images, no, no + 1, no - 1, no + 2), atol=1e-3, rtol=0)
-
-
-def test_a_warp_bends_the_image_smoothly():
-    image, no = torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1)
-    image[0, :, 14] = 255  # a vertical line
-    warp = torch.zeros(1, 2, *WARP_GRID)
-    warp[0, 0, 0] = 3.0  # the top row of control points reads 3 px to the right: the line's top bends left
-    bent = affine_images(image, no, no + 1, no, no, warp)[0]
-    columns = (bent * torch.arange(28.0)).sum(1) / bent.sum(1)  # where the line is on each row
-    assert columns[0] == pytest.approx(11, abs=0.1) and columns[-1] == pytest.approx(14, abs=0.1)
-    assert columns.diff().abs().max() < 0.5  # no jumps: a smooth bend over the rows between
-
-
-@pytest.mark.parametrize("limits", [dict(max_shift=2, max_rotate=15, max_scale=0.1), dict(max_warp=1.5)])
-def test_affine_augmentation_draws_within_its_limits_reproducibly(limits):
-    data = fake(num_train=64)
-    loader = TensorLoader(data.train, 64, mean=0.0, std=1.0, seed=1, **limits)
-    [(x, _)] = list(loader.epoch_batches(0))
-    [(again, _)] = list(loader.epoch_batches(0))
-    [(next_epoch, _)] = list(loader.epoch_batches(1))
-    assert torch.equal(x, again) and not torch.equal(x, next_epoch)
-    original = data.train.images.float().div(255)
-    ink, ink_before = x.sum(dim=(1, 2, 3)), original.sum(dim=(1, 2))
-    # Scaled by at most 1.1 either way, or warped a little, the ink changes by about 1.1^2 at most (bilinear
-    # sampling keeps it roughly).
-    assert ((ink / ink_before - 1).abs() < 0.25).all() and not torch.allclose(ink, ink_before, rtol=1e-3)
+    assert metrics["status"] == "completed" and metrics["test/acc"] > 0.8  # the plain fp32 run reaches ~0.9
+    assert device_line + "\n" in result.stdout
 
 
 def test_weight_average_follows_the_model_with_its_decay():
@@ -195,14 +124,14 @@ def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     model = cnn(10, width=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    trainer = Trainer(model, optimizer, scheduler, loader, val, epochs=1, device=torch.device("cpu"), ema_decay=0.9,
-                      tta=True)
-    trainer.fit()
+    trainer = Trainer(model, optimizer, scheduler, LoopSettings(epochs=1, ema_decay=0.9))
+    trainer.fit(loader, val)
+    assert trainer.evaluated_model is trainer.ema.model  # validation: the average
     for name, value in trainer.ema.model.state_dict().items():
         assert torch.equal(trainer.best_weights[name], value)
-    assert trainer.eval_model is trainer.ema.model  # validation: the average, plain
-    assert isinstance(trainer.test_model, ShiftAveraged) and trainer.test_model.model is trainer.ema.model
-    assert "ema" in trainer.checkpoint({})
+    assert not torch.equal(trainer.ema.model[0][0].weight, model[0][0].weight)  # the average is not the model
+    saved = trainer.state_dict()
+    assert torch.equal(saved["ema"]["0.0.weight"], trainer.ema.model[0][0].weight)
 
 
 def test_auto_precision_is_bf16_on_the_cpu_only_where_it_has_bf16_instructions():
