@@ -30,6 +30,7 @@ from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import AUGMENTATIONS, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
 
+
 @dataclass
 class TrainerConfig:
     epochs: int = MISSING
