@@ -6,9 +6,11 @@ unpickling arbitrary objects.
 """
 
 import os
+import pickle
 import random
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +47,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise UserError(f"No checkpoint at {path}. Give the path of a checkpoints/last.pt or best.pt written by a run.")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: noise beside the one-line refusal
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # A pickle of objects other than tensors and primitives. torch's message advises loading it with
+        # weights_only=False, which would run whatever code the file holds: not passed on.
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        what = f"a pickled {found.group(1)}" if found else "pickled Python code"
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (it holds {what}, which mnist_exp checkpoints "
+                        "never do; it was not loaded). Use a checkpoints/best.pt or last.pt written by a run.") from error
     except Exception as error:  # truncated, corrupt, or not a torch file at all
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some of its messages
-        reason = text.splitlines()[0][:160] if text else type(error).__name__
+        reason = text.splitlines()[0].split(". ")[0][:160] if text else type(error).__name__
         raise UserError(f"Checkpoint {path} is unreadable (truncated or corrupt: {reason}). "
                         "Use another checkpoint, e.g. the run's checkpoints/best.pt.") from error
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload, dict) or key not in payload]
     if missing:
-        raise UserError(f"{path} is not an mnist_exp checkpoint (missing: {', '.join(missing)}).")
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (missing: {', '.join(missing)}). "
+                        "Use a checkpoints/best.pt or last.pt written by a run.")
     return payload
 
 
@@ -86,24 +98,3 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model a checkpoint holds, rebuilt from its config and loaded with its weights, in eval mode."""
-    # Here, not at the top: the models import the registries, which import the built-in models.
-    from mnist_exp.models import ShiftAveraged
-    from mnist_exp.registry import MODELS
-
-    checkpoint = load_checkpoint(path)
-    config = checkpoint["config"]
-    class_names = checkpoint.get("class_names") or [str(c) for c in range(10)]
-    model = MODELS.build(config["model"], len(class_names))
-    try:
-        model.load_state_dict(checkpoint.get("ema", checkpoint["model"]))  # the weights the run evaluated
-    except RuntimeError as error:
-        raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
-                        f"{str(error).splitlines()[0]}") from error
-    if config.get("trainer", {}).get("tta"):  # evaluated as the run evaluated it
-        dataset = config["dataset"]
-        model = ShiftAveraged(model, background=-dataset["mean"] / dataset["std"])
-    return model.to(device).eval(), checkpoint

@@ -85,36 +85,6 @@ class Config:
     optimized_metric: str = MISSING  # the metrics.json key the app returns to sweepers
 
 
-class SplitName(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-@dataclass
-class EvaluateConfig:
-    """``python -m mnist_exp.evaluate`` (conf/evaluate.yaml)."""
-
-    ckpt: str = MISSING  # a checkpoints/best.pt or last.pt written by a run
-    split: SplitName = MISSING
-    batch_size: int | None = MISSING  # null: the run's trainer.eval_batch_size
-    device: DeviceConfig = field(default_factory=DeviceConfig)
-
-
-class ExportFormat(str, Enum):
-    torchscript = "torchscript"
-    onnx = "onnx"
-
-
-@dataclass
-class ExportConfig:
-    """``python -m mnist_exp.export`` (conf/export.yaml)."""
-
-    ckpt: str = MISSING
-    format: ExportFormat = MISSING
-    out: str | None = MISSING  # null: model.pt (TorchScript) or model.onnx beside the checkpoint
-
-
 def builder_schema(registry: Registry, name: str) -> type:
     """A dataclass with ``name`` and one typed field per config parameter of the builder."""
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
@@ -132,8 +102,6 @@ def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
-    store.store(name="evaluate_schema", node=EvaluateConfig)
-    store.store(name="export_schema", node=ExportConfig)
     for registry in (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS):
         for name in registry.names():
             schema = builder_schema(registry, name)
