@@ -55,8 +55,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # weights_only=False, which would run whatever code the file holds: not passed on.
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
         what = f"a pickled {found.group(1)}" if found else "pickled Python code"
-        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (it holds {what}, which mnist_exp checkpoints "
-                        "never do; it was not loaded). Use a checkpoints/best.pt or last.pt written by a run.") from error
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (it holds {what}, which mnist_exp "
+                        "checkpoints never do; it was not loaded). Use a checkpoints/best.pt or last.pt written by "
+                        "a run.") from error
     except Exception as error:  # truncated, corrupt, or not a torch file at all
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some of its messages
         reason = text.splitlines()[0].split(". ")[0][:160] if text else type(error).__name__
