@@ -38,6 +38,14 @@ def trained(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(autouse=True)
+def keep_cpu_threads():
+    """evaluate's command sets torch's threads; in this process they stay as conftest set them."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def test_split(trained):
     """The run's own test images (uint8 [N, 28, 28]) and labels."""
