@@ -22,7 +22,8 @@ from mnist_exp import distributed
 from mnist_exp.callbacks import CheckpointCallback, TensorBoardCallback
 from mnist_exp.config import CONF_DIR, check_ranges, register_schemas
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
-from mnist_exp.models import ShiftAveraged, count_parameters, model_summary
+from mnist_exp.inference import shift_averaged
+from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.resume import RESUME_MAY_CHANGE, checkpoint_to_resume, record_stop, restore
 from mnist_exp.run_dir import CHECKPOINT_DIR, METRICS_FILE, read_metrics, write_metrics
@@ -191,7 +192,7 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
     trainer.load_best_weights()
     test_model = trainer.evaluated_model
     if cfg.trainer.tta:  # the final test averages over shifted copies of each image; validation stays plain
-        test_model = ShiftAveraged(test_model, background=-data.mean / data.std)
+        test_model = shift_averaged(test_model, data.mean, data.std)
     test = trainer.evaluate(job.loaders["test"], model=test_model, keep_predictions=True)
     last = state.history[-1] if state.history else {}
     metrics = {

@@ -8,10 +8,12 @@ it without unpickling arbitrary objects. Both kinds hold the composed ``config``
 
 import errno
 import os
+import pickle
 import random
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +75,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise UserError(f"No checkpoint at {path}. Give the path of a checkpoints/last.pt or best.pt written by a run.")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated, corrupt, foreign objects, or not a torch file at all
-        # torch's message may advise weights_only=False, which would run whatever code the file holds: not passed on.
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-        reason = text.splitlines()[0][:120] if text and "weights_only" not in text.splitlines()[0] else type(error).__name__
-        raise UserError(f"{path} is not a checkpoint mnist_exp wrote, or it is truncated or corrupt ({reason}). "
-                        "Use another checkpoint, e.g. the run's checkpoints/best.pt.") from None
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: noise beside the one-line refusal
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # A pickle of objects other than tensors and primitives. torch's message advises loading it with
+        # weights_only=False, which would run whatever code the file holds: not passed on.
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        what = f"a pickled {found.group(1)}" if found else "pickled Python code"
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (it holds {what}, which mnist_exp "
+                        "checkpoints never do; it was not loaded). Use a checkpoints/best.pt or last.pt written by "
+                        "a run.") from error
+    except Exception as error:  # truncated, corrupt, or not a torch file at all: torch's words vary by version
+        raise UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch "
+                        "archive). Use another checkpoint, e.g. the run's checkpoints/best.pt.") from error
     if isinstance(payload, dict) and payload.get("format") not in (None, CHECKPOINT_FORMAT):
         raise UserError(f"{path} is a checkpoint of format {payload.get('format')}; this version of mnist_exp reads "
                         f"format {CHECKPOINT_FORMAT}. Train the run again, or use the version that wrote it.")
@@ -88,7 +97,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         trainer = payload.get("trainer")
         missing = [f"trainer.{key}" for key in TRAINER_KEYS if not isinstance(trainer, dict) or key not in trainer]
     if missing:
-        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (missing: {', '.join(missing)}).")
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote (missing: {', '.join(missing)}). "
+                        "Use a checkpoints/best.pt or last.pt written by a run.")
     return payload
 
 
@@ -121,24 +131,3 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model a checkpoint holds, rebuilt from its config and loaded with its weights, in eval mode."""
-    # Here, not at the top: the models import the registries, which import the built-in models.
-    from mnist_exp.models import ShiftAveraged
-    from mnist_exp.registry import MODELS
-
-    checkpoint = load_checkpoint(path)
-    config = checkpoint["config"]
-    class_names = checkpoint.get("class_names") or [str(c) for c in range(10)]
-    model = MODELS.build(config["model"], len(class_names))
-    try:
-        model.load_state_dict(checkpoint["weights"])  # the weights the run evaluated
-    except RuntimeError as error:
-        raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
-                        f"{str(error).splitlines()[0]}") from error
-    if config.get("trainer", {}).get("tta"):  # evaluated as the run evaluated it
-        dataset = config["dataset"]
-        model = ShiftAveraged(model, background=-dataset["mean"] / dataset["std"])
-    return model.to(device).eval(), checkpoint

@@ -3,11 +3,11 @@
 Reads every run directory (one holding ``.hydra/``) under the given paths, single runs and the jobs
 of sweeps alike, and prints them best validation accuracy first: the command-line overrides that
 differ between the runs, then each run's best validation accuracy, test accuracy, epochs, training
-seconds, parameters and status from its ``metrics.json``. Failed, stopped and unfinished runs come
-last. CSV keeps full precision (accuracies as fractions) and adds each run's error and path.
+seconds, parameters and status from its ``metrics.json``. Failed, stopped, unfinished and unreadable
+runs come last; a metrics.json that cannot be read is named in a warning on stderr. CSV keeps full
+precision (accuracies as fractions) and adds each run's error and path.
 """
 
-import argparse
 import csv
 import io
 import math
@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-from mnist_exp.run_dir import read_metrics
+from mnist_exp import cli
+from mnist_exp.errors import UserError
+from mnist_exp.run_dir import METRICS_FILE, UnreadableMetrics, read_metrics
 
 FORMATS = ("table", "csv", "markdown")
 METRIC_COLUMNS = ("best val acc", "test acc", "epochs", "train s", "params", "status")
@@ -30,19 +32,22 @@ def find_runs(paths: list[Path]) -> list[Path]:
     runs: dict[Path, None] = {}  # ordered and without duplicates when paths overlap
     for path in paths:
         if not path.exists():
-            raise SystemExit(f"compare: {path} does not exist.")
+            raise UserError(f"{path} does not exist. Give a run directory or a directory of runs.")
         if not path.is_dir():
-            raise SystemExit(f"compare: {path} is not a directory; give a run directory or a directory of runs.")
+            raise UserError(f"{path} is not a directory. Give a run directory or a directory of runs.")
         found = sorted(hydra_dir.parent for hydra_dir in path.rglob(".hydra") if hydra_dir.is_dir())
         if not found:
-            raise SystemExit(f"compare: no runs under {path} (a run directory holds .hydra/ and metrics.json, "
-                             "as python -m mnist_exp writes them).")
+            raise UserError(f"No runs under {path} (a run directory holds .hydra/ and metrics.json, "
+                            "as python -m mnist_exp writes them).")
         runs.update((run.resolve(), None) for run in found)
     return list(runs)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's overrides ({key: value}) and its metrics.json ({} while it has none)."""
+    """A run's overrides ({key: value}) and its metrics.json ({} while it has none).
+
+    An unreadable metrics.json makes the status "unreadable" and ``problem`` says why, naming the file.
+    """
     try:
         items = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     except (OSError, yaml.YAMLError):
@@ -51,7 +56,12 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     for item in items:
         key, _, value = str(item).partition("=")
         overrides[key.lstrip("+~")] = value
-    return {"dir": run_dir, "overrides": overrides, "metrics": read_metrics(run_dir)}
+    try:
+        return {"dir": run_dir, "overrides": overrides, "metrics": read_metrics(run_dir, strict=True), "problem": None}
+    except UnreadableMetrics as error:
+        reason = str(error).replace(str(run_dir / METRICS_FILE), METRICS_FILE)
+        return {"dir": run_dir, "overrides": overrides, "metrics": {"status": "unreadable", "error": reason},
+                "problem": str(error)}
 
 
 def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
@@ -151,34 +161,28 @@ def format_csv(header: list[str], rows: list[list[Any]]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """A wrong argument is one line, not argparse's usage block and the error."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"compare: {message}. See --help.\n")
-
-
-def positive(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = OneLineParser(prog="python -m mnist_exp.compare",
-                           description="Leaderboard of runs and sweep jobs, best validation accuracy first.")
+def arguments():
+    parser = cli.parser("compare", "Leaderboard of runs and sweep jobs, best validation accuracy first.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="dir",
                         help="a run directory, a sweep directory, or any directory of runs (outputs/)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    parser.add_argument("--top", type=positive, default=None, metavar="N", help="show only the best N runs")
-    args = parser.parse_args(argv)
+    parser.add_argument("--top", type=cli.positive_int, default=None, metavar="N", help="show only the best N runs")
+    return parser
 
+
+def command(args) -> None:
     runs = [read_run(run_dir) for run_dir in find_runs(args.paths)]
+    for run in runs:
+        if run["problem"]:
+            print(f"warning: {run['problem']}; the run is listed as unreadable.", file=sys.stderr)
     header, rows = leaderboard(runs, raw=args.format == "csv", top=args.top)
     formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[args.format]
     print(formatter(header, rows))
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(command, arguments(), argv)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(main())

@@ -27,6 +27,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.inference import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import AUGMENTATIONS, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
 
@@ -82,36 +83,6 @@ class Config:
     optimized_metric: str = MISSING  # the metrics.json key the app returns to sweepers
 
 
-class SplitName(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-@dataclass
-class EvaluateConfig:
-    """``python -m mnist_exp.evaluate`` (conf/evaluate.yaml)."""
-
-    ckpt: str = MISSING  # a checkpoints/best.pt or last.pt written by a run
-    split: SplitName = MISSING
-    batch_size: int | None = MISSING  # null: the run's trainer.eval_batch_size
-    device: DeviceConfig = field(default_factory=DeviceConfig)
-
-
-class ExportFormat(str, Enum):
-    torchscript = "torchscript"
-    onnx = "onnx"
-
-
-@dataclass
-class ExportConfig:
-    """``python -m mnist_exp.export`` (conf/export.yaml)."""
-
-    ckpt: str = MISSING
-    format: ExportFormat = MISSING
-    out: str | None = MISSING  # null: model.pt (TorchScript) or model.onnx beside the checkpoint
-
-
 def builder_schema(registry: Registry, name: str) -> type:
     """A dataclass with ``name`` and one typed field per config parameter of the builder."""
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
@@ -129,8 +100,6 @@ def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
-    store.store(name="evaluate_schema", node=EvaluateConfig)
-    store.store(name="export_schema", node=ExportConfig)
     for registry in (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS):
         for name in registry.names():
             schema = builder_schema(registry, name)
@@ -183,9 +152,7 @@ def check_ranges(cfg) -> None:
              0 <= trainer.ema_decay < 1)):
         if not ok:
             raise UserError(f"{key}={value} is out of range: it takes {allowed}.")
-    if trainer.tta and cfg.dataset.get("flatten"):
-        raise UserError("trainer.tta=true shifts images, but dataset.flatten=true makes them vectors. "
-                        "Use one or the other.")
+    check_tta(trainer.tta, cfg.dataset.get("flatten", False))
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")

@@ -1,38 +1,41 @@
-"""Evaluate a checkpoint: ``python -m mnist_exp.evaluate ckpt=<run>/checkpoints/best.pt [split=val]``.
+"""Evaluate a trained model: ``python -m mnist_exp.evaluate <run dir or checkpoint> [--split val] [--device cpu]``.
 
-Prints the loss, the accuracy, the accuracy per class and the confusion matrix. It evaluates the
-way the run did (same data, batch size and memory format), so on the run's device ``best.pt``
-gives the run's own ``test/acc`` exactly.
+Prints the loss, the accuracy, the accuracy per class and the confusion matrix. A run directory
+means its ``checkpoints/best.pt``. It evaluates the way the run did (same data, batch size,
+precision and memory format, the weight average and test-time averaging where the run had
+them), so on the run's device ``best.pt`` gives the run's own ``test/acc`` exactly.
 """
 
-import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from omegaconf import DictConfig
 
-from mnist_exp.checkpoint import load_trained_model
-from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp import cli
 from mnist_exp.data import TensorLoader, build_dataset
+from mnist_exp.inference import load_trained_model
 from mnist_exp.runtime import place_model, select_device, set_cpu_threads, use_bf16
 from mnist_exp.tracking import confusion_matrix
 from mnist_exp.trainer import evaluate
 
-log = logging.getLogger("mnist_exp.evaluate")
+SPLITS = ("test", "val", "train")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.device | str = "cpu",
-                        batch_size: int | None = None, bf16: bool = False,
+                        batch_size: int | None = None, precision: str | None = None,
                         channels_last: bool | None = None) -> dict[str, Any]:
-    """Loss, accuracy, per-class accuracy and confusion matrix of a checkpoint's model on one split."""
+    """Loss, accuracy, per-class accuracy and confusion matrix of a trained model on one split.
+
+    ``batch_size``, ``precision`` and ``channels_last`` default to the run's own.
+    """
     device = torch.device(device)
-    model, checkpoint = load_trained_model(path, device)
-    config = checkpoint["config"]
+    trained = load_trained_model(path, device)
+    config = trained.config
+    bf16 = use_bf16(precision or config["device"]["precision"], device)
     if channels_last is None:
         channels_last = config["device"]["channels_last"]
-    model, channels_last = place_model(model, device, channels_last)
+    model, channels_last = place_model(trained.model, device, channels_last)
     data = build_dataset(config["dataset"])
     images = getattr(data, split)
     loader = TensorLoader(images, batch_size or config["trainer"]["eval_batch_size"], mean=data.mean, std=data.std,
@@ -42,7 +45,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
     return {"split": split, "loss": result["loss"], "acc": result["acc"], "count": len(images),
             "per_class_acc": dict(zip(data.class_names, per_class.tolist())), "confusion_matrix": matrix.tolist(),
-            "class_names": data.class_names, "epoch": checkpoint["state"]["epoch"]}
+            "class_names": data.class_names, "epoch": trained.epoch}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -59,21 +62,32 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def hydra_main(cfg: DictConfig) -> float:
-    device = select_device(cfg.device.name.value)
-    set_cpu_threads(cfg.device.threads)
-    report = evaluate_checkpoint(cfg.ckpt, cfg.split.value, device=device, batch_size=cfg.batch_size,
-                                 bf16=use_bf16(cfg.device.precision.value, device))
-    log.info("Checkpoint %s on %s", cfg.ckpt, device)
+def arguments():
+    parser = cli.parser("evaluate", "Loss, accuracy, accuracy per class and confusion matrix of a trained model, "
+                                    "evaluated as its run evaluated it.")
+    parser.add_argument("checkpoint", metavar="run_dir_or_checkpoint",
+                        help="a run directory (its checkpoints/best.pt) or a checkpoint file a run wrote")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="the split to evaluate (default: test)")
+    parser.add_argument("--batch-size", type=cli.positive_int, metavar="N",
+                        help="images per batch (default: the run's trainer.eval_batch_size)")
+    cli.add_device_option(parser)
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="auto: bf16 where the hardware computes in it (default: the run's device.precision)")
+    return parser
+
+
+def command(args) -> None:
+    device = select_device(args.device)
+    set_cpu_threads(0)
+    report = evaluate_checkpoint(args.checkpoint, args.split, device=device, batch_size=args.batch_size,
+                                 precision=args.precision)
+    print(f"{args.checkpoint} on {device}", flush=True)
     print(format_report(report), flush=True)
-    return report["acc"]
 
 
-def main() -> None:
-    register_schemas()
-    hydra_main()
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(command, arguments(), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,38 +1,36 @@
-"""Export a trained model: ``python -m mnist_exp.export ckpt=<checkpoint> [format=torchscript|onnx] [out=<file>]``.
+"""Export a trained model: ``python -m mnist_exp.export <checkpoint or run dir> [--format onnx] [--out FILE]``.
 
 The exported model takes what a deployment has: float images in [0, 1], shape [B, 1, H, W], a
 white digit on black as in MNIST (``mnist_exp.predict.to_mnist_form`` makes them from any image
-file), and returns logits. The normalisation the run trained with is inside it. After writing,
-the export is run on test images and must give the same predictions as the checkpoint's model.
+file), and returns logits. The normalisation the run trained with is inside it, and so are the
+weight average and test-time averaging where the run had them. After writing, the export is run
+on test images and must give the same predictions as the checkpoint's model.
 """
 
-import logging
 import warnings
 from pathlib import Path
 
-import hydra
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
-from mnist_exp.checkpoint import load_trained_model
-from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp import cli
 from mnist_exp.data import build_dataset
 from mnist_exp.errors import UserError
+from mnist_exp.inference import checkpoint_file, load_trained_model, model_input
 
-log = logging.getLogger("mnist_exp.export")
+FORMATS = ("torchscript", "onnx")
+SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx"}
 
 
 class NormalizedModel(nn.Module):
-    """Pixels in [0, 1] -> the normalised input the model was trained on -> logits."""
+    """Pixels in [0, 1], [B, 1, H, W] -> the input the model was trained on (``model_input``) -> logits."""
 
     def __init__(self, model: nn.Module, mean: float, std: float, flatten: bool):
         super().__init__()
         self.model, self.mean, self.std, self.flatten = model, mean, std, flatten
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.mean) / self.std
-        return self.model(x.flatten(1) if self.flatten else x)
+        return self.model(model_input(images[:, 0], self.mean, self.std, self.flatten))
 
 
 def sample_images(config: dict, count: int = 512) -> torch.Tensor:
@@ -41,12 +39,16 @@ def sample_images(config: dict, count: int = 512) -> torch.Tensor:
     return test.images[:count].unsqueeze(1).float() / 255
 
 
-def export_model(ckpt: str | Path, format: str = "torchscript", out: str | Path | None = None) -> Path:
-    model, checkpoint = load_trained_model(ckpt)
-    dataset = checkpoint["config"]["dataset"]
-    wrapped = NormalizedModel(model, dataset["mean"], dataset["std"], dataset["flatten"]).eval()
-    images = sample_images(checkpoint["config"])
-    out = Path(out) if out else Path(ckpt).with_suffix(".onnx" if format == "onnx" else ".ts.pt")
+def export_model(checkpoint: str | Path, format: str = "torchscript", out: str | Path | None = None) -> Path:
+    """Write the model as TorchScript or ONNX (default: beside the checkpoint) and check it against the checkpoint."""
+    path = checkpoint_file(checkpoint)
+    trained = load_trained_model(path)
+    dataset = trained.config["dataset"]
+    wrapped = NormalizedModel(trained.model, dataset["mean"], dataset["std"], dataset["flatten"]).eval()
+    images = sample_images(trained.config)
+    out = Path(out) if out else path.with_suffix(SUFFIXES[format])
+    if not out.parent.is_dir():
+        raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another --out.")
     with torch.inference_mode():
         expected = wrapped(images)
     if format == "torchscript":
@@ -62,8 +64,8 @@ def export_model(ckpt: str | Path, format: str = "torchscript", out: str | Path 
     if same != len(images):
         raise UserError(f"The {format} export at {out} disagrees with the checkpoint on {len(images) - same} of "
                         f"{len(images)} test images; it is not safe to use.")
-    log.info("Wrote %s; it predicts the same class as the checkpoint on %d test images (largest logit difference "
-             "%.2g)", out, len(images), float((exported - expected).abs().max()))
+    print(f"Wrote {out}; it predicts the same class as the checkpoint on {len(images)} test images (largest logit "
+          f"difference {float((exported - expected).abs().max()):.2g}).")
     return out
 
 
@@ -72,24 +74,33 @@ def export_onnx(model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tens
     try:
         import onnxruntime
     except ImportError as error:
-        raise UserError("format=onnx needs onnx and onnxruntime: pip install -e '.[export]'") from error
+        raise UserError("--format onnx needs onnx and onnxruntime: pip install 'mnist_exp[export]'.") from error
     with warnings.catch_warnings():  # the TorchScript-based exporter: no onnxscript needed, but it warns
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)  # the shifted copies' slices: harmless
         torch.onnx.export(model, (images[:2],), str(out), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
-def hydra_main(cfg: DictConfig) -> None:
-    export_model(cfg.ckpt, cfg.format.value, cfg.out)
+def arguments():
+    parser = cli.parser("export", "Write a trained model as TorchScript or ONNX: pixels in [0, 1] in, logits out.")
+    parser.add_argument("checkpoint", metavar="checkpoint_or_run_dir",
+                        help="a checkpoint file a run wrote, or a run directory (its checkpoints/best.pt)")
+    parser.add_argument("--format", choices=FORMATS, default="torchscript", help="(default: torchscript)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="where to write it (default: beside the checkpoint, best.ts.pt or best.onnx)")
+    return parser
 
 
-def main() -> None:
-    register_schemas()
-    hydra_main()
+def command(args) -> None:
+    export_model(args.checkpoint, args.format, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(command, arguments(), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

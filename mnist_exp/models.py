@@ -68,40 +68,6 @@ def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float 
                          nn.Linear(4 * width, num_classes))
 
 
-class ShiftAveraged(nn.Module):
-    """Test-time augmentation: in eval mode, the mean of the class probabilities over the image and its
-    eight copies shifted by one pixel, straight and diagonally (log of it, so argmax and cross-entropy apply).
-
-    ``background`` is the normalised value of an empty pixel, which fills the edge a shift uncovers.
-    In train mode it is the model itself. The weights stay the model's: ``model.*`` in a state dict.
-    """
-
-    SHIFTS = tuple((dy, dx) for dy in (0, 1, -1) for dx in (0, 1, -1))  # (0, 0) first
-
-    def __init__(self, model: nn.Module, background: float):
-        super().__init__()
-        self.model = model
-        self.background = background
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.model(x)
-        if x.dim() != 4:
-            raise UserError("trainer.tta shifts images: it needs a dataset that is not flattened (dataset.flatten=false).")
-        probabilities = sum(self.model(shift_image(x, dy, dx, self.background)).float().softmax(dim=1)
-                            for dy, dx in self.SHIFTS)
-        return (probabilities / len(self.SHIFTS)).log()
-
-
-def shift_image(x: torch.Tensor, dy: int, dx: int, background: float) -> torch.Tensor:
-    """[B, C, H, W] images moved by (dy, dx) pixels; the uncovered edge is ``background``."""
-    if dy == dx == 0:
-        return x
-    height, width = x.shape[-2:]
-    padded = nn.functional.pad(x, (1, 1, 1, 1), value=background)
-    return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
-
-
 def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
     """The side of a conv or pooling layer's output (seed 003's get_conv_size, from torch's Conv2d docs)."""
     return (size + 2 * padding - kernel_size) // stride + 1

@@ -1,35 +1,65 @@
-"""Classify image files: ``python -m mnist_exp.predict ckpt=<checkpoint> <images or folders> [device=cpu]``.
+"""Classify image files: ``python -m mnist_exp.predict <checkpoint or run dir> <images or folders>... [--device cpu]``.
 
-Any PNG or JPEG of a digit works: colour or grey, any size, dark on light or light on dark. Each is
-brought into MNIST's form as MNIST itself was made: grey, white digit on black, the digit scaled to
-fit a 20x20 box and placed in 28x28 so that its centre of mass is at the centre.
+Any PNG or JPEG of a digit works: colour or grey, any size up to 4096x4096, dark on light or light
+on dark. Each is brought into MNIST's form as MNIST itself was made: grey, white digit on black,
+the digit scaled to fit a 20x20 box and placed in 28x28 so that its centre of mass is at the
+centre. ``--as-is`` takes 28x28 images already in that form (saved from a dataset) pixel for pixel.
+Prints one line per file: the file, the predicted class, its probability.
 """
 
-import sys
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mnist_exp.checkpoint import load_trained_model
+from mnist_exp import cli
 from mnist_exp.errors import UserError
+from mnist_exp.inference import load_trained_model
 from mnist_exp.runtime import select_device
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-USAGE = "Usage: python -m mnist_exp.predict ckpt=<run>/checkpoints/best.pt <image or folder> [...] [device=cpu]"
+MAX_SIDE = 4096  # a digit needs far fewer pixels; larger images (and decompression bombs) are refused unread
+BATCH_SIZE = 1024
 
 
-def mnist_pixels(path: Path) -> np.ndarray:
-    """An image file in MNIST's form (see ``to_mnist_form``); a file that is not a digit image is refused."""
+def mnist_pixels(path: Path, as_is: bool = False) -> np.ndarray:
+    """An image file in MNIST's form (see ``to_mnist_form``), or with ``as_is`` its grey uint8 pixels.
+
+    Its size is checked from the header, before the pixels are decoded, so a huge image costs no memory.
+    """
     try:
-        with Image.open(path) as image:
-            return to_mnist_form(image)
+        with warnings.catch_warnings():  # PIL warns of large images; the bound below refuses them
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if max(width, height) > MAX_SIDE:
+                raise UserError(too_large(path, f"is {width}x{height} pixels"))
+            return grey_pixels(path, image) if as_is else to_mnist_form(image)
+    except Image.DecompressionBombError as error:  # refused by PIL itself, from the header
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise UserError(too_large(path, f"has {int(pixels.group(1)):,} pixels" if pixels else "is huge")) from error
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"{path} is not an image PIL can read ({type(error).__name__}). "
                         "Give PNG or JPEG files of digits.") from error
     except ValueError as error:
-        raise UserError(f"{path}: {error}.") from error
+        raise UserError(f"{path}: {error}. Give an image with a digit in it.") from error
+
+
+def too_large(path: Path, size: str) -> str:
+    return (f"{path} {size}, more than predict reads ({MAX_SIDE}x{MAX_SIDE}): scale it down "
+            "(a digit needs a few hundred pixels at most).")
+
+
+def grey_pixels(path: Path, image: Image.Image) -> np.ndarray:
+    """uint8 [28, 28]: an image already in MNIST's form, taken as it is."""
+    if image.size != (28, 28):
+        raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels; --as-is takes 28x28 images in MNIST's "
+                        "form. Leave out --as-is to bring any image into that form.")
+    return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
 def to_mnist_form(image: Image.Image) -> np.ndarray:
@@ -79,47 +109,38 @@ def image_files(paths: list[str]) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict(ckpt: str | Path, files: list[Path], device: str = "auto") -> list[tuple[Path, str, float]]:
+def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
+            as_is: bool = False) -> list[tuple[Path, str, float]]:
     """(file, predicted class name, its probability) for each image file."""
     torch_device = select_device(device)
-    model, checkpoint = load_trained_model(ckpt, torch_device)
-    dataset = checkpoint["config"]["dataset"]
-    class_names = checkpoint.get("class_names") or [str(c) for c in range(10)]
-    pixels = torch.from_numpy(np.stack([mnist_pixels(f) for f in files])).to(torch_device)
-    x = (pixels - dataset["mean"]) / dataset["std"]
-    x = x.flatten(1) if dataset["flatten"] else x.unsqueeze(1)
-    probabilities = torch.softmax(model(x).float(), dim=1)
-    confidence, label = probabilities.max(dim=1)
-    return [(f, class_names[i], p) for f, i, p in zip(files, label.tolist(), confidence.tolist())]
+    trained = load_trained_model(checkpoint, torch_device)
+    pixels = torch.from_numpy(np.stack([mnist_pixels(f, as_is) for f in files]))
+    probabilities = torch.cat([torch.softmax(trained.model(trained.input(batch.to(torch_device))).float(), dim=1)
+                               for batch in pixels.split(BATCH_SIZE)])
+    confidence, label = probabilities.cpu().max(dim=1)
+    return [(f, trained.class_names[i], p) for f, i, p in zip(files, label.tolist(), confidence.tolist())]
 
 
-def parse_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """``key=value`` options and the other arguments (paths); unknown keys are refused."""
-    options, paths = {"device": "auto"}, []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if eq and not Path(arg).exists():
-            if key not in ("ckpt", "device"):
-                raise UserError(f"Unknown option '{key}'. {USAGE}")
-            options[key] = value
-        else:
-            paths.append(arg)
-    if "ckpt" not in options or not paths:
-        raise UserError(USAGE)
-    return options, paths
+def arguments():
+    parser = cli.parser("predict", "The class of each image file, by a trained model, with its probability.")
+    parser.add_argument("checkpoint", metavar="checkpoint_or_run_dir",
+                        help="a checkpoint file a run wrote, or a run directory (its checkpoints/best.pt)")
+    parser.add_argument("images", nargs="+", metavar="image_or_folder",
+                        help="image files (PNG, JPEG, ...) or folders of them")
+    cli.add_device_option(parser)
+    parser.add_argument("--as-is", action="store_true",
+                        help="take 28x28 images already in MNIST's form (white on black) pixel for pixel")
+    return parser
+
+
+def command(args) -> None:
+    for path, label, probability in predict(args.checkpoint, image_files(args.images), args.device, args.as_is):
+        print(f"{path}\t{label}\t{probability:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        options, paths = parse_arguments(sys.argv[1:] if argv is None else argv)
-        results = predict(options["ckpt"], image_files(paths), options["device"])
-    except UserError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 1
-    for path, label, probability in results:
-        print(f"{path}\t{label}\t{probability:.3f}")
-    return 0
+    return cli.run(command, arguments(), argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

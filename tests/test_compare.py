@@ -41,8 +41,10 @@ def sweep(tmp_path) -> Path:
 
 
 def run_compare(capsys, *args: str) -> str:
-    compare.main([str(arg) for arg in args])
-    return capsys.readouterr().out
+    assert compare.main([str(arg) for arg in args]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return out
 
 
 def read_csv(text: str) -> list[dict]:
@@ -94,22 +96,43 @@ def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     assert rows[1]["run"] == "multirun/2026-01-01/10-00-00/1_model-mlp"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["no/such/dir"], "compare: no/such/dir does not exist."),
-    (["empty"], "compare: no runs under empty"),
-    (["empty/file.txt"], "is not a directory"),
-    (["sweep", "--format", "xml"], "invalid choice: 'xml'"),
-    (["sweep", "--top", "0"], "'0' is not a whole number of at least 1"),
-    ([], "the following arguments are required"),
+def test_an_unreadable_metrics_json_is_named_and_listed_as_unreadable(sweep, capsys):
+    broken = make_run(sweep / "5_model-logreg_optimizer.lr-0.5", ["model=logreg", "optimizer.lr=0.5", "dataset=fake"],
+                      None)
+    (broken / "metrics.json").write_text('{"status": "compl')  # cut short, as a full disk leaves it
+    reason = "is not valid JSON (Unterminated string starting at: line 1 column 12 (char 11))"
+    warning = f"warning: {broken.resolve() / 'metrics.json'} {reason}; the run is listed as unreadable.\n"
+    assert compare.main([str(sweep), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    rows = read_csv(out)
+    assert rows[-1]["run"] == broken.name and rows[-1]["status"] == "unreadable"
+    assert rows[-1]["error"] == f"metrics.json {reason}" and err == warning
+    assert compare.main([str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    [line] = [line for line in out.splitlines() if line.startswith(broken.name)]
+    assert line.endswith("unreadable: metrics.json is not valid JSON (Unterminated string start...")
+    assert err == warning
+
+
+PROG = "python -m mnist_exp.compare"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["no/such/dir"], 1, "no/such/dir does not exist. Give a run directory or a directory of runs."),
+    (["empty"], 1, "No runs under empty (a run directory holds .hydra/ and metrics.json, as python -m mnist_exp "
+                   "writes them)."),
+    (["empty/file.txt"], 1, "empty/file.txt is not a directory. Give a run directory or a directory of runs."),
+    (["sweep", "--format", "xml"], 2,
+     "argument --format: invalid choice: 'xml' (choose from 'table', 'csv', 'markdown'). See --help."),
+    (["sweep", "--top", "0"], 2, "argument --top: '0' is not a whole number of at least 1. See --help."),
+    ([], 2, "the following arguments are required: dir. See --help."),
 ])
-def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, args, message):
+def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, args, code, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "file.txt").write_text("")
     (tmp_path / "sweep").symlink_to(sweep)
     result = run_module("mnist_exp.compare", *args, cwd=tmp_path, expect_ok=False)
-    assert result.returncode != 0
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert (result.returncode, result.stdout, result.stderr) == (code, "", f"{PROG}: {message}\n")
 
 
 def test_on_a_real_sweep_the_table_is_the_jobs_metrics(tmp_path):

@@ -47,8 +47,8 @@ def test_only_rank_zero_writes_the_run_directory(two_processes):
     assert [e.step for e in read_events(two_processes).Scalars("val/acc")] == [16, 32]  # 1024 images / 64 per step
     assert "process 0 of 2 (DDP)" in (two_processes / "train.log").read_text()
     checkpoint = load_checkpoint(two_processes / "checkpoints" / "last.pt")
-    assert not any(key.startswith("module.") for key in checkpoint["model"])  # the plain model's weights
-    assert checkpoint["state"]["epoch"] == 2
+    assert not any(key.startswith("module.") for key in checkpoint["trainer"]["model"])  # the plain model's weights
+    assert checkpoint["trainer"]["state"]["epoch"] == 2 and checkpoint["epoch"] == 2
     assert not list(two_processes.parent.glob("outputs"))  # the other process created no directory of its own
 
 

@@ -13,7 +13,8 @@ from torchvision import transforms
 from conftest import read_metrics, run_app, run_dirs
 from mnist_exp.data import TensorLoader
 from mnist_exp.data.datasets import fake
-from mnist_exp.models import ShiftAveraged, cnn, shift_image
+from mnist_exp.inference import ShiftAveraged, shift_image
+from mnist_exp.models import cnn
 from mnist_exp.runtime import use_bf16
 from mnist_exp.trainer import LoopSettings, Trainer, WeightAverage
 

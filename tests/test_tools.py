@@ -1,6 +1,17 @@
-"""evaluate, predict and export on a checkpoint of a real (fake-data) run; refusals of bad input."""
+"""evaluate, predict and export on one real (fake-data) run; the one CLI style; refusals of bad input.
 
+The run averages its weights (EMA) and tests on shifted copies (TTA), so each tool must rebuild
+the model exactly as the run tested it to pass.
+"""
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
 import warnings
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,37 +19,102 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import read_metrics, run_app, run_dirs, run_module
+from mnist_exp import compare, evaluate, export, predict
+from mnist_exp.errors import UserError
+from mnist_exp.inference import ShiftAveraged, load_trained_model, model_input
 from mnist_exp.predict import to_mnist_form
+from mnist_exp.registry import DATASETS
+
+TOOLS = {"evaluate": evaluate, "predict": predict, "export": export, "compare": compare}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("trained")
-    # Evaluated through a weight average and shifted copies: the tools must evaluate it the same way.
-    run_app("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "trainer.ema_decay=0.9", "trainer.tta=true",
-            cwd=cwd)
+    # A narrow net, two epochs: about 96% on the test images, where 89.8% on validation (no TTA).
+    run_app("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "model.width=8", "trainer.ema_decay=0.9",
+            "trainer.tta=true", cwd=cwd)
     [run_dir] = run_dirs(cwd / "outputs")
     return run_dir
 
 
+@pytest.fixture(autouse=True)
+def keep_cpu_threads():
+    """evaluate's command sets torch's threads; in this process they stay as conftest set them."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def test_split(trained):
+    """The run's own test images (uint8 [N, 28, 28]) and labels."""
+    return DATASETS.build(load_trained_model(trained).config["dataset"]).test
+
+
+@torch.inference_mode()
+def model_predictions(run_dir: Path, pixels: torch.Tensor) -> tuple[list[int], list[float]]:
+    """The checkpoint's model on ``pixels``, loaded and normalised by hand: labels and their probabilities."""
+    trained = load_trained_model(run_dir)
+    dataset = trained.config["dataset"]
+    probabilities = trained.model(model_input(pixels, dataset["mean"], dataset["std"], dataset["flatten"])).softmax(1)
+    confidence, label = probabilities.max(dim=1)
+    return label.tolist(), confidence.tolist()
+
+
+def call(tool: str, *args, capsys) -> tuple[int, str, str]:
+    """``python -m mnist_exp.<tool> args`` in this process: exit code, stdout, stderr."""
+    code = TOOLS[tool].main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_loaded_model_is_the_weight_average_under_shift_averaging(trained):
+    model = load_trained_model(trained).model
+    last = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)["trainer"]
+    assert isinstance(model, ShiftAveraged) and not model.training
+    assert model.background == -0.5 / 0.25  # a black pixel, normalised with the fake dataset's mean and std
+    assert last["state"]["best_epoch"] == last["state"]["epoch"]  # so the best weights are the last average
+    for name, value in model.model.state_dict().items():
+        assert torch.equal(value, last["best_weights"][name]) and torch.equal(value, last["ema"][name]), name
+
+
+def test_model_input_takes_uint8_and_float_pixels_alike():
+    pixels = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
+    expected = torch.tensor([[[[-2.0, 2.0], [-1.2, -0.4]]]])
+    assert torch.allclose(model_input(pixels, 0.5, 0.25, flatten=False), expected)
+    as_float = pixels.float() / 255
+    assert torch.allclose(model_input(as_float, 0.5, 0.25, flatten=True), expected.flatten(1))
+    assert torch.equal(as_float, pixels.float() / 255)  # the caller's tensor is left as it was
+
+
 def test_evaluate_reproduces_the_runs_test_accuracy(trained, tmp_path):
     metrics = read_metrics(trained)
-    result = run_module("mnist_exp.evaluate", f"ckpt={trained / 'checkpoints' / 'best.pt'}", "device=cpu", cwd=tmp_path)
+    report = evaluate.evaluate_checkpoint(trained / "checkpoints" / "best.pt", device="cpu")
+    assert report["acc"] == metrics["test/acc"] and report["count"] == 256
+    assert report["loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
+    assert 0.8 < metrics["test/acc"] < 1  # a model that gets some wrong: the check means something
+    result = run_module("mnist_exp.evaluate", str(trained), "--device", "cpu", cwd=tmp_path)  # the run directory
     correct = round(metrics["test/acc"] * 256)
-    assert f"accuracy {100 * metrics['test/acc']:.2f}% ({correct}/256)" in result.stdout
-    assert f"loss {metrics['test/loss']:.4f}" in result.stdout
+    assert f"test: loss {metrics['test/loss']:.4f}  accuracy {100 * metrics['test/acc']:.2f}% ({correct}/256)  " \
+           "after epoch 2" in result.stdout
     assert "accuracy per class" in result.stdout and "confusion matrix" in result.stdout
     assert list(tmp_path.iterdir()) == []  # a report: nothing written where it ran
 
 
-def test_export_torchscript_gives_the_checkpoints_predictions(trained, tmp_path):
-    out = tmp_path / "model.ts.pt"
-    result = run_module("mnist_exp.export", f"ckpt={trained / 'checkpoints' / 'best.pt'}", f"out={out}", cwd=tmp_path)
-    assert "predicts the same class as the checkpoint on 256 test images" in result.stdout
-    with warnings.catch_warnings():  # TorchScript's deprecation; the file is still what libtorch loads
-        warnings.simplefilter("ignore", FutureWarning)
-        exported = torch.jit.load(str(out))
-    assert exported(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, test_split, tmp_path):
+    folder = tmp_path / "test_images"
+    folder.mkdir()
+    pixels, labels = test_split.images[:40], test_split.labels[:40].tolist()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image.numpy()).save(folder / f"{i:02d}.png")
+    result = run_module("mnist_exp.predict", str(trained), str(folder), "--as-is", "--device", "cpu", cwd=tmp_path)
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert [name for name, _, _ in lines] == [str(folder / f"{i:02d}.png") for i in range(40)]
+    expected_labels, expected_probabilities = model_predictions(trained, pixels)
+    assert [int(label) for _, label, _ in lines] == expected_labels
+    assert [float(p) for _, _, p in lines] == pytest.approx(expected_probabilities, abs=1.5e-3)
+    assert sum(p == t for p, t in zip(expected_labels, labels)) >= 34  # mostly right: the model of a 96% run
 
 
 def digit_seven(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:
@@ -47,6 +123,19 @@ def digit_seven(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:
     draw = ImageDraw.Draw(image)
     draw.line([(10, 20), (70, 20), (35, 120)], fill=ink, width=9)
     return image
+
+
+def test_predict_brings_any_image_into_mnist_form_first(trained, tmp_path, capsys):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    digit_seven().save(folder / "a.png")
+    digit_seven(ink=255, paper=0).convert("RGB").save(folder / "b.jpg")
+    code, out, err = call("predict", trained, folder, "--device", "cpu", capsys=capsys)
+    assert code == 0 and err == ""
+    files = [folder / "a.png", folder / "b.jpg"]
+    forms = torch.from_numpy(np.stack([to_mnist_form(Image.open(f)) for f in files]))
+    labels, probabilities = model_predictions(trained, forms)
+    assert out == "".join(f"{f}\t{label}\t{p:.3f}\n" for f, label, p in zip(files, labels, probabilities))
 
 
 @pytest.mark.parametrize("image", [
@@ -69,71 +158,187 @@ def test_a_transparent_png_is_ink_on_white_paper(tmp_path):
     assert pixels[14, 14] > 0.9 and pixels[14, 2] == 0
 
 
-def test_predict_prints_a_class_and_probability_per_file(trained, tmp_path):
-    folder = tmp_path / "digits"
-    folder.mkdir()
-    digit_seven().save(folder / "a.png")
-    digit_seven(ink=255, paper=0).convert("RGB").save(folder / "b.jpg")
-    result = run_module("mnist_exp.predict", f"ckpt={trained / 'checkpoints' / 'best.pt'}", str(folder),
-                        "device=cpu", cwd=tmp_path)
-    lines = result.stdout.strip().splitlines()
-    assert [line.split("\t")[0] for line in lines] == [str(folder / "a.png"), str(folder / "b.jpg")]
-    for line in lines:
-        _, label, probability = line.split("\t")
-        assert label in [str(c) for c in range(10)] and 0.1 <= float(probability) <= 1
+def test_export_torchscript_gives_the_checkpoints_predictions(trained, test_split, tmp_path, capsys):
+    out = tmp_path / "model.ts.pt"
+    code, stdout, _ = call("export", trained, "--out", out, capsys=capsys)
+    assert code == 0
+    assert stdout.startswith(f"Wrote {out}; it predicts the same class as the checkpoint on 256 test images")
+    with warnings.catch_warnings():  # TorchScript's deprecation; the file is still what libtorch loads
+        warnings.simplefilter("ignore", FutureWarning)
+        exported = torch.jit.load(str(out))
+    with torch.inference_mode():
+        logits = exported(test_split.images.unsqueeze(1).float() / 255)  # what a deployment has: pixels in [0, 1]
+    expected, _ = model_predictions(trained, test_split.images)
+    assert logits.shape == (256, 10) and logits.argmax(1).tolist() == expected
 
 
-def truncated_copy(trained, tmp_path):
-    data = (trained / "checkpoints" / "best.pt").read_bytes()
-    path = tmp_path / "truncated.pt"
-    path.write_bytes(data[: len(data) // 2])
+def write_png(path: Path, width: int, height: int, pixels: bool = True) -> Path:
+    """A black grey PNG, written row by row so the test itself stays small; ``pixels=False``: the header alone."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    body = b""
+    if pixels:
+        compressor, row = zlib.compressobj(9), bytes(1 + width)  # filter byte 0, then the row's pixels
+        body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
     return path
 
 
-@pytest.mark.parametrize("case, message", [
-    ("not_an_image", "is not an image PIL can read"),
-    ("blank_image", "the image is blank"),
-    ("missing_image", "does not exist"),
-    ("unknown_option", "Unknown option 'ckpy'"),
-    ("truncated_checkpoint", "is unreadable (truncated or corrupt"),
-])
-def test_predict_refuses_bad_input_with_one_line(trained, tmp_path, case, message):
-    ckpt = trained / "checkpoints" / "best.pt"
+def test_a_decompression_bomb_is_refused_by_its_size_before_it_is_decoded(trained, tmp_path):
+    bomb = write_png(tmp_path / "bomb.png", 12000, 12000)  # 144 million pixels in about 140 kB
+    assert bomb.stat().st_size < 200_000
+    # The peak memory of predict alone, measured by a parent that runs nothing else.
+    measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "sys.stderr.write(r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+               "sys.exit(r.returncode)")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "mnist_exp.predict", str(trained),
+                             str(bomb), "--device", "cpu"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    assert result.stderr == (f"python -m mnist_exp.predict: {bomb} is 12000x12000 pixels, more than predict reads "
+                             "(4096x4096): scale it down (a digit needs a few hundred pixels at most).\n")
+    peak_mb = int(result.stdout) / 1024
+    assert peak_mb < 1200, f"predict took {peak_mb:.0f} MB to refuse a 140 kB file"  # decoded, it takes 2.3 GB
+
+
+def truncated_copy(trained: Path, tmp_path: Path) -> Path:
+    data = (trained / "checkpoints" / "best.pt").read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[:-64])  # the zip's central directory, at its end, is cut off
+    return path
+
+
+PREDICT = "python -m mnist_exp.predict"
+
+
+@pytest.mark.parametrize("case", ["not_an_image", "blank_image", "missing_image", "huge_header", "as_is_size",
+                                  "unknown_option", "no_images", "truncated_checkpoint", "run_without_checkpoint"])
+def test_predict_refuses_bad_input_with_one_line(trained, tmp_path, capsys, case):
     (tmp_path / "notes.png").write_text("not a picture")
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
-    args = {
-        "not_an_image": [f"ckpt={ckpt}", str(tmp_path / "notes.png")],
-        "blank_image": [f"ckpt={ckpt}", str(tmp_path / "blank.png")],
-        "missing_image": [f"ckpt={ckpt}", str(tmp_path / "nope.png")],
-        "unknown_option": [f"ckpy={ckpt}", str(tmp_path / "blank.png")],
-        "truncated_checkpoint": [f"ckpt={truncated_copy(trained, tmp_path)}", str(tmp_path / "blank.png")],
+    huge = write_png(tmp_path / "huge.png", 20000, 20000, pixels=False)  # past PIL's own limit: refused at open
+    (tmp_path / "empty_run" / ".hydra").mkdir(parents=True)
+    digit = tmp_path / "seven.png"
+    digit_seven().save(digit)
+    args, code, message = {
+        "not_an_image": ([trained, tmp_path / "notes.png"], 1,
+                         f"{tmp_path / 'notes.png'} is not an image PIL can read (UnidentifiedImageError). "
+                         "Give PNG or JPEG files of digits."),
+        "blank_image": ([trained, tmp_path / "blank.png"], 1,
+                        f"{tmp_path / 'blank.png'}: the image is blank: no digit found. "
+                        "Give an image with a digit in it."),
+        "missing_image": ([trained, tmp_path / "nope.png"], 1,
+                          f"{tmp_path / 'nope.png'} does not exist. Give image files or folders of them."),
+        "huge_header": ([trained, huge], 1, f"{huge} has 400,000,000 pixels, more than predict reads (4096x4096): "
+                                            "scale it down (a digit needs a few hundred pixels at most)."),
+        "as_is_size": ([trained, digit, "--as-is"], 1,
+                       f"{digit} is 90x140 pixels; --as-is takes 28x28 images in MNIST's form. Leave out --as-is "
+                       "to bring any image into that form."),
+        "unknown_option": (["--ckpt", trained, digit], 2, "unrecognized arguments: --ckpt. See --help."),
+        "no_images": ([trained], 2, "the following arguments are required: image_or_folder. See --help."),
+        "truncated_checkpoint": ([truncated_copy(trained, tmp_path), digit], 1,
+                                 f"Checkpoint {tmp_path / 'truncated.pt'} is unreadable: it is truncated or corrupt (not a "
+                                 "complete torch archive). Use another checkpoint, e.g. the run's checkpoints/best.pt."),
+        "run_without_checkpoint": ([tmp_path / "empty_run", digit], 1,
+                                   f"{tmp_path / 'empty_run'} is a directory without checkpoints/best.pt: give a run "
+                                   "directory that has finished an epoch with trainer.checkpoint=true, or a "
+                                   "checkpoint file."),
     }[case]
-    result = run_module("mnist_exp.predict", *args, cwd=tmp_path, expect_ok=False)
-    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert call("predict", *args, "--device", "cpu", capsys=capsys) == (code, "", f"{PREDICT}: {message}\n")
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "No checkpoint at"),
-    ("truncated", "is unreadable (truncated or corrupt"),
-    ("not_ours", "is not an mnist_exp checkpoint"),
-])
-def test_evaluate_and_resume_refuse_a_bad_checkpoint_and_keep_the_file(trained, tmp_path, case, message):
+class RunsCode:
+    """A pickle that runs a shell command when loaded without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def bad_checkpoint(case: str, trained: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A file that is not a usable checkpoint, and the line that refuses it."""
+    path = tmp_path / f"{case}.pt"
+    ours = "Use a checkpoints/best.pt or last.pt written by a run."
     if case == "missing":
-        path = tmp_path / "nothing.pt"
-    elif case == "truncated":
+        return path, f"No checkpoint at {path}. Give the path of a checkpoints/last.pt or best.pt written by a run."
+    if case == "truncated":
         path = truncated_copy(trained, tmp_path)
-    else:
-        path = tmp_path / "weights.pt"
+        return path, (f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
+                      "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
+    if case == "foreign_dict":
         torch.save({"weight": torch.zeros(3)}, path)
+        return path, (f"{path} is not a checkpoint mnist_exp wrote (missing: format, kind, config, class_names, "
+                      f"weights, epoch). {ours}")
+    if case == "pickled_module":
+        torch.save(torch.nn.Linear(2, 2), path)
+        return path, (f"{path} is not a checkpoint mnist_exp wrote (it holds a pickled torch.nn.modules.linear.Linear, "
+                      f"which mnist_exp checkpoints never do; it was not loaded). {ours}")
+    with open(path, "wb") as f:  # "runs_code"
+        pickle.dump(RunsCode(tmp_path / "code_ran"), f)
+    return path, (f"{path} is not a checkpoint mnist_exp wrote (it holds pickled Python code, which mnist_exp "
+                  f"checkpoints never do; it was not loaded). {ours}")
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "foreign_dict", "pickled_module", "runs_code"])
+def test_evaluate_refuses_a_bad_checkpoint_in_one_line_and_keeps_the_file(trained, tmp_path, capsys, case):
+    path, message = bad_checkpoint(case, trained, tmp_path)
     before = path.read_bytes() if path.exists() else None
-    for module, args in (("mnist_exp.evaluate", [f"ckpt={path}"]),
-                         ("mnist_exp", ["dataset=fake", f"ckpt_path={path}"])):
-        result = run_module(module, *args, cwd=tmp_path, expect_ok=False)
-        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert call("evaluate", path, capsys=capsys) == (1, "", f"python -m mnist_exp.evaluate: {message}\n")
+    assert "weights_only" not in message and not (tmp_path / "code_ran").exists()
     assert (path.read_bytes() if path.exists() else None) == before
 
 
+@pytest.mark.parametrize("case", ["truncated", "runs_code"])
+def test_training_from_a_bad_checkpoint_is_refused_in_one_line(trained, tmp_path, case):
+    path, message = bad_checkpoint(case, trained, tmp_path)
+    result = run_module("mnist_exp", "dataset=fake", f"ckpt_path={path}", cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr and "weights_only" not in result.stderr
+    assert not (tmp_path / "code_ran").exists()
+
+
+def test_evaluate_without_a_checkpoint_is_one_line_end_to_end(tmp_path):
+    result = run_module("mnist_exp.evaluate", cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("python -m mnist_exp.evaluate: the following arguments are required: "
+                             "run_dir_or_checkpoint. See --help.\n")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--split", "dev"], 2,
+     "argument --split: invalid choice: 'dev' (choose from 'test', 'val', 'train'). See --help."),
+    (["--batch-size", "0"], 2, "argument --batch-size: '0' is not a whole number of at least 1. See --help."),
+    (["--device", "gpu"], 2,
+     "argument --device: invalid choice: 'gpu' (choose from 'auto', 'cpu', 'cuda', 'mps'). See --help."),
+])
+def test_evaluate_refuses_wrong_options_in_one_line(trained, capsys, args, code, message):
+    assert call("evaluate", trained, *args, capsys=capsys) == (code, "", f"python -m mnist_exp.evaluate: {message}\n")
+
+
+def test_export_refuses_an_out_file_in_a_missing_directory(trained, tmp_path, capsys):
+    out = tmp_path / "no" / "model.ts.pt"
+    assert call("export", trained, "--out", out, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.export: Cannot write {out}: there is no directory {out.parent}. "
+               "Create it, or give another --out.\n")
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_answers_help_in_the_same_style(tool, capsys):
+    code, out, err = call(tool, "--help", capsys=capsys)
+    assert code == 0 and err == "" and out.startswith(f"usage: python -m mnist_exp.{tool} [-h]")
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(UserError, match="No checkpoint at"):
+        evaluate.main([str(tmp_path / "nothing.pt")])
+
+
 def test_resume_refuses_a_checkpoint_of_another_model(trained, tmp_path):
-    result = run_app("dataset=fake", "trainer.batch_size=64", "trainer.epochs=2", "model=mlp", f"ckpt_path={trained / 'checkpoints' / 'last.pt'}", cwd=tmp_path,
-                     expect_ok=False)
+    result = run_app("dataset=fake", "trainer.batch_size=64", "trainer.epochs=2", "model=mlp",
+                     f"ckpt_path={trained / 'checkpoints' / 'last.pt'}", cwd=tmp_path, expect_ok=False)
     assert result.returncode == 1 and "was trained with a different config (model.name: cnn -> mlp" in result.stderr

@@ -1,0 +1,70 @@
+"""The one command-line style of the tools around runs: evaluate, predict, export and compare.
+
+argparse, not Hydra: these act on files a run already wrote, so they take paths as positional
+arguments the shell completes, answer a standard ``--help`` and start without Hydra's set-up.
+Training (``python -m mnist_exp``) is Hydra's, as it composes configs.
+
+A mistake is one line and a non-zero exit: ``<command>: <what is wrong>. See --help.`` and exit 2
+for a wrong argument (argparse's convention), ``<command>: <message>`` and exit 1 for a file or
+value the command cannot use. ``HYDRA_FULL_ERROR=1`` shows the traceback, as it does in training.
+"""
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from mnist_exp.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A wrong argument is one line, not argparse's usage block and then the error."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: {message}. See --help.\n")
+
+
+def parser(module: str, description: str) -> OneLineParser:
+    """The parser of ``python -m mnist_exp.<module>`` (named as the user called it: module or console script)."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = called if called.startswith("mnist-exp-") else f"python -m mnist_exp.{module}"
+    return OneLineParser(prog=prog, description=description)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="auto: CUDA, then Apple's MPS, then the CPU (default: auto)")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def run(command: Callable[[argparse.Namespace], None], arguments: argparse.ArgumentParser,
+        argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and call ``command(args)``; the exit code (0, 1 for a user's mistake, 2 for a wrong argument)."""
+    try:
+        args = arguments.parse_args(argv)
+    except SystemExit as exit:  # --help (0) or a wrong argument (2, its line already printed)
+        return exit.code if isinstance(exit.code, int) else 1
+    try:
+        command(args)
+    except (UserError, OSError) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"{arguments.prog}: {one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def one_line(error: BaseException) -> str:
+    """The message of a UserError; for a file the system refused (disk full, no permission), which and why."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}."
+    return " ".join(str(error).split()) or type(error).__name__
