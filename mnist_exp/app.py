@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.callbacks import CheckpointCallback, TensorBoardCallback
-from mnist_exp.config import CONF_DIR, check_ranges, register_schemas
+from mnist_exp.config import CONF_DIR, check_ranges, register_schemas, schema_keys
+from mnist_exp.errors import UserError, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
 from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
@@ -43,7 +44,8 @@ def main() -> None:
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
     sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
-    hydra_main()
+    with hydra_errors_in_one_line(schema_keys):
+        hydra_main()
 
 
 def check_output_location(args: list[str]) -> None:
@@ -63,7 +65,16 @@ def check_output_location(args: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
-    return train(cfg)[cfg.optimized_metric]
+    single_run = HydraConfig.get().mode == RunMode.RUN
+    if single_run:
+        release_stderr()  # composed: from here on the run's own output (its progress bar) goes out as it comes
+    try:
+        return train(cfg)[cfg.optimized_metric]
+    except UserError as error:
+        if not single_run or full_traceback_asked():
+            raise  # in a sweep the other jobs still run; the sweep's exit says one failed
+        print(error, file=sys.stderr)
+        sys.exit(1)
 
 
 @dataclass

@@ -19,7 +19,7 @@ at composition with Hydra's own message. Two kinds of schema:
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from typing import Any
 
@@ -83,6 +83,9 @@ class Config:
     optimized_metric: str = MISSING  # the metrics.json key the app returns to sweepers
 
 
+REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)
+
+
 def builder_schema(registry: Registry, name: str) -> type:
     """A dataclass with ``name`` and one typed field per config parameter of the builder."""
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
@@ -100,7 +103,7 @@ def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
-    for registry in (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS):
+    for registry in REGISTRIES:
         for name in registry.names():
             schema = builder_schema(registry, name)
             store.store(group=f"schema/{registry.kind}", name=name, node=schema)
@@ -139,6 +142,7 @@ OmegaConf.register_new_resolver("config_groups", config_groups_help, replace=Tru
 
 def check_ranges(cfg) -> None:
     """Values the types allow but training does not; one line each, before anything is built."""
+    check_known_keys(cfg)
     trainer = cfg.trainer
     for key, value, low in (("trainer.epochs", trainer.epochs, 1), ("trainer.batch_size", trainer.batch_size, 1),
                             ("trainer.eval_batch_size", trainer.eval_batch_size, 1),
@@ -160,3 +164,26 @@ def check_ranges(cfg) -> None:
     if cfg.optimized_metric not in known:
         raise UserError(f"optimized_metric={cfg.optimized_metric} is not a metric."
                         f"{did_you_mean(cfg.optimized_metric, known)} Choose one of: {', '.join(known)}.")
+
+
+def schema_keys(type_name: str) -> list[str]:
+    """The keys of the config node type Hydra names in an error ('TrainerConfig', 'model_cnn_schema')."""
+    for schema in (Config, TrainerConfig, DeviceConfig):
+        if schema.__name__ == type_name:
+            return [f.name for f in fields(schema)]
+    for registry in REGISTRIES:
+        for name in registry.names():
+            if f"{registry.kind}_{name}_schema" == type_name:
+                return ["name", *config_parameters(registry.get(name))]
+    return []
+
+
+def check_known_keys(cfg) -> None:
+    """Refuse keys added with ``+key=value`` that nothing reads (the groups' keys are checked by their builders)."""
+    for prefix, node, schema in (("", cfg, Config), ("trainer.", cfg.trainer, TrainerConfig),
+                                 ("device.", cfg.device, DeviceConfig)):
+        known = [f.name for f in fields(schema)]
+        for key in node:
+            if key not in known:
+                raise UserError(f"Unknown key '{prefix}{key}': mnist_exp does not read it.{did_you_mean(key, known)} "
+                                f"The {prefix.rstrip('.') or 'top-level'} keys: {', '.join(known)}.")

@@ -1,12 +1,19 @@
-"""The one error type for mistakes a user can fix.
+"""User mistakes: the one error type for them, and one line on the terminal for each, Hydra's included.
 
-Hydra prints a ``CompactHydraException`` as its message alone, without a traceback
-(``HYDRA_FULL_ERROR=1`` still shows the full one), so raising ``UserError`` anywhere in a
-run gives the user one clear line and a non-zero exit. In a multirun sweep the failed job is
-recorded and the other jobs still run.
+Raise ``UserError`` anywhere for a mistake a user can fix; its message says what is wrong and how
+to fix it. Every command turns it into that one line and exit code 1, with the traceback only
+under ``HYDRA_FULL_ERROR=1``: the tools through ``mnist_exp.cli``, training through
+``hydra_errors_in_one_line``, which also rewrites Hydra's own multi-line composition errors (an
+unknown option or key, a value of the wrong type, an override it cannot parse) as one line.
 """
 
+import contextlib
+import io
+import os
+import re
+import sys
 from difflib import get_close_matches
+from typing import Callable
 
 from hydra.errors import CompactHydraException
 
@@ -19,3 +26,85 @@ def did_you_mean(name: str, choices) -> str:
     """' Did you mean 'cnn'?' for the closest choice, or '' when nothing is close."""
     match = get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def full_traceback_asked() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+# Held while Hydra composes: its errors are printed there, then rewritten as one line.
+_held: dict[str, io.StringIO] = {}
+
+
+@contextlib.contextmanager
+def hydra_errors_in_one_line(key_names: Callable[[str], list[str]]):
+    """Around ``@hydra.main``: what Hydra prints on stderr before the first job starts is held back; on a
+    failed exit it becomes one line (``one_line``), otherwise it is passed on as it was.
+
+    ``key_names(type_name)`` lists the keys of a config node type, for the close match of a misspelt key.
+    """
+    if full_traceback_asked():
+        yield
+        return
+    real, held = sys.stderr, io.StringIO()
+    sys.stderr, _held["stderr"] = held, held
+    try:
+        yield
+    except SystemExit as exit:
+        if sys.stderr is held and exit.code not in (0, None):
+            sys.stderr = real
+            _held.pop("stderr", None)
+            print(one_line(held.getvalue(), key_names), file=real)
+            raise SystemExit(1) from None
+        raise
+    finally:
+        if sys.stderr is held:
+            release_stderr()
+        sys.stderr = real
+
+
+def release_stderr() -> None:
+    """Give stderr back (a job or a sweep starts): its output from now on is the user's to see as it comes."""
+    held = _held.pop("stderr", None)
+    if held is not None and sys.stderr is held:
+        sys.stderr = sys.__stderr__
+        sys.stderr.write(held.getvalue())
+
+
+TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "text"}
+
+
+def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) -> str:
+    """Hydra's account of a failure, as the one line that says what is wrong and how to fix it."""
+    full_key = re.search(r"full_key: (\S+)", text)
+    if found := re.search(r"Could not find '(?P<group>[\w/]+)/(?P<option>[^']+)'", text):
+        group, option = found["group"], found["option"]
+        options = re.findall(r"^\t(\S+)$", text, re.M)
+        return (f"{group}={option}: there is no such option.{did_you_mean(option, options)} "
+                f"Options of {group}: {', '.join(options)}.")
+    if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
+        keys, parent = key_names(found["type"]), full_key[1].rpartition(".")[0]
+        return (f"Unknown key '{full_key[1]}'.{did_you_mean(full_key[1], [f'{parent}.{k}'.lstrip('.') for k in keys])}"
+                + (f" The keys of {parent or 'the config'}: {', '.join(keys)}." if keys else ""))
+    if (found := re.search(r"Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<type>\w+)", text)
+            or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
+        wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
+        return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
+    if (found := re.search(r"Invalid value '(?P<value>.*)', expected one of \[(?P<choices>.*)\]", text)) and full_key:
+        choices = found["choices"].split(", ")
+        return (f"{full_key[1]}={found['value']} is not one of: {', '.join(choices)}."
+                f"{did_you_mean(found['value'], choices)}")
+    if found := re.search(r"(?:LexerNoViableAltException|mismatched input|no viable alternative)[^:]*: (?P<ov>\S+)", text):
+        key, _, value = found["ov"].partition("=")
+        return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
+                f"special characters, e.g. '{key}=\"{value}\"' (with the outer single quotes for the shell).")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(
+        ("Error executing job with overrides", "Set the environment variable HYDRA_FULL_ERROR", "See https://"))]
+    message = " ".join(lines[:3]) or "Failed (set HYDRA_FULL_ERROR=1 for the details)."
+    if job := re.search(r"Error executing job with overrides: \[(.*)\]", text):  # a sweep's first failed job
+        return f"A job of the sweep failed ({job[1].replace(chr(39), '')}): {message}"
+    return message
+
+
+def example(wanted: str) -> str:
+    return {"a whole number": "1", "a number": "0.5", "true or false": "true"}.get(wanted, "...")

@@ -104,29 +104,66 @@ def test_multirun_two_by_two(tmp_path):
         assert "val/acc" in read_events(job).Tags()["scalars"]
 
 
+MODELS_LIST = "cnn, conv_fc, logreg, mlp, strided_cnn"
+TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, deterministic, "
+                "compile, progress, checkpoint")
+
+
 @pytest.mark.parametrize("args, message", [
-    (["model.name=cnnn"], "Unknown model 'cnnn'. Did you mean 'cnn'?"),
-    (["model=cnnn"], "Could not find 'model/cnnn'"),
-    (["trainer.epochz=1"], "Key 'epochz' not in 'TrainerConfig'"),
-    (["trainer.epochs=abc"], "trainer.epochs"),
-    (["trainer.epochs=0"], "trainer.epochs=0 is out of range"),
-    (["trainer.batch_size=-1"], "trainer.batch_size=-1 is out of range"),
-    (["optimizer.lr=0"], "optimizer.lr=0.0 is out of range"),
-    (["augment=affine", "augment.rotate=400"], "augment.rotate=400.0 is out of range: it takes degrees in [0, 180]"),
+    (["model.name=cnnn"], f"Unknown model 'cnnn'. Did you mean 'cnn'? Valid model names: {MODELS_LIST}."),
+    (["model=cnnn"], f"model=cnnn: there is no such option. Did you mean 'cnn'? Options of model: {MODELS_LIST}."),
+    (["scheduler=onecylce"], "scheduler=onecylce: there is no such option. Did you mean 'onecycle'? Options of "
+                             "scheduler: cosine, none, onecycle, step."),
+    (["trainer.epochz=1"], f"Unknown key 'trainer.epochz'. Did you mean 'trainer.epochs'? The keys of trainer: "
+                           f"{TRAINER_KEYS}."),
+    (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
+    (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
+    (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),
+    (["device.name=tpu"], "device.name=tpu is not one of: auto, cpu, cuda, mps. Did you mean 'cpu'?"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is out of range: it must be at least 1."),
+    (["trainer.batch_size=-1"], "trainer.batch_size=-1 is out of range: it must be at least 1."),
+    (["optimizer.lr=0"], "optimizer.lr=0.0 is out of range: it must be a positive number, e.g. optimizer.lr=1e-3."),
+    (["augment=affine", "augment.rotate=400"],
+     "augment.rotate=400.0 is out of range: it takes degrees in [0, 180], e.g. 10."),
     (["trainer.label_smoothing=2"], "trainer.label_smoothing=2.0 is out of range: it takes a fraction in [0, 1), e.g. 0.1."),
+    (["trainer.label_smoothing=-0.5"],
+     "trainer.label_smoothing=-0.5 is out of range: it takes a fraction in [0, 1), e.g. 0.1."),
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
-    (["device=cuda"] if not torch.cuda.is_available() else ["device.name=tpu"], "device"),
-    (["resume=true", "hydra.run.dir=no/such/run"], "resume=true, but"),
-    (["optimized_metric=val_acc"], "Did you mean 'val/acc'?"),
-    (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory"),
-    (["scheduler=onecylce"], "Could not find 'scheduler/onecylce'"),
-    (["model.width=-4"], "model.width"),
+    (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "
+                                   "test/acc, test/loss, val/acc, val/loss, best_val/acc."),
+    (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory. "
+                                      "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>."),
+    (["hydra.run.dir=/tmp/r\u00fcn"], "Cannot read the override 'hydra.run.dir=/tmp/r\u00fcn': quote a value with spaces, "
+                                  "non-ASCII letters or other special characters, e.g. 'hydra.run.dir=\"/tmp/r\u00fcn\"' "
+                                  "(with the outer single quotes for the shell)."),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, args, message):
     result = run_module("mnist_exp", "dataset=fake", *args, cwd=tmp_path, expect_ok=False)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [message]
+
+
+def test_experiment_that_does_not_exist_names_the_recipes(tmp_path):
+    result = run_module("mnist_exp", "experiment=fats", cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("experiment=fats: there is no such option. Did you mean 'fast'? Options of "
+                                    "experiment: ")
+    assert "best, " in result.stderr and "smoke" in result.stderr
+
+
+def test_resume_of_a_directory_without_a_run_says_how(tmp_path):
+    result = run_module("mnist_exp", "dataset=fake", "resume=true", f"hydra.run.dir={tmp_path / 'nothing'}",
+                        cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"resume=true, but {tmp_path / 'nothing'}/checkpoints/last.pt does not exist. Point hydra.run.dir at the run "
+        "to continue (hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>."]
+
+
+def test_a_full_traceback_only_when_asked(tmp_path):
+    result = run_module("mnist_exp", "dataset=fake", "trainer.epochs=0", cwd=tmp_path, expect_ok=False,
+                        env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 1 and "Traceback" in result.stderr and "trainer.epochs=0 is out of range" in result.stderr
 
 
 def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path):
