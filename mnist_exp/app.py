@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.callbacks import CheckpointCallback, TensorBoardCallback
-from mnist_exp.config import CONF_DIR, check_ranges, register_schemas, schema_keys
+from mnist_exp.config import CLAIMED_RUN_DIRS, CONF_DIR, check_ranges, register_schemas, schema_keys
 from mnist_exp.errors import UserError, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
 from mnist_exp.inference import shift_averaged
@@ -130,6 +130,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str,
     bf16 = use_bf16(cfg.device.precision.value, device)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     log.info("Run directory: %s", run_dir)
+    taken = [given for given, claimed in CLAIMED_RUN_DIRS.items() if Path(claimed) == run_dir and claimed != given]
+    if taken:
+        log.warning("%s was taken by a run started in the same second: this run is in %s", taken[0], run_dir)
 
     with distributed.rank_zero_first():
         data = build_dataset(cfg.dataset)
@@ -174,6 +177,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str,
             log.info("The run in %s is complete (test accuracy %.2f%%): nothing to resume, nothing changed.",
                      run_dir, 100 * recorded["test/acc"])
             return recorded
+        log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
 
     tracker = None
     if writer:

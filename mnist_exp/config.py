@@ -21,6 +21,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -136,6 +137,33 @@ def config_groups_help() -> str:
     return "\n".join(lines)
 
 
+# The run directories this process claimed: {the name it was given: the name it took}.
+CLAIMED_RUN_DIRS: dict[str, str] = {}
+
+
+def claim_run_dir(path: str) -> str:
+    """Make the run directory now, so a second run started in the same second takes ``<name>-2`` (then -3, ...).
+
+    ``mkdir`` either creates the directory or fails because it exists, at once for every process
+    on the filesystem, so no two runs share a directory. Hydra resolves the name more than once:
+    the first answer is kept.
+    """
+    if path not in CLAIMED_RUN_DIRS:
+        base = Path(path)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        candidate, number = base, 1
+        while True:
+            try:
+                candidate.mkdir()
+                break
+            except FileExistsError:
+                number += 1
+                candidate = base.with_name(f"{base.name}-{number}")
+        CLAIMED_RUN_DIRS[path] = str(candidate)
+    return CLAIMED_RUN_DIRS[path]
+
+
+OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
 OmegaConf.register_new_resolver("run_dir_suffix", run_dir_suffix, replace=True)
 OmegaConf.register_new_resolver("config_groups", config_groups_help, replace=True)
 

@@ -67,7 +67,6 @@ def restore(trainer, path: Path, config: dict, checkpoints: CheckpointCallback |
                         "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
     trainer.load_state_dict(checkpoint["trainer"])
     state = trainer.state
-    log.info("Resumed from %s at epoch %d (step %d)", path, state.epoch, state.step)
     if checkpoints is not None and trainer.best_weights is not None:
         best = checkpoints.directory / BEST_CHECKPOINT
         best_epoch = best_epoch_of(best)

@@ -1,9 +1,13 @@
 """Shared helpers: run the real entry point in a subprocess, find its run directories, read its outputs."""
 
+import ctypes
 import json
 import os
+import select
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,35 @@ def read_events(run_dir: Path) -> EventAccumulator:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     return events
+
+
+def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nth: int, timeout: float = 300) -> None:
+    """SIGKILL ``process`` the moment the ``nth`` file whose name starts with ``prefix`` is created in ``directory``.
+
+    Linux's inotify tells of each creation as it happens, so the kill lands at that point of the
+    program (a checkpoint's temporary file: the write has begun), not at a moment chosen by a sleep.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0 or libc.inotify_add_watch(fd, str(directory).encode(), 0x100) < 0:  # IN_CREATE
+        pytest.skip(f"inotify is not available here (errno {ctypes.get_errno()})")
+    seen, deadline = 0, time.monotonic() + timeout
+    try:
+        while seen < nth:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the run ended (or timed out) after {seen} of {nth} files {prefix}* were created")
+            if not select.select([fd], [], [], 0.5)[0]:
+                continue
+            events = os.read(fd, 65536)
+            offset = 0
+            while offset < len(events):
+                _, _, _, length = struct.unpack_from("iIII", events, offset)
+                name = events[offset + 16: offset + 16 + length].rstrip(b"\0").decode()
+                offset += 16 + length
+                seen += name.startswith(prefix)
+                if seen == nth:
+                    process.kill()
+                    break
+    finally:
+        os.close(fd)
+    process.wait(timeout=60)

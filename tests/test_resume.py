@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import read_events, read_metrics, run_dirs, run_module
+from conftest import kill_at_creation, read_events, read_metrics, run_dirs, run_module
 from mnist_exp.checkpoint import load_checkpoint
 
 
@@ -107,3 +108,97 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_to_the_same_result(u
     assert same_result(read_metrics(job), read_metrics(uninterrupted))
 
 
+
+
+# The issue's case: validation accuracy peaks at epoch 3 of 4, after a first best at epoch 1.
+BEST_LATE = ("dataset=fake", "model=cnn", "trainer.epochs=4", "trainer.deterministic=true", "scheduler=none",
+             "optimizer.lr=0.1", "device=cpu", "device.threads=1")
+
+
+@pytest.fixture(scope="module")
+def best_late(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("best_late") / "run"
+    run_module("mnist_exp", *BEST_LATE, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    metrics = read_metrics(run_dir)
+    val = [event.value for event in read_events(run_dir).Scalars("val/acc")]
+    improvements = [epoch for epoch in range(1, 5) if val[epoch - 1] > max(val[:epoch - 1], default=-1)]
+    assert metrics["best_epoch"] == improvements[-1] == 3 and len(improvements) == 2, (val, improvements)
+    return run_dir
+
+
+@pytest.mark.parametrize("moment, prefix, nth", [
+    ("while epoch 3's best.pt is written", ".best.pt.", 2),
+    ("between epoch 3's best.pt and its last.pt", ".last.pt.", 3),
+])
+def test_a_kill_between_the_checkpoints_of_a_best_epoch_resumes_to_the_right_model(best_late, tmp_path, moment,
+                                                                                   prefix, nth):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)  # watched from the start
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *BEST_LATE, f"hydra.run.dir={run_dir}"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_at_creation(process, run_dir / "checkpoints", prefix, nth)
+    assert process.returncode == -signal.SIGKILL
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2, moment  # killed where aimed
+    result = run_module("mnist_exp", *BEST_LATE, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
+    resumed, uninterrupted = read_metrics(run_dir), read_metrics(best_late)
+    assert same_result(resumed, uninterrupted) and resumed["best_epoch"] == 3
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    expected = load_checkpoint(best_late / "checkpoints" / "best.pt")
+    assert best["epoch"] == 3 and all(torch.equal(best["weights"][k], v) for k, v in expected["weights"].items())
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the killed write's leftover is gone
+    if nth == 3:  # best.pt was one best ahead of last.pt: resume put it back, and epoch 3 wrote it again
+        assert "best.pt holds epoch 3, last.pt's best is epoch 1: best.pt rewritten from last.pt" in result.stdout
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of a run (the log aside) with its bytes and modification time."""
+    return {str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in sorted(run_dir.rglob("*")) if path.is_file() and path.name != "train.log"}
+
+
+def test_a_refused_resume_changes_nothing_of_the_run(best_late, tmp_path):
+    before = snapshot(best_late)
+    result = run_module("mnist_exp", *BEST_LATE, "model.width=16", f"hydra.run.dir={best_late}", "resume=true",
+                        cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Checkpoint {best_late}/checkpoints/last.pt was trained with a different config (model.width: 24 -> 16). "
+        "Resume with the run's own overrides (see its .hydra/overrides.yaml)."]
+    assert snapshot(best_late) == before  # .hydra/ (the file the error points to), metrics.json, events: all as they were
+
+
+def test_resuming_a_completed_run_says_so_and_changes_nothing(best_late, tmp_path):
+    before = snapshot(best_late)
+    result = run_module("mnist_exp", *BEST_LATE, f"hydra.run.dir={best_late}", "resume=true", cwd=tmp_path)
+    assert f"The run in {best_late} is complete (test accuracy " in result.stdout
+    assert "Resumed from" not in result.stdout and "epoch 1/4" not in result.stdout  # nothing trained again
+    assert snapshot(best_late) == before  # no second event file, no re-test
+
+
+def test_a_refused_resume_keeps_a_stopped_runs_record(tmp_path):
+    run_dir = tmp_path / "stopped"
+    process = start_and_signal(run_dir, signal.SIGTERM)
+    assert process.returncode == 128 + signal.SIGTERM
+    before = snapshot(run_dir)
+    assert read_metrics(run_dir)["status"] == "stopped"
+    result = run_module("mnist_exp", *DETERMINISTIC, "seed=4", f"hydra.run.dir={run_dir}", "resume=true",
+                        cwd=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "was trained with a different config (seed: 3 -> 4)" in result.stderr
+    assert snapshot(run_dir) == before and read_metrics(run_dir)["status"] == "stopped"
+
+
+def test_two_runs_started_together_each_own_a_directory(tmp_path):
+    # The same name for both, as two runs of one command started in the same second get.
+    name = "${claim_run_dir:" + str(tmp_path / "runs" / "same") + "}"
+    command = [sys.executable, "-m", "mnist_exp", "dataset=fake", "model=logreg", "trainer.epochs=1", "device=cpu",
+               "device.threads=1", f"hydra.run.dir={name}"]
+    processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0]
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["same", "same-2"]
+    for run_dir in (tmp_path / "runs").iterdir():
+        assert read_metrics(run_dir)["status"] == "completed"
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    [second] = [out for out in outputs if "same-2" in out.split("Run directory: ")[1].splitlines()[0]]
+    assert f"{tmp_path / 'runs' / 'same'} was taken by a run started in the same second: this run is in " in second
