@@ -52,7 +52,7 @@ def test_metrics_json(fake_run):
     metrics = read_metrics(run_dir)
     assert METRIC_KEYS <= metrics.keys()
     assert metrics["status"] == "completed" and metrics["epoch"] == 2
-    assert metrics["test/acc"] > 0.5  # fake data is learnable: chance is 0.1
+    assert metrics["test/acc"] > 0.9  # this run reaches 1.0 on fake data; chance is 0.1
     assert 0 <= metrics["val/acc"] <= metrics["best_val/acc"] <= 1
     assert metrics["train_time_s"] > 0 and metrics["samples_per_s"] > 0
 
@@ -183,7 +183,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert [job.name[:2] for job in jobs] == ["0_", "1_"]
     failed, completed = (read_metrics(job) for job in jobs)
     assert failed["status"] == "failed" and "Training diverged" in failed["error"]
-    assert completed["status"] == "completed" and completed["test/acc"] > 0.2  # chance is 0.1
+    assert completed["status"] == "completed" and completed["test/acc"] > 0.35  # measured ~0.43; chance 0.1
 
 
 def test_without_a_validation_split_the_last_epoch_is_the_model(tmp_path):

@@ -137,7 +137,7 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path):
     assert [rows[n]["status"] for n in ("0", "1", "2")] == ["failed", "failed", "completed"]
     assert "optimizer.lr=-1.0 is out of range" in rows["0"]["error"]
     assert "Training diverged" in rows["1"]["error"]
-    assert rows["2"]["error"] == "" and float(rows["2"]["test/acc"]) > 0.2  # chance is 0.1
+    assert rows["2"]["error"] == "" and float(rows["2"]["test/acc"]) > 0.35  # measured ~0.43; chance 0.1
 
 
 def test_thread_count_zero_takes_a_launchers_share(monkeypatch):
