@@ -32,8 +32,8 @@ def full_traceback_asked() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-# Held while Hydra composes: its errors are printed there, then rewritten as one line.
-_held: dict[str, io.StringIO] = {}
+# While Hydra composes: the stream its errors are printed to, and the real stderr.
+_held: dict[str, io.TextIOBase] = {}
 
 
 @contextlib.contextmanager
@@ -47,7 +47,7 @@ def hydra_errors_in_one_line(key_names: Callable[[str], list[str]]):
         yield
         return
     real, held = sys.stderr, io.StringIO()
-    sys.stderr, _held["stderr"] = held, held
+    sys.stderr, _held["stderr"], _held["real"] = held, held, real
     try:
         yield
     except SystemExit as exit:
@@ -65,10 +65,10 @@ def hydra_errors_in_one_line(key_names: Callable[[str], list[str]]):
 
 def release_stderr() -> None:
     """Give stderr back (a job or a sweep starts): its output from now on is the user's to see as it comes."""
-    held = _held.pop("stderr", None)
+    held, real = _held.pop("stderr", None), _held.pop("real", sys.__stderr__)
     if held is not None and sys.stderr is held:
-        sys.stderr = sys.__stderr__
-        sys.stderr.write(held.getvalue())
+        sys.stderr = real
+        real.write(held.getvalue())
 
 
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "text"}
