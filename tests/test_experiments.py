@@ -189,7 +189,7 @@ def test_tutorial_jumpml_cnn_reaches_the_tutorials_accuracy_on_real_mnist(tmp_pa
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epoch"] == metrics["best_epoch"] == 3  # the last epoch
     assert "Dataset mnist: 60000 train, 0 validation, 10000 test images" in (run_dir / "train.log").read_text()
-    assert metrics["test/acc"] >= 0.973, result.stdout[-2000:]
+    assert metrics["test/acc"] >= 0.9762, result.stdout[-2000:]  # the 97.62% the tutorial reports
 
 
 @pytest.mark.slow
