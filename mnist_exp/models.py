@@ -19,7 +19,7 @@ def logreg(num_classes: int, in_features: int = 784) -> nn.Module:
 
 @MODELS.register("mlp")
 def mlp(num_classes: int, hidden: list[int] = (128, 64), in_features: int = 784, dropout: float = 0.0) -> nn.Module:
-    """Fully connected layers with ReLU; ``hidden`` lists the widths (the seeds use 128, 64)."""
+    """Fully connected layers with ReLU; ``hidden`` lists the widths (the Udacity tutorial's MLP: 128, 64)."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for size in hidden:
@@ -43,19 +43,18 @@ def conv_bn_relu(in_channels: int, out_channels: int, pool: bool = False) -> nn.
 
 @MODELS.register("cnn")
 def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float = 0.0,
-        convs_per_stage: list[int] = (1, 1, 1), pool_before_norm: bool = False) -> nn.Module:
+        convs_per_stage: list[int] = (1, 1, 1), pool_before_norm: bool = True) -> nn.Module:
     """The default: three stages of conv-BN-ReLU blocks (width, 2x, 4x channels), each halving the image, then a linear head.
 
     28x28 -> 14x14 -> 7x7 -> 3x3, global max pool, linear. Batch norm lets it train fast at high
     learning rates; at width 24 it has 53k parameters. ``convs_per_stage`` deepens the stages
-    (more capacity for more compute). ``pool_before_norm`` (conf/model/cnn.yaml: true) pools right after
-    each stage's first conv, before its norm and ReLU, and the stage's other convs work on the pooled
-    image: the same kind of net, faster. Otherwise each stage is the classic convs, then a pool.
+    (more capacity for more compute). ``pool_before_norm`` pools right after each stage's first conv,
+    before its norm and ReLU, and the stage's other convs work on the pooled image: the same kind of
+    net, faster. ``false``: each stage is the classic convs, then a pool.
     """
-    if isinstance(convs_per_stage, int):  # the config of checkpoints from before it was a list
-        convs_per_stage = [convs_per_stage] * 3
-    if len(convs_per_stage) != 3 or min(convs_per_stage) < 1:
-        raise UserError(f"model.convs_per_stage needs 3 counts of at least 1 (one per stage), got {list(convs_per_stage)}.")
+    if isinstance(convs_per_stage, int) or len(convs_per_stage) != 3 or min(convs_per_stage) < 1:
+        raise UserError(f"model.convs_per_stage needs 3 counts of at least 1 (one per stage, e.g. [1, 1, 2]), "
+                        f"got {convs_per_stage}.")
     layers: list[nn.Module] = []
     channels = in_channels
     for stage_width, convs in zip((width, 2 * width, 4 * width), convs_per_stage):
@@ -69,17 +68,18 @@ def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float 
 
 
 def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
-    """The side of a conv or pooling layer's output (seed 003's get_conv_size, from torch's Conv2d docs)."""
+    """The side of a conv or pooling layer's output (tutorial_jumpml_cnn's get_conv_size, from torch's Conv2d docs)."""
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
 @MODELS.register("strided_cnn")
 def strided_cnn(num_classes: int, channels: list[int] = (16, 16), in_channels: int = 1,
                 relu_on_logits: bool = True) -> nn.Module:
-    """The all-convolutional net of seeds 000 and 001: 3x3 stride-2 convs, the last one has a map per class.
+    """The all-convolutional net of the tutorial_scratch_cnn and tutorial_basics_cnn recipes: 3x3 stride-2
+    convs, the last one has a map per class.
 
     28x28 -> 14x14 -> 7x7 -> 4x4 (channels 16, 16, num_classes), ReLU after each conv, then the
-    average over the 4x4 map is each class's logit. The seeds also put a ReLU after the last conv
+    average over the 4x4 map is each class's logit. Both tutorials also put a ReLU after the last conv
     (``relu_on_logits: true``, the default, to reproduce them): a logit can then never be negative,
     and a class whose map goes all negative gets no gradient of its own, so it may never be predicted.
     ``false`` drops it: no class can die, but conv and average pool then make a linear last layer.
@@ -90,7 +90,7 @@ def strided_cnn(num_classes: int, channels: list[int] = (16, 16), in_channels: i
         in_channels = out_channels
     if not relu_on_logits:
         layers.pop()
-    # The seeds' avg_pool2d(x, 4) on the 4x4 map: a global average, also for other image sizes.
+    # The tutorials' avg_pool2d(x, 4) on the 4x4 map: a global average, also for other image sizes.
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
@@ -101,10 +101,10 @@ def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list
     """Unpadded convs with ReLU (a 2x2 max pool after those ``pool`` marks), then fully connected layers.
 
     The defaults are pytorch/examples' mnist/main.py net (conv 32, conv 64, pool, dropout 0.25,
-    fc 9216->128, dropout 0.5, fc 128->10, log-softmax); seed 003's is ``channels [32, 16],
+    fc 9216->128, dropout 0.5, fc 128->10, log-softmax); tutorial_jumpml_cnn's is ``channels [32, 16],
     kernel_sizes [5, 3], pool [true, true], conv_dropout 0, hidden [100]``. Both end in
     log-softmax, as they train with NLL loss: cross-entropy of log-probabilities is the same loss.
-    Seed 003 pools before its ReLU, here ReLU comes first: max pooling and ReLU commute, same output.
+    The jumpml tutorial pools before its ReLU, here ReLU comes first: max pooling and ReLU commute, same output.
     """
     if not len(channels) == len(kernel_sizes) == len(pool):
         raise UserError(f"model.channels, model.kernel_sizes and model.pool need one entry per conv layer, got "
@@ -123,7 +123,7 @@ def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list
     if conv_dropout > 0:
         layers.append(nn.Dropout(conv_dropout))
     layers.append(nn.Flatten())
-    width = in_channels * size * size  # 9216 = 64 * 12 * 12 for the examples net, 400 = 16 * 5 * 5 for seed 003
+    width = in_channels * size * size  # 9216 = 64 * 12 * 12 for the examples net, 400 = 16 * 5 * 5 for the jumpml one
     for units in hidden:
         layers += [nn.Linear(width, units), nn.ReLU()]
         if dropout > 0:

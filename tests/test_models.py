@@ -1,10 +1,11 @@
-"""The seed tutorials' models: our registered builders against the tutorials' own code, transcribed here.
+"""The tutorials' models: our registered builders against the tutorials' own code, transcribed here.
 
-Each tutorial model below is copied from its seed (``/work/shared/seeds/``; pytorch/examples' mnist/main.py for
-``examples_mnist``). The recipe's model, built from its experiment file, must have the tutorial's parameter
-count (computed from its layers), the same parameter shapes in the same order, and, given the tutorial's
-weights, compute the same function.
+Each tutorial model below is copied from its tutorial (pytorch/examples' mnist/main.py for ``examples_mnist``).
+The recipe's model, built from its experiment file, must have the tutorial's parameter count (computed from its
+layers), the same parameter shapes in the same order, and, given the tutorial's weights, compute the same function.
 """
+
+import re
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def linear_params(in_features: int, out_features: int) -> int:
 # --- the tutorials' models, as their code has them ---
 
 
-class Lambda(nn.Module):  # seed 000
+class Lambda(nn.Module):  # "Learn MNIST in PyTorch from Scratch to CNN"
     def __init__(self, func):
         super().__init__()
         self.func = func
@@ -40,7 +41,7 @@ class Lambda(nn.Module):  # seed 000
         return self.func(x)
 
 
-def seed000_cnn() -> nn.Module:
+def scratch_cnn() -> nn.Module:  # the same tutorial's CNN
     return nn.Sequential(
         Lambda(lambda x: x.view(-1, 1, 28, 28)),
         nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1),
@@ -54,7 +55,7 @@ def seed000_cnn() -> nn.Module:
     )
 
 
-class Seed001CNN(nn.Module):  # seeds 001 and 004
+class BasicsCNN(nn.Module):  # "PyTorch Basics: MNIST classification"
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1)
@@ -70,7 +71,7 @@ class Seed001CNN(nn.Module):  # seeds 001 and 004
         return xb.view(-1, xb.size(1))
 
 
-class Seed003CNN(nn.Module):
+class JumpmlCNN(nn.Module):  # "Tutorial on recognizing digits in PyTorch"
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels=1, out_channels=32, kernel_size=5)
@@ -110,17 +111,18 @@ class ExamplesNet(nn.Module):  # pytorch/examples mnist/main.py
         return F.log_softmax(x, dim=1)
 
 
-SEED_MODELS = {
+TUTORIAL_MODELS = {
     # experiment: (the tutorial's model, its parameter count from its layers, input is a flat 784-vector)
-    "seed000_logreg": (lambda: nn.Linear(784, 10), linear_params(784, 10), True),  # 7,850
-    "seed000_cnn": (seed000_cnn, conv_params(1, 16, 3) + conv_params(16, 16, 3) + conv_params(16, 10, 3), False),  # 3,930
-    "seed001_linear": (lambda: nn.Linear(784, 10), linear_params(784, 10), True),
-    "seed001_cnn": (Seed001CNN, conv_params(1, 16, 3) + conv_params(16, 16, 3) + conv_params(16, 10, 3), False),
-    "seed002_mlp": (lambda: nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                                          nn.Linear(64, 10)),
-                    linear_params(784, 128) + linear_params(128, 64) + linear_params(64, 10), True),  # 109,386
-    "seed003_cnn": (Seed003CNN, conv_params(1, 32, 5) + conv_params(32, 16, 3) + linear_params(16 * 5 * 5, 100)
-                    + linear_params(100, 10), False),  # 46,566
+    "tutorial_scratch_logreg": (lambda: nn.Linear(784, 10), linear_params(784, 10), True),  # 7,850
+    "tutorial_scratch_cnn": (scratch_cnn, conv_params(1, 16, 3) + conv_params(16, 16, 3) + conv_params(16, 10, 3),
+                             False),  # 3,930
+    "tutorial_basics_linear": (lambda: nn.Linear(784, 10), linear_params(784, 10), True),
+    "tutorial_basics_cnn": (BasicsCNN, conv_params(1, 16, 3) + conv_params(16, 16, 3) + conv_params(16, 10, 3), False),
+    "tutorial_udacity_mlp": (lambda: nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                                                   nn.Linear(64, 10)),
+                             linear_params(784, 128) + linear_params(128, 64) + linear_params(64, 10), True),  # 109,386
+    "tutorial_jumpml_cnn": (JumpmlCNN, conv_params(1, 32, 5) + conv_params(32, 16, 3) + linear_params(16 * 5 * 5, 100)
+                            + linear_params(100, 10), False),  # 46,566
     "examples_mnist": (ExamplesNet, conv_params(1, 32, 3) + conv_params(32, 64, 3) + linear_params(64 * 12 * 12, 128)
                        + linear_params(128, 10), False),  # 1,199,882
 }
@@ -132,16 +134,16 @@ def experiment_model(experiment: str) -> nn.Module:
     return MODELS.build(cfg.model, 10)
 
 
-@pytest.mark.parametrize("experiment", SEED_MODELS)
-def test_seed_models_have_the_tutorials_parameter_count(experiment):
-    tutorial_model, expected, _ = SEED_MODELS[experiment]
+@pytest.mark.parametrize("experiment", TUTORIAL_MODELS)
+def test_recipe_models_have_the_tutorials_parameter_count(experiment):
+    tutorial_model, expected, _ = TUTORIAL_MODELS[experiment]
     assert count_parameters(tutorial_model()) == expected
     assert count_parameters(experiment_model(experiment)) == expected
 
 
-@pytest.mark.parametrize("experiment", SEED_MODELS)
-def test_seed_models_compute_the_tutorials_function(experiment):
-    make_tutorial_model, _, flat_input = SEED_MODELS[experiment]
+@pytest.mark.parametrize("experiment", TUTORIAL_MODELS)
+def test_recipe_models_compute_the_tutorials_function(experiment):
+    make_tutorial_model, _, flat_input = TUTORIAL_MODELS[experiment]
     torch.manual_seed(0)
     tutorial, ours = make_tutorial_model().eval(), experiment_model(experiment).eval()
     assert [p.shape for p in ours.parameters()] == [p.shape for p in tutorial.parameters()]
@@ -154,14 +156,14 @@ def test_seed_models_compute_the_tutorials_function(experiment):
         assert torch.allclose(ours(inputs), tutorial(inputs), atol=1e-5)
 
 
-def test_the_seed_cnn_relu_on_logits_option_is_the_fix():
+def test_the_strided_cnn_relu_on_logits_option_is_the_fix():
     torch.manual_seed(0)
-    seed = MODELS.build({"name": "strided_cnn", "relu_on_logits": True}, 10)
+    tutorial = MODELS.build({"name": "strided_cnn", "relu_on_logits": True}, 10)
     fixed = MODELS.build({"name": "strided_cnn", "relu_on_logits": False}, 10)
-    fixed.load_state_dict(seed.state_dict())  # the same layers and weights: only the last ReLU differs
+    fixed.load_state_dict(tutorial.state_dict())  # the same layers and weights: only the last ReLU differs
     images = torch.randn(64, 1, 28, 28)
     with torch.no_grad():
-        clipped, logits = seed(images), fixed(images)
+        clipped, logits = tutorial(images), fixed(images)
     assert (clipped >= 0).all() and (logits < 0).any()
     # ReLU after the conv, then the average: the logits of the fixed net are not simply clipped either.
     assert not torch.allclose(clipped, logits.clamp(min=0))
@@ -170,7 +172,7 @@ def test_the_seed_cnn_relu_on_logits_option_is_the_fix():
 def test_conv_fc_sizes_its_first_linear_layer_from_the_image_size():
     model = MODELS.build({"name": "conv_fc", "image_size": 32}, 10)  # 32 -> 30 -> 28 -> 14: 64 * 14 * 14
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
-    assert conv_output_size(28, 5) == 24 and conv_output_size(24, 2, stride=2) == 12  # seed 003's get_conv_size
+    assert conv_output_size(28, 5) == 24 and conv_output_size(24, 2, stride=2) == 12  # jumpml's get_conv_size
     with pytest.raises(UserError, match="one entry per conv layer"):
         MODELS.build({"name": "conv_fc", "channels": [8, 8, 8]}, 10)
     with pytest.raises(UserError, match="leave nothing"):
@@ -178,7 +180,7 @@ def test_conv_fc_sizes_its_first_linear_layer_from_the_image_size():
 
 
 @pytest.mark.parametrize("name", ["strided_cnn", "conv_fc"])
-def test_seed_cnns_take_other_class_counts_and_channels(name):
+def test_tutorial_cnns_take_other_class_counts_and_channels(name):
     model = MODELS.build({"name": name, "in_channels": 3}, 7)
     assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 7)
 
@@ -187,7 +189,7 @@ def test_pooling_before_the_norm_is_the_same_function_while_the_norm_is_increasi
     # Max pooling commutes with ReLU and with any increasing map, such as a batch norm in eval mode
     # whose scales are positive: the two orders then compute the same, from the same weights.
     torch.manual_seed(0)
-    plain = MODELS.build({"name": "cnn", "width": 8}, 10).eval()
+    plain = MODELS.build({"name": "cnn", "width": 8, "pool_before_norm": False}, 10).eval()
     early = MODELS.build({"name": "cnn", "width": 8, "pool_before_norm": True}, 10).eval()
     for norm in (m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)):
         norm.weight.data.uniform_(0.5, 2.0)
@@ -200,19 +202,19 @@ def test_pooling_before_the_norm_is_the_same_function_while_the_norm_is_increasi
     x = torch.randn(4, 1, 28, 28)
     assert torch.allclose(plain(x), early(x), atol=1e-5)
     assert [type(m) for m in early[0]] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in plain[:2]] == [nn.Sequential, nn.MaxPool2d]  # the classic order: conv block, then pool
 
 
 def test_deeper_stages_pool_first_and_refine_the_pooled_image():
-    model = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [1, 1, 2], "pool_before_norm": True}, 10)
+    model = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [1, 1, 2]}, 10)  # pools before the norm
     sizes = []
     model[3].register_forward_hook(lambda _m, inputs, output: sizes.append((inputs[0].shape, output.shape)))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert sizes == [(torch.Size([2, 32, 3, 3]), torch.Size([2, 32, 3, 3]))]  # the extra conv works at 3x3
     assert [type(m) for m in model[3]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
-    classic = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [2, 1, 1]}, 10)
+    classic = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [2, 1, 1], "pool_before_norm": False}, 10)
     assert [type(m) for m in classic[:3]] == [nn.Sequential, nn.Sequential, nn.MaxPool2d]  # convs, then the pool
-    # A checkpoint saved when convs_per_stage was one count for all stages still builds.
-    assert len(MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": 1}, 10)) == len(MODELS.build(
-        {"name": "cnn", "width": 8}, 10))
-    with pytest.raises(UserError, match=r"3 counts of at least 1 \(one per stage\), got \[1, 2\]"):
-        MODELS.build({"name": "cnn", "convs_per_stage": [1, 2]}, 10)
+    for wrong in ([1, 2], [1, 0, 1], 1):
+        with pytest.raises(UserError, match=rf"3 counts of at least 1 \(one per stage, e.g. \[1, 1, 2\]\), "
+                                            rf"got {re.escape(str(wrong))}\.$"):
+            MODELS.build({"name": "cnn", "convs_per_stage": wrong}, 10)

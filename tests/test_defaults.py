@@ -1,0 +1,94 @@
+"""One source of defaults: each conf/<group>/<name>.yaml holds its builder's signature defaults, key for key.
+
+A user meets the YAML (``model=cnn``); code meets the signature (``MODELS.build({"name": "cnn"}, 10)``).
+Both must be the same net, optimizer, schedule and dataset. Every Registry in mnist_exp.registry is
+covered, so a new one is checked as soon as its config group has a file.
+"""
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import mnist_exp.registry
+from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.registry import MODELS, OPTIMIZERS, Registry, config_parameters
+
+register_schemas()
+
+REGISTRIES = sorted((value for value in vars(mnist_exp.registry).values() if isinstance(value, Registry)),
+                    key=lambda registry: registry.kind)
+# (registry, builder name) for every builder with a YAML option of the same name in its group.
+OPTIONS = [(registry, name) for registry in REGISTRIES for name in registry.names()
+           if (CONF_DIR / registry.kind / f"{name}.yaml").exists()]
+
+
+def compose_option(group: str, name: str) -> dict:
+    """The group's node of the config composed with ``group=name``, resolved to plain Python values."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"{group}={name}"])
+    return OmegaConf.to_container(cfg[group], resolve=True)
+
+
+def plain(value):
+    """Tuples (a signature's list defaults) as lists, so they compare with the YAML's lists."""
+    return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def test_every_registry_with_a_config_group_has_its_options_checked():
+    checked = {registry.kind for registry, _ in OPTIONS}
+    groups = {registry.kind for registry in REGISTRIES if (CONF_DIR / registry.kind).is_dir()}
+    assert {"model", "optimizer", "scheduler", "dataset"} <= checked == groups
+    assert ("model", "cnn") in {(registry.kind, name) for registry, name in OPTIONS}
+
+
+@pytest.mark.parametrize("registry, name", OPTIONS, ids=[f"{r.kind}/{n}" for r, n in OPTIONS])
+def test_yaml_option_equals_its_builders_signature_defaults(registry, name):
+    builder = registry.get(name)
+    defaults = {key: plain(param.default) for key, param in config_parameters(builder).items()}
+    composed = compose_option(registry.kind, name)
+    assert composed.pop("name") == name
+    where = f"conf/{registry.kind}/{name}.yaml"
+    signature = f"{builder.__module__}.{builder.__qualname__}"
+    disagreements = [f"{where}: {key} is {composed[key]!r} there but {defaults[key]!r} in {signature}'s signature"
+                     for key in defaults if key in composed and composed[key] != defaults[key]]
+    assert not disagreements, "\n".join(disagreements)
+    # The schema comes from the signature, so the composed node has exactly the builder's keys.
+    assert sorted(composed) == sorted(defaults), where
+
+
+MODEL_OPTIONS = [name for registry, name in OPTIONS if registry is MODELS]
+
+
+def layers(model: torch.nn.Module) -> list:
+    return [(name, type(module)) for name, module in model.named_modules()]
+
+
+def shapes(model: torch.nn.Module) -> list:
+    return [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+
+
+@pytest.mark.parametrize("name", MODEL_OPTIONS)
+def test_building_a_model_by_name_alone_gives_the_yaml_options_net(name):
+    from_code = MODELS.build({"name": name}, 10)
+    from_yaml = MODELS.build(compose_option("model", name), 10)
+    assert layers(from_code) == layers(from_yaml)
+    assert shapes(from_code) == shapes(from_yaml)
+
+
+def test_cnn_by_name_is_the_composed_model_cnn_with_its_early_pooling():
+    from_code = MODELS.build({"name": "cnn"}, 10)
+    from_yaml = MODELS.build(compose_option("model", "cnn"), 10)
+    assert layers(from_code) == layers(from_yaml) and shapes(from_code) == shapes(from_yaml)
+    # pool_before_norm: true in both, so the first block pools right after its conv.
+    assert [type(m) for m in from_code[0]] == [torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.BatchNorm2d,
+                                              torch.nn.ReLU]
+
+
+@pytest.mark.parametrize("name", [name for registry, name in OPTIONS if registry is OPTIMIZERS])
+def test_building_an_optimizer_by_name_alone_gives_the_yaml_options_settings(name):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    from_code = OPTIMIZERS.build({"name": name}, params)
+    from_yaml = OPTIMIZERS.build(compose_option("optimizer", name), params)
+    assert type(from_code) is type(from_yaml)
+    assert from_code.defaults == from_yaml.defaults
