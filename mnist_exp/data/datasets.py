@@ -1,0 +1,161 @@
+"""The datasets, each a registered builder returning a ``DataBundle`` of uint8 image tensors.
+
+``mnist`` (real MNIST, verified by MD5), ``fashion_mnist`` and ``kmnist`` (torchvision's, one
+table-driven builder), and ``fake`` (synthetic, deterministic, learnable: for tests and smoke runs).
+The parameters with defaults are each builder's config keys (``conf/dataset/*.yaml``).
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mnist_exp.data.download import MNIST_TRAIN_SIZE, ensure_mnist, ensure_torchvision_dataset
+from mnist_exp.errors import UserError
+from mnist_exp.paths import default_data_dir
+from mnist_exp.registry import DATASETS
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX (ubyte) file as a uint8 tensor of its shape: images [N, 28, 28], labels [N]."""
+    data = bytearray(Path(path).read_bytes())
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise UserError(f"{path} is not an IDX ubyte file (bad magic number).")
+    header = 4 + 4 * data[3]  # magic, then one big-endian int32 per dimension
+    shape = [int.from_bytes(data[i : i + 4], "big") for i in range(4, header, 4)]
+    if len(data) < header or len(data) != header + math.prod(shape):
+        raise UserError(f"{path} is truncated or malformed: {len(data)} bytes for shape {shape}.")
+    return torch.frombuffer(data, dtype=torch.uint8)[header:].reshape(shape)
+
+
+@dataclass
+class Split:
+    """One split, kept as compact tensors."""
+
+    images: torch.Tensor  # uint8 [N, H, W]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    mean: float  # the loader normalises each batch: (x / 255 - mean) / std
+    std: float
+    flatten: bool  # the loader yields [B, H*W] instead of [B, 1, H, W]
+    class_names: list[str]
+
+
+def check_val_size(val_size: int, train_size: int) -> None:
+    if not 0 <= val_size < train_size:
+        raise UserError(f"dataset.val_size must be in [0, {train_size}), got {val_size}.")
+
+
+def split_train_val(images: torch.Tensor, labels: torch.Tensor, val_size: int, split_seed: int) -> tuple[Split, Split]:
+    """The training images split into train and validation by a seeded permutation (not by the run's seed)."""
+    check_val_size(val_size, len(labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    return Split(images[train_idx], labels[train_idx]), Split(images[val_idx], labels[val_idx])
+
+
+@DATASETS.register("mnist")
+def mnist(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0, mean: float = 0.1307,
+          std: float = 0.3081, flatten: bool = False, download: bool = True) -> DataBundle:
+    """Real MNIST: 60k training images split into train/val by a seeded permutation, 10k test."""
+    check_val_size(val_size, MNIST_TRAIN_SIZE)  # before any download
+    raw_dir = ensure_mnist(data_dir, download=download)
+    images = read_idx(raw_dir / "train-images-idx3-ubyte")
+    labels = read_idx(raw_dir / "train-labels-idx1-ubyte").long()
+    train, val = split_train_val(images, labels, val_size, split_seed)
+    test = Split(read_idx(raw_dir / "t10k-images-idx3-ubyte"), read_idx(raw_dir / "t10k-labels-idx1-ubyte").long())
+    return DataBundle("mnist", train, val, test, mean, std, flatten, class_names=[str(d) for d in range(10)])
+
+
+def register_torchvision_dataset(name: str, class_name: str, title: str, mean: float, std: float, about: str) -> None:
+    """Register the builder of one of torchvision's MNIST-like datasets (same layout, same train/val split)."""
+
+    def build(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0, mean: float = mean,
+              std: float = std, flatten: bool = False, download: bool = True) -> DataBundle:
+        import torchvision.datasets  # slow to import: only when such a dataset is used
+
+        check_val_size(val_size, MNIST_TRAIN_SIZE)
+        dataset_class = getattr(torchvision.datasets, class_name)
+        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        raw_dir = ensure_torchvision_dataset(dataset_class, title, root, download)
+        try:
+            parts = [dataset_class(root, train=train) for train in (True, False)]
+        except Exception as err:  # torchvision's reader asserts on a foreign or truncated file
+            raise UserError(f"{title}: the files in {raw_dir} are not valid IDX files ({err or type(err).__name__}). "
+                            f"Replace them with the originals.") from err
+        for part in parts:
+            if len(part.data) != len(part.targets):
+                raise UserError(f"{title}: {len(part.data)} images but {len(part.targets)} labels in {raw_dir}.")
+        train, val = split_train_val(parts[0].data.to(torch.uint8), parts[0].targets.long(), val_size, split_seed)
+        test = Split(parts[1].data.to(torch.uint8), parts[1].targets.long())
+        return DataBundle(name, train, val, test, mean, std, flatten, list(dataset_class.classes))
+
+    build.__name__, build.__doc__ = name, about
+    DATASETS.register(name)(build)
+
+
+register_torchvision_dataset("fashion_mnist", "FashionMNIST", "Fashion-MNIST", 0.2860, 0.3530,
+                             "Zalando's Fashion-MNIST: 28x28 grey clothes in 10 classes, 60k train, 10k test.")
+register_torchvision_dataset("kmnist", "KMNIST", "KMNIST", 0.1918, 0.3483,
+                             "Kuzushiji-MNIST: 28x28 cursive Japanese characters, one per row of hiragana, 60k/10k.")
+
+
+FAKE_MAX_IMAGES = 200_000  # per split: 600 MB of float32 while drawn
+
+
+def fake_split(centres: torch.Tensor, widths: torch.Tensor, num: int, size: int, generator: torch.Generator) -> Split:
+    """``num`` images: their class's blobs (centres [C, K, 2], widths [C, K]) shifted by up to 2 pixels, plus noise."""
+    num_classes, num_blobs = widths.shape
+    labels = torch.arange(num) % num_classes  # balanced classes
+    labels = labels[torch.randperm(num, generator=generator)]
+    shifts = (torch.rand(num, 1, 2, generator=generator) - 0.5) * 4
+    sample_centres = centres[labels] + shifts
+    grid = torch.arange(size, dtype=torch.float32)
+    images = torch.zeros(num, size, size)
+    for k in range(num_blobs):
+        dy = grid.view(1, size, 1) - sample_centres[:, k, 0].view(-1, 1, 1)
+        dx = grid.view(1, 1, size) - sample_centres[:, k, 1].view(-1, 1, 1)
+        images += torch.exp(-(dy**2 + dx**2) / (2 * widths[labels, k].view(-1, 1, 1) ** 2))
+    brightness = 0.7 + 0.3 * torch.rand(num, 1, 1, generator=generator)
+    images = images * brightness + 0.15 * torch.randn(num, size, size, generator=generator)
+    return Split((images.clamp(0, 1) * 255).round().to(torch.uint8), labels)
+
+
+@DATASETS.register("fake")
+def fake(num_train: int = 1024, val_size: int = 256, num_test: int = 256, seed: int = 0, mean: float = 0.5,
+         std: float = 0.25, flatten: bool = False, image_size: int = 28, num_classes: int = 10) -> DataBundle:
+    """Synthetic, deterministic, learnable images; never touches the disk or network."""
+    # Refused before anything is allocated: the images are drawn as float32, so a typo of a size takes memory fast.
+    for key, value in (("num_train", num_train), ("val_size", val_size), ("num_test", num_test)):
+        if not 0 <= value <= FAKE_MAX_IMAGES:
+            raise UserError(f"dataset.{key}={value} is out of range: the fake dataset takes 0 to {FAKE_MAX_IMAGES:,} "
+                            "images per split.")
+    if num_train < 1 or not 4 <= image_size <= 256 or num_classes < 2:
+        raise UserError(f"The fake dataset needs num_train >= 1, image_size in [4, 256] and num_classes >= 2 (got "
+                        f"{num_train}, {image_size}, {num_classes}).")
+    # Separate generators (seed*4 + k) so a split's content does not depend on the other splits' sizes.
+    generator = torch.Generator().manual_seed(seed * 4)
+    # One fixed prototype per class: 4 Gaussian blobs at random places with random widths.
+    centres = image_size * (0.2 + 0.6 * torch.rand(num_classes, 4, 2, generator=generator))
+    widths = image_size * (0.05 + 0.07 * torch.rand(num_classes, 4, generator=generator))
+    train, val, test = (
+        fake_split(centres, widths, num, image_size, torch.Generator().manual_seed(seed * 4 + k))
+        for k, num in ((1, num_train), (2, val_size), (3, num_test))
+    )
+    return DataBundle("fake", train, val, test, mean, std, flatten, [str(c) for c in range(num_classes)])
+
+
+def build_dataset(cfg) -> DataBundle:
+    """The dataset a config node names (``name`` plus the builder's keyword arguments)."""
+    return DATASETS.build(cfg)
