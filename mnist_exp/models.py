@@ -11,15 +11,28 @@ from mnist_exp.errors import UserError
 from mnist_exp.registry import MODELS
 
 
+def check_sizes(dropouts: dict[str, float] | None = None, **sizes) -> None:
+    """Refuse, before a layer is made, a size below 1 (torch would build an empty net, or fail mid-run) or a
+    dropout outside [0, 1); keys are the model's config keys."""
+    for key, value in sizes.items():
+        if min(value if isinstance(value, (list, tuple)) else [value], default=1) < 1:
+            raise UserError(f"model.{key}={value} is out of range: every size must be at least 1.")
+    for key, value in (dropouts or {}).items():
+        if not 0 <= value < 1:
+            raise UserError(f"model.{key}={value} is out of range: it takes a fraction in [0, 1), e.g. 0.2.")
+
+
 @MODELS.register("logreg")
 def logreg(num_classes: int, in_features: int = 784) -> nn.Module:
     """Multinomial logistic regression: one linear layer on the flattened image."""
+    check_sizes(in_features=in_features)
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
 
 
 @MODELS.register("mlp")
 def mlp(num_classes: int, hidden: list[int] = (128, 64), in_features: int = 784, dropout: float = 0.0) -> nn.Module:
     """Fully connected layers with ReLU; ``hidden`` lists the widths (the Udacity tutorial's MLP: 128, 64)."""
+    check_sizes({"dropout": dropout}, hidden=list(hidden), in_features=in_features)
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for size in hidden:
@@ -52,6 +65,7 @@ def cnn(num_classes: int, width: int = 24, in_channels: int = 1, dropout: float 
     before its norm and ReLU, and the stage's other convs work on the pooled image: the same kind of
     net, faster. ``false``: each stage is the classic convs, then a pool.
     """
+    check_sizes({"dropout": dropout}, width=width, in_channels=in_channels)
     if isinstance(convs_per_stage, int) or len(convs_per_stage) != 3 or min(convs_per_stage) < 1:
         raise UserError(f"model.convs_per_stage needs 3 counts of at least 1 (one per stage, e.g. [1, 1, 2]), "
                         f"got {convs_per_stage}.")
@@ -84,6 +98,7 @@ def strided_cnn(num_classes: int, channels: list[int] = (16, 16), in_channels: i
     and a class whose map goes all negative gets no gradient of its own, so it may never be predicted.
     ``false`` drops it: no class can die, but conv and average pool then make a linear last layer.
     """
+    check_sizes(channels=list(channels), in_channels=in_channels)
     layers: list[nn.Module] = []
     for out_channels in [*channels, num_classes]:
         layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1), nn.ReLU()]
@@ -109,6 +124,8 @@ def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list
     if not len(channels) == len(kernel_sizes) == len(pool):
         raise UserError(f"model.channels, model.kernel_sizes and model.pool need one entry per conv layer, got "
                         f"{len(channels)}, {len(kernel_sizes)} and {len(pool)}.")
+    check_sizes({"conv_dropout": conv_dropout, "dropout": dropout}, channels=list(channels),
+                kernel_sizes=list(kernel_sizes), hidden=list(hidden), in_channels=in_channels, image_size=image_size)
     layers: list[nn.Module] = []
     size = image_size
     for out_channels, kernel_size, pooled in zip(channels, kernel_sizes, pool):

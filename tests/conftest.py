@@ -84,3 +84,22 @@ def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nt
     finally:
         os.close(fd)
     process.wait(timeout=60)
+
+
+def run_main(*args: str, monkeypatch, capsys, cwd: Path) -> tuple[int, str, str]:
+    """``python -m mnist_exp <args>`` in this process (no start-up cost): exit code, stdout, stderr."""
+    from mnist_exp import app
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("MNIST_EXP_OUTPUTS", str(cwd / "outputs"))
+    monkeypatch.setattr(sys, "argv", ["mnist_exp", *args])
+    code = 0
+    try:
+        app.main()
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    if isinstance(code, str):  # sys.exit("message"): Python prints it on the way out
+        code, err = 1, err + code + "\n"
+    return code or 0, out, err

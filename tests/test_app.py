@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import read_events, read_metrics, run_app, run_dirs, run_module
+from conftest import read_events, read_metrics, run_app, run_dirs, run_main, run_module
 from mnist_exp.checkpoint import load_checkpoint
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.registry import MODELS
@@ -137,10 +137,10 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                   "non-ASCII letters or other special characters, e.g. 'hydra.run.dir=\"/tmp/r\u00fcn\"' "
                                   "(with the outer single quotes for the shell)."),
 ])
-def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, args, message):
-    result = run_module("mnist_exp", "dataset=fake", *args, cwd=tmp_path, expect_ok=False)
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [message]
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys, args, message):
+    code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1
+    assert err.splitlines() == [message]
 
 
 def test_experiment_that_does_not_exist_names_the_recipes(tmp_path):

@@ -218,3 +218,15 @@ def test_deeper_stages_pool_first_and_refine_the_pooled_image():
         with pytest.raises(UserError, match=rf"3 counts of at least 1 \(one per stage, e.g. \[1, 1, 2\]\), "
                                             rf"got {re.escape(str(wrong))}\.$"):
             MODELS.build({"name": "cnn", "convs_per_stage": wrong}, 10)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("cnn", {"width": 0}, "model.width=0 is out of range: every size must be at least 1."),
+    ("mlp", {"hidden": [32, 0]}, "model.hidden=[32, 0] is out of range: every size must be at least 1."),
+    ("cnn", {"dropout": 1.5}, "model.dropout=1.5 is out of range: it takes a fraction in [0, 1), e.g. 0.2."),
+    ("strided_cnn", {"channels": [16, -1]}, "model.channels=[16, -1] is out of range: every size must be at least 1."),
+])
+def test_sizes_out_of_range_are_refused_before_a_layer_is_built(name, options, message):
+    with pytest.raises(UserError) as refused:
+        MODELS.build({"name": name, **options}, 10)
+    assert str(refused.value) == message
