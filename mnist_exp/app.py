@@ -43,6 +43,8 @@ def main() -> None:
     if any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:]):
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
+    else:
+        refuse_a_completed_run_dir(sys.argv[1:])
     sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
     with hydra_errors_in_one_line(schema_keys):
         hydra_main()
@@ -61,6 +63,14 @@ def check_output_location(args: list[str]) -> None:
         if problem:
             sys.exit(f"Cannot write run directories to {path}: {existing} {problem}. "
                      "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
+
+
+def refuse_a_completed_run_dir(args: list[str]) -> None:
+    """A new run pointed at a completed run's directory would overwrite it: refuse before Hydra writes there."""
+    for key, _, value in (arg.partition("=") for arg in args):
+        if key == "hydra.run.dir" and "${" not in value and read_metrics(Path(value)).get("status") == "completed":
+            sys.exit(f"{value} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
+                     "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -133,9 +133,9 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                    "test/acc, test/loss, val/acc, val/loss, best_val/acc."),
     (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory. "
                                       "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>."),
-    (["hydra.run.dir=/tmp/r\u00fcn"], "Cannot read the override 'hydra.run.dir=/tmp/r\u00fcn': quote a value with spaces, "
-                                  "non-ASCII letters or other special characters, e.g. 'hydra.run.dir=\"/tmp/r\u00fcn\"' "
-                                  "(with the outer single quotes for the shell)."),
+    (["hydra.run.dir=r\u00fcn"], "Cannot read the override 'hydra.run.dir=r\u00fcn': quote a value with spaces, non-ASCII "
+                              "letters or other special characters, e.g. 'hydra.run.dir=\"r\u00fcn\"' (with the outer "
+                              "single quotes for the shell)."),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys, args, message):
     code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

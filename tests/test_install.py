@@ -122,7 +122,7 @@ def composed_config(run_dir: Path) -> dict:
 
 def test_the_wheel_is_what_gets_imported_and_has_its_configs(installed):
     probe = ("import json, os, mnist_exp, mnist_exp.data; from mnist_exp.paths import CONF_DIR, default_data_dir;"
-             "cached = str(mnist_exp.data.default_data_dir()); os.environ['MNIST_EXP_DATA'] = 'mine';"
+             "cached = str(default_data_dir()); os.environ['MNIST_EXP_DATA'] = 'mine';"
              "print(json.dumps([mnist_exp.__file__, str(CONF_DIR), cached, str(default_data_dir())]))")
     cache = installed.work / "cache"
     module, conf_dir, data_dir, data_dir_from_env = json.loads(

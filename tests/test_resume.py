@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import kill_at_creation, read_events, read_metrics, run_dirs, run_module
+from conftest import kill_at_creation, read_events, read_metrics, run_dirs, run_main, run_module
 from mnist_exp.checkpoint import load_checkpoint
 
 
@@ -202,3 +202,13 @@ def test_two_runs_started_together_each_own_a_directory(tmp_path):
         assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
     [second] = [out for out in outputs if "same-2" in out.split("Run directory: ")[1].splitlines()[0]]
     assert f"{tmp_path / 'runs' / 'same'} was taken by a run started in the same second: this run is in " in second
+
+
+def test_a_new_run_in_a_completed_runs_directory_is_refused(best_late, tmp_path, monkeypatch, capsys):
+    before = snapshot(best_late)
+    code, _, err = run_main(*BEST_LATE, f"hydra.run.dir={best_late}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{best_late} holds a completed run; a new run there would overwrite it. Start fresh elsewhere (leave out "
+        "hydra.run.dir, or give a new one), or see the run with resume=true."]
+    assert snapshot(best_late) == before
