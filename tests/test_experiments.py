@@ -190,12 +190,3 @@ def test_tutorial_jumpml_cnn_reaches_the_tutorials_accuracy_on_real_mnist(tmp_pa
     assert metrics["status"] == "completed" and metrics["epoch"] == metrics["best_epoch"] == 3  # the last epoch
     assert "Dataset mnist: 60000 train, 0 validation, 10000 test images" in (run_dir / "train.log").read_text()
     assert metrics["test/acc"] >= 0.9762, result.stdout[-2000:]  # the 97.62% the tutorial reports
-
-
-@pytest.mark.slow
-def test_fast_reaches_99_percent_on_real_mnist(tmp_path):
-    result = run_app("experiment=fast", cwd=tmp_path)
-    [run_dir] = run_dirs(tmp_path / "outputs")
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["epoch"] == metrics["best_epoch"] == 2
-    assert metrics["test/acc"] >= 0.99, result.stdout[-2000:]

@@ -129,7 +129,7 @@ def test_the_wheel_is_what_gets_imported_and_has_its_configs(installed):
         installed.run(installed.bin / "python", "-c", probe, env={"XDG_CACHE_HOME": str(cache)}).stdout)
     assert Path(module).is_relative_to(installed.venv), module
     assert Path(conf_dir) == Path(module).parent / "conf"
-    assert {"config.yaml", "evaluate.yaml", "export.yaml"} <= {path.name for path in Path(conf_dir).iterdir()}
+    assert {"config.yaml", "augment", "experiment"} <= {path.name for path in Path(conf_dir).iterdir()}
     assert {path.name for path in Path(conf_dir, "experiment").glob("*.yaml")} == {
         path.name for path in (REPO / "conf" / "experiment").glob("*.yaml")}
     # Outside a checkout the data goes to the per-user cache; MNIST_EXP_DATA still wins.

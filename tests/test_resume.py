@@ -15,7 +15,7 @@ from mnist_exp.checkpoint import load_checkpoint
 
 
 # Dropout, shift augmentation and a weight average: every random draw and every state a resume must restore.
-DETERMINISTIC = ("dataset=fake", "dataset.num_train=8192", "trainer.epochs=3", "trainer.deterministic=true",
+DETERMINISTIC = ("dataset=fake", "dataset.num_train=4096", "trainer.epochs=3", "trainer.deterministic=true",
                  "model.width=8", "model.dropout=0.2", "augment=shift", "augment.max_shift=1", "trainer.ema_decay=0.9", "seed=3",
                  "device=cpu", "device.threads=1")
 
