@@ -1,7 +1,7 @@
 """Seconds to 99.0% test accuracy: pytorch/examples' mnist recipe against our `fast` experiment, in one run.
 
-    python scripts/benchmark.py            # real MNIST: several minutes on 2 CPU cores
-    python scripts/benchmark.py --small    # fake data, seconds: checks that the script works
+    python scripts/benchmark.py            # real MNIST: several minutes on 2 CPU cores; refreshes scripts/RESULTS.md
+    python scripts/benchmark.py --small    # fake data, seconds: checks that the script works (results in --out)
 
 (a) the reference, as pytorch/examples mnist/main.py writes it: its network, Adadelta lr 1.0,
     StepLR gamma 0.7, torchvision's MNIST with ToTensor and Normalize, a DataLoader of batch 64,
@@ -14,7 +14,9 @@
 
 Only training counts as seconds: the reference's per-epoch test pass is not timed, and our time
 includes validation passes where the recipe has a validation split. Results go to
-<out>/benchmark.json, benchmark.md and benchmark.png.
+<out>/benchmark.json, benchmark.md and benchmark.png, and the table, with the date and the machine,
+replaces the part of the results file (--results) between its benchmark markers; the hand-written
+tables around them stay as they are.
 """
 
 import argparse
@@ -31,25 +33,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mnist_exp.app import run as run_experiment
-from mnist_exp.config import CONF_DIR, register_schemas
-from mnist_exp.data import Split, TensorLoader, build_dataset, ensure_mnist
+from mnist_exp.app import build_job, fit_and_test
+from mnist_exp.callbacks import CheckpointCallback, TensorBoardCallback
+from mnist_exp.config import register_schemas
+from mnist_exp.data import TensorLoader, build_dataset, ensure_mnist
+from mnist_exp.data.download import idx_bytes
+from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.runtime import cpu_has_bf16, place_model, set_cpu_threads, use_bf16
-from mnist_exp.trainer import CheckpointCallback, TensorBoardCallback, Trainer, TrainState, autocast_context
 from mnist_exp.tracking import TensorBoardTracker
+from mnist_exp.trainer import LoopSettings, Trainer, autocast_context
 
 TARGET = 0.99
-SMALL = ["dataset=fake", "dataset.num_train=512", "dataset.val_size=128", "dataset.num_test=128"]
+SMALL_DATA = {"name": "fake", "num_train": 512, "val_size": 128, "num_test": 128}
+SMALL = [f"dataset.{key}={value}" if key != "name" else f"dataset={value}" for key, value in SMALL_DATA.items()]
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 
 class ExamplesNet(nn.Module):
@@ -72,32 +81,25 @@ class ExamplesNet(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
-class PILImages(Dataset):
-    """A Split served the torchvision way, one PIL image at a time (for --small, which has no MNIST files)."""
-
-    def __init__(self, split: Split, transform):
-        self.split, self.transform = split, transform
-
-    def __len__(self):
-        return len(self.split)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.split.images[i].numpy(), mode="L")), int(self.split.labels[i])
+def write_fake_mnist(root: Path) -> Path:
+    """The small mode's fake data as MNIST's four IDX files in torchvision's layout, so the reference reads it
+    through ``datasets.MNIST`` exactly as it reads the real files."""
+    data = build_dataset(SMALL_DATA)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, split in (("train", data.train), ("t10k", data.test)):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(split.images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(split.labels.to(torch.uint8)))
+    return root
 
 
-def reference(small: bool, max_epochs: int = 3) -> list[dict]:
-    """Train the pytorch/examples recipe; test accuracy after each epoch against seconds of training."""
+def reference(root: Path, max_epochs: int = 3, target: float = TARGET) -> list[dict]:
+    """Train the pytorch/examples recipe on the MNIST files under ``root`` (torchvision's layout: root/MNIST/raw)
+    until ``target`` test accuracy or ``max_epochs``; test accuracy after each epoch against seconds of training."""
     torch.manual_seed(1)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    if small:
-        data = build_dataset({"name": "fake", "num_train": 512, "val_size": 128, "num_test": 128})
-        train_set, test_set = PILImages(data.train, transform), PILImages(data.test, transform)
-    else:
-        root = ensure_mnist().parents[1]  # torchvision's layout: <root>/MNIST/raw
-        train_set = datasets.MNIST(root, train=True, transform=transform)
-        test_set = datasets.MNIST(root, train=False, transform=transform)
+    train_set = datasets.MNIST(root, train=True, transform=transform)
+    test_set = datasets.MNIST(root, train=False, transform=transform)
     train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
     test_loader = DataLoader(test_set, batch_size=1000)
     model = ExamplesNet()
@@ -117,7 +119,7 @@ def reference(small: bool, max_epochs: int = 3) -> list[dict]:
             correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test_loader)
         points.append({"epoch": epoch, "seconds": seconds, "test_acc": correct / len(test_set)})
         print(f"  reference epoch {epoch}: {100 * points[-1]['test_acc']:.2f}% after {seconds:.1f} s", flush=True)
-        if points[-1]["test_acc"] >= TARGET:
+        if points[-1]["test_acc"] >= target:
             break
         scheduler.step()
     return points
@@ -129,9 +131,14 @@ def compose_fast(small: bool):
 
 
 def ours(small: bool, out: Path) -> dict:
+    """`python -m mnist_exp experiment=fast`, built and run in this process as the app runs it."""
     cfg = compose_fast(small)
-    metrics = run_experiment(cfg, out / "fast_run", in_sweep=False, overrides=["experiment=fast"])
-    print(f"  fast: {100 * metrics['test/acc']:.2f}% after {metrics['train_time_s']:.1f} s", flush=True)
+    job = build_job(cfg, out / "fast_run", in_sweep=False)
+    metrics = fit_and_test(job, ["experiment=fast"])
+    device = job.trainer.settings.device
+    metrics["precision"] = f"{'bf16 autocast' if job.trainer.settings.bf16 else 'fp32'} on {device.type}"
+    print(f"  fast: {100 * metrics['test/acc']:.2f}% after {metrics['train_time_s']:.1f} s "
+          f"({metrics['precision']})", flush=True)
     return metrics
 
 
@@ -146,8 +153,9 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
         torch.manual_seed(0)
         model, channels_last = place_model(MODELS.build(cfg.model, 10), cpu, cfg.device.channels_last)
         optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
-        loader = TensorLoader(data.train, cfg.trainer.batch_size, mean=data.mean, std=data.std, shuffle=True)
-        val = TensorLoader(data.val, cfg.trainer.eval_batch_size, mean=data.mean, std=data.std)
+        loader = TensorLoader(data.train, cfg.trainer.batch_size, mean=data.mean, std=data.std, flatten=data.flatten,
+                              shuffle=True)
+        val = TensorLoader(data.val, cfg.trainer.eval_batch_size, mean=data.mean, std=data.std, flatten=data.flatten)
         scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, len(loader), len(loader))
         return model, channels_last, optimizer, scheduler, loader, val
 
@@ -176,12 +184,12 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
         run_dir = Path(tempfile.mkdtemp(dir=out))
         tracker = TensorBoardTracker(run_dir)
         callbacks = [TensorBoardCallback(tracker), CheckpointCallback(run_dir / "checkpoints", {"config": {}})]
-        trainer = Trainer(model, optimizer, scheduler, loader, val, epochs=1, device=cpu,
-                          label_smoothing=cfg.trainer.label_smoothing, bf16=bf16, channels_last=channels_last,
-                          log_interval=cfg.trainer.log_interval, progress=True, callbacks=callbacks, state=TrainState())
+        settings = LoopSettings(epochs=1, device=cpu, label_smoothing=cfg.trainer.label_smoothing, bf16=bf16,
+                                channels_last=channels_last, log_interval=cfg.trainer.log_interval, progress=True)
+        trainer = Trainer(model, optimizer, scheduler, settings, callbacks)
         started = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar is drawn, but not onto this report
-            trainer.fit()
+            trainer.fit(loader, val)
         seconds = time.perf_counter() - started
         tracker.close()
         return seconds
@@ -229,10 +237,26 @@ def startup(small: bool, out: Path, repeats: int) -> dict:
     return {"first_batch_s": first, "import_torch_torchvision_s": imports, "overhead_s": first - imports}
 
 
-def machine() -> str:
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{platform.processor() or platform.machine()}, {cores} cores{', bf16 instructions' if cpu_has_bf16() else ''}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    return {"date": date.today().isoformat(), "cpu": cpu_model(), "cores": cores, "bf16_instructions": cpu_has_bf16(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def machine_line(m: dict) -> str:
+    return (f"Machine: {m['cpu']}, {m['cores']} cores{', bf16 instructions' if m['bf16_instructions'] else ''}; "
+            f"torch {m['torch']} ({m['threads']} threads). Run on {m['date']}.")
 
 
 def report(result: dict) -> str:
@@ -243,25 +267,41 @@ def report(result: dict) -> str:
     fast_reached = fast["test/acc"] >= TARGET
     ratio = ref_seconds / fast["train_time_s"]
     ratio_text = (f"{ratio:.1f}x" if reached else f"> {ratio:.1f}x") if fast_reached else "n/a (fast missed 99.0%)"
-    return "\n".join([
-        f"Machine: {result['machine']}",
-        "",
-        "| recipe | test accuracy | seconds of training to 99.0% |",
-        "|---|---|---|",
-        f"| pytorch/examples mnist (DataLoader, batch 64) | {100 * ref[-1]['test_acc']:.2f}% after {len(ref)} "
-        f"epoch(s) | {ref_text} |",
-        f"| mnist_exp `experiment=fast` | {100 * fast['test/acc']:.2f}% | "
+    lines = [machine_line(result["machine"]), ""]
+    if result["small"]:
+        lines += ["`--small`: fake data, a few batches. These figures check that the script works; they measure "
+                  "nothing.", ""]
+    return "\n".join(lines + [
+        "| recipe | precision | test accuracy | seconds of training to 99.0% |",
+        "|---|---|---|---|",
+        f"| pytorch/examples mnist (DataLoader, batch 64) | fp32 on cpu | {100 * ref[-1]['test_acc']:.2f}% after "
+        f"{len(ref)} epoch(s) | {ref_text} |",
+        f"| mnist_exp `experiment=fast` | {fast['precision']} | {100 * fast['test/acc']:.2f}% | "
         f"{fast['train_time_s']:.1f}{'' if fast_reached else ' (99.0% not reached)'} |",
-        f"| speed-up | | {ratio_text} |",
+        f"| speed-up | | | {ratio_text} |",
         "",
         f"Framework overhead, one epoch of the fast recipe: our Trainer with logging, progress "
         f"bar and checkpoints {over['trainer_epoch_s']:.2f} s, a minimal loop {over['minimal_epoch_s']:.2f} s "
-        f"(medians): ratio {over['ratio']:.3f} (the median of {len(over['pairs'])} back-to-back pairs).",
+        f"(medians): ratio {over['ratio']:.3f} (the median of {len(over['pairs'])} back-to-back pairs). "
+        "Both loops compute in the fast recipe's precision.",
         "",
         f"Start-up: the first batch of `python -m mnist_exp experiment=fast` {up['first_batch_s']:.2f} s after the "
         f"process started; `import torch, torchvision` alone {up['import_torch_torchvision_s']:.2f} s: "
         f"{up['overhead_s']:.2f} s more.",
     ])
+
+
+def write_results_section(path: Path, section: str) -> None:
+    """Put ``section`` between the benchmark markers of ``path``: replaced where they are, appended where not."""
+    block = f"{START}\n{section.strip()}\n{END}"
+    text = path.read_text() if path.exists() else "# Results\n"
+    if START in text and END in text:
+        before, _, rest = text.partition(START)
+        _, _, after = rest.partition(END)
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + "\n\n## scripts/benchmark.py\n\n" + block + "\n"
+    path.write_text(text)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -285,15 +325,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="fake data, seconds: checks that the script works")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"), help="where results go")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="the results file whose benchmark section is refreshed (default: scripts/RESULTS.md; "
+                             "with --small, <out>/RESULTS.md, so a check never replaces measured figures)")
     parser.add_argument("--repeats", type=int, default=9, help="epochs of each loop for the overhead ratio")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    results = args.results or (args.out / "RESULTS.md" if args.small else RESULTS)
     logging.basicConfig(level=logging.WARNING)
     register_schemas()
     set_cpu_threads(0)
     result = {"machine": machine(), "small": args.small}
     print("Reference (pytorch/examples mnist):", flush=True)
-    result["reference"] = reference(args.small, max_epochs=1 if args.small else 3)
+    root = write_fake_mnist(args.out / "fake_mnist") if args.small else ensure_mnist().parents[1]
+    result["reference"] = reference(root, max_epochs=1 if args.small else 3)
     print("Ours (experiment=fast):", flush=True)
     result["fast"] = ours(args.small, args.out)
     print("Overhead:", flush=True)
@@ -304,8 +349,10 @@ def main() -> None:
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2))
     (args.out / "benchmark.md").write_text(table + "\n")
     plot(result, args.out / "benchmark.png")
+    write_results_section(results, table)
     print("\n" + table)
-    print(f"\nWrote {args.out / 'benchmark.json'}, benchmark.md and benchmark.png")
+    print(f"\nWrote {args.out / 'benchmark.json'}, benchmark.md and benchmark.png; refreshed the benchmark section "
+          f"of {results}")
 
 
 if __name__ == "__main__":
