@@ -22,11 +22,12 @@ data: $(STAMP)
 train: data
 	$(PY) -m mnist_exp
 
+# The test files run in parallel, one per core (most tests use one thread); a file's tests stay together.
 test: data
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m 'not slow'
+	$(PY) -m pytest -n auto --dist loadfile -m 'not slow'
 
 # A 2x2 grid, two jobs at a time (hydra-joblib-launcher), then its leaderboard.
 sweep: data
