@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Callable
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, full_traceback_asked
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,7 +53,7 @@ def run(command: Callable[[argparse.Namespace], None], arguments: argparse.Argum
     try:
         command(args)
     except (UserError, OSError) as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_traceback_asked():
             raise
         print(f"{arguments.prog}: {one_line(error)}", file=sys.stderr)
         return 1
