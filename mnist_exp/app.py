@@ -195,7 +195,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str,
         tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else None)
         if resume_from is None:
             tracker.images("train/samples", data.train.images[:64])
-        trainer.callbacks.append(TensorBoardCallback(tracker))
+        # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
+        trainer.callbacks.insert(0, TensorBoardCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
                tracker)
 
