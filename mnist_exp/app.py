@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.callbacks import CheckpointCallback, TensorBoardCallback
+from mnist_exp.checkpoint import disk_full, full_disk_error
 from mnist_exp.config import CLAIMED_RUN_DIRS, CONF_DIR, check_ranges, register_schemas, schema_keys
 from mnist_exp.errors import UserError, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
@@ -39,6 +40,7 @@ log = logging.getLogger("mnist_exp")
 def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error says it once)
     check_output_location(sys.argv[1:])
     if any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:]):
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
@@ -120,13 +122,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     except BaseException as error:
         record_failure(job.run_dir, error)
+        if disk_full(error):  # the event file, the log or a checkpoint: one line, whichever hit it first
+            raise full_disk_error(job.run_dir, "the run stopped; its last checkpoint is kept") from None
         raise
 
 
 def record_failure(run_dir: Path, error: BaseException) -> None:
     """A sweep's summary and the leaderboard read the status; the error itself goes on up to Hydra."""
-    if distributed.rank() == 0:
+    if distributed.rank() != 0:
+        return
+    try:
         write_metrics(run_dir, {"status": "failed", "error": str(error) or type(error).__name__})
+    except OSError as write_error:  # a full disk: the error that caused it matters more
+        log.warning("The failure could not be recorded in %s: %s", run_dir / METRICS_FILE, write_error)
 
 
 def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str, Any]:

@@ -47,10 +47,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if disk_full(error):
-            free = shutil.disk_usage(path.parent).free
-            raise UserError(f"The disk holding {path.parent} is full ({free / 2**20:.0f} MiB free): {path.name} was "
-                            f"not written{' and the previous one is kept' if path.exists() else ''}. Free some space, "
-                            "or write the run elsewhere (hydra.run.dir=<dir>), then resume=true.") from None
+            kept = " and the previous one is kept" if path.exists() else ""
+            raise full_disk_error(path.parent, f"{path.name} was not written{kept}") from None
         raise
 
 
@@ -61,6 +59,12 @@ def disk_full(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def full_disk_error(directory: Path, what: str) -> UserError:
+    free = shutil.disk_usage(directory).free
+    return UserError(f"The disk holding {directory} is full ({free / 2**20:.0f} MiB free): {what}. Free some space, "
+                     "or write the run elsewhere (hydra.run.dir=<dir>), then resume=true.")
 
 
 def remove_stale_temporaries(directory: Path) -> None:

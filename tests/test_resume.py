@@ -212,3 +212,46 @@ def test_a_new_run_in_a_completed_runs_directory_is_refused(best_late, tmp_path,
         f"{best_late} holds a completed run; a new run there would overwrite it. Start fresh elsewhere (leave out "
         "hydra.run.dir, or give a new one), or see the run with resume=true."]
     assert snapshot(best_late) == before
+
+
+def fill(disk: Path) -> None:
+    """Write zeros into ``disk`` until it has no space left."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(1 << 16))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_finishes_it(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"a small filesystem to fill needs mount (root): {mount.stderr.strip()}")
+    try:
+        run_dir = disk / "run"
+        args = ("dataset=fake", "dataset.num_train=4096", "model.width=8", "trainer.epochs=6", "device=cpu",
+                "device.threads=1", f"hydra.run.dir={run_dir}")
+        process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args], cwd=tmp_path,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        last = run_dir / "checkpoints" / "last.pt"
+        while not last.exists() and process.poll() is None:
+            time.sleep(0.005)
+        fill(disk)  # epoch 1 is checkpointed: the next write of the event file, the log or a checkpoint fails
+        stderr = process.communicate(timeout=120)[1]
+        assert process.returncode == 1
+        assert "Traceback" not in stderr and "Logging error" not in stderr
+        assert stderr.splitlines()[-1].startswith(f"The disk holding {run_dir} is full")
+        assert load_checkpoint(last)["epoch"] >= 1  # the last good checkpoint is whole
+
+        (disk / "filler").unlink()
+        (run_dir / "checkpoints" / ".last.pt.killed.tmp").write_bytes(b"half a checkpoint")  # a write a kill cut
+        run_module("mnist_exp", *args, "resume=true", cwd=tmp_path)
+        assert read_metrics(run_dir)["status"] == "completed" and read_metrics(run_dir)["epoch"] == 6
+        assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
