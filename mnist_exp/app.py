@@ -7,7 +7,6 @@ registry, fits, tests and records the run in its directory (``mnist_exp.run_dir`
 
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.callbacks import CheckpointCallback, TensorBoardCallback
-from mnist_exp.checkpoint import disk_full, full_disk_error
+from mnist_exp.checkpoint import full_disk_error
 from mnist_exp.config import CLAIMED_RUN_DIRS, CONF_DIR, check_ranges, register_schemas, schema_keys
-from mnist_exp.errors import UserError, full_traceback_asked, hydra_errors_in_one_line, release_stderr
+from mnist_exp.errors import UserError, disk_full, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
 from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.resume import RESUME_MAY_CHANGE, checkpoint_to_resume, record_stop, restore
-from mnist_exp.run_dir import CHECKPOINT_DIR, METRICS_FILE, read_metrics, write_metrics
+from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RunDirInUse, check_output_location, named_run_dir,
+                               read_metrics, run_dir_lock, write_metrics)
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
 from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
@@ -41,30 +41,21 @@ def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error says it once)
-    check_output_location(sys.argv[1:])
+    try:
+        check_output_location(sys.argv[1:])
+    except UserError as error:
+        sys.exit(str(error))
     if any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:]):
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
     else:
         refuse_a_completed_run_dir(sys.argv[1:])
     sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
-    with hydra_errors_in_one_line(schema_keys):
-        hydra_main()
-
-
-def check_output_location(args: list[str]) -> None:
-    """Refuse, in one line, an output location that cannot be written (Hydra would fail with a traceback)."""
-    locations = [value for key, _, value in (arg.partition("=") for arg in args)
-                 if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value]
-    locations.append(os.environ.get("MNIST_EXP_OUTPUTS") or "outputs")
-    for location in locations:
-        path = Path(location).absolute()
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        problem = "is not a directory" if not existing.is_dir() else "is not writable" if not os.access(
-            existing, os.W_OK) else None
-        if problem:
-            sys.exit(f"Cannot write run directories to {path}: {existing} {problem}. "
-                     "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
+    try:
+        with run_dir_lock(named_run_dir(sys.argv[1:])), hydra_errors_in_one_line(schema_keys):
+            hydra_main()
+    except RunDirInUse as error:
+        sys.exit(str(error))
 
 
 def refuse_a_completed_run_dir(args: list[str]) -> None:

@@ -6,7 +6,6 @@ it without unpickling arbitrary objects. Both kinds hold the composed ``config``
 ``trainer``'s whole state (``Trainer.state_dict()``), from which a run continues.
 """
 
-import errno
 import os
 import pickle
 import random
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, disk_full
 from mnist_exp.run_dir import current_umask
 
 CHECKPOINT_FORMAT = 2
@@ -50,15 +49,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             kept = " and the previous one is kept" if path.exists() else ""
             raise full_disk_error(path.parent, f"{path.name} was not written{kept}") from None
         raise
-
-
-def disk_full(error: BaseException | None) -> bool:
-    """Whether an error, or one it was raised from or during, is a full disk or quota."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def full_disk_error(directory: Path, what: str) -> UserError:

@@ -8,6 +8,7 @@ unknown option or key, a value of the wrong type, an override it cannot parse) a
 """
 
 import contextlib
+import errno
 import io
 import os
 import re
@@ -98,6 +99,11 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         key, _, value = found["ov"].partition("=")
         return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
                 f"special characters, e.g. '{key}=\"{value}\"' (with the outer single quotes for the shell).")
+    if "Traceback (most recent call last)" in text and (raised := re.findall(r"^(\w+(?:Error|Exception)): (.+)$", text, re.M)):
+        message = f"{raised[-1][0]}: {raised[-1][1]}"  # the error a traceback ends in, not its first lines
+        if "[Errno 28]" in message:
+            message += " (the disk is full: free some space, or choose another place with hydra.run.dir=<dir>)"
+        return message
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(
         ("Error executing job with overrides", "Set the environment variable HYDRA_FULL_ERROR", "See https://"))]
     message = " ".join(lines[:3]) or "Failed (set HYDRA_FULL_ERROR=1 for the details)."
@@ -108,3 +114,12 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
 
 def example(wanted: str) -> str:
     return {"a whole number": "1", "a number": "0.5", "true or false": "true"}.get(wanted, "...")
+
+
+def disk_full(error: BaseException | None) -> bool:
+    """Whether an error, or one it was raised from or during, is a full disk or quota."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

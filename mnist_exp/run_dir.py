@@ -5,12 +5,21 @@
 Every module that reads or writes these goes through here, so each name is spelled once.
 """
 
+import contextlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mnist_exp.errors import UserError, disk_full
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -78,3 +87,66 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_output_location(args: list[str]) -> None:
+    """Refuse, in one line, an output location that cannot be written (Hydra would fail with a traceback)."""
+    locations = [value for key, _, value in (arg.partition("=") for arg in args)
+                 if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value]
+    locations.append(os.environ.get("MNIST_EXP_OUTPUTS") or "outputs")
+    for location in locations:
+        path = Path(location).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if problem := write_problem(existing):
+            raise UserError(f"Cannot write run directories to {path}: {existing} {problem}. "
+                            "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
+
+
+def write_problem(directory: Path) -> str | None:
+    """Why nothing can be written in ``directory``, found by writing there (permissions alone miss /proc, full disks)."""
+    if not directory.is_dir():
+        return "is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=directory) as probe:  # unnamed on Linux: it leaves nothing behind
+            probe.write(bytes(4096))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        return "is on a full disk" if disk_full(error) else f"cannot be written ({error.strerror or error})"
+    return None
+
+
+def named_run_dir(args: list[str]) -> Path | None:
+    """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
+    if os.environ.get("RANK", "0") != "0" or any(arg in ("-m", "--multirun") for arg in args):
+        return None
+    values = [value for key, _, value in (arg.partition("=") for arg in args) if key == "hydra.run.dir"]
+    return Path(values[-1]) if values and "${" not in values[-1] else None
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
+    """Hold ``run_dir`` (a directory given by name) for one run; a second run given it meanwhile is refused.
+
+    A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
+    not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself) holds nothing.
+    """
+    if run_dir is None or fcntl is None:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirInUse(f"Another run is writing to {run_dir} right now: give this one its own "
+                              "hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), "
+                              "or wait for that one to end.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class RunDirInUse(UserError):
+    """The run directory is held by a run that is still going."""

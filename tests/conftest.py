@@ -86,8 +86,11 @@ def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nt
     process.wait(timeout=60)
 
 
-def run_main(*args: str, monkeypatch, capsys, cwd: Path) -> tuple[int, str, str]:
-    """``python -m mnist_exp <args>`` in this process (no start-up cost): exit code, stdout, stderr."""
+def run_main(*args: str, monkeypatch, capsys=None, cwd: Path) -> tuple[int, str, str]:
+    """``python -m mnist_exp <args>`` in this process (no start-up cost): exit code, stdout, stderr.
+
+    Without ``capsys`` (a module-scoped fixture has none) stdout and stderr come back empty.
+    """
     from mnist_exp import app
 
     monkeypatch.chdir(cwd)
@@ -99,7 +102,7 @@ def run_main(*args: str, monkeypatch, capsys, cwd: Path) -> tuple[int, str, str]
         app.main()
     except SystemExit as exit:
         code = exit.code
-    out, err = capsys.readouterr()
+    out, err = capsys.readouterr() if capsys else ("", "")
     if isinstance(code, str):  # sys.exit("message"): Python prints it on the way out
         code, err = 1, err + code + "\n"
     return code or 0, out, err

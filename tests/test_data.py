@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import read_metrics, run_app, run_dirs
+from conftest import read_metrics, run_dirs, run_main
 from mnist_exp.data import DataBundle, Split, TensorLoader, build_dataset
 from mnist_exp.data.datasets import fake, mnist, read_idx
 from mnist_exp.data.download import IDX_FILES, MNIST_MD5, ensure_mnist, files_to_fetch
@@ -323,10 +323,13 @@ def test_class_names_reach_the_pictures(tmp_path):
 
 
 @pytest.mark.parametrize("name, folder", [(name, folder) for name, folder, *_ in TORCHVISION_DATASETS])
-def test_a_run_on_torchvision_dataset_files(tmp_path, name, folder):
+def test_a_run_on_torchvision_dataset_files(tmp_path, monkeypatch, name, folder):
     write_tiny_dataset(tmp_path / "data", folder, num_train=120, num_test=40)
-    run_app(f"dataset={name}", "dataset.val_size=40", "model=logreg", "trainer.epochs=1", "trainer.batch_size=16",
-            cwd=tmp_path, env={"MNIST_EXP_DATA": str(tmp_path / "data")})
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "data"))
+    code, _, _ = run_main(f"dataset={name}", "dataset.val_size=40", "model=logreg", "trainer.epochs=1",
+                          "trainer.batch_size=16", "device=cpu", "device.threads=1", monkeypatch=monkeypatch,
+                          cwd=tmp_path)
+    assert code == 0
     [run_dir] = run_dirs(tmp_path / "outputs")
     assert read_metrics(run_dir)["status"] == "completed"
     assert f"Dataset {name}: 80 train, 40 validation, 40 test images" in (run_dir / "train.log").read_text()

@@ -12,6 +12,7 @@ import torch
 
 from conftest import kill_at_creation, read_events, read_metrics, run_dirs, run_main, run_module
 from mnist_exp.checkpoint import load_checkpoint
+from mnist_exp.run_dir import run_dir_lock
 
 
 # Dropout, shift augmentation and a weight average: every random draw and every state a resume must restore.
@@ -204,6 +205,17 @@ def test_two_runs_started_together_each_own_a_directory(tmp_path):
     assert f"{tmp_path / 'runs' / 'same'} was taken by a run started in the same second: this run is in " in second
 
 
+def test_a_run_is_refused_a_directory_another_run_is_writing(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "shared"
+    with run_dir_lock(run_dir):  # held as a running run holds its hydra.run.dir
+        code, _, err = run_main("dataset=fake", "model=logreg", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
+                                capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"Another run is writing to {run_dir} right now: give this one its own hydra.run.dir (in a job array, e.g. "
+        "with ${oc.env:SLURM_ARRAY_TASK_ID} in it), or wait for that one to end."]
+    assert list(run_dir.iterdir()) == []  # refused before Hydra wrote anything there
+
+
 def test_a_new_run_in_a_completed_runs_directory_is_refused(best_late, tmp_path, monkeypatch, capsys):
     before = snapshot(best_late)
     code, _, err = run_main(*BEST_LATE, f"hydra.run.dir={best_late}", monkeypatch=monkeypatch, capsys=capsys,
@@ -226,7 +238,8 @@ def fill(disk: Path) -> None:
         os.close(fd)
 
 
-def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_finishes_it(tmp_path):
+def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_finishes_it(tmp_path, monkeypatch,
+                                                                                            capsys):
     disk = tmp_path / "disk"
     disk.mkdir()
     mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
@@ -247,6 +260,12 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_f
         assert "Traceback" not in stderr and "Logging error" not in stderr
         assert stderr.splitlines()[-1].startswith(f"The disk holding {run_dir} is full")
         assert load_checkpoint(last)["epoch"] >= 1  # the last good checkpoint is whole
+
+        code, _, err = run_main(*args[:-1], f"hydra.run.dir={disk / 'another'}", monkeypatch=monkeypatch,
+                                capsys=capsys, cwd=tmp_path)
+        assert code == 1 and err.splitlines() == [f"Cannot write run directories to {disk / 'another'}: {disk} is on a "
+                                                  "full disk. Choose another place with hydra.run.dir=<dir> or "
+                                                  "MNIST_EXP_OUTPUTS=<dir>."]
 
         (disk / "filler").unlink()
         (run_dir / "checkpoints" / ".last.pt.killed.tmp").write_bytes(b"half a checkpoint")  # a write a kill cut

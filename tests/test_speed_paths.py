@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from conftest import read_metrics, run_app, run_dirs
+from conftest import read_metrics, run_dirs, run_main
 from mnist_exp.data import TensorLoader
 from mnist_exp.data.datasets import fake
 from mnist_exp.inference import ShiftAveraged, shift_image
@@ -77,12 +77,13 @@ def test_the_fast_path_trains_the_same_model_as_the_plain_path():
                  "Device: cpu (1 CPU threads, torch.compile)", marks=pytest.mark.skipif(
         shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile on the CPU needs a C compiler")),
 ])
-def test_speed_flags_run_on_the_cpu(tmp_path, flags, device_line):
-    result = run_app("dataset=fake", "model.width=8", "trainer.epochs=2", "trainer.batch_size=64", *flags, cwd=tmp_path)
+def test_speed_flags_run_on_the_cpu(tmp_path, monkeypatch, capsys, flags, device_line):
+    code, out, _ = run_main("dataset=fake", "model.width=8", "trainer.epochs=2", "trainer.batch_size=64", "device=cpu",
+                            "device.threads=1", *flags, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     [run_dir] = run_dirs(tmp_path / "outputs")
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["test/acc"] > 0.8  # the plain fp32 run reaches ~0.9
-    assert device_line + "\n" in result.stdout
+    assert code == 0 and metrics["status"] == "completed" and metrics["test/acc"] > 0.8  # fp32 reaches ~0.9
+    assert device_line + "\n" in out
 
 
 def test_weight_average_follows_the_model_with_its_decay():

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import read_metrics, run_app, run_dirs, run_main, run_module
+from conftest import read_metrics, run_dirs, run_main, run_module
 from mnist_exp import compare, evaluate, export, predict
 from mnist_exp.errors import UserError
 from mnist_exp.inference import ShiftAveraged, load_trained_model, model_input
@@ -32,8 +32,11 @@ TOOLS = {"evaluate": evaluate, "predict": predict, "export": export, "compare": 
 def trained(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("trained")
     # A narrow net, two epochs: about 96% on the test images, where 89.8% on validation (no TTA).
-    run_app("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "model.width=8", "trainer.ema_decay=0.9",
-            "trainer.tta=true", cwd=cwd)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        code, _, _ = run_main("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "model.width=8",
+                              "trainer.ema_decay=0.9", "trainer.tta=true", "device=cpu", "device.threads=1",
+                              monkeypatch=monkeypatch, cwd=cwd)
+    assert code == 0
     [run_dir] = run_dirs(cwd / "outputs")
     return run_dir
 
@@ -338,7 +341,8 @@ def test_hydra_full_error_shows_the_traceback(tmp_path, capsys, monkeypatch):
         evaluate.main([str(tmp_path / "nothing.pt")])
 
 
-def test_resume_refuses_a_checkpoint_of_another_model(trained, tmp_path):
-    result = run_app("dataset=fake", "trainer.batch_size=64", "trainer.epochs=2", "model=mlp",
-                     f"ckpt_path={trained / 'checkpoints' / 'last.pt'}", cwd=tmp_path, expect_ok=False)
-    assert result.returncode == 1 and "was trained with a different config (model.name: cnn -> mlp" in result.stderr
+def test_resume_refuses_a_checkpoint_of_another_model(trained, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("dataset=fake", "trainer.batch_size=64", "trainer.epochs=2", "model=mlp", "device=cpu",
+                            f"ckpt_path={trained / 'checkpoints' / 'last.pt'}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and "was trained with a different config (model.name: cnn -> mlp" in err.splitlines()[-1]
