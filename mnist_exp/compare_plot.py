@@ -1,0 +1,37 @@
+"""``compare --plot``: test accuracy against training seconds, a point per leaderboard row.
+
+The accuracy/time trade-off of a sweep at a glance: error bars are the 95% interval of a seed
+group's mean, labels the overrides that tell the rows apart. A ``matplotlib.figure.Figure`` drawn
+by the Agg renderer, never pyplot's global state (as in ``mnist_exp.tracking``).
+"""
+
+from pathlib import Path
+
+from mnist_exp.errors import UserError
+from mnist_exp.run_dir import atomic_file
+
+
+def plot_accuracy_vs_time(points: list[tuple[str, float, float, float]], path: Path) -> None:
+    """Write a PNG of (label, seconds, accuracy fraction, half-interval) points to ``path``, atomically."""
+    from matplotlib.figure import Figure
+
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--plot {path}: give a file name ending in .png.")
+    if not points:
+        raise UserError(f"Nothing to plot into {path}: no completed run has a test accuracy and training time.")
+    fig = Figure(figsize=(8, 5.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    grouped = any(half > 0 for *_, half in points)
+    for label, seconds, accuracy, half in points:
+        ax.errorbar(seconds, 100 * accuracy, yerr=100 * half if half > 0 else None, fmt="o", capsize=4,
+                    markersize=5)
+        ax.annotate(label, (seconds, 100 * accuracy), xytext=(6, 4), textcoords="offset points", fontsize=8)
+    ax.set_xlabel("training seconds" + (" (mean of the group)" if grouped else ""))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("test accuracy against training time" + (": mean and 95% interval of each seed group"
+                                                           if grouped else ""))
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.1)  # room for the labels to the right of the last points
+    with atomic_file(Path(path), "wb") as f:
+        fig.savefig(f, format="png")
+    fig.clear()
