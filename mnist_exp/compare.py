@@ -292,6 +292,8 @@ def command(args) -> None:
 
         print(versus(args.paths, args.vs))
         return
+    if args.plot and args.plot.suffix.lower() != ".png":
+        raise UserError(f"--plot {args.plot}: give a file name ending in .png.")
     runs = [read_run(run_dir) for run_dir in find_runs(args.paths)]
     for run in runs:
         if run["problem"]:

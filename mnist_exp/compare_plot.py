@@ -15,8 +15,6 @@ def plot_accuracy_vs_time(points: list[tuple[str, float, float, float]], path: P
     """Write a PNG of (label, seconds, accuracy fraction, half-interval) points to ``path``, atomically."""
     from matplotlib.figure import Figure
 
-    if path.suffix.lower() != ".png":
-        raise UserError(f"--plot {path}: give a file name ending in .png.")
     if not points:
         raise UserError(f"Nothing to plot into {path}: no completed run has a test accuracy and training time.")
     fig = Figure(figsize=(8, 5.5), dpi=100, layout="constrained")

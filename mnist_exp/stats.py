@@ -89,8 +89,11 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     n = only_a + only_b
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1))
-    return min(1.0, 2 * tail / 2 ** n)  # whole numbers until this one division: exact for any n
+    term = tail = 1  # C(n, 0); then C(n, k + 1) = C(n, k) (n - k) / (k + 1), whole numbers all along
+    for k in range(min(only_a, only_b)):
+        term = term * (n - k) // (k + 1)
+        tail += term
+    return min(1.0, 2 * tail / 2 ** n)  # one division of whole numbers: correctly rounded for any n
 
 
 @dataclass
