@@ -131,22 +131,23 @@ def group_leaderboard(groups: list[dict[str, Any]], raw: bool, top: int | None =
                       ) -> tuple[list[str], list[list[Any]]]:
     """The header and a row for each of the ``top`` best seed groups; ``raw`` keeps numbers as they are (CSV)."""
     keys = differing_keys(groups)
-    names = dict(zip((run["dir"] for g in groups for run in g["runs"]), run_names([r for g in groups for r in g["runs"]])))
+    every_run = [run for group in groups for run in group["runs"]]
+    names = dict(zip((run["dir"] for run in every_run), run_names(every_run)))
     header = ["runs", *keys, *GROUP_COLUMNS]
     rows = []
     for group in groups[:top]:
         test, val, seconds = group["test"], group["val"], group["seconds"]
+        fractions = ([test.mean, test.std, test.min, test.low, test.high] if test else [None] * 5) + (
+            [val.mean, val.std] if val else [None] * 2)
+        mean_seconds = number(seconds.mean) if seconds else None
         runs = [names[run["dir"]] for run in group["runs"]]
-        fractions = [test and test.mean, test and test.std, test and test.min, test and test.low, test and test.high,
-                     val and val.mean, val and val.std]
-        cells = [test.n if test else 0, *fractions, seconds and seconds.mean]
         if raw:
-            cells = ["" if c is None or (isinstance(c, float) and math.isnan(c)) else c for c in cells]
+            cells = [*("" if number(v) is None else v for v in fractions), "" if mean_seconds is None else mean_seconds]
             runs_cell = ";".join(runs)
         else:
-            cells = [cells[0], *(percent(number(c)) for c in fractions),
-                     "-" if number(cells[-1]) is None else f"{cells[-1]:.1f}"]
+            cells = [*(percent(number(v)) for v in fractions), "-" if mean_seconds is None else f"{mean_seconds:.1f}"]
             runs_cell = runs[0] + (f" +{len(runs) - 1}" if len(runs) > 1 else "")
+        cells.insert(0, test.n if test else 0)
         overrides = [group["overrides"].get(key, "" if raw else "-") for key in keys]
         rows.append([runs_cell, *overrides, *cells, overlap_mark(group, groups[0]), group["not completed"]])
     return header, rows
