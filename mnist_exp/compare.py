@@ -1,16 +1,11 @@
 """The leaderboard of runs: ``python -m mnist_exp.compare <dir> [<dir> ...] [--runs] [--format F] [--plot P]``.
 
-Reads every run directory (one holding ``.hydra/``) under the given paths, single runs and the jobs
-of sweeps alike. By default runs whose composed configs differ only in ``seed`` (and in keys that
-say where or how a run goes, ``resume.RESUME_MAY_CHANGE``) are one row, a seed group: its number of
-completed runs, mean, standard deviation and minimum of the test accuracy, the 95% interval of the
-mean (Student's t), mean best validation accuracy and training seconds; best mean first, and the
-rows whose interval overlaps the top row's are marked. ``--runs`` lists each run instead: the
-command-line overrides that differ, best validation accuracy, test accuracy, epochs, seconds,
-parameters and status from its ``metrics.json``, best validation accuracy first; failed, stopped,
-unfinished and unreadable runs last (a metrics.json that cannot be read is named on stderr). CSV
-keeps full precision (accuracies as fractions). ``A --vs B`` compares two runs or two seed groups
-(``mnist_exp.versus``); ``--plot`` draws accuracy against time (``mnist_exp.compare_plot``).
+Reads every run directory (one holding ``.hydra/``) under the given paths, sweep jobs and single runs.
+By default a row is a seed group: the runs whose composed configs differ only in ``seed`` and in keys
+that say where or how a run goes (``resume.RESUME_MAY_CHANGE``), with the mean, spread, minimum and
+95% interval (Student's t) of their test accuracy, best mean first. ``--runs`` lists each run from
+its ``metrics.json``, best validation accuracy first, failed, stopped, unfinished and unreadable runs
+last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.versus``.
 """
 
 import csv
@@ -250,19 +245,6 @@ def format_csv(header: list[str], rows: list[list[Any]]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def plot_points(groups: list[dict[str, Any]]) -> list[tuple[str, float, float, float]]:
-    """(label, mean train seconds, mean test accuracy, half its 95% interval or 0) of each group with both."""
-    keys = differing_keys(groups)
-    points = []
-    for group in groups:
-        test, seconds = group["test"], group["seconds"]
-        if test and seconds:
-            label = " ".join(f"{key}={group['overrides'][key]}" for key in keys if key in group["overrides"])
-            half = test.high - test.mean if test.n > 1 else 0.0
-            points.append((label or group["runs"][0]["dir"].name, seconds.mean, test.mean, half))
-    return points
-
-
 def arguments():
     parser = cli.parser("compare", "Leaderboard of runs and sweep jobs: seed groups with 95%% intervals, best mean "
                         "test accuracy first; or every run (--runs); or is A better than B (A --vs B).")
@@ -308,7 +290,7 @@ def command(args) -> None:
         from mnist_exp.compare_plot import plot_accuracy_vs_time
 
         plotted = [summarize_group([run], run["overrides"]) for run in rank(runs)] if args.runs else groups
-        plot_accuracy_vs_time(plot_points(plotted[:args.top]), args.plot)
+        plot_accuracy_vs_time(plotted[:args.top], args.plot)
 
 
 def main(argv: list[str] | None = None) -> int:

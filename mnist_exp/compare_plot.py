@@ -6,15 +6,31 @@ by the Agg renderer, never pyplot's global state (as in ``mnist_exp.tracking``).
 """
 
 from pathlib import Path
+from typing import Any
 
+from mnist_exp.compare import differing_keys
 from mnist_exp.errors import UserError
 from mnist_exp.run_dir import atomic_file
 
 
-def plot_accuracy_vs_time(points: list[tuple[str, float, float, float]], path: Path) -> None:
-    """Write a PNG of (label, seconds, accuracy fraction, half-interval) points to ``path``, atomically."""
+def plot_points(groups: list[dict[str, Any]]) -> list[tuple[str, float, float, float]]:
+    """(label, mean train seconds, mean test accuracy, half its 95% interval or 0) of each group with both."""
+    keys = differing_keys(groups)
+    points = []
+    for group in groups:
+        test, seconds = group["test"], group["seconds"]
+        if test and seconds:
+            label = " ".join(f"{key}={group['overrides'][key]}" for key in keys if key in group["overrides"])
+            half = test.high - test.mean if test.n > 1 else 0.0
+            points.append((label or group["runs"][0]["dir"].name, seconds.mean, test.mean, half))
+    return points
+
+
+def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
+    """Write the PNG of the groups (``compare.seed_groups``, or one per run) to ``path``, atomically."""
     from matplotlib.figure import Figure
 
+    points = plot_points(groups)
     if not points:
         raise UserError(f"Nothing to plot into {path}: no completed run has a test accuracy and training time.")
     fig = Figure(figsize=(8, 5.5), dpi=100, layout="constrained")
