@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as saved:
             predicted, true = saved["predicted"], saved["true"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UserError(f"{path} is not a predictions file that python -m mnist_exp wrote "
                         f"({' '.join(str(error).split()) or type(error).__name__}).") from None
     if (predicted.ndim != 1 or predicted.shape != true.shape or predicted.dtype.kind not in "iu"
