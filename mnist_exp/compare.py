@@ -8,6 +8,7 @@ its ``metrics.json``, best validation accuracy first, failed, stopped, unfinishe
 last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.versus``.
 """
 
+import argparse
 import csv
 import io
 import math
@@ -246,8 +247,13 @@ def format_csv(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def arguments():
-    parser = cli.parser("compare", "Leaderboard of runs and sweep jobs: seed groups with 95%% intervals, best mean "
+    parser = cli.parser("compare", "Leaderboard of runs and sweep jobs: seed groups with 95% intervals, best mean\n"
                         "test accuracy first; or every run (--runs); or is A better than B (A --vs B).")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ("examples (the job directories of a sweep over model.width=12,16 seed=0,1,2):\n"
+                     "  python -m mnist_exp.compare SWEEP --plot tradeoff.png\n"
+                     "  python -m mnist_exp.compare SWEEP/0_* --vs SWEEP/3_*                    two runs\n"
+                     "  python -m mnist_exp.compare SWEEP/[012]_* --vs SWEEP/[345]_*            two seed groups")
     parser.add_argument("paths", nargs="+", type=Path, metavar="dir",
                         help="a run directory, a sweep directory, or any directory of runs (outputs/); with --vs, "
                              "the runs of A")

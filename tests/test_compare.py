@@ -435,3 +435,9 @@ def test_a_real_seed_sweep_is_two_groups_of_two_and_compares(tmp_path, monkeypat
     assert lines[0].startswith("A  model.width=4: test accuracy") and "exact McNemar test" in lines[2]
     lines = run_compare(capsys, jobs[0], jobs[1], "--vs", jobs[2], jobs[3]).splitlines()
     assert lines[0].startswith("A  model.width=4: 2 runs") and lines[2].startswith("B - A: ")
+
+
+def test_help_says_how_to_pick_a_and_b(capsys):
+    assert compare.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "compare SWEEP/0_* --vs SWEEP/3_*" in text and "95% interval" in text and "%%" not in text
