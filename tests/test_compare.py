@@ -441,3 +441,11 @@ def test_help_says_how_to_pick_a_and_b(capsys):
     assert compare.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "compare SWEEP/0_* --vs SWEEP/3_*" in text and "95% interval" in text and "%%" not in text
+
+
+def test_runs_without_a_config_yaml_group_by_their_overrides(sweep, capsys):
+    rows = read_csv(run_compare(capsys, sweep, "--format", "csv"))
+    assert [(row["model"], row["optimizer.lr"], row["n"], row["not completed"]) for row in rows] == [
+        ("mlp", "", "1", "0"), ("cnn", "", "1", "0"), ("logreg", "", "1", "0"), ("cnn", "1e12", "0", "1"),
+        ("mlp", "0.1", "0", "1")]  # by test accuracy; groups without a completed run last
+    assert rows[-1]["test acc"] == "" and rows[0]["overlaps top"] == "top" and rows[1]["overlaps top"] == "-"
