@@ -45,7 +45,7 @@ def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("test accuracy against training time" + (": mean and 95% interval of each seed group"
                                                            if grouped else ""))
     ax.grid(alpha=0.3)
-    ax.margins(x=0.15, y=0.1)  # room for the labels to the right of the last points
+    ax.margins(x=0.2, y=0.1)  # room for the labels to the right of the last points
     with atomic_file(Path(path), "wb") as f:
         fig.savefig(f, format="png")
     fig.clear()
