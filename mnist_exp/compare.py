@@ -48,7 +48,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's overrides ({key: value}), composed config (None where unreadable) and metrics.json ({} while it has none).
+    """A run's overrides ({key: value}), composed config (None if unreadable), metrics.json ({} while it has none).
 
     An unreadable metrics.json makes the status "unreadable" and ``problem`` says why, naming the file.
     """

@@ -98,7 +98,8 @@ def paired(a: dict[str, Any], b: dict[str, Any], label_a: str, label_b: str) -> 
     return "\n".join([
         f"A  {label_a}: test accuracy {100 * right_a.mean():.2f}% ({int(right_a.sum())} of {n})",
         f"B  {label_b}: test accuracy {100 * right_b.mean():.2f}% ({int(right_b.sum())} of {n})",
-        f"Only A gets {only_a} test images right, only B {only_b}: exact McNemar test, p = {p:.3g}.",
+        f"Only A gets {only_a} test image{'s' * (only_a != 1)} right, only B {only_b}: exact McNemar test, "
+        f"p = {p:.3g}.",
         verdict])
 
 

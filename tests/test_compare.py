@@ -249,7 +249,7 @@ def test_runs_that_differ_only_in_seed_and_where_they_ran_are_one_row(seeds, cap
     rows = read_csv(run_compare(capsys, seeds, "--format", "csv"))
     assert [(row["model.width"], row["model.name"], row["n"], row["not completed"]) for row in rows] == [
         ("16", "", "3", "1"), ("12", "", "3", "0"), ("", "mlp", "1", "0"), ("8", "", "2", "0")]  # by mean test acc
-    top, twelve, mlp, eight = rows
+    top, _, mlp, eight = rows
     assert top["runs"] == "0_seed-0;1_seed-1;2_seed-2;9_seed-3"
     assert float(top["test acc"]) == pytest.approx(0.985) and float(top["test std"]) == pytest.approx(0.001)
     assert float(top["test min"]) == 0.984 and float(top["train s"]) == pytest.approx(11)
@@ -313,24 +313,23 @@ def test_two_runs_b_better_by_mcnemar(tmp_path, capsys):
     assert run_compare(capsys, a, "--vs", b).splitlines() == [
         "A  model.width=8: test accuracy 81.00% (81 of 100)",
         "B  model.width=16: test accuracy 89.00% (89 of 100)",
-        "Only A gets 1 test images right, only B 9: exact McNemar test, p = 0.0215.",
-        "B is better: it gets 8 more of the 100 test images right, and a split of the 10 disagreements this uneven "
-        "has p = 0.021 if the two were equally good. (One run each: whether the setting is better, not just this "
-        "run, needs seed groups.)"]
+        "Only A gets 1 test image right, only B 9: exact McNemar test, p = 0.0215.",
+        ("B is better: it gets 8 more of the 100 test images right, and a split of the 10 disagreements this uneven "
+         "has p = 0.021 if the two were equally good. (One run each: whether the setting is better, not just this "
+         "run, needs seed groups.)")]
 
 
 def test_two_runs_within_noise_by_mcnemar(tmp_path, capsys):
     a, b = paired_runs(tmp_path, only_a=5, only_b=0)
     lines = run_compare(capsys, a, "--vs", b).splitlines()
     assert lines[2:] == ["Only A gets 5 test images right, only B 0: exact McNemar test, p = 0.0625.",
-                         "The difference is within noise: A gets 5 more test images right, but a split of the 5 "
-                         "disagreements this uneven happens by chance (p = 0.06)."]
+                         ("The difference is within noise: A gets 5 more test images right, but a split of the 5 "
+                          "disagreements this uneven happens by chance (p = 0.06).")]
 
 
 def test_two_seed_groups_by_welch(seeds, capsys):
-    twelve, sixteen = [seeds / f"{n}_seed-{s}" for n, s in ((3, 0), (4, 1), (5, 2))], [seeds / f"{n}_seed-{s}"
-                                                                                       for n, s in ((0, 0), (1, 1))]
-    sixteen.append(seeds / "2_seed-2")
+    sixteen = [seeds / "0_seed-0", seeds / "1_seed-1", seeds / "2_seed-2"]
+    twelve = [seeds / "3_seed-0", seeds / "4_seed-1", seeds / "5_seed-2"]
     lines = run_compare(capsys, *twelve, "--vs", *sixteen, seeds / "9_seed-3").splitlines()  # the failed run: left out
     # By hand: difference 0.005, standard error sqrt(0.002**2/3 + 0.001**2/3), df = 25 / (17/2) = 50/17.
     se = math.sqrt(5e-6 / 3)
@@ -375,9 +374,10 @@ def test_wrong_comparisons_are_one_line(seeds, tmp_path, capsys):
     assert wrong_vs(capsys, a, "--vs", seeds / "0_seed-0", seeds / "1_seed-1") == (
         "A has 1 completed run and B 2: compare one run with one run (McNemar's test on their predictions), or two "
         "seed groups of two runs or more (Welch).")
-    assert wrong_vs(capsys, a, "--vs", a) == "A and B are the same runs: give B other runs (after --vs) than A (before it)."
-    assert wrong_vs(capsys, a, "--vs", seeds / "9_seed-3") == "B has no completed run (failed): compare runs that " \
-                                                             "finished their test."
+    assert wrong_vs(capsys, a, "--vs", a) == ("A and B are the same runs: give B other runs (after --vs) than A "
+                                              "(before it).")
+    assert wrong_vs(capsys, a, "--vs", seeds / "9_seed-3") == ("B has no completed run (failed): compare runs that "
+                                                               "finished their test.")
     assert wrong_vs(capsys, a, "--vs", seeds / "0_seed-0") == (
         f"{seeds / '0_seed-0'} has no {PREDICTIONS_FILE}: a run writes it when it completes its test. "
         "Compare completed runs.")
@@ -402,7 +402,8 @@ def test_a_foreign_or_corrupt_predictions_file_is_refused(tmp_path, capsys):
     assert message.startswith(f"{b / PREDICTIONS_FILE} is not a predictions file that python -m mnist_exp wrote (")
     np.savez(b / PREDICTIONS_FILE, predicted=np.zeros((2, 2), dtype=np.int64), true=np.zeros((2, 2), dtype=np.int64))
     assert wrong_vs(capsys, a, "--vs", b) == (f"{b / PREDICTIONS_FILE} is not a predictions file that python -m "
-                                              "mnist_exp wrote (predicted labels int64[2, 2], true labels int64[2, 2]).")
+                                              "mnist_exp wrote (predicted labels int64[2, 2], true labels "
+                                              "int64[2, 2]).")
 
 
 # --- a real sweep ---
