@@ -23,8 +23,10 @@ SIGNIFICANCE = 0.05
 def versus(a_paths: list[Path], b_paths: list[Path]) -> str:
     """The comparison's lines: each side, the test, and one sentence saying which is better, or that it is noise."""
     a, b = side("A", a_paths), side("B", b_paths)
-    if {run["dir"] for run in a} == {run["dir"] for run in b}:
-        raise UserError("A and B are the same runs: give B other runs (after --vs) than A (before it).")
+    shared = sorted({run["dir"] for run in a} & {run["dir"] for run in b})
+    if shared:
+        raise UserError(f"A and B share {len(shared)} run{'s' * (len(shared) != 1)} ({shared[0]}...): give each run "
+                        "to one side, A before --vs, B after it.")
     one_each = len(a) == 1 and len(b) == 1
     label_a, label_b = labels(a, b, keep_seed=one_each)
     if one_each:

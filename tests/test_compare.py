@@ -374,8 +374,9 @@ def test_wrong_comparisons_are_one_line(seeds, tmp_path, capsys):
     assert wrong_vs(capsys, a, "--vs", seeds / "0_seed-0", seeds / "1_seed-1") == (
         "A has 1 completed run and B 2: compare one run with one run (McNemar's test on their predictions), or two "
         "seed groups of two runs or more (Welch).")
-    assert wrong_vs(capsys, a, "--vs", a) == ("A and B are the same runs: give B other runs (after --vs) than A "
-                                              "(before it).")
+    shared = seeds / "1_seed-1"
+    assert wrong_vs(capsys, seeds / "0_seed-0", shared, "--vs", shared, seeds / "2_seed-2") == (
+        f"A and B share 1 run ({shared.resolve()}...): give each run to one side, A before --vs, B after it.")
     assert wrong_vs(capsys, a, "--vs", seeds / "9_seed-3") == ("B has no completed run (failed): compare runs that "
                                                                "finished their test.")
     assert wrong_vs(capsys, a, "--vs", seeds / "0_seed-0") == (
