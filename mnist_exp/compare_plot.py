@@ -36,16 +36,19 @@ def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(8, 5.5), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     grouped = any(half > 0 for *_, half in points)
+    middle = (min(p[1] for p in points) + max(p[1] for p in points)) / 2
     for label, seconds, accuracy, half in points:
         ax.errorbar(seconds, 100 * accuracy, yerr=100 * half if half > 0 else None, fmt="o", capsize=4,
                     markersize=5)
-        ax.annotate(label, (seconds, 100 * accuracy), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        right = seconds > middle  # labels toward the middle, so none runs off the figure
+        ax.annotate(label, (seconds, 100 * accuracy), xytext=(-6 if right else 6, 4), textcoords="offset points",
+                    fontsize=8, ha="right" if right else "left")
     ax.set_xlabel("training seconds" + (" (mean of the group)" if grouped else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("test accuracy against training time" + (": mean and 95% interval of each seed group"
                                                            if grouped else ""))
     ax.grid(alpha=0.3)
-    ax.margins(x=0.2, y=0.1)  # room for the labels to the right of the last points
+    ax.margins(x=0.1, y=0.1)
     with atomic_file(Path(path), "wb") as f:
         fig.savefig(f, format="png")
     fig.clear()
