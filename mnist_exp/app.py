@@ -28,7 +28,7 @@ from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.resume import RESUME_MAY_CHANGE, checkpoint_to_resume, record_stop, restore
 from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RunDirInUse, check_output_location, named_run_dir,
-                               read_metrics, run_dir_lock, write_metrics)
+                               read_metrics, run_dir_lock, write_metrics, write_predictions)
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
 from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
@@ -243,6 +243,7 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
                                   step=state.step)
     tracker.hparams(hyperparameters(job.config), {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")})
     tracker.close()
+    write_predictions(run_dir, test["predictions"].cpu(), data.test.labels.cpu())  # for compare's paired test
     write_metrics(run_dir, metrics)
 
     chosen = (f"best validation {100 * metrics['best_val/acc']:.2f}%, epoch {metrics['best_epoch']}" if len(data.val)

@@ -1,13 +1,14 @@
-"""A leaderboard of runs: ``python -m mnist_exp.compare <dir> [<dir> ...] [--format table|csv|markdown] [--top N]``.
+"""The leaderboard of runs: ``python -m mnist_exp.compare <dir> [<dir> ...] [--runs] [--format F] [--plot P]``.
 
-Reads every run directory (one holding ``.hydra/``) under the given paths, single runs and the jobs
-of sweeps alike, and prints them best validation accuracy first: the command-line overrides that
-differ between the runs, then each run's best validation accuracy, test accuracy, epochs, training
-seconds, parameters and status from its ``metrics.json``. Failed, stopped, unfinished and unreadable
-runs come last; a metrics.json that cannot be read is named in a warning on stderr. CSV keeps full
-precision (accuracies as fractions) and adds each run's error and path.
+Reads every run directory (one holding ``.hydra/``) under the given paths, sweep jobs and single runs.
+By default a row is a seed group: the runs whose composed configs differ only in ``seed`` and in keys
+that say where or how a run goes (``resume.RESUME_MAY_CHANGE``), with the mean, spread, minimum and
+95% interval (Student's t) of their test accuracy, best mean first. ``--runs`` lists each run from
+its ``metrics.json``, best validation accuracy first, failed, stopped, unfinished and unreadable runs
+last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.versus``.
 """
 
+import argparse
 import csv
 import io
 import math
@@ -21,9 +22,12 @@ import yaml
 from mnist_exp import cli
 from mnist_exp.errors import UserError
 from mnist_exp.run_dir import METRICS_FILE, UnreadableMetrics, read_metrics
+from mnist_exp.stats import Summary, summarize
 
 FORMATS = ("table", "csv", "markdown")
 METRIC_COLUMNS = ("best val acc", "test acc", "epochs", "train s", "params", "status")
+GROUP_COLUMNS = ("n", "test acc", "test std", "test min", "95% CI low", "95% CI high", "best val acc",
+                 "best val std", "train s", "overlaps top", "not completed")
 ERROR_WIDTH = 60  # characters of a failed run's error shown in a table
 
 
@@ -44,24 +48,105 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's overrides ({key: value}) and its metrics.json ({} while it has none).
+    """A run's overrides ({key: value}), composed config (None if unreadable), metrics.json ({} while it has none).
 
     An unreadable metrics.json makes the status "unreadable" and ``problem`` says why, naming the file.
     """
-    try:
-        items = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError):
-        items = []
+    items, config = read_yaml(run_dir / ".hydra" / "overrides.yaml"), read_yaml(run_dir / ".hydra" / "config.yaml")
     overrides = {}
-    for item in items:
+    for item in items if isinstance(items, list) else []:
         key, _, value = str(item).partition("=")
         overrides[key.lstrip("+~")] = value
+    run = {"dir": run_dir, "overrides": overrides, "config": config if isinstance(config, dict) else None,
+           "problem": None}
     try:
-        return {"dir": run_dir, "overrides": overrides, "metrics": read_metrics(run_dir, strict=True), "problem": None}
+        return {**run, "metrics": read_metrics(run_dir, strict=True)}
     except UnreadableMetrics as error:
         reason = str(error).replace(str(run_dir / METRICS_FILE), METRICS_FILE)
-        return {"dir": run_dir, "overrides": overrides, "metrics": {"status": "unreadable", "error": reason},
-                "problem": str(error)}
+        return {**run, "metrics": {"status": "unreadable", "error": reason}, "problem": str(error)}
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def says_where_or_how(key: str) -> bool:
+    """A config key or override that says where or how a run goes (or Hydra's own), not what it trains."""
+    from mnist_exp.resume import RESUME_MAY_CHANGE  # here: it brings torch, which only grouping needs
+
+    return key.startswith(("hydra", *RESUME_MAY_CHANGE)) or f"{key}.".startswith(RESUME_MAY_CHANGE)
+
+
+def trained_settings(run: dict[str, Any]) -> tuple:
+    """What a run trains, apart from its seed: its composed config (its overrides where the config is missing)."""
+    from mnist_exp.tracking import flatten_config
+
+    settings = flatten_config(run["config"]) if run["config"] is not None else run["overrides"]
+    return tuple(sorted((key, repr(value)) for key, value in settings.items()
+                        if key != "seed" and not says_where_or_how(key)))
+
+
+def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that train the same but for their seed, as groups (``summarize_group``), best mean test accuracy first.
+
+    Test accuracy ranks them: the intervals, the plot and --vs are all of test accuracy.
+    """
+    by_settings: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_settings.setdefault(trained_settings(run), []).append(run)
+    groups = [summarize_group(members, {k: v for k, v in members[0]["overrides"].items()
+                                        if k != "seed" and not says_where_or_how(k)})
+              for members in by_settings.values()]
+    return sorted(groups, key=lambda g: (g["test"] is None, -(g["test"].mean if g["test"] else 0.0)))
+
+
+def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) -> dict[str, Any]:
+    """Runs with their ``overrides`` and the ``stats.Summary`` of their metrics; only completed runs count."""
+    done = [run for run in members if run["metrics"].get("status") == "completed"]
+
+    def summary(key: str) -> Summary | None:
+        values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
+        return summarize(values) if values else None
+    return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
+            "seconds": summary("train_time_s"), "not completed": len(members) - len(done)}
+
+
+def overlap_mark(group: dict[str, Any], top: dict[str, Any]) -> str:
+    """Whether a group's 95% interval overlaps the top group's: its lead over this one may be noise."""
+    if group is top:
+        return "top"
+    if group["test"] is None or top["test"] is None or group["test"].n < 2 or top["test"].n < 2:
+        return "-"
+    return "yes" if group["test"].overlaps(top["test"]) else "no"
+
+
+def group_leaderboard(groups: list[dict[str, Any]], raw: bool, top: int | None = None
+                      ) -> tuple[list[str], list[list[Any]]]:
+    """The header and a row for each of the ``top`` best seed groups; ``raw`` keeps numbers as they are (CSV)."""
+    keys = differing_keys(groups)
+    every_run = [run for group in groups for run in group["runs"]]
+    names = dict(zip((run["dir"] for run in every_run), run_names(every_run)))
+    header = ["runs", *keys, *GROUP_COLUMNS]
+    rows = []
+    for group in groups[:top]:
+        test, val, seconds = group["test"], group["val"], group["seconds"]
+        fractions = ([test.mean, test.std, test.min, test.low, test.high] if test else [None] * 5) + (
+            [val.mean, val.std] if val else [None] * 2)
+        mean_seconds = number(seconds.mean) if seconds else None
+        runs = [names[run["dir"]] for run in group["runs"]]
+        if raw:
+            cells = [*("" if number(v) is None else v for v in fractions), "" if mean_seconds is None else mean_seconds]
+            runs_cell = ";".join(runs)
+        else:
+            cells = [*(percent(number(v)) for v in fractions), "-" if mean_seconds is None else f"{mean_seconds:.1f}"]
+            runs_cell = runs[0] + (f" +{len(runs) - 1}" if len(runs) > 1 else "")
+        cells.insert(0, test.n if test else 0)
+        overrides = [group["overrides"].get(key, "" if raw else "-") for key in keys]
+        rows.append([runs_cell, *overrides, *cells, overlap_mark(group, groups[0]), group["not completed"]])
+    return header, rows
 
 
 def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
@@ -162,22 +247,56 @@ def format_csv(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def arguments():
-    parser = cli.parser("compare", "Leaderboard of runs and sweep jobs, best validation accuracy first.")
+    parser = cli.parser("compare", "Leaderboard of runs and sweep jobs: seed groups with 95% intervals, best mean\n"
+                        "test accuracy first; or every run (--runs); or is A better than B (A --vs B).")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ("examples (the job directories of a sweep over model.width=12,16 seed=0,1,2):\n"
+                     "  python -m mnist_exp.compare SWEEP --plot tradeoff.png\n"
+                     "  python -m mnist_exp.compare SWEEP/0_* --vs SWEEP/3_*                    two runs\n"
+                     "  python -m mnist_exp.compare SWEEP/[012]_* --vs SWEEP/[345]_*            two seed groups")
     parser.add_argument("paths", nargs="+", type=Path, metavar="dir",
-                        help="a run directory, a sweep directory, or any directory of runs (outputs/)")
+                        help="a run directory, a sweep directory, or any directory of runs (outputs/); with --vs, "
+                             "the runs of A")
+    parser.add_argument("--vs", nargs="+", type=Path, metavar="dir",
+                        help="compare A (the dirs before --vs) with B (these): each one run, or the runs of one seed "
+                             "group (a sweep's job dirs, e.g. sweep/0_* sweep/2_*). Two runs: their test images only "
+                             "one gets right, McNemar's exact test. Two groups: the difference of the mean test "
+                             "accuracies with its 95%% interval (Welch)")
+    parser.add_argument("--runs", action="store_true", help="list every run, best validation accuracy first, "
+                                                            "instead of seed groups")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    parser.add_argument("--top", type=cli.positive_int, default=None, metavar="N", help="show only the best N runs")
+    parser.add_argument("--top", type=cli.positive_int, default=None, metavar="N", help="show only the best N rows")
+    parser.add_argument("--plot", type=Path, metavar="file.png",
+                        help="also draw test accuracy against training seconds, a point per row (error bars: the "
+                             "95%% interval of a group's mean)")
     return parser
 
 
 def command(args) -> None:
+    if args.vs:
+        if args.runs or args.top or args.plot or args.format != "table":
+            raise UserError("--vs compares A with B: leave out --runs, --top, --format and --plot, which shape "
+                            "the leaderboard.")
+        from mnist_exp.versus import versus
+
+        print(versus(args.paths, args.vs))
+        return
+    if args.plot and args.plot.suffix.lower() != ".png":
+        raise UserError(f"--plot {args.plot}: give a file name ending in .png.")
     runs = [read_run(run_dir) for run_dir in find_runs(args.paths)]
     for run in runs:
         if run["problem"]:
             print(f"warning: {run['problem']}; the run is listed as unreadable.", file=sys.stderr)
-    header, rows = leaderboard(runs, raw=args.format == "csv", top=args.top)
+    raw = args.format == "csv"
+    # A row per run, or per seed group (the grouping imports torch: --runs alone starts faster without it).
+    rows = [summarize_group([run], run["overrides"]) for run in rank(runs)] if args.runs else seed_groups(runs)
+    header, table = leaderboard(runs, raw, args.top) if args.runs else group_leaderboard(rows, raw, args.top)
     formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[args.format]
-    print(formatter(header, rows))
+    print(formatter(header, table))
+    if args.plot:
+        from mnist_exp.compare_plot import plot_accuracy_vs_time
+
+        plot_accuracy_vs_time(rows[:args.top], args.plot)
 
 
 def main(argv: list[str] | None = None) -> int:

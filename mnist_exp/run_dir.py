@@ -1,6 +1,7 @@
-"""The files of a run directory, by name, and metrics.json's reading and writing.
+"""The files of a run directory, by name, and the reading and writing of metrics.json and the test predictions.
 
-    .hydra/  train.log  events.out.tfevents.*  checkpoints/{last,best}.pt  metrics.json  *.png
+    .hydra/  train.log  events.out.tfevents.*  checkpoints/{last,best}.pt  metrics.json
+    test_predictions.npz  *.png
 
 Every module that reads or writes these goes through here, so each name is spelled once.
 """
@@ -10,9 +11,13 @@ import json
 import math
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mnist_exp.errors import UserError, disk_full
 
@@ -25,6 +30,7 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+PREDICTIONS_FILE = "test_predictions.npz"  # each test image's predicted and true label, for paired comparisons
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -69,15 +75,49 @@ def read_metrics(run_dir: Path, strict: bool = False) -> dict[str, Any]:
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     """metrics.json, replaced atomically; NaN becomes null so any JSON reader takes it."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics.", suffix=".tmp")
+    with atomic_file(Path(run_dir) / METRICS_FILE, "w") as f:
+        json.dump(clean, f, indent=2)
+
+
+def write_predictions(run_dir: Path, predicted, true) -> None:
+    """test_predictions.npz, replaced atomically: the predicted and the true label of each test image."""
+    predicted, true = np.asarray(predicted), np.asarray(true)
+    dtype = np.uint8 if max(predicted.max(initial=0), true.max(initial=0)) < 256 else np.int32  # 10k bytes for MNIST
+    predicted, true = predicted.astype(dtype), true.astype(dtype)
+    with atomic_file(Path(run_dir) / PREDICTIONS_FILE, "wb") as f:
+        np.savez_compressed(f, predicted=predicted, true=true)
+
+
+def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A run's (predicted, true) test labels; a missing, corrupt or foreign file is a UserError naming it."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.exists():
+        raise UserError(f"{run_dir} has no {PREDICTIONS_FILE}: a run writes it when it completes its test. "
+                        "Compare completed runs.")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean, f, indent=2)
+        with np.load(path, allow_pickle=False) as saved:
+            predicted, true = saved["predicted"], saved["true"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise UserError(f"{path} is not a predictions file that python -m mnist_exp wrote "
+                        f"({' '.join(str(error).split()) or type(error).__name__}).") from None
+    if (predicted.ndim != 1 or predicted.shape != true.shape or predicted.dtype.kind not in "iu"
+            or true.dtype.kind not in "iu"):
+        raise UserError(f"{path} is not a predictions file that python -m mnist_exp wrote (predicted labels "
+                        f"{predicted.dtype}{list(predicted.shape)}, true labels {true.dtype}{list(true.shape)}).")
+    return predicted, true
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str):
+    """Write a file whole or not at all: into a temporary file beside it, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600: the run's other files follow the umask
-        os.replace(tmp, run_dir / METRICS_FILE)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,15 +1,23 @@
-"""``python -m mnist_exp.compare``: the leaderboard of runs, on made-up run directories and on a real sweep."""
+"""``python -m mnist_exp.compare``: the leaderboard of runs and of seed groups, A --vs B, the plot, the statistics.
+
+Made-up run directories (written with the project's own writers) carry numbers simple enough to
+check by hand; one real fake-data sweep checks the whole path from training to the comparison.
+"""
 
 import csv
 import io
 import json
+import math
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from conftest import read_metrics, run_app, run_dirs, run_module
-from mnist_exp import compare
+from conftest import read_metrics, run_dirs, run_main, run_module
+from mnist_exp import compare, stats
+from mnist_exp.run_dir import PREDICTIONS_FILE, read_predictions, write_metrics, write_predictions
 
 
 def make_run(run_dir: Path, overrides: list[str], metrics: dict | None) -> Path:
@@ -52,7 +60,7 @@ def read_csv(text: str) -> list[dict]:
 
 
 def test_ranked_by_best_validation_accuracy_with_failed_and_unfinished_runs_last(sweep, capsys):
-    rows = read_csv(run_compare(capsys, sweep, "--format", "csv"))
+    rows = read_csv(run_compare(capsys, sweep, "--runs", "--format", "csv"))
     assert [row["run"] for row in rows] == ["1_model-mlp", "2_model-cnn", "0_model-logreg",
                                             "3_model-cnn_optimizer.lr-1e12", "4_model-mlp_optimizer.lr-0.1"]
     assert [row["status"] for row in rows] == ["completed"] * 3 + ["failed", "unfinished"]
@@ -63,34 +71,34 @@ def test_ranked_by_best_validation_accuracy_with_failed_and_unfinished_runs_last
 
 
 def test_only_the_overrides_that_differ_are_columns(sweep, capsys):
-    header = read_csv(run_compare(capsys, sweep, "--format", "csv"))[0].keys()
+    header = read_csv(run_compare(capsys, sweep, "--runs", "--format", "csv"))[0].keys()
     assert list(header) == ["run", "model", "optimizer.lr", *compare.METRIC_COLUMNS, "error", "path"]
-    rows = read_csv(run_compare(capsys, sweep, "--format", "csv"))
+    rows = read_csv(run_compare(capsys, sweep, "--runs", "--format", "csv"))
     assert [row["optimizer.lr"] for row in rows] == ["", "", "", "1e12", "0.1"]  # absent: the config's value
 
 
 def test_table_and_markdown_are_readable(sweep, capsys):
-    table = run_compare(capsys, sweep).splitlines()
+    table = run_compare(capsys, sweep, "--runs").splitlines()
     assert table[0].split() == ["run", "model", "optimizer.lr", "best", "val", "acc", "test", "acc", "epochs",
                                 "train", "s", "params", "status"]
     assert set(table[1]) <= {"-", " "}
     assert table[2].split() == ["1_model-mlp", "mlp", "-", "95.00%", "94.00%", "2", "1.2", "109,386", "completed"]
     assert "failed: Training diverged" in table[5]
-    markdown = run_compare(capsys, sweep, "--format", "markdown").splitlines()
+    markdown = run_compare(capsys, sweep, "--runs", "--format", "markdown").splitlines()
     assert markdown[0] == ("| run | model | optimizer.lr | best val acc | test acc | epochs | train s | params "
                            "| status |")
     assert markdown[1].startswith("|---|---|") and len(markdown) == 2 + 5
 
 
 def test_top_n_keeps_the_best_and_the_columns_of_all(sweep, capsys):
-    rows = read_csv(run_compare(capsys, sweep, "--format", "csv", "--top", "2"))
+    rows = read_csv(run_compare(capsys, sweep, "--runs", "--format", "csv", "--top", "2"))
     assert [row["run"] for row in rows] == ["1_model-mlp", "2_model-cnn"]
     assert "optimizer.lr" in rows[0]
 
 
 def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     single = make_run(tmp_path / "runs" / "2026-01-01" / "09-00-00", [], completed(0.99, 0.98))
-    rows = read_csv(run_compare(capsys, sweep, single, sweep / "1_model-mlp", "--format", "csv"))
+    rows = read_csv(run_compare(capsys, sweep, single, sweep / "1_model-mlp", "--runs", "--format", "csv"))
     assert len(rows) == 6  # the run given twice is listed once
     assert rows[0]["run"] == "runs/2026-01-01/09-00-00" and rows[0]["model"] == ""
     assert rows[1]["run"] == "multirun/2026-01-01/10-00-00/1_model-mlp"
@@ -102,12 +110,12 @@ def test_an_unreadable_metrics_json_is_named_and_listed_as_unreadable(sweep, cap
     (broken / "metrics.json").write_text('{"status": "compl')  # cut short, as a full disk leaves it
     reason = "is not valid JSON (Unterminated string starting at: line 1 column 12 (char 11))"
     warning = f"warning: {broken.resolve() / 'metrics.json'} {reason}; the run is listed as unreadable.\n"
-    assert compare.main([str(sweep), "--format", "csv"]) == 0
+    assert compare.main([str(sweep), "--runs", "--format", "csv"]) == 0
     out, err = capsys.readouterr()
     rows = read_csv(out)
     assert rows[-1]["run"] == broken.name and rows[-1]["status"] == "unreadable"
     assert rows[-1]["error"] == f"metrics.json {reason}" and err == warning
-    assert compare.main([str(sweep)]) == 0
+    assert compare.main([str(sweep), "--runs"]) == 0
     out, err = capsys.readouterr()
     [line] = [line for line in out.splitlines() if line.startswith(broken.name)]
     assert line.endswith("unreadable: metrics.json is not valid JSON (Unterminated string start...")
@@ -135,23 +143,311 @@ def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, args, code,
     assert (result.returncode, result.stdout, result.stderr) == (code, "", f"{PROG}: {message}\n")
 
 
-def test_on_a_real_sweep_the_table_is_the_jobs_metrics(tmp_path):
-    run_app("-m", "model=logreg", "optimizer=sgd", "scheduler=none", "optimizer.lr=-1,0.05,0.2", "dataset=fake",
-            "trainer.epochs=1", cwd=tmp_path, expect_ok=False)
+# --- statistics, against closed forms and published tables ---
+
+@pytest.mark.parametrize("p, df, t", [
+    (0.975, 1, 12.706204736), (0.975, 2, 4.302652730), (0.975, 4, 2.776445105), (0.975, 30, 2.042272456),
+    (0.995, 10, 3.169272673), (0.95, 5, 2.015048373), (0.975, 1e6, 1.959966),
+])
+def test_t_quantile_matches_the_tables(p, df, t):
+    assert stats.t_quantile(p, df) == pytest.approx(t, abs=1e-6)
+    assert stats.t_quantile(1 - p, df) == pytest.approx(-t, abs=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.6, 0.8, 0.9, 0.99, 0.999])
+def test_t_quantile_and_cdf_match_the_closed_forms_of_one_and_two_degrees_of_freedom(p):
+    assert stats.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+    assert stats.t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9)
+    for t in (-3.0, 0.5, 7.0):
+        assert stats.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)
+        assert stats.t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
+
+
+def test_mean_and_interval_of_three_values():
+    summary = stats.summarize([0.978, 0.980, 0.982])
+    assert (summary.n, summary.mean, summary.min) == (3, pytest.approx(0.98), 0.978)
+    assert summary.std == pytest.approx(0.002)
+    half = 4.302652730 * 0.002 / math.sqrt(3)
+    assert (summary.low, summary.high) == (pytest.approx(0.98 - half), pytest.approx(0.98 + half))
+    single = stats.summarize([0.5])
+    assert single.mean == 0.5 and math.isnan(single.std) and math.isnan(single.low)
+
+
+@pytest.mark.parametrize("only_a, only_b, p", [
+    (0, 5, 0.0625), (5, 0, 0.0625), (1, 9, 0.021484375), (9, 1, 0.021484375), (3, 3, 1.0), (0, 0, 1.0), (2, 3, 1.0),
+])
+def test_mcnemar_exact_p_values(only_a, only_b, p):
+    assert stats.mcnemar_p(only_a, only_b) == p  # 2 * (1 + 9) / 2**10 for (1, 9): exact in binary
+
+
+def test_mcnemar_of_thousands_of_disagreements_does_not_overflow():
+    assert 0.0 < stats.mcnemar_p(4000, 4200) < 0.05 < stats.mcnemar_p(4000, 4050) < 1.0
+
+
+def test_welch_against_a_hand_computation():
+    a, b = stats.summarize([1.0, 2.0, 3.0]), stats.summarize([4.0, 6.0, 8.0, 10.0])
+    # variances 1 and 20/3: standard error sqrt(1/3 + 5/3) = sqrt(2); df = 2**2 / ((1/3)**2/2 + (5/3)**2/3) = 216/53
+    result = stats.welch(a, b)
+    assert result.difference == 5.0 and result.df == pytest.approx(216 / 53)
+    half = stats.t_quantile(0.975, 216 / 53) * math.sqrt(2)
+    assert (result.low, result.high) == (pytest.approx(5 - half), pytest.approx(5 + half))
+    assert 2.7764 > stats.t_quantile(0.975, 216 / 53) > 2.5706  # between the df=4 and df=5 table values
+    equal = stats.welch(stats.summarize([1.0, 2.0, 3.0]), stats.summarize([2.0, 3.0, 4.0]))
+    assert equal.df == pytest.approx(4)  # equal variances and sizes: 2 (n - 1)
+    assert equal.high == pytest.approx(1 + 2.776445105 * math.sqrt(2 / 3))
+    assert equal.p == pytest.approx(0.2878641347, abs=1e-6)  # Student's two-sample t = -1.2247, df 4
+
+
+# --- seed groups on made-up runs ---
+
+def make_job(sweep_dir: Path, name: str, settings: dict, metrics: dict, predictions=None) -> Path:
+    """A job directory as the app writes it: .hydra/config.yaml and overrides.yaml, metrics.json, predictions."""
+    run_dir = sweep_dir / name
+    config = {"model": {"name": "cnn", "width": 16}, "dataset": {"name": "fake", "seed": 0},
+              "device": {"name": "cpu", "threads": 1}, "trainer": {"epochs": 2, "progress": None}, "seed": 0}
+    overrides = []
+    for key, value in settings.items():
+        section, _, leaf = key.rpartition(".")
+        (config[section] if section else config)[leaf] = value
+        overrides.append(f"{key}={value}")
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    write_metrics(run_dir, metrics)
+    if predictions is not None:
+        write_predictions(run_dir, *predictions)
+    return run_dir
+
+
+def done(test: float, best_val: float, seconds: float) -> dict:
+    return {"status": "completed", "test/acc": test, "best_val/acc": best_val, "train_time_s": seconds,
+            "epoch": 2, "params": 1000}
+
+
+@pytest.fixture
+def seeds(tmp_path) -> Path:
+    """width 16: 3 seeds (and a failed fourth); width 12: 3 seeds; width 8: 2 seeds; an mlp: 1 run.
+
+    The runs of a group differ in where or how they ran too (threads, progress bar): still one group.
+    """
+    sweep_dir = tmp_path / "sweep"
+    jobs = [({"model.width": 16}, [(0.985, 0.990, 10), (0.986, 0.992, 11), (0.984, 0.994, 12)]),
+            ({"model.width": 12}, [(0.978, 0.981, 8), (0.980, 0.983, 8), (0.982, 0.985, 8)]),
+            ({"model.width": 8}, [(0.960, 0.965, 5), (0.962, 0.967, 7)]),
+            ({"model.name": "mlp"}, [(0.970, 0.975, 3)])]
+    number = 0
+    for settings, results in jobs:
+        for seed, (test, val, seconds) in enumerate(results):
+            where = {"device.threads": 2, "trainer.progress": True} if seed == 1 else {}
+            make_job(sweep_dir, f"{number}_seed-{seed}", {**settings, "seed": seed, **where}, done(test, val, seconds))
+            number += 1
+    make_job(sweep_dir, f"{number}_seed-3", {"model.width": 16, "seed": 3}, {"status": "failed", "error": "boom"})
+    return sweep_dir
+
+
+def test_runs_that_differ_only_in_seed_and_where_they_ran_are_one_row(seeds, capsys):
+    rows = read_csv(run_compare(capsys, seeds, "--format", "csv"))
+    assert [(row["model.width"], row["model.name"], row["n"], row["not completed"]) for row in rows] == [
+        ("16", "", "3", "1"), ("12", "", "3", "0"), ("", "mlp", "1", "0"), ("8", "", "2", "0")]  # by mean test acc
+    top, _, mlp, eight = rows
+    assert top["runs"] == "0_seed-0;1_seed-1;2_seed-2;9_seed-3"
+    assert float(top["test acc"]) == pytest.approx(0.985) and float(top["test std"]) == pytest.approx(0.001)
+    assert float(top["test min"]) == 0.984 and float(top["train s"]) == pytest.approx(11)
+    assert float(top["best val acc"]) == pytest.approx(0.992) and float(top["best val std"]) == pytest.approx(0.002)
+    half = 4.302652730 * 0.001 / math.sqrt(3)  # t(0.975, 2) * std / sqrt(n)
+    assert float(top["95% CI low"]) == pytest.approx(0.985 - half) and float(top["95% CI high"]) == pytest.approx(
+        0.985 + half)
+    # 12: 0.980 +- 0.00497 reaches into 16's 0.985 +- 0.00248; 8: 0.961 +- 12.706 * 0.00141 / sqrt(2) does not.
+    assert float(eight["95% CI high"]) == pytest.approx(0.961 + 12.706204736 * math.sqrt(2e-6) / math.sqrt(2))
+    assert [row["overlaps top"] for row in rows] == ["top", "yes", "-", "no"]
+    assert mlp["test std"] == mlp["95% CI low"] == ""  # one run: no spread, no interval
+
+
+def test_a_setting_that_changes_what_is_trained_is_its_own_group(tmp_path, capsys):
+    make_job(tmp_path, "0_a", {"seed": 0}, done(0.9, 0.9, 1))
+    make_job(tmp_path, "1_b", {"seed": 1, "device.threads": 4}, done(0.8, 0.8, 1))
+    make_job(tmp_path, "2_c", {"seed": 2, "dataset.seed": 1}, done(0.7, 0.7, 1))  # other data: not the same runs
+    rows = read_csv(run_compare(capsys, tmp_path, "--format", "csv"))
+    assert [(row["runs"], row["n"], row["dataset.seed"]) for row in rows] == [("0_a;1_b", "2", ""), ("2_c", "1", "1")]
+
+
+def test_group_table_and_markdown_carry_the_csv_columns(seeds, capsys):
+    header = ["runs", "model.width", "model.name", *compare.GROUP_COLUMNS]
+    assert list(read_csv(run_compare(capsys, seeds, "--format", "csv"))[0]) == header
+    table = run_compare(capsys, seeds).splitlines()
+    assert table[2].split() == ["0_seed-0", "+3", "16", "-", "3", "98.50%", "0.10%", "98.40%", "98.25%", "98.75%",
+                                "99.20%", "0.20%", "11.0", "top", "1"]
+    markdown = run_compare(capsys, seeds, "--format", "markdown", "--top", "2").splitlines()
+    assert markdown[0] == "| " + " | ".join(header) + " |" and len(markdown) == 2 + 2
+    assert markdown[3].startswith("| 3_seed-0 +2 | 12 | - | 3 | 98.00% | 0.20% | 97.80% | 97.50% | 98.50% |")
+
+
+def test_the_plot_is_a_png_of_the_rows(seeds, tmp_path, capsys):
+    for args in ([], ["--runs"]):
+        plot = tmp_path / f"plot{len(args)}.png"
+        run_compare(capsys, seeds, "--plot", plot, *args)
+        header = plot.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (800, 550)
+        assert 10_000 < plot.stat().st_size < 500_000
+
+
+# --- A --vs B ---
+
+def paired_runs(tmp_path: Path, only_a: int, only_b: int, both: int = 80, neither: int = 10) -> tuple[Path, Path]:
+    """Two runs on the same test set: ``only_a`` images only A gets right, ``only_b`` only B."""
+    true = np.arange(both + only_a + only_b + neither) % 10
+    wrong = (true + 1) % 10
+    a = np.concatenate([true[:both + only_a], wrong[both + only_a:]])
+    b = np.concatenate([true[:both], wrong[both:both + only_a], true[both + only_a:both + only_a + only_b],
+                        wrong[both + only_a + only_b:]])
+    dirs = []
+    for name, predicted, width in (("a", a, 8), ("b", b, 16)):
+        accuracy = float((predicted == true).mean())
+        dirs.append(make_job(tmp_path / "pair", name, {"model.width": width}, done(accuracy, accuracy, 1),
+                             (predicted, true)))
+    return dirs[0], dirs[1]
+
+
+def test_two_runs_b_better_by_mcnemar(tmp_path, capsys):
+    a, b = paired_runs(tmp_path, only_a=1, only_b=9)
+    assert run_compare(capsys, a, "--vs", b).splitlines() == [
+        "A  model.width=8: test accuracy 81.00% (81 of 100)",
+        "B  model.width=16: test accuracy 89.00% (89 of 100)",
+        "Only A gets 1 test image right, only B 9: exact McNemar test, p = 0.0215.",
+        ("B is better: it gets 8 more of the 100 test images right, and a split of the 10 disagreements this uneven "
+         "has p = 0.021 if the two were equally good. (One run each: whether the setting is better, not just this "
+         "run, needs seed groups.)")]
+
+
+def test_two_runs_within_noise_by_mcnemar(tmp_path, capsys):
+    a, b = paired_runs(tmp_path, only_a=5, only_b=0)
+    lines = run_compare(capsys, a, "--vs", b).splitlines()
+    assert lines[2:] == ["Only A gets 5 test images right, only B 0: exact McNemar test, p = 0.0625.",
+                         ("The difference is within noise: A gets 5 more test images right, but a split of the 5 "
+                          "disagreements this uneven happens by chance (p = 0.06).")]
+
+
+def test_two_seed_groups_by_welch(seeds, capsys):
+    sixteen = [seeds / "0_seed-0", seeds / "1_seed-1", seeds / "2_seed-2"]
+    twelve = [seeds / "3_seed-0", seeds / "4_seed-1", seeds / "5_seed-2"]
+    lines = run_compare(capsys, *twelve, "--vs", *sixteen, seeds / "9_seed-3").splitlines()  # the failed run: left out
+    # By hand: difference 0.005, standard error sqrt(0.002**2/3 + 0.001**2/3), df = 25 / (17/2) = 50/17.
+    se = math.sqrt(5e-6 / 3)
+    half = stats.t_quantile(0.975, 50 / 17) * se
+    assert 3.1824 < stats.t_quantile(0.975, 50 / 17) < 4.3027  # between the df=3 and df=2 table values
+    interval = f"{100 * (0.005 - half):+.2f} to {100 * (0.005 + half):+.2f} points"
+    assert lines[0] == "A  model.width=12: 3 runs, mean test accuracy 98.00% (std 0.20, 95% interval 97.50% to 98.50%)"
+    assert lines[1].startswith("B  model.width=16: 3 runs, mean test accuracy 98.50% (std 0.10,")
+    assert lines[2].startswith(f"B - A: +0.50 points, 95% interval {interval} (Welch, 2.9 degrees of freedom, p = ")
+    assert lines[3] == (f"B is better: its mean test accuracy is 0.50 points higher, and the 95% interval of the "
+                        f"difference ({interval}) does not include zero.")
+    swapped = run_compare(capsys, *sixteen, "--vs", *twelve).splitlines()
+    assert swapped[3].startswith("A is better: its mean test accuracy is 0.50 points higher")
+
+
+def test_two_noisy_seed_groups_are_within_noise(tmp_path, capsys):
+    a = [make_job(tmp_path, f"a{seed}", {"model.width": 4, "seed": seed}, done(acc, acc, 1))
+         for seed, acc in enumerate((0.90, 0.95))]
+    b = [make_job(tmp_path, f"b{seed}", {"model.width": 8, "seed": seed}, done(acc, acc, 1))
+         for seed, acc in enumerate((0.91, 0.96))]
+    # Variances 0.00125 each: standard error sqrt(2 * 0.00125 / 2) = 0.035355, df 2, so 0.01 +- 4.3027 * 0.035355;
+    # t = 0.28284 and, by the closed form of 2 degrees of freedom, p = 1 - t / sqrt(2 + t**2) = 0.8039.
+    lines = run_compare(capsys, *a, "--vs", *b).splitlines()
+    assert lines[2] == ("B - A: +1.00 points, 95% interval -14.21 to +16.21 points (Welch, 2.0 degrees of freedom, "
+                        "p = 0.804).")
+    assert lines[3] == ("The difference is within noise: the 95% interval of B - A (-14.21 to +16.21 points) includes "
+                        "zero, so these runs cannot tell which is better.")
+
+
+def wrong_vs(capsys, *args) -> str:
+    assert compare.main([str(arg) for arg in args]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    return err.removeprefix("python -m mnist_exp.compare: ").rstrip("\n")
+
+
+def test_wrong_comparisons_are_one_line(seeds, tmp_path, capsys):
+    a, b = paired_runs(tmp_path, only_a=1, only_b=9)
+    assert wrong_vs(capsys, seeds, "--vs", a) == (
+        "A holds 4 seed groups, not one (they differ in model.width, model.name): give the runs of one group, e.g. "
+        "the job directories of a sweep that share a setting (sweep/0_* sweep/2_*).")
+    assert wrong_vs(capsys, a, "--vs", seeds / "0_seed-0", seeds / "1_seed-1") == (
+        "A has 1 completed run and B 2: compare one run with one run (McNemar's test on their predictions), or two "
+        "seed groups of two runs or more (Welch).")
+    shared = seeds / "1_seed-1"
+    assert wrong_vs(capsys, seeds / "0_seed-0", shared, "--vs", shared, seeds / "2_seed-2") == (
+        f"A and B share 1 run ({shared.resolve()}...): give each run to one side, A before --vs, B after it.")
+    assert wrong_vs(capsys, a, "--vs", seeds / "9_seed-3") == ("B has no completed run (failed): compare runs that "
+                                                               "finished their test.")
+    assert wrong_vs(capsys, a, "--vs", seeds / "0_seed-0") == (
+        f"{seeds / '0_seed-0'} has no {PREDICTIONS_FILE}: a run writes it when it completes its test. "
+        "Compare completed runs.")
+    assert wrong_vs(capsys, a, "--vs", b, "--runs") == ("--vs compares A with B: leave out --runs, --top, --format and "
+                                                        "--plot, which shape the leaderboard.")
+    assert wrong_vs(capsys, seeds, "--plot", tmp_path / "plot.svg") == f"--plot {tmp_path / 'plot.svg'}: give a file " \
+                                                                       "name ending in .png."
+
+
+def test_a_foreign_or_corrupt_predictions_file_is_refused(tmp_path, capsys):
+    a, b = paired_runs(tmp_path, only_a=1, only_b=9)
+    predicted, true = read_predictions(b)
+    write_predictions(b, predicted[:50], true[:50])  # another test set, and the accuracy still 89/100 in metrics
+    write_metrics(b, done(float((predicted[:50] == true[:50]).mean()), 0.9, 1))
+    assert wrong_vs(capsys, a, "--vs", b) == ("A and B were tested on different test sets (100 and 50 images): "
+                                              "compare runs of the same dataset.")
+    write_predictions(b, (predicted + 1) % 10, true)  # right length, wrong run: its accuracy is not the recorded one
+    assert wrong_vs(capsys, a, "--vs", b) == (f"{b / PREDICTIONS_FILE} does not belong to its run: its accuracy is "
+                                              "0.00%, the run's metrics.json says 100.00%.")
+    (b / PREDICTIONS_FILE).write_bytes(b"PK\x03\x04 cut short")
+    message = wrong_vs(capsys, a, "--vs", b)
+    assert message.startswith(f"{b / PREDICTIONS_FILE} is not a predictions file that python -m mnist_exp wrote (")
+    np.savez(b / PREDICTIONS_FILE, predicted=np.zeros((2, 2), dtype=np.int64), true=np.zeros((2, 2), dtype=np.int64))
+    assert wrong_vs(capsys, a, "--vs", b) == (f"{b / PREDICTIONS_FILE} is not a predictions file that python -m "
+                                              "mnist_exp wrote (predicted labels int64[2, 2], true labels "
+                                              "int64[2, 2]).")
+
+
+# --- a real sweep ---
+
+def test_a_real_seed_sweep_is_two_groups_of_two_and_compares(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("-m", "dataset=fake", "trainer.epochs=1", "model=cnn", "model.width=4,8", "seed=0,1",
+                            "device=cpu", "device.threads=1", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
     [sweep_dir] = (tmp_path / "outputs" / "multirun").glob("*/*")
-    result = run_module("mnist_exp.compare", str(sweep_dir), "--format", "csv", cwd=tmp_path)
-    rows = read_csv(result.stdout)
-    assert sorted(row["run"] for row in rows) == sorted(job.name for job in run_dirs(sweep_dir))
-    assert [row["optimizer.lr"] for row in rows][-1] == "-1"  # the failed job last
+    jobs = run_dirs(sweep_dir)
+    rows = read_csv(run_compare(capsys, sweep_dir, "--format", "csv"))
+    assert [(row["model.width"], row["n"], row["not completed"]) for row in rows] in (
+        [("4", "2", "0"), ("8", "2", "0")], [("8", "2", "0"), ("4", "2", "0")])
     for row in rows:
+        members = [job for job in jobs if f"model.width-{row['model.width']}_" in job.name]
+        tests = [read_metrics(job)["test/acc"] for job in members]
+        assert float(row["test acc"]) == pytest.approx(sum(tests) / 2) and float(row["test min"]) == min(tests)
+        assert sorted(row["runs"].split(";")) == sorted(job.name for job in members)
+    for job in jobs:  # each run's predictions are its test: 256 fake images, its recorded accuracy
+        predicted, true = read_predictions(job)
+        assert len(true) == 256 and float((predicted == true).mean()) == pytest.approx(read_metrics(job)["test/acc"])
+    runs = read_csv(run_compare(capsys, sweep_dir, "--runs", "--format", "csv"))
+    assert sorted(row["run"] for row in runs) == sorted(job.name for job in jobs)
+    for row in runs:
         metrics = read_metrics(Path(row["path"]))
-        assert row["status"] == metrics["status"]
-        if metrics["status"] == "completed":
-            assert float(row["best val acc"]) == metrics["best_val/acc"]
-            assert float(row["test acc"]) == metrics["test/acc"]
-            assert int(row["epochs"]) == metrics["epoch"] and int(row["params"]) == metrics["params"]
-            assert float(row["train s"]) == metrics["train_time_s"]
-        else:
-            assert row["error"] == metrics["error"] and "out of range" in row["error"]
-    completed_rows = rows[:2]
-    assert float(completed_rows[0]["best val acc"]) >= float(completed_rows[1]["best val acc"])
+        assert row["status"] == metrics["status"] == "completed"
+        assert float(row["test acc"]) == metrics["test/acc"] and float(row["train s"]) == metrics["train_time_s"]
+    # The jobs in Hydra's order: seed varies fastest.
+    lines = run_compare(capsys, jobs[0], "--vs", jobs[2]).splitlines()
+    assert lines[0].startswith("A  model.width=4: test accuracy") and "exact McNemar test" in lines[2]
+    lines = run_compare(capsys, jobs[0], jobs[1], "--vs", jobs[2], jobs[3]).splitlines()
+    assert lines[0].startswith("A  model.width=4: 2 runs") and lines[2].startswith("B - A: ")
+
+
+def test_help_says_how_to_pick_a_and_b(capsys):
+    assert compare.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "compare SWEEP/0_* --vs SWEEP/3_*" in text and "95% interval" in text and "%%" not in text
+
+
+def test_runs_without_a_config_yaml_group_by_their_overrides(sweep, capsys):
+    rows = read_csv(run_compare(capsys, sweep, "--format", "csv"))
+    assert [(row["model"], row["optimizer.lr"], row["n"], row["not completed"]) for row in rows] == [
+        ("mlp", "", "1", "0"), ("cnn", "", "1", "0"), ("logreg", "", "1", "0"), ("cnn", "1e12", "0", "1"),
+        ("mlp", "0.1", "0", "1")]  # by test accuracy; groups without a completed run last
+    assert rows[-1]["test acc"] == "" and rows[0]["overlaps top"] == "top" and rows[1]["overlaps top"] == "-"

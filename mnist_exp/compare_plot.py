@@ -1,0 +1,54 @@
+"""``compare --plot``: test accuracy against training seconds, a point per leaderboard row.
+
+The accuracy/time trade-off of a sweep at a glance: error bars are the 95% interval of a seed
+group's mean, labels the overrides that tell the rows apart. A ``matplotlib.figure.Figure`` drawn
+by the Agg renderer, never pyplot's global state (as in ``mnist_exp.tracking``).
+"""
+
+from pathlib import Path
+from typing import Any
+
+from mnist_exp.compare import differing_keys
+from mnist_exp.errors import UserError
+from mnist_exp.run_dir import atomic_file
+
+
+def plot_points(groups: list[dict[str, Any]]) -> list[tuple[str, float, float, float]]:
+    """(label, mean train seconds, mean test accuracy, half its 95% interval or 0) of each group with both."""
+    keys = differing_keys(groups)
+    points = []
+    for group in groups:
+        test, seconds = group["test"], group["seconds"]
+        if test and seconds:
+            label = " ".join(f"{key}={group['overrides'][key]}" for key in keys if key in group["overrides"])
+            half = test.high - test.mean if test.n > 1 else 0.0
+            points.append((label or group["runs"][0]["dir"].name, seconds.mean, test.mean, half))
+    return points
+
+
+def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
+    """Write the PNG of the groups (``compare.seed_groups``, or one per run) to ``path``, atomically."""
+    from matplotlib.figure import Figure
+
+    points = plot_points(groups)
+    if not points:
+        raise UserError(f"Nothing to plot into {path}: no completed run has a test accuracy and training time.")
+    fig = Figure(figsize=(8, 5.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    grouped = any(half > 0 for *_, half in points)
+    middle = (min(p[1] for p in points) + max(p[1] for p in points)) / 2
+    for label, seconds, accuracy, half in points:
+        ax.errorbar(seconds, 100 * accuracy, yerr=100 * half if half > 0 else None, fmt="o", capsize=4,
+                    markersize=5)
+        right = seconds > middle  # labels toward the middle, so none runs off the figure
+        ax.annotate(label, (seconds, 100 * accuracy), xytext=(-6 if right else 6, 4), textcoords="offset points",
+                    fontsize=8, ha="right" if right else "left")
+    ax.set_xlabel("training seconds" + (" (mean of the group)" if grouped else ""))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("test accuracy against training time" + (": mean and 95% interval of each seed group"
+                                                           if grouped else ""))
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.1, y=0.1)
+    with atomic_file(Path(path), "wb") as f:
+        fig.savefig(f, format="png")
+    fig.clear()
