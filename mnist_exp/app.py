@@ -26,7 +26,8 @@ from mnist_exp.data import DataBundle, TensorLoader, build_dataset
 from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.resume import RESUME_MAY_CHANGE, checkpoint_to_resume, record_stop, restore
+from mnist_exp.resume import (RESUME_MAY_CHANGE, checkpoint_to_resume, completed_run, record_stop, restore,
+                              sweep_dir_problem, write_missing_run_record)
 from mnist_exp.run_dir import CHECKPOINT_DIR, METRICS_FILE, read_metrics, write_metrics
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
@@ -40,11 +41,15 @@ def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
     check_output_location(sys.argv[1:])
-    if any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:]):
+    resume = any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:])
+    if resume:
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
     else:
         refuse_a_completed_run_dir(sys.argv[1:])
+    problem = sweep_dir_problem(sys.argv[1:], resume)
+    if problem:
+        sys.exit(problem)
     sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
     with hydra_errors_in_one_line(schema_keys):
         hydra_main()
@@ -105,15 +110,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        job = build_job(cfg, run_dir, in_sweep=hydra_cfg.mode == RunMode.MULTIRUN)
+        if in_sweep and cfg.resume:
+            write_missing_run_record(run_dir, cfg, hydra_cfg)
+        if cfg.resume and not cfg.ckpt_path:
+            config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            recorded = completed_run(run_dir, config, overrides, in_sweep)
+            if recorded:
+                return recorded
+        job = build_job(cfg, run_dir, in_sweep)
     except BaseException as error:
         # Refused before training (a changed config on resume, say): a run's existing record stays as it is.
         if not read_metrics(run_dir):
             record_failure(run_dir, error)
         raise
-    if isinstance(job, dict):  # a completed run asked to resume: its recorded metrics
-        return job
     try:
         return fit_and_test(job, overrides)
     except SystemExit:  # stopped by a signal: metrics.json already says how to resume
@@ -129,7 +140,7 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
         write_metrics(run_dir, {"status": "failed", "error": str(error) or type(error).__name__})
 
 
-def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str, Any]:
+def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job:
     """Check, build and (where asked) restore everything of the run, in the order of the data flow."""
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
     check_ranges(cfg)
@@ -179,20 +190,17 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str,
     if writer and cfg.trainer.checkpoint:
         checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names})
         trainer.callbacks.append(checkpoints)
-    resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir)
+    resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     if resume_from is not None:
         restore(trainer, resume_from, config, checkpoints)
-        recorded = read_metrics(run_dir)
-        if recorded.get("status") == "completed" and not cfg.ckpt_path:
-            log.info("The run in %s is complete (test accuracy %.2f%%): nothing to resume, nothing changed.",
-                     run_dir, 100 * recorded["test/acc"])
-            return recorded
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
 
     tracker = None
     if writer:
-        # The killed run may have logged past its checkpoint: TensorBoard drops its points after it.
-        tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else None)
+        # The killed run may have logged past its checkpoint: TensorBoard drops its points after it. A fresh run
+        # where an earlier attempt logged (a resumed sweep's failed job) drops all of those.
+        stale = resume_from is None and any(run_dir.glob("events.out.tfevents.*"))
+        tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else 0 if stale else None)
         if resume_from is None:
             tracker.images("train/samples", data.train.images[:64])
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
