@@ -25,9 +25,10 @@ from mnist_exp.errors import UserError, full_traceback_asked, hydra_errors_in_on
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
 from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
+from mnist_exp.hparams import single_run_columns
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.resume import (RESUME_MAY_CHANGE, checkpoint_to_resume, completed_run, record_stop, restore,
-                              sweep_dir_problem, write_missing_run_record)
+                              sweep_dir_problem, without_resume, write_missing_run_record)
 from mnist_exp.run_dir import CHECKPOINT_DIR, METRICS_FILE, read_metrics, write_metrics
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
@@ -103,6 +104,7 @@ class Job:
     trainer: Trainer
     loaders: dict[str, TensorLoader]  # train, val, test
     tracker: TensorBoardTracker | None  # rank 0's; None on the other DDP processes
+    in_sweep: bool  # a sweep's job: the sweep, not the job, sets the HPARAMS table's columns
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -202,11 +204,12 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job:
         stale = resume_from is None and any(run_dir.glob("events.out.tfevents.*"))
         tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else 0 if stale else None)
         if resume_from is None:
+            tracker.run_record(config, without_resume(list(HydraConfig.get().overrides.task)))
             tracker.images("train/samples", data.train.images[:64])
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TensorBoardCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
-               tracker)
+               tracker, in_sweep)
 
 
 def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
@@ -250,7 +253,9 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
     figures = write_final_figures(tracker, run_dir, test_images=data.test.images, true=data.test.labels,
                                   pred=test["predictions"], class_names=data.class_names, history=state.history,
                                   step=state.step)
-    tracker.hparams(hyperparameters(job.config), {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")})
+    params = hyperparameters(job.config)
+    tracker.hparams(params, {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")}, state.step,
+                    columns=None if job.in_sweep else single_run_columns(params, overrides))
     tracker.close()
     write_metrics(run_dir, metrics)
 

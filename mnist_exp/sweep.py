@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_exp.hparams import write_sweep_experiment
 from mnist_exp.run_dir import current_umask, read_metrics
 
 try:
@@ -51,6 +52,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        write_sweep_experiment(sweep_dir)  # the HPARAMS table's columns: the keys that differ between the jobs
         if (sweep_dir / OPTUNA_RESULTS_FILE).exists():
             report_best_trial(sweep_dir, config.optimized_metric)
 
