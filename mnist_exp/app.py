@@ -23,9 +23,9 @@ from mnist_exp.callbacks import CheckpointCallback, TensorBoardCallback
 from mnist_exp.config import CLAIMED_RUN_DIRS, CONF_DIR, check_ranges, register_schemas, schema_keys
 from mnist_exp.errors import UserError, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
+from mnist_exp.hparams import single_run_columns
 from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
-from mnist_exp.hparams import single_run_columns
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.resume import (RESUME_MAY_CHANGE, checkpoint_to_resume, completed_run, record_stop, restore,
                               sweep_dir_problem, without_resume, write_missing_run_record)

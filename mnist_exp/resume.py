@@ -100,11 +100,13 @@ def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConf
 def sweep_dir_problem(args: list[str], resume: bool) -> str | None:
     """Why a sweep's command line must be refused before Hydra writes anything, or None.
 
-    resume=true needs the directory of the sweep to continue; a sweep run again into a directory
-    holding completed jobs without resume=true would overwrite them.
+    resume=true needs the directory of the sweep to continue; a grid run again into a directory
+    holding completed jobs without resume=true would overwrite them. A search (``hparams_search=``,
+    ``hydra/sweeper=``) run again into its directory continues its study, its trials in new directories.
     """
     if not ({"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(args)):
         return None
+    search = any(arg.lstrip("+~").startswith(("hparams_search=", "hydra/sweeper=")) for arg in args)
     given = [value for key, _, value in (arg.partition("=") for arg in args) if key == "hydra.sweep.dir"]
     sweep_dir = Path(given[-1]) if given and "${" not in given[-1] else None
     if resume and sweep_dir is None:
@@ -112,7 +114,7 @@ def sweep_dir_problem(args: list[str], resume: bool) -> str | None:
     if resume and not (sweep_dir / "multirun.yaml").exists():
         return (f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the sweep "
                 "to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
-    completed = [] if resume or sweep_dir is None else [
+    completed = [] if resume or search or sweep_dir is None else [
         job for job in sorted(sweep_dir.glob("*/")) if read_metrics(job).get("status") == "completed"]
     if completed:
         return (f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again would "

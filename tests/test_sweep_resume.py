@@ -9,9 +9,10 @@ import pytest
 
 from conftest import kill_at_creation, read_metrics, run_dirs, run_main
 from mnist_exp import compare
+from mnist_exp.run_dir import write_metrics
 
 # Four deterministic jobs of two epochs each: a kill inside job 2 leaves two completed jobs, one with an
-# epoch-1 last.pt and one never started.
+# epoch-1 last.pt and one never started (then marked failed, as a job that raised at once is).
 SWEEP = ("-m", "model.width=4,8", "seed=0,1", "dataset=fake", "dataset.num_train=1024", "trainer.epochs=2",
          "trainer.deterministic=true", "device=cpu", "device.threads=1")
 
@@ -67,6 +68,7 @@ def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_compl
     assert [read_metrics(sweep_dir / name)["status"] for name in names[:2]] == ["completed", "completed"]
     assert not (sweep_dir / names[2] / "metrics.json").exists() and not (sweep_dir / names[3]).exists()
     kept = {name: snapshot(sweep_dir / name) for name in names[:2]}
+    write_metrics(sweep_dir / names[3], {"status": "failed", "error": "CUDA error: out of memory"})
 
     launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if joblib_installed() else []
     run_sweep(*launcher, "resume=true", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
