@@ -28,7 +28,7 @@ from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.resume import (RESUME_MAY_CHANGE, checkpoint_to_resume, completed_run, record_stop, restore,
-                              sweep_dir_problem, without_resume, write_missing_run_record)
+                              overwrite_problem, without_resume, write_missing_run_record)
 from mnist_exp.run_dir import CHECKPOINT_DIR, METRICS_FILE, read_metrics, write_metrics
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
@@ -43,14 +43,12 @@ def main() -> None:
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
     check_output_location(sys.argv[1:])
     resume = any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:])
+    problem = overwrite_problem(sys.argv[1:], resume)
+    if problem:
+        sys.exit(problem)
     if resume:
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
-    else:
-        refuse_a_completed_run_dir(sys.argv[1:])
-    problem = sweep_dir_problem(sys.argv[1:], resume)
-    if problem:
-        sys.exit(problem)
     sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
     with hydra_errors_in_one_line(schema_keys):
         hydra_main()
@@ -69,14 +67,6 @@ def check_output_location(args: list[str]) -> None:
         if problem:
             sys.exit(f"Cannot write run directories to {path}: {existing} {problem}. "
                      "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
-
-
-def refuse_a_completed_run_dir(args: list[str]) -> None:
-    """A new run pointed at a completed run's directory would overwrite it: refuse before Hydra writes there."""
-    for key, _, value in (arg.partition("=") for arg in args):
-        if key == "hydra.run.dir" and "${" not in value and read_metrics(Path(value)).get("status") == "completed":
-            sys.exit(f"{value} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
-                     "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -97,18 +97,23 @@ def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConf
         (record / name).write_text(OmegaConf.to_yaml(node))
 
 
-def sweep_dir_problem(args: list[str], resume: bool) -> str | None:
-    """Why a sweep's command line must be refused before Hydra writes anything, or None.
+def overwrite_problem(args: list[str], resume: bool) -> str | None:
+    """Why a command line must be refused before Hydra writes anything, or None.
 
-    resume=true needs the directory of the sweep to continue; a grid run again into a directory
-    holding completed jobs without resume=true would overwrite them. A search (``hparams_search=``,
-    ``hydra/sweeper=``) run again into its directory continues its study, its trials in new directories.
+    A new run in a completed run's directory, or a grid sweep run again into a directory holding
+    completed jobs, would overwrite them: resume=true continues them instead, and a sweep's
+    resume=true needs the directory of the sweep. A search (``hparams_search=``, ``hydra/sweeper=``)
+    run again into its directory continues its study, its trials in new directories.
     """
+    given = {key: value for key, _, value in (arg.partition("=") for arg in args) if "${" not in value}
+    run_dir = given.get("hydra.run.dir")
+    if not resume and run_dir and read_metrics(Path(run_dir)).get("status") == "completed":
+        return (f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
+                "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
     if not ({"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(args)):
         return None
     search = any(arg.lstrip("+~").startswith(("hparams_search=", "hydra/sweeper=")) for arg in args)
-    given = [value for key, _, value in (arg.partition("=") for arg in args) if key == "hydra.sweep.dir"]
-    sweep_dir = Path(given[-1]) if given and "${" not in given[-1] else None
+    sweep_dir = Path(given["hydra.sweep.dir"]) if "hydra.sweep.dir" in given else None
     if resume and sweep_dir is None:
         return "resume=true continues a sweep: give the directory of the sweep to continue, hydra.sweep.dir=<dir>."
     if resume and not (sweep_dir / "multirun.yaml").exists():
