@@ -118,4 +118,4 @@ def write_sweep_experiment(sweep_dir: Path) -> list[str]:
         writer.add_summary(experiment_summary({key: columns[key] for key in columns if key in differs | some},
                                               metric_tags, differs))
         writer.close()
-    return sorted(differs, key=list(columns).index) + sorted(some - differs, key=list(columns).index)
+    return [key for key in columns if key in differs] + [key for key in columns if key in some - differs]
