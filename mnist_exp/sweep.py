@@ -2,8 +2,8 @@
 
 - Each job of a multirun writes its row of ``<sweep dir>/sweep.csv`` when it ends, completed or
   failed (with its error), so a running or interrupted sweep can be read at any time. The row is
-  written by the process that ran the job (a joblib worker, a SLURM node), under a lock on the
-  sweep directory, and the file is replaced atomically. One row per job: a job that ends again
+  written by the process that ran the job (a joblib worker, a SLURM node), under a lock
+  (``.sweep.csv.lock``), and the file is replaced atomically. One row per job: a job that ends again
   (a resumed sweep) replaces its row, in place, so the file always counts each job once.
 - An Optuna search keeps its study in SQLite inside the sweep directory (``conf/hparams_search/``);
   the directory is created before the sweeper opens that file. At the end, the best trial's
@@ -78,8 +78,8 @@ def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
 
 def write_row(path: Path, row: dict[str, Any]) -> None:
     """Put the job's row into sweep.csv, replacing an earlier row of the same job; parallel jobs may end together."""
-    lock = os.open(path.parent, os.O_RDONLY)  # the directory: the file itself is replaced
-    try:
+    # A lock file of its own, opened for writing: the table itself is replaced, and NFS locks only writable files.
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -103,8 +103,6 @@ def write_row(path: Path, row: dict[str, Any]) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    finally:
-        os.close(lock)
 
 
 def report_best_trial(sweep_dir: Path, metric: str) -> None:
