@@ -23,10 +23,12 @@ from mnist_exp.checkpoint import full_disk_error
 from mnist_exp.config import CLAIMED_RUN_DIRS, CONF_DIR, check_ranges, register_schemas, schema_keys
 from mnist_exp.errors import UserError, disk_full, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
+from mnist_exp.hparams import single_run_columns
 from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.resume import RESUME_MAY_CHANGE, checkpoint_to_resume, record_stop, restore
+from mnist_exp.resume import (RESUME_MAY_CHANGE, checkpoint_to_resume, completed_run, record_stop, restore,
+                              overwrite_problem, without_resume, write_missing_run_record)
 from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RunDirInUse, check_output_location, named_run_dir,
                                read_metrics, run_dir_lock, write_metrics, write_predictions)
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
@@ -41,29 +43,23 @@ def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error says it once)
+    resume = any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:])
     try:
         check_output_location(sys.argv[1:])
     except UserError as error:
         sys.exit(str(error))
-    if any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:]):
+    problem = overwrite_problem(sys.argv[1:], resume)
+    if problem:
+        sys.exit(problem)
+    if resume:
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
-    else:
-        refuse_a_completed_run_dir(sys.argv[1:])
     sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
     try:
         with run_dir_lock(named_run_dir(sys.argv[1:])), hydra_errors_in_one_line(schema_keys):
             hydra_main()
     except RunDirInUse as error:
         sys.exit(str(error))
-
-
-def refuse_a_completed_run_dir(args: list[str]) -> None:
-    """A new run pointed at a completed run's directory would overwrite it: refuse before Hydra writes there."""
-    for key, _, value in (arg.partition("=") for arg in args):
-        if key == "hydra.run.dir" and "${" not in value and read_metrics(Path(value)).get("status") == "completed":
-            sys.exit(f"{value} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
-                     "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -91,6 +87,7 @@ class Job:
     trainer: Trainer
     loaders: dict[str, TensorLoader]  # train, val, test
     tracker: TensorBoardTracker | None  # rank 0's; None on the other DDP processes
+    in_sweep: bool  # a sweep's job: the sweep, not the job, sets the HPARAMS table's columns
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -98,15 +95,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        job = build_job(cfg, run_dir, in_sweep=hydra_cfg.mode == RunMode.MULTIRUN)
+        if in_sweep and cfg.resume:
+            write_missing_run_record(run_dir, cfg, hydra_cfg)
+        if cfg.resume and not cfg.ckpt_path:
+            config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            recorded = completed_run(run_dir, config, overrides, in_sweep)
+            if recorded:
+                return recorded
+        job = build_job(cfg, run_dir, in_sweep)
     except BaseException as error:
         # Refused before training (a changed config on resume, say): a run's existing record stays as it is.
         if not read_metrics(run_dir):
             record_failure(run_dir, error)
         raise
-    if isinstance(job, dict):  # a completed run asked to resume: its recorded metrics
-        return job
     try:
         return fit_and_test(job, overrides)
     except SystemExit:  # stopped by a signal: metrics.json already says how to resume
@@ -128,7 +131,7 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
         log.warning("The failure could not be recorded in %s: %s", run_dir / METRICS_FILE, write_error)
 
 
-def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str, Any]:
+def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job:
     """Check, build and (where asked) restore everything of the run, in the order of the data flow."""
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
     check_ranges(cfg)
@@ -178,26 +181,24 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job | dict[str,
     if writer and cfg.trainer.checkpoint:
         checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names})
         trainer.callbacks.append(checkpoints)
-    resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir)
+    resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     if resume_from is not None:
         restore(trainer, resume_from, config, checkpoints)
-        recorded = read_metrics(run_dir)
-        if recorded.get("status") == "completed" and not cfg.ckpt_path:
-            log.info("The run in %s is complete (test accuracy %.2f%%): nothing to resume, nothing changed.",
-                     run_dir, 100 * recorded["test/acc"])
-            return recorded
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
 
     tracker = None
     if writer:
-        # The killed run may have logged past its checkpoint: TensorBoard drops its points after it.
-        tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else None)
+        # The killed run may have logged past its checkpoint: TensorBoard drops its points after it. A fresh run
+        # where an earlier attempt logged (a resumed sweep's failed job) drops all of those.
+        stale = resume_from is None and any(run_dir.glob("events.out.tfevents.*"))
+        tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else 0 if stale else None)
         if resume_from is None:
+            tracker.run_record(config, without_resume(list(HydraConfig.get().overrides.task)))
             tracker.images("train/samples", data.train.images[:64])
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TensorBoardCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
-               tracker)
+               tracker, in_sweep)
 
 
 def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
@@ -241,7 +242,9 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
     figures = write_final_figures(tracker, run_dir, test_images=data.test.images, true=data.test.labels,
                                   pred=test["predictions"], class_names=data.class_names, history=state.history,
                                   step=state.step)
-    tracker.hparams(hyperparameters(job.config), {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")})
+    params = hyperparameters(job.config)
+    tracker.hparams(params, {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")}, state.step,
+                    columns=None if job.in_sweep else single_run_columns(params, overrides))
     tracker.close()
     write_predictions(run_dir, test["predictions"].cpu(), data.test.labels.cpu())  # for compare's paired test
     write_metrics(run_dir, metrics)

@@ -4,6 +4,11 @@ A run continues from ``checkpoints/last.pt`` when asked (``resume=true``, or ``c
 inside a submitit job that was preempted or reached its time limit, by itself (the job is
 requeued into the same directory). The checkpoint's config must be the run's own, except for the
 keys that say where or how a run goes (``RESUME_MAY_CHANGE``).
+
+A sweep continues with ``-m <the same sweep> resume=true hydra.sweep.dir=<that sweep>``: each job
+whose run completed with the same config returns its recorded metrics untouched, an interrupted
+job continues from its last.pt, a failed or missing one runs fresh. ``hydra.output_subdir=null``
+keeps Hydra from rewriting the jobs' ``.hydra/``; a job that has none gets it written here.
 """
 
 import logging
@@ -11,6 +16,8 @@ import os
 import shlex
 import signal
 from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.callbacks import CheckpointCallback
@@ -27,7 +34,7 @@ RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trai
                      "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric")
 
 
-def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path) -> Path | None:
+def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_sweep: bool = False) -> Path | None:
     """The checkpoint this run continues from, or None for a fresh run."""
     if ckpt_path:
         return Path(ckpt_path)
@@ -35,11 +42,89 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path) -> 
     if requeued(run_dir):
         log.info("A requeued job: continuing the run in %s", run_dir)
         return last
+    if resume and in_sweep and (not last.exists() or read_metrics(run_dir).get("status") == "failed"):
+        log.info("Resumed sweep: the job in %s has %s, so it runs from the start", run_dir,
+                 "failed" if last.exists() else "no checkpoint")
+        return None
     if resume:
         if not last.exists():
             raise UserError(f"resume=true, but {last} does not exist. Point hydra.run.dir at the run to continue "
                             "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
         return last
+    return None
+
+
+def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: bool) -> dict | None:
+    """The recorded metrics of a completed run with this config (resume=true: nothing to train), else None.
+
+    The config is last.pt's; a run without checkpoints (trainer.checkpoint=false) is matched by its overrides.
+    A completed run of another config is refused, as a checkpoint of another config is.
+    """
+    recorded = read_metrics(run_dir)
+    if recorded.get("status") != "completed":
+        return None
+    last = last_checkpoint(run_dir)
+    if last.exists():
+        refuse_another_config(last, load_checkpoint(last)["config"], config)
+    elif set(read_run_overrides(run_dir)) != set(without_resume(overrides)):
+        raise UserError(f"{run_dir} holds a completed run of other overrides than {without_resume(overrides)}. "
+                        "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
+    log.info("The run in %s is complete (test accuracy %.2f%%): nothing to resume, nothing changed.%s", run_dir,
+             100 * recorded["test/acc"], " Its recorded metrics go to the sweeper." if in_sweep else "")
+    return recorded
+
+
+def without_resume(overrides: list[str]) -> list[str]:
+    """A job's overrides as the sweep's first start recorded them: resume=true says how, not what."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+
+
+def read_run_overrides(run_dir: Path) -> list[str]:
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+
+
+def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """A resumed sweep's job without ``.hydra/`` (it never started) gets the one its first start would have written."""
+    record = Path(run_dir) / ".hydra"
+    if record.exists() or distributed.rank() > 0:
+        return
+    record.mkdir(parents=True)
+    first_start = OmegaConf.merge(cfg, {"resume": False})
+    hydra_node = OmegaConf.create({"hydra": OmegaConf.merge(hydra_cfg, {"output_subdir": ".hydra"})})
+    for name, node in (("config.yaml", first_start), ("hydra.yaml", hydra_node),
+                       ("overrides.yaml", OmegaConf.create(without_resume(list(hydra_cfg.overrides.task))))):
+        (record / name).write_text(OmegaConf.to_yaml(node))
+
+
+def overwrite_problem(args: list[str], resume: bool) -> str | None:
+    """Why a command line must be refused before Hydra writes anything, or None.
+
+    A new run in a completed run's directory, or a grid sweep run again into a directory holding
+    completed jobs, would overwrite them: resume=true continues them instead, and a sweep's
+    resume=true needs the directory of the sweep. A search (``hparams_search=``, ``hydra/sweeper=``)
+    run again into its directory continues its study, its trials in new directories.
+    """
+    given = {key: value for key, _, value in (arg.partition("=") for arg in args) if "${" not in value}
+    run_dir = given.get("hydra.run.dir")
+    if not resume and run_dir and read_metrics(Path(run_dir)).get("status") == "completed":
+        return (f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
+                "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
+    if not ({"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(args)):
+        return None
+    search = any(arg.lstrip("+~").startswith(("hparams_search=", "hydra/sweeper=")) for arg in args)
+    sweep_dir = Path(given["hydra.sweep.dir"]) if "hydra.sweep.dir" in given else None
+    if resume and sweep_dir is None:
+        return "resume=true continues a sweep: give the directory of the sweep to continue, hydra.sweep.dir=<dir>."
+    if resume and not (sweep_dir / "multirun.yaml").exists():
+        return (f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the sweep "
+                "to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
+    completed = [] if resume or search or sweep_dir is None else [
+        job for job in sorted(sweep_dir.glob("*/")) if read_metrics(job).get("status") == "completed"]
+    if completed:
+        return (f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again would "
+                "overwrite them. Continue it with resume=true, or start fresh with a new hydra.sweep.dir "
+                "(or leave it out).")
     return None
 
 
@@ -59,12 +144,7 @@ def restore(trainer, path: Path, config: dict, checkpoints: CheckpointCallback |
     if checkpoint["kind"] != "last":
         raise UserError(f"{path} is a {checkpoint['kind']}.pt: it holds the weights, not the training state. "
                         f"Continue from the run's checkpoints/last.pt.")
-    changed = changed_keys(checkpoint["config"], config)
-    # Name the biggest difference first: a different model explains its other keys.
-    changed.sort(key=lambda change: not change.startswith(("model.name:", "dataset.name:")))
-    if changed:
-        raise UserError(f"Checkpoint {path} was trained with a different config ({'; '.join(changed[:4])}). "
-                        "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
+    refuse_another_config(path, checkpoint["config"], config)
     trainer.load_state_dict(checkpoint["trainer"])
     state = trainer.state
     if checkpoints is not None and trainer.best_weights is not None:
@@ -74,6 +154,15 @@ def restore(trainer, path: Path, config: dict, checkpoints: CheckpointCallback |
             log.info("best.pt holds epoch %s, last.pt's best is epoch %d: best.pt rewritten from last.pt",
                      best_epoch, state.best_epoch)
             checkpoints.save_best(trainer.best_weights, state.best_epoch)
+
+
+def refuse_another_config(path: Path, saved: dict, config: dict) -> None:
+    changed = changed_keys(saved, config)
+    # Name the biggest difference first: a different model explains its other keys.
+    changed.sort(key=lambda change: not change.startswith(("model.name:", "dataset.name:")))
+    if changed:
+        raise UserError(f"Checkpoint {path} was trained with a different config ({'; '.join(changed[:4])}). "
+                        "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
 
 
 def best_epoch_of(path: Path) -> int | None:

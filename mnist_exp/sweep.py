@@ -1,8 +1,10 @@
 """Sweep bookkeeping: a Hydra callback, registered under ``hydra.callbacks`` in conf/config.yaml.
 
-- Each job of a multirun appends one row to ``<sweep dir>/sweep.csv`` when it ends, completed or
+- Each job of a multirun writes its row of ``<sweep dir>/sweep.csv`` when it ends, completed or
   failed (with its error), so a running or interrupted sweep can be read at any time. The row is
-  written by the process that ran the job (a joblib worker, a SLURM node), under a file lock.
+  written by the process that ran the job (a joblib worker, a SLURM node), under a lock
+  (``.sweep.csv.lock``), and the file is replaced atomically. One row per job: a job that ends again
+  (a resumed sweep) replaces its row, in place, so the file always counts each job once.
 - An Optuna search keeps its study in SQLite inside the sweep directory (``conf/hparams_search/``);
   the directory is created before the sweeper opens that file. At the end, the best trial's
   overrides are printed and written to ``<sweep dir>/best_trial.yaml``.
@@ -13,6 +15,7 @@ Hydra turns an exception in a callback into a warning, so bookkeeping never fail
 import csv
 import os
 import shlex
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.run_dir import read_metrics
+from mnist_exp.hparams import write_sweep_experiment
+from mnist_exp.run_dir import current_umask, read_metrics
 
 try:
     import fcntl
@@ -44,10 +48,11 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        append_row(Path(config.hydra.sweep.dir) / SUMMARY_FILE, job_row(config, job_return))
+        write_row(Path(config.hydra.sweep.dir) / SUMMARY_FILE, job_row(config, job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        write_sweep_experiment(sweep_dir)  # the HPARAMS table's columns: the keys that differ between the jobs
         if (sweep_dir / OPTUNA_RESULTS_FILE).exists():
             report_best_trial(sweep_dir, config.optimized_metric)
 
@@ -64,23 +69,40 @@ def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
         "status": metrics.get("status") or ("completed" if completed else "failed"),
         "objective": job_return._return_value if completed else "",
         **{key: metrics.get(key, "") for key in ("best_val/acc", "test/acc", "epoch", "train_time_s", "params")},
-        "overrides": " ".join(config.hydra.overrides.task),
+        "overrides": " ".join(o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith("resume=")),
         "run_dir": os.path.relpath(run_dir, config.hydra.sweep.dir),
         "error": metrics.get("error") or error,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
 
-def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append a row, with the header if the file is new; parallel jobs may finish at the same moment."""
-    with open(path, "a", newline="") as f:
+def write_row(path: Path, row: dict[str, Any]) -> None:
+    """Put the job's row into sweep.csv, replacing an earlier row of the same job; parallel jobs may end together."""
+    # A lock file of its own, opened for writing: the table itself is replaced, and NFS locks only writable files.
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0, os.SEEK_END)  # another job may have written since we opened the file
-        writer = csv.DictWriter(f, SUMMARY_COLUMNS)
-        if f.tell() == 0:
-            writer.writeheader()
-        writer.writerow(row)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except FileNotFoundError:
+            rows = []
+        same_job = [i for i, old in enumerate(rows) if old.get("run_dir") == row["run_dir"]]
+        if same_job:
+            rows[same_job[0]] = row
+        else:
+            rows.append(row)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            os.chmod(tmp, 0o666 & ~current_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def report_best_trial(sweep_dir: Path, metric: str) -> None:

@@ -1,28 +1,34 @@
-"""TensorBoard logging: scalars, one hparams entry per run, image grids and matplotlib figures.
+"""TensorBoard logging: scalars, one hparams entry per run, its config as text, image grids and figures.
 
 One run is one TensorBoard run: every event file goes straight into the run directory, so
 `tensorboard --logdir outputs` lists each run once, with its curves, pictures and hparams.
+The TEXT tab holds each run's composed config and overrides; CUSTOM SCALARS draws train and
+validation loss in one chart, train and validation accuracy in another (``CURVES_LAYOUT``).
 Matplotlib is imported inside the figure functions (it is slow to import and only needed at
 the end of a run); figures are `matplotlib.figure.Figure` objects, never pyplot's global ones.
 """
 
 from __future__ import annotations
 
-import numbers
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+from mnist_exp import hparams as hparams_tab
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 IMAGES_PER_FIGURE = 32
-HPARAMS_METRIC_PREFIX = "hparams/"
+# Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
+CURVES_LAYOUT = {"curves": {"loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
+                            "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]]}}
 
 
 def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -35,17 +41,6 @@ def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def hparam_value(value: Any) -> bool | int | float | str:
-    """A value the hparams plugin accepts: bool, int, float or str; anything else as its text."""
-    if isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):  # numpy ints too, which summary.hparams rejects
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return str(value)  # None, lists, tuples, dicts
 
 
 def confusion_matrix(true: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -163,23 +158,31 @@ class TensorBoardTracker:
         for tag, value in values.items():
             self.writer.add_scalar(tag, float(value), step)
 
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    def run_record(self, config: dict, overrides: list[str]) -> None:
+        """The TEXT tab: the composed config as YAML and the overrides as a command; the curves' layout."""
+        self.writer.add_text("config", f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```", 0)
+        self.writer.add_text("overrides", f"```\n{shlex.join(['python', '-m', 'mnist_exp', *overrides])}\n```", 0)
+        self.writer.add_custom_scalars(CURVES_LAYOUT)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float], step: int,
+                columns: dict[str, bool] | None = None) -> None:
         """One hparams entry in this run's own directory; metrics appear as "hparams/<key>" columns.
 
         SummaryWriter.add_hparams would write into a new timestamped subdirectory (a second
-        TensorBoard run), so the summaries go through this run's own file writer instead.
-        The metrics get their own "hparams/" tags so they don't add points to the training curves.
-        The session summaries only, not the experiment one: TensorBoard takes the first experiment
-        summary it finds as the columns of the whole HPARAMS table, so in a sweep one job's keys would
-        stand for all of them; without it, TensorBoard builds the columns from every run and shows
-        the hyperparameters that differ first.
+        TensorBoard run), so the summaries go through this run's own file writer instead. The
+        metrics get their own "hparams/" tags, at the run's final step, so they add no points to
+        the training curves. ``columns``: the HPARAMS table's columns, for a single run (see
+        mnist_exp.hparams); a sweep's job writes none.
         """
-        hparam_dict = {name: hparam_value(value) for name, value in params.items()}
-        metric_dict = {HPARAMS_METRIC_PREFIX + name: float(value) for name, value in metrics.items()}
-        _experiment, session_start, session_end = hparams_summaries(hparam_dict, metric_dict)
-        for summary in (session_start, session_end):
+        for summary in hparams_tab.session_summaries(params):
             self.writer.file_writer.add_summary(summary)
-        self.scalars(metric_dict, step=0)
+        metric_values = {hparams_tab.METRIC_PREFIX + name: float(value) for name, value in metrics.items()}
+        if columns is not None:
+            values = hparams_tab.session_values({key: params[key] for key in columns})
+            own = hparams_tab.experiment_summary({key: [values[key]] for key in columns}, list(metric_values),
+                                                 differs={key for key, overridden in columns.items() if overridden})
+            self.writer.file_writer.add_summary(own)
+        self.scalars(metric_values, step=step)
 
     def images(self, tag: str, images: torch.Tensor, step: int = 0, nrow: int = 8) -> None:
         """uint8 [N, H, W] or float [N, 1, H, W] in 0..1 -> one grid image."""

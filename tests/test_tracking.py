@@ -1,5 +1,14 @@
-"""TensorBoard tracking: real event files written, then read back with TensorBoard's own EventAccumulator."""
+"""TensorBoard tracking: real event files written, then read back with TensorBoard's own EventAccumulator
+and through the HTTP routes of a TensorBoard server, as its TEXT, HPARAMS and CUSTOM SCALARS tabs read them."""
 
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -7,6 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from mnist_exp.hparams import single_run_columns, write_sweep_experiment
 from mnist_exp.tracking import (
     TensorBoardTracker,
     confusion_matrix,
@@ -58,7 +68,7 @@ def test_hparams_in_the_runs_own_directory(tmp_path):
     tracker.scalars({"val/acc": 0.9}, step=1)
     params = flatten_config({"model": {"name": "cnn", "width": 32, "sizes": [1, 2]}, "seed": None,
                              "optimizer": {"lr": 1e-3, "nesterov": True}})
-    tracker.hparams(params, {"test/acc": 0.98, "best_val/acc": 0.97})
+    tracker.hparams(params, {"test/acc": 0.98, "best_val/acc": 0.97}, step=7)
     tracker.close()
 
     assert [path for path in tmp_path.iterdir() if path.is_dir()] == []  # no add_hparams-style subdirectory
@@ -71,10 +81,112 @@ def test_hparams_in_the_runs_own_directory(tmp_path):
     assert start.hparams["optimizer.lr"].number_value == pytest.approx(1e-3)
     assert start.hparams["model.sizes"].string_value == "[1, 2]"
     assert start.hparams["seed"].string_value == "None"
-    # No experiment summary of its own: TensorBoard builds one from all the runs it shows.
+    assert start.hparams["optimizer.nesterov"].WhichOneof("kind") == "bool_value"  # not the number 1
+    # No experiment summary of its own (a sweep's job): TensorBoard builds one from all the runs it shows.
     assert "_hparams_/experiment" not in content
-    # The metric values are scalars under those tags, so the HPARAMS table can show them.
-    assert events.Scalars("hparams/test/acc")[-1].value == pytest.approx(0.98)
+    # The metric values are scalars under those tags, at the run's final step, so the HPARAMS table shows them.
+    [point] = events.Scalars("hparams/test/acc")
+    assert (point.step, point.value) == (7, pytest.approx(0.98))
+
+
+def test_a_single_runs_columns_are_its_overrides_then_the_headline_keys():
+    params = {"model.name": "cnn", "model.width": 8, "optimizer.name": "adamw", "optimizer.lr": 1e-3,
+              "scheduler.name": "none", "augment.name": "none", "dataset.name": "fake", "dataset.flatten": False}
+    assert single_run_columns(params, ["model.width=8", "dataset=fake", "experiment=fast", "+seed=1"]) == {
+        "model.width": True, "dataset.name": True, "model.name": False, "optimizer.name": False,
+        "optimizer.lr": False, "scheduler.name": False, "augment.name": False}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def tensorboard(logdir: Path, runs: int):
+    """A TensorBoard server over ``logdir``, once it has loaded ``runs`` runs: yields get(route), post(route, body)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
+                               "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/data/plugin"
+
+    def get(route: str, **query):
+        url = base + route + ("?" + urllib.parse.urlencode(query) if query else "")
+        return json.load(urllib.request.urlopen(url, timeout=10))
+
+    def post(route: str, body: dict):
+        request = urllib.request.Request(base + route, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        return json.load(urllib.request.urlopen(request, timeout=10))
+
+    try:
+        deadline, loaded = time.monotonic() + 90, {}
+        while len(loaded) < runs:  # TensorBoard loads the runs in the background
+            if server.poll() is not None:
+                pytest.skip(f"TensorBoard did not start: {server.stderr.read()[-500:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"TensorBoard loaded {len(loaded)} of {runs} runs in 90 s")
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                loaded = get("/text/tags")
+        yield get, post
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def write_job(run_dir: Path, params: dict, steps: int) -> None:
+    """A sweep job's TensorBoard record as app.fit_and_test writes it: text, curves, hparams at the final step."""
+    tracker = TensorBoardTracker(run_dir)
+    config = {"model": {"name": params["model.name"]}, "optimizer": {"nesterov": params["optimizer.nesterov"]}}
+    tracker.run_record(config, [f"model={params['model.name']}", "dataset=fake"])
+    for step in range(1, steps + 1):
+        tracker.scalars({"train/loss": 1 / step, "val/loss": 1.1 / step, "train/acc": 0.5, "val/acc": 0.4}, step)
+    tracker.hparams(params, {"test/acc": 0.9, "best_val/acc": 0.8}, step=steps)
+    tracker.close()
+
+
+def test_tensorboard_shows_the_config_text_the_differing_columns_and_the_curves_layout(tmp_path):
+    jobs = {"0_model-mlp": {"model.name": "mlp", "model.hidden": "[64]", "optimizer.nesterov": True,
+                            "dataset.flatten": True, "optimizer.lr": 0.1},
+            "1_model-cnn": {"model.name": "cnn", "optimizer.nesterov": False, "dataset.flatten": True,
+                            "optimizer.lr": 0.1}}
+    for steps, (name, params) in enumerate(jobs.items(), start=3):
+        write_job(tmp_path / name, params, steps)
+    assert write_sweep_experiment(tmp_path) == ["model.name", "optimizer.nesterov", "model.hidden"]
+
+    with tensorboard(tmp_path, runs=len(jobs)) as (get, post):
+        text_tags = get("/text/tags")
+        config = get("/text/text", run="0_model-mlp", tag="config/text_summary")
+        overrides = get("/text/text", run="1_model-cnn", tag="overrides/text_summary")
+        experiment = post("/hparams/experiment", {"experimentName": ""})
+        groups = post("/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+        layout = get("/custom_scalars/layout")
+        metric = get("/scalars/scalars", run="1_model-cnn", tag="hparams/test/acc")
+
+    assert all({"config/text_summary", "overrides/text_summary"} <= set(text_tags[job]) for job in jobs)
+    assert "name: mlp" in config[0]["text"] and "nesterov: true" in config[0]["text"]
+    assert "python -m mnist_exp model=cnn dataset=fake" in overrides[0]["text"]
+    # The keys whose values differ first, then those only some jobs have; equal ones are no columns at all.
+    columns = [(info["name"], info.get("differs", False), info.get("type")) for info in experiment["hparamInfos"]]
+    assert columns == [("model.name", True, "DATA_TYPE_STRING"), ("optimizer.nesterov", True, "DATA_TYPE_BOOL"),
+                       ("model.hidden", False, "DATA_TYPE_STRING")]
+    assert {info["name"]["tag"] for info in experiment["metricInfos"]} == {"hparams/test/acc", "hparams/best_val/acc"}
+    rows = {group["name"]: group for group in groups["sessionGroups"]}
+    assert rows["0_model-mlp"]["hparams"]["optimizer.nesterov"] is True  # a boolean, not 1
+    assert rows["1_model-cnn"]["hparams"]["optimizer.nesterov"] is False
+    [[_, step, value]] = metric
+    assert (step, value) == (4, pytest.approx(0.9))  # the run's final step, not 0
+    [category] = layout["category"]
+    assert [(chart["title"], chart["multiline"]["tag"]) for chart in category["chart"]] == [
+        ("loss", ["^train/loss$", "^val/loss$"]), ("accuracy", ["^train/acc$", "^val/acc$"])]
 
 
 def test_image_grid(tmp_path):

@@ -1,0 +1,121 @@
+"""Continuing a killed sweep with resume=true, and refusing to run a sweep over its completed jobs."""
+
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+
+from conftest import kill_at_creation, read_metrics, run_dirs, run_main
+from mnist_exp import compare
+from mnist_exp.run_dir import write_metrics
+
+# Four deterministic jobs of two epochs each: a kill inside job 2 leaves two completed jobs, one with an
+# epoch-1 last.pt and one never started (then marked failed, as a job that raised at once is).
+SWEEP = ("-m", "model.width=4,8", "seed=0,1", "dataset=fake", "dataset.num_train=1024", "trainer.epochs=2",
+         "trainer.deterministic=true", "device=cpu", "device.threads=1")
+
+
+def leaderboard(sweep_dir) -> list[dict]:
+    """compare's CSV rows, less what differs between two runs of one config: seconds and absolute paths."""
+    out = io.StringIO()
+    sys.stdout, saved = out, sys.stdout
+    try:
+        assert compare.main([str(sweep_dir), "--format", "csv"]) in (0, None)
+    finally:
+        sys.stdout = saved
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    return [{k: v for k, v in row.items() if " s" not in k and k != "path"} for row in rows]
+
+
+def snapshot(run_dir) -> dict:
+    """Every file of a run but its log (which a resume appends to): bytes and modification time."""
+    return {str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in sorted(run_dir.rglob("*")) if path.is_file() and path.name != "train.log"}
+
+
+def run_sweep(*args: str, cwd) -> None:
+    """The sweep in this process: no start-up cost (the killed one needs a process of its own)."""
+    from mnist_exp import app
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", ["mnist_exp", *SWEEP, *args])
+        try:
+            app.main()
+        except SystemExit as exit:
+            pytest.fail(f"the sweep exited with {exit.code}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    run_sweep(f"hydra.sweep.dir={cwd / 'sweep'}", cwd=cwd)
+    return cwd / "sweep"
+
+
+def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_completed_jobs(uninterrupted, tmp_path):
+    names = [job.name for job in run_dirs(uninterrupted)]
+    assert [name[0] for name in names] == ["0", "1", "2", "3"]
+    sweep_dir = tmp_path / "sweep"
+    # The job directory exists before the sweep starts, so its checkpoints can be watched from the first write.
+    watched = sweep_dir / names[2] / "checkpoints"
+    watched.mkdir(parents=True)
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *SWEEP, f"hydra.sweep.dir={sweep_dir}"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_at_creation(process, watched, ".last.pt.", nth=2)  # job 2's epoch-2 last.pt: epoch 1's is on disk
+    assert [read_metrics(sweep_dir / name)["status"] for name in names[:2]] == ["completed", "completed"]
+    assert not (sweep_dir / names[2] / "metrics.json").exists() and not (sweep_dir / names[3]).exists()
+    kept = {name: snapshot(sweep_dir / name) for name in names[:2]}
+    write_metrics(sweep_dir / names[3], {"status": "failed", "error": "CUDA error: out of memory"})
+
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if joblib_installed() else []
+    run_sweep(*launcher, "resume=true", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+
+    assert {name: snapshot(sweep_dir / name) for name in names[:2]} == kept  # same bytes, same modification times
+    logs = [(sweep_dir / name / "train.log").read_text() for name in names]
+    assert all("is complete (test accuracy " in log and "Its recorded metrics go to the sweeper" in log
+               for log in logs[:2])
+    assert "Resumed from" in logs[2] and "at epoch 1 " in logs[2]
+    assert "runs from the start" in logs[3]
+    for name in names:
+        assert ((sweep_dir / name / ".hydra" / "overrides.yaml").read_text()
+                == (uninterrupted / name / ".hydra" / "overrides.yaml").read_text())
+        for key in ("test/acc", "best_val/acc", "val/loss", "epoch"):
+            assert read_metrics(sweep_dir / name)[key] == read_metrics(uninterrupted / name)[key], (name, key)
+    assert leaderboard(sweep_dir) == leaderboard(uninterrupted)
+    with open(sweep_dir / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["run_dir"] for row in rows] == names and {row["status"] for row in rows} == {"completed"}
+    assert "resume=" not in " ".join(row["overrides"] for row in rows)
+
+
+def joblib_installed() -> bool:
+    try:
+        import hydra_plugins.hydra_joblib_launcher  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_a_sweep_into_a_directory_with_completed_jobs_is_refused(uninterrupted, tmp_path, monkeypatch, capsys):
+    before = {job.name: snapshot(job) for job in run_dirs(uninterrupted)}
+    code, _, err = run_main(*SWEEP, f"hydra.sweep.dir={uninterrupted}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{uninterrupted} holds a sweep with 4 completed job(s); running it there again would overwrite them. "
+        "Continue it with resume=true, or start fresh with a new hydra.sweep.dir (or leave it out)."]
+    assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
+
+
+@pytest.mark.parametrize("where, message", [
+    (None, "resume=true continues a sweep: give the directory of the sweep to continue, hydra.sweep.dir=<dir>."),
+    ("nothing", "resume=true, but {dir} holds no sweep (no multirun.yaml). Give the directory of the sweep to "
+                "continue, hydra.sweep.dir=outputs/multirun/<date>/<time>."),
+])
+def test_resuming_a_sweep_needs_the_sweeps_directory(where, message, tmp_path, monkeypatch, capsys):
+    args = [*SWEEP, "resume=true", *([f"hydra.sweep.dir={tmp_path / where}"] if where else [])]
+    code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [message.format(dir=tmp_path / str(where))]
+    assert not (tmp_path / "outputs").exists()
