@@ -27,13 +27,14 @@ from mnist_exp.hparams import single_run_columns
 from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.resume import (RESUME_MAY_CHANGE, checkpoint_to_resume, completed_run, record_stop, restore,
-                              overwrite_problem, without_resume, write_missing_run_record)
-from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RunDirInUse, check_output_location, named_run_dir,
-                               read_metrics, run_dir_lock, write_metrics, write_predictions)
+from mnist_exp.resume import (checkpoint_to_resume, completed_run, record_stop, restore, overwrite_problem,
+                              without_resume, write_missing_run_record)
+from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RESUME_MAY_CHANGE, RunDirInUse, check_output_location,
+                               flatten_config, named_run_dir, read_metrics, run_dir_lock, write_metrics,
+                               write_predictions)
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
-from mnist_exp.tracking import TensorBoardTracker, flatten_config, write_final_figures
+from mnist_exp.tracking import TensorBoardTracker, write_final_figures
 from mnist_exp.trainer import LoopSettings, Trainer, TrainingStopped
 
 log = logging.getLogger("mnist_exp")
@@ -104,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             recorded = completed_run(run_dir, config, overrides, in_sweep)
             if recorded:
                 return recorded
-        job = build_job(cfg, run_dir, in_sweep)
+        job = build_job(cfg, run_dir, in_sweep, overrides)
     except BaseException as error:
         # Refused before training (a changed config on resume, say): a run's existing record stays as it is.
         if not read_metrics(run_dir):
@@ -131,7 +132,7 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
         log.warning("The failure could not be recorded in %s: %s", run_dir / METRICS_FILE, write_error)
 
 
-def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job:
+def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str] = ()) -> Job:
     """Check, build and (where asked) restore everything of the run, in the order of the data flow."""
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
     check_ranges(cfg)
@@ -193,7 +194,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Job:
         stale = resume_from is None and any(run_dir.glob("events.out.tfevents.*"))
         tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else 0 if stale else None)
         if resume_from is None:
-            tracker.run_record(config, without_resume(list(HydraConfig.get().overrides.task)))
+            tracker.run_record(config, without_resume(list(overrides)))
             tracker.images("train/samples", data.train.images[:64])
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TensorBoardCallback(tracker))

@@ -2,7 +2,7 @@
 
 Reads every run directory (one holding ``.hydra/``) under the given paths, sweep jobs and single runs.
 By default a row is a seed group: the runs whose composed configs differ only in ``seed`` and in keys
-that say where or how a run goes (``resume.RESUME_MAY_CHANGE``), with the mean, spread, minimum and
+that say where or how a run goes (``run_dir.RESUME_MAY_CHANGE``), with the mean, spread, minimum and
 95% interval (Student's t) of their test accuracy, best mean first. ``--runs`` lists each run from
 its ``metrics.json``, best validation accuracy first, failed, stopped, unfinished and unreadable runs
 last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.versus``.
@@ -21,7 +21,7 @@ import yaml
 
 from mnist_exp import cli
 from mnist_exp.errors import UserError
-from mnist_exp.run_dir import METRICS_FILE, UnreadableMetrics, read_metrics
+from mnist_exp.run_dir import METRICS_FILE, RESUME_MAY_CHANGE, UnreadableMetrics, flatten_config, read_metrics
 from mnist_exp.stats import Summary, summarize
 
 FORMATS = ("table", "csv", "markdown")
@@ -75,15 +75,11 @@ def read_yaml(path: Path) -> Any:
 
 def says_where_or_how(key: str) -> bool:
     """A config key or override that says where or how a run goes (or Hydra's own), not what it trains."""
-    from mnist_exp.resume import RESUME_MAY_CHANGE  # here: it brings torch, which only grouping needs
-
     return key.startswith(("hydra", *RESUME_MAY_CHANGE)) or f"{key}.".startswith(RESUME_MAY_CHANGE)
 
 
 def trained_settings(run: dict[str, Any]) -> tuple:
     """What a run trains, apart from its seed: its composed config (its overrides where the config is missing)."""
-    from mnist_exp.tracking import flatten_config
-
     settings = flatten_config(run["config"]) if run["config"] is not None else run["overrides"]
     return tuple(sorted((key, repr(value)) for key, value in settings.items()
                         if key != "seed" and not says_where_or_how(key)))

@@ -23,15 +23,12 @@ from mnist_exp import distributed
 from mnist_exp.callbacks import CheckpointCallback
 from mnist_exp.checkpoint import load_checkpoint
 from mnist_exp.errors import UserError
-from mnist_exp.run_dir import BEST_CHECKPOINT, last_checkpoint, read_metrics, write_metrics
+from mnist_exp.run_dir import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, flatten_config, last_checkpoint, read_metrics,
+                               write_metrics)
 from mnist_exp.runtime import is_submitit_preemption
-from mnist_exp.tracking import flatten_config
 
 log = logging.getLogger("mnist_exp")
 
-# Config keys that say where or how a run goes, not what it trains: a resumed run may change them.
-RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trainer.progress",
-                     "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric")
 
 
 def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_sweep: bool = False) -> Path | None:

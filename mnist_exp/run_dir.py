@@ -13,7 +13,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,23 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 PREDICTIONS_FILE = "test_predictions.npz"  # each test image's predicted and true label, for paired comparisons
+
+
+# Config keys that say where or how a run goes, not what it trains: a resumed run may change them.
+RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trainer.progress",
+                     "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric")
+
+
+def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"name": "cnn"}, "optimizer": {"lr": 1e-3}} -> {"model.name": "cnn", "optimizer.lr": 0.001}."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def last_checkpoint(run_dir: Path) -> Path:

@@ -11,7 +11,6 @@ the end of a run); figures are `matplotlib.figure.Figure` objects, never pyplot'
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,18 +28,6 @@ IMAGES_PER_FIGURE = 32
 # Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
 CURVES_LAYOUT = {"curves": {"loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
                             "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]]}}
-
-
-def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
-    """{"model": {"name": "cnn"}, "optimizer": {"lr": 1e-3}} -> {"model.name": "cnn", "optimizer.lr": 0.001}."""
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, prefix=f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def confusion_matrix(true: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -17,10 +17,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from mnist_exp.hparams import single_run_columns, write_sweep_experiment
+from mnist_exp.run_dir import flatten_config
 from mnist_exp.tracking import (
     TensorBoardTracker,
     confusion_matrix,
-    flatten_config,
     write_final_figures,
 )
 
