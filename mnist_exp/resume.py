@@ -30,7 +30,6 @@ from mnist_exp.runtime import is_submitit_preemption
 log = logging.getLogger("mnist_exp")
 
 
-
 def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_sweep: bool = False) -> Path | None:
     """The checkpoint this run continues from, or None for a fresh run."""
     if ckpt_path:
