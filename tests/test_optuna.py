@@ -4,16 +4,19 @@ Skipped where Optuna (the sweep extra) is not installed. The searches train an m
 for two epochs; the one learning rate that cannot learn (1e-9) is what the median pruner stops.
 """
 
+import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, read_metrics, run_app, run_dirs, run_main
-from test_sweeps import check_summary_matches_jobs, read_summary, sweep_dir_of
+from test_sweeps import check_summary_matches_jobs, free_port, read_summary, sweep_dir_of
 
 optuna = pytest.importorskip("optuna")
 
@@ -101,13 +104,19 @@ def check_trials_match_jobs(study, jobs: list[Path]) -> None:
             assert trial.value == metrics["best_val/acc"]
 
 
-@pytest.mark.slow
-def test_hopeless_trials_are_pruned_after_their_first_epoch(tmp_path):
+@pytest.fixture(scope="module")
+def pruned_search(tmp_path_factory) -> tuple[Path, str]:
+    """Six trials, the median pruner; joblib: each job trains in a worker process, reaching its trial through SQLite."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    # joblib: each job trains in a worker process and reaches its trial through the SQLite file.
+    cwd = tmp_path_factory.mktemp("pruned_search")
     result = run_app(*PRUNED_SEARCH, "hydra.sweeper.n_trials=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     cwd=tmp_path)
-    sweep_dir = sweep_dir_of(tmp_path / "outputs")
+                     cwd=cwd)
+    return sweep_dir_of(cwd / "outputs"), result.stdout
+
+
+@pytest.mark.slow
+def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search):
+    sweep_dir, stdout = pruned_search
     study = load_study(f"sqlite:///{sweep_dir}/optuna.db")
     jobs = run_dirs(sweep_dir)
     check_trials_match_jobs(study, jobs)
@@ -123,9 +132,38 @@ def test_hopeless_trials_are_pruned_after_their_first_epoch(tmp_path):
         assert metrics["epoch"] == (1 if pruned else 2)
         assert rows[trial.number]["status"] == metrics["status"] and rows[trial.number]["error"] == ""
         assert 0 <= metrics["test/acc"] <= 1  # a pruned run is still tested
-    assert f"Trial {states.index('PRUNED')} pruned: pruned by the search after epoch 1" in result.stdout
+    assert f"Trial {states.index('PRUNED')} pruned: pruned by the search after epoch 1" in stdout
     best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
     assert best["value"] == study.best_value and f"optimizer.lr={GOOD}" in best["overrides"]
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_shows_the_study(pruned_search):
+    """optuna-dashboard itself, over HTTP: the study and its pruned trials, as its web page loads them."""
+    pytest.importorskip("optuna_dashboard")
+    sweep_dir, _ = pruned_search
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{sweep_dir}/optuna.db",
+                               "--port", str(port), "--host", "127.0.0.1", "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/studies"
+    try:
+        deadline, studies = time.monotonic() + 60, None
+        while studies is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                studies = json.load(urllib.request.urlopen(base, timeout=10))["study_summaries"]
+            except OSError:
+                pass  # not listening yet
+        [summary] = studies
+        detail = json.load(urllib.request.urlopen(f"{base}/{summary['study_id']}", timeout=10))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    study = load_study(f"sqlite:///{sweep_dir}/optuna.db")
+    assert summary["study_name"] == "search"
+    assert [trial["state"] for trial in detail["trials"]] == [t.state.name.capitalize() for t in study.trials]
+    assert detail["has_intermediate_values"]
 
 
 @pytest.mark.slow
