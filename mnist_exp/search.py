@@ -52,6 +52,7 @@ class OptunaSearch:
 
     def sweep(self, arguments: list[str]) -> None:
         optuna = import_optuna()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what it does below, in order
         self.check_settings()
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
@@ -61,7 +62,7 @@ class OptunaSearch:
                  self.storage, len(study.trials), self.n_trials, self.n_jobs, type(study.sampler).__name__,
                  type(study.pruner).__name__)
         log.info("Search space: %s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none")
-        remaining = self.n_trials
+        remaining, metric = self.n_trials, self.config.optimized_metric
         while remaining > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for trial in trials:
@@ -73,13 +74,13 @@ class OptunaSearch:
                 for trial in trials:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
                 raise
-            failed = [ret for trial, ret in zip(trials, returns) if not tell(study, trial, ret, self.config.optimized_metric)]
+            failed = [ret for trial, ret in zip(trials, returns) if not tell(study, trial, ret, metric)]
             if len(failed) > self.max_failure_rate * len(returns):
                 log.error("%d of %d trials failed (hydra.sweeper.max_failure_rate=%s): the search stops",
                           len(failed), len(returns), self.max_failure_rate)
                 failed[0].return_value  # raises the job's error, as Hydra's sweepers do
             remaining -= len(trials)
-        report_best_trial(Path(self.config.hydra.sweep.dir), self.config.optimized_metric, study)
+        report_best_trial(Path(self.config.hydra.sweep.dir), metric, study)
 
     def check_settings(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -121,20 +122,20 @@ def tell(study, trial, ret: JobReturn, metric: str) -> bool:
     """Tell the study how the trial's job ended, and print it; False for a failure (an error, or no number)."""
     from optuna.trial import TrialState
 
-    outcome = ret._return_value  # ``return_value`` would raise a failed job's error
+    value = ret._return_value  # ``return_value`` would raise a failed job's error
     if ret.status == JobStatus.COMPLETED:
         try:
-            told = study.tell(trial, float(outcome))  # NaN: Optuna records a failure
-            outcome = f"{metric} {outcome:.4f}" if told.state == TrialState.COMPLETE else f"{metric} is {outcome}"
+            told = study.tell(trial, float(value))  # NaN: Optuna records a failure
+            outcome = f"{metric} {value:.4f}" if told.state == TrialState.COMPLETE else f"failed, {metric} is {value}"
         except (TypeError, ValueError):
             told = study.tell(trial, state=TrialState.FAIL)
-            outcome = f"returned {outcome!r}, not a number"
-    elif isinstance(outcome, TrialPruned):
-        told = study.tell(trial, state=TrialState.PRUNED)
+            outcome = f"failed, it returned {value!r}, not a number"
+    elif isinstance(value, TrialPruned):
+        told, outcome = study.tell(trial, state=TrialState.PRUNED), value
     else:
-        told = study.tell(trial, state=TrialState.FAIL)
+        told, outcome = study.tell(trial, state=TrialState.FAIL), f"failed, {value}"
     # Printed, not logged: in this process the logging goes to the last job's train.log.
-    print(f"Trial {trial.number} {told.state.name.lower()}: {outcome}", flush=True)
+    print(f"Trial {trial.number}: {outcome}", flush=True)
     return told.state != TrialState.FAIL
 
 

@@ -3,9 +3,8 @@
 - Each job of a multirun appends one row to ``<sweep dir>/sweep.csv`` when it ends, completed or
   failed (with its error), so a running or interrupted sweep can be read at any time. The row is
   written by the process that ran the job (a joblib worker, a SLURM node), under a file lock.
-- An Optuna search (``mnist_exp.search``) keeps its study in SQLite inside the sweep directory by
-  default: the directory is created before the sweeper opens that file. At the end, the study's
-  best trial is printed as a command and written to ``<sweep dir>/best_trial.yaml``.
+- At the end of an Optuna search (``mnist_exp.search``) the study's best trial is printed as a
+  command and written to ``<sweep dir>/best_trial.yaml``.
 
 Hydra turns an exception in a callback into a warning, so bookkeeping never fails a sweep.
 """
@@ -56,10 +55,6 @@ def register_optuna_sweeper() -> None:
 
 
 class SweepSummary(Callback):
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # The Optuna sweeper opens its SQLite file in the sweep directory before any launcher creates it.
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return

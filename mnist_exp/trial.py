@@ -9,6 +9,7 @@ the launcher runs the job: the sweeper's own, a joblib worker, a SLURM node.
 
 import logging
 import math
+from pathlib import Path
 
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -31,6 +32,9 @@ def open_storage(storage: str):
     """A database URL as Optuna's RDB storage; a path without '://' as its journal file (one shared filesystem)."""
     import optuna
 
+    path = storage.removeprefix("sqlite:///") if "://" not in storage or storage.startswith("sqlite:///") else None
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # the sweep directory, before any job makes it
     if "://" not in storage:
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
     if storage.startswith("sqlite:"):

@@ -36,9 +36,9 @@ def load_study(storage: str, name: str = "search"):
 
 
 def test_the_search_space_in_hydra_sweep_syntax():
-    space, fixed = search_space(["a=interval(0.1,0.5)", "b=tag(log, interval(1e-5, 1e-1))", "c=tag(int, interval(8,64))",
-                                 "d=range(8,33,8)", "e=choice(sgd,adam)", "f=1,2", "g=range(0.1,0.35,0.1)",
-                                 "model.width=choice(8,16)", "model.width=4", "h=5", "h=choice(1,2)"])
+    space, fixed = search_space(["a=interval(0.1,0.5)", "b=tag(log, interval(1e-5, 1e-1))",
+                                 "c=tag(int, interval(8,64))", "d=range(8,33,8)", "e=choice(sgd,adam)", "f=1,2",
+                                 "g=range(0.1,0.35,0.1)", "model.width=choice(8,16)", "model.width=4", "h=5", "h=choice(1,2)"])
     d = optuna.distributions
     assert space["a"] == d.FloatDistribution(0.1, 0.5)
     assert space["b"] == d.FloatDistribution(1e-5, 1e-1, log=True)
@@ -61,12 +61,14 @@ def test_a_suggested_value_reads_back_as_the_same_override():
 
 
 def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeypatch, capsys):
-    probe = "import hydra_plugins.mnist_exp_optuna.optuna_sweeper as m, mnist_exp.search as s; print(m.__file__, s.__file__)"
+    probe = ("import hydra_plugins.mnist_exp_optuna.optuna_sweeper as m, mnist_exp.search as s;"
+             "print(m.__file__, s.__file__)")
     files = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(file).is_relative_to(REPO / "mnist_exp") for file in files), files  # not an installed copy
 
     code, out, _ = run_main("hparams_search=cnn_optuna", "hydra/sweeper/sampler=gp", "hydra/sweeper/pruner=hyperband",
-                            "--cfg", "hydra", "-p", "hydra.sweeper", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+                            "--cfg", "hydra", "-p", "hydra.sweeper", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
     sweeper = yaml.safe_load(out)
     assert code == 0
     assert sweeper["_target_"] == "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
@@ -132,7 +134,7 @@ def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search):
         assert metrics["epoch"] == (1 if pruned else 2)
         assert rows[trial.number]["status"] == metrics["status"] and rows[trial.number]["error"] == ""
         assert 0 <= metrics["test/acc"] <= 1  # a pruned run is still tested
-    assert f"Trial {states.index('PRUNED')} pruned: pruned by the search after epoch 1" in stdout
+    assert f"Trial {states.index('PRUNED')}: pruned by the search after epoch 1" in stdout
     best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
     assert best["value"] == study.best_value and f"optimizer.lr={GOOD}" in best["overrides"]
 
@@ -143,8 +145,9 @@ def test_optuna_dashboard_shows_the_study(pruned_search):
     pytest.importorskip("optuna_dashboard")
     sweep_dir, _ = pruned_search
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{sweep_dir}/optuna.db",
-                               "--port", str(port), "--host", "127.0.0.1", "--quiet"],
+    dashboard = Path(sys.executable).parent / "optuna-dashboard"
+    server = subprocess.Popen([str(dashboard), f"sqlite:///{sweep_dir}/optuna.db", "--port", str(port),
+                               "--host", "127.0.0.1", "--quiet"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/api/studies"
     try:

@@ -177,7 +177,7 @@ def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path):
     assert (sweep_dir / "optuna.db").is_file()
     # Continue the same study in the same directory: one trial more.
     result = run_app(*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
-    assert "Using an existing study" in result.stdout + result.stderr
+    assert "Study cnn_optuna in sqlite:///" in result.stdout and ": 2 trials so far; 1 more" in result.stdout
 
     study = optuna.load_study(study_name="cnn_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
