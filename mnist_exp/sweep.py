@@ -4,7 +4,8 @@
   failed (with its error), so a running or interrupted sweep can be read at any time. The row is
   written by the process that ran the job (a joblib worker, a SLURM node), under a file lock.
 - At the end of an Optuna search (``mnist_exp.search``) the study's best trial is printed as a
-  command and written to ``<sweep dir>/best_trial.yaml``.
+  command and written to ``<sweep dir>/best_trial.yaml``; ``register_optuna_sweeper`` makes
+  ``hydra/sweeper=optuna`` that search's sweeper.
 
 Hydra turns an exception in a callback into a warning, so bookkeeping never fails a sweep.
 """
@@ -59,7 +60,6 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         append_row(Path(config.hydra.sweep.dir) / SUMMARY_FILE, job_row(config, job_return))
-
 
 
 def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
@@ -117,7 +117,10 @@ def report_best_trial(sweep_dir: Path, metric: str, study) -> None:
         "run_dir": run_dir,
         "command": shlex.join(["python", "-m", "mnist_exp", *overrides]),
     }
-    OmegaConf.save(OmegaConf.create(best), sweep_dir / BEST_TRIAL_FILE)
+    # Whole, even where workers sharing the sweep directory end at the same moment.
+    temporary = sweep_dir / f".{BEST_TRIAL_FILE}.{os.getpid()}.tmp"
+    OmegaConf.save(OmegaConf.create(best), temporary)
+    os.replace(temporary, sweep_dir / BEST_TRIAL_FILE)
     print(f"Best trial: {trial.number}, {metric} {trial.value:.4f}" + (f" in {run_dir}" if run_dir else ""))
     print(f"Run it again: {best['command']}")
     print(f"Written to {sweep_dir / BEST_TRIAL_FILE}", flush=True)
