@@ -58,8 +58,9 @@ class OptunaSearch:
         study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
                                     sampler=instantiate(self.sampler), pruner=instantiate(self.pruner),
                                     direction=self.direction, load_if_exists=True)
+        where = re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", self.storage)  # a database password stays out of logs
         log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s", self.study_name,
-                 self.storage, len(study.trials), self.n_trials, self.n_jobs, type(study.sampler).__name__,
+                 where, len(study.trials), self.n_trials, self.n_jobs, type(study.sampler).__name__,
                  type(study.pruner).__name__)
         log.info("Search space: %s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none")
         remaining, metric = self.n_trials, self.config.optimized_metric
