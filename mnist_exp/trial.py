@@ -9,6 +9,7 @@ the launcher runs the job: the sweeper's own, a joblib worker, a SLURM node.
 
 import logging
 import math
+import time
 from pathlib import Path
 
 from hydra.types import RunMode
@@ -31,16 +32,23 @@ class TrialPruned(Exception):
 def open_storage(storage: str):
     """A database URL as Optuna's RDB storage; a path without '://' as its journal file (one shared filesystem)."""
     import optuna
+    import sqlalchemy
 
     path = storage.removeprefix("sqlite:///") if "://" not in storage or storage.startswith("sqlite:///") else None
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)  # the sweep directory, before any job makes it
     if "://" not in storage:
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
-    if storage.startswith("sqlite:"):
-        # Parallel jobs and the sweeper write to one file: wait for its lock rather than fail after 5 s.
-        return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(storage)
+    # Parallel jobs and the sweeper write to one SQLite file: wait for its lock rather than fail after 5 s.
+    options = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if storage.startswith("sqlite:") else {}
+    for attempt in range(1, 6):
+        try:
+            return optuna.storages.RDBStorage(storage, **options)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Workers that start together on a new database both create its tables: one wins, the others retry.
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * attempt)
 
 
 def trial_callbacks(hydra_cfg: DictConfig, objective: str) -> list[Callback]:
