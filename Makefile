@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DIR    ?= $$(ls -d outputs/multirun/*/* | tail -1)
 
-.PHONY: setup data train test test-fast sweep search compare clean-outputs
+.PHONY: setup data train test test-fast sweep search dashboard compare clean-outputs
 
 setup: $(STAMP)
 
@@ -35,10 +35,15 @@ sweep: data
 	$(PY) -m mnist_exp.compare $(DIR)
 
 # An Optuna search (conf/hparams_search/cnn_optuna.yaml); TRIALS=N for more or fewer trials,
-# ARGS="trainer.epochs=1 ..." for other overrides (sweep too).
+# ARGS="trainer.epochs=1 hydra/sweeper/pruner=median ..." for other overrides (sweep too).
 TRIALS ?= 20
 search: data
 	$(PY) -m mnist_exp -m hparams_search=cnn_optuna hydra.sweeper.n_trials=$(TRIALS) $(ARGS)
+
+# optuna-dashboard on the latest search's study, or on STUDY=<storage URL or journal file>: http://127.0.0.1:8080
+STUDY ?= sqlite:///$$(ls -d outputs/multirun/*/*/optuna.db | tail -1)
+dashboard: $(STAMP)
+	$(VENV)/bin/optuna-dashboard $(STUDY)
 
 # The leaderboard of the latest sweep (names sort by time), or of DIR=<runs or sweeps>.
 compare: $(STAMP)

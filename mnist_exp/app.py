@@ -34,8 +34,10 @@ from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RESUME_MAY_CHANGE, 
                                write_predictions)
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
+from mnist_exp.sweep import register_optuna_sweeper
 from mnist_exp.tracking import TensorBoardTracker, write_final_figures
 from mnist_exp.trainer import LoopSettings, Trainer, TrainingStopped
+from mnist_exp.trial import TrialPruned, trial_callbacks
 
 log = logging.getLogger("mnist_exp")
 
@@ -43,6 +45,7 @@ log = logging.getLogger("mnist_exp")
 def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
+    register_optuna_sweeper()
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error says it once)
     resume = any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:])
     try:
@@ -69,12 +72,15 @@ def hydra_main(cfg: DictConfig) -> float:
     if single_run:
         release_stderr()  # composed: from here on the run's own output (its progress bar) goes out as it comes
     try:
-        return train(cfg)[cfg.optimized_metric]
+        metrics = train(cfg)
     except UserError as error:
         if not single_run or full_traceback_asked():
             raise  # in a sweep the other jobs still run; the sweep's exit says one failed
         print(error, file=sys.stderr)
         sys.exit(1)
+    if metrics["status"] == "pruned":
+        raise TrialPruned(f"pruned by the search after epoch {metrics['epoch']}")  # the sweeper tells Optuna so
+    return metrics[cfg.optimized_metric]
 
 
 @dataclass
@@ -182,6 +188,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if writer and cfg.trainer.checkpoint:
         checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names})
         trainer.callbacks.append(checkpoints)
+    # Last: the epoch is in TensorBoard and last.pt before a search's pruner may stop the trial there.
+    if writer and HydraConfig.initialized():  # a job of a search reports to its study
+        trainer.callbacks += trial_callbacks(HydraConfig.get(), cfg.optimized_metric)
     resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     if resume_from is not None:
         restore(trainer, resume_from, config, checkpoints)
@@ -207,12 +216,15 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
     startup_s = seconds_since_process_start()  # imports, config, data, model: all before the first batch
     if startup_s is not None:
         log.info("First batch %.2f s after the process started", startup_s)
-    stop_signal = None
+    stop_signal, status = None, "completed"
     with stop_on_signals(trainer.request_stop) as signals:
         try:
-            state = trainer.fit(job.loaders["train"], job.loaders["val"])
+            trainer.fit(job.loaders["train"], job.loaders["val"])
         except TrainingStopped:
             stop_signal = signals[0]
+        except TrialPruned:  # stopped at an epoch's end by an Optuna search: tested and recorded as pruned
+            status = "pruned"
+    state = trainer.state
     if stop_signal is not None:  # outside the with: the handlers from before are back
         record_stop(trainer.state, run_dir, overrides, stop_signal, cfg.trainer.checkpoint and tracker is not None)
 
@@ -223,7 +235,7 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
     test = trainer.evaluate(job.loaders["test"], model=test_model, keep_predictions=True)
     last = state.history[-1] if state.history else {}
     metrics = {
-        "status": "completed",
+        "status": status,
         "test/acc": test["acc"],
         "test/loss": test["loss"],
         "val/acc": last.get("val/acc", math.nan),

@@ -5,9 +5,10 @@
   written by the process that ran the job (a joblib worker, a SLURM node), under a lock
   (``.sweep.csv.lock``), and the file is replaced atomically. One row per job: a job that ends again
   (a resumed sweep) replaces its row, in place, so the file always counts each job once.
-- An Optuna search keeps its study in SQLite inside the sweep directory (``conf/hparams_search/``);
-  the directory is created before the sweeper opens that file. At the end, the best trial's
-  overrides are printed and written to ``<sweep dir>/best_trial.yaml``.
+- At the end of a sweep its HPARAMS columns (the keys its jobs differ in) go to TensorBoard.
+- At the end of an Optuna search (``mnist_exp.search``) the study's best trial is printed as a
+  command and written to ``<sweep dir>/best_trial.yaml``; ``register_optuna_sweeper`` makes
+  ``hydra/sweeper=optuna`` that search's sweeper.
 
 Hydra turns an exception in a callback into a warning, so bookkeeping never fails a sweep.
 """
@@ -17,6 +18,7 @@ import os
 import shlex
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +37,37 @@ except ImportError:  # Windows: no advisory locks; rows of parallel jobs could i
 
 SUMMARY_FILE = "sweep.csv"
 BEST_TRIAL_FILE = "best_trial.yaml"
-OPTUNA_RESULTS_FILE = "optimization_results.yaml"  # written by hydra-optuna-sweeper
 SUMMARY_COLUMNS = ["job", "status", "objective", "best_val/acc", "test/acc", "epoch", "train_time_s", "params",
                    "overrides", "run_dir", "error", "finished"]
 
 
-class SweepSummary(Callback):
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # The Optuna sweeper opens its SQLite file in the sweep directory before any launcher creates it.
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+def register_optuna_sweeper() -> None:
+    """Make ``hydra/sweeper=optuna`` this package's sweeper, in an editable install as from the wheel.
 
+    Hydra finds plugins by listing the ``hydra_plugins`` directories on disk; an editable install maps
+    ``hydra_plugins.mnist_exp_optuna`` in through an import hook that such a listing does not see, so
+    the class is registered here. Its configs are stored after Hydra's scan, so they win over those of
+    a hydra-optuna-sweeper still installed in the environment.
+    """
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # the scan of the installed plugins, once per process
+    try:
+        from hydra_plugins.mnist_exp_optuna import optuna_sweeper
+    except ImportError:  # a checkout on PYTHONPATH with an install that predates the plugin: pip install -e . again
+        return
+    optuna_sweeper.store_configs()
+    plugins.register(optuna_sweeper.OptunaSweeper)
+
+
+class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         write_row(Path(config.hydra.sweep.dir) / SUMMARY_FILE, job_row(config, job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        write_sweep_experiment(sweep_dir)  # the HPARAMS table's columns: the keys that differ between the jobs
-        if (sweep_dir / OPTUNA_RESULTS_FILE).exists():
-            report_best_trial(sweep_dir, config.optimized_metric)
+        write_sweep_experiment(Path(config.hydra.sweep.dir))  # HPARAMS columns: the keys the jobs differ in
 
 
 def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
@@ -62,11 +75,13 @@ def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
     run_dir = Path(config.hydra.runtime.output_dir)
     metrics = read_metrics(run_dir)
     completed = job_return.status == JobStatus.COMPLETED
+    status = metrics.get("status") or ("completed" if completed else "failed")
     # ``return_value`` re-raises a failed job's exception (and prints it); the stored value is the exception.
-    error = "" if completed else str(job_return._return_value) or type(job_return._return_value).__name__
+    error = "" if completed or status == "pruned" else str(job_return._return_value) or type(
+        job_return._return_value).__name__
     return {
         "job": config.hydra.job.num,
-        "status": metrics.get("status") or ("completed" if completed else "failed"),
+        "status": status,
         "objective": job_return._return_value if completed else "",
         **{key: metrics.get(key, "") for key in ("best_val/acc", "test/acc", "epoch", "train_time_s", "params")},
         "overrides": " ".join(o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith("resume=")),
@@ -105,35 +120,32 @@ def write_row(path: Path, row: dict[str, Any]) -> None:
             raise
 
 
-def report_best_trial(sweep_dir: Path, metric: str) -> None:
-    """Print the best Optuna trial as a command that reruns it, and write it to best_trial.yaml."""
-    results = OmegaConf.load(sweep_dir / OPTUNA_RESULTS_FILE)
-    best_params = {f"{key}={value}" for key, value in results.best_params.items()}
-    run_dir = find_run(sweep_dir, best_params)
-    # The run's own overrides (fixed ones included) reproduce it; the sweeper's params alone may not.
-    overrides = read_overrides(run_dir) if run_dir else sorted(best_params)
+def report_best_trial(sweep_dir: Path, metric: str, study) -> None:
+    """Print the Optuna study's best trial (of every worker and command) as the command that reruns it,
+    and write it to best_trial.yaml."""
+    counts = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
+    print(f"Study {study.study_name}: {sum(counts.values())} trials ("
+          + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + ")")
+    try:
+        trial = study.best_trial
+    except ValueError:  # no trial completed
+        print("No trial has completed: no best trial yet.", flush=True)
+        return
+    # The job's own overrides (fixed ones included) reproduce it; the searched params alone may not.
+    overrides = trial.user_attrs.get("overrides") or [f"{key}={value}" for key, value in trial.params.items()]
+    run_dir = trial.user_attrs.get("run_dir")
     best = {
         "metric": metric,
-        "value": results.best_value,
+        "value": trial.value,
+        "trial": trial.number,
         "overrides": overrides,
-        "run_dir": str(run_dir) if run_dir else None,
+        "run_dir": run_dir,
         "command": shlex.join(["python", "-m", "mnist_exp", *overrides]),
     }
-    OmegaConf.save(OmegaConf.create(best), sweep_dir / BEST_TRIAL_FILE)
-    print(f"Best trial: {metric} {results.best_value:.4f}" + (f" in {run_dir}" if run_dir else ""))
+    # Whole, even where workers sharing the sweep directory end at the same moment.
+    temporary = sweep_dir / f".{BEST_TRIAL_FILE}.{os.getpid()}.tmp"
+    OmegaConf.save(OmegaConf.create(best), temporary)
+    os.replace(temporary, sweep_dir / BEST_TRIAL_FILE)
+    print(f"Best trial: {trial.number}, {metric} {trial.value:.4f}" + (f" in {run_dir}" if run_dir else ""))
     print(f"Run it again: {best['command']}")
     print(f"Written to {sweep_dir / BEST_TRIAL_FILE}", flush=True)
-
-
-def find_run(sweep_dir: Path, overrides: set[str]) -> Path | None:
-    """The completed job of the sweep whose overrides include all of ``overrides``."""
-    for hydra_dir in sorted(sweep_dir.glob("*/.hydra")):
-        run_dir = hydra_dir.parent
-        completed = read_metrics(run_dir).get("status") == "completed"
-        if completed and overrides <= set(read_overrides(run_dir)):
-            return run_dir
-    return None
-
-
-def read_overrides(run_dir: Path) -> list[str]:
-    return list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))

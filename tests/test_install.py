@@ -179,3 +179,24 @@ def test_the_console_script_lists_the_shipped_configs(installed):
     help_text = installed.run(installed.bin / "mnist-exp", "--help").stdout
     experiments = next(line for line in help_text.splitlines() if line.strip().startswith("experiment:"))
     assert "smoke" in experiments
+
+
+def test_an_optuna_search_from_the_wheel(installed):
+    pytest.importorskip("optuna")
+    # Hydra's own plugin scan finds the sweeper in the installed hydra_plugins namespace.
+    probe = ("import sys; from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
+             "print(*[sys.modules[c.__module__].__file__ for c in Plugins.instance().discover(Sweeper)"
+             " if c.__module__ == 'hydra_plugins.mnist_exp_optuna.optuna_sweeper'])")
+    [sweeper_file] = installed.run(installed.bin / "python", "-c", probe).stdout.split()
+    assert Path(sweeper_file).is_relative_to(installed.venv), sweeper_file
+
+    sweep_dir = installed.work / "search"
+    installed.run(installed.bin / "mnist-exp", "-m", "hparams_search=cnn_optuna", "hydra/sweeper/pruner=median",
+                  "hydra.sweeper.n_trials=2", "dataset=fake", "trainer.epochs=1", "model.width=4", "device=cpu",
+                  "device.threads=1", f"hydra.sweep.dir={sweep_dir}")
+    import optuna
+
+    study = optuna.load_study(study_name="cnn_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 2
+    assert all(trial.intermediate_values == {1: trial.value} for trial in study.trials)  # the jobs reported
+    assert yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())["value"] == study.best_value

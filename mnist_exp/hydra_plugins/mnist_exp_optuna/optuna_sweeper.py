@@ -1,0 +1,73 @@
+"""``hydra/sweeper=optuna``: the sweeper's config, its sampler and pruner options, and the plugin class.
+
+The search itself is ``mnist_exp.search``; this module imports neither it nor Optuna, so Hydra's
+plugin scan stays quiet where the sweep extra is not installed.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import MISSING
+
+# Each option of hydra/sweeper/sampler and hydra/sweeper/pruner: the Optuna class and the arguments a
+# search commonly sets. Add any other argument of the class with +hydra.sweeper.sampler.<name>=<value>.
+SAMPLERS = {
+    "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 10},
+    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
+    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None, "n_startup_trials": 1},
+    "gp": {"_target_": "optuna.samplers.GPSampler", "seed": None, "n_startup_trials": 10},
+}
+PRUNERS = {
+    "none": {"_target_": "optuna.pruners.NopPruner"},
+    # A trial stops at an epoch where its best so far is worse than the median of the other trials' at that epoch.
+    "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 0,
+               "interval_steps": 1},
+    "hyperband": {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "max_resource": "auto",
+                  "reduction_factor": 3},
+}
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
+    _recursive_: bool = False  # the sweeper builds the sampler and pruner itself, after checking Optuna is there
+    defaults: list = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    sampler: Any = MISSING
+    pruner: Any = MISSING
+    direction: str = "maximize"  # of optimized_metric: minimize or maximize
+    # A database URL (sqlite:///..., postgresql://..., mysql://...), or the path of an Optuna journal file.
+    storage: Optional[str] = "sqlite:///${hydra.sweep.dir}/optuna.db"
+    study_name: str = "search"
+    n_trials: int = 20  # trials this command runs; the study keeps those of earlier commands and other workers
+    n_jobs: int = 1  # trials asked at once and launched together (hydra/launcher=joblib runs them in parallel)
+    max_failure_rate: float = 0.0  # the share of a batch's trials that may fail before the search stops
+    params: Optional[dict] = None  # key: Hydra sweep syntax, e.g. optimizer.lr: tag(log, interval(1e-4, 1e-1))
+    trial: Optional[int] = None  # set by the sweeper in each job's config: the number of the trial it runs
+
+
+def store_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="mnist_exp")
+    for group, options in (("hydra/sweeper/sampler", SAMPLERS), ("hydra/sweeper/pruner", PRUNERS)):
+        for name, node in options.items():
+            store.store(group=group, name=name, node=node, provider="mnist_exp")
+
+
+store_configs()
+
+
+class OptunaSweeper(Sweeper):
+    """Asks Optuna for trials, launches them as jobs with the configured launcher, tells it their results."""
+
+    def __init__(self, **config: Any) -> None:
+        from mnist_exp.search import OptunaSearch
+
+        self.search = OptunaSearch(**config)
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        self.search.sweep(arguments)

@@ -1,0 +1,87 @@
+"""A trial of an Optuna search, seen from the job that runs it: its objective reported after every
+epoch, and the stop when the study prunes it.
+
+The sweeper (``mnist_exp.search``) puts the trial's number in the job's config as
+``hydra.sweeper.trial``; the job opens the study through ``hydra.sweeper.storage`` and
+``study_name``, not through memory it shares with the sweeper, so this works in whichever process
+the launcher runs the job: the sweeper's own, a joblib worker, a SLURM node.
+"""
+
+import logging
+import math
+import time
+from pathlib import Path
+
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp import distributed
+from mnist_exp.callbacks import Callback
+
+log = logging.getLogger("mnist_exp")
+
+# Objectives a trial can report after every epoch; a pruner needs one of them.
+EPOCH_OBJECTIVES = ("best_val/acc", "val/acc", "val/loss")
+
+
+class TrialPruned(Exception):
+    """Raised at an epoch's end when the study prunes the trial: the run is tested and recorded as pruned."""
+
+
+def open_storage(storage: str):
+    """A database URL as Optuna's RDB storage; a path without '://' as its journal file (one shared filesystem)."""
+    import optuna
+    import sqlalchemy
+
+    path = storage.removeprefix("sqlite:///") if "://" not in storage or storage.startswith("sqlite:///") else None
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # the sweep directory, before any job makes it
+    if "://" not in storage:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    # Parallel jobs and the sweeper write to one SQLite file: wait for its lock rather than fail after 5 s.
+    options = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if storage.startswith("sqlite:") else {}
+    for attempt in range(1, 6):
+        try:
+            return optuna.storages.RDBStorage(storage, **options)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Workers that start together on a new database both create its tables: one wins, the others retry.
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * attempt)
+
+
+def trial_callbacks(hydra_cfg: DictConfig, objective: str) -> list[Callback]:
+    """The callback that reports to the study, for a job that runs a trial; [] for any other run."""
+    sweeper = hydra_cfg.sweeper
+    number = OmegaConf.select(sweeper, "trial")
+    if number is None or hydra_cfg.mode != RunMode.MULTIRUN or objective not in EPOCH_OBJECTIVES:
+        return []
+    if distributed.is_distributed():  # the processes would have to agree on a prune: they train to the end
+        return []
+    import optuna
+
+    storage = open_storage(sweeper.storage)
+    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=instantiate(sweeper.pruner))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(sweeper.study_name),
+                                                               number)
+    log.info("Trial %d of study %s: %s reported after every epoch", number, sweeper.study_name, objective)
+    return [ReportToStudy(optuna.trial.Trial(study, trial_id), objective)]
+
+
+class ReportToStudy(Callback):
+    """After each epoch: the objective so far to the trial, then a stop if the study's pruner says so."""
+
+    def __init__(self, trial, objective: str):
+        self.trial = trial
+        self.objective = objective
+
+    def on_epoch_end(self, trainer, metrics: dict[str, float], is_best: bool) -> None:
+        value = trainer.state.best_val_acc if self.objective == "best_val/acc" else metrics[self.objective]
+        if math.isnan(value):  # no validation split: nothing to compare trials by
+            return
+        epoch = metrics["epoch"]
+        self.trial.report(value, epoch)
+        if epoch < trainer.settings.epochs and self.trial.should_prune():
+            log.info("Pruned by the search after epoch %d (%s %.4f)", epoch, self.objective, value)
+            raise TrialPruned(f"pruned by the search after epoch {epoch}")

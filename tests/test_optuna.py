@@ -1,0 +1,193 @@
+"""The Optuna search (hydra/sweeper=optuna, mnist_exp.search): its search space, pruning, many workers on one study.
+
+Skipped where Optuna (the sweep extra) is not installed. The searches train an mlp on fake data
+for two epochs; the one learning rate that cannot learn (1e-9) is what the median pruner stops.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, read_metrics, run_app, run_dirs, run_main
+from test_sweeps import check_summary_matches_jobs, free_port, read_summary, sweep_dir_of
+
+optuna = pytest.importorskip("optuna")
+
+from mnist_exp.search import override_value, search_space  # noqa: E402 (needs Optuna)
+
+HOPELESS, GOOD = 1e-9, 0.05
+# Random proposals (seed 0: good, hopeless, good, good, hopeless, hopeless); the median pruner judges from the
+# first completed trial on, at every epoch.
+PRUNED_SEARCH = ("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+                 "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1",
+                 f"optimizer.lr=choice({HOPELESS},{GOOD})", "model=mlp", "optimizer=sgd", "scheduler=none",
+                 "dataset=fake", "trainer.epochs=2")
+
+
+def load_study(storage: str, name: str = "search"):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_the_search_space_in_hydra_sweep_syntax():
+    space, fixed = search_space(["a=interval(0.1,0.5)", "b=tag(log, interval(1e-5, 1e-1))",
+                                 "c=tag(int, interval(8,64))", "d=range(8,33,8)", "e=choice(sgd,adam)", "f=1,2",
+                                 "g=range(0.1,0.35,0.1)", "model.width=choice(8,16)", "model.width=4", "h=5", "h=choice(1,2)"])
+    d = optuna.distributions
+    assert space["a"] == d.FloatDistribution(0.1, 0.5)
+    assert space["b"] == d.FloatDistribution(1e-5, 1e-1, log=True)
+    assert space["c"] == d.IntDistribution(8, 64)
+    assert space["d"] == d.IntDistribution(8, 32, step=8)  # range() stops before its end, as Python's
+    assert space["e"] == d.CategoricalDistribution(["sgd", "adam"])
+    assert space["f"] == d.CategoricalDistribution([1, 2])
+    assert space["g"] == d.FloatDistribution(0.1, 0.3, step=0.1)
+    # A later line for a key wins: a fixed value takes a key out of the space, a sweep puts it back in.
+    assert "model.width" not in space and fixed == ["model.width=4"]
+    assert space["h"] == d.CategoricalDistribution([1, 2])
+
+
+def test_a_suggested_value_reads_back_as_the_same_override():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values = [0.001, 1e-05, 3.0e-12, 64, True, False, "sgd", "a b", "it's"]
+    parsed = OverridesParser.create().parse_overrides([f"k={override_value(value)}" for value in values])
+    assert [override.value() for override in parsed] == values
+
+
+def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeypatch, capsys):
+    probe = ("import hydra_plugins.mnist_exp_optuna.optuna_sweeper as m, mnist_exp.search as s;"
+             "print(m.__file__, s.__file__)")
+    files = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert all(Path(file).is_relative_to(REPO / "mnist_exp") for file in files), files  # not an installed copy
+
+    code, out, _ = run_main("hparams_search=cnn_optuna", "hydra/sweeper/sampler=gp", "hydra/sweeper/pruner=hyperband",
+                            "--cfg", "hydra", "-p", "hydra.sweeper", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    sweeper = yaml.safe_load(out)
+    assert code == 0
+    assert sweeper["_target_"] == "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
+    assert sweeper["sampler"]["_target_"] == "optuna.samplers.GPSampler"
+    assert sweeper["pruner"]["_target_"] == "optuna.pruners.HyperbandPruner"
+    assert sweeper["study_name"] == "cnn_optuna" and sweeper["storage"].endswith("/optuna.db")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra.sweeper.direction=maximise", "hydra.sweeper.direction=maximise is not one of: maximize, minimize. "
+                                         "Did you mean 'maximize'?"),
+    ("optimized_metric=test/acc", "optimized_metric=test/acc is not measured after every epoch"),
+    ("trainer.batch_size=range(64,32)", "trainer.batch_size=range(64,32): an empty sweep"),
+])
+def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
+    code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1
+    assert message in err and "Traceback" not in err
+    assert not run_dirs(tmp_path)
+
+
+def check_trials_match_jobs(study, jobs: list[Path]) -> None:
+    """Each trial's state, values and job directory say what the job's metrics.json says."""
+    by_number = {int(job.name.split("_")[0]): job for job in jobs}
+    assert sorted(by_number) == [trial.number for trial in study.trials]  # job numbers are trial numbers
+    for trial in study.trials:
+        job = by_number[trial.number]
+        metrics = read_metrics(job)
+        assert trial.user_attrs["run_dir"] == str(job)
+        assert trial.state.name.lower() == {"completed": "complete"}.get(metrics["status"], metrics["status"])
+        # One report per epoch trained, the best validation accuracy so far.
+        assert sorted(trial.intermediate_values) == list(range(1, metrics["epoch"] + 1))
+        assert trial.intermediate_values[metrics["epoch"]] == metrics["best_val/acc"]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.value == metrics["best_val/acc"]
+
+
+@pytest.fixture(scope="module")
+def pruned_search(tmp_path_factory) -> tuple[Path, str]:
+    """Six trials, the median pruner; joblib: each job trains in a worker process, reaching its trial through SQLite."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    cwd = tmp_path_factory.mktemp("pruned_search")
+    result = run_app(*PRUNED_SEARCH, "hydra.sweeper.n_trials=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     cwd=cwd)
+    return sweep_dir_of(cwd / "outputs"), result.stdout
+
+
+@pytest.mark.slow
+def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search):
+    sweep_dir, stdout = pruned_search
+    study = load_study(f"sqlite:///{sweep_dir}/optuna.db")
+    jobs = run_dirs(sweep_dir)
+    check_trials_match_jobs(study, jobs)
+    rows = {int(row["job"]): row for row in check_summary_matches_jobs(sweep_dir, jobs)}
+
+    states = [trial.state.name for trial in study.trials]
+    assert states.count("PRUNED") >= 1 and "FAIL" not in states
+    for trial in study.trials:
+        good_before = any(t.params["optimizer.lr"] == GOOD for t in study.trials[:trial.number])
+        pruned = trial.params["optimizer.lr"] == HOPELESS and good_before
+        assert trial.state.name == ("PRUNED" if pruned else "COMPLETE"), trial
+        metrics = read_metrics(Path(trial.user_attrs["run_dir"]))
+        assert metrics["epoch"] == (1 if pruned else 2)
+        assert rows[trial.number]["status"] == metrics["status"] and rows[trial.number]["error"] == ""
+        assert 0 <= metrics["test/acc"] <= 1  # a pruned run is still tested
+    assert f"Trial {states.index('PRUNED')}: pruned by the search after epoch 1" in stdout
+    best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
+    assert best["value"] == study.best_value and f"optimizer.lr={GOOD}" in best["overrides"]
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_shows_the_study(pruned_search):
+    """optuna-dashboard itself, over HTTP: the study and its pruned trials, as its web page loads them."""
+    pytest.importorskip("optuna_dashboard")
+    sweep_dir, _ = pruned_search
+    port = free_port()
+    dashboard = Path(sys.executable).parent / "optuna-dashboard"
+    server = subprocess.Popen([str(dashboard), f"sqlite:///{sweep_dir}/optuna.db", "--port", str(port),
+                               "--host", "127.0.0.1", "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/studies"
+    try:
+        deadline, studies = time.monotonic() + 60, None
+        while studies is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                studies = json.load(urllib.request.urlopen(base, timeout=10))["study_summaries"]
+            except OSError:
+                pass  # not listening yet
+        [summary] = studies
+        detail = json.load(urllib.request.urlopen(f"{base}/{summary['study_id']}", timeout=10))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    study = load_study(f"sqlite:///{sweep_dir}/optuna.db")
+    assert summary["study_name"] == "search"
+    assert [trial["state"] for trial in detail["trials"]] == [t.state.name.capitalize() for t in study.trials]
+    assert detail["has_intermediate_values"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_one_sweep_directory(tmp_path):
+    sweep_dir = tmp_path / "search"
+    worker = [sys.executable, "-m", "mnist_exp", *PRUNED_SEARCH, "hydra.sweeper.sampler.seed=null",
+              f"hydra.sweep.dir={sweep_dir}", "device=cpu", "device.threads=1"]
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+           "MNIST_EXP_OUTPUTS": str(tmp_path / "outputs")}
+    processes = [subprocess.Popen([*worker, f"hydra.sweeper.n_trials={n}"], cwd=tmp_path, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in (3, 4)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err[-3000:] for _, err in outputs]
+
+    study = load_study(f"sqlite:///{sweep_dir}/optuna.db")
+    assert sorted(trial.number for trial in study.trials) == list(range(7))  # the sum, no number twice
+    assert all(trial.state.name in ("COMPLETE", "PRUNED") for trial in study.trials)
+    jobs = run_dirs(sweep_dir)
+    check_trials_match_jobs(study, jobs)
+    assert len(read_summary(sweep_dir)) == 7
+    # Each worker printed the study's best when it ended; the one that ended last saw every trial.
+    best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
+    assert best["value"] == study.best_value and best["trial"] == study.best_trial.number
+    assert all("Study search: " in out for out, _ in outputs)
