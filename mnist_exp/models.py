@@ -111,8 +111,8 @@ def strided_cnn(num_classes: int, channels: list[int] = (16, 16), in_channels: i
 
 @MODELS.register("conv_fc")
 def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list[int] = (3, 3),
-            strides: list[int] = (1, 1), pool: list[bool] = (False, True), conv_dropout: float = 0.25, hidden: list[int] = (128,),
-            dropout: float = 0.5, log_softmax: bool = True, in_channels: int = 1, image_size: int = 28,
+            strides: list[int] = (1, 1), pool: list[bool] = (False, True), conv_dropout: float = 0.25,
+            hidden: list[int] = (128,), dropout: float = 0.5, log_softmax: bool = True, in_channels: int = 1, image_size: int = 28,
             batch_norm: bool = False) -> nn.Module:
     """Unpadded convs with ReLU (a 2x2 max pool after those ``pool`` marks), then fully connected layers.
 
@@ -129,7 +129,8 @@ def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list
         raise UserError(f"model.channels, model.kernel_sizes, model.strides and model.pool need one entry per conv "
                         f"layer, got {len(channels)}, {len(kernel_sizes)}, {len(strides)} and {len(pool)}.")
     check_sizes({"conv_dropout": conv_dropout, "dropout": dropout}, channels=list(channels),
-                kernel_sizes=list(kernel_sizes), strides=list(strides), hidden=list(hidden), in_channels=in_channels, image_size=image_size)
+                kernel_sizes=list(kernel_sizes), strides=list(strides), hidden=list(hidden), in_channels=in_channels,
+                image_size=image_size)
     layers: list[nn.Module] = []
     size = image_size
     for out_channels, kernel_size, stride, pooled in zip(channels, kernel_sizes, strides, pool):
