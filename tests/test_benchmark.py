@@ -6,21 +6,24 @@ DataLoader, and ours is the app's own build_job and fit_and_test.
 """
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from PIL import Image
 from torchvision import datasets
 
 from conftest import REPO, read_metrics
-from mnist_exp.runtime import select_device, use_bf16
+from mnist_exp.runtime import use_bf16
 
 spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark)
+benchmark.register_schemas()  # as its main does, for the tests that compose a recipe
 
 HAND_WRITTEN_BEFORE = "# Results\n\n## Tutorials\n\n| recipe | test accuracy |\n|---|---|\n| a | 99.00% |\n\n"
 HAND_WRITTEN_AFTER = "\n\n## DDP\n\nA table measured by hand.\n"
@@ -43,15 +46,39 @@ def test_the_small_mode_feeds_the_reference_the_fake_split_through_torchvision(t
     assert torch.equal(test.data, fake.test.images) and torch.equal(test.targets, fake.test.labels)
 
 
-def test_the_reference_loop_learns_and_stops_at_its_target(tmp_path):
+def test_the_reference_loop_learns_logs_every_10_batches_and_stops_at_its_target(tmp_path):
     root = benchmark.write_fake_mnist(tmp_path)
-    points = benchmark.reference(root, max_epochs=2, target=1.01)  # a target no run reaches: both epochs
-    assert [p["epoch"] for p in points] == [1, 2]
-    assert 0 < points[0]["seconds"] < points[1]["seconds"]
-    assert points[1]["test_acc"] >= 0.6, points  # 10 classes: chance is 0.1
+    log = io.StringIO()
+    points = benchmark.reference(root, max_epochs=2, log_file=log)  # no stop_at: both epochs, a check each quarter
+    assert [p["epoch"] for p in points] == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+    assert all(a["seconds"] < b["seconds"] for a, b in zip(points, points[1:])) and points[0]["seconds"] > 0
+    assert points[-1]["test_acc"] >= 0.6, points  # 10 classes: chance is 0.1
+    # main.py's log line, loss.item() read, at batches 0 of each epoch (8 batches of 64 from 512 images)
+    assert [line.split("\t")[0] for line in log.getvalue().splitlines()] == [
+        "Train Epoch: 1 [0/512 (0%)]", "Train Epoch: 2 [0/512 (0%)]"]
+    first = next(i for i, p in enumerate(points) if p["test_acc"] >= 0.5)
+    stopped = benchmark.reference(root, max_epochs=3, stop_at=0.5)  # the same run, cut at its first check >= 0.5
+    assert [p["test_acc"] for p in stopped] == [p["test_acc"] for p in points[:first + 1]]
 
-    [point] = benchmark.reference(root, max_epochs=3, target=0.5)  # reached after the first epoch: stops there
-    assert point["epoch"] == 1 and point["test_acc"] >= 0.5
+
+def test_the_test_curve_checks_outside_the_clock_without_changing_the_training(tmp_path):
+    def train(with_curve: bool):
+        cfg = benchmark.compose_recipe("fast", small=True, extra=["trainer.progress=false", "trainer.log_interval=1",
+                                                                   "trainer.checkpoint=false"])
+        job = benchmark.build_job(cfg, tmp_path / f"run_{with_curve}", in_sweep=False)
+        curve = benchmark.TestCurve(job.loaders["test"], every_log=True)
+        if with_curve:
+            job.trainer.callbacks.append(curve)
+        job.trainer.fit(job.loaders["train"], job.loaders["val"])
+        job.tracker.close()
+        return job.trainer.model.state_dict(), curve, job.trainer.state.step
+
+    plain, _, _ = train(False)
+    checked, curve, steps = train(True)
+    assert all(torch.equal(plain[k], checked[k]) for k in plain)  # batch norm trained in training mode throughout
+    assert steps > 1 and [p["step"] for p in curve.points] == list(range(1, steps + 1))  # a check after each step
+    seconds = [p["seconds"] for p in curve.points]
+    assert curve.checking_s > 0 and 0 < seconds[0] and seconds == sorted(seconds)
 
 
 def test_the_results_section_is_replaced_where_it_is_and_added_where_it_is_not(tmp_path):
@@ -85,16 +112,20 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
     assert f"torch {torch.__version__}" in machine_line
 
     report = json.loads((out / "benchmark.json").read_text())
-    fast = read_metrics(out / "fast_run")  # the run the app wrote, not a figure the script made up
-    assert fast["status"] == "completed" and fast["test/acc"] >= 0.5, fast
-    device = select_device("auto")  # experiment=fast composes device=auto
-    ours_precision = f"{'bf16 autocast' if use_bf16('auto', device) else 'fp32'} on {device.type}"
-    [reference_row] = [line for line in section.splitlines() if line.startswith("| pytorch/examples")]
-    [fast_row] = [line for line in section.splitlines() if line.startswith("| mnist_exp")]
-    assert reference_row.startswith("| pytorch/examples mnist (DataLoader, batch 64) | fp32 on cpu | "
-                                    f"{100 * report['reference'][0]['test_acc']:.2f}% after 1 epoch(s) |")
-    assert fast_row.startswith(f"| mnist_exp `experiment=fast` | {ours_precision} | "
-                               f"{100 * fast['test/acc']:.2f}% | {fast['train_time_s']:.1f}")
-    assert report["reference"][0]["test_acc"] >= 0.5  # the reference trained on the fake split, one epoch
+    fast = read_metrics(Path(report["pairs"]["fast"][0]["run_dir"]))  # the run the app wrote, not a made-up figure
+    assert fast["status"] == "completed" and fast["test/acc"] >= 0.3, fast
+    ours_precision = f"{'bf16 autocast' if use_bf16('auto', torch.device('cpu')) else 'fp32'} on cpu"  # as the reference
+    rows = {line.split(" | ")[0]: line for line in section.splitlines() if line.startswith("| ")}
+    reference = report["pairs"]["reference"]
+    assert len(reference) == len(report["pairs"]["fast"]) == 2  # --small: two alternating pairs
+    assert rows["| pytorch/examples mnist (DataLoader batch 64 without shuffling, Adadelta)"].startswith(
+        "| pytorch/examples mnist (DataLoader batch 64 without shuffling, Adadelta) | fp32 on cpu | "
+        f"{100 * reference[0][-1]['test_acc']:.2f}% after 1 epoch(s) |")
+    assert rows["| mnist_exp `experiment=fast`"].startswith(
+        f"| mnist_exp `experiment=fast` | {ours_precision} | {100 * fast['test/acc']:.2f}% |")
+    assert rows["| mnist_exp `experiment=best`"].startswith(f"| mnist_exp `experiment=best` | {ours_precision} | "
+                                                           f"{100 * report['best']['test/acc']:.2f}% |")
+    assert report["pairs"]["fast"][0]["curve"][-1]["test_acc"] == fast["test/acc"]  # the curve ends at the run's test
+    assert reference[0][-1]["test_acc"] >= 0.5  # the reference trained on the fake split, one epoch
     with Image.open(out / "benchmark.png") as image:
         image.verify()

@@ -179,6 +179,18 @@ def test_conv_fc_sizes_its_first_linear_layer_from_the_image_size():
         MODELS.build({"name": "conv_fc", "kernel_sizes": [15, 15], "image_size": 28}, 10)
 
 
+def test_conv_fc_strides_pools_before_the_norm_and_relu_and_drops_the_biases_the_norm_replaces():
+    fast = {"name": "conv_fc", "channels": [24, 32], "kernel_sizes": [5, 3], "strides": [2, 1], "pool": [False, True],
+            "conv_dropout": 0, "hidden": [256], "log_softmax": False, "batch_norm": True}
+    model = MODELS.build(fast, 10)  # 28 -> 12 (5x5, stride 2) -> 10 -> 5 (pool): 32 * 5 * 5 = 800
+    assert [type(m) for m in model[:8]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.MaxPool2d,
+                                            nn.BatchNorm2d, nn.ReLU, nn.Flatten]
+    assert model[0].stride == (2, 2) and model[0].bias is None and model[8].in_features == 800
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(UserError, match="model.strides"):
+        MODELS.build({"name": "conv_fc", "strides": [1]}, 10)
+
+
 @pytest.mark.parametrize("name", ["strided_cnn", "conv_fc"])
 def test_tutorial_cnns_take_other_class_counts_and_channels(name):
     model = MODELS.build({"name": name, "in_channels": 3}, 7)

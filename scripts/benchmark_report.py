@@ -1,0 +1,149 @@
+"""scripts/benchmark.py's output: the machine, the table, the plot and the results file's section."""
+
+import os
+import platform
+import statistics
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from mnist_exp.runtime import cpu_has_bf16
+
+START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"date": date.today().isoformat(), "cpu": cpu_model(), "cores": cores, "bf16_instructions": cpu_has_bf16(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def machine_line(m: dict) -> str:
+    return (f"Machine: {m['cpu']}, {m['cores']} cores{', bf16 instructions' if m['bf16_instructions'] else ''}; "
+            f"torch {m['torch']} ({m['threads']} threads). Run on {m['date']}.")
+
+
+def seconds_to(points: list[dict], target: float) -> float | None:
+    """The seconds of training at the first checkpoint at or above ``target``; None if none is."""
+    return next((p["seconds"] for p in points if p["test_acc"] >= target), None)
+
+
+def times_cell(curves: list[list[dict]], target: float, not_reached: str) -> str:
+    """The median over runs of the seconds to ``target`` (each run's figure in brackets where there are several)."""
+    reached = [s for s in (seconds_to(curve, target) for curve in curves) if s is not None]
+    if not reached:
+        return not_reached
+    runs = f" ({', '.join(f'{s:.1f}' for s in reached)})" if len(reached) > 1 else ""
+    return f"{statistics.median(reached):.1f}{runs}"
+
+
+def accuracy_cell(accuracies: list[float], suffix: str = "") -> str:
+    distinct = sorted(set(f"{100 * a:.2f}%" for a in accuracies))
+    return " / ".join(distinct) + suffix
+
+
+def speedup_cell(speedups: list[dict | None]) -> str:
+    if not speedups or any(s is None for s in speedups):
+        return "n/a (fast missed 99.0%)"
+    median = statistics.median(s["ratio"] for s in speedups)
+    bound = "> " if any(s["lower_bound"] for s in speedups) else ""
+    each = ", ".join(f"{s['ratio']:.1f}" for s in speedups)
+    return f"**{bound}{median:.1f}x** ({each})"
+
+
+def report(result: dict) -> str:
+    runs, over, up, targets = result["pairs"], result["overhead"], result["startup"], result["targets"]
+    ref_curves, fast_runs = runs["reference"], runs["fast"]
+    full = ref_curves[0]  # the run that went all its epochs
+    epochs = round(full[-1]["epoch"])
+    header = " | ".join(f"to {100 * t:.1f}%" for t in targets)
+    rows = [
+        ("pytorch/examples mnist (DataLoader batch 64 without shuffling, Adadelta)", "fp32 on cpu",
+         accuracy_cell([full[-1]["test_acc"]], f" after {epochs} epoch(s)"), ref_curves, f"not in {epochs} epochs"),
+        ("mnist_exp `experiment=fast`", fast_runs[0]["precision"], accuracy_cell([r["test/acc"] for r in fast_runs]),
+         [r["curve"] for r in fast_runs], "not reached"),
+    ]
+    if "best" in result:
+        best = result["best"]
+        rows.append(("mnist_exp `experiment=best`", best["precision"], accuracy_cell([best["test/acc"]]),
+                     [best["curve"]], "not reached"))
+    lines = [machine_line(result["machine"]), ""]
+    if result["small"]:
+        lines += ["`--small`: fake data, a few batches. These figures check that the script works; they measure "
+                  "nothing.", ""]
+    lines += [f"| recipe | precision | test accuracy | seconds of training {header} |",
+              "|---|---|---|" + "---|" * len(targets)]
+    for name, precision, accuracy, curves, missing in rows:
+        lines.append(f"| {name} | {precision} | {accuracy} | "
+                     + " | ".join(times_cell(curves, t, missing) for t in targets) + " |")
+    lines.append(f"| speed-up of `fast` to {100 * targets[0]:.1f}% (median of {len(runs['speedups'])} alternating "
+                 f"pairs) | | | {speedup_cell(runs['speedups'])} |" + " |" * (len(targets) - 1))
+    return "\n".join(lines + [
+        "",
+        f"Both sides train on the CPU, in the precision shown. Seconds are of training alone: the test accuracy is "
+        f"checked outside the timed region, the reference's every quarter epoch, fast's every log interval, best's "
+        f"after each epoch (its last point with its test-time averaging); figures in brackets are each run's.",
+        "",
+        f"Framework overhead, one epoch of the fast recipe: our Trainer with its INFO lines, progress bar, TensorBoard "
+        f"and checkpoints {over['trainer_epoch_s']:.2f} s, a minimal loop {over['minimal_epoch_s']:.2f} s (medians): "
+        f"ratio {over['ratio']:.3f} (the median of {len(over['pairs'])} back-to-back pairs). Both loops compute in "
+        "the fast recipe's precision.",
+        "",
+        f"Start-up, from the process's start: the first batch of `python -m mnist_exp experiment=fast` after "
+        f"{up['first_batch_s']:.2f} s; `import torch, torchvision` done after {up['import_torch_torchvision_s']:.2f} s: "
+        f"{up['overhead_s']:.2f} s more.",
+    ])
+
+
+def write_results_section(path: Path, section: str) -> None:
+    """Put ``section`` between the benchmark markers of ``path``: replaced where they are, appended where not."""
+    block = f"{START}\n{section.strip()}\n{END}"
+    text = path.read_text() if path.exists() else "# Results\n"
+    if START in text and END in text:
+        before, _, rest = text.partition(START)
+        _, _, after = rest.partition(END)
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + "\n\n## scripts/benchmark.py\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Test accuracy against seconds of training (log scale), each target a line, where each run first reaches it."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    curves = [("pytorch/examples mnist", result["pairs"]["reference"][0]),
+              ("mnist_exp experiment=fast", result["pairs"]["fast"][0]["curve"])]
+    if "best" in result:
+        curves.append(("mnist_exp experiment=best", result["best"]["curve"]))
+    for (label, points), marker in zip(curves, "o^s"):
+        [line] = ax.plot([p["seconds"] for p in points], [p["test_acc"] for p in points], marker + "-", markersize=4,
+                         label=label)
+        for target in result["targets"]:
+            seconds = seconds_to(points, target)
+            if seconds is not None:
+                ax.plot([seconds], [target], "*", color=line.get_color(), markersize=12)
+    for target in result["targets"]:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"{100 * target:.1f}%", (1, target), xycoords=("axes fraction", "data"), ha="right",
+                    va="bottom", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    ax.set(xlabel="seconds of training (log scale)", ylabel="test accuracy",
+           ylim=(0.97, 1.0) if not result["small"] else None,
+           title="Test accuracy against training time (stars: first at 99.0 / 99.5 / 99.7%)")
+    ax.legend(loc="lower right")
+    fig.savefig(path, dpi=120)
