@@ -96,7 +96,8 @@ def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups = [summarize_group(members, {k: v for k, v in members[0]["overrides"].items()
                                         if k != "seed" and not says_where_or_how(k)})
               for members in by_settings.values()]
-    return sorted(groups, key=lambda g: (g["test"] is None, -(g["test"].mean if g["test"] else 0.0)))
+    return sorted(groups, key=lambda g: (g["test"] is None, -(g["test"].mean if g["test"] else 0.0),
+                                         str(g["runs"][0]["dir"])))  # ties in the order of the runs' names
 
 
 def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) -> dict[str, Any]:
@@ -284,7 +285,7 @@ def command(args) -> None:
         if run["problem"]:
             print(f"warning: {run['problem']}; the run is listed as unreadable.", file=sys.stderr)
     raw = args.format == "csv"
-    # A row per run, or per seed group (the grouping imports torch: --runs alone starts faster without it).
+    # A row per run, or per seed group.
     rows = [summarize_group([run], run["overrides"]) for run in rank(runs)] if args.runs else seed_groups(runs)
     header, table = leaderboard(runs, raw, args.top) if args.runs else group_leaderboard(rows, raw, args.top)
     formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[args.format]

@@ -4,7 +4,7 @@
   failed (with its error), so a running or interrupted sweep can be read at any time. The row is
   written by the process that ran the job (a joblib worker, a SLURM node), under a lock
   (``.sweep.csv.lock``), and the file is replaced atomically. One row per job: a job that ends again
-  (a resumed sweep) replaces its row, in place, so the file always counts each job once.
+  (a resumed sweep) replaces its row, so the file always counts each job once, in the order of the jobs.
 - At the end of a sweep its HPARAMS columns (the keys its jobs differ in) go to TensorBoard.
 - At the end of an Optuna search (``mnist_exp.search``) the study's best trial is printed as a
   command and written to ``<sweep dir>/best_trial.yaml``; ``register_optuna_sweeper`` makes
@@ -107,6 +107,7 @@ def write_row(path: Path, row: dict[str, Any]) -> None:
             rows[same_job[0]] = row
         else:
             rows.append(row)
+        rows.sort(key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else -1)  # parallel jobs end in any order
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", newline="") as f:

@@ -145,7 +145,7 @@ def test_a_fake_data_run_outside_the_checkout(installed):
     assert (config["dataset"]["name"], config["model"]["width"], config["trainer"]["epochs"]) == ("fake", 8, 1)
 
     # The console script of compare reads it back.
-    table = installed.run(installed.bin / "mnist-exp-compare", run_dir, "--format", "csv").stdout
+    table = installed.run(installed.bin / "mnist-exp-compare", run_dir, "--runs", "--format", "csv").stdout
     assert str(run_dir) in table
 
 
