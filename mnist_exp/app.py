@@ -28,10 +28,10 @@ from mnist_exp.inference import shift_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.resume import (checkpoint_to_resume, completed_run, record_stop, restore, overwrite_problem,
-                              without_resume, write_missing_run_record)
+                              write_missing_run_record)
 from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RESUME_MAY_CHANGE, RunDirInUse, check_output_location,
-                               flatten_config, named_run_dir, read_metrics, run_dir_lock, write_metrics,
-                               write_predictions)
+                               flatten_config, named_run_dir, read_metrics, run_dir_lock, without_resume,
+                               write_metrics, write_predictions)
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
 from mnist_exp.sweep import register_optuna_sweeper

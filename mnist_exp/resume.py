@@ -24,7 +24,7 @@ from mnist_exp.callbacks import CheckpointCallback
 from mnist_exp.checkpoint import load_checkpoint
 from mnist_exp.errors import UserError
 from mnist_exp.run_dir import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, flatten_config, last_checkpoint, read_metrics,
-                               write_metrics)
+                               without_resume, write_metrics)
 from mnist_exp.runtime import is_submitit_preemption
 
 log = logging.getLogger("mnist_exp")
@@ -68,11 +68,6 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
     log.info("The run in %s is complete (test accuracy %.2f%%): nothing to resume, nothing changed.%s", run_dir,
              100 * recorded["test/acc"], " Its recorded metrics go to the sweeper." if in_sweep else "")
     return recorded
-
-
-def without_resume(overrides: list[str]) -> list[str]:
-    """A job's overrides as the sweep's first start recorded them: resume=true says how, not what."""
-    return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
 
 
 def read_run_overrides(run_dir: Path) -> list[str]:

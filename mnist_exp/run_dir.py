@@ -50,6 +50,11 @@ def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def without_resume(overrides: list[str]) -> list[str]:
+    """A job's overrides as its first start recorded them: resume=true says how, not what."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+
+
 def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
 
@@ -126,12 +131,12 @@ def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str):
+def atomic_file(path: Path, mode: str, newline: str | None = None):
     """Write a file whole or not at all: into a temporary file beside it, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, newline=newline) as f:
             yield f
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600: the run's other files follow the umask
         os.replace(tmp, path)

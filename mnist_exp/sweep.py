@@ -16,7 +16,6 @@ Hydra turns an exception in a callback into a warning, so bookkeeping never fail
 import csv
 import os
 import shlex
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.hparams import write_sweep_experiment
-from mnist_exp.run_dir import current_umask, read_metrics
+from mnist_exp.run_dir import atomic_file, read_metrics, without_resume
 
 try:
     import fcntl
@@ -84,7 +83,7 @@ def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
         "status": status,
         "objective": job_return._return_value if completed else "",
         **{key: metrics.get(key, "") for key in ("best_val/acc", "test/acc", "epoch", "train_time_s", "params")},
-        "overrides": " ".join(o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith("resume=")),
+        "overrides": " ".join(without_resume(list(config.hydra.overrides.task))),
         "run_dir": os.path.relpath(run_dir, config.hydra.sweep.dir),
         "error": metrics.get("error") or error,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -108,17 +107,10 @@ def write_row(path: Path, row: dict[str, Any]) -> None:
         else:
             rows.append(row)
         rows.sort(key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else -1)  # parallel jobs end in any order
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-            os.chmod(tmp, 0o666 & ~current_umask())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def report_best_trial(sweep_dir: Path, metric: str, study) -> None:
@@ -143,10 +135,8 @@ def report_best_trial(sweep_dir: Path, metric: str, study) -> None:
         "run_dir": run_dir,
         "command": shlex.join(["python", "-m", "mnist_exp", *overrides]),
     }
-    # Whole, even where workers sharing the sweep directory end at the same moment.
-    temporary = sweep_dir / f".{BEST_TRIAL_FILE}.{os.getpid()}.tmp"
-    OmegaConf.save(OmegaConf.create(best), temporary)
-    os.replace(temporary, sweep_dir / BEST_TRIAL_FILE)
+    with atomic_file(sweep_dir / BEST_TRIAL_FILE, "w") as f:  # whole, where workers sharing the directory end together
+        OmegaConf.save(OmegaConf.create(best), f)
     print(f"Best trial: {trial.number}, {metric} {trial.value:.4f}" + (f" in {run_dir}" if run_dir else ""))
     print(f"Run it again: {best['command']}")
     print(f"Written to {sweep_dir / BEST_TRIAL_FILE}", flush=True)

@@ -92,9 +92,9 @@ def report(result: dict) -> str:
                  f"pairs) | | | {speedup_cell(runs['speedups'])} |" + " |" * (len(targets) - 1))
     return "\n".join(lines + [
         "",
-        f"Both sides train on the CPU, in the precision shown. Seconds are of training alone: the test accuracy is "
-        f"checked outside the timed region, the reference's every quarter epoch, fast's every log interval, best's "
-        f"after each epoch (its last point with its test-time averaging); figures in brackets are each run's.",
+        "Both sides train on the CPU, in the precision shown. Seconds are of training alone: the test accuracy is "
+        "checked outside the timed region, the reference's every quarter epoch, fast's every log interval, best's "
+        "after each epoch (its last point with its test-time averaging); figures in brackets are each run's.",
         "",
         f"Framework overhead, one epoch of the fast recipe: our Trainer with its INFO lines, progress bar, TensorBoard "
         f"and checkpoints {over['trainer_epoch_s']:.2f} s, a minimal loop {over['minimal_epoch_s']:.2f} s (medians): "

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from conftest import read_events
 from mnist_exp.hparams import single_run_columns, write_sweep_experiment
 from mnist_exp.run_dir import flatten_config
 from mnist_exp.tracking import (
@@ -26,12 +26,6 @@ from mnist_exp.tracking import (
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASS_NAMES = [str(digit) for digit in range(10)]
-
-
-def read_events(run_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    accumulator.Reload()
-    return accumulator
 
 
 def test_flatten_config():
