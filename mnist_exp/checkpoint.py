@@ -6,12 +6,10 @@ it without unpickling arbitrary objects. Both kinds hold the composed ``config``
 ``trainer``'s whole state (``Trainer.state_dict()``), from which a run continues.
 """
 
-import os
 import pickle
 import random
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from mnist_exp.errors import UserError, disk_full
-from mnist_exp.run_dir import current_umask
+from mnist_exp.run_dir import atomic_file
 
 CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")
@@ -34,17 +32,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     full disk, which is one clear error instead of torch's chained ones.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path, "wb", fsync=True) as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600: readable like the run's other files
-        os.replace(tmp, path)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
         if disk_full(error):
             kept = " and the previous one is kept" if path.exists() else ""
             raise full_disk_error(path.parent, f"{path.name} was not written{kept}") from None

@@ -131,14 +131,22 @@ def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str, newline: str | None = None):
-    """Write a file whole or not at all: into a temporary file beside it, then renamed over it."""
+def atomic_file(path: Path, mode: str, newline: str | None = None, fsync: bool = False,
+                permissions: int | None = None):
+    """Write a file whole or not at all: into a temporary file beside it (``.<name>.*.tmp``), then renamed over it.
+
+    ``fsync``: on the disk before the rename, so not even a crash of the system can leave it half written.
+    ``permissions``: the file's mode; by default what the umask leaves of 0666, as for the run's other files.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, newline=newline) as f:
             yield f
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600: the run's other files follow the umask
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask() if permissions is None else permissions)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import torch
 
 from mnist_exp.errors import UserError
 from mnist_exp.paths import default_data_dir
+from mnist_exp.run_dir import atomic_file
 
 log = logging.getLogger("mnist_exp.data")
 
@@ -46,26 +47,26 @@ def md5_of(data: bytes) -> str:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file beside ``path``, then rename: a kill never leaves a half-written file."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile makes it private (0600); data files are for everyone
-    os.replace(tmp.name, path)
+    with atomic_file(path, "wb", permissions=0o644) as f:  # data files are for everyone, whatever the umask
+        f.write(data)
 
 
 def files_to_fetch(raw_dir: Path) -> dict[str, str]:
     """The MNIST files missing from ``raw_dir`` or corrupt there, each with the reason."""
-    problems, verified = {}, read_verified(raw_dir)
+    problems, verified, present = {}, read_verified(raw_dir), {}
     for name, expected in MNIST_MD5.items():
         path = raw_dir / name
         if not path.is_file():
             problems[name] = "missing"
-        elif verified.get(name) == signature(path, expected):
+            continue
+        present[name] = signature(path, expected)
+        if verified.get(name) == present[name]:
             continue  # checked before, and not changed since
-        elif (actual := md5_of(path.read_bytes())) != expected:
+        if (actual := md5_of(path.read_bytes())) != expected:
             problems[name] = f"corrupt: MD5 checksum {actual}, expected {expected}"
             log.warning("MNIST: %s is corrupt (MD5 checksum %s, expected %s), not using it", path, actual, expected)
-    if not problems and verified != {name: signature(raw_dir / name, md5) for name, md5 in MNIST_MD5.items()}:
-        record_verified(raw_dir)
+    if not problems and verified != present:
+        record_verified(raw_dir, present)
     return problems
 
 
@@ -83,10 +84,9 @@ def read_verified(raw_dir: Path) -> dict:
     return verified if isinstance(verified, dict) else {}
 
 
-def record_verified(raw_dir: Path) -> None:
+def record_verified(raw_dir: Path, signatures: dict[str, list]) -> None:
     try:
-        write_atomic(raw_dir / VERIFIED_FILE, json.dumps(
-            {name: signature(raw_dir / name, md5) for name, md5 in MNIST_MD5.items()}).encode())
+        write_atomic(raw_dir / VERIFIED_FILE, json.dumps(signatures).encode())
     except OSError:  # a read-only data directory: the files are checked at every start instead
         pass
 
