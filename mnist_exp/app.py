@@ -204,7 +204,6 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else 0 if stale else None)
         if resume_from is None:
             tracker.run_record(config, without_resume(list(overrides)))
-            tracker.images("train/samples", data.train.images[:64])
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TensorBoardCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
@@ -252,6 +251,7 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
     if tracker is None:
         return metrics
     tracker.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
+    tracker.images("train/samples", data.train.images[:64])  # here, not at the start: it imports torchvision
     figures = write_final_figures(tracker, run_dir, test_images=data.test.images, true=data.test.labels,
                                   pred=test["predictions"], class_names=data.class_names, history=state.history,
                                   step=state.step)
