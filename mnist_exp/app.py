@@ -24,10 +24,10 @@ from mnist_exp.config import CLAIMED_RUN_DIRS, CONF_DIR, check_ranges, register_
 from mnist_exp.errors import UserError, disk_full, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
 from mnist_exp.hparams import single_run_columns
-from mnist_exp.inference import shift_averaged
+from mnist_exp.inference import view_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.resume import (checkpoint_to_resume, completed_run, record_stop, restore, overwrite_problem,
+from mnist_exp.resume import (check_no_overwrite, checkpoint_to_resume, completed_run, record_stop, restore,
                               write_missing_run_record)
 from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RESUME_MAY_CHANGE, RunDirInUse, check_output_location,
                                flatten_config, named_run_dir, read_metrics, run_dir_lock, without_resume,
@@ -50,11 +50,9 @@ def main() -> None:
     resume = any(arg.lower() in ("resume=true", "+resume=true") for arg in sys.argv[1:])
     try:
         check_output_location(sys.argv[1:])
+        check_no_overwrite(sys.argv[1:], resume)
     except UserError as error:
         sys.exit(str(error))
-    problem = overwrite_problem(sys.argv[1:], resume)
-    if problem:
-        sys.exit(problem)
     if resume:
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
@@ -229,8 +227,8 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
 
     trainer.load_best_weights()
     test_model = trainer.evaluated_model
-    if cfg.trainer.tta:  # the final test averages over shifted copies of each image; validation stays plain
-        test_model = shift_averaged(test_model, data.mean, data.std)
+    if cfg.trainer.tta:  # the final test averages over shifted (and scaled) views of each image; validation stays plain
+        test_model = view_averaged(test_model, data.mean, data.std, cfg.trainer.tta_scales)
     test = trainer.evaluate(job.loaders["test"], model=test_model, keep_predictions=True)
     last = state.history[-1] if state.history else {}
     metrics = {

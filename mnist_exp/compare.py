@@ -285,15 +285,15 @@ def command(args) -> None:
         if run["problem"]:
             print(f"warning: {run['problem']}; the run is listed as unreadable.", file=sys.stderr)
     raw = args.format == "csv"
-    # A row per run, or per seed group.
-    rows = [summarize_group([run], run["overrides"]) for run in rank(runs)] if args.runs else seed_groups(runs)
-    header, table = leaderboard(runs, raw, args.top) if args.runs else group_leaderboard(rows, raw, args.top)
+    groups = None if args.runs else seed_groups(runs)  # a row per run, or per seed group
+    header, table = leaderboard(runs, raw, args.top) if args.runs else group_leaderboard(groups, raw, args.top)
     formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[args.format]
     print(formatter(header, table))
     if args.plot:
         from mnist_exp.compare_plot import plot_accuracy_vs_time
 
-        plot_accuracy_vs_time(rows[:args.top], args.plot)
+        points = groups or [summarize_group([run], run["overrides"]) for run in rank(runs)]
+        plot_accuracy_vs_time(points[:args.top], args.plot)
 
 
 def main(argv: list[str] | None = None) -> int:

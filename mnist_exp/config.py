@@ -42,6 +42,7 @@ class TrainerConfig:
     label_smoothing: float = MISSING
     ema_decay: float = MISSING  # evaluate an exponential moving average of the weights (e.g. 0.999); 0: off
     tta: bool = MISSING  # test on the image and its 1-pixel shifts, averaged (validation stays plain)
+    tta_scales: list[float] = MISSING  # with tta: the sizes each image is also viewed at, e.g. [0.92, 1.0, 1.08]
     deterministic: bool = MISSING  # bit-identical results for the same seed (CPU), at some cost in speed
     compile: bool = MISSING  # torch.compile the model
     progress: bool | None = MISSING  # progress bar; null: only on a terminal and not in a sweep
@@ -184,7 +185,7 @@ def check_ranges(cfg) -> None:
              0 <= trainer.ema_decay < 1)):
         if not ok:
             raise UserError(f"{key}={value} is out of range: it takes {allowed}.")
-    check_tta(trainer.tta, cfg.dataset.get("flatten", False))
+    check_tta(trainer.tta, trainer.tta_scales, cfg.dataset.get("flatten", False))
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")

@@ -24,39 +24,64 @@ def model_input(pixels: torch.Tensor, mean: float, std: float, flatten: bool) ->
     return x.flatten(1) if flatten else x.unsqueeze(1)
 
 
-def check_tta(tta: bool, flatten: bool) -> None:
-    """Test-time shift averaging needs images; a flattened dataset gives vectors."""
+def check_tta(tta: bool, scales, flatten: bool) -> None:
+    """Test-time averaging needs images (a flattened dataset gives vectors) and scales above 0 to view them at."""
     if tta and flatten:
         raise UserError("trainer.tta=true shifts images, but dataset.flatten=true makes them vectors. "
                         "Use one or the other.")
+    scales = list(scales)
+    if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+        raise UserError(f"trainer.tta_scales={scales} is out of range: it takes a list of sizes above 0, "
+                        "e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size.")
+    if not tta and scales != [1.0]:
+        raise UserError(f"trainer.tta_scales={scales} takes effect only with test-time averaging: "
+                        "add trainer.tta=true, or leave trainer.tta_scales at [1.0].")
 
 
-class ShiftAveraged(nn.Module):
-    """Test-time augmentation: in eval mode, the mean of the class probabilities over the image and its
-    eight copies shifted by one pixel, straight and diagonally (log of it, so argmax and cross-entropy apply).
+class ViewAveraged(nn.Module):
+    """Test-time augmentation: in eval mode, the mean of the class probabilities over views of each image
+    (log of it, so argmax and cross-entropy apply). The views: the image at each of ``scales`` (about its
+    centre, bilinear), and each of those with its eight copies shifted by one pixel, straight and diagonally.
 
-    ``background`` is the normalised value of an empty pixel, which fills the edge a shift uncovers.
-    In train mode it is the model itself. The weights stay the model's: ``model.*`` in a state dict.
+    ``background`` is the normalised value of an empty pixel, which fills the edge a shift or a shrink
+    uncovers. In train mode it is the model itself. The weights stay the model's: ``model.*`` in a state dict.
     """
 
     SHIFTS = tuple((dy, dx) for dy in (0, 1, -1) for dx in (0, 1, -1))  # (0, 0) first
 
-    def __init__(self, model: nn.Module, background: float):
+    def __init__(self, model: nn.Module, background: float, scales=(1.0,)):
         super().__init__()
         self.model = model
         self.background = background
+        self.scales = tuple(float(s) for s in scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x)
-        probabilities = sum(self.model(shift_image(x, dy, dx, self.background)).float().softmax(dim=1)
-                            for dy, dx in self.SHIFTS)
-        return (probabilities / len(self.SHIFTS)).log()
+        probabilities = 0
+        for scale in self.scales:
+            scaled = scale_image(x, scale, self.background)
+            probabilities = probabilities + sum(
+                self.model(shift_image(scaled, dy, dx, self.background)).float().softmax(dim=1)
+                for dy, dx in self.SHIFTS)
+        return (probabilities / (len(self.scales) * len(self.SHIFTS))).log()
 
 
-def shift_averaged(model: nn.Module, mean: float, std: float) -> ShiftAveraged:
-    """``model`` under test-time shift averaging; the uncovered edge is a black pixel, normalised."""
-    return ShiftAveraged(model, background=-mean / std)
+def view_averaged(model: nn.Module, mean: float, std: float, scales=(1.0,)) -> ViewAveraged:
+    """``model`` under test-time averaging; the uncovered edge is a black pixel, normalised."""
+    return ViewAveraged(model, background=-mean / std, scales=scales)
+
+
+def scale_image(x: torch.Tensor, scale: float, background: float) -> torch.Tensor:
+    """[B, C, H, W] images enlarged (``scale`` > 1) or shrunk about their centre, bilinear; ``background``
+    fills what a shrink uncovers."""
+    if scale == 1:
+        return x
+    theta = torch.tensor([[[1 / scale, 0, 0], [0, 1 / scale, 0]]], dtype=torch.float32, device=x.device)
+    grid = nn.functional.affine_grid(theta, [1, 1, *x.shape[-2:]], align_corners=False)
+    # grid_sample fills with zeros: sample the offset from the background, then add it back.
+    inside = nn.functional.grid_sample((x - background).float(), grid.expand(len(x), -1, -1, -1), align_corners=False)
+    return (inside + background).to(x.dtype)
 
 
 def shift_image(x: torch.Tensor, dy: int, dx: int, background: float) -> torch.Tensor:
@@ -105,8 +130,9 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     except RuntimeError as error:
         raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
                         f"{str(error).splitlines()[0]}") from error
-    dataset, tta = config["dataset"], config.get("trainer", {}).get("tta", False)
-    check_tta(tta, dataset["flatten"])
+    dataset, trainer = config["dataset"], config.get("trainer", {})
+    tta, scales = trainer.get("tta", False), trainer.get("tta_scales", [1.0])
+    check_tta(tta, scales, dataset["flatten"])
     if tta:
-        model = shift_averaged(model, dataset["mean"], dataset["std"])
+        model = view_averaged(model, dataset["mean"], dataset["std"], scales)
     return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"])

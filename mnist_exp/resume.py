@@ -88,8 +88,8 @@ def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConf
         (record / name).write_text(OmegaConf.to_yaml(node))
 
 
-def overwrite_problem(args: list[str], resume: bool) -> str | None:
-    """Why a command line must be refused before Hydra writes anything, or None.
+def check_no_overwrite(args: list[str], resume: bool) -> None:
+    """Refuse, before Hydra writes anything, a command line that would overwrite finished work.
 
     A new run in a completed run's directory, or a grid sweep run again into a directory holding
     completed jobs, would overwrite them: resume=true continues them instead, and a sweep's
@@ -99,24 +99,24 @@ def overwrite_problem(args: list[str], resume: bool) -> str | None:
     given = {key: value for key, _, value in (arg.partition("=") for arg in args) if "${" not in value}
     run_dir = given.get("hydra.run.dir")
     if not resume and run_dir and read_metrics(Path(run_dir)).get("status") == "completed":
-        return (f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
-                "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
+        raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
+                        "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
     if not ({"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(args)):
-        return None
+        return
     search = any(arg.lstrip("+~").startswith(("hparams_search=", "hydra/sweeper=")) for arg in args)
     sweep_dir = Path(given["hydra.sweep.dir"]) if "hydra.sweep.dir" in given else None
     if resume and sweep_dir is None:
-        return "resume=true continues a sweep: give the directory of the sweep to continue, hydra.sweep.dir=<dir>."
+        raise UserError("resume=true continues a sweep: give the directory of the sweep to continue, "
+                        "hydra.sweep.dir=<dir>.")
     if resume and not (sweep_dir / "multirun.yaml").exists():
-        return (f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the sweep "
-                "to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
+        raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
+                        "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
     completed = [] if resume or search or sweep_dir is None else [
         job for job in sorted(sweep_dir.glob("*/")) if read_metrics(job).get("status") == "completed"]
     if completed:
-        return (f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again would "
-                "overwrite them. Continue it with resume=true, or start fresh with a new hydra.sweep.dir "
-                "(or leave it out).")
-    return None
+        raise UserError(f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again "
+                        "would overwrite them. Continue it with resume=true, or start fresh with a new "
+                        "hydra.sweep.dir (or leave it out).")
 
 
 def requeued(run_dir: Path) -> bool:

@@ -38,8 +38,7 @@ class OptunaSearch:
     """The sweeper's work; ``hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper`` passes its config here."""
 
     def __init__(self, sampler: DictConfig, pruner: DictConfig, direction: str, storage: str | None, study_name: str,
-                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None,
-                 trial: int | None = None):
+                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None):
         self.sampler, self.pruner = sampler, pruner
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate

@@ -107,8 +107,8 @@ def test_multirun_two_by_two(tmp_path, monkeypatch, capsys):
 
 
 MODELS_LIST = "cnn, conv_fc, logreg, mlp, strided_cnn"
-TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, deterministic, "
-                "compile, progress, checkpoint")
+TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, tta_scales, "
+                "deterministic, compile, progress, checkpoint")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -130,6 +130,10 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["trainer.label_smoothing=2"], "trainer.label_smoothing=2.0 is out of range: it takes a fraction in [0, 1), e.g. 0.1."),
     (["trainer.label_smoothing=-0.5"],
      "trainer.label_smoothing=-0.5 is out of range: it takes a fraction in [0, 1), e.g. 0.1."),
+    (["trainer.tta=true", "trainer.tta_scales=[0,1]"], "trainer.tta_scales=[0.0, 1.0] is out of range: it takes a "
+     "list of sizes above 0, e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size."),
+    (["trainer.tta_scales=[0.9,1.1]"], "trainer.tta_scales=[0.9, 1.1] takes effect only with test-time averaging: "
+                                       "add trainer.tta=true, or leave trainer.tta_scales at [1.0]."),
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
     (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "
                                    "test/acc, test/loss, val/acc, val/loss, best_val/acc."),

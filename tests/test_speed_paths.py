@@ -12,8 +12,9 @@ from torchvision import transforms
 
 from conftest import read_metrics, run_dirs, run_main
 from mnist_exp.data import TensorLoader
+from mnist_exp.data.augment import affine_images
 from mnist_exp.data.datasets import fake
-from mnist_exp.inference import ShiftAveraged, shift_image
+from mnist_exp.inference import ViewAveraged, model_input, scale_image, shift_image
 from mnist_exp.models import cnn
 from mnist_exp.runtime import use_bf16
 from mnist_exp.trainer import LoopSettings, Trainer, WeightAverage
@@ -103,13 +104,13 @@ def test_weight_average_follows_the_model_with_its_decay():
     assert not any(p.requires_grad for p in average.model.parameters())
 
 
-def test_shift_averaged_evaluation_averages_nine_views_and_trains_as_the_model():
+def test_view_averaged_evaluation_averages_nine_shifts_and_trains_as_the_model():
     torch.manual_seed(0)
     model = cnn(10, width=4).eval()
     x = torch.randn(3, 1, 28, 28)
-    wrapped = ShiftAveraged(model, background=-1.0).eval()
-    assert sorted(ShiftAveraged.SHIFTS) == [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    views = [shift_image(x, dy, dx, -1.0) for dy, dx in ShiftAveraged.SHIFTS]
+    wrapped = ViewAveraged(model, background=-1.0).eval()
+    assert sorted(ViewAveraged.SHIFTS) == [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    views = [shift_image(x, dy, dx, -1.0) for dy, dx in ViewAveraged.SHIFTS]
     expected = torch.stack([model(v).softmax(dim=1) for v in views]).mean(dim=0).log()
     torch.testing.assert_close(wrapped(x), expected)
     down, left = shift_image(x, 1, 0, -1.0), shift_image(x, 0, -1, -1.0)
@@ -118,6 +119,32 @@ def test_shift_averaged_evaluation_averages_nine_views_and_trains_as_the_model()
     wrapped.train()
     torch.testing.assert_close(wrapped(x), model.train()(x))
 
+
+
+def test_scaled_views_are_the_training_augmentation_s_scaling_with_a_black_edge():
+    pixels = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    mean, std = 0.1307, 0.3081
+    background = -mean / std
+    x = model_input(pixels, mean, std, flatten=False)
+    assert scale_image(x, 1.0, background) is x
+    for scale in (0.9, 1.1):
+        augmented = affine_images(pixels, torch.zeros(4), torch.full((4,), scale), torch.zeros(4), torch.zeros(4))
+        torch.testing.assert_close(scale_image(x, scale, background),
+                                   model_input(augmented / 255, mean, std, flatten=False))
+    white = torch.ones(1, 1, 28, 28)
+    shrunk = scale_image(white, 0.5, background)  # the image in the middle, empty pixels around it
+    assert shrunk[0, 0, 0, 0] == background and shrunk[0, 0, 14, 14] == 1.0
+
+
+def test_view_averaged_with_scales_averages_every_shift_at_every_scale():
+    torch.manual_seed(0)
+    model = cnn(10, width=4).eval()
+    x = torch.randn(2, 1, 28, 28)
+    wrapped = ViewAveraged(model, background=-1.0, scales=(0.9, 1.0, 1.1)).eval()
+    views = [shift_image(scale_image(x, scale, -1.0), dy, dx, -1.0)
+             for scale in (0.9, 1.0, 1.1) for dy, dx in ViewAveraged.SHIFTS]
+    expected = torch.stack([model(v).softmax(dim=1) for v in views]).mean(dim=0).log()
+    torch.testing.assert_close(wrapped(x), expected)
 
 def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     data = fake(num_train=256)

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from conftest import read_metrics, run_dirs, run_main, run_module
 from mnist_exp import compare, evaluate, export, predict
 from mnist_exp.errors import UserError
-from mnist_exp.inference import ShiftAveraged, load_trained_model, model_input
+from mnist_exp.inference import ViewAveraged, load_trained_model, model_input
 from mnist_exp.predict import to_mnist_form
 from mnist_exp.registry import DATASETS
 
@@ -75,7 +75,7 @@ def call(tool: str, *args, capsys) -> tuple[int, str, str]:
 def test_the_loaded_model_is_the_weight_average_under_shift_averaging(trained):
     model = load_trained_model(trained).model
     last = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)["trainer"]
-    assert isinstance(model, ShiftAveraged) and not model.training
+    assert isinstance(model, ViewAveraged) and not model.training
     assert model.background == -0.5 / 0.25  # a black pixel, normalised with the fake dataset's mean and std
     assert last["state"]["best_epoch"] == last["state"]["epoch"]  # so the best weights are the last average
     for name, value in model.model.state_dict().items():

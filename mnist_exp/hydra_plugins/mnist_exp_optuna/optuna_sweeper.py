@@ -64,6 +64,7 @@ class OptunaSweeper(Sweeper):
     def __init__(self, **config: Any) -> None:
         from mnist_exp.search import OptunaSearch
 
+        config.pop("trial", None)  # a job's own key: the search itself runs no one trial
         self.search = OptunaSearch(**config)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
