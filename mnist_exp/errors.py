@@ -91,6 +91,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
             or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
         wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
         return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
+    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid value assigned: \w+ is "
+                          r"not a ListConfig", text):
+        key, value = found["key"], found["value"]
+        return f"{key}={value} is not a list: give one in brackets, e.g. {key}=[{value}]."
     if (found := re.search(r"Invalid value '(?P<value>.*)', expected one of \[(?P<choices>.*)\]", text)) and full_key:
         choices = found["choices"].split(", ")
         return (f"{full_key[1]}={found['value']} is not one of: {', '.join(choices)}."
