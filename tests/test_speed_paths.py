@@ -120,7 +120,6 @@ def test_view_averaged_evaluation_averages_nine_shifts_and_trains_as_the_model()
     torch.testing.assert_close(wrapped(x), model.train()(x))
 
 
-
 def test_scaled_views_are_the_training_augmentation_s_scaling_with_a_black_edge():
     pixels = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
     mean, std = 0.1307, 0.3081
@@ -145,6 +144,7 @@ def test_view_averaged_with_scales_averages_every_shift_at_every_scale():
              for scale in (0.9, 1.0, 1.1) for dy, dx in ViewAveraged.SHIFTS]
     expected = torch.stack([model(v).softmax(dim=1) for v in views]).mean(dim=0).log()
     torch.testing.assert_close(wrapped(x), expected)
+
 
 def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     data = fake(num_train=256)
