@@ -77,10 +77,15 @@ def scale_image(x: torch.Tensor, scale: float, background: float) -> torch.Tenso
     fills what a shrink uncovers."""
     if scale == 1:
         return x
-    theta = torch.tensor([[[1 / scale, 0, 0], [0, 1 / scale, 0]]], dtype=torch.float32, device=x.device)
-    grid = nn.functional.affine_grid(theta, [1, 1, *x.shape[-2:]], align_corners=False)
+    height, width = x.shape[-2:]
+    # Where each output pixel's centre samples the input, in grid_sample's [-1, 1] (align_corners=False).
+    ys = ((torch.arange(height, device=x.device) * 2 + 1) / height - 1) / scale
+    xs = ((torch.arange(width, device=x.device) * 2 + 1) / width - 1) / scale
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).unsqueeze(0)
+    # One grid for the whole batch, as channels of a single image, so a traced export takes any batch size.
     # grid_sample fills with zeros: sample the offset from the background, then add it back.
-    inside = nn.functional.grid_sample((x - background).float(), grid.expand(len(x), -1, -1, -1), align_corners=False)
+    offset = (x - background).float().reshape(1, -1, height, width)
+    inside = nn.functional.grid_sample(offset, grid, align_corners=False).reshape_as(x)
     return (inside + background).to(x.dtype)
 
 

@@ -1,6 +1,6 @@
 """evaluate, predict and export on one real (fake-data) run; the one CLI style; refusals of bad input.
 
-The run averages its weights (EMA) and tests on shifted copies (TTA), so each tool must rebuild
+The run averages its weights (EMA) and tests on shifted and scaled copies (TTA), so each tool must rebuild
 the model exactly as the run tested it to pass.
 """
 
@@ -34,7 +34,8 @@ def trained(tmp_path_factory) -> Path:
     # A narrow net, two epochs: about 96% on the test images, where 89.8% on validation (no TTA).
     with pytest.MonkeyPatch.context() as monkeypatch:
         code, _, _ = run_main("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "model.width=8",
-                              "trainer.ema_decay=0.9", "trainer.tta=true", "device=cpu", "device.threads=1",
+                              "trainer.ema_decay=0.9", "trainer.tta=true", "trainer.tta_scales=[0.9,1.0,1.1]",
+                              "device=cpu", "device.threads=1",
                               monkeypatch=monkeypatch, cwd=cwd)
     assert code == 0
     [run_dir] = run_dirs(cwd / "outputs")
