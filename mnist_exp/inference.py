@@ -58,13 +58,10 @@ class ViewAveraged(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.model(x)
-        probabilities = 0
-        for scale in self.scales:
-            scaled = scale_image(x, scale, self.background)
-            probabilities = probabilities + sum(
-                self.model(shift_image(scaled, dy, dx, self.background)).float().softmax(dim=1)
-                for dy, dx in self.SHIFTS)
-        return (probabilities / (len(self.scales) * len(self.SHIFTS))).log()
+        sizes = [scale_image(x, scale, self.background) for scale in self.scales]
+        probabilities = sum(self.model(shift_image(sized, dy, dx, self.background)).float().softmax(dim=1)
+                            for sized in sizes for dy, dx in self.SHIFTS)
+        return (probabilities / (len(sizes) * len(self.SHIFTS))).log()
 
 
 def view_averaged(model: nn.Module, mean: float, std: float, scales=(1.0,)) -> ViewAveraged:
