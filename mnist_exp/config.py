@@ -86,6 +86,8 @@ class Config:
 
 
 REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)
+# Config groups that conf/config.yaml's defaults leave empty: chosen on the command line, not keys of Config.
+GROUPS_WITHOUT_DEFAULT = ("experiment", "hparams_search")
 
 
 def builder_schema(registry: Registry, name: str) -> type:
@@ -197,7 +199,9 @@ def check_ranges(cfg) -> None:
 
 def schema_keys(type_name: str) -> list[str]:
     """The keys of the config node type Hydra names in an error ('TrainerConfig', 'model_cnn_schema')."""
-    for schema in (Config, TrainerConfig, DeviceConfig):
+    if type_name == Config.__name__:  # what a top-level name can be: a key or a group (experiment=best)
+        return [*(f.name for f in fields(Config)), *GROUPS_WITHOUT_DEFAULT]
+    for schema in (TrainerConfig, DeviceConfig):
         if schema.__name__ == type_name:
             return [f.name for f in fields(schema)]
     for registry in REGISTRIES:
