@@ -27,8 +27,8 @@ from mnist_exp.hparams import single_run_columns
 from mnist_exp.inference import view_averaged
 from mnist_exp.models import count_parameters, model_summary
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.resume import (check_no_overwrite, checkpoint_to_resume, completed_run, record_stop, restore,
-                              write_missing_run_record)
+from mnist_exp.resume import (check_no_overwrite, checkpoint_to_resume, completed_run, load_resumable, record_stop,
+                              restore, write_missing_run_record)
 from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RESUME_MAY_CHANGE, RunDirInUse, check_output_location,
                                flatten_config, named_run_dir, read_metrics, run_dir_lock, without_resume,
                                write_metrics, write_predictions)
@@ -146,6 +146,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     threads = set_cpu_threads(cfg.device.threads)
     bf16 = use_bf16(cfg.device.precision.value, device)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
+    resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
+    resumed = load_resumable(resume_from, config) if resume_from is not None else None  # refused before the build
     log.info("Run directory: %s", run_dir)
     taken = [given for given, claimed in CLAIMED_RUN_DIRS.items() if Path(claimed) == run_dir and claimed != given]
     if taken:
@@ -189,9 +191,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     # Last: the epoch is in TensorBoard and last.pt before a search's pruner may stop the trial there.
     if writer and HydraConfig.initialized():  # a job of a search reports to its study
         trainer.callbacks += trial_callbacks(HydraConfig.get(), cfg.optimized_metric)
-    resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     if resume_from is not None:
-        restore(trainer, resume_from, config, checkpoints)
+        restore(trainer, resumed, checkpoints)
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
 
     tracker = None

@@ -181,6 +181,7 @@ def check_ranges(cfg) -> None:
         if value < low:
             raise UserError(f"{key}={value} is out of range: it must be at least {low}.")
     for key, value, allowed, ok in (
+            ("seed", cfg.seed, "a whole number in [0, 2**32), e.g. 0", 0 <= cfg.seed < 2**32),
             ("trainer.label_smoothing", trainer.label_smoothing, "a fraction in [0, 1), e.g. 0.1",
              0 <= trainer.label_smoothing < 1),
             ("trainer.ema_decay", trainer.ema_decay, "a decay in [0, 1), e.g. 0.999; 0 turns it off",

@@ -78,6 +78,8 @@ TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true
 def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) -> str:
     """Hydra's account of a failure, as the one line that says what is wrong and how to fix it."""
     full_key = re.search(r"full_key: (\S+)", text)
+    if found := re.search(r"^[\w.-]+: error: (?P<message>.+)$", text, re.M):  # argparse's, after its usage lines
+        return f"python -m mnist_exp: {found['message']}. See --help."
     if found := re.search(r"Could not find '(?P<group>[\w/]+)/(?P<option>[^']+)'", text):
         group, option = found["group"], found["option"]
         options = re.findall(r"^\t(\S+)$", text, re.M)

@@ -9,6 +9,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
+from mnist_exp.errors import UserError
 from mnist_exp.registry import OPTIMIZERS, SCHEDULERS
 
 
@@ -19,12 +20,19 @@ def sgd(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0
 
 @OPTIMIZERS.register("adam")
 def adam(params, lr: float = 3e-3, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8):
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+    return torch.optim.Adam(params, lr=lr, betas=two_betas(betas), weight_decay=weight_decay, eps=eps)
 
 
 @OPTIMIZERS.register("adamw")
 def adamw(params, lr: float = 3e-3, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8):
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+    return torch.optim.AdamW(params, lr=lr, betas=two_betas(betas), weight_decay=weight_decay, eps=eps)
+
+
+def two_betas(betas) -> tuple[float, float]:
+    """Adam's (beta1, beta2); torch checks their range, not their number."""
+    if len(betas) != 2:
+        raise UserError(f"optimizer.betas={list(betas)} takes two numbers, e.g. optimizer.betas=[0.9,0.999].")
+    return tuple(betas)
 
 
 @OPTIMIZERS.register("adadelta")

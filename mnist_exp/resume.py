@@ -125,17 +125,22 @@ def requeued(run_dir: Path) -> bool:
             and read_metrics(run_dir).get("status") not in ("completed", "failed"))
 
 
-def restore(trainer, path: Path, config: dict, checkpoints: CheckpointCallback | None) -> None:
-    """Continue ``trainer`` from the checkpoint at ``path``, refusing one trained with another config.
-
-    Then best.pt is made to agree with last.pt's best epoch: a kill between the two writes of an
-    epoch can leave it one best behind or ahead; last.pt carries the best weights, so they win.
-    """
+def load_resumable(path: Path, config: dict) -> dict:
+    """The checkpoint at ``path``, refused unless it is a last.pt of this config: checked before anything is built."""
     checkpoint = load_checkpoint(path)
     if checkpoint["kind"] != "last":
         raise UserError(f"{path} is a {checkpoint['kind']}.pt: it holds the weights, not the training state. "
                         f"Continue from the run's checkpoints/last.pt.")
     refuse_another_config(path, checkpoint["config"], config)
+    return checkpoint
+
+
+def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -> None:
+    """Continue ``trainer`` from a checkpoint of ``load_resumable``.
+
+    Then best.pt is made to agree with last.pt's best epoch: a kill between the two writes of an
+    epoch can leave it one best behind or ahead; last.pt carries the best weights, so they win.
+    """
     trainer.load_state_dict(checkpoint["trainer"])
     state = trainer.state
     if checkpoints is not None and trainer.best_weights is not None:

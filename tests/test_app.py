@@ -124,6 +124,9 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),
+    (["seed=-1"], "seed=-1 is out of range: it takes a whole number in [0, 2**32), e.g. 0."),
+    (["optimizer=adam", "optimizer.betas=[0.9]"],
+     "optimizer.betas=[0.9] takes two numbers, e.g. optimizer.betas=[0.9,0.999]."),
     (["device.name=tpu"], "device.name=tpu is not one of: auto, cpu, cuda, mps. Did you mean 'cpu'?"),
     (["trainer.epochs=0"], "trainer.epochs=0 is out of range: it must be at least 1."),
     (["trainer.batch_size=-1"], "trainer.batch_size=-1 is out of range: it must be at least 1."),
@@ -142,6 +145,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
     (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "
                                    "test/acc, test/loss, val/acc, val/loss, best_val/acc."),
+    (["--cfg", "jb"], "python -m mnist_exp: argument --cfg/-c: invalid choice: 'jb' (choose from 'job', 'hydra', "
+                      "'all'). See --help."),
     (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory. "
                                       "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>."),
     (["hydra.run.dir=r\u00fcn"], "Cannot read the override 'hydra.run.dir=r\u00fcn': quote a value with spaces, non-ASCII "
@@ -178,6 +183,7 @@ def test_resume_of_a_directory_without_a_run_says_how(tmp_path, monkeypatch, cap
     assert err.splitlines() == [
         f"resume=true, but {tmp_path / 'nothing'}/checkpoints/last.pt does not exist. Point hydra.run.dir at the run "
         "to continue (hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>."]
+    assert "Dataset" not in (tmp_path / "nothing" / "train.log").read_text()  # refused before anything is built
 
 
 def test_a_full_traceback_only_when_asked(tmp_path):
