@@ -101,6 +101,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    search = hydra_cfg.runtime.choices.get("hparams_search")
+    if search and not in_sweep:  # a search's best trial reruns so; a forgotten -m would search nothing
+        log.warning("hparams_search=%s without -m trains one run with its settings; to search, add -m: "
+                    "python -m mnist_exp -m hparams_search=%s ...", search, search)
     try:
         if in_sweep and cfg.resume:
             write_missing_run_record(run_dir, cfg, hydra_cfg)

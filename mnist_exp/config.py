@@ -27,7 +27,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.errors import UserError, check_range, did_you_mean
 from mnist_exp.inference import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import AUGMENTATIONS, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
@@ -186,8 +186,7 @@ def check_ranges(cfg) -> None:
              0 <= trainer.label_smoothing < 1),
             ("trainer.ema_decay", trainer.ema_decay, "a decay in [0, 1), e.g. 0.999; 0 turns it off",
              0 <= trainer.ema_decay < 1)):
-        if not ok:
-            raise UserError(f"{key}={value} is out of range: it takes {allowed}.")
+        check_range(key, value, ok, allowed)
     check_tta(trainer.tta, trainer.tta_scales, cfg.dataset.get("flatten", False))
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):

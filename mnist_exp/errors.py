@@ -29,6 +29,12 @@ def did_you_mean(name: str, choices) -> str:
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
+def check_range(key: str, value, ok: bool, allowed: str) -> None:
+    """Refuse a value its type allows but its use does not: ``key=value is out of range: it takes <allowed>.``"""
+    if not ok:
+        raise UserError(f"{key}={value} is out of range: it takes {allowed}.")
+
+
 def full_traceback_asked() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -79,7 +85,9 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     """Hydra's account of a failure, as the one line that says what is wrong and how to fix it."""
     full_key = re.search(r"full_key: (\S+)", text)
     if found := re.search(r"^[\w.-]+: error: (?P<message>.+)$", text, re.M):  # argparse's, after its usage lines
-        return f"python -m mnist_exp: {found['message']}. See --help."
+        stranded = re.fullmatch(r"unrecognized arguments: ([^-].*)", found["message"])  # overrides after an option
+        hint = " Options such as -m go before the overrides: python -m mnist_exp -m key=a,b ..." if stranded else ""
+        return f"python -m mnist_exp: {found['message']}.{hint} See --help."
     if found := re.search(r"Could not find '(?P<group>[\w/]+)/(?P<option>[^']+)'", text):
         group, option = found["group"], found["option"]
         options = re.findall(r"^\t(\S+)$", text, re.M)

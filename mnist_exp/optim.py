@@ -9,7 +9,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, check_range
 from mnist_exp.registry import OPTIMIZERS, SCHEDULERS
 
 
@@ -52,12 +52,16 @@ def constant(optimizer, total_steps: int, steps_per_epoch: int) -> LRScheduler:
 @SCHEDULERS.register("step")
 def step(optimizer, total_steps: int, steps_per_epoch: int, step_size: int = 1, gamma: float = 0.7) -> LRScheduler:
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (torch's StepLR, stepped per epoch)."""
+    check_range("scheduler.step_size", step_size, step_size >= 1, "a whole number of epochs, at least 1, e.g. 1")
+    check_range("scheduler.gamma", gamma, gamma > 0, "a factor above 0, e.g. 0.7")
     return LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
 
 
 @SCHEDULERS.register("cosine")
 def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0) -> LRScheduler:
     """Linear warm-up, then cosine decay to ``min_lr_ratio`` times the optimizer's learning rate."""
+    check_range("scheduler.warmup_epochs", warmup_epochs, warmup_epochs >= 0, "0 or more epochs, e.g. 1")
+    check_range("scheduler.min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "a fraction in [0, 1], e.g. 0.01")
     warmup = int(warmup_epochs * steps_per_epoch)
 
     def factor(s: int) -> float:
@@ -73,6 +77,9 @@ def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: flo
 def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.25,
              div_factor: float = 25.0, final_div_factor: float = 1e4) -> LRScheduler:
     """Smith's one-cycle: warm up to the optimizer's learning rate, then anneal far below it."""
+    check_range("scheduler.pct_start", pct_start, 0 < pct_start < 1, "a fraction in (0, 1), e.g. 0.25")
+    for key, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor)):
+        check_range(f"scheduler.{key}", value, value > 0, "a factor above 0, e.g. 25")
     max_lr = [group["lr"] for group in optimizer.param_groups]
     # Cycle momentum only where the optimizer already uses it: plain SGD must stay plain.
     cycle_momentum = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0

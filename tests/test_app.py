@@ -131,6 +131,9 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["trainer.epochs=0"], "trainer.epochs=0 is out of range: it must be at least 1."),
     (["trainer.batch_size=-1"], "trainer.batch_size=-1 is out of range: it must be at least 1."),
     (["optimizer.lr=0"], "optimizer.lr=0.0 is out of range: it must be a positive number, e.g. optimizer.lr=1e-3."),
+    (["scheduler=step", "scheduler.step_size=0"],
+     "scheduler.step_size=0 is out of range: it takes a whole number of epochs, at least 1, e.g. 1."),
+    (["scheduler.pct_start=0"], "scheduler.pct_start=0.0 is out of range: it takes a fraction in (0, 1), e.g. 0.25."),
     (["augment=affine", "augment.rotate=400"],
      "augment.rotate=400.0 is out of range: it takes degrees in [0, 180], e.g. 10."),
     (["trainer.label_smoothing=2"], "trainer.label_smoothing=2.0 is out of range: it takes a fraction in [0, 1), e.g. 0.1."),
@@ -147,6 +150,9 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                    "test/acc, test/loss, val/acc, val/loss, best_val/acc."),
     (["--cfg", "jb"], "python -m mnist_exp: argument --cfg/-c: invalid choice: 'jb' (choose from 'job', 'hydra', "
                       "'all'). See --help."),
+    (["model=cnn", "-m", "model.width=8,16"], "python -m mnist_exp: unrecognized arguments: model.width=8,16. Options "
+                                              "such as -m go before the overrides: python -m mnist_exp -m key=a,b ... "
+                                              "See --help."),
     (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory. "
                                       "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>."),
     (["hydra.run.dir=r\u00fcn"], "Cannot read the override 'hydra.run.dir=r\u00fcn': quote a value with spaces, non-ASCII "

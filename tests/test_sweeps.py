@@ -200,6 +200,12 @@ def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path):
     for name, value in study.best_params.items():
         assert f"{name}={value}" in best["overrides"]
     assert f"Run it again: {best['command']}" in result.stdout
+    # The command reruns the trial as one run, the same config (a warning says that it searches nothing).
+    rerun = tmp_path / "rerun"
+    run_module("mnist_exp", *best["overrides"], f"hydra.run.dir={rerun}", cwd=tmp_path)
+    assert read_metrics(rerun)["status"] == "completed"
+    assert (rerun / ".hydra" / "config.yaml").read_text() == (best_job / ".hydra" / "config.yaml").read_text()
+    assert "hparams_search=cnn_optuna without -m trains one run" in (rerun / "train.log").read_text()
 
 
 @pytest.mark.slow

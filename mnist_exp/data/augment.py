@@ -15,7 +15,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import check_range
 from mnist_exp.registry import AUGMENTATIONS
 
 
@@ -28,7 +28,7 @@ def none() -> None:
 @AUGMENTATIONS.register("shift")
 def shift(max_shift: int = 2):
     """Each image moved by a random whole number of pixels, up to ``max_shift`` either way, independently in x and y."""
-    check_range("max_shift", max_shift, max_shift >= 1, "1 or more pixels, e.g. 2 (augment=none turns it off)")
+    check_range("augment.max_shift", max_shift, max_shift >= 1, "1 or more pixels, e.g. 2 (augment=none turns it off)")
     return partial(shift_images, max_shift=max_shift)
 
 
@@ -43,19 +43,14 @@ def affine(rotate: float = 10.0, scale: float = 0.1, shift: float = 2.0):
 def elastic(rotate: float = 10.0, scale: float = 0.1, shift: float = 2.0, warp: float = 1.0):
     """``affine``, then each image bent smoothly, its parts moved by about ``warp`` pixels."""
     check_affine(rotate, scale, shift)
-    check_range("warp", warp, warp >= 0, "0 or more pixels, e.g. 1")
+    check_range("augment.warp", warp, warp >= 0, "0 or more pixels, e.g. 1")
     return partial(random_affine, rotate=rotate, scale=scale, shift=shift, warp=warp)
 
 
 def check_affine(rotate: float, scale: float, shift: float) -> None:
-    check_range("rotate", rotate, 0 <= rotate <= 180, "degrees in [0, 180], e.g. 10")
-    check_range("scale", scale, 0 <= scale < 1, "a fraction in [0, 1), e.g. 0.1")
-    check_range("shift", shift, shift >= 0, "0 or more pixels, e.g. 2")
-
-
-def check_range(key: str, value, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise UserError(f"augment.{key}={value} is out of range: it takes {allowed}.")
+    check_range("augment.rotate", rotate, 0 <= rotate <= 180, "degrees in [0, 180], e.g. 10")
+    check_range("augment.scale", scale, 0 <= scale < 1, "a fraction in [0, 1), e.g. 0.1")
+    check_range("augment.shift", shift, shift >= 0, "0 or more pixels, e.g. 2")
 
 
 def shift_images(pixels: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
