@@ -54,6 +54,16 @@ def remove_stale_temporaries(directory: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def starts_as_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"  # pickle's PROTO opcode, first in every pickle of protocol 2 or later
+
+
+def unreadable_checkpoint(path: Path) -> UserError:
+    return UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
+                     "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by this tool; refuse anything else with one clear line."""
     path = Path(path)
@@ -67,13 +77,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # A pickle of objects other than tensors and primitives. torch's message advises loading it with
         # weights_only=False, which would run whatever code the file holds: not passed on.
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        if not found and not starts_as_pickle(path):  # garbage the unpickler tripped on
+            raise unreadable_checkpoint(path) from error
         what = f"a pickled {found.group(1)}" if found else "pickled Python code"
         raise UserError(f"{path} is not a checkpoint mnist_exp wrote (it holds {what}, which mnist_exp "
                         "checkpoints never do; it was not loaded). Use a checkpoints/best.pt or last.pt written by "
                         "a run.") from error
     except Exception as error:  # truncated, corrupt, or not a torch file at all: torch's words vary by version
-        raise UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch "
-                        "archive). Use another checkpoint, e.g. the run's checkpoints/best.pt.") from error
+        raise unreadable_checkpoint(path) from error
     if isinstance(payload, dict) and payload.get("format") not in (None, CHECKPOINT_FORMAT):
         raise UserError(f"{path} is a checkpoint of format {payload.get('format')}; this version of mnist_exp reads "
                         f"format {CHECKPOINT_FORMAT}. Train the run again, or use the version that wrote it.")

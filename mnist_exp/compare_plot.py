@@ -41,8 +41,10 @@ def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
         ax.errorbar(seconds, 100 * accuracy, yerr=100 * half if half > 0 else None, fmt="o", capsize=4,
                     markersize=5)
         right = seconds > middle  # labels toward the middle, so none runs off the figure
-        ax.annotate(label, (seconds, 100 * accuracy), xytext=(-6 if right else 6, 4), textcoords="offset points",
-                    fontsize=8, ha="right" if right else "left")
+        label = label if len(label) <= 48 else label[:47] + "\u2026"
+        note = ax.annotate(label, (seconds, 100 * accuracy), xytext=(-6 if right else 6, 4), textcoords="offset points",
+                           fontsize=8, ha="right" if right else "left")
+        note.set_in_layout(False)  # a long label must not squeeze the axes to nothing
     ax.set_xlabel("training seconds" + (" (mean of the group)" if grouped else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("test accuracy against training time" + (": mean and 95% interval of each seed group"

@@ -77,7 +77,7 @@ def arguments():
 
 
 def command(args) -> None:
-    device = select_device(args.device)
+    device = select_device(args.device, "--device ")
     set_cpu_threads(0)
     report = evaluate_checkpoint(args.checkpoint, args.split, device=device, batch_size=args.batch_size,
                                  precision=args.precision)

@@ -112,7 +112,7 @@ def image_files(paths: list[str]) -> list[Path]:
 def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
             as_is: bool = False) -> list[tuple[Path, str, float]]:
     """(file, predicted class name, its probability) for each image file."""
-    torch_device = select_device(device)
+    torch_device = select_device(device, "--device ")
     trained = load_trained_model(checkpoint, torch_device)
     pixels = torch.from_numpy(np.stack([mnist_pixels(f, as_is) for f in files]))
     probabilities = torch.cat([torch.softmax(trained.model(trained.input(batch.to(torch_device))).float(), dim=1)

@@ -14,17 +14,18 @@ import torch
 from mnist_exp.errors import UserError
 
 
-def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; asking for one that is absent is a user error."""
+def select_device(name: str, option: str = "device=") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; asking for one that is absent is a user error,
+    told in the syntax of the command (``device=`` for training, ``--device `` for the tools)."""
     cuda = torch.cuda.is_available()
     mps = torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    use = f"Use {option}auto or {option}cpu."
     if name == "cuda" and not cuda:
-        raise UserError("device=cuda, but no CUDA GPU is visible to torch (torch.cuda.is_available() is False). "
-                        "Use device=auto or device=cpu.")
+        raise UserError(f"{option}cuda, but no CUDA GPU is visible to torch (torch.cuda.is_available() is False). {use}")
     if name == "mps" and not mps:
-        raise UserError("device=mps, but Apple's MPS backend is not available here. Use device=auto or device=cpu.")
+        raise UserError(f"{option}mps, but Apple's MPS backend is not available here. {use}")
     return torch.device(name)
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -289,6 +290,18 @@ def test_the_plot_is_a_png_of_the_rows(seeds, tmp_path, capsys):
         header = plot.read_bytes()[:24]
         assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (800, 550)
         assert 10_000 < plot.stat().st_size < 500_000
+
+
+def test_long_labels_do_not_squeeze_the_plot(tmp_path, capsys):
+    """Runs that differ in many keys: each label is cut short, and the axes keep their size."""
+    keys = [f"model.key_number_{i}" for i in range(12)]
+    for number in range(6):
+        make_run(tmp_path / f"{number}_run", [f"{key}={number}" for key in keys], completed(0.9, 0.9 + number / 100))
+    plot = tmp_path / "plot.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when constrained layout collapses the axes
+        run_compare(capsys, tmp_path, "--runs", "--plot", plot)
+    assert plot.stat().st_size > 10_000
 
 
 # --- A --vs B ---

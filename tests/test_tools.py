@@ -273,6 +273,10 @@ def bad_checkpoint(case: str, trained: Path, tmp_path: Path) -> tuple[Path, str]
         path = truncated_copy(trained, tmp_path)
         return path, (f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
                       "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
+    if case == "garbage":  # not a zip archive, not a pickle: the unpickler trips on its first byte
+        path.write_bytes(b"\n")
+        return path, (f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
+                      "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
     if case == "foreign_dict":
         torch.save({"weight": torch.zeros(3)}, path)
         return path, (f"{path} is not a checkpoint mnist_exp wrote (missing: format, kind, config, class_names, "
@@ -287,13 +291,20 @@ def bad_checkpoint(case: str, trained: Path, tmp_path: Path) -> tuple[Path, str]
                   f"checkpoints never do; it was not loaded). {ours}")
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "foreign_dict", "pickled_module", "runs_code"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "garbage", "foreign_dict", "pickled_module", "runs_code"])
 def test_evaluate_refuses_a_bad_checkpoint_in_one_line_and_keeps_the_file(trained, tmp_path, capsys, case):
     path, message = bad_checkpoint(case, trained, tmp_path)
     before = path.read_bytes() if path.exists() else None
     assert call("evaluate", path, capsys=capsys) == (1, "", f"python -m mnist_exp.evaluate: {message}\n")
     assert "weights_only" not in message and not (tmp_path / "code_ran").exists()
     assert (path.read_bytes() if path.exists() else None) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_an_absent_device_is_named_as_the_tools_take_it(trained, capsys):
+    assert call("evaluate", trained, "--device", "cuda", capsys=capsys) == (
+        1, "", "python -m mnist_exp.evaluate: --device cuda, but no CUDA GPU is visible to torch "
+               "(torch.cuda.is_available() is False). Use --device auto or --device cpu.\n")
 
 
 @pytest.mark.parametrize("case", ["truncated", "runs_code"])
