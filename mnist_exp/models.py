@@ -182,6 +182,10 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
         with torch.no_grad():
             first = next(model.parameters(), torch.empty(0))
             model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
+    except RuntimeError as error:  # the first forward pass of a run: sizes that do not fit the data show here
+        raise UserError(f"The model does not take the dataset's input of shape {tuple(input_shape)}: "
+                        f"{str(error).strip().splitlines()[0]}. Check the model's sizes (in_features, in_channels, "
+                        "image_size) against the dataset.") from error
     finally:
         model.train(was_training)
         for handle in handles:

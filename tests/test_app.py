@@ -165,6 +165,14 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
     assert err.splitlines() == [message]
 
 
+@pytest.mark.parametrize("model", [["model=cnn", "model.in_channels=3"], ["model=logreg", "model.in_features=100"]])
+def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch, capsys, model):
+    code, _, err = run_main("dataset=fake", *model, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("The model does not take the dataset's input of shape (1, 28, 28): ")
+    assert err.endswith(" Check the model's sizes (in_features, in_channels, image_size) against the dataset.\n")
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux's /proc")
 def test_a_run_directory_where_nothing_can_be_written_is_one_line(tmp_path, monkeypatch, capsys):
     # /proc looks writable to root by its permissions; the check writes there to find out.
