@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.sweep import report_best_trial
-from mnist_exp.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage
+from mnist_exp.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
 
@@ -57,7 +57,7 @@ class OptunaSearch:
         study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
                                     sampler=instantiate(self.sampler), pruner=instantiate(self.pruner),
                                     direction=self.direction, load_if_exists=True)
-        where = re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", self.storage)  # a database password stays out of logs
+        where = without_password(self.storage)
         log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s", self.study_name,
                  where, len(study.trials), self.n_trials, self.n_jobs, type(study.sampler).__name__,
                  type(study.pruner).__name__)

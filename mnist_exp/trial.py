@@ -9,6 +9,7 @@ the launcher runs the job: the sweeper's own, a joblib worker, a SLURM node.
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import distributed
 from mnist_exp.callbacks import Callback
+from mnist_exp.errors import UserError
 
 log = logging.getLogger("mnist_exp")
 
@@ -27,6 +29,11 @@ EPOCH_OBJECTIVES = ("best_val/acc", "val/acc", "val/loss")
 
 class TrialPruned(Exception):
     """Raised at an epoch's end when the study prunes the trial: the run is tested and recorded as pruned."""
+
+
+def without_password(url: str) -> str:
+    """A database URL as logs and errors show it: its password, if any, as ***."""
+    return re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", url)
 
 
 def open_storage(storage: str):
@@ -44,6 +51,10 @@ def open_storage(storage: str):
     for attempt in range(1, 6):
         try:
             return optuna.storages.RDBStorage(storage, **options)
+        except (sqlalchemy.exc.ArgumentError, ImportError) as error:  # an unknown scheme, a missing driver
+            raise UserError(f"hydra.sweeper.storage={without_password(storage)} cannot be opened ({error}). Give "
+                            "sqlite:///<file>, postgresql://user:password@host/db (with its driver installed, e.g. "
+                            "psycopg2), mysql://..., or a journal file's path.") from error
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
             # Workers that start together on a new database both create its tables: one wins, the others retry.
             if attempt == 5:

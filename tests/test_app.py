@@ -173,6 +173,14 @@ def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch,
     assert err.endswith(" Check the model's sizes (in_features, in_channels, image_size) against the dataset.\n")
 
 
+def test_a_traceback_hydra_prints_becomes_the_error_it_ends_in():
+    from mnist_exp.errors import one_line
+
+    text = ('Traceback (most recent call last):\n  File "x.py", line 1, in f\n    raise NoSuchModuleError(...)\n'
+            "sqlalchemy.exc.NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:foo\n")
+    assert one_line(text) == "sqlalchemy.exc.NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:foo"
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux's /proc")
 def test_a_run_directory_where_nothing_can_be_written_is_one_line(tmp_path, monkeypatch, capsys):
     # /proc looks writable to root by its permissions; the check writes there to find out.

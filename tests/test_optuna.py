@@ -191,3 +191,14 @@ def test_two_workers_share_one_study_and_one_sweep_directory(tmp_path):
     best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
     assert best["value"] == study.best_value and best["trial"] == study.best_trial.number
     assert all("Study search: " in out for out, _ in outputs)
+
+
+def test_a_storage_optuna_cannot_open_is_one_line_without_its_password():
+    from mnist_exp.errors import UserError
+    from mnist_exp.trial import open_storage
+
+    with pytest.raises(UserError) as refused:
+        open_storage("foo://user:secret@host/db")
+    message = str(refused.value)
+    assert message.startswith("hydra.sweeper.storage=foo://user:***@host/db cannot be opened (")
+    assert "secret" not in message and "\n" not in message
