@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mnist_exp.checkpoint import load_checkpoint
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, check_range
 from mnist_exp.registry import MODELS
 from mnist_exp.run_dir import best_checkpoint
 
@@ -30,9 +30,8 @@ def check_tta(tta: bool, scales, flatten: bool) -> None:
         raise UserError("trainer.tta=true shifts images, but dataset.flatten=true makes them vectors. "
                         "Use one or the other.")
     scales = list(scales)
-    if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
-        raise UserError(f"trainer.tta_scales={scales} is out of range: it takes a list of sizes above 0, "
-                        "e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size.")
+    check_range("trainer.tta_scales", scales, scales and all(isinstance(s, (int, float)) and s > 0 for s in scales),
+                "a list of sizes above 0, e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size")
     if not tta and scales != [1.0]:
         raise UserError(f"trainer.tta_scales={scales} takes effect only with test-time averaging: "
                         "add trainer.tta=true, or leave trainer.tta_scales at [1.0].")

@@ -7,7 +7,7 @@ The first parameter, ``num_classes``, comes from the dataset; the others are con
 import torch
 from torch import nn
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, check_range
 from mnist_exp.registry import MODELS
 
 
@@ -18,8 +18,7 @@ def check_sizes(dropouts: dict[str, float] | None = None, **sizes) -> None:
         if min(value if isinstance(value, (list, tuple)) else [value], default=1) < 1:
             raise UserError(f"model.{key}={value} is out of range: every size must be at least 1.")
     for key, value in (dropouts or {}).items():
-        if not 0 <= value < 1:
-            raise UserError(f"model.{key}={value} is out of range: it takes a fraction in [0, 1), e.g. 0.2.")
+        check_range(f"model.{key}", value, 0 <= value < 1, "a fraction in [0, 1), e.g. 0.2")
 
 
 @MODELS.register("logreg")

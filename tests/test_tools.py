@@ -269,12 +269,11 @@ def bad_checkpoint(case: str, trained: Path, tmp_path: Path) -> tuple[Path, str]
     ours = "Use a checkpoints/best.pt or last.pt written by a run."
     if case == "missing":
         return path, f"No checkpoint at {path}. Give the path of a checkpoints/last.pt or best.pt written by a run."
-    if case == "truncated":
-        path = truncated_copy(trained, tmp_path)
-        return path, (f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
-                      "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
-    if case == "garbage":  # not a zip archive, not a pickle: the unpickler trips on its first byte
-        path.write_bytes(b"\n")
+    if case in ("truncated", "garbage"):
+        if case == "truncated":
+            path = truncated_copy(trained, tmp_path)
+        else:  # not a zip archive, not a pickle: the unpickler trips on its first byte
+            path.write_bytes(b"\n")
         return path, (f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
                       "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
     if case == "foreign_dict":
