@@ -34,7 +34,7 @@ from mnist_exp.run_dir import (CHECKPOINT_DIR, METRICS_FILE, RESUME_MAY_CHANGE, 
                                write_metrics, write_predictions)
 from mnist_exp.runtime import (place_model, seconds_since_process_start, seed_everything, select_device,
                                set_cpu_threads, stop_on_signals, use_bf16)
-from mnist_exp.sweep import register_optuna_sweeper
+from mnist_exp.sweep import check_sweep_overrides, register_optuna_sweeper
 from mnist_exp.tracking import TensorBoardTracker, write_final_figures
 from mnist_exp.trainer import LoopSettings, Trainer, TrainingStopped
 from mnist_exp.trial import TrialPruned, trial_callbacks
@@ -51,6 +51,7 @@ def main() -> None:
     try:
         check_output_location(sys.argv[1:])
         check_no_overwrite(sys.argv[1:], resume)
+        check_sweep_overrides(sys.argv[1:])
     except UserError as error:
         sys.exit(str(error))
     if resume:

@@ -113,6 +113,9 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         key, _, value = found["ov"].partition("=")
         return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
                 f"special characters, e.g. '{key}=\"{value}\"' (with the outer single quotes for the shell).")
+    if re.search(r"\w+ does not support sweep type : INTERVAL_SWEEP", text):
+        return ("interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or hparams_search=cnn_optuna), "
+                "or sweep listed values, e.g. key=4,8 or range(4,9).")
     if "Traceback (most recent call last)" in text and (raised := re.findall(r"^([\w.]+(?:Error|Exception)): (.+)$", text, re.M)):
         message = f"{raised[-1][0]}: {raised[-1][1]}"  # the error a traceback ends in, not its first lines
         if "[Errno 28]" in message:

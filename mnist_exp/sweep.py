@@ -10,6 +10,8 @@
   command and written to ``<sweep dir>/best_trial.yaml``; ``register_optuna_sweeper`` makes
   ``hydra/sweeper=optuna`` that search's sweeper.
 
+Before Hydra starts, ``check_sweep_overrides`` refuses a sweep that would run no job.
+
 Hydra turns an exception in a callback into a warning, so bookkeeping never fails a sweep.
 """
 
@@ -21,12 +23,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_exp.errors import UserError
 from mnist_exp.hparams import write_sweep_experiment
+from mnist_exp.paths import CONF_DIR
 from mnist_exp.run_dir import atomic_file, read_metrics, without_resume
 
 try:
@@ -57,6 +64,34 @@ def register_optuna_sweeper() -> None:
         return
     optuna_sweeper.store_configs()
     plugins.register(optuna_sweeper.OptunaSweeper)
+
+
+def check_sweep_overrides(args: list[str]) -> None:
+    """Refuse a sweep that would run no job: one over no values (Hydra launches no job and calls it a success),
+    or joblib with no worker (its traceback)."""
+    if "hydra.launcher.n_jobs=0" in args:
+        raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
+                        "(-1: one per core).")
+    parser = None
+    for arg in args:
+        if "range(" not in arg and "glob(" not in arg:
+            continue  # the sweeps that can be empty; the others need no parse (start-up time)
+        parser = parser or OverridesParser.create()
+        try:
+            override = parser.parse_override(arg)
+        except HydraException:
+            continue  # not an override (an option, a config name), or one Hydra itself refuses
+        if not override.is_sweep_override() or override.is_interval_sweep():
+            continue
+        sweep = override.value()
+        if isinstance(sweep, Glob):
+            group = CONF_DIR / override.key_or_group
+            options = sorted(path.stem for path in group.glob("*.yaml"))
+            if group.is_dir() and not sweep.filter(options):
+                raise UserError(f"{arg} matches no {override.key_or_group} config: choose from {', '.join(options)}.")
+        elif not list(override.sweep_string_iterator()):
+            raise UserError(f"{arg} sweeps over no values: range(start,stop,step) stops before stop, so the start "
+                            "must be below it (or above it, with a negative step).")
 
 
 class SweepSummary(Callback):

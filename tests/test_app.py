@@ -236,6 +236,22 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, monkeypatch, capsys):
     assert completed["status"] == "completed" and completed["test/acc"] > 0.35  # measured ~0.43; chance 0.1
 
 
+@pytest.mark.parametrize("sweep, message", [
+    ("model.width=range(8,4)", "model.width=range(8,4) sweeps over no values: range(start,stop,step) stops before "
+                               "stop, so the start must be below it (or above it, with a negative step)."),
+    ("model=glob(zz*)", f"model=glob(zz*) matches no model config: choose from {MODELS_LIST}."),
+    ("model.width=interval(4,8)", "interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or "
+                                  "hparams_search=cnn_optuna), or sweep listed values, e.g. key=4,8 or range(4,9)."),
+    ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
+                                "(-1: one per core)."),
+])
+def test_a_sweep_without_jobs_is_refused_before_it_writes(tmp_path, monkeypatch, capsys, sweep, message):
+    code, _, err = run_main("-m", "dataset=fake", sweep, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1
+    assert err.splitlines() == [message]
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_without_a_validation_split_the_last_epoch_is_the_model(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     code, _, _ = run_main("dataset=fake", "dataset.val_size=0", "model.width=8", "trainer.epochs=2", "device=cpu",

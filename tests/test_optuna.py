@@ -81,7 +81,7 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("hydra.sweeper.direction=maximise", "hydra.sweeper.direction=maximise is not one of: maximize, minimize. "
                                          "Did you mean 'maximize'?"),
     ("optimized_metric=test/acc", "optimized_metric=test/acc is not measured after every epoch"),
-    ("trainer.batch_size=range(64,32)", "trainer.batch_size=range(64,32): an empty sweep"),
+    ("trainer.batch_size=range(64,32)", "trainer.batch_size=range(64,32) sweeps over no values"),
 ])
 def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
