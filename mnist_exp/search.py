@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, did_you_mean
-from mnist_exp.sweep import report_best_trial
+from mnist_exp.sweep import empty_sweep, report_best_trial
 from mnist_exp.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
@@ -174,7 +174,7 @@ def distribution(override: Override):
         return FloatDistribution(low, high, log=log_scale)
     values = list(override.sweep_iterator(transformer=Transformer.encode))
     if not values:
-        raise UserError(f"{override.input_line}: an empty sweep. range(a,b,step) stops before b.")
+        raise empty_sweep(override.input_line)
     if not all(isinstance(value, (str, int, float, bool)) for value in values):
         raise UserError(f"{override.input_line}: a search chooses among numbers, words and true/false, not lists, "
                         "dicts or null.")

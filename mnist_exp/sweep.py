@@ -90,8 +90,13 @@ def check_sweep_overrides(args: list[str]) -> None:
             if group.is_dir() and not sweep.filter(options):
                 raise UserError(f"{arg} matches no {override.key_or_group} config: choose from {', '.join(options)}.")
         elif not list(override.sweep_string_iterator()):
-            raise UserError(f"{arg} sweeps over no values: range(start,stop,step) stops before stop, so the start "
-                            "must be below it (or above it, with a negative step).")
+            raise empty_sweep(arg)
+
+
+def empty_sweep(line: str) -> UserError:
+    """The refusal of an empty ``range(...)``, on the command line or in a search's params."""
+    return UserError(f"{line} sweeps over no values: range(start,stop,step) stops before stop, so the start must be "
+                     "below it (or above it, with a negative step).")
 
 
 class SweepSummary(Callback):

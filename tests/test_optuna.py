@@ -6,6 +6,7 @@ for two epochs; the one learning rate that cannot learn (1e-9) is what the media
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ import yaml
 
 from conftest import REPO, read_metrics, run_app, run_dirs, run_main
 from test_sweeps import check_summary_matches_jobs, free_port, read_summary, sweep_dir_of
+
+from mnist_exp.errors import UserError
 
 optuna = pytest.importorskip("optuna")
 
@@ -50,6 +53,12 @@ def test_the_search_space_in_hydra_sweep_syntax():
     # A later line for a key wins: a fixed value takes a key out of the space, a sweep puts it back in.
     assert "model.width" not in space and fixed == ["model.width=4"]
     assert space["h"] == d.CategoricalDistribution([1, 2])
+
+
+def test_an_empty_range_in_a_searchs_params_is_refused():
+    with pytest.raises(UserError, match=re.escape("d=range(8,4) sweeps over no values: range(start,stop,step) stops "
+                                                  "before stop")):
+        search_space(["d=range(8,4)"])
 
 
 def test_a_suggested_value_reads_back_as_the_same_override():
