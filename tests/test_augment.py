@@ -107,7 +107,7 @@ def test_each_option_composes_and_builds_what_it_names():
 
 def test_the_experiment_best_augments_as_its_recipe_says():
     cfg = composed("experiment=best")
-    assert dict(cfg.augment) == {"name": "affine", "rotate": 15.0, "scale": 0.15, "shift": 3.0}
+    assert dict(cfg.augment) == {"name": "affine", "rotate": 10.0, "scale": 0.1, "shift": 2.0}
 
 
 @pytest.mark.parametrize("overrides, message", [
