@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 # A 2x2 grid, two jobs at a time (hydra-joblib-launcher), then its leaderboard.
 sweep: data
 	$(PY) -m mnist_exp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 model.width=16,24 optimizer.lr=1e-3,3e-3 trainer.epochs=1 $(ARGS)
-	$(PY) -m mnist_exp.compare $(DIR)
+	$(PY) -m mnist_exp.tools.compare $(DIR)
 
 # An Optuna search (conf/hparams_search/cnn_optuna.yaml); TRIALS=N for more or fewer trials,
 # ARGS="trainer.epochs=1 hydra/sweeper/pruner=median ..." for other overrides (sweep too).
@@ -47,7 +47,7 @@ dashboard: $(STAMP)
 
 # The leaderboard of the latest sweep (names sort by time), or of DIR=<runs or sweeps>.
 compare: $(STAMP)
-	$(PY) -m mnist_exp.compare $(DIR)
+	$(PY) -m mnist_exp.tools.compare $(DIR)
 
 clean-outputs:
 	rm -rf outputs

@@ -2,7 +2,7 @@
 
 Raise ``UserError`` anywhere for a mistake a user can fix; its message says what is wrong and how
 to fix it. Every command turns it into that one line and exit code 1, with the traceback only
-under ``HYDRA_FULL_ERROR=1``: the tools through ``mnist_exp.cli``, training through
+under ``HYDRA_FULL_ERROR=1``: the tools through ``mnist_exp.tools.cli``, training through
 ``hydra_errors_in_one_line``, which also rewrites Hydra's own multi-line composition errors (an
 unknown option or key, a value of the wrong type, an override it cannot parse) as one line.
 """

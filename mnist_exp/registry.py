@@ -100,8 +100,8 @@ def check_arguments(builder: Callable[..., Any], kwargs: Mapping[str, Any], pref
             )
 
 
-MODELS = Registry("model", "mnist_exp.models")
-OPTIMIZERS = Registry("optimizer", "mnist_exp.optim")
-SCHEDULERS = Registry("scheduler", "mnist_exp.optim")
+MODELS = Registry("model", "mnist_exp.run.models")
+OPTIMIZERS = Registry("optimizer", "mnist_exp.run.optim")
+SCHEDULERS = Registry("scheduler", "mnist_exp.run.optim")
 DATASETS = Registry("dataset", "mnist_exp.data.datasets")
 AUGMENTATIONS = Registry("augment", "mnist_exp.data.augment")

@@ -41,15 +41,15 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from mnist_exp.app import build_job, fit_and_test
-from mnist_exp.callbacks import Callback, CheckpointCallback, TensorBoardCallback
-from mnist_exp.config import register_schemas
+from mnist_exp.run.callbacks import Callback, CheckpointCallback, TensorBoardCallback
+from mnist_exp.run.config import register_schemas
 from mnist_exp.data import TensorLoader, build_dataset, ensure_mnist
 from mnist_exp.data.download import idx_bytes
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
-from mnist_exp.runtime import place_model, set_cpu_threads, use_bf16
-from mnist_exp.tracking import TensorBoardTracker
-from mnist_exp.trainer import LoopSettings, Trainer, autocast_context
+from mnist_exp.run.runtime import place_model, set_cpu_threads, use_bf16
+from mnist_exp.run.tracking import TensorBoardTracker
+from mnist_exp.run.trainer import LoopSettings, Trainer, autocast_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_report import END, START, machine, plot, report, seconds_to, write_results_section  # noqa: E402,F401
@@ -253,8 +253,9 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
         run_dir = Path(tempfile.mkdtemp(dir=out))
         tracker = TensorBoardTracker(run_dir)
         callbacks = [TensorBoardCallback(tracker), CheckpointCallback(run_dir / "checkpoints", {"config": {}})]
-        settings = LoopSettings(epochs=1, device=cpu, label_smoothing=cfg.trainer.label_smoothing, bf16=bf16,
-                                channels_last=channels_last, log_interval=cfg.trainer.log_interval, progress=True)
+        settings = LoopSettings(epochs=1, label_smoothing=cfg.trainer.label_smoothing, log_interval=cfg.trainer.log_interval,
+                                ema_decay=cfg.trainer.ema_decay, compile=False, progress=True, device=cpu, bf16=bf16,
+                                channels_last=channels_last)
         trainer = Trainer(model, optimizer, scheduler, settings, callbacks)
         started = time.perf_counter()
         trainer.fit(loader, val)  # its bar on stderr and its INFO line on stdout, as the app shows them
@@ -279,7 +280,7 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
             "trainer_epoch_s": statistics.median(p[1] for p in measured), "ratio": ratio, "pairs": measured}
 
 
-SINCE_START = "from mnist_exp.runtime import seconds_since_process_start as s; print(s())"
+SINCE_START = "from mnist_exp.run.runtime import seconds_since_process_start as s; print(s())"
 
 
 def startup(small: bool, out: Path, repeats: int) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_exp.runtime import cpu_has_bf16
+from mnist_exp.run.runtime import cpu_has_bf16
 
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import read_events, read_metrics, run_app, run_dirs, run_main, run_module
-from mnist_exp.checkpoint import load_checkpoint
+from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.registry import MODELS
-from mnist_exp.trainer import evaluate
+from mnist_exp.run.trainer import evaluate
 
 METRIC_KEYS = {"status", "test/acc", "test/loss", "val/acc", "best_val/acc", "epoch", "train_time_s", "samples_per_s"}
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torchvision import transforms
 
-from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.run.config import CONF_DIR, register_schemas
 from mnist_exp.data import TensorLoader
 from mnist_exp.data.augment import WARP_GRID, affine, affine_images, elastic, shift
 from mnist_exp.data.datasets import fake

@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision import datasets
 
 from conftest import REPO, read_metrics
-from mnist_exp.runtime import use_bf16
+from mnist_exp.run.runtime import use_bf16
 
 spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_exp.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from mnist_exp.run.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from mnist_exp.errors import UserError
 
 

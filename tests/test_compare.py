@@ -1,4 +1,4 @@
-"""``python -m mnist_exp.compare``: the leaderboard of runs and of seed groups, A --vs B, the plot, the statistics.
+"""``python -m mnist_exp.tools.compare``: the leaderboard of runs and of seed groups, A --vs B, the plot, the statistics.
 
 Made-up run directories (written with the project's own writers) carry numbers simple enough to
 check by hand; one real fake-data sweep checks the whole path from training to the comparison.
@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from conftest import read_metrics, run_dirs, run_main, run_module
-from mnist_exp import compare, stats
-from mnist_exp.run_dir import PREDICTIONS_FILE, read_predictions, write_metrics, write_predictions
+from mnist_exp.tools import compare
+from mnist_exp.tools import stats
+from mnist_exp.runs import PREDICTIONS_FILE, read_predictions, write_metrics, write_predictions
 
 
 def make_run(run_dir: Path, overrides: list[str], metrics: dict | None) -> Path:
@@ -123,7 +124,7 @@ def test_an_unreadable_metrics_json_is_named_and_listed_as_unreadable(sweep, cap
     assert err == warning
 
 
-PROG = "python -m mnist_exp.compare"
+PROG = "python -m mnist_exp.tools.compare"
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -140,7 +141,7 @@ def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, args, code,
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "file.txt").write_text("")
     (tmp_path / "sweep").symlink_to(sweep)
-    result = run_module("mnist_exp.compare", *args, cwd=tmp_path, expect_ok=False)
+    result = run_module("mnist_exp.tools.compare", *args, cwd=tmp_path, expect_ok=False)
     assert (result.returncode, result.stdout, result.stderr) == (code, "", f"{PROG}: {message}\n")
 
 
@@ -376,7 +377,7 @@ def wrong_vs(capsys, *args) -> str:
     assert compare.main([str(arg) for arg in args]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
-    return err.removeprefix("python -m mnist_exp.compare: ").rstrip("\n")
+    return err.removeprefix("python -m mnist_exp.tools.compare: ").rstrip("\n")
 
 
 def test_wrong_comparisons_are_one_line(seeds, tmp_path, capsys):

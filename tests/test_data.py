@@ -326,7 +326,7 @@ def test_torchvision_datasets_refuse_foreign_files_and_bad_val_size(tmp_path):
 
 
 def test_class_names_reach_the_pictures(tmp_path):
-    from mnist_exp.tracking import confusion_matrix, confusion_matrix_figure, predictions_figure
+    from mnist_exp.run.figures import confusion_matrix, confusion_matrix_figure, predictions_figure
 
     write_tiny_dataset(tmp_path, "FashionMNIST")
     data = build_dataset({"name": "fashion_mnist", "data_dir": str(tmp_path), "val_size": 10, "download": False})

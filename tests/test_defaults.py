@@ -1,18 +1,27 @@
-"""One source of defaults: each conf/<group>/<name>.yaml holds its builder's signature defaults, key for key.
+"""One source of defaults per value, and a test wherever a value is shown in a second place.
 
-A user meets the YAML (``model=cnn``); code meets the signature (``MODELS.build({"name": "cnn"}, 10)``).
-Both must be the same net, optimizer, schedule and dataset. Every Registry in mnist_exp.registry is
-covered, so a new one is checked as soon as its config group has a file.
+- A builder's keys: its signature is the source. conf/<group>/<name>.yaml shows the same values for
+  reading, key for key: a user meets the YAML (``model=cnn``), code the signature
+  (``MODELS.build({"name": "cnn"}, 10)``), and both must be the same net, optimizer, schedule and dataset.
+  Every Registry in mnist_exp.registry is covered, so a new one is checked once its group has a file.
+- The trainer's keys: conf/config.yaml. ``LoopSettings`` and the schema hold none of their defaults.
+- The Optuna sweeper's keys: its config dataclass. A search file (conf/hparams_search/) sets only what it changes.
 """
+
+from dataclasses import MISSING, fields
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import mnist_exp.registry
-from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.run.config import CONF_DIR, register_schemas
 from mnist_exp.registry import MODELS, OPTIMIZERS, Registry, config_parameters
+from mnist_exp.run.config import TrainerConfig
+from mnist_exp.run.trainer import LoopSettings
+from mnist_exp.sweeps.optuna_plugin.optuna_sweeper import SAMPLERS, OptunaSweeperConf
 
 register_schemas()
 
@@ -53,8 +62,14 @@ def test_yaml_option_equals_its_builders_signature_defaults(registry, name):
     disagreements = [f"{where}: {key} is {composed[key]!r} there but {defaults[key]!r} in {signature}'s signature"
                      for key in defaults if key in composed and composed[key] != defaults[key]]
     assert not disagreements, "\n".join(disagreements)
-    # The schema comes from the signature, so the composed node has exactly the builder's keys.
-    assert sorted(composed) == sorted(defaults), where
+
+
+@pytest.mark.parametrize("registry, name", OPTIONS, ids=[f"{r.kind}/{n}" for r, n in OPTIONS])
+def test_yaml_option_file_shows_every_key_of_its_builder(registry, name):
+    """The file as a reader sees it, before the schema fills in what it leaves out."""
+    written = yaml.safe_load((CONF_DIR / registry.kind / f"{name}.yaml").read_text())
+    shown = sorted(key for key in written if key not in ("defaults", "name"))
+    assert shown == sorted(config_parameters(registry.get(name))), f"conf/{registry.kind}/{name}.yaml"
 
 
 MODEL_OPTIONS = [name for registry, name in OPTIONS if registry is MODELS]
@@ -92,3 +107,24 @@ def test_building_an_optimizer_by_name_alone_gives_the_yaml_options_settings(nam
     from_yaml = OPTIMIZERS.build(compose_option("optimizer", name), params)
     assert type(from_code) is type(from_yaml)
     assert from_code.defaults == from_yaml.defaults
+
+
+def test_the_loop_takes_the_trainers_values_from_the_config_alone():
+    config_keys = {f.name for f in fields(TrainerConfig)}
+    with_defaults = [f.name for f in fields(LoopSettings)
+                     if f.name in config_keys and (f.default is not MISSING or f.default_factory is not MISSING)]
+    assert not with_defaults, f"LoopSettings repeats conf/config.yaml's defaults of {with_defaults}"
+    assert all(f.default is MISSING or str(f.default) == "???" for f in fields(TrainerConfig))
+
+
+def test_a_search_file_sets_only_what_it_changes_in_the_sweeper():
+    defaults = {f.name: f.default for f in fields(OptunaSweeperConf) if f.default is not MISSING}
+    for path in sorted((CONF_DIR / "hparams_search").glob("*.yaml")):
+        written = yaml.safe_load(path.read_text())
+        sweeper = written["hydra"]["sweeper"]
+        repeated = [key for key, value in sweeper.items() if key in defaults and value == defaults[key]]
+        sampler = dict(next((d for d in written["defaults"] if "override /hydra/sweeper/sampler" in d), {}))
+        sampler_defaults = SAMPLERS[sampler.popitem()[1]] if sampler else {}
+        repeated += [f"sampler.{key}" for key, value in sweeper.get("sampler", {}).items()
+                     if key in sampler_defaults and value == sampler_defaults[key]]
+        assert not repeated, f"{path.name} repeats the sweeper's defaults of {repeated}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_events, read_metrics, run_module
-from mnist_exp.checkpoint import load_checkpoint
+from mnist_exp.run.checkpoint import load_checkpoint
 
 # No dropout or batch norm: two processes averaging the gradients of half batches take the same
 # steps as one process on the whole batch, up to the order of float sums.

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import read_events, read_metrics, run_app, run_dirs, run_module
-from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.run.config import CONF_DIR, register_schemas
 
 register_schemas()
 

@@ -29,7 +29,7 @@ def test_fast_reaches_99_percent(fast_run):
 def test_evaluate_reproduces_test_acc_exactly(fast_run, tmp_path):
     run_dir, _ = fast_run
     acc = read_metrics(run_dir)["test/acc"]
-    result = run_module("mnist_exp.evaluate", str(run_dir), cwd=tmp_path)
+    result = run_module("mnist_exp.tools.evaluate", str(run_dir), cwd=tmp_path)
     assert f"accuracy {100 * acc:.2f}% ({round(acc * 10000)}/10000)" in result.stdout
 
 
@@ -46,7 +46,7 @@ def test_predict_reads_digits_drawn_as_users_draw_them(fast_run, tmp_path):
         name = tmp_path / f"digit{i:02d}.{'png' if i % 2 else 'jpg'}"
         page.convert("RGB").save(name)
         expected[str(name)] = str(label)
-    result = run_module("mnist_exp.predict", str(run_dir), str(tmp_path), cwd=tmp_path)
+    result = run_module("mnist_exp.tools.predict", str(run_dir), str(tmp_path), cwd=tmp_path)
     predicted = dict(line.split("\t")[:2] for line in result.stdout.strip().splitlines())
     assert predicted.keys() == expected.keys()
     correct = sum(predicted[name] == label for name, label in expected.items())
@@ -57,6 +57,6 @@ def test_predict_reads_digits_drawn_as_users_draw_them(fast_run, tmp_path):
 def test_onnx_export_gives_the_same_predictions(fast_run, tmp_path):
     pytest.importorskip("onnxruntime")
     run_dir, _ = fast_run
-    result = run_module("mnist_exp.export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "model.onnx"),
+    result = run_module("mnist_exp.tools.export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "model.onnx"),
                         cwd=tmp_path)
     assert "predicts the same class as the checkpoint on 512 test images" in result.stdout

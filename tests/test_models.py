@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from mnist_exp.config import CONF_DIR, register_schemas
+from mnist_exp.run.config import CONF_DIR, register_schemas
 from mnist_exp.errors import UserError
-from mnist_exp.models import conv_output_size, count_parameters
+from mnist_exp.run.models import conv_output_size, count_parameters
 from mnist_exp.registry import MODELS
 
 register_schemas()

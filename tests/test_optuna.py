@@ -1,4 +1,4 @@
-"""The Optuna search (hydra/sweeper=optuna, mnist_exp.search): its search space, pruning, many workers on one study.
+"""The Optuna search (hydra/sweeper=optuna, mnist_exp.sweeps.search): its search space, pruning, many workers on one study.
 
 Skipped where Optuna (the sweep extra) is not installed. The searches train an mlp on fake data
 for two epochs; the one learning rate that cannot learn (1e-9) is what the median pruner stops.
@@ -23,7 +23,7 @@ from mnist_exp.errors import UserError
 
 optuna = pytest.importorskip("optuna")
 
-from mnist_exp.search import override_value, search_space  # noqa: E402 (needs Optuna)
+from mnist_exp.sweeps.search import override_value, search_space  # noqa: E402 (needs Optuna)
 
 HOPELESS, GOOD = 1e-9, 0.05
 # Random proposals (seed 0: good, hopeless, good, good, hopeless, hopeless); the median pruner judges from the
@@ -70,7 +70,7 @@ def test_a_suggested_value_reads_back_as_the_same_override():
 
 
 def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeypatch, capsys):
-    probe = ("import hydra_plugins.mnist_exp_optuna.optuna_sweeper as m, mnist_exp.search as s;"
+    probe = ("import hydra_plugins.mnist_exp_optuna.optuna_sweeper as m, mnist_exp.sweeps.search as s;"
              "print(m.__file__, s.__file__)")
     files = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(file).is_relative_to(REPO / "mnist_exp") for file in files), files  # not an installed copy
@@ -204,7 +204,7 @@ def test_two_workers_share_one_study_and_one_sweep_directory(tmp_path):
 
 def test_a_storage_optuna_cannot_open_is_one_line_without_its_password():
     from mnist_exp.errors import UserError
-    from mnist_exp.trial import open_storage
+    from mnist_exp.sweeps.trial import open_storage
 
     with pytest.raises(UserError) as refused:
         open_storage("foo://user:secret@host/db")

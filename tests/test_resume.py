@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import kill_at_creation, read_events, read_metrics, run_dirs, run_main, run_module
-from mnist_exp.checkpoint import load_checkpoint
-from mnist_exp.run_dir import run_dir_lock
+from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.prechecks import run_dir_lock
 
 
 # Dropout, shift augmentation and a weight average: every random draw and every state a resume must restore.

@@ -14,10 +14,11 @@ from conftest import read_metrics, run_dirs, run_main
 from mnist_exp.data import TensorLoader
 from mnist_exp.data.augment import affine_images
 from mnist_exp.data.datasets import fake
-from mnist_exp.inference import ViewAveraged, model_input, scale_image, shift_image
-from mnist_exp.models import cnn
-from mnist_exp.runtime import use_bf16
-from mnist_exp.trainer import LoopSettings, Trainer, WeightAverage
+from mnist_exp.data.loader import model_input
+from mnist_exp.run.tta import ViewAveraged, scale_image, shift_image
+from mnist_exp.run.models import cnn
+from mnist_exp.run.runtime import use_bf16
+from mnist_exp.run.trainer import LoopSettings, Trainer, WeightAverage
 
 
 class PlainMNIST(Dataset):
@@ -153,7 +154,7 @@ def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     model = cnn(10, width=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    trainer = Trainer(model, optimizer, scheduler, LoopSettings(epochs=1, ema_decay=0.9))
+    trainer = Trainer(model, optimizer, scheduler, LoopSettings(epochs=1, label_smoothing=0.0, log_interval=50, ema_decay=0.9, compile=False, progress=False))
     trainer.fit(loader, val)
     assert trainer.evaluated_model is trainer.ema.model  # validation: the average
     for name, value in trainer.ema.model.state_dict().items():

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from conftest import kill_at_creation, read_metrics, run_dirs, run_main
-from mnist_exp import compare
-from mnist_exp.run_dir import write_metrics
+from mnist_exp.tools import compare
+from mnist_exp.runs import write_metrics
 
 # Four deterministic jobs of two epochs each: a kill inside job 2 leaves two completed jobs, one with an
 # epoch-1 last.pt and one never started (then marked failed, as a job that raised at once is).

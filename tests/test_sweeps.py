@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from conftest import read_metrics, run_app, run_dirs, run_module
-from mnist_exp.runtime import set_cpu_threads
+from mnist_exp.run.runtime import set_cpu_threads
 
 FAST = ("dataset=fake", "trainer.epochs=1")
 

@@ -19,10 +19,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import read_metrics, run_dirs, run_main, run_module
-from mnist_exp import compare, evaluate, export, predict
+from mnist_exp.tools import compare
+from mnist_exp.tools import evaluate
+from mnist_exp.tools import export
+from mnist_exp.tools import predict
 from mnist_exp.errors import UserError
-from mnist_exp.inference import ViewAveraged, load_trained_model, model_input
-from mnist_exp.predict import to_mnist_form
+from mnist_exp.data.loader import model_input
+from mnist_exp.run.tta import ViewAveraged
+from mnist_exp.tools.trained import load_trained_model
+from mnist_exp.tools.predict import to_mnist_form
 from mnist_exp.registry import DATASETS
 
 TOOLS = {"evaluate": evaluate, "predict": predict, "export": export, "compare": compare}
@@ -98,7 +103,7 @@ def test_evaluate_reproduces_the_runs_test_accuracy(trained, tmp_path):
     assert report["acc"] == metrics["test/acc"] and report["count"] == 256
     assert report["loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
     assert 0.8 < metrics["test/acc"] < 1  # a model that gets some wrong: the check means something
-    result = run_module("mnist_exp.evaluate", str(trained), "--device", "cpu", cwd=tmp_path)  # the run directory
+    result = run_module("mnist_exp.tools.evaluate", str(trained), "--device", "cpu", cwd=tmp_path)  # the run directory
     correct = round(metrics["test/acc"] * 256)
     assert f"test: loss {metrics['test/loss']:.4f}  accuracy {100 * metrics['test/acc']:.2f}% ({correct}/256)  " \
            "after epoch 2" in result.stdout
@@ -112,7 +117,7 @@ def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, t
     pixels, labels = test_split.images[:40], test_split.labels[:40].tolist()
     for i, image in enumerate(pixels):
         Image.fromarray(image.numpy()).save(folder / f"{i:02d}.png")
-    result = run_module("mnist_exp.predict", str(trained), str(folder), "--as-is", "--device", "cpu", cwd=tmp_path)
+    result = run_module("mnist_exp.tools.predict", str(trained), str(folder), "--as-is", "--device", "cpu", cwd=tmp_path)
     lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
     assert [name for name, _, _ in lines] == [str(folder / f"{i:02d}.png") for i in range(40)]
     expected_labels, expected_probabilities = model_predictions(trained, pixels)
@@ -197,11 +202,11 @@ def test_a_decompression_bomb_is_refused_by_its_size_before_it_is_decoded(traine
                "sys.stderr.write(r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
                "sys.exit(r.returncode)")
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "mnist_exp.predict", str(trained),
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "mnist_exp.tools.predict", str(trained),
                              str(bomb), "--device", "cpu"], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1
-    assert result.stderr == (f"python -m mnist_exp.predict: {bomb} is 12000x12000 pixels, more than predict reads "
+    assert result.stderr == (f"python -m mnist_exp.tools.predict: {bomb} is 12000x12000 pixels, more than predict reads "
                              "(4096x4096): scale it down (a digit needs a few hundred pixels at most).\n")
     peak_mb = int(result.stdout) / 1024
     assert peak_mb < 1200, f"predict took {peak_mb:.0f} MB to refuse a 140 kB file"  # decoded, it takes 2.3 GB
@@ -214,7 +219,7 @@ def truncated_copy(trained: Path, tmp_path: Path) -> Path:
     return path
 
 
-PREDICT = "python -m mnist_exp.predict"
+PREDICT = "python -m mnist_exp.tools.predict"
 
 
 @pytest.mark.parametrize("case", ["not_an_image", "blank_image", "missing_image", "huge_header", "as_is_size",
@@ -294,7 +299,7 @@ def bad_checkpoint(case: str, trained: Path, tmp_path: Path) -> tuple[Path, str]
 def test_evaluate_refuses_a_bad_checkpoint_in_one_line_and_keeps_the_file(trained, tmp_path, capsys, case):
     path, message = bad_checkpoint(case, trained, tmp_path)
     before = path.read_bytes() if path.exists() else None
-    assert call("evaluate", path, capsys=capsys) == (1, "", f"python -m mnist_exp.evaluate: {message}\n")
+    assert call("evaluate", path, capsys=capsys) == (1, "", f"python -m mnist_exp.tools.evaluate: {message}\n")
     assert "weights_only" not in message and not (tmp_path / "code_ran").exists()
     assert (path.read_bytes() if path.exists() else None) == before
 
@@ -302,7 +307,7 @@ def test_evaluate_refuses_a_bad_checkpoint_in_one_line_and_keeps_the_file(traine
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_an_absent_device_is_named_as_the_tools_take_it(trained, capsys):
     assert call("evaluate", trained, "--device", "cuda", capsys=capsys) == (
-        1, "", "python -m mnist_exp.evaluate: --device cuda, but no CUDA GPU is visible to torch "
+        1, "", "python -m mnist_exp.tools.evaluate: --device cuda, but no CUDA GPU is visible to torch "
                "(torch.cuda.is_available() is False). Use --device auto or --device cpu.\n")
 
 
@@ -316,9 +321,9 @@ def test_training_from_a_bad_checkpoint_is_refused_in_one_line(trained, tmp_path
 
 
 def test_evaluate_without_a_checkpoint_is_one_line_end_to_end(tmp_path):
-    result = run_module("mnist_exp.evaluate", cwd=tmp_path, expect_ok=False)
+    result = run_module("mnist_exp.tools.evaluate", cwd=tmp_path, expect_ok=False)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == ("python -m mnist_exp.evaluate: the following arguments are required: "
+    assert result.stderr == ("python -m mnist_exp.tools.evaluate: the following arguments are required: "
                              "run_dir_or_checkpoint. See --help.\n")
 
 
@@ -330,20 +335,20 @@ def test_evaluate_without_a_checkpoint_is_one_line_end_to_end(tmp_path):
      "argument --device: invalid choice: 'gpu' (choose from 'auto', 'cpu', 'cuda', 'mps'). See --help."),
 ])
 def test_evaluate_refuses_wrong_options_in_one_line(trained, capsys, args, code, message):
-    assert call("evaluate", trained, *args, capsys=capsys) == (code, "", f"python -m mnist_exp.evaluate: {message}\n")
+    assert call("evaluate", trained, *args, capsys=capsys) == (code, "", f"python -m mnist_exp.tools.evaluate: {message}\n")
 
 
 def test_export_refuses_an_out_file_in_a_missing_directory(trained, tmp_path, capsys):
     out = tmp_path / "no" / "model.ts.pt"
     assert call("export", trained, "--out", out, capsys=capsys) == (
-        1, "", f"python -m mnist_exp.export: Cannot write {out}: there is no directory {out.parent}. "
+        1, "", f"python -m mnist_exp.tools.export: Cannot write {out}: there is no directory {out.parent}. "
                "Create it, or give another --out.\n")
 
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_every_tool_answers_help_in_the_same_style(tool, capsys):
     code, out, err = call(tool, "--help", capsys=capsys)
-    assert code == 0 and err == "" and out.startswith(f"usage: python -m mnist_exp.{tool} [-h]")
+    assert code == 0 and err == "" and out.startswith(f"usage: python -m mnist_exp.tools.{tool} [-h]")
 
 
 def test_hydra_full_error_shows_the_traceback(tmp_path, capsys, monkeypatch):

@@ -16,13 +16,10 @@ import torch
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from conftest import read_events
-from mnist_exp.hparams import single_run_columns, write_sweep_experiment
-from mnist_exp.run_dir import flatten_config
-from mnist_exp.tracking import (
-    TensorBoardTracker,
-    confusion_matrix,
-    write_final_figures,
-)
+from mnist_exp.run.hparams import single_run_columns, write_sweep_experiment
+from mnist_exp.runs import flatten_config
+from mnist_exp.run.figures import confusion_matrix, write_final_figures
+from mnist_exp.run.tracking import TensorBoardTracker
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASS_NAMES = [str(digit) for digit in range(10)]

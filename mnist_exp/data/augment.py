@@ -1,7 +1,7 @@
 """Augmentations: random changes to each training image, a new draw every epoch (the ``augment=`` config group).
 
 Each builder returns a function ``(pixels, generator) -> images``: uint8 pixels [B, H, W] on the
-training device in; uint8 images, or float ones in [0, 1], out (what ``inference.model_input``
+training device in; uint8 images, or float ones in [0, 1], out (what ``loader.model_input``
 takes); or None (``augment=none``). The loader
 draws from a generator seeded by (seed, epoch, batch, rank), so a resumed run sees the same images.
 

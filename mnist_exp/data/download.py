@@ -26,7 +26,7 @@ import torch
 
 from mnist_exp.errors import UserError
 from mnist_exp.paths import default_data_dir
-from mnist_exp.run_dir import atomic_file
+from mnist_exp.runs import atomic_file
 
 log = logging.getLogger("mnist_exp.data")
 

@@ -1,7 +1,7 @@
 """``TensorLoader``: batches of one split kept as a uint8 tensor on the training device, no per-sample Python work.
 
 It owns the order (a seeded permutation per epoch), the share of each batch a DDP process takes,
-the augmentation call and the normalisation. Everything it draws depends on (seed, epoch, batch,
+the augmentation call and the normalisation (``model_input``, which the tools use too). Everything it draws depends on (seed, epoch, batch,
 rank) alone, so a run resumed in the middle of an epoch sees the same batches it would have seen.
 """
 
@@ -11,7 +11,13 @@ import torch
 
 from mnist_exp.data.datasets import Split
 from mnist_exp.errors import UserError
-from mnist_exp.inference import model_input
+
+
+def model_input(pixels: torch.Tensor, mean: float, std: float, flatten: bool) -> torch.Tensor:
+    """Images [B, H, W], uint8 in 0..255 or float in 0..1 -> normalised [B, 1, H, W], or [B, H*W] with ``flatten``."""
+    x = pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels.to(torch.float32, copy=True)
+    x = x.sub_(mean).div_(std)
+    return x.flatten(1) if flatten else x.unsqueeze(1)
 
 
 class TensorLoader:

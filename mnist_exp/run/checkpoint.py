@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mnist_exp.errors import UserError, disk_full
-from mnist_exp.run_dir import atomic_file
+from mnist_exp.runs import atomic_file
 
 CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")

@@ -1,7 +1,7 @@
 """A trial of an Optuna search, seen from the job that runs it: its objective reported after every
 epoch, and the stop when the study prunes it.
 
-The sweeper (``mnist_exp.search``) puts the trial's number in the job's config as
+The sweeper (``mnist_exp.sweeps.search``) puts the trial's number in the job's config as
 ``hydra.sweeper.trial``; the job opens the study through ``hydra.sweeper.storage`` and
 ``study_name``, not through memory it shares with the sweeper, so this works in whichever process
 the launcher runs the job: the sweeper's own, a joblib worker, a SLURM node.
@@ -17,8 +17,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp import distributed
-from mnist_exp.callbacks import Callback
+from mnist_exp.run import distributed
+from mnist_exp.run.callbacks import Callback
 from mnist_exp.errors import UserError
 
 log = logging.getLogger("mnist_exp")

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from mnist_exp.compare import differing_keys, find_runs, number, read_run, says_where_or_how, seed_groups
 from mnist_exp.errors import UserError
-from mnist_exp.run_dir import PREDICTIONS_FILE, read_predictions
-from mnist_exp.stats import mcnemar_p, summarize, welch
+from mnist_exp.runs import (PREDICTIONS_FILE, Status, differing_keys, find_runs, number, read_predictions, read_run,
+                            says_where_or_how)
+from mnist_exp.tools.groups import seed_groups
+from mnist_exp.tools.stats import mcnemar_p, summarize, welch
 
 SIGNIFICANCE = 0.05
 
@@ -44,10 +45,10 @@ def side(name: str, paths: list[Path]) -> list[dict[str, Any]]:
         keys = ", ".join(differing_keys(found)) or "their configs"
         raise UserError(f"{name} holds {len(found)} seed groups, not one (they differ in {keys}): give the runs of "
                         "one group, e.g. the job directories of a sweep that share a setting (sweep/0_* sweep/2_*).")
-    runs = [run for run in found[0]["runs"] if run["metrics"].get("status") == "completed"
+    runs = [run for run in found[0]["runs"] if run["metrics"].get("status") == Status.COMPLETED
             and number(run["metrics"].get("test/acc")) is not None]
     if not runs:
-        statuses = ", ".join(sorted({str(run["metrics"].get("status", "unfinished")) for run in found[0]["runs"]}))
+        statuses = ", ".join(sorted({str(run["metrics"].get("status", Status.UNFINISHED.value)) for run in found[0]["runs"]}))
         raise UserError(f"{name} has no completed run ({statuses}): compare runs that finished their test.")
     return runs
 

@@ -2,15 +2,14 @@
 
 The accuracy/time trade-off of a sweep at a glance: error bars are the 95% interval of a seed
 group's mean, labels the overrides that tell the rows apart. A ``matplotlib.figure.Figure`` drawn
-by the Agg renderer, never pyplot's global state (as in ``mnist_exp.tracking``).
+by the Agg renderer, never pyplot's global state (as in ``mnist_exp.run.figures``).
 """
 
 from pathlib import Path
 from typing import Any
 
-from mnist_exp.compare import differing_keys
 from mnist_exp.errors import UserError
-from mnist_exp.run_dir import atomic_file
+from mnist_exp.runs import atomic_file, differing_keys
 
 
 def plot_points(groups: list[dict[str, Any]]) -> list[tuple[str, float, float, float]]:
@@ -27,7 +26,7 @@ def plot_points(groups: list[dict[str, Any]]) -> list[tuple[str, float, float, f
 
 
 def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
-    """Write the PNG of the groups (``compare.seed_groups``, or one per run) to ``path``, atomically."""
+    """Write the PNG of the groups (``groups.seed_groups``, or one per run) to ``path``, atomically."""
     from matplotlib.figure import Figure
 
     points = plot_points(groups)

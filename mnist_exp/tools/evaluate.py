@@ -1,4 +1,4 @@
-"""Evaluate a trained model: ``python -m mnist_exp.evaluate <run dir or checkpoint> [--split val] [--device cpu]``.
+"""Evaluate a trained model: ``python -m mnist_exp.tools.evaluate <run dir or checkpoint> [--split val] [--device cpu]``.
 
 Prints the loss, the accuracy, the accuracy per class and the confusion matrix. A run directory
 means its ``checkpoints/best.pt``. It evaluates the way the run did (same data, batch size,
@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from mnist_exp import cli
+from mnist_exp.tools import cli
 from mnist_exp.data import TensorLoader, build_dataset
-from mnist_exp.inference import load_trained_model
-from mnist_exp.runtime import place_model, select_device, set_cpu_threads, use_bf16
-from mnist_exp.tracking import confusion_matrix
-from mnist_exp.trainer import evaluate
+from mnist_exp.tools.trained import load_trained_model
+from mnist_exp.run.runtime import place_model, select_device, set_cpu_threads, use_bf16
+from mnist_exp.run.figures import confusion_matrix
+from mnist_exp.run.trainer import evaluate
 
 SPLITS = ("test", "val", "train")
 PRECISIONS = ("auto", "fp32", "bf16")

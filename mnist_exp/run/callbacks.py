@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mnist_exp.checkpoint import CHECKPOINT_FORMAT, remove_stale_temporaries, save_checkpoint
-from mnist_exp.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT
+from mnist_exp.run.checkpoint import CHECKPOINT_FORMAT, remove_stale_temporaries, save_checkpoint
+from mnist_exp.runs import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 log = logging.getLogger("mnist_exp")
 

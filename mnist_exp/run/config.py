@@ -28,8 +28,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from mnist_exp.errors import UserError, check_range, did_you_mean
-from mnist_exp.inference import check_tta
+from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
+from mnist_exp.run.options import config_groups_help
 from mnist_exp.registry import AUGMENTATIONS, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
 
 
@@ -129,15 +130,6 @@ def run_dir_suffix(override_dirname: str) -> str:
         # in '.', which TensorBoard's HPARAMS tab mistakes for a path and then shows no metrics.
         name = name[:70] + "...-" + hashlib.sha1(name.encode()).hexdigest()[:6]
     return "_" + name
-
-
-def config_groups_help() -> str:
-    """'model: cnn, logreg, mlp' per group in conf/, for ``--help`` (Hydra's own list shows the schemas too)."""
-    lines = []
-    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
-        options = sorted(f.stem for f in group.glob("*.yaml"))
-        lines.append(f"  {group.name + ':':<16}{', '.join(options)}")
-    return "\n".join(lines)
 
 
 # The run directories this process claimed: {the name it was given: the name it took}.

@@ -27,7 +27,7 @@ class OneLineParser(argparse.ArgumentParser):
 def parser(module: str, description: str) -> OneLineParser:
     """The parser of ``python -m mnist_exp.<module>`` (named as the user called it: module or console script)."""
     called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    prog = called if called.startswith("mnist-exp-") else f"python -m mnist_exp.{module}"
+    prog = called if called.startswith("mnist-exp-") else f"python -m mnist_exp.tools.{module}"
     return OneLineParser(prog=prog, description=description)
 
 

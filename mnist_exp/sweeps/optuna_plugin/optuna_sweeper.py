@@ -1,6 +1,6 @@
 """``hydra/sweeper=optuna``: the sweeper's config, its sampler and pruner options, and the plugin class.
 
-The search itself is ``mnist_exp.search``; this module imports neither it nor Optuna, so Hydra's
+The search itself is ``mnist_exp.sweeps.search``; this module imports neither it nor Optuna, so Hydra's
 plugin scan stays quiet where the sweep extra is not installed.
 """
 
@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 # Each option of hydra/sweeper/sampler and hydra/sweeper/pruner: the Optuna class and the arguments a
 # search commonly sets. Add any other argument of the class with +hydra.sweeper.sampler.<name>=<value>.
+# No seed by default: a fixed seed would propose the same trials again when a search is continued.
 SAMPLERS = {
     "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 10},
     "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
@@ -62,7 +63,7 @@ class OptunaSweeper(Sweeper):
     """Asks Optuna for trials, launches them as jobs with the configured launcher, tells it their results."""
 
     def __init__(self, **config: Any) -> None:
-        from mnist_exp.search import OptunaSearch
+        from mnist_exp.sweeps.search import OptunaSearch
 
         config.pop("trial", None)  # a job's own key: the search itself runs no one trial
         self.search = OptunaSearch(**config)

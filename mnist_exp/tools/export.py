@@ -1,7 +1,7 @@
-"""Export a trained model: ``python -m mnist_exp.export <checkpoint or run dir> [--format onnx] [--out FILE]``.
+"""Export a trained model: ``python -m mnist_exp.tools.export <checkpoint or run dir> [--format onnx] [--out FILE]``.
 
 The exported model takes what a deployment has: float images in [0, 1], shape [B, 1, H, W], a
-white digit on black as in MNIST (``mnist_exp.predict.to_mnist_form`` makes them from any image
+white digit on black as in MNIST (``mnist_exp.tools.predict.to_mnist_form`` makes them from any image
 file), and returns logits. The normalisation the run trained with is inside it, and so are the
 weight average and test-time averaging where the run had them. After writing, the export is run
 on test images and must give the same predictions as the checkpoint's model.
@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_exp import cli
+from mnist_exp.tools import cli
 from mnist_exp.data import build_dataset
 from mnist_exp.errors import UserError
-from mnist_exp.inference import checkpoint_file, load_trained_model, model_input
+from mnist_exp.data.loader import model_input
+from mnist_exp.tools.trained import checkpoint_file, load_trained_model
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx"}

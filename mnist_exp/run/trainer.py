@@ -2,7 +2,7 @@
 
 Plain objects in, metrics out. Nothing here knows Hydra, so the loop can be used and tested on its
 own. ``Trainer.state_dict()`` / ``load_state_dict()`` hold everything a resumed run needs, in one
-round trip; logging and checkpointing hang on the loop as callbacks (``mnist_exp.callbacks``).
+round trip; logging and checkpointing hang on the loop as callbacks (``mnist_exp.run.callbacks``).
 """
 
 import contextlib
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mnist_exp import distributed
-from mnist_exp.checkpoint import restore_rng_states, rng_states
+from mnist_exp.run import distributed
+from mnist_exp.run.checkpoint import restore_rng_states, rng_states
 from mnist_exp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,18 @@ class TrainState:
 
 @dataclass
 class LoopSettings:
-    """How the loop runs: the ``trainer.*`` keys it uses, and where and in what precision it computes."""
+    """How the loop runs: the ``trainer.*`` keys it uses (no defaults here: conf/config.yaml holds them), and where and
+    in what precision it computes."""
 
     epochs: int
+    label_smoothing: float
+    log_interval: int  # optimizer steps between train/loss points
+    ema_decay: float  # evaluate a moving average of the weights; 0: the weights themselves
+    compile: bool  # torch.compile the training forward pass
+    progress: bool  # a tqdm bar per epoch
     device: torch.device = torch.device("cpu")
-    label_smoothing: float = 0.0
     bf16: bool = False  # bf16 autocast for the forward passes
     channels_last: bool = False  # NHWC inputs (the model was made NHWC to match)
-    compile: bool = False  # torch.compile the training forward pass
-    log_interval: int = 50  # optimizer steps between train/loss points
-    progress: bool = False  # a tqdm bar per epoch
-    ema_decay: float = 0.0  # evaluate a moving average of the weights; 0: the weights themselves
 
 
 class TrainingStopped(Exception):

@@ -1,9 +1,10 @@
-"""The files of a run directory, by name, and the reading and writing of metrics.json and the test predictions.
+"""What a run directory holds: its files by name, metrics.json and its status, the test predictions, and
+finding and reading runs for the leaderboard.
 
     .hydra/  train.log  events.out.tfevents.*  checkpoints/{last,best}.pt  metrics.json
     test_predictions.npz  *.png
 
-Every module that reads or writes these goes through here, so each name is spelled once.
+The app, resume, the sweep's summary and the tools all go through here, so each name is spelled once.
 """
 
 import contextlib
@@ -13,18 +14,27 @@ import os
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from mnist_exp.errors import UserError, disk_full
+from mnist_exp.errors import UserError
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks
-    fcntl = None
+
+class Status(str, Enum):
+    """A run's ``status`` in metrics.json (a str: it is written and compared as its value)."""
+
+    COMPLETED = "completed"  # tested and recorded
+    PRUNED = "pruned"  # stopped early by an Optuna search, then tested and recorded
+    STOPPED = "stopped"  # stopped by a signal; metrics.json says how to resume
+    FAILED = "failed"  # an error; metrics.json has it
+    UNFINISHED = "unfinished"  # no metrics.json yet: still running, or killed
+    UNREADABLE = "unreadable"  # a metrics.json that is not one
+
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -50,9 +60,20 @@ def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def split_override(text: str) -> tuple[str, str]:
+    """('model', 'cnn') for a recorded override 'model=cnn'; ('resume', 'true') for '+resume=true'."""
+    key, _, value = text.partition("=")
+    return key.lstrip("+~"), value
+
+
+def without_keys(overrides: list[str], keys: tuple[str, ...]) -> list[str]:
+    """The overrides less those that set one of ``keys``."""
+    return [text for text in overrides if split_override(text)[0] not in keys]
+
+
 def without_resume(overrides: list[str]) -> list[str]:
     """A job's overrides as its first start recorded them: resume=true says how, not what."""
-    return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+    return without_keys(overrides, ("resume",))
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -93,6 +114,11 @@ def read_metrics(run_dir: Path, strict: bool = False) -> dict[str, Any]:
             raise UnreadableMetrics(f"{path} is not a JSON object")
         return {}
     return metrics
+
+
+def run_status(run_dir: Path) -> str:
+    """The run's status as its metrics.json records it; ``unfinished`` while it has none."""
+    return read_metrics(run_dir).get("status", Status.UNFINISHED)
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -159,64 +185,68 @@ def current_umask() -> int:
     return mask
 
 
-def check_output_location(args: list[str]) -> None:
-    """Refuse, in one line, an output location that cannot be written (Hydra would fail with a traceback)."""
-    locations = [value for key, _, value in (arg.partition("=") for arg in args)
-                 if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value]
-    locations.append(os.environ.get("MNIST_EXP_OUTPUTS") or "outputs")
-    for location in locations:
-        path = Path(location).absolute()
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        if problem := write_problem(existing):
-            raise UserError(f"Cannot write run directories to {path}: {existing} {problem}. "
-                            "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories under each path (or the path itself); one clear error for a path with none."""
+    runs: dict[Path, None] = {}  # ordered and without duplicates when paths overlap
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path} does not exist. Give a run directory or a directory of runs.")
+        if not path.is_dir():
+            raise UserError(f"{path} is not a directory. Give a run directory or a directory of runs.")
+        found = sorted(hydra_dir.parent for hydra_dir in path.rglob(".hydra") if hydra_dir.is_dir())
+        if not found:
+            raise UserError(f"No runs under {path} (a run directory holds .hydra/ and metrics.json, "
+                            "as python -m mnist_exp writes them).")
+        runs.update((run.resolve(), None) for run in found)
+    return list(runs)
 
 
-def write_problem(directory: Path) -> str | None:
-    """Why nothing can be written in ``directory``, found by writing there (permissions alone miss /proc, full disks)."""
-    if not directory.is_dir():
-        return "is not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=directory) as probe:  # unnamed on Linux: it leaves nothing behind
-            probe.write(bytes(4096))
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as error:
-        return "is on a full disk" if disk_full(error) else f"cannot be written ({error.strerror or error})"
-    return None
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """A run's overrides ({key: value}), composed config (None if unreadable), metrics.json ({} while it has none).
 
-
-def named_run_dir(args: list[str]) -> Path | None:
-    """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
-    if os.environ.get("RANK", "0") != "0" or any(arg in ("-m", "--multirun") for arg in args):
-        return None
-    values = [value for key, _, value in (arg.partition("=") for arg in args) if key == "hydra.run.dir"]
-    return Path(values[-1]) if values and "${" not in values[-1] else None
-
-
-@contextlib.contextmanager
-def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
-    """Hold ``run_dir`` (a directory given by name) for one run; a second run given it meanwhile is refused.
-
-    A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
-    not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself) holds nothing.
+    An unreadable metrics.json makes the status "unreadable" and ``problem`` says why, naming the file.
     """
-    if run_dir is None or fcntl is None:
-        yield
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir, os.O_RDONLY)
+    items, config = read_yaml(run_dir / ".hydra" / "overrides.yaml"), read_yaml(run_dir / ".hydra" / "config.yaml")
+    overrides = {}
+    for item in items if isinstance(items, list) else []:
+        key, value = split_override(str(item))
+        overrides[key] = value
+    run = {"dir": run_dir, "overrides": overrides, "config": config if isinstance(config, dict) else None,
+           "problem": None}
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirInUse(f"Another run is writing to {run_dir} right now: give this one its own "
-                              "hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), "
-                              "or wait for that one to end.") from None
-        yield
-    finally:
-        os.close(fd)
+        return {**run, "metrics": read_metrics(run_dir, strict=True)}
+    except UnreadableMetrics as error:
+        reason = str(error).replace(str(run_dir / METRICS_FILE), METRICS_FILE)
+        return {**run, "metrics": {"status": Status.UNREADABLE.value, "error": reason}, "problem": str(error)}
 
 
-class RunDirInUse(UserError):
-    """The run directory is held by a run that is still going."""
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def says_where_or_how(key: str) -> bool:
+    """A config key or override that says where or how a run goes (or Hydra's own), not what it trains."""
+    return key.startswith(("hydra", *RESUME_MAY_CHANGE)) or f"{key}.".startswith(RESUME_MAY_CHANGE)
+
+
+def trained_settings(run: dict[str, Any]) -> tuple:
+    """What a run trains, apart from its seed: its composed config (its overrides where the config is missing)."""
+    settings = flatten_config(run["config"]) if run["config"] is not None else run["overrides"]
+    return tuple(sorted((key, repr(value)) for key, value in settings.items()
+                        if key != "seed" and not says_where_or_how(key)))
+
+
+def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
+    """Override keys whose value is not the same in every run (absent counts as a value), in first-seen order."""
+    keys = list(dict.fromkeys(key for run in runs for key in run["overrides"]))
+    return [key for key in keys if len({run["overrides"].get(key) for run in runs}) > 1]
+
+
+def number(value: Any) -> float | None:
+    """A finite number from metrics.json, else None (absent, null for NaN, text)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

@@ -74,16 +74,37 @@ def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: flo
 
 
 @SCHEDULERS.register("onecycle")
-def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.25,
-             div_factor: float = 25.0, final_div_factor: float = 1e4) -> LRScheduler:
-    """Smith's one-cycle: warm up to the optimizer's learning rate, then anneal far below it."""
+def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.25, div_factor: float = 25.0,
+             final_div_factor: float = 1e4, base_momentum: float | None = None) -> LRScheduler:
+    """Smith's one-cycle: warm up to the optimizer's learning rate, then anneal far below it.
+
+    ``base_momentum``: None holds the optimizer's momentum (Adam's beta1, SGD's momentum) as configured. A value
+    cycles it as the learning rate's mirror image: from the optimizer's own value down to ``base_momentum`` at
+    the peak learning rate, then back (torch's ``max_momentum`` is the optimizer's value).
+    """
     check_range("scheduler.pct_start", pct_start, 0 < pct_start < 1, "a fraction in (0, 1), e.g. 0.25")
     for key, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor)):
         check_range(f"scheduler.{key}", value, value > 0, "a factor above 0, e.g. 25")
     max_lr = [group["lr"] for group in optimizer.param_groups]
-    # Cycle momentum only where the optimizer already uses it: plain SGD must stay plain.
-    cycle_momentum = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
+    max_momentum = None
+    if base_momentum is not None:
+        max_momentum = [momentum_of(group) for group in optimizer.param_groups]
+        top = min(max_momentum)
+        if top <= 0:
+            raise UserError(f"scheduler.base_momentum={base_momentum} cycles the optimizer's momentum, but "
+                            f"{type(optimizer).__name__} has none to cycle: set scheduler.base_momentum=null, or "
+                            "give the optimizer a momentum (optimizer.momentum=0.9, optimizer=adamw).")
+        check_range("scheduler.base_momentum", base_momentum, 0 <= base_momentum <= top,
+                    f"the momentum at the peak learning rate, in [0, {top:g}] (the optimizer's own), e.g. 0.85; "
+                    "null holds the optimizer's")
     # torch's schedule needs a warm-up of at least one step; very short runs (smoke tests) get a longer cycle.
     total_steps = max(total_steps, math.floor(1 / pct_start) + 2)
-    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
-                      div_factor=div_factor, final_div_factor=final_div_factor, cycle_momentum=cycle_momentum)
+    momentum = ({"cycle_momentum": False} if max_momentum is None
+                else {"base_momentum": base_momentum, "max_momentum": max_momentum})
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, div_factor=div_factor,
+                      final_div_factor=final_div_factor, **momentum)
+
+
+def momentum_of(group: dict) -> float:
+    """The momentum one-cycle would cycle: Adam's beta1, SGD's and RMSprop's momentum; 0 where there is none."""
+    return group["betas"][0] if "betas" in group else group.get("momentum", 0.0)

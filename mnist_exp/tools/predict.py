@@ -1,4 +1,4 @@
-"""Classify image files: ``python -m mnist_exp.predict <checkpoint or run dir> <images or folders>... [--device cpu]``.
+"""Classify image files: ``python -m mnist_exp.tools.predict <checkpoint or run dir> <images or folders>... [--device cpu]``.
 
 Any PNG or JPEG of a digit works: colour or grey, any size up to 4096x4096, dark on light or light
 on dark. Each is brought into MNIST's form as MNIST itself was made: grey, white digit on black,
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mnist_exp import cli
+from mnist_exp.tools import cli
 from mnist_exp.errors import UserError
-from mnist_exp.inference import load_trained_model
-from mnist_exp.runtime import select_device
+from mnist_exp.tools.trained import load_trained_model
+from mnist_exp.run.runtime import select_device
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_SIDE = 4096  # a digit needs far fewer pixels; larger images (and decompression bombs) are refused unread

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp import distributed
-from mnist_exp.callbacks import CheckpointCallback
-from mnist_exp.checkpoint import load_checkpoint
+from mnist_exp.run import distributed
+from mnist_exp.run.callbacks import CheckpointCallback
+from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.errors import UserError
-from mnist_exp.run_dir import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, flatten_config, last_checkpoint, read_metrics,
-                               without_resume, write_metrics)
-from mnist_exp.runtime import is_submitit_preemption
+from mnist_exp.runs import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, Status, flatten_config, last_checkpoint, read_metrics,
+                            run_status, without_keys, without_resume, write_metrics)
+from mnist_exp.run.runtime import is_submitit_preemption
 
 log = logging.getLogger("mnist_exp")
 
@@ -38,7 +38,7 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
     if requeued(run_dir):
         log.info("A requeued job: continuing the run in %s", run_dir)
         return last
-    if resume and in_sweep and (not last.exists() or read_metrics(run_dir).get("status") == "failed"):
+    if resume and in_sweep and (not last.exists() or run_status(run_dir) == Status.FAILED):
         log.info("Resumed sweep: the job in %s has %s, so it runs from the start", run_dir,
                  "failed" if last.exists() else "no checkpoint")
         return None
@@ -57,7 +57,7 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
     A completed run of another config is refused, as a checkpoint of another config is.
     """
     recorded = read_metrics(run_dir)
-    if recorded.get("status") != "completed":
+    if recorded.get("status") != Status.COMPLETED:
         return None
     last = last_checkpoint(run_dir)
     if last.exists():
@@ -88,41 +88,10 @@ def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConf
         (record / name).write_text(OmegaConf.to_yaml(node))
 
 
-def check_no_overwrite(args: list[str], resume: bool) -> None:
-    """Refuse, before Hydra writes anything, a command line that would overwrite finished work.
-
-    A new run in a completed run's directory, or a grid sweep run again into a directory holding
-    completed jobs, would overwrite them: resume=true continues them instead, and a sweep's
-    resume=true needs the directory of the sweep. A search (``hparams_search=``, ``hydra/sweeper=``)
-    run again into its directory continues its study, its trials in new directories.
-    """
-    given = {key: value for key, _, value in (arg.partition("=") for arg in args) if "${" not in value}
-    run_dir = given.get("hydra.run.dir")
-    if not resume and run_dir and read_metrics(Path(run_dir)).get("status") == "completed":
-        raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh elsewhere "
-                        "(leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
-    if not ({"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(args)):
-        return
-    search = any(arg.lstrip("+~").startswith(("hparams_search=", "hydra/sweeper=")) for arg in args)
-    sweep_dir = Path(given["hydra.sweep.dir"]) if "hydra.sweep.dir" in given else None
-    if resume and sweep_dir is None:
-        raise UserError("resume=true continues a sweep: give the directory of the sweep to continue, "
-                        "hydra.sweep.dir=<dir>.")
-    if resume and not (sweep_dir / "multirun.yaml").exists():
-        raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
-                        "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
-    completed = [] if resume or search or sweep_dir is None else [
-        job for job in sorted(sweep_dir.glob("*/")) if read_metrics(job).get("status") == "completed"]
-    if completed:
-        raise UserError(f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again "
-                        "would overwrite them. Continue it with resume=true, or start fresh with a new "
-                        "hydra.sweep.dir (or leave it out).")
-
-
 def requeued(run_dir: Path) -> bool:
     """A submitit job restarted after preemption or its time limit finds its own unfinished run in its directory."""
     return (bool(os.environ.get("SUBMITIT_EXECUTOR")) and last_checkpoint(run_dir).exists()
-            and read_metrics(run_dir).get("status") not in ("completed", "failed"))
+            and run_status(run_dir) not in (Status.COMPLETED, Status.FAILED))
 
 
 def load_resumable(path: Path, config: dict) -> dict:
@@ -178,7 +147,7 @@ def changed_keys(saved: dict, current: dict) -> list[str]:
 
 def resume_command(run_dir: Path, overrides: list[str]) -> str:
     """The shell command that continues the run, quoted where the shell needs it."""
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "ckpt_path=", "hydra.run.dir="))]
+    kept = without_keys(overrides, ("resume", "ckpt_path", "hydra.run.dir"))
     program = (["torchrun", f"--nproc_per_node={distributed.world_size()}", "-m", "mnist_exp"]
                if distributed.is_distributed() else ["python", "-m", "mnist_exp"])
     return shlex.join([*program, *kept, "resume=true", f"hydra.run.dir={run_dir}"])
@@ -194,7 +163,7 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
         raise SystemExit(128 + signum)
     command = resume_command(run_dir, overrides)
     where = f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
-    write_metrics(run_dir, {"status": "stopped", "epoch": state.epoch, "step": state.step, "resume": command})
+    write_metrics(run_dir, {"status": Status.STOPPED.value, "epoch": state.epoch, "step": state.step, "resume": command})
     name = signal.Signals(signum).name
     submitit_handler = signal.getsignal(signum)
     if checkpointed and is_submitit_preemption(signum) and callable(submitit_handler):

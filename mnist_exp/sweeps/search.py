@@ -8,9 +8,9 @@
   ``n_trials`` counts the trials of this command.
 - Trials go to the launcher ``n_jobs`` at a time as jobs numbered by their trial number, so two
   workers sharing a sweep directory never share a job directory. A job reaches its trial through the
-  storage (``mnist_exp.trial``) to report each epoch and be pruned; it tells nothing itself.
+  storage (``mnist_exp.sweeps.trial``) to report each epoch and be pruned; it tells nothing itself.
 - At the end the study's best trial, of every worker and every command, is printed and written to
-  ``best_trial.yaml`` (``mnist_exp.sweep``).
+  ``best_trial.yaml`` (``mnist_exp.sweeps.summary``).
 """
 
 import logging
@@ -26,12 +26,32 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, did_you_mean
-from mnist_exp.sweep import empty_sweep, report_best_trial
-from mnist_exp.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
+from mnist_exp.run.prechecks import empty_sweep
+from mnist_exp.sweeps.summary import report_best_trial
+from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
 
 DIRECTIONS = ("maximize", "minimize")
+
+
+def register_optuna_sweeper() -> None:
+    """Make ``hydra/sweeper=optuna`` this package's sweeper, in an editable install as from the wheel.
+
+    Hydra finds plugins by listing the ``hydra_plugins`` directories on disk; an editable install maps
+    ``hydra_plugins.mnist_exp_optuna`` in through an import hook that such a listing does not see, so
+    the class is registered here. Its configs are stored after Hydra's scan, so they win over those of
+    a hydra-optuna-sweeper still installed in the environment.
+    """
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # the scan of the installed plugins, once per process
+    try:
+        from hydra_plugins.mnist_exp_optuna import optuna_sweeper
+    except ImportError:  # a checkout on PYTHONPATH with an install that predates the plugin: pip install -e . again
+        return
+    optuna_sweeper.store_configs()
+    plugins.register(optuna_sweeper.OptunaSweeper)
 
 
 class OptunaSearch:

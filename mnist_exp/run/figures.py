@@ -1,33 +1,22 @@
-"""TensorBoard logging: scalars, one hparams entry per run, its config as text, image grids and figures.
+"""The pictures of a run's end: the confusion matrix, test images with their predictions, the learning curves.
 
-One run is one TensorBoard run: every event file goes straight into the run directory, so
-`tensorboard --logdir outputs` lists each run once, with its curves, pictures and hparams.
-The TEXT tab holds each run's composed config and overrides; CUSTOM SCALARS draws train and
-validation loss in one chart, train and validation accuracy in another (``CURVES_LAYOUT``).
-Matplotlib is imported inside the figure functions (it is slow to import and only needed at
-the end of a run); figures are `matplotlib.figure.Figure` objects, never pyplot's global ones.
+Each is drawn once and goes both to TensorBoard (through the tracker) and to a PNG in the run directory.
+Matplotlib is imported inside the functions (it is slow to import and only needed at the end of a run);
+figures are ``matplotlib.figure.Figure`` objects, never pyplot's global ones.
 """
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import yaml
-from torch.utils.tensorboard import SummaryWriter
-
-from mnist_exp import hparams as hparams_tab
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 IMAGES_PER_FIGURE = 32
-# Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
-CURVES_LAYOUT = {"curves": {"loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
-                            "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]]}}
 
 
 def confusion_matrix(true: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -133,76 +122,12 @@ def curves_figure(history: list[dict[str, float]]) -> Figure:
     return fig
 
 
-class TensorBoardTracker:
-    """One run = one TensorBoard run: event files written directly into the run directory."""
-
-    def __init__(self, run_dir: str | Path, purge_step: int | None = None):
-        self.run_dir = Path(run_dir)
-        # purge_step: a resumed run hides the events the crashed run wrote after its checkpoint.
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, float(value), step)
-
-    def run_record(self, config: dict, overrides: list[str]) -> None:
-        """The TEXT tab: the composed config as YAML and the overrides as a command; the curves' layout."""
-        self.writer.add_text("config", f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```", 0)
-        self.writer.add_text("overrides", f"```\n{shlex.join(['python', '-m', 'mnist_exp', *overrides])}\n```", 0)
-        self.writer.add_custom_scalars(CURVES_LAYOUT)
-
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float], step: int,
-                columns: dict[str, bool] | None = None) -> None:
-        """One hparams entry in this run's own directory; metrics appear as "hparams/<key>" columns.
-
-        SummaryWriter.add_hparams would write into a new timestamped subdirectory (a second
-        TensorBoard run), so the summaries go through this run's own file writer instead. The
-        metrics get their own "hparams/" tags, at the run's final step, so they add no points to
-        the training curves. ``columns``: the HPARAMS table's columns, for a single run (see
-        mnist_exp.hparams); a sweep's job writes none.
-        """
-        for summary in hparams_tab.session_summaries(params):
-            self.writer.file_writer.add_summary(summary)
-        metric_values = {hparams_tab.METRIC_PREFIX + name: float(value) for name, value in metrics.items()}
-        if columns is not None:
-            values = hparams_tab.session_values({key: params[key] for key in columns})
-            own = hparams_tab.experiment_summary({key: [values[key]] for key in columns}, list(metric_values),
-                                                 differs={key for key, overridden in columns.items() if overridden})
-            self.writer.file_writer.add_summary(own)
-        self.scalars(metric_values, step=step)
-
-    def images(self, tag: str, images: torch.Tensor, step: int = 0, nrow: int = 8) -> None:
-        """uint8 [N, H, W] or float [N, 1, H, W] in 0..1 -> one grid image."""
-        from torchvision.utils import make_grid  # importing torchvision takes ~2 s; only pay it when used
-
-        images = images.detach().cpu()
-        if images.dtype == torch.uint8:
-            images = images.float() / 255
-        if images.dim() == 3:
-            images = images.unsqueeze(1)
-        grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)  # grey lines between the black digits
-        self.writer.add_image(tag, grid, step)
-
-    def figure(self, tag: str, fig: Figure, step: int = 0, png_path: str | Path | None = None) -> None:
-        """A matplotlib figure to TensorBoard and, if png_path is given, to that PNG file: one render for both."""
-        rgb = render_figure(fig)
-        self.writer.add_image(tag, rgb, step, dataformats="HWC")
-        if png_path is not None:
-            from matplotlib.image import imsave
-
-            imsave(png_path, rgb, format="png", dpi=fig.dpi)
-
-    def flush(self) -> None:
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def write_final_figures(tracker: TensorBoardTracker, run_dir: str | Path, *, test_images: torch.Tensor,
+def write_final_figures(tracker, run_dir: str | Path, *, test_images: torch.Tensor,
                         true: torch.Tensor, pred: torch.Tensor, class_names: list[str],
                         history: list[dict[str, float]], step: int) -> dict[str, Path]:
     """The end-of-run pictures, each to TensorBoard and as a PNG in run_dir; returns {name: png path}."""
+    from matplotlib.image import imsave
+
     run_dir = Path(run_dir)
     test_images, true, pred = test_images.cpu(), true.cpu(), pred.cpu()
     wrong = (true != pred).nonzero().flatten()
@@ -227,7 +152,9 @@ def write_final_figures(tracker: TensorBoardTracker, run_dir: str | Path, *, tes
     paths = {}
     for name, (tag, fig) in figures.items():
         paths[name] = run_dir / f"{name}.png"
-        tracker.figure(tag, fig, step=step, png_path=paths[name])
+        rgb = render_figure(fig)
+        tracker.image(tag, rgb, step=step)
+        imsave(paths[name], rgb, format="png", dpi=fig.dpi)
         fig.clear()  # Figure objects outside pyplot are freed once unreferenced; clear() drops the artists now
     tracker.flush()
     return paths

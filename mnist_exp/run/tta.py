@@ -1,27 +1,12 @@
-"""A trained model as its run evaluated it: the input it takes, its weights, its test-time averaging.
+"""Test-time averaging: the final test's view of each image at several scales and 1-pixel shifts, averaged.
 
-The loader, evaluate, predict and export all go through here, so a model sees the same input
-after training as during it. No Hydra: a checkpoint's config is a plain dict.
+The run's final test and a trained model loaded by the tools both wrap the model in ``ViewAveraged``.
 """
-
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from mnist_exp.checkpoint import load_checkpoint
 from mnist_exp.errors import UserError, check_range
-from mnist_exp.registry import MODELS
-from mnist_exp.run_dir import best_checkpoint
-
-
-def model_input(pixels: torch.Tensor, mean: float, std: float, flatten: bool) -> torch.Tensor:
-    """Images [B, H, W], uint8 in 0..255 or float in 0..1 -> normalised [B, 1, H, W], or [B, H*W] with ``flatten``."""
-    x = pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels.to(torch.float32, copy=True)
-    x = x.sub_(mean).div_(std)
-    return x.flatten(1) if flatten else x.unsqueeze(1)
 
 
 def check_tta(tta: bool, scales, flatten: bool) -> None:
@@ -92,48 +77,3 @@ def shift_image(x: torch.Tensor, dy: int, dx: int, background: float) -> torch.T
     height, width = x.shape[-2:]
     padded = nn.functional.pad(x, (1, 1, 1, 1), value=background)
     return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
-
-
-@dataclass
-class TrainedModel:
-    model: nn.Module  # in eval mode, on its device: the weights and test-time averaging the run tested
-    config: dict[str, Any]  # the run's composed config
-    class_names: list[str]
-    epoch: int  # epochs completed when the checkpoint was written
-
-    def input(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``model_input`` with the normalisation the run trained with."""
-        dataset = self.config["dataset"]
-        return model_input(pixels, dataset["mean"], dataset["std"], dataset["flatten"])
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's checkpoints/best.pt."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    best = best_checkpoint(path)
-    if not best.is_file():
-        raise UserError(f"{path} is a directory without {best.relative_to(path)}: give a run directory that has "
-                        "finished an epoch with trainer.checkpoint=true, or a checkpoint file.")
-    return best
-
-
-def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
-    """The model of a checkpoint (or of a run directory's best.pt), rebuilt from its config, as the run tested it."""
-    path = checkpoint_file(path)
-    checkpoint = load_checkpoint(path)
-    config = checkpoint["config"]
-    class_names = checkpoint["class_names"]
-    model = MODELS.build(config["model"], len(class_names))
-    try:
-        model.load_state_dict(checkpoint["weights"])  # the weights the run evaluated
-    except RuntimeError as error:
-        raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
-                        f"{str(error).splitlines()[0]}") from error
-    dataset, trainer = config["dataset"], config.get("trainer", {})
-    tta, scales = trainer.get("tta", False), trainer.get("tta_scales", [1.0])
-    check_tta(tta, scales, dataset["flatten"])
-    if tta:
-        model = view_averaged(model, dataset["mean"], dataset["std"], scales)
-    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"])

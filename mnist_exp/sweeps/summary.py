@@ -6,11 +6,8 @@
   (``.sweep.csv.lock``), and the file is replaced atomically. One row per job: a job that ends again
   (a resumed sweep) replaces its row, so the file always counts each job once, in the order of the jobs.
 - At the end of a sweep its HPARAMS columns (the keys its jobs differ in) go to TensorBoard.
-- At the end of an Optuna search (``mnist_exp.search``) the study's best trial is printed as a
-  command and written to ``<sweep dir>/best_trial.yaml``; ``register_optuna_sweeper`` makes
-  ``hydra/sweeper=optuna`` that search's sweeper.
-
-Before Hydra starts, ``check_sweep_overrides`` refuses a sweep that would run no job.
+- At the end of an Optuna search (``mnist_exp.sweeps.search``) the study's best trial is printed as a
+  command and written to ``<sweep dir>/best_trial.yaml``.
 
 Hydra turns an exception in a callback into a warning, so bookkeeping never fails a sweep.
 """
@@ -23,18 +20,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError
-from mnist_exp.hparams import write_sweep_experiment
-from mnist_exp.paths import CONF_DIR
-from mnist_exp.run_dir import atomic_file, read_metrics, without_resume
+from mnist_exp.run.hparams import write_sweep_experiment
+from mnist_exp.runs import Status, atomic_file, read_metrics, without_resume
 
 try:
     import fcntl
@@ -45,58 +37,6 @@ SUMMARY_FILE = "sweep.csv"
 BEST_TRIAL_FILE = "best_trial.yaml"
 SUMMARY_COLUMNS = ["job", "status", "objective", "best_val/acc", "test/acc", "epoch", "train_time_s", "params",
                    "overrides", "run_dir", "error", "finished"]
-
-
-def register_optuna_sweeper() -> None:
-    """Make ``hydra/sweeper=optuna`` this package's sweeper, in an editable install as from the wheel.
-
-    Hydra finds plugins by listing the ``hydra_plugins`` directories on disk; an editable install maps
-    ``hydra_plugins.mnist_exp_optuna`` in through an import hook that such a listing does not see, so
-    the class is registered here. Its configs are stored after Hydra's scan, so they win over those of
-    a hydra-optuna-sweeper still installed in the environment.
-    """
-    from hydra.core.plugins import Plugins
-
-    plugins = Plugins.instance()  # the scan of the installed plugins, once per process
-    try:
-        from hydra_plugins.mnist_exp_optuna import optuna_sweeper
-    except ImportError:  # a checkout on PYTHONPATH with an install that predates the plugin: pip install -e . again
-        return
-    optuna_sweeper.store_configs()
-    plugins.register(optuna_sweeper.OptunaSweeper)
-
-
-def check_sweep_overrides(args: list[str]) -> None:
-    """Refuse a sweep that would run no job: one over no values (Hydra launches no job and calls it a success),
-    or joblib with no worker (its traceback)."""
-    if "hydra.launcher.n_jobs=0" in args:
-        raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
-                        "(-1: one per core).")
-    parser = None
-    for arg in args:
-        if "range(" not in arg and "glob(" not in arg:
-            continue  # the sweeps that can be empty; the others need no parse (start-up time)
-        parser = parser or OverridesParser.create()
-        try:
-            override = parser.parse_override(arg)
-        except HydraException:
-            continue  # not an override (an option, a config name), or one Hydra itself refuses
-        if not override.is_sweep_override() or override.is_interval_sweep():
-            continue
-        sweep = override.value()
-        if isinstance(sweep, Glob):
-            group = CONF_DIR / override.key_or_group
-            options = sorted(path.stem for path in group.glob("*.yaml"))
-            if group.is_dir() and not sweep.filter(options):
-                raise UserError(f"{arg} matches no {override.key_or_group} config: choose from {', '.join(options)}.")
-        elif not list(override.sweep_string_iterator()):
-            raise empty_sweep(arg)
-
-
-def empty_sweep(line: str) -> UserError:
-    """The refusal of an empty ``range(...)``, on the command line or in a search's params."""
-    return UserError(f"{line} sweeps over no values: range(start,stop,step) stops before stop, so the start must be "
-                     "below it (or above it, with a negative step).")
 
 
 class SweepSummary(Callback):
@@ -114,9 +54,9 @@ def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
     run_dir = Path(config.hydra.runtime.output_dir)
     metrics = read_metrics(run_dir)
     completed = job_return.status == JobStatus.COMPLETED
-    status = metrics.get("status") or ("completed" if completed else "failed")
+    status = metrics.get("status") or (Status.COMPLETED if completed else Status.FAILED).value
     # ``return_value`` re-raises a failed job's exception (and prints it); the stored value is the exception.
-    error = "" if completed or status == "pruned" else str(job_return._return_value) or type(
+    error = "" if completed or status == Status.PRUNED else str(job_return._return_value) or type(
         job_return._return_value).__name__
     return {
         "job": config.hydra.job.num,

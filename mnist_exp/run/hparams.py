@@ -23,6 +23,8 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.writer import FileWriter
 
+from mnist_exp.runs import split_override
+
 METRIC_PREFIX = "hparams/"
 HEADLINE_KEYS = ("model.name", "optimizer.name", "optimizer.lr", "scheduler.name", "augment.name")
 SWEEP_EXPERIMENT_SUFFIX = ".hparams"  # the sweep directory's event file, replaced when the sweep ends again
@@ -78,7 +80,7 @@ def single_run_columns(params: dict[str, Any], overrides: list[str]) -> dict[str
     """A single run's columns, each with whether an override set it (``model=mlp`` sets model.name): those go first."""
     overridden = []
     for override in overrides:
-        key = override.lstrip("+~").partition("=")[0]
+        key = split_override(override)[0]
         overridden.append(key if key in params else f"{key}.name")
     return {key: key in overridden for key in dict.fromkeys([*overridden, *HEADLINE_KEYS]) if key in params}
 

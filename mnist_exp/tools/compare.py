@@ -1,114 +1,32 @@
-"""The leaderboard of runs: ``python -m mnist_exp.compare <dir> [<dir> ...] [--runs] [--format F] [--plot P]``.
+"""The leaderboard of runs: ``python -m mnist_exp.tools.compare <dir> [<dir> ...] [--runs] [--format F] [--plot P]``.
 
 Reads every run directory (one holding ``.hydra/``) under the given paths, sweep jobs and single runs.
 By default a row is a seed group: the runs whose composed configs differ only in ``seed`` and in keys
 that say where or how a run goes (``run_dir.RESUME_MAY_CHANGE``), with the mean, spread, minimum and
 95% interval (Student's t) of their test accuracy, best mean first. ``--runs`` lists each run from
 its ``metrics.json``, best validation accuracy first, failed, stopped, unfinished and unreadable runs
-last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.versus``.
+last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.tools.versus``.
 """
 
 import argparse
 import csv
 import io
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from mnist_exp import cli
 from mnist_exp.errors import UserError
-from mnist_exp.run_dir import METRICS_FILE, RESUME_MAY_CHANGE, UnreadableMetrics, flatten_config, read_metrics
-from mnist_exp.stats import Summary, summarize
+from mnist_exp.runs import Status, differing_keys, find_runs, number, read_run
+from mnist_exp.tools import cli
+from mnist_exp.tools.groups import seed_groups, summarize_group
 
 FORMATS = ("table", "csv", "markdown")
 METRIC_COLUMNS = ("best val acc", "test acc", "epochs", "train s", "params", "status")
 GROUP_COLUMNS = ("n", "test acc", "test std", "test min", "95% CI low", "95% CI high", "best val acc",
                  "best val std", "train s", "overlaps top", "not completed")
 ERROR_WIDTH = 60  # characters of a failed run's error shown in a table
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Run directories under each path (or the path itself); one clear error for a path with none."""
-    runs: dict[Path, None] = {}  # ordered and without duplicates when paths overlap
-    for path in paths:
-        if not path.exists():
-            raise UserError(f"{path} does not exist. Give a run directory or a directory of runs.")
-        if not path.is_dir():
-            raise UserError(f"{path} is not a directory. Give a run directory or a directory of runs.")
-        found = sorted(hydra_dir.parent for hydra_dir in path.rglob(".hydra") if hydra_dir.is_dir())
-        if not found:
-            raise UserError(f"No runs under {path} (a run directory holds .hydra/ and metrics.json, "
-                            "as python -m mnist_exp writes them).")
-        runs.update((run.resolve(), None) for run in found)
-    return list(runs)
-
-
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's overrides ({key: value}), composed config (None if unreadable), metrics.json ({} while it has none).
-
-    An unreadable metrics.json makes the status "unreadable" and ``problem`` says why, naming the file.
-    """
-    items, config = read_yaml(run_dir / ".hydra" / "overrides.yaml"), read_yaml(run_dir / ".hydra" / "config.yaml")
-    overrides = {}
-    for item in items if isinstance(items, list) else []:
-        key, _, value = str(item).partition("=")
-        overrides[key.lstrip("+~")] = value
-    run = {"dir": run_dir, "overrides": overrides, "config": config if isinstance(config, dict) else None,
-           "problem": None}
-    try:
-        return {**run, "metrics": read_metrics(run_dir, strict=True)}
-    except UnreadableMetrics as error:
-        reason = str(error).replace(str(run_dir / METRICS_FILE), METRICS_FILE)
-        return {**run, "metrics": {"status": "unreadable", "error": reason}, "problem": str(error)}
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def says_where_or_how(key: str) -> bool:
-    """A config key or override that says where or how a run goes (or Hydra's own), not what it trains."""
-    return key.startswith(("hydra", *RESUME_MAY_CHANGE)) or f"{key}.".startswith(RESUME_MAY_CHANGE)
-
-
-def trained_settings(run: dict[str, Any]) -> tuple:
-    """What a run trains, apart from its seed: its composed config (its overrides where the config is missing)."""
-    settings = flatten_config(run["config"]) if run["config"] is not None else run["overrides"]
-    return tuple(sorted((key, repr(value)) for key, value in settings.items()
-                        if key != "seed" and not says_where_or_how(key)))
-
-
-def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs that train the same but for their seed, as groups (``summarize_group``), best mean test accuracy first.
-
-    Test accuracy ranks them: the intervals, the plot and --vs are all of test accuracy.
-    """
-    by_settings: dict[tuple, list[dict[str, Any]]] = {}
-    for run in runs:
-        by_settings.setdefault(trained_settings(run), []).append(run)
-    groups = [summarize_group(members, {k: v for k, v in members[0]["overrides"].items()
-                                        if k != "seed" and not says_where_or_how(k)})
-              for members in by_settings.values()]
-    return sorted(groups, key=lambda g: (g["test"] is None, -(g["test"].mean if g["test"] else 0.0),
-                                         str(g["runs"][0]["dir"])))  # ties in the order of the runs' names
-
-
-def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) -> dict[str, Any]:
-    """Runs with their ``overrides`` and the ``stats.Summary`` of their metrics; only completed runs count."""
-    done = [run for run in members if run["metrics"].get("status") == "completed"]
-
-    def summary(key: str) -> Summary | None:
-        values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
-        return summarize(values) if values else None
-    return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
-            "seconds": summary("train_time_s"), "not completed": len(members) - len(done)}
 
 
 def overlap_mark(group: dict[str, Any], top: dict[str, Any]) -> str:
@@ -146,19 +64,6 @@ def group_leaderboard(groups: list[dict[str, Any]], raw: bool, top: int | None =
     return header, rows
 
 
-def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
-    """Override keys whose value is not the same in every run (absent counts as a value), in first-seen order."""
-    keys = list(dict.fromkeys(key for run in runs for key in run["overrides"]))
-    return [key for key in keys if len({run["overrides"].get(key) for run in runs}) > 1]
-
-
-def number(value: Any) -> float | None:
-    """A finite number from metrics.json, else None (absent, null for NaN, text)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def rank(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Best validation accuracy first, test accuracy breaking ties; runs without one last."""
     def key(run):
@@ -185,7 +90,7 @@ def leaderboard(runs: list[dict[str, Any]], raw: bool, top: int | None = None) -
     rows = []
     for name, run in list(zip(run_names(runs), runs))[:top]:
         metrics = run["metrics"]
-        status = metrics.get("status", "unfinished")  # no metrics.json: still running, or killed
+        status = metrics.get("status", Status.UNFINISHED.value)  # no metrics.json: still running, or killed
         values = [metrics.get("best_val/acc"), metrics.get("test/acc"), metrics.get("epoch"),
                   metrics.get("train_time_s"), metrics.get("params")]
         overrides = [run["overrides"].get(key, "" if raw else "-") for key in keys]
@@ -248,9 +153,9 @@ def arguments():
                         "test accuracy first; or every run (--runs); or is A better than B (A --vs B).")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ("examples (the job directories of a sweep over model.width=12,16 seed=0,1,2):\n"
-                     "  python -m mnist_exp.compare SWEEP --plot tradeoff.png\n"
-                     "  python -m mnist_exp.compare SWEEP/0_* --vs SWEEP/3_*                    two runs\n"
-                     "  python -m mnist_exp.compare SWEEP/[012]_* --vs SWEEP/[345]_*            two seed groups")
+                     "  python -m mnist_exp.tools.compare SWEEP --plot tradeoff.png\n"
+                     "  python -m mnist_exp.tools.compare SWEEP/0_* --vs SWEEP/3_*                    two runs\n"
+                     "  python -m mnist_exp.tools.compare SWEEP/[012]_* --vs SWEEP/[345]_*            two seed groups")
     parser.add_argument("paths", nargs="+", type=Path, metavar="dir",
                         help="a run directory, a sweep directory, or any directory of runs (outputs/); with --vs, "
                              "the runs of A")
@@ -274,7 +179,7 @@ def command(args) -> None:
         if args.runs or args.top or args.plot or args.format != "table":
             raise UserError("--vs compares A with B: leave out --runs, --top, --format and --plot, which shape "
                             "the leaderboard.")
-        from mnist_exp.versus import versus
+        from mnist_exp.tools.versus import versus
 
         print(versus(args.paths, args.vs))
         return
@@ -290,7 +195,7 @@ def command(args) -> None:
     formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[args.format]
     print(formatter(header, table))
     if args.plot:
-        from mnist_exp.compare_plot import plot_accuracy_vs_time
+        from mnist_exp.tools.plots import plot_accuracy_vs_time
 
         points = groups or [summarize_group([run], run["overrides"]) for run in rank(runs)]
         plot_accuracy_vs_time(points[:args.top], args.plot)

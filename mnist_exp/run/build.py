@@ -1,0 +1,107 @@
+"""Building a run from its composed config, in the order of the data flow: check, device, data, model, loaders,
+optimizer and schedule, the loop, checkpoints, the tracker, and the state of a run it continues."""
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.data import DataBundle, TensorLoader, build_dataset
+from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
+from mnist_exp.run import distributed
+from mnist_exp.run.callbacks import CheckpointCallback, TensorBoardCallback
+from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
+from mnist_exp.run.models import count_parameters, model_summary
+from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, restore
+from mnist_exp.run.runtime import place_model, seed_everything, select_device, set_cpu_threads, use_bf16
+from mnist_exp.run.tracking import TensorBoardTracker
+from mnist_exp.run.trainer import LoopSettings, Trainer
+from mnist_exp.runs import CHECKPOINT_DIR, without_resume
+
+log = logging.getLogger("mnist_exp")
+
+
+@dataclass
+class Job:
+    """One run, built and ready to fit."""
+
+    cfg: DictConfig
+    config: dict  # the composed config as plain values: checkpoints and the HPARAMS tab hold it
+    run_dir: Path
+    data: DataBundle
+    trainer: Trainer
+    loaders: dict[str, TensorLoader]  # train, val, test
+    tracker: TensorBoardTracker | None  # rank 0's; None on the other DDP processes
+    in_sweep: bool  # a sweep's job: the sweep, not the job, sets the HPARAMS table's columns
+
+
+def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str] = ()) -> Job:
+    """Check, build and (where asked) restore everything of the run."""
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
+    check_ranges(cfg)
+    device = distributed.setup(select_device(cfg.device.name.value), cfg.trainer.batch_size)
+    run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's, where the others find checkpoints to resume
+    writer = distributed.rank() == 0
+    threads = set_cpu_threads(cfg.device.threads)
+    bf16 = use_bf16(cfg.device.precision.value, device)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
+    resumed = load_resumable(resume_from, config) if resume_from is not None else None  # refused before the build
+    log.info("Run directory: %s", run_dir)
+    taken = [given for given, claimed in CLAIMED_RUN_DIRS.items() if Path(claimed) == run_dir and claimed != given]
+    if taken:
+        log.warning("%s was taken by a run started in the same second: this run is in %s", taken[0], run_dir)
+
+    with distributed.rank_zero_first():
+        data = build_dataset(cfg.dataset)
+    log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
+             len(data.test))
+    augment = AUGMENTATIONS.build(cfg.augment)
+    model, channels_last = place_model(MODELS.build(cfg.model, len(data.class_names)), device,
+                                       cfg.device.channels_last)
+    speed = [f"{threads} CPU threads", *(["bf16 autocast"] if bf16 else []), *(["channels-last"] if channels_last else []),
+             *(["torch.compile"] if cfg.trainer.compile else [])]
+    log.info("Device: %s (%s)%s", device, ", ".join(speed),
+             f", process 0 of {distributed.world_size()} (DDP)" if distributed.is_distributed() else "")
+    image_shape = tuple(data.train.images.shape[1:])
+    log.info("Model %s, %s parameters:\n%s", cfg.model.name, f"{count_parameters(model):,}",
+             model_summary(model, (image_shape[0] * image_shape[1],) if data.flatten else (1, *image_shape)))
+
+    def loader(split, batch_size: int, **options) -> TensorLoader:
+        return TensorLoader(split, batch_size, mean=data.mean, std=data.std, flatten=data.flatten, seed=cfg.seed,
+                            device=device, **options)
+
+    train_loader = loader(data.train, cfg.trainer.batch_size, shuffle=True, augment=augment, rank=distributed.rank(),
+                          world_size=distributed.world_size())
+    val_loader = loader(data.val, cfg.trainer.eval_batch_size)
+    test_loader = loader(data.test, cfg.trainer.eval_batch_size)
+    optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
+    scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, cfg.trainer.epochs * len(train_loader), len(train_loader))
+
+    progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty() and not in_sweep
+    settings = LoopSettings(epochs=cfg.trainer.epochs, device=device, label_smoothing=cfg.trainer.label_smoothing,
+                            bf16=bf16, channels_last=channels_last, compile=cfg.trainer.compile,
+                            log_interval=cfg.trainer.log_interval, progress=progress, ema_decay=cfg.trainer.ema_decay)
+    trainer = Trainer(model, optimizer, scheduler, settings)
+    checkpoints = None
+    if writer and cfg.trainer.checkpoint:
+        checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names})
+        trainer.callbacks.append(checkpoints)
+    if resume_from is not None:
+        restore(trainer, resumed, checkpoints)
+        log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
+
+    tracker = None
+    if writer:
+        # The killed run may have logged past its checkpoint: TensorBoard drops its points after it. A fresh run
+        # where an earlier attempt logged (a resumed sweep's failed job) drops all of those.
+        stale = resume_from is None and any(run_dir.glob("events.out.tfevents.*"))
+        tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else 0 if stale else None)
+        if resume_from is None:
+            tracker.run_record(config, without_resume(list(overrides)))
+        # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
+        trainer.callbacks.insert(0, TensorBoardCallback(tracker))
+    return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
+               tracker, in_sweep)

@@ -1,0 +1,117 @@
+"""The training command line, read once, with Hydra's own parsers, before Hydra runs.
+
+Hydra composes the config from the same words afterwards. The checks that must come first (is it
+a sweep, where does it write, does it resume) read this one object, and read each value as
+OmegaConf will: ``resume=yes``, ``resume=True``, ``resume=1`` and ``resume=on`` are all ``true``.
+A word Hydra cannot read is left for Hydra to refuse, in its own words (made one line).
+"""
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf import ValidationError
+from omegaconf.nodes import BooleanNode
+
+from mnist_exp.errors import UserError
+
+# Groups that turn a sweep into an Optuna search.
+SEARCH_GROUPS = ("hparams_search", "hydra/sweeper")
+
+
+@functools.cache
+def override_parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+def parse_override(text: str) -> Override | None:
+    """One ``key=value`` as Hydra reads it; None for what is not an override Hydra accepts."""
+    try:
+        return override_parser().parse_override(text)
+    except HydraException:
+        return None
+
+
+def as_bool(key: str, value) -> bool:
+    """A value as OmegaConf reads a boolean (true, yes, on, 1, ...); a UserError for one it does not take."""
+    try:
+        return bool(BooleanNode(value=value)._value())
+    except ValidationError:
+        raise UserError(f"{key}={value} is not true or false: give true or false, e.g. {key}=true.") from None
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    overrides: tuple[Override, ...]  # the ones Hydra can read, in order
+    multirun: bool  # -m, --multirun or hydra.mode=MULTIRUN
+    prints_only: bool  # --cfg, --help, --info, a wrong flag...: Hydra prints something and runs nothing
+    config_dir: str | None  # --config-dir: more config files, beside conf/
+
+    def given(self, key: str) -> Override | None:
+        """The last override of ``key`` (Hydra's rule: a later one wins), or None."""
+        found = [override for override in self.overrides if override.key_or_group == key]
+        return found[-1] if found else None
+
+    def value(self, key: str) -> str | None:
+        """The plain value given to ``key`` as text; None where it is not given, swept or interpolated (``${...}``)."""
+        override = self.given(key)
+        if override is None or override.is_sweep_override() or override.is_delete():
+            return None
+        value = override.value()
+        text = value if isinstance(value, str) else override.get_value_element_as_str()  # as typed, unescaped
+        return None if "${" in text else text
+
+    def path(self, key: str) -> Path | None:
+        text = self.value(key)
+        return Path(text) if text else None
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.path("hydra.run.dir")
+
+    @property
+    def sweep_dir(self) -> Path | None:
+        return self.path("hydra.sweep.dir")
+
+    @property
+    def resume(self) -> bool:
+        override = self.given("resume")
+        if override is None or override.is_delete():
+            return False
+        if override.is_sweep_override():
+            raise UserError(f"resume={override.get_value_string()}: resume says how a run starts, not what it "
+                            "trains, so it cannot be swept. Give resume=true or leave it out.")
+        return as_bool("resume", override.value())
+
+    @property
+    def search(self) -> bool:
+        """An Optuna search: its jobs go into new directories numbered by trial."""
+        return any(self.given(group) is not None for group in SEARCH_GROUPS)
+
+    def sweeps(self) -> list[Override]:
+        return [override for override in self.overrides if override.is_sweep_override()]
+
+
+def parse_command_line(argv: list[str]) -> CommandLine:
+    """``sys.argv[1:]`` of ``python -m mnist_exp``, read with Hydra's argument parser and override grammar."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own, so flags mean here what they mean to Hydra
+
+    parser = get_args_parser()
+    parser.error = refuse  # a wrong flag (--cfg jb) is Hydra's to refuse, in its own words
+    version = "--version" in argv  # argparse would print it and exit here
+    try:
+        args, _ = parser.parse_known_args([arg for arg in argv if arg != "--version"])  # unknown words: Hydra's too
+    except ValueError:
+        return CommandLine((), False, True, None)
+    overrides = tuple(override for override in map(parse_override, args.overrides or []) if override is not None)
+    mode = [o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.mode"]
+    multirun = args.multirun or (mode[-1].upper() == "MULTIRUN" if mode else False)
+    prints_only = version or bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
+    return CommandLine(overrides, multirun, prints_only, args.config_dir)
+
+
+def refuse(message: str):
+    raise ValueError(message)

@@ -1,0 +1,41 @@
+"""The options of each config group, one list for ``--help``, ``glob()`` sweeps and the did-you-mean of a wrong one.
+
+The list is Hydra's own, so it holds exactly what ``group=option`` composes: the YAML files in
+conf/ and in ``--config-dir``, and every builder registered in code (``register_schemas`` stores
+those without a YAML file in Hydra's ConfigStore), a user's own among them.
+"""
+
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.object_type import ObjectType
+
+from mnist_exp.paths import CONF_DIR
+
+# Groups a user does not choose from: Hydra's own settings and the builders' schemas.
+HIDDEN_GROUPS = ("hydra", "schema")
+
+
+def config_loader(config_dir: str | None = None):
+    """Hydra's config loader: the running Hydra's (its --config-dir included), else one over conf/ and ``config_dir``."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    if GlobalHydra.instance().is_initialized():
+        return GlobalHydra.instance().config_loader()
+    search_path = create_config_search_path(str(CONF_DIR))
+    if config_dir:
+        search_path.append("command-line", f"file://{Path(config_dir).absolute()}")  # as Hydra adds --config-dir
+    return ConfigLoaderImpl(config_search_path=search_path)
+
+
+def group_options(group: str, config_dir: str | None = None) -> list[str]:
+    """The options of ``group`` ('model', 'hydra/launcher'), sorted."""
+    return sorted(config_loader(config_dir).get_group_options(group, results_filter=ObjectType.CONFIG))
+
+
+def config_groups_help() -> str:
+    """'  model:          cnn, conv_fc, ...' for each group a user chooses from, for ``--help``."""
+    loader = config_loader()
+    groups = sorted(group for group in loader.list_groups("") if group not in HIDDEN_GROUPS)
+    return "\n".join(f"  {group + ':':<16}{', '.join(group_options(group))}" for group in groups)

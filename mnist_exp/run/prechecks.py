@@ -1,0 +1,148 @@
+"""What is checked on the command line before Hydra writes anything, each check one line for the user.
+
+Every check takes the ``CommandLine`` read once by ``mnist_exp.run.command_line``: where the run
+or sweep writes, whether that would overwrite finished work, whether a sweep would run no job.
+A single run given its directory by name holds it (``run_dir_lock``) while it writes there.
+"""
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hydra.core.override_parser.types import Glob
+
+from mnist_exp.errors import UserError, disk_full
+from mnist_exp.run.command_line import CommandLine
+from mnist_exp.run.options import group_options
+from mnist_exp.runs import Status, run_status
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
+
+
+def check_command_line(command: CommandLine) -> None:
+    """Every check below, in order; a command that only prints (``--cfg job``, ``--help``) writes nothing."""
+    command.resume  # a resume=... that is not a boolean, or swept, is refused first
+    if command.prints_only:
+        return
+    check_output_location(command)
+    check_no_overwrite(command)
+    check_sweep_overrides(command)
+
+
+def check_output_location(command: CommandLine) -> None:
+    """Refuse, in one line, an output location that cannot be written (Hydra would fail with a traceback)."""
+    locations = [path for path in (command.run_dir, command.sweep_dir) if path is not None]
+    locations.append(Path(os.environ.get("MNIST_EXP_OUTPUTS") or "outputs"))
+    for location in locations:
+        path = location.absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if problem := write_problem(existing):
+            raise UserError(f"Cannot write run directories to {path}: {existing} {problem}. "
+                            "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
+
+
+def write_problem(directory: Path) -> str | None:
+    """Why nothing can be written in ``directory``, found by writing there (permissions alone miss /proc, full disks)."""
+    if not directory.is_dir():
+        return "is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=directory) as probe:  # unnamed on Linux: it leaves nothing behind
+            probe.write(bytes(4096))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        return "is on a full disk" if disk_full(error) else f"cannot be written ({error.strerror or error})"
+    return None
+
+
+def check_no_overwrite(command: CommandLine) -> None:
+    """Refuse a command line that would overwrite finished work.
+
+    A new run in a completed run's directory, or a grid sweep run again into a directory holding
+    completed jobs, would overwrite them: resume=true continues them instead, and a sweep's
+    resume=true needs the directory of the sweep. A search (``hparams_search=``, ``hydra/sweeper=``)
+    run again into its directory continues its study, its trials in new directories.
+    """
+    resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
+    if not command.multirun:
+        if not resume and run_dir and run_status(run_dir) == Status.COMPLETED:
+            raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
+                            "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
+        return
+    if resume and sweep_dir is None:
+        raise UserError("resume=true continues a sweep: give the directory of the sweep to continue, "
+                        "hydra.sweep.dir=<dir>.")
+    if resume and not (sweep_dir / "multirun.yaml").exists():
+        raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
+                        "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
+    completed = [] if resume or command.search or sweep_dir is None else [
+        job for job in sorted(sweep_dir.glob("*/")) if run_status(job) == Status.COMPLETED]
+    if completed:
+        raise UserError(f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again "
+                        "would overwrite them. Continue it with resume=true, or start fresh with a new "
+                        "hydra.sweep.dir (or leave it out).")
+
+
+def check_sweep_overrides(command: CommandLine) -> None:
+    """Refuse a sweep that would run no job: one over no values (Hydra launches no job and calls it a success),
+    or joblib with no worker (its traceback)."""
+    if command.value("hydra.launcher.n_jobs") == "0":
+        raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
+                        "(-1: one per core).")
+    for override in command.sweeps():
+        if override.is_interval_sweep():
+            continue  # sampled by a search
+        line = override.input_line
+        if isinstance(override.value(), Glob):
+            group = override.key_or_group
+            options = group_options(group, command.config_dir)
+            if options and not override.value().filter(options):
+                raise UserError(f"{line} matches no {group} config: choose from {', '.join(options)}.")
+        elif not list(override.sweep_string_iterator()):
+            raise empty_sweep(line)
+
+
+def empty_sweep(line: str) -> UserError:
+    """The refusal of an empty ``range(...)``, on the command line or in a search's params."""
+    return UserError(f"{line} sweeps over no values: range(start,stop,step) stops before stop, so the start must be "
+                     "below it (or above it, with a negative step).")
+
+
+def held_run_dir(command: CommandLine) -> Path | None:
+    """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
+    if os.environ.get("RANK", "0") != "0" or command.multirun or command.prints_only:
+        return None
+    return command.run_dir
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
+    """Hold ``run_dir`` (a directory given by name) for one run; a second run given it meanwhile is refused.
+
+    A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
+    not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself) holds nothing.
+    """
+    if run_dir is None or fcntl is None:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirInUse(f"Another run is writing to {run_dir} right now: give this one its own "
+                              "hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), "
+                              "or wait for that one to end.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class RunDirInUse(UserError):
+    """The run directory is held by a run that is still going."""

@@ -1,0 +1,81 @@
+"""The end of a run: the final test, then its record (metrics.json, the test predictions, the pictures, the
+HPARAMS entry), or the record of its failure."""
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from mnist_exp.run import distributed
+from mnist_exp.run.build import Job
+from mnist_exp.run.figures import write_final_figures
+from mnist_exp.run.hparams import single_run_columns
+from mnist_exp.run.models import count_parameters
+from mnist_exp.run.tta import view_averaged
+from mnist_exp.runs import (METRICS_FILE, RESUME_MAY_CHANGE, Status, flatten_config, write_metrics,
+                            write_predictions)
+
+log = logging.getLogger("mnist_exp")
+
+
+def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: float | None) -> dict[str, Any]:
+    """Test the run's best (or last) weights and record the run; returns its metrics (also in metrics.json)."""
+    cfg, trainer, data, run_dir, tracker = job.cfg, job.trainer, job.data, job.run_dir, job.tracker
+    trainer.load_best_weights()
+    test_model = trainer.evaluated_model
+    if cfg.trainer.tta:  # the final test averages over shifted (and scaled) views of each image; validation stays plain
+        test_model = view_averaged(test_model, data.mean, data.std, cfg.trainer.tta_scales)
+    test = trainer.evaluate(job.loaders["test"], model=test_model, keep_predictions=True)
+    state = trainer.state
+    last = state.history[-1] if state.history else {}
+    metrics = {
+        "status": status.value,
+        "test/acc": test["acc"],
+        "test/loss": test["loss"],
+        "val/acc": last.get("val/acc", math.nan),
+        "val/loss": last.get("val/loss", math.nan),
+        "best_val/acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "epoch": state.epoch,
+        "train_time_s": state.train_time_s,
+        "samples_per_s": state.samples_seen / state.train_phase_s if state.train_phase_s else math.nan,
+        "params": count_parameters(trainer.model),
+        "startup_s": startup_s,
+    }
+    distributed.cleanup()
+    if tracker is None:
+        return metrics
+    tracker.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
+    tracker.images("train/samples", data.train.images[:64])  # here, not at the start: it imports torchvision
+    figures = write_final_figures(tracker, run_dir, test_images=data.test.images, true=data.test.labels,
+                                  pred=test["predictions"], class_names=data.class_names, history=state.history,
+                                  step=state.step)
+    params = hyperparameters(job.config)
+    tracker.hparams(params, {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")}, state.step,
+                    columns=None if job.in_sweep else single_run_columns(params, overrides))
+    tracker.close()
+    write_predictions(run_dir, test["predictions"].cpu(), data.test.labels.cpu())  # for compare's paired test
+    write_metrics(run_dir, metrics)
+
+    chosen = (f"best validation {100 * metrics['best_val/acc']:.2f}%, epoch {metrics['best_epoch']}" if len(data.val)
+              else f"no validation split: the last epoch, {metrics['best_epoch']}")
+    log.info("Test accuracy %.2f%% (%s), %.1f s of training", 100 * metrics["test/acc"], chosen, metrics["train_time_s"])
+    log.info("Metrics:     %s", run_dir / METRICS_FILE)
+    log.info("Pictures:    %s", ", ".join(path.name for path in figures.values()))
+    log.info("TensorBoard: tensorboard --logdir %s", run_dir)
+    return metrics
+
+
+def record_failure(run_dir: Path, error: BaseException) -> None:
+    """A sweep's summary and the leaderboard read the status; the error itself goes on up to Hydra."""
+    if distributed.rank() != 0:
+        return
+    try:
+        write_metrics(run_dir, {"status": Status.FAILED.value, "error": str(error) or type(error).__name__})
+    except OSError as write_error:  # a full disk: the error that caused it matters more
+        log.warning("The failure could not be recorded in %s: %s", run_dir / METRICS_FILE, write_error)
+
+
+def hyperparameters(config: dict) -> dict[str, Any]:
+    """The flattened config as TensorBoard's HPARAMS tab shows it, less the keys that only say where or how."""
+    return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}

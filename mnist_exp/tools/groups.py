@@ -1,0 +1,35 @@
+"""Seed groups: the runs that train the same but for their seed, with the statistics of their metrics.
+
+The leaderboard, ``--vs`` and ``--plot`` all rank and compare these.
+"""
+
+from typing import Any
+
+from mnist_exp.runs import Status, number, says_where_or_how, trained_settings
+from mnist_exp.tools.stats import Summary, summarize
+
+
+def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that train the same but for their seed, as groups (``summarize_group``), best mean test accuracy first.
+
+    Test accuracy ranks them: the intervals, the plot and --vs are all of test accuracy.
+    """
+    by_settings: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_settings.setdefault(trained_settings(run), []).append(run)
+    groups = [summarize_group(members, {k: v for k, v in members[0]["overrides"].items()
+                                        if k != "seed" and not says_where_or_how(k)})
+              for members in by_settings.values()]
+    return sorted(groups, key=lambda g: (g["test"] is None, -(g["test"].mean if g["test"] else 0.0),
+                                         str(g["runs"][0]["dir"])))  # ties in the order of the runs' names
+
+
+def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) -> dict[str, Any]:
+    """Runs with their ``overrides`` and the ``stats.Summary`` of their metrics; only completed runs count."""
+    done = [run for run in members if run["metrics"].get("status") == Status.COMPLETED]
+
+    def summary(key: str) -> Summary | None:
+        values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
+        return summarize(values) if values else None
+    return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
+            "seconds": summary("train_time_s"), "not completed": len(members) - len(done)}

@@ -1,0 +1,65 @@
+"""A trained model as its run evaluated it: rebuilt from its checkpoint, with its input and test-time averaging.
+
+evaluate, predict and export load models through here, and normalise with the loader's own
+``model_input``, so a model sees the same input after training as during it. No Hydra: a
+checkpoint's config is a plain dict.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_exp.data.loader import model_input
+from mnist_exp.errors import UserError
+from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.tta import check_tta, view_averaged
+from mnist_exp.registry import MODELS
+from mnist_exp.runs import best_checkpoint
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module  # in eval mode, on its device: the weights and test-time averaging the run tested
+    config: dict[str, Any]  # the run's composed config
+    class_names: list[str]
+    epoch: int  # epochs completed when the checkpoint was written
+
+    def input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``model_input`` with the normalisation the run trained with."""
+        dataset = self.config["dataset"]
+        return model_input(pixels, dataset["mean"], dataset["std"], dataset["flatten"])
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's checkpoints/best.pt."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    best = best_checkpoint(path)
+    if not best.is_file():
+        raise UserError(f"{path} is a directory without {best.relative_to(path)}: give a run directory that has "
+                        "finished an epoch with trainer.checkpoint=true, or a checkpoint file.")
+    return best
+
+
+def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """The model of a checkpoint (or of a run directory's best.pt), rebuilt from its config, as the run tested it."""
+    path = checkpoint_file(path)
+    checkpoint = load_checkpoint(path)
+    config = checkpoint["config"]
+    class_names = checkpoint["class_names"]
+    model = MODELS.build(config["model"], len(class_names))
+    try:
+        model.load_state_dict(checkpoint["weights"])  # the weights the run evaluated
+    except RuntimeError as error:
+        raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
+                        f"{str(error).splitlines()[0]}") from error
+    dataset, trainer = config["dataset"], config.get("trainer", {})
+    tta, scales = trainer.get("tta", False), trainer.get("tta_scales", [1.0])
+    check_tta(tta, scales, dataset["flatten"])
+    if tta:
+        model = view_averaged(model, dataset["mean"], dataset["std"], scales)
+    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"])
