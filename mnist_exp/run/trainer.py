@@ -46,8 +46,7 @@ class TrainState:
 
 @dataclass
 class LoopSettings:
-    """How the loop runs: the ``trainer.*`` keys it uses (no defaults here: conf/config.yaml holds them), and where and
-    in what precision it computes."""
+    """How the loop runs: its ``trainer.*`` keys (defaults: conf/config.yaml's), where and in what precision."""
 
     epochs: int
     label_smoothing: float

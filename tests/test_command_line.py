@@ -1,0 +1,165 @@
+"""The command line is read once, as Hydra and OmegaConf read it, and every pre-check takes that reading.
+
+``resume=yes`` is ``resume=true`` everywhere: a completed run is returned untouched, not overwritten,
+and its ``.hydra/`` is not rewritten. ``--help`` and ``glob()`` list every option a group has,
+builders registered in code (``adadelta``) among them.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_main
+from mnist_exp.errors import UserError
+from mnist_exp.run.command_line import parse_command_line
+from mnist_exp.run.options import group_options
+from mnist_exp.run.prechecks import check_command_line
+from mnist_exp.runs import read_metrics
+
+TINY = ("dataset=fake", "dataset.num_train=128", "dataset.val_size=64", "dataset.num_test=64", "model=logreg",
+        "trainer.epochs=1", "device=cpu", "device.threads=1")
+TRUE_WORDS = ["resume=true", "resume=yes", "resume=True", "resume=1", "resume=on", "++resume=Yes", "resume=ON"]
+FALSE_WORDS = ["resume=false", "resume=no", "resume=0", "resume=off", "~resume"]
+
+
+@pytest.mark.parametrize("word", TRUE_WORDS)
+def test_every_way_of_writing_true_resumes(word):
+    assert parse_command_line([word]).resume is True
+
+
+@pytest.mark.parametrize("word", FALSE_WORDS + ["model=cnn"])
+def test_every_way_of_writing_false_starts_fresh(word):
+    assert parse_command_line([word]).resume is False
+
+
+@pytest.mark.parametrize("words, message", [
+    (["resume=maybe"], "resume=maybe is not true or false: give true or false, e.g. resume=true."),
+    (["-m", "resume=true,false"], "resume=true,false: resume says how a run starts, not what it trains, so it cannot "
+                                  "be swept. Give resume=true or leave it out."),
+])
+def test_a_resume_that_is_no_boolean_is_one_line(words, message):
+    with pytest.raises(UserError) as refused:
+        check_command_line(parse_command_line(words))
+    assert str(refused.value) == message
+
+
+def test_the_reading_takes_hydras_forms_of_the_mode_and_the_directories(tmp_path):
+    command = parse_command_line(["hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}", "hparams_search=cnn_optuna",
+                                  "hydra.run.dir=${now:%H}", "--config-dir", str(tmp_path)])
+    assert command.multirun and command.search and not command.prints_only
+    assert command.sweep_dir == tmp_path and command.run_dir is None  # an interpolation is Hydra's to resolve
+    assert command.config_dir == str(tmp_path)
+    assert parse_command_line(["--cfg", "job", "model=cnn"]).prints_only
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory):
+    """A completed single run, and the files it wrote as they were."""
+    run_dir = tmp_path_factory.mktemp("completed") / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        code, _, _ = run_main(*TINY, f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch, cwd=run_dir.parent)
+    assert code == 0 and read_metrics(run_dir)["status"] == "completed"
+    return run_dir
+
+
+def files_of(run_dir: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(run_dir)): path.read_bytes() for path in sorted(run_dir.rglob("*"))
+            if path.is_file() and path.name != "train.log"}
+
+
+@pytest.mark.parametrize("word", TRUE_WORDS)
+def test_resume_written_any_way_returns_a_completed_run_untouched(completed, word, tmp_path, monkeypatch, capsys):
+    before = files_of(completed)
+    code, out, err = run_main(*TINY, word, f"hydra.run.dir={completed}", monkeypatch=monkeypatch, capsys=capsys,
+                              cwd=tmp_path)
+    assert code == 0, err
+    assert files_of(completed) == before  # .hydra/, metrics.json, checkpoints and event files byte for byte
+    assert "is complete (test accuracy" in (completed / "train.log").read_text().splitlines()[-1]
+
+
+@pytest.mark.parametrize("word", FALSE_WORDS)
+def test_a_new_run_written_any_way_is_refused_a_completed_runs_directory(completed, word, tmp_path, monkeypatch,
+                                                                          capsys):
+    before = files_of(completed)
+    code, _, err = run_main(*TINY, word, f"hydra.run.dir={completed}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{completed} holds a completed run; a new run there would overwrite it. Start fresh elsewhere (leave out "
+        "hydra.run.dir, or give a new one), or see the run with resume=true."]
+    assert files_of(completed) == before
+
+
+@pytest.mark.parametrize("word", ["resume=on", "resume=1"])
+def test_a_sweep_resumed_any_way_needs_its_sweep(word, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("-m", *TINY, word, f"hydra.sweep.dir={tmp_path / 'none'}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"resume=true, but {tmp_path / 'none'} holds no sweep (no multirun.yaml). Give the directory of the sweep to "
+        "continue, hydra.sweep.dir=outputs/multirun/<date>/<time>."]
+
+
+def test_print_the_config_of_a_completed_runs_directory_writes_nothing(completed, tmp_path, monkeypatch, capsys):
+    before = files_of(completed)
+    code, out, _ = run_main(*TINY, f"hydra.run.dir={completed}", "--cfg", "job", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "model:\n  name: logreg" in out and files_of(completed) == before
+
+
+def test_help_lists_every_option_of_every_group(tmp_path, monkeypatch, capsys):
+    code, out, _ = run_main("--help", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0
+    lines = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in out.split("== Config groups")[1]
+             .split("==")[1].strip().splitlines()}
+    assert lines["optimizer"] == "adadelta, adam, adamw, sgd"
+    for group in ("dataset", "model", "optimizer", "scheduler", "augment", "device", "experiment", "hparams_search"):
+        assert lines[group] == ", ".join(group_options(group)), group
+
+
+def test_glob_sweeps_over_the_builders_registered_in_code(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("-m", *TINY, "optimizer=glob(adad*)", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    [job] = [path for path in (tmp_path / "sweep").iterdir() if path.is_dir()]
+    assert "- optimizer=adadelta" in (job / ".hydra" / "overrides.yaml").read_text().splitlines()
+    assert read_metrics(job)["status"] == "completed"
+    with pytest.raises(UserError, match=r"^optimizer=glob\(zz\*\) matches no optimizer config: choose from adadelta, "
+                                        r"adam, adamw, sgd\.$"):
+        check_command_line(parse_command_line(["-m", "optimizer=glob(zz*)"]))
+
+
+USER_SCRIPT = """
+import sys
+from torch import nn
+from mnist_exp.registry import MODELS
+
+@MODELS.register("tiny")
+def tiny(num_classes: int, width: int = 8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, num_classes))
+
+from mnist_exp.app import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_users_own_builder_is_an_option_in_help_glob_and_did_you_mean(tmp_path):
+    script = tmp_path / "my_train.py"
+    script.write_text(USER_SCRIPT)
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "MNIST_EXP_OUTPUTS": str(tmp_path / "out")})
+
+    shown = run("--help")
+    assert shown.returncode == 0 and "  model:          cnn, conv_fc, logreg, mlp, strided_cnn, tiny" in shown.stdout
+    wrong = run("model=tiy")
+    assert wrong.returncode == 1 and wrong.stderr.strip().splitlines() == [
+        "model=tiy: there is no such option. Did you mean 'tiny'? Options of model: cnn, conv_fc, logreg, mlp, "
+        "strided_cnn, tiny."]
+    swept = run("-m", *(arg for arg in TINY if not arg.startswith("model=")), "model=glob(ti*)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert swept.returncode == 0, swept.stderr
+    [job] = [path for path in (tmp_path / "sweep").iterdir() if path.is_dir()]
+    assert "- model=tiny" in (job / ".hydra" / "overrides.yaml").read_text().splitlines()
