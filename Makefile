@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DIR    ?= $$(ls -d outputs/multirun/*/* | tail -1)
 
-.PHONY: setup data train test test-fast sweep search dashboard compare clean-outputs
+.PHONY: setup data train test test-fast sweep search dashboard compare clean-outputs test-cluster
 
 setup: $(STAMP)
 
@@ -51,3 +51,9 @@ compare: $(STAMP)
 
 clean-outputs:
 	rm -rf outputs
+
+# A one-node SLURM cluster on this machine (tests/cluster/slurm.sh: Debian's slurm-wlm and munge, as root), then
+# the tests that need it: requeues and time limits of real SLURM jobs.
+test-cluster: data
+	bash tests/cluster/slurm.sh start
+	$(PY) -m pytest tests/cluster -m cluster

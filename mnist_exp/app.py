@@ -25,7 +25,7 @@ from mnist_exp.run.config import CONF_DIR, register_schemas, schema_keys
 from mnist_exp.run.prechecks import RunDirInUse, check_command_line, held_run_dir, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
-from mnist_exp.run.runtime import seconds_since_process_start, stop_on_signals
+from mnist_exp.run.runtime import restarted_by_scheduler, seconds_since_process_start, stop_on_signals
 from mnist_exp.run.trainer import TrainingStopped
 from mnist_exp.runs import Status, read_metrics
 from mnist_exp.sweeps.search import register_optuna_sweeper
@@ -44,7 +44,7 @@ def main() -> None:
         check_command_line(command)
     except UserError as error:
         sys.exit(str(error))
-    if command.resume:
+    if command.resume or restarted_by_scheduler():
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.
         sys.argv.append("hydra.output_subdir=null")
     sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
@@ -85,7 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if in_sweep and cfg.resume:
             write_missing_run_record(run_dir, cfg, hydra_cfg)
-        if cfg.resume and not cfg.ckpt_path:
+        if (cfg.resume or restarted_by_scheduler()) and not cfg.ckpt_path:  # a completed run is returned as it is
             config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
             recorded = completed_run(run_dir, config, overrides, in_sweep)
             if recorded:

@@ -105,7 +105,7 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_to_the_same_result(u
     assert process.returncode == 0, stderr[-3000:]
     [job] = run_dirs(sweep_dir)
     log = (job / "train.log").read_text()
-    assert "Preempted (SIGUSR2)" in log and "A requeued job: continuing" in log and "Resumed from" in log
+    assert "Stopped by SIGUSR2 in epoch" in log and "A requeued job: continuing" in log and "Resumed from" in log
     assert same_result(read_metrics(job), read_metrics(uninterrupted))
 
 

@@ -16,6 +16,7 @@ from hydra.core.override_parser.types import Glob
 from mnist_exp.errors import UserError, disk_full
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.run.options import group_options
+from mnist_exp.run.runtime import restarted_by_scheduler
 from mnist_exp.runs import Status, run_status
 
 try:
@@ -70,7 +71,8 @@ def check_no_overwrite(command: CommandLine) -> None:
     """
     resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
     if not command.multirun:
-        if not resume and run_dir and run_status(run_dir) == Status.COMPLETED:
+        # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
+        if not resume and run_dir and run_status(run_dir) == Status.COMPLETED and not restarted_by_scheduler():
             raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
                             "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
         return

@@ -12,7 +12,6 @@ keeps Hydra from rewriting the jobs' ``.hydra/``; a job that has none gets it wr
 """
 
 import logging
-import os
 import shlex
 import signal
 from pathlib import Path
@@ -25,7 +24,7 @@ from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.errors import UserError
 from mnist_exp.runs import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, Status, flatten_config, last_checkpoint, read_metrics,
                             run_status, without_keys, without_resume, write_metrics)
-from mnist_exp.run.runtime import is_submitit_preemption
+from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
 log = logging.getLogger("mnist_exp")
 
@@ -51,7 +50,8 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
 
 
 def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: bool) -> dict | None:
-    """The recorded metrics of a completed run with this config (resume=true: nothing to train), else None.
+    """The recorded metrics of a completed run with this config, else None: resume=true, or a job its scheduler
+    started again after it had completed (requeued as it ended, a node lost after the run), trains nothing.
 
     The config is last.pt's; a run without checkpoints (trainer.checkpoint=false) is matched by its overrides.
     A completed run of another config is refused, as a checkpoint of another config is.
@@ -89,8 +89,8 @@ def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConf
 
 
 def requeued(run_dir: Path) -> bool:
-    """A submitit job restarted after preemption or its time limit finds its own unfinished run in its directory."""
-    return (bool(os.environ.get("SUBMITIT_EXECUTOR")) and last_checkpoint(run_dir).exists()
+    """A job the scheduler started again (preempted, at its time limit, requeued) finds its own unfinished run."""
+    return (restarted_by_scheduler() and last_checkpoint(run_dir).exists()
             and run_status(run_dir) not in (Status.COMPLETED, Status.FAILED))
 
 
@@ -156,8 +156,9 @@ def resume_command(run_dir: Path, overrides: list[str]) -> str:
 def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool) -> None:
     """Record a run stopped by a signal and how to resume it, then exit with 128 + the signal's number.
 
-    A submitit job preempted (or at its time limit) goes on to submitit's own handler instead: it
-    calls the launcher's checkpoint hook and requeues the job, which then continues from last.pt.
+    A submitit job at its time limit goes on to submitit's own handler instead: it calls the launcher's
+    checkpoint hook and requeues the job, which then continues from last.pt. A SLURM job stopped by
+    SIGTERM (``scontrol requeue``, preemption) exits at once: SLURM requeues it where it is set to.
     """
     if distributed.rank() > 0:  # rank 0 records the stop
         raise SystemExit(128 + signum)
@@ -167,9 +168,12 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
     name = signal.Signals(signum).name
     submitit_handler = signal.getsignal(signum)
     if checkpointed and is_submitit_preemption(signum) and callable(submitit_handler):
-        log.warning("Preempted (%s) in %s; checkpoints/last.pt written. submitit requeues the job, which "
-                    "continues from it.", name, where)
+        log.warning("Stopped by %s in %s, ahead of the time limit; checkpoints/last.pt written. submitit requeues "
+                    "the job, which continues from it.", name, where)
         submitit_handler(signum, None)  # requeues and exits; returns only where it declines (not rank 0)
+    elif checkpointed and restarted_by_scheduler():
+        log.warning("Stopped by %s in %s; checkpoints/last.pt written. Where the scheduler requeues the job, it "
+                    "continues from there; otherwise resume with: %s", name, where, command)
     elif checkpointed:
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume with: %s", name, where, command)
     else:

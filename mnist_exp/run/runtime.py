@@ -92,18 +92,27 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
 def stop_signals() -> tuple[signal.Signals, ...]:
     """The signals that stop a run at the next batch with a checkpoint.
 
-    SIGTERM (how most schedulers preempt a job) and SIGINT (Ctrl-C). Inside a submitit job
-    (hydra/launcher=slurm or submitit_local), submitit's preemption signal (USR2 unless
-    SUBMITIT_PREEMPT_SIGNAL says otherwise) instead of SIGTERM, which submitit ignores on purpose:
-    some clusters send it ahead of the preemption signal.
+    SIGTERM (how schedulers preempt, requeue and cancel a job: SLURM then waits KillWait before
+    SIGKILL) and SIGINT (Ctrl-C); inside a submitit job also submitit's own signal (USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL says otherwise), sent ahead of the time limit, on which submitit requeues it.
     """
     if not os.environ.get("SUBMITIT_EXECUTOR"):
         return signal.SIGTERM, signal.SIGINT
-    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")], signal.SIGINT
+    return submitit_signal(), signal.SIGTERM, signal.SIGINT
+
+
+def submitit_signal() -> signal.Signals:
+    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")]
 
 
 def is_submitit_preemption(signum: int) -> bool:
-    return bool(os.environ.get("SUBMITIT_EXECUTOR")) and signum != signal.SIGINT
+    """submitit's signal in a submitit job: its own handler checkpoints and requeues the job."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR")) and signum == submitit_signal()
+
+
+def restarted_by_scheduler() -> bool:
+    """A job a scheduler may start more than once: a submitit job, or a SLURM batch job started again (requeued)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR")) or os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
 
 
 @contextlib.contextmanager

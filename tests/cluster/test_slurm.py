@@ -1,0 +1,181 @@
+"""On a real one-node SLURM cluster (``make test-cluster`` starts one): what survives a requeue and a time limit.
+
+- A job requeued after its run completed returns the recorded run: nothing trained, nothing written.
+- ``scontrol requeue`` in the middle of an epoch (SIGTERM, then SIGKILL after KillWait): the run writes
+  last.pt at the next batch and exits; the requeued job continues from that batch to the result an
+  uninterrupted run gets.
+- A job reaching its time limit twice (USR2 ``signal_delay_s`` before it): submitit requeues it each
+  time and the run ends with the uninterrupted result.
+
+SLURM holds a requeued job for about two minutes before it starts it again; the tests start it at
+once (``scontrol update StartTime=now``). Without a cluster these tests skip, saying how to start one.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_metrics, run_module
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+LAUNCHER = ("hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_task=null",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null")
+# Deterministic on one thread, so an interrupted run can be compared with an uninterrupted one bit for bit.
+TRAIN = ("dataset=fake", "dataset.num_train=16384", "dataset.val_size=256", "dataset.num_test=256", "model=cnn",
+         "model.width=8", "trainer.batch_size=32", "trainer.deterministic=true", "scheduler=none", "device=cpu",
+         "device.threads=1", "seed=3")
+
+
+def cluster_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return states.returncode == 0 and any(s in states.stdout for s in ("idle", "mixed", "allocated"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if not cluster_up():
+        pytest.skip("no SLURM cluster on this machine: `make test-cluster` starts a one-node one (as root, from "
+                    "Debian's slurm-wlm and munge) and runs these tests")
+
+
+def start_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
+    """A one-job sweep on SLURM, its command left waiting for the job as a user's would."""
+    command = [sys.executable, "-m", "mnist_exp", "-m", *LAUNCHER, *args, f"hydra.sweep.dir={sweep_dir}"]
+    return subprocess.Popen(command, cwd=sweep_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "MNIST_EXP_OUTPUTS": str(sweep_dir.parent)})
+
+
+def wait_for(condition, what: str, timeout: float = 240, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the sweep ended before {what}:\n{process.stdout.read()}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_id(sweep_dir: Path) -> str:
+    """The SLURM job of the sweep's one job ('12'; an array task, '12_0', where a sweep has several), once it runs."""
+    logs = sorted(sweep_dir.glob(".submitit/*/*_0_log.out"))
+    return logs[0].parent.name if logs else ""
+
+
+def job_log(sweep_dir: Path, job: str) -> Path:
+    return sweep_dir / ".submitit" / job / f"{job}_0_log.out"
+
+
+def job_state(job: str) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return next((word.split("=")[1] for word in shown.split() if word.startswith("JobState=")), "")
+
+
+def start_now_when_pending(job: str) -> None:
+    """A requeued job waits about two minutes (its BeginTime); start it as soon as it is pending again."""
+    wait_for(lambda: job_state(job) == "PENDING", f"job {job} to be requeued")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
+def run_dir_of(sweep_dir: Path) -> Path:
+    [run_dir] = [path for path in sweep_dir.iterdir() if path.is_dir() and path.name[0].isdigit()]
+    return run_dir
+
+
+def files_of(run_dir: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(run_dir)): path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()
+            and path.parent.name != ".hydra" and path.name != "train.log"}
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["weights"]
+
+
+def uninterrupted_run(tmp_path_factory, *args: str) -> Path:
+    """The same run without SLURM and without a stop: the result an interrupted one must end with."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_module("mnist_exp", *args, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return uninterrupted_run(tmp_path_factory, *TRAIN, "trainer.epochs=3")
+
+
+LONG = (*TRAIN, "dataset.num_train=65536", "trainer.epochs=3")  # about 25 s of training: long enough for two stops
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_long(tmp_path_factory):
+    return uninterrupted_run(tmp_path_factory, *LONG)
+
+
+def test_a_requeued_job_whose_run_completed_returns_it_untouched(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep = start_sweep(sweep_dir, *TRAIN, "trainer.epochs=1")
+    assert sweep.wait(timeout=300) == 0, sweep.stdout.read()
+    run_dir, job = run_dir_of(sweep_dir), job_id(sweep_dir)
+    assert read_metrics(run_dir)["status"] == "completed"
+    before = files_of(run_dir)
+    subprocess.run(["scontrol", "requeue", job], check=True)  # as SLURM does to a job it loses track of
+    start_now_when_pending(job)
+    log = job_log(sweep_dir, job)
+    wait_for(lambda: job_state(job) == "COMPLETED" and "is complete (test accuracy" in log.read_text(),
+             "the requeued job to return the completed run")
+    assert files_of(run_dir) == before  # checkpoints, event files, metrics.json, predictions: byte for byte
+    assert "First batch" not in log.read_text().split("is complete")[-1]
+
+
+def test_scontrol_requeue_mid_epoch_continues_from_that_batch_to_the_uninterrupted_result(tmp_path, uninterrupted):
+    sweep_dir = tmp_path / "sweep"
+    sweep = start_sweep(sweep_dir, *TRAIN, "trainer.epochs=3")
+    job = wait_for(lambda: job_id(sweep_dir), "the job to be submitted", process=sweep)
+    last = wait_for(lambda: next(sweep_dir.glob("*/checkpoints/last.pt"), None), "the first epoch", process=sweep)
+    time.sleep(0.5)  # into the second epoch
+    subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM, then SIGKILL after KillWait
+    start_now_when_pending(job)
+    assert sweep.wait(timeout=300) == 0, sweep.stdout.read()
+    run_dir = last.parent.parent
+    log = job_log(sweep_dir, job).read_text()
+    assert "Stopped by SIGTERM in epoch 2, batch " in log and "Resumed from " in log
+    metrics, expected = read_metrics(run_dir), read_metrics(uninterrupted)
+    assert metrics["status"] == "completed" and metrics["test/acc"] == expected["test/acc"]
+    for name, value in final_weights(uninterrupted).items():
+        assert torch.equal(final_weights(run_dir)[name], value), name
+
+
+def test_two_time_limit_requeues_end_with_the_uninterrupted_result(tmp_path, uninterrupted_long):
+    sweep_dir = tmp_path / "sweep"
+    uninterrupted = uninterrupted_long
+    # USR2 comes signal_delay_s before the one-minute limit; SLURM may send it up to a minute early.
+    sweep = start_sweep(sweep_dir, *LONG, "hydra.launcher.timeout_min=1",
+                        "hydra.launcher.signal_delay_s=50", "hydra.launcher.max_num_timeout=5",
+                        "+hydra.launcher.additional_parameters.requeue=true")
+    job = wait_for(lambda: job_id(sweep_dir), "the job to be submitted", process=sweep)
+    log = job_log(sweep_dir, job)
+    signals = 0
+    # Two time limits at least, one of them during training (SLURM may signal before training starts: then
+    # submitit requeues the job without a checkpoint of ours).
+    while signals < 2 or "ahead of the time limit; checkpoints/last.pt written" not in log.read_text():
+        signals += 1
+        assert signals <= 4, "four time limits, none of them during training"
+        wait_for(lambda: log.exists() and log.read_text().count("Caught signal SIGUSR2") >= signals,
+                 f"time limit {signals}", process=sweep)
+        start_now_when_pending(job)
+    assert sweep.wait(timeout=300) == 0, sweep.stdout.read()
+    assert "Resumed from " in log.read_text()
+    run_dir = run_dir_of(sweep_dir)
+    metrics, expected = read_metrics(run_dir), read_metrics(uninterrupted)
+    assert metrics["status"] == "completed" and metrics["test/acc"] == expected["test/acc"]
+    for name, value in final_weights(uninterrupted).items():
+        assert torch.equal(final_weights(run_dir)[name], value), name
