@@ -14,7 +14,9 @@
 """
 
 import logging
+import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.run.prechecks import empty_sweep
-from mnist_exp.sweeps.summary import report_best_trial
+from mnist_exp.sweeps.summary import record_failed_trial, report_best_trial
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
@@ -66,6 +68,9 @@ class OptunaSearch:
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config = config
+        # How the best trial runs again: this package's entry point, or the script of another Hydra app.
+        own = task_function.__module__.startswith("mnist_exp")
+        self.program = ["python", "-m", "mnist_exp"] if own else ["python", sys.argv[0]]
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
@@ -74,16 +79,22 @@ class OptunaSearch:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what it does below, in order
         self.check_settings()
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
-        study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
-                                    sampler=instantiate(self.sampler), pruner=instantiate(self.pruner),
+        sampler = instantiate(self.sampler, **grid_space(self.sampler, space))
+        study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage) if self.storage
+                                    else None, sampler=sampler, pruner=instantiate(self.pruner),
                                     direction=self.direction, load_if_exists=True)
-        where = without_password(self.storage)
-        log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s", self.study_name,
-                 where, len(study.trials), self.n_trials, self.n_jobs, type(study.sampler).__name__,
-                 type(study.pruner).__name__)
+        # A mnist_exp run returns the metric optimized_metric names; any other Hydra app, what its function returns.
+        metric = self.config.get("optimized_metric") or "the task function's return value"
+        where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
+        log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s; direction %s, "
+                 "metric %s", self.study_name, where, len(study.trials), self.n_trials, self.n_jobs,
+                 type(study.sampler).__name__, type(study.pruner).__name__, self.direction, metric)
+        if not self.storage:
+            log.warning("hydra.sweeper.storage=null: the study lives in this process alone; it cannot be continued "
+                        "by a later command or shared with other workers")
         log.info("Search space: %s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none")
-        remaining, metric = self.n_trials, self.config.optimized_metric
-        while remaining > 0:
+        remaining, told, failures = self.n_trials, 0, 0
+        while remaining > 0 and not grid_exhausted(study):
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for trial in trials:
                 trial.set_user_attr("overrides", [*fixed, *(f"{key}={override_value(value)}"
@@ -94,13 +105,15 @@ class OptunaSearch:
                 for trial in trials:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
                 raise
-            failed = [ret for trial, ret in zip(trials, returns) if not tell(study, trial, ret, metric)]
-            if len(failed) > self.max_failure_rate * len(returns):
-                log.error("%d of %d trials failed (hydra.sweeper.max_failure_rate=%s): the search stops",
-                          len(failed), len(returns), self.max_failure_rate)
-                failed[0].return_value  # raises the job's error, as Hydra's sweepers do
+            reasons = [tell(study, trial, ret, metric) for trial, ret in zip(trials, returns)]
+            told, failures = told + len(reasons), failures + sum(reason is not None for reason in reasons)
             remaining -= len(trials)
-        report_best_trial(Path(self.config.hydra.sweep.dir), metric, study)
+            if failures > self.max_failure_rate * told:
+                last = next(reason for reason in reversed(reasons) if reason is not None) if any(reasons) else ""
+                report_best_trial(Path(self.config.hydra.sweep.dir), metric, study, self.program)
+                raise UserError(f"{failures} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
+                                f"{self.max_failure_rate} allows: the search stops ({last}).")
+        report_best_trial(Path(self.config.hydra.sweep.dir), metric, study, self.program)
 
     def check_settings(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -109,11 +122,12 @@ class OptunaSearch:
         if self.n_trials < 0 or self.n_jobs < 1 or not 0 <= self.max_failure_rate <= 1:
             raise UserError(f"hydra.sweeper needs n_trials >= 0, n_jobs >= 1 and max_failure_rate in [0, 1] (got "
                             f"{self.n_trials}, {self.n_jobs}, {self.max_failure_rate}).")
-        if not self.storage:
-            raise UserError("hydra.sweeper.storage is empty: the jobs reach their trials through it. Leave the "
-                            "default (SQLite in the sweep directory) or give a database URL or a journal file path.")
         pruning = not self.pruner._target_.endswith("NopPruner")
-        objective = self.config.optimized_metric
+        if pruning and not self.storage:
+            raise UserError("A pruner needs a study its jobs can reach, and hydra.sweeper.storage=null keeps it in "
+                            "this process: give a storage (the default, SQLite in the sweep directory) or "
+                            "hydra/sweeper/pruner=none.")
+        objective = self.config.get("optimized_metric")
         if pruning and objective not in EPOCH_OBJECTIVES:
             raise UserError(f"optimized_metric={objective} is not measured after every epoch, so a pruner cannot "
                             f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
@@ -138,25 +152,61 @@ def import_optuna():
     return optuna
 
 
-def tell(study, trial, ret: JobReturn, metric: str) -> bool:
-    """Tell the study how the trial's job ended, and print it; False for a failure (an error, or no number)."""
+def tell(study, trial, ret: JobReturn, metric: str) -> str | None:
+    """Tell the study how the trial's job ended, and print it; the reason it failed, or None.
+
+    A number (a Python or NumPy number, a one-element tensor) completes the trial; anything else (None,
+    NaN, text, a tuple) fails it, and so does an error. Pruned is pruned.
+    """
     from optuna.trial import TrialState
 
     value = ret._return_value  # ``return_value`` would raise a failed job's error
+    reason = None
     if ret.status == JobStatus.COMPLETED:
-        try:
-            told = study.tell(trial, float(value))  # NaN: Optuna records a failure
-            outcome = f"{metric} {value:.4f}" if told.state == TrialState.COMPLETE else f"failed, {metric} is {value}"
-        except (TypeError, ValueError):
-            told = study.tell(trial, state=TrialState.FAIL)
-            outcome = f"failed, it returned {value!r}, not a number"
+        number = objective_number(value)
+        if number is None:
+            reason = f"it returned {value!r}, not a finite number"
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            told(study, trial, number)
+        outcome = f"failed, {reason}" if reason else f"{metric} {number:.4f}"
     elif isinstance(value, TrialPruned):
-        told, outcome = study.tell(trial, state=TrialState.PRUNED), value
+        told(study, trial, state=TrialState.PRUNED)
+        outcome = str(value)
     else:
-        told, outcome = study.tell(trial, state=TrialState.FAIL), f"failed, {value}"
+        reason = str(value) or type(value).__name__
+        told(study, trial, state=TrialState.FAIL)
+        outcome = f"failed, {reason}"
+    if reason and ret.status == JobStatus.COMPLETED and ret.hydra_cfg is not None:
+        record_failed_trial(ret.hydra_cfg.hydra, reason)  # sweep.csv says why, not "completed"
     # Printed, not logged: in this process the logging goes to the last job's train.log.
     print(f"Trial {trial.number}: {outcome}", flush=True)
-    return told.state != TrialState.FAIL
+    return reason
+
+
+def told(study, trial, *args, **kwargs) -> None:
+    """``study.tell``; the grid sampler's stop once every point is told (meant for ``study.optimize``) is no error:
+    the trial is recorded before it, and the search asks no more (``grid_exhausted``)."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
+
+
+def grid_exhausted(study) -> bool:
+    return hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study)
+
+
+def objective_number(value: Any) -> float | None:
+    """A job's return value as the finite number Optuna is told, or None where it is not one."""
+    if hasattr(value, "numel") and hasattr(value, "item"):  # a tensor: one element only
+        value = value.item() if value.numel() == 1 else None
+    elif hasattr(value, "item") and getattr(value, "size", None) == 1:  # a NumPy number or one-element array
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def consecutive_runs(trials: list) -> list[list]:
@@ -189,7 +239,8 @@ def distribution(override: Override):
     sweep = override.value()
     if override.is_interval_sweep():
         low, high, log_scale = sweep.start, sweep.end, "log" in sweep.tags
-        if "int" in sweep.tags:
+        # int(interval(1, 5)) casts the bounds (plain interval(1, 5) gives floats); tag(int, ...) says it too.
+        if "int" in sweep.tags or (isinstance(low, int) and isinstance(high, int)):
             return IntDistribution(int(low), int(high), log=log_scale)
         return FloatDistribution(low, high, log=log_scale)
     values = list(override.sweep_iterator(transformer=Transformer.encode))
@@ -206,6 +257,23 @@ def distribution(override: Override):
         low, high, step = (float(f"{x:.12g}") for x in (low, high, step))
         return FloatDistribution(low, high, step=step)
     return CategoricalDistribution(values)
+
+
+def grid_space(sampler: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
+    """The grid sampler's argument: every value of each swept key, which it tries in turn; {} for other samplers."""
+    if not sampler._target_.endswith("GridSampler"):
+        return {}
+    grid = {}
+    for key, dist in space.items():
+        if hasattr(dist, "choices"):
+            grid[key] = list(dist.choices)
+        elif dist.step is not None and not dist.log:
+            count = round((dist.high - dist.low) / dist.step) + 1
+            grid[key] = [type(dist.low)(dist.low + i * dist.step) for i in range(count)]
+        else:
+            raise UserError(f"hydra/sweeper/sampler=grid tries listed values, and {key} is {describe(dist)}: give it "
+                            "choice(...), a,b,c or range(start,stop,step).")
+    return {"search_space": grid}
 
 
 def describe(distribution) -> str:

@@ -72,6 +72,34 @@ def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
 
 def write_row(path: Path, row: dict[str, Any]) -> None:
     """Put the job's row into sweep.csv, replacing an earlier row of the same job; parallel jobs may end together."""
+
+    def put(rows: list[dict[str, Any]]) -> None:
+        same_job = [i for i, old in enumerate(rows) if old.get("run_dir") == row["run_dir"]]
+        if same_job:
+            rows[same_job[0]] = row
+        else:
+            rows.append(row)
+
+    edit_rows(path, put)
+
+
+def record_failed_trial(hydra_cfg: DictConfig, reason: str) -> None:
+    """A search's job that completed without a number to optimise: its row says the trial failed, and why."""
+    run_dir = os.path.relpath(hydra_cfg.runtime.output_dir, hydra_cfg.sweep.dir)
+    path = Path(hydra_cfg.sweep.dir) / SUMMARY_FILE
+    if not path.exists():  # another Hydra app's search: no SweepSummary callback, no sweep.csv
+        return
+
+    def fail(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if row.get("run_dir") == run_dir:
+                row.update(status=Status.FAILED.value, error=reason)
+
+    edit_rows(path, fail)
+
+
+def edit_rows(path: Path, edit) -> None:
+    """Change sweep.csv's rows under its lock (``edit`` changes the list in place) and replace the file whole."""
     # A lock file of its own, opened for writing: the table itself is replaced, and NFS locks only writable files.
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         if fcntl is not None:
@@ -81,11 +109,7 @@ def write_row(path: Path, row: dict[str, Any]) -> None:
                 rows = list(csv.DictReader(f))
         except FileNotFoundError:
             rows = []
-        same_job = [i for i, old in enumerate(rows) if old.get("run_dir") == row["run_dir"]]
-        if same_job:
-            rows[same_job[0]] = row
-        else:
-            rows.append(row)
+        edit(rows)
         rows.sort(key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else -1)  # parallel jobs end in any order
         with atomic_file(path, "w", newline="") as f:
             writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
@@ -93,7 +117,7 @@ def write_row(path: Path, row: dict[str, Any]) -> None:
             writer.writerows(rows)
 
 
-def report_best_trial(sweep_dir: Path, metric: str, study) -> None:
+def report_best_trial(sweep_dir: Path, metric: str, study, program: list[str]) -> None:
     """Print the Optuna study's best trial (of every worker and command) as the command that reruns it,
     and write it to best_trial.yaml."""
     counts = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
@@ -113,7 +137,7 @@ def report_best_trial(sweep_dir: Path, metric: str, study) -> None:
         "trial": trial.number,
         "overrides": overrides,
         "run_dir": run_dir,
-        "command": shlex.join(["python", "-m", "mnist_exp", *overrides]),
+        "command": shlex.join([*program, *overrides]),
     }
     with atomic_file(sweep_dir / BEST_TRIAL_FILE, "w") as f:  # whole, where workers sharing the directory end together
         OmegaConf.save(OmegaConf.create(best), f)

@@ -66,7 +66,7 @@ def trial_callbacks(hydra_cfg: DictConfig, objective: str) -> list[Callback]:
     """The callback that reports to the study, for a job that runs a trial; [] for any other run."""
     sweeper = hydra_cfg.sweeper
     number = OmegaConf.select(sweeper, "trial")
-    if number is None or hydra_cfg.mode != RunMode.MULTIRUN or objective not in EPOCH_OBJECTIVES:
+    if number is None or hydra_cfg.mode != RunMode.MULTIRUN or objective not in EPOCH_OBJECTIVES or not sweeper.storage:
         return []
     if distributed.is_distributed():  # the processes would have to agree on a prune: they train to the end
         return []

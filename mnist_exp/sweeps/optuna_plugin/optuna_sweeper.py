@@ -19,6 +19,10 @@ SAMPLERS = {
     "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
     "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None, "n_startup_trials": 1},
     "gp": {"_target_": "optuna.samplers.GPSampler", "seed": None, "n_startup_trials": 10},
+    "nsgaii": {"_target_": "optuna.samplers.NSGAIISampler", "seed": None, "population_size": 50},
+    "qmc": {"_target_": "optuna.samplers.QMCSampler", "seed": None, "qmc_type": "sobol"},
+    # Every combination of the listed values in turn (choice, a,b,c, range): the sweeper gives it the grid.
+    "grid": {"_target_": "optuna.samplers.GridSampler", "seed": None},
 }
 PRUNERS = {
     "none": {"_target_": "optuna.pruners.NopPruner"},
@@ -37,8 +41,9 @@ class OptunaSweeperConf:
     defaults: list = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
     pruner: Any = MISSING
-    direction: str = "maximize"  # of optimized_metric: minimize or maximize
-    # A database URL (sqlite:///..., postgresql://..., mysql://...), or the path of an Optuna journal file.
+    direction: str = "maximize"  # of optimized_metric (another Hydra app: of its function's return value)
+    # A database URL (sqlite:///..., postgresql://..., mysql://...), the path of an Optuna journal file, or null:
+    # in memory, for this command alone (no pruning, nothing to continue).
     storage: Optional[str] = "sqlite:///${hydra.sweep.dir}/optuna.db"
     study_name: str = "search"
     n_trials: int = 20  # trials this command runs; the study keeps those of earlier commands and other workers

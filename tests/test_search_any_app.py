@@ -1,0 +1,143 @@
+"""The Optuna sweeper (hydra/sweeper=optuna) under any Hydra app, as hydra-optuna-sweeper's example apps use it.
+
+A small app of its own (the official examples' sphere: x**2 + y**2, minimised) runs in this process:
+Hydra's sweep forms map to the same distributions as the official plugin's, a study may live in
+memory, every job outcome is a trial state, the grid, NSGA-II and QMC samplers run.
+"""
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import read_metrics, run_main
+
+optuna = pytest.importorskip("optuna")
+
+APP = '''
+import math
+from pathlib import Path
+
+import hydra
+import torch
+from mnist_exp.sweeps.search import register_optuna_sweeper
+
+register_optuna_sweeper()
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).parent), config_name="config")
+def sphere(cfg):
+    value = cfg.x ** 2 + cfg.y ** 2
+    return {"number": value, "nothing": None, "not_a_number": math.nan, "text": str(value), "pair": (value, value),
+            "tensor": torch.tensor([float(value)])}[cfg.returns]
+'''
+CONFIG = {"defaults": [{"override hydra/sweeper": "optuna"}], "x": 1, "y": 1, "returns": "number",
+          "hydra": {"sweeper": {"storage": None, "direction": "minimize", "n_trials": 6, "sampler": {"seed": 0},
+                                "params": {"x": "int(interval(-5, 5))", "y": "range(-3, 3)"}}}}
+
+
+def run_app(tmp_path: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, str, Path]:
+    """The sphere app with ``args``, as a user runs it (``python app.py -m ...``): exit code, stdout, stderr, sweep dir."""
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    spec = importlib.util.spec_from_file_location(f"sphere_app_{abs(hash(tmp_path))}", tmp_path / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sweep_dir = tmp_path / "sweep"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "app.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *args])
+    code = 0
+    try:
+        module.sphere()
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code or 0, out, err, sweep_dir
+
+
+def job_values(sweep_dir: Path) -> list[dict]:
+    """Each job's x and y as its overrides gave them."""
+    jobs = sorted((path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()), key=lambda p: int(p.name))
+    return [dict(item.split("=") for item in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+            for job in jobs]
+
+
+def test_hydras_integer_interval_and_range_sample_as_the_official_plugin(tmp_path, monkeypatch, capsys):
+    code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "hydra.sweeper.n_trials=12")
+    assert code == 0, err
+    values = job_values(sweep_dir)
+    assert len(values) == 12
+    assert all(str(int(job["x"])) == job["x"] and -5 <= int(job["x"]) <= 5 for job in values)  # int(interval)
+    assert all(int(job["y"]) in range(-3, 3) for job in values)  # range stops before its stop, as Hydra's does
+    assert "direction minimize, metric the task function's return value" in out
+    assert "in memory (it ends with this command)" in out
+    best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
+    expected = min(int(job["x"]) ** 2 + int(job["y"]) ** 2 for job in values)
+    assert best["value"] == expected and best["command"].startswith(f"python {tmp_path / 'app.py'} ")
+
+
+@pytest.mark.parametrize("returns, counted", [("nothing", False), ("not_a_number", False), ("text", False),
+                                               ("pair", False), ("tensor", True), ("number", True)])
+def test_every_return_value_is_a_trial_state_never_a_crash(returns, counted, tmp_path, monkeypatch, capsys):
+    code, out, err, _ = run_app(tmp_path, monkeypatch, capsys, f"returns={returns}", "hydra.sweeper.n_trials=3",
+                                "hydra.sweeper.max_failure_rate=1.0")
+    assert code == 0, err
+    assert sum(line.startswith("Trial ") for line in out.splitlines()) == 3
+    assert ("Study search: 3 trials (3 complete)" in out) is counted
+    assert ("Study search: 3 trials (3 fail)" in out) is not counted
+    if not counted:
+        assert "failed, it returned " in out and ", not a finite number" in out
+
+
+def test_max_failure_rate_stops_the_search_with_a_nonzero_exit(tmp_path, monkeypatch, capsys):
+    code, out, err, _ = run_app(tmp_path, monkeypatch, capsys, "returns=nothing", "hydra.sweeper.n_trials=4")
+    assert code == 1
+    assert ("1 of 1 trials failed, more than hydra.sweeper.max_failure_rate=0.0 allows: the search stops (it returned "
+            "None, not a finite number).") in err.splitlines()
+    assert sum(line.startswith("Trial ") for line in out.splitlines()) == 1
+
+
+def test_the_grid_sampler_tries_every_combination_once(tmp_path, monkeypatch, capsys):
+    code, _, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid",
+                                      "x=choice(-1,0,1)", "y=range(0,2)")
+    assert code == 0, err
+    assert sorted((int(job["x"]), int(job["y"])) for job in job_values(sweep_dir)) == [
+        (x, y) for x in (-1, 0, 1) for y in (0, 1)]
+
+
+def test_the_grid_sampler_refuses_a_continuous_interval_in_one_line(tmp_path, monkeypatch, capsys):
+    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid", "y=interval(-1.0,1.0)")
+    assert code == 1 and ("hydra/sweeper/sampler=grid tries listed values, and y is in [-1.0, 1.0]: give it "
+                          "choice(...), a,b,c or range(start,stop,step).") in err.splitlines()
+
+
+@pytest.mark.parametrize("sampler, name", [("nsgaii", "NSGAIISampler"), ("qmc", "QMCSampler")])
+def test_the_nsgaii_and_qmc_samplers_search(sampler, name, tmp_path, monkeypatch, capsys):
+    code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, f"hydra/sweeper/sampler={sampler}",
+                                        "hydra.sweeper.n_trials=4")
+    assert code == 0, err
+    assert f"sampler {name}" in out and len(job_values(sweep_dir)) == 4
+
+
+def test_a_pruner_needs_a_storage_its_jobs_reach(tmp_path, monkeypatch, capsys):
+    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/pruner=median")
+    assert code == 1 and ("A pruner needs a study its jobs can reach, and hydra.sweeper.storage=null keeps it in this "
+                          "process: give a storage (the default, SQLite in the sweep directory) or "
+                          "hydra/sweeper/pruner=none.") in err.splitlines()
+
+
+def test_a_trial_without_a_number_is_a_failed_row_of_sweep_csv_with_its_reason(tmp_path, monkeypatch, capsys):
+    """mnist_exp's own app: without a validation split val/acc is NaN, so a search of it has nothing to compare."""
+    code, _, err = run_main("-m", "hydra/sweeper=optuna", "optimized_metric=val/acc", "dataset=fake",
+                            "dataset.val_size=0", "dataset.num_train=128", "dataset.num_test=64", "model=logreg",
+                            "trainer.epochs=1", "device=cpu", "hydra.sweeper.n_trials=1",
+                            "hydra.sweeper.max_failure_rate=1.0", "optimizer.lr=interval(0.01,0.1)",
+                            f"hydra.sweep.dir={tmp_path / 'sweep'}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err
+    [row] = list(csv.DictReader((tmp_path / "sweep" / "sweep.csv").open()))
+    assert row["status"] == "failed" and row["error"] == "it returned nan, not a finite number"
+    assert read_metrics(tmp_path / "sweep" / row["run_dir"])["status"] == "completed"  # the run itself completed
