@@ -141,3 +141,37 @@ def test_a_trial_without_a_number_is_a_failed_row_of_sweep_csv_with_its_reason(t
     [row] = list(csv.DictReader((tmp_path / "sweep" / "sweep.csv").open()))
     assert row["status"] == "failed" and row["error"] == "it returned nan, not a finite number"
     assert read_metrics(tmp_path / "sweep" / row["run_dir"])["status"] == "completed"  # the run itself completed
+
+
+TINY_SEARCH = ("dataset=fake", "dataset.num_train=128", "dataset.val_size=64", "dataset.num_test=64", "model.width=4",
+               "trainer.epochs=1", "device=cpu")
+
+
+def test_a_conditional_space_searches_sgds_momentum_only_where_sgd_was_drawn(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("-m", "hparams_search=optimizer_conditional", *TINY_SEARCH,
+                            "hydra.sweeper.sampler.seed=1", "hydra.sweeper.n_trials=6",
+                            f"hydra.sweep.dir={tmp_path / 'sweep'}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err
+    drawn = {}
+    for job in (tmp_path / "sweep").iterdir():
+        if (job / ".hydra").is_dir():
+            overrides = dict(item.split("=") for item in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+            config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+            drawn[job.name] = (overrides, config["optimizer"])
+    assert len(drawn) == 6 and {o["optimizer"] for o, _ in drawn.values()} == {"sgd", "adamw"}
+    for overrides, optimizer in drawn.values():
+        conditional = {"optimizer.momentum", "optimizer.nesterov"} & set(overrides)
+        if overrides["optimizer"] == "sgd":
+            assert len(conditional) == 2 and optimizer["momentum"] == float(overrides["optimizer.momentum"])
+            assert 0.5 <= optimizer["momentum"] <= 0.99
+        else:
+            assert not conditional and "momentum" not in optimizer
+
+
+def test_a_custom_search_space_that_names_no_function_is_one_line(tmp_path, monkeypatch, capsys):
+    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "+hydra.sweeper.custom_search_space=no_such.space")
+    assert code == 1
+    assert any(line.startswith("hydra.sweeper.custom_search_space=no_such.space names no function (")
+               and line.endswith("Give the dotted path of one, e.g. mnist_exp.sweeps.spaces.momentum_for_sgd.")
+               for line in err.splitlines()), err

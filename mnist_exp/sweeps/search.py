@@ -60,11 +60,13 @@ class OptunaSearch:
     """The sweeper's work; ``hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper`` passes its config here."""
 
     def __init__(self, sampler: DictConfig, pruner: DictConfig, direction: str, storage: str | None, study_name: str,
-                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None):
+                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None,
+                 custom_search_space: str | None = None):
         self.sampler, self.pruner = sampler, pruner
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = params or {}
+        self.custom_search_space = custom_search_space
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config = config
@@ -92,13 +94,16 @@ class OptunaSearch:
         if not self.storage:
             log.warning("hydra.sweeper.storage=null: the study lives in this process alone; it cannot be continued "
                         "by a later command or shared with other workers")
-        log.info("Search space: %s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none")
+        log.info("Search space: %s%s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none",
+                 f", then {self.custom_search_space}" if self.custom_search_space else "")
+        extend = load_function(self.custom_search_space) if self.custom_search_space else None
         remaining, told, failures = self.n_trials, 0, 0
         while remaining > 0 and not grid_exhausted(study):
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for trial in trials:
-                trial.set_user_attr("overrides", [*fixed, *(f"{key}={override_value(value)}"
-                                                            for key, value in trial.params.items())])
+                extra = (extend(self.config, trial) or {}) if extend else {}  # may draw more into trial.params
+                values = {**trial.params, **extra}
+                trial.set_user_attr("overrides", [*fixed, *(f"{k}={override_value(v)}" for k, v in values.items())])
             try:
                 returns = self.launch(trials)
             except BaseException:  # a stopped search: its trials did not finish
@@ -142,6 +147,17 @@ class OptunaSearch:
         for trial, ret in zip(trials, returns):
             trial.set_user_attr("run_dir", ret.hydra_cfg.hydra.runtime.output_dir)
         return returns
+
+
+def load_function(path: str):
+    """The function a dotted path names ('my_module.my_space'); a path that names none is one line."""
+    from hydra.utils import get_method
+
+    try:
+        return get_method(path)
+    except Exception as error:  # Hydra's ImportError or ValueError, naming what it could not find
+        raise UserError(f"hydra.sweeper.custom_search_space={path} names no function ({' '.join(str(error).split())}). "
+                        "Give the dotted path of one, e.g. mnist_exp.sweeps.spaces.momentum_for_sgd.") from None
 
 
 def import_optuna():

@@ -50,6 +50,9 @@ class OptunaSweeperConf:
     n_jobs: int = 1  # trials asked at once and launched together (hydra/launcher=joblib runs them in parallel)
     max_failure_rate: float = 0.0  # the share of a batch's trials that may fail before the search stops
     params: Optional[dict] = None  # key: Hydra sweep syntax, e.g. optimizer.lr: tag(log, interval(1e-4, 1e-1))
+    # A function's dotted path, called as f(config, trial) for each trial after params are drawn: it may draw more
+    # (trial.suggest_float(...), conditional on what was drawn) and return fixed overrides {key: value}, or None.
+    custom_search_space: Optional[str] = None
     trial: Optional[int] = None  # set by the sweeper in each job's config: the number of the trial it runs
 
 
