@@ -23,7 +23,7 @@ from mnist_exp.errors import UserError
 
 optuna = pytest.importorskip("optuna")
 
-from mnist_exp.sweeps.search import override_value, search_space  # noqa: E402 (needs Optuna)
+from mnist_exp.sweeps.space import override_value, search_space  # noqa: E402 (needs Optuna)
 
 HOPELESS, GOOD = 1e-9, 0.05
 # Random proposals (seed 0: good, hopeless, good, good, hopeless, hopeless); the median pruner judges from the

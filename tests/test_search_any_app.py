@@ -173,5 +173,5 @@ def test_a_custom_search_space_that_names_no_function_is_one_line(tmp_path, monk
     code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "+hydra.sweeper.custom_search_space=no_such.space")
     assert code == 1
     assert any(line.startswith("hydra.sweeper.custom_search_space=no_such.space names no function (")
-               and line.endswith("Give the dotted path of one, e.g. mnist_exp.sweeps.spaces.momentum_for_sgd.")
+               and line.endswith("Give the dotted path of one, e.g. mnist_exp.sweeps.space.momentum_for_sgd.")
                for line in err.splitlines()), err

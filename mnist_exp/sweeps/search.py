@@ -1,34 +1,32 @@
 """The Optuna search behind ``hydra/sweeper=optuna``: ask trials, launch them as jobs, tell Optuna how they ended.
 
-- The search space is ``hydra.sweeper.params`` and the command line's sweeps, in Hydra's syntax:
-  ``interval(a,b)`` (``tag(log, ...)`` on a log scale, ``tag(int, ...)`` whole numbers), ``range(a,b,step)``,
-  ``choice(...)`` or ``a,b,c``. A plain ``key=value`` on the command line fixes that key.
+- The search space is ``hydra.sweeper.params`` and the command line's sweeps, in Hydra's syntax
+  (``mnist_exp.sweeps.space``), and what ``custom_search_space`` draws.
 - The study is created, or loaded if it exists, from ``storage`` and ``study_name``: processes given
   the same two share one study (no trial number twice), and the same command run again continues it.
   ``n_trials`` counts the trials of this command.
 - Trials go to the launcher ``n_jobs`` at a time as jobs numbered by their trial number, so two
   workers sharing a sweep directory never share a job directory. A job reaches its trial through the
   storage (``mnist_exp.sweeps.trial``) to report each epoch and be pruned; it tells nothing itself.
+- Any outcome of a job is a trial state: a finite number completes it, anything else fails it (the
+  reason in sweep.csv); more failures than ``max_failure_rate`` stop the search with an error.
 - At the end the study's best trial, of every worker and every command, is printed and written to
   ``best_trial.yaml`` (``mnist_exp.sweeps.summary``).
 """
 
 import logging
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, did_you_mean
-from mnist_exp.run.prechecks import empty_sweep
+from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trial
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
@@ -149,17 +147,6 @@ class OptunaSearch:
         return returns
 
 
-def load_function(path: str):
-    """The function a dotted path names ('my_module.my_space'); a path that names none is one line."""
-    from hydra.utils import get_method
-
-    try:
-        return get_method(path)
-    except Exception as error:  # Hydra's ImportError or ValueError, naming what it could not find
-        raise UserError(f"hydra.sweeper.custom_search_space={path} names no function ({' '.join(str(error).split())}). "
-                        "Give the dotted path of one, e.g. mnist_exp.sweeps.spaces.momentum_for_sgd.") from None
-
-
 def import_optuna():
     try:
         import optuna
@@ -233,76 +220,3 @@ def consecutive_runs(trials: list) -> list[list]:
         else:
             runs.append([trial])
     return runs
-
-
-def search_space(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """The swept keys' distributions and the fixed overrides, from ``key=value`` lines; a later line for a key wins."""
-    space, fixed = {}, {}
-    for override in OverridesParser.create().parse_overrides(lines):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            space[key] = distribution(override)
-            fixed.pop(key, None)
-        else:
-            fixed[key] = override.input_line
-            space.pop(key, None)
-    return space, list(fixed.values())
-
-
-def distribution(override: Override):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    sweep = override.value()
-    if override.is_interval_sweep():
-        low, high, log_scale = sweep.start, sweep.end, "log" in sweep.tags
-        # int(interval(1, 5)) casts the bounds (plain interval(1, 5) gives floats); tag(int, ...) says it too.
-        if "int" in sweep.tags or (isinstance(low, int) and isinstance(high, int)):
-            return IntDistribution(int(low), int(high), log=log_scale)
-        return FloatDistribution(low, high, log=log_scale)
-    values = list(override.sweep_iterator(transformer=Transformer.encode))
-    if not values:
-        raise empty_sweep(override.input_line)
-    if not all(isinstance(value, (str, int, float, bool)) for value in values):
-        raise UserError(f"{override.input_line}: a search chooses among numbers, words and true/false, not lists, "
-                        "dicts or null.")
-    if override.is_range_sweep() and not sweep.shuffle:
-        low, high, step = min(values), max(values), abs(sweep.step)
-        if all(isinstance(value, int) for value in values):
-            return IntDistribution(low, high, step=step)
-        # Hydra adds the step up (0.1 + 0.1 + 0.1 = 0.30000000000000004): 12 digits are the values meant.
-        low, high, step = (float(f"{x:.12g}") for x in (low, high, step))
-        return FloatDistribution(low, high, step=step)
-    return CategoricalDistribution(values)
-
-
-def grid_space(sampler: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
-    """The grid sampler's argument: every value of each swept key, which it tries in turn; {} for other samplers."""
-    if not sampler._target_.endswith("GridSampler"):
-        return {}
-    grid = {}
-    for key, dist in space.items():
-        if hasattr(dist, "choices"):
-            grid[key] = list(dist.choices)
-        elif dist.step is not None and not dist.log:
-            count = round((dist.high - dist.low) / dist.step) + 1
-            grid[key] = [type(dist.low)(dist.low + i * dist.step) for i in range(count)]
-        else:
-            raise UserError(f"hydra/sweeper/sampler=grid tries listed values, and {key} is {describe(dist)}: give it "
-                            "choice(...), a,b,c or range(start,stop,step).")
-    return {"search_space": grid}
-
-
-def describe(distribution) -> str:
-    if hasattr(distribution, "choices"):
-        return f"in {list(distribution.choices)}"
-    scale = ", log" if distribution.log else f", step {distribution.step}" if distribution.step else ""
-    return f"in [{distribution.low}, {distribution.high}{scale}]"
-
-
-def override_value(value: Any) -> str:
-    """A suggested value as the override grammar reads it back: quoted where it has special characters."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str) and not re.fullmatch(r"[\w./:+-]+", value):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return str(value)

@@ -1,0 +1,109 @@
+"""The search space: Hydra's sweep syntax as Optuna's distributions, and the conditional spaces that come with it.
+
+- ``interval(a,b)`` is continuous, ``int(interval(a,b))`` and ``tag(int, ...)`` whole numbers, ``tag(log, ...)`` on a
+  log scale; ``range(a,b,step)`` stops before ``b``, as everywhere in Hydra; ``choice(...)`` and ``a,b,c`` are
+  categorical. A plain ``key=value`` fixes that key.
+- ``hydra.sweeper.custom_search_space`` names a function ``f(config, trial)`` called after a trial's params are
+  drawn: it may draw more, conditional on them (``momentum_for_sgd`` below), and return fixed overrides.
+"""
+
+import re
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, Transformer
+from omegaconf import DictConfig
+
+from mnist_exp.errors import UserError
+from mnist_exp.run.prechecks import empty_sweep
+
+
+def search_space(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The swept keys' distributions and the fixed overrides, from ``key=value`` lines; a later line for a key wins."""
+    space, fixed = {}, {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            space[key] = distribution(override)
+            fixed.pop(key, None)
+        else:
+            fixed[key] = override.input_line
+            space.pop(key, None)
+    return space, list(fixed.values())
+
+
+def distribution(override: Override):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    sweep = override.value()
+    if override.is_interval_sweep():
+        low, high, log_scale = sweep.start, sweep.end, "log" in sweep.tags
+        # int(interval(1, 5)) casts the bounds (plain interval(1, 5) gives floats); tag(int, ...) says it too.
+        if "int" in sweep.tags or (isinstance(low, int) and isinstance(high, int)):
+            return IntDistribution(int(low), int(high), log=log_scale)
+        return FloatDistribution(low, high, log=log_scale)
+    values = list(override.sweep_iterator(transformer=Transformer.encode))
+    if not values:
+        raise empty_sweep(override.input_line)
+    if not all(isinstance(value, (str, int, float, bool)) for value in values):
+        raise UserError(f"{override.input_line}: a search chooses among numbers, words and true/false, not lists, "
+                        "dicts or null.")
+    if override.is_range_sweep() and not sweep.shuffle:
+        low, high, step = min(values), max(values), abs(sweep.step)
+        if all(isinstance(value, int) for value in values):
+            return IntDistribution(low, high, step=step)
+        # Hydra adds the step up (0.1 + 0.1 + 0.1 = 0.30000000000000004): 12 digits are the values meant.
+        low, high, step = (float(f"{x:.12g}") for x in (low, high, step))
+        return FloatDistribution(low, high, step=step)
+    return CategoricalDistribution(values)
+
+
+def grid_space(sampler: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
+    """The grid sampler's argument: every value of each swept key, which it tries in turn; {} for other samplers."""
+    if not sampler._target_.endswith("GridSampler"):
+        return {}
+    grid = {}
+    for key, dist in space.items():
+        if hasattr(dist, "choices"):
+            grid[key] = list(dist.choices)
+        elif dist.step is not None and not dist.log:
+            count = round((dist.high - dist.low) / dist.step) + 1
+            grid[key] = [type(dist.low)(dist.low + i * dist.step) for i in range(count)]
+        else:
+            raise UserError(f"hydra/sweeper/sampler=grid tries listed values, and {key} is {describe(dist)}: give it "
+                            "choice(...), a,b,c or range(start,stop,step).")
+    return {"search_space": grid}
+
+
+def describe(distribution) -> str:
+    if hasattr(distribution, "choices"):
+        return f"in {list(distribution.choices)}"
+    scale = ", log" if distribution.log else f", step {distribution.step}" if distribution.step else ""
+    return f"in [{distribution.low}, {distribution.high}{scale}]"
+
+
+def override_value(value: Any) -> str:
+    """A suggested value as the override grammar reads it back: quoted where it has special characters."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and not re.fullmatch(r"[\w./:+-]+", value):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
+
+
+def load_function(path: str):
+    """The function a dotted path names ('my_module.my_space'); a path that names none is one line."""
+    from hydra.utils import get_method
+
+    try:
+        return get_method(path)
+    except Exception as error:  # Hydra's ImportError or ValueError, naming what it could not find
+        raise UserError(f"hydra.sweeper.custom_search_space={path} names no function ({' '.join(str(error).split())}). "
+                        "Give the dotted path of one, e.g. mnist_exp.sweeps.space.momentum_for_sgd.") from None
+
+
+def momentum_for_sgd(config, trial) -> None:
+    """SGD's momentum (and Nesterov's) where the trial drew SGD; Adam and AdamW have no momentum key to search."""
+    if trial.params.get("optimizer") == "sgd":
+        trial.suggest_float("optimizer.momentum", 0.5, 0.99)
+        trial.suggest_categorical("optimizer.nesterov", [False, True])
