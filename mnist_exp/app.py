@@ -21,7 +21,7 @@ from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job
 from mnist_exp.run.checkpoint import full_disk_error
 from mnist_exp.run.command_line import parse_command_line
-from mnist_exp.run.config import CONF_DIR, register_schemas, schema_keys
+from mnist_exp.run.config import CONF_DIR, objectives, register_schemas, schema_keys
 from mnist_exp.run.prechecks import RunDirInUse, check_command_line, held_run_dir, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
@@ -56,7 +56,7 @@ def main() -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def hydra_main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float | tuple[float, ...]:
     single_run = HydraConfig.get().mode == RunMode.RUN
     if single_run:
         release_stderr()  # composed: from here on the run's own output (its progress bar) goes out as it comes
@@ -69,7 +69,8 @@ def hydra_main(cfg: DictConfig) -> float:
         sys.exit(1)
     if metrics["status"] == Status.PRUNED:
         raise TrialPruned(f"pruned by the search after epoch {metrics['epoch']}")  # the sweeper tells Optuna so
-    return metrics[cfg.optimized_metric]
+    values = tuple(metrics[key] for key in objectives(cfg.optimized_metric))
+    return values[0] if isinstance(cfg.optimized_metric, str) else values
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

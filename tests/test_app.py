@@ -147,7 +147,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
      "model.convs_per_stage=2 is not a list: give one in brackets, e.g. model.convs_per_stage=[2]."),
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
     (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "
-                                   "test/acc, test/loss, val/acc, val/loss, best_val/acc."),
+                                   "test/acc, test/loss, val/acc, val/loss, best_val/acc, train_time_s, params, or a list "
+                                       "of them for several objectives."),
     (["--cfg", "jb"], "python -m mnist_exp: argument --cfg/-c: invalid choice: 'jb' (choose from 'job', 'hydra', "
                       "'all'). See --help."),
     (["model=cnn", "-m", "model.width=8,16"], "python -m mnist_exp: unrecognized arguments: model.width=8,16. Options "

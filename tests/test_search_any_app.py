@@ -175,3 +175,58 @@ def test_a_custom_search_space_that_names_no_function_is_one_line(tmp_path, monk
     assert any(line.startswith("hydra.sweeper.custom_search_space=no_such.space names no function (")
                and line.endswith("Give the dotted path of one, e.g. mnist_exp.sweeps.space.momentum_for_sgd.")
                for line in err.splitlines()), err
+
+
+def test_a_two_objective_search_of_any_app_prints_and_writes_its_pareto_front(tmp_path, monkeypatch, capsys):
+    code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "returns=pair", "hydra.sweeper.n_trials=5",
+                                        "hydra.sweeper.direction=[minimize,maximize]")
+    assert code == 0, err
+    front = yaml.safe_load((sweep_dir / "pareto_front.yaml").read_text())
+    values = [(int(job["x"]) ** 2 + int(job["y"]) ** 2) for job in job_values(sweep_dir)]
+    # (v, v) minimised and maximised at once: no trial beats another on both, so every one is on the front.
+    assert sorted(entry["values"][0] for entry in front) == sorted(values)
+    assert f"Pareto front (minimize, maximize the task function's return value): {len(front)} trials" in out
+    assert all(f"Run it again: {entry['command']}" in out for entry in front)
+
+
+def test_a_two_objective_search_of_accuracy_and_training_time(tmp_path, monkeypatch, capsys):
+    code, out, err = run_main("-m", "hydra/sweeper=optuna", *TINY_SEARCH, "hydra.sweeper.n_trials=4",
+                              "hydra.sweeper.direction=[maximize,minimize]",
+                              "optimized_metric=[best_val/acc,train_time_s]", "model.width=choice(2,4,8)",
+                              "hydra.sweeper.sampler.seed=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    front = yaml.safe_load((tmp_path / "sweep" / "pareto_front.yaml").read_text())
+    assert front and all(entry["metric"] == "best_val/acc, train_time_s" for entry in front)
+    for entry in front:
+        metrics = read_metrics(Path(entry["run_dir"]))
+        assert entry["values"] == [metrics["best_val/acc"], metrics["train_time_s"]]
+        assert entry["command"].startswith("python -m mnist_exp ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("hydra.sweeper.direction=[maximize,minimize]",),
+     "hydra.sweeper.direction has 2 direction(s) and optimized_metric 1 metric(s): give one direction per metric, "
+     "e.g. hydra.sweeper.direction=[maximize,minimize] optimized_metric=[best_val/acc,train_time_s]."),
+    (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,train_time_s]",
+      "hydra/sweeper/pruner=median"),
+     "Optuna prunes single-objective searches only: with several directions, hydra/sweeper/pruner=none."),
+    (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,speed]"),
+     "1 of 1 trials failed, more than hydra.sweeper.max_failure_rate=0.0 allows: the search stops (optimized_metric="
+     "speed is not a metric. Choose one of: test/acc, test/loss, val/acc, val/loss, best_val/acc, train_time_s, "
+     "params, or a list of them for several objectives.)."),
+])
+def test_a_multi_objective_search_set_wrong_is_one_line(args, message, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("-m", "hydra/sweeper=optuna", *TINY_SEARCH, "hydra.sweeper.n_trials=1", *args,
+                            "model.width=choice(2,4)", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and message in err.splitlines(), err
+
+
+def test_the_pareto_front_is_what_no_other_point_beats_on_both():
+    from mnist_exp.tools.plots import pareto_front
+
+    points = [(5.0, 0.97), (3.0, 0.95), (8.0, 0.99), (4.0, 0.94), (6.0, 0.99), (3.0, 0.96), (9.0, 0.985)]
+    beaten = {i for i, (s, a) in enumerate(points) for t, b in points
+              if (t <= s and b >= a) and (t < s or b > a)}
+    assert pareto_front(points) == sorted(set(range(len(points))) - beaten, key=lambda i: points[i][0])
+    assert pareto_front(points) == [5, 0, 4]

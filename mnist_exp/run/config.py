@@ -83,7 +83,7 @@ class Config:
     seed: int = MISSING
     resume: bool = MISSING  # continue the run in hydra.run.dir from its checkpoints/last.pt
     ckpt_path: str | None = MISSING  # continue from this checkpoint instead
-    optimized_metric: str = MISSING  # the metrics.json key the app returns to sweepers
+    optimized_metric: Any = MISSING  # the metrics.json key the app returns to sweepers; a list: several objectives
 
 
 REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)
@@ -183,10 +183,19 @@ def check_ranges(cfg) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
-    known = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc")
-    if cfg.optimized_metric not in known:
-        raise UserError(f"optimized_metric={cfg.optimized_metric} is not a metric."
-                        f"{did_you_mean(cfg.optimized_metric, known)} Choose one of: {', '.join(known)}.")
+    for metric in objectives(cfg.optimized_metric):
+        if metric not in OBJECTIVES:
+            raise UserError(f"optimized_metric={metric} is not a metric.{did_you_mean(metric, OBJECTIVES)} Choose "
+                            f"one of: {', '.join(OBJECTIVES)}, or a list of them for several objectives.")
+
+
+# The metrics.json keys a run can return to a sweeper; a list of them makes a multi-objective search.
+OBJECTIVES = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc", "train_time_s", "params")
+
+
+def objectives(optimized_metric) -> list[str]:
+    """``optimized_metric`` as a list: one key, or several (a multi-objective search)."""
+    return [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
 
 
 def schema_keys(type_name: str) -> list[str]:

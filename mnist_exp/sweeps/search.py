@@ -27,7 +27,8 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
-from mnist_exp.sweeps.summary import record_failed_trial, report_best_trial
+from mnist_exp.run.config import objectives
+from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
@@ -61,7 +62,8 @@ class OptunaSearch:
                  n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None,
                  custom_search_space: str | None = None):
         self.sampler, self.pruner = sampler, pruner
-        self.direction, self.storage, self.study_name = direction, storage, study_name
+        self.directions = [direction] if isinstance(direction, str) else list(direction)  # several: multi-objective
+        self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = params or {}
         self.custom_search_space = custom_search_space
@@ -82,13 +84,13 @@ class OptunaSearch:
         sampler = instantiate(self.sampler, **grid_space(self.sampler, space))
         study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage) if self.storage
                                     else None, sampler=sampler, pruner=instantiate(self.pruner),
-                                    direction=self.direction, load_if_exists=True)
-        # A mnist_exp run returns the metric optimized_metric names; any other Hydra app, what its function returns.
-        metric = self.config.get("optimized_metric") or "the task function's return value"
+                                    directions=self.directions, load_if_exists=True)
+        # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
+        metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
         log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s; direction %s, "
                  "metric %s", self.study_name, where, len(study.trials), self.n_trials, self.n_jobs,
-                 type(study.sampler).__name__, type(study.pruner).__name__, self.direction, metric)
+                 type(study.sampler).__name__, type(study.pruner).__name__, ", ".join(self.directions), metric)
         if not self.storage:
             log.warning("hydra.sweeper.storage=null: the study lives in this process alone; it cannot be continued "
                         "by a later command or shared with other workers")
@@ -108,24 +110,33 @@ class OptunaSearch:
                 for trial in trials:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
                 raise
-            reasons = [tell(study, trial, ret, metric) for trial, ret in zip(trials, returns)]
+            reasons = [tell(study, trial, ret, metric, len(self.directions)) for trial, ret in zip(trials, returns)]
             told, failures = told + len(reasons), failures + sum(reason is not None for reason in reasons)
             remaining -= len(trials)
             if failures > self.max_failure_rate * told:
                 last = next(reason for reason in reversed(reasons) if reason is not None) if any(reasons) else ""
-                report_best_trial(Path(self.config.hydra.sweep.dir), metric, study, self.program)
+                report_best_trials(Path(self.config.hydra.sweep.dir), metric, study, self.program)
                 raise UserError(f"{failures} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
                                 f"{self.max_failure_rate} allows: the search stops ({last}).")
-        report_best_trial(Path(self.config.hydra.sweep.dir), metric, study, self.program)
+        report_best_trials(Path(self.config.hydra.sweep.dir), metric, study, self.program)
 
     def check_settings(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise UserError(f"hydra.sweeper.direction={self.direction} is not one of: {', '.join(DIRECTIONS)}."
-                            f"{did_you_mean(self.direction, DIRECTIONS)}")
+        for direction in self.directions:
+            if direction not in DIRECTIONS:
+                raise UserError(f"hydra.sweeper.direction={direction} is not one of: {', '.join(DIRECTIONS)}."
+                                f"{did_you_mean(direction, DIRECTIONS)}")
+        metrics = self.config.get("optimized_metric")
+        if metrics is not None and len(objectives(metrics)) != len(self.directions):
+            raise UserError(f"hydra.sweeper.direction has {len(self.directions)} direction(s) and optimized_metric "
+                            f"{len(objectives(metrics))} metric(s): give one direction per metric, e.g. "
+                            "hydra.sweeper.direction=[maximize,minimize] optimized_metric=[best_val/acc,train_time_s].")
         if self.n_trials < 0 or self.n_jobs < 1 or not 0 <= self.max_failure_rate <= 1:
             raise UserError(f"hydra.sweeper needs n_trials >= 0, n_jobs >= 1 and max_failure_rate in [0, 1] (got "
                             f"{self.n_trials}, {self.n_jobs}, {self.max_failure_rate}).")
         pruning = not self.pruner._target_.endswith("NopPruner")
+        if pruning and len(self.directions) > 1:
+            raise UserError("Optuna prunes single-objective searches only: with several directions, "
+                            "hydra/sweeper/pruner=none.")
         if pruning and not self.storage:
             raise UserError("A pruner needs a study its jobs can reach, and hydra.sweeper.storage=null keeps it in "
                             "this process: give a storage (the default, SQLite in the sweep directory) or "
@@ -155,24 +166,26 @@ def import_optuna():
     return optuna
 
 
-def tell(study, trial, ret: JobReturn, metric: str) -> str | None:
+def tell(study, trial, ret: JobReturn, metric: str, count: int = 1) -> str | None:
     """Tell the study how the trial's job ended, and print it; the reason it failed, or None.
 
-    A number (a Python or NumPy number, a one-element tensor) completes the trial; anything else (None,
-    NaN, text, a tuple) fails it, and so does an error. Pruned is pruned.
+    A number (a Python or NumPy number, a one-element tensor), or a sequence of ``count`` of them for several
+    objectives, completes the trial; anything else (None, NaN, text, a tuple of the wrong length) fails it, and
+    so does an error. Pruned is pruned.
     """
     from optuna.trial import TrialState
 
     value = ret._return_value  # ``return_value`` would raise a failed job's error
     reason = None
     if ret.status == JobStatus.COMPLETED:
-        number = objective_number(value)
-        if number is None:
-            reason = f"it returned {value!r}, not a finite number"
-            study.tell(trial, state=TrialState.FAIL)
+        numbers = objective_numbers(value, count)
+        if numbers is None:
+            wanted = "a finite number" if count == 1 else f"{count} finite numbers"
+            reason = f"it returned {value!r}, not {wanted}"
+            told(study, trial, state=TrialState.FAIL)
         else:
-            told(study, trial, number)
-        outcome = f"failed, {reason}" if reason else f"{metric} {number:.4f}"
+            told(study, trial, numbers[0] if count == 1 else numbers)
+        outcome = f"failed, {reason}" if reason else f"{metric} {', '.join(f'{n:.4f}' for n in numbers)}"
     elif isinstance(value, TrialPruned):
         told(study, trial, state=TrialState.PRUNED)
         outcome = str(value)
@@ -199,6 +212,13 @@ def told(study, trial, *args, **kwargs) -> None:
 
 def grid_exhausted(study) -> bool:
     return hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study)
+
+
+def objective_numbers(value: Any, count: int) -> list[float] | None:
+    """A job's return value as the ``count`` finite numbers Optuna is told, or None where it is not that."""
+    values = [value] if count == 1 else list(value) if isinstance(value, (list, tuple)) else []
+    numbers = [objective_number(item) for item in values]
+    return numbers if len(numbers) == count and None not in numbers else None
 
 
 def objective_number(value: Any) -> float | None:

@@ -35,6 +35,7 @@ except ImportError:  # Windows: no advisory locks; rows of parallel jobs could i
 
 SUMMARY_FILE = "sweep.csv"
 BEST_TRIAL_FILE = "best_trial.yaml"
+PARETO_FILE = "pareto_front.yaml"  # a multi-objective search's best trials
 SUMMARY_COLUMNS = ["job", "status", "objective", "best_val/acc", "test/acc", "epoch", "train_time_s", "params",
                    "overrides", "run_dir", "error", "finished"]
 
@@ -117,30 +118,34 @@ def edit_rows(path: Path, edit) -> None:
             writer.writerows(rows)
 
 
-def report_best_trial(sweep_dir: Path, metric: str, study, program: list[str]) -> None:
-    """Print the Optuna study's best trial (of every worker and command) as the command that reruns it,
-    and write it to best_trial.yaml."""
+def report_best_trials(sweep_dir: Path, metric: str, study, program: list[str]) -> None:
+    """Print the Optuna study's best trial (of every worker and command) as the command that reruns it, and write it
+    to best_trial.yaml; of a multi-objective study, every trial of its Pareto front, to pareto_front.yaml."""
     counts = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
     print(f"Study {study.study_name}: {sum(counts.values())} trials ("
           + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + ")")
-    try:
-        trial = study.best_trial
-    except ValueError:  # no trial completed
+    front = sorted(study.best_trials, key=lambda trial: trial.number)
+    if not front:
         print("No trial has completed: no best trial yet.", flush=True)
         return
+    best = [trial_record(trial, metric, program) for trial in front]
+    several = len(study.directions) > 1
+    path = sweep_dir / (PARETO_FILE if several else BEST_TRIAL_FILE)
+    with atomic_file(path, "w") as f:  # whole, where workers sharing the directory end together
+        OmegaConf.save(OmegaConf.create(best if several else best[0]), f)
+    if several:
+        print(f"Pareto front ({', '.join(d.name.lower() for d in study.directions)} {metric}): {len(front)} trials")
+    for record in best:
+        values = ", ".join(f"{value:.4f}" for value in record["values"])
+        where = f" in {record['run_dir']}" if record["run_dir"] else ""
+        print(f"{'Trial' if several else 'Best trial:'} {record['trial']}, {metric} {values}{where}")
+        print(f"Run it again: {record['command']}")
+    print(f"Written to {path}", flush=True)
+
+
+def trial_record(trial, metric: str, program: list[str]) -> dict[str, Any]:
     # The job's own overrides (fixed ones included) reproduce it; the searched params alone may not.
     overrides = trial.user_attrs.get("overrides") or [f"{key}={value}" for key, value in trial.params.items()]
-    run_dir = trial.user_attrs.get("run_dir")
-    best = {
-        "metric": metric,
-        "value": trial.value,
-        "trial": trial.number,
-        "overrides": overrides,
-        "run_dir": run_dir,
-        "command": shlex.join([*program, *overrides]),
-    }
-    with atomic_file(sweep_dir / BEST_TRIAL_FILE, "w") as f:  # whole, where workers sharing the directory end together
-        OmegaConf.save(OmegaConf.create(best), f)
-    print(f"Best trial: {trial.number}, {metric} {trial.value:.4f}" + (f" in {run_dir}" if run_dir else ""))
-    print(f"Run it again: {best['command']}")
-    print(f"Written to {sweep_dir / BEST_TRIAL_FILE}", flush=True)
+    return {"metric": metric, "value": trial.values[0] if len(trial.values) == 1 else None, "values": trial.values,
+            "trial": trial.number, "overrides": overrides, "run_dir": trial.user_attrs.get("run_dir"),
+            "command": shlex.join([*program, *overrides])}

@@ -62,11 +62,12 @@ def open_storage(storage: str):
             time.sleep(0.5 * attempt)
 
 
-def trial_callbacks(hydra_cfg: DictConfig, objective: str) -> list[Callback]:
-    """The callback that reports to the study, for a job that runs a trial; [] for any other run."""
+def trial_callbacks(hydra_cfg: DictConfig, objective) -> list[Callback]:
+    """The callback that reports to the study, for a job that runs a trial of one objective; [] for any other run."""
     sweeper = hydra_cfg.sweeper
     number = OmegaConf.select(sweeper, "trial")
-    if number is None or hydra_cfg.mode != RunMode.MULTIRUN or objective not in EPOCH_OBJECTIVES or not sweeper.storage:
+    if (number is None or hydra_cfg.mode != RunMode.MULTIRUN or not isinstance(objective, str)
+            or objective not in EPOCH_OBJECTIVES or not sweeper.storage):
         return []
     if distributed.is_distributed():  # the processes would have to agree on a prune: they train to the end
         return []

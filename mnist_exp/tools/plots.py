@@ -1,7 +1,8 @@
 """``compare --plot``: test accuracy against training seconds, a point per leaderboard row.
 
 The accuracy/time trade-off of a sweep at a glance: error bars are the 95% interval of a seed
-group's mean, labels the overrides that tell the rows apart. A ``matplotlib.figure.Figure`` drawn
+group's mean, labels the overrides that tell the rows apart, and the Pareto front (the points no
+other is both faster and more accurate than) is marked and joined. A ``matplotlib.figure.Figure`` drawn
 by the Agg renderer, never pyplot's global state (as in ``mnist_exp.run.figures``).
 """
 
@@ -25,6 +26,18 @@ def plot_points(groups: list[dict[str, Any]]) -> list[tuple[str, float, float, f
     return points
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """The indices of the (seconds, accuracy) points that no other point beats on both (faster and as accurate, or
+    as fast and more accurate), fastest first: the trade-off a multi-objective search looks for."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -float("inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
 def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
     """Write the PNG of the groups (``groups.seed_groups``, or one per run) to ``path``, atomically."""
     from matplotlib.figure import Figure
@@ -44,6 +57,12 @@ def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
         note = ax.annotate(label, (seconds, 100 * accuracy), xytext=(-6 if right else 6, 4), textcoords="offset points",
                            fontsize=8, ha="right" if right else "left")
         note.set_in_layout(False)  # a long label must not squeeze the axes to nothing
+    front = pareto_front([(seconds, accuracy) for _, seconds, accuracy, _ in points])
+    ax.plot([points[i][1] for i in front], [100 * points[i][2] for i in front], "-", color="tab:red", alpha=0.6,
+            drawstyle="steps-post", label="Pareto front: none is both faster and more accurate")
+    ax.scatter([points[i][1] for i in front], [100 * points[i][2] for i in front], s=120, facecolors="none",
+               edgecolors="tab:red", zorder=3)
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("training seconds" + (" (mean of the group)" if grouped else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("test accuracy against training time" + (": mean and 95% interval of each seed group"

@@ -41,7 +41,8 @@ class OptunaSweeperConf:
     defaults: list = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
     pruner: Any = MISSING
-    direction: str = "maximize"  # of optimized_metric (another Hydra app: of its function's return value)
+    # Of optimized_metric (another Hydra app: of its function's return value); a list, one per metric: multi-objective.
+    direction: Any = "maximize"
     # A database URL (sqlite:///..., postgresql://..., mysql://...), the path of an Optuna journal file, or null:
     # in memory, for this command alone (no pruning, nothing to continue).
     storage: Optional[str] = "sqlite:///${hydra.sweep.dir}/optuna.db"
