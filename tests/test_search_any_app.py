@@ -7,13 +7,17 @@ memory, every job outcome is a trial state, the grid, NSGA-II and QMC samplers r
 
 import csv
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import read_metrics, run_main
+from conftest import read_metrics, run_main, run_module
 
 optuna = pytest.importorskip("optuna")
 
@@ -230,3 +234,29 @@ def test_the_pareto_front_is_what_no_other_point_beats_on_both():
               if (t <= s and b >= a) and (t < s or b > a)}
     assert pareto_front(points) == sorted(set(range(len(points))) - beaten, key=lambda i: points[i][0])
     assert pareto_front(points) == [5, 0, 4]
+
+
+@pytest.mark.slow
+def test_the_trial_of_a_killed_worker_is_failed_and_retried_by_the_next(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    search = ("-m", "hydra/sweeper=optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
+              "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.n_trials=1", "optimizer.lr=interval(0.001,0.1)",
+              "dataset=fake", "dataset.num_train=8192", "model.width=8", "trainer.epochs=4", "device=cpu",
+              "device.threads=1")
+    first = subprocess.Popen([sys.executable, "-m", "mnist_exp", *search, f"hydra.sweep.dir={tmp_path / 'a'}"],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "a").glob("*/checkpoints/last.pt")):  # the trial runs, its heartbeat recorded
+        assert first.poll() is None and time.monotonic() < deadline, "the first worker ended before its first epoch"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # no tell, no record: its trial stays RUNNING, its heartbeats stop
+    first.wait()
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert [trial.state.name for trial in study.trials] == ["RUNNING"]
+    time.sleep(2.5)  # past the grace period, two heartbeat intervals
+    run_module("mnist_exp", *search, f"hydra.sweep.dir={tmp_path / 'b'}", cwd=tmp_path)
+    killed, retried = optuna.load_study(study_name="shared", storage=storage).trials
+    assert killed.state.name == "FAIL" and retried.state.name == "COMPLETE"
+    assert retried.params == killed.params
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retried) == killed.number

@@ -60,13 +60,15 @@ class OptunaSearch:
 
     def __init__(self, sampler: DictConfig, pruner: DictConfig, direction: str, storage: str | None, study_name: str,
                  n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None,
-                 custom_search_space: str | None = None):
+                 custom_search_space: str | None = None, heartbeat_interval: int | None = None,
+                 max_retry: int | None = None):
         self.sampler, self.pruner = sampler, pruner
         self.directions = [direction] if isinstance(direction, str) else list(direction)  # several: multi-objective
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = params or {}
         self.custom_search_space = custom_search_space
+        self.heartbeat_interval, self.max_retry = heartbeat_interval, max_retry
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config = config
@@ -82,9 +84,9 @@ class OptunaSearch:
         self.check_settings()
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         sampler = instantiate(self.sampler, **grid_space(self.sampler, space))
-        study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage) if self.storage
-                                    else None, sampler=sampler, pruner=instantiate(self.pruner),
-                                    directions=self.directions, load_if_exists=True)
+        storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
+        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
+                                    pruner=instantiate(self.pruner), directions=self.directions, load_if_exists=True)
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
@@ -99,6 +101,7 @@ class OptunaSearch:
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         remaining, told, failures = self.n_trials, 0, 0
         while remaining > 0 and not grid_exhausted(study):
+            optuna.storages.fail_stale_trials(study)  # killed workers' trials: failed, queued to be retried
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for trial in trials:
                 extra = (extend(self.config, trial) or {}) if extend else {}  # may draw more into trial.params

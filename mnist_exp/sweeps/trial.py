@@ -1,5 +1,5 @@
 """A trial of an Optuna search, seen from the job that runs it: its objective reported after every
-epoch, and the stop when the study prunes it.
+epoch, the stop when the study prunes it, and its heartbeat.
 
 The sweeper (``mnist_exp.sweeps.search``) puts the trial's number in the job's config as
 ``hydra.sweeper.trial``; the job opens the study through ``hydra.sweeper.storage`` and
@@ -10,7 +10,9 @@ the launcher runs the job: the sweeper's own, a joblib worker, a SLURM node.
 import logging
 import math
 import re
+import threading
 import time
+import warnings
 from pathlib import Path
 
 from hydra.types import RunMode
@@ -36,8 +38,13 @@ def without_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", url)
 
 
-def open_storage(storage: str):
-    """A database URL as Optuna's RDB storage; a path without '://' as its journal file (one shared filesystem)."""
+def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry: int | None = None):
+    """A database URL as Optuna's RDB storage; a path without '://' as its journal file (one shared filesystem).
+
+    ``heartbeat_interval`` (seconds; a database only): the job of a trial records a heartbeat that often, and a
+    trial whose heartbeats stopped for two intervals (its worker was killed) is failed by the next worker to
+    ask for trials, which retries it (``max_retry`` times at most) as a new trial with the same params.
+    """
     import optuna
     import sqlalchemy
 
@@ -48,6 +55,12 @@ def open_storage(storage: str):
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
     # Parallel jobs and the sweeper write to one SQLite file: wait for its lock rather than fail after 5 s.
     options = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if storage.startswith("sqlite:") else {}
+    if heartbeat_interval:
+        # Experimental in Optuna, which says so on every use; meant there for Study.optimize, used here with ask/tell.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        options.update(heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval,
+                       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry))
     for attempt in range(1, 6):
         try:
             return optuna.storages.RDBStorage(storage, **options)
@@ -63,22 +76,35 @@ def open_storage(storage: str):
 
 
 def trial_callbacks(hydra_cfg: DictConfig, objective) -> list[Callback]:
-    """The callback that reports to the study, for a job that runs a trial of one objective; [] for any other run."""
+    """For a job that runs a trial: its heartbeat, and the callback that reports to the study; [] for any other run."""
     sweeper = hydra_cfg.sweeper
     number = OmegaConf.select(sweeper, "trial")
-    if (number is None or hydra_cfg.mode != RunMode.MULTIRUN or not isinstance(objective, str)
-            or objective not in EPOCH_OBJECTIVES or not sweeper.storage):
-        return []
-    if distributed.is_distributed():  # the processes would have to agree on a prune: they train to the end
+    if number is None or hydra_cfg.mode != RunMode.MULTIRUN or not sweeper.storage:
         return []
     import optuna
 
-    storage = open_storage(sweeper.storage)
-    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=instantiate(sweeper.pruner))
+    storage = open_storage(sweeper.storage, OmegaConf.select(sweeper, "heartbeat_interval"))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(sweeper.study_name),
                                                                number)
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():  # a database with heartbeats (not a journal)
+        start_heartbeat(storage, trial_id)
+    if not isinstance(objective, str) or objective not in EPOCH_OBJECTIVES or distributed.is_distributed():
+        return []  # several objectives, or DDP processes that would have to agree on a prune: trained to the end
+    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=instantiate(sweeper.pruner))
     log.info("Trial %d of study %s: %s reported after every epoch", number, sweeper.study_name, objective)
     return [ReportToStudy(optuna.trial.Trial(study, trial_id), objective)]
+
+
+def start_heartbeat(storage, trial_id: int) -> None:
+    """Record the trial's heartbeat every interval while it runs (a thread that ends with it, or with the process)."""
+    from optuna.trial import TrialState
+
+    def beat() -> None:
+        while storage.get_trial(trial_id).state == TrialState.RUNNING:
+            storage.record_heartbeat(trial_id)
+            time.sleep(storage.get_heartbeat_interval())
+
+    threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True).start()
 
 
 class ReportToStudy(Callback):

@@ -49,6 +49,10 @@ class OptunaSweeperConf:
     study_name: str = "search"
     n_trials: int = 20  # trials this command runs; the study keeps those of earlier commands and other workers
     n_jobs: int = 1  # trials asked at once and launched together (hydra/launcher=joblib runs them in parallel)
+    # Seconds between a running trial's heartbeats (a database storage); a trial silent for two is failed and
+    # retried, up to max_retry times. null: no heartbeat, and the trial of a killed worker stays running.
+    heartbeat_interval: Optional[int] = 60
+    max_retry: Optional[int] = 3
     max_failure_rate: float = 0.0  # the share of a batch's trials that may fail before the search stops
     params: Optional[dict] = None  # key: Hydra sweep syntax, e.g. optimizer.lr: tag(log, interval(1e-4, 1e-1))
     # A function's dotted path, called as f(config, trial) for each trial after params are drawn: it may draw more
