@@ -35,6 +35,7 @@ class Job:
     loaders: dict[str, TensorLoader]  # train, val, test
     tracker: TensorBoardTracker | None  # rank 0's; None on the other DDP processes
     in_sweep: bool  # a sweep's job: the sweep, not the job, sets the HPARAMS table's columns
+    flops_per_image: int  # of the model's forward pass
 
 
 def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str] = ()) -> Job:
@@ -66,8 +67,10 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     log.info("Device: %s (%s)%s", device, ", ".join(speed),
              f", process 0 of {distributed.world_size()} (DDP)" if distributed.is_distributed() else "")
     image_shape = tuple(data.train.images.shape[1:])
-    log.info("Model %s, %s parameters:\n%s", cfg.model.name, f"{count_parameters(model):,}",
-             model_summary(model, (image_shape[0] * image_shape[1],) if data.flatten else (1, *image_shape)))
+    input_shape = (image_shape[0] * image_shape[1],) if data.flatten else (1, *image_shape)
+    summary, flops = model_summary(model, input_shape)
+    log.info("Model %s, %s parameters, %.2f MFLOPs per image:\n%s", cfg.model.name, f"{count_parameters(model):,}",
+             flops / 1e6, summary)
 
     def loader(split, batch_size: int, **options) -> TensorLoader:
         return TensorLoader(split, batch_size, mean=data.mean, std=data.std, flatten=data.flatten, seed=cfg.seed,
@@ -104,4 +107,4 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TensorBoardCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
-               tracker, in_sweep)
+               tracker, in_sweep, flops)

@@ -161,8 +161,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
-    """A table of each leaf layer's output shape and parameter count, from one forward pass on zeros."""
+def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, int]:
+    """A table of each leaf layer's output shape and parameter count, and the floating-point operations of one
+    image's forward pass (as torch's flop counter counts them: a multiply-add is two), from one forward pass on
+    zeros in eval mode, which changes nothing of the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     rows: list[tuple[str, str, str, int]] = []
 
     def record(name: str):
@@ -178,7 +182,7 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
             first = next(model.parameters(), torch.empty(0))
             model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
     except RuntimeError as error:  # the first forward pass of a run: sizes that do not fit the data show here
@@ -193,4 +197,4 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     lines = [f"{'layer':<14}{'type':<20}{'output shape':<18}{'params':>10}"]
     lines += [f"{name:<14}{kind:<20}{shape:<18}{params:>10,}" for name, kind, shape, params in rows]
     lines.append(f"{'total':<52}{count_parameters(model):>10,}")
-    return "\n".join(lines)
+    return "\n".join(lines), flops.get_total_flops()

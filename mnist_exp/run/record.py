@@ -41,7 +41,9 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
         "samples_per_s": state.samples_seen / state.train_phase_s if state.train_phase_s else math.nan,
         "params": count_parameters(trainer.model),
         "startup_s": startup_s,
+        "flops_per_image": job.flops_per_image,  # forward; a training step takes about 3x (backward is 2x)
     }
+    metrics["train_gflops_per_s"] = 3 * job.flops_per_image * metrics["samples_per_s"] / 1e9
     distributed.cleanup()
     if tracker is None:
         return metrics
@@ -60,6 +62,8 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
     chosen = (f"best validation {100 * metrics['best_val/acc']:.2f}%, epoch {metrics['best_epoch']}" if len(data.val)
               else f"no validation split: the last epoch, {metrics['best_epoch']}")
     log.info("Test accuracy %.2f%% (%s), %.1f s of training", 100 * metrics["test/acc"], chosen, metrics["train_time_s"])
+    log.info("Compute:     %.2f MFLOPs per image forward; training at %.1f GFLOP/s (3x forward per image)",
+             job.flops_per_image / 1e6, metrics["train_gflops_per_s"])
     log.info("Metrics:     %s", run_dir / METRICS_FILE)
     log.info("Pictures:    %s", ", ".join(path.name for path in figures.values()))
     log.info("TensorBoard: tensorboard --logdir %s", run_dir)
