@@ -58,15 +58,15 @@ def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
                            fontsize=8, ha="right" if right else "left")
         note.set_in_layout(False)  # a long label must not squeeze the axes to nothing
     front = pareto_front([(seconds, accuracy) for _, seconds, accuracy, _ in points])
-    ax.plot([points[i][1] for i in front], [100 * points[i][2] for i in front], "-", color="tab:red", alpha=0.6,
-            drawstyle="steps-post", label="Pareto front: none is both faster and more accurate")
-    ax.scatter([points[i][1] for i in front], [100 * points[i][2] for i in front], s=120, facecolors="none",
-               edgecolors="tab:red", zorder=3)
-    ax.legend(loc="lower right", fontsize=8)
+    # In black, apart from the points' own colours: circled and joined, the points no other beats on both.
+    ax.plot([points[i][1] for i in front], [100 * points[i][2] for i in front], "--", color="k", alpha=0.4,
+            drawstyle="steps-post", linewidth=1)
+    ax.scatter([points[i][1] for i in front], [100 * points[i][2] for i in front], s=140, facecolors="none",
+               edgecolors="k", linewidths=1, zorder=3)
     ax.set_xlabel("training seconds" + (" (mean of the group)" if grouped else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("test accuracy against training time" + (": mean and 95% interval of each seed group"
-                                                           if grouped else ""))
+                                                           if grouped else "") + "\ncircled: the Pareto front")
     ax.grid(alpha=0.3)
     ax.margins(x=0.1, y=0.1)
     with atomic_file(Path(path), "wb") as f:
