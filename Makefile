@@ -22,12 +22,14 @@ data: $(STAMP)
 train: data
 	$(PY) -m mnist_exp
 
-# The test files run in parallel, one per core (most tests use one thread); a file's tests stay together.
+# The test files run in parallel, one per core (most tests use one thread); a file's tests stay together, and the
+# files of most slow tests go first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order).
 test: data
-	$(PY) -m pytest -n auto --dist loadfile
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -n auto --dist loadfile -m 'not slow'
+# Without the slow tests (real MNIST, separate processes: see tests/conftest.py); verified MNIST first, as for test.
+test-fast: data
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder -m 'not slow'
 
 # A 2x2 grid, two jobs at a time (hydra-joblib-launcher), then its leaderboard.
 sweep: data

@@ -1,6 +1,17 @@
-"""Shared helpers: run the real entry point in a subprocess, find its run directories, read its outputs."""
+"""Shared helpers: run the real entry point (in this process, or in a subprocess where that is the point), find
+its run directories, read its outputs.
 
+The ``slow`` marker has one rule (pyproject.toml's marker description says the same): a test is ``slow`` when it
+trains on real MNIST or starts a separate process (a subprocess or Popen of python, torchrun, pip, a launcher's
+worker processes, a server). A file whose every test qualifies says so once, with a module-level ``pytestmark``;
+otherwise the test (or the fixture's users) carry ``@pytest.mark.slow``. Every other test runs in this process
+(``run_main`` for the app) and on fake data, and ``make test-fast`` (``-m 'not slow'``) runs them all.
+"""
+
+import collections
+import contextlib
 import ctypes
+import io
 import json
 import os
 import select
@@ -10,14 +21,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Tiny tensors on a 2-core machine that also runs the subprocesses: one thread is faster and steadier.
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with the most slow tests first (make test: --dist loadfile --no-loadscope-reorder keeps this order).
+
+    make test gives each of its workers whole files, in the order collected. xdist on its own starts with the
+    files of most tests, which are mostly quick ones, and leaves files of a few long tests (real MNIST, killed
+    processes) for the end, where one worker runs them while the other waits. Each file's tests keep their order.
+    """
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # a stable sort: the rest stays in name order
 
 
 def run_module(module: str, *args: str, cwd: Path, outputs: Path | None = None, expect_ok: bool = True,
@@ -45,6 +69,23 @@ def run_dirs(root: Path) -> list[Path]:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def read_png(path: Path | bytes) -> np.ndarray:
+    """A PNG (a file, or its bytes) decoded by PIL: int [H, W, 3] RGB pixels."""
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def count_colour(pixels: np.ndarray, colour, tolerance: int = 2) -> int:
+    """How many pixels are ``colour``, each channel within ``tolerance``: integers 0-255, or a matplotlib colour (a
+    name such as "C0" or "tab:green", or fractions 0-1 as a colour map gives)."""
+    if isinstance(colour, str) or not all(isinstance(channel, (int, np.integer)) for channel in colour):
+        from matplotlib.colors import to_rgb
+
+        colour = [round(255 * channel) for channel in to_rgb(colour)]
+    return int((np.abs(pixels - np.asarray(colour)).max(axis=-1) <= tolerance).sum())
 
 
 def read_events(run_dir: Path) -> EventAccumulator:
@@ -86,10 +127,23 @@ def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nt
     process.wait(timeout=60)
 
 
+@contextlib.contextmanager
+def torch_settings_kept():
+    """A run in this process sets torch's threads and (trainer.deterministic) its deterministic mode: put them back,
+    so the tests after it in this worker run as conftest set them."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
 def run_main(*args: str, monkeypatch, capsys=None, cwd: Path) -> tuple[int, str, str]:
     """``python -m mnist_exp <args>`` in this process (no start-up cost): exit code, stdout, stderr.
 
-    Without ``capsys`` (a module-scoped fixture has none) stdout and stderr come back empty.
+    Without ``capsys`` (a module-scoped fixture has none) stdout and stderr come back empty; ``run_captured``
+    is the module fixtures' way to read them.
     """
     from mnist_exp import app
 
@@ -98,11 +152,23 @@ def run_main(*args: str, monkeypatch, capsys=None, cwd: Path) -> tuple[int, str,
     monkeypatch.setenv("MNIST_EXP_OUTPUTS", str(cwd / "outputs"))
     monkeypatch.setattr(sys, "argv", ["mnist_exp", *args])
     code = 0
-    try:
-        app.main()
-    except SystemExit as exit:
-        code = exit.code
+    with torch_settings_kept():
+        try:
+            app.main()
+        except SystemExit as exit:
+            code = exit.code
     out, err = capsys.readouterr() if capsys else ("", "")
     if isinstance(code, str):  # sys.exit("message"): Python prints it on the way out
         code, err = 1, err + code + "\n"
     return code or 0, out, err
+
+
+def run_captured(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``run_main`` for a module-scoped fixture: the run's stdout and stderr read from its own streams."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code, _, message = run_main(*args, monkeypatch=monkeypatch, cwd=cwd)
+    return code, out.getvalue(), err.getvalue() + message  # message: a sys.exit("...") line

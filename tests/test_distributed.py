@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_events, read_metrics, run_module
+from conftest import read_events, read_metrics, run_main
 from mnist_exp.run.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # torchrun starts the processes
 
 # No dropout or batch norm: two processes averaging the gradients of half batches take the same
 # steps as one process on the whole batch, up to the order of float sums.
@@ -33,8 +35,10 @@ def two_processes(tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_two_processes_train_like_one(two_processes, tmp_path):
-    run_module("mnist_exp", *ARGS, "device.threads=1", f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+def test_two_processes_train_like_one(two_processes, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*ARGS, "device.threads=1", f"hydra.run.dir={tmp_path / 'one'}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)  # the one process: this one
+    assert code == 0, err[-3000:]
     one, two = read_metrics(tmp_path / "one"), read_metrics(two_processes)
     assert two["status"] == "completed" and two["epoch"] == 2
     for key in ("test/acc", "val/acc", "best_val/acc"):

@@ -1,7 +1,9 @@
 """The Optuna search (hydra/sweeper=optuna, mnist_exp.sweeps.search): its search space, pruning, many workers on one study.
 
 Skipped where Optuna (the sweep extra) is not installed. The searches train an mlp on fake data
-for two epochs; the one learning rate that cannot learn (1e-9) is what the median pruner stops.
+for two epochs; the one learning rate that cannot learn (1e-9) is what the median pruner stops. The
+searches here run their jobs in processes of their own (joblib's workers, two workers on one study) and
+the dashboard is a server: those tests are slow.
 """
 
 import json
@@ -14,12 +16,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import REPO, read_metrics, run_app, run_dirs, run_main
 from test_sweeps import check_summary_matches_jobs, free_port, read_summary, sweep_dir_of
 
+from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.errors import UserError
+from mnist_exp.registry import MODELS
+from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.trainer import evaluate
+from mnist_exp.runs import read_predictions
 
 optuna = pytest.importorskip("optuna")
 
@@ -70,9 +78,10 @@ def test_a_suggested_value_reads_back_as_the_same_override():
 
 
 def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeypatch, capsys):
-    probe = ("import hydra_plugins.mnist_exp_optuna.optuna_sweeper as m, mnist_exp.sweeps.search as s;"
-             "print(m.__file__, s.__file__)")
-    files = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    import hydra_plugins.mnist_exp_optuna.optuna_sweeper as sweeper_module
+    import mnist_exp.sweeps.search as search_module
+
+    files = [sweeper_module.__file__, search_module.__file__]
     assert all(Path(file).is_relative_to(REPO / "mnist_exp") for file in files), files  # not an installed copy
 
     code, out, _ = run_main("hparams_search=cnn_optuna", "hydra/sweeper/sampler=gp", "hydra/sweeper/pruner=hyperband",
@@ -115,11 +124,23 @@ def check_trials_match_jobs(study, jobs: list[Path]) -> None:
             assert trial.value == metrics["best_val/acc"]
 
 
+def accuracy_of_best_checkpoint(run_dir: Path) -> float:
+    """The test accuracy of the run's best.pt, rebuilt from the checkpoint alone and evaluated here."""
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    model = MODELS.build(best["config"]["model"], 10)
+    model.load_state_dict(best["weights"])
+    data = build_dataset(best["config"]["dataset"])
+    loader = TensorLoader(data.test, 256, mean=data.mean, std=data.std, flatten=data.flatten)
+    return evaluate(model, loader, device=torch.device("cpu"))["acc"]
+
+
 @pytest.fixture(scope="module")
 def pruned_search(tmp_path_factory) -> tuple[Path, str]:
     """Six trials, the median pruner; joblib: each job trains in a worker process, reaching its trial through SQLite."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     cwd = tmp_path_factory.mktemp("pruned_search")
+    # A process of its own, as joblib's workers are: loky keeps its workers for the next sweep of the process that
+    # started them, and a second sweep from this one would find them with the first one's environment.
     result = run_app(*PRUNED_SEARCH, "hydra.sweeper.n_trials=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      cwd=cwd)
     return sweep_dir_of(cwd / "outputs"), result.stdout
@@ -142,7 +163,16 @@ def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search):
         metrics = read_metrics(Path(trial.user_attrs["run_dir"]))
         assert metrics["epoch"] == (1 if pruned else 2)
         assert rows[trial.number]["status"] == metrics["status"] and rows[trial.number]["error"] == ""
-        assert 0 <= metrics["test/acc"] <= 1  # a pruned run is still tested
+        # A pruned run is still tested: its best.pt (epoch 1's weights) on the 256 test images gives its test/acc,
+        # and so do the predictions it recorded.
+        assert metrics["test/acc"] == accuracy_of_best_checkpoint(Path(trial.user_attrs["run_dir"]))
+        predicted, true = read_predictions(Path(trial.user_attrs["run_dir"]))
+        assert len(true) == 256 and float((predicted == true).mean()) == pytest.approx(metrics["test/acc"], abs=1e-12)
+        # A learning rate of 1e-9 leaves the model untrained; 0.05 learns (measured ~0.43 after one epoch).
+        if trial.params["optimizer.lr"] == HOPELESS:
+            assert metrics["test/acc"] < 0.3
+        else:
+            assert metrics["test/acc"] > 0.35
     assert f"Trial {states.index('PRUNED')}: pruned by the search after epoch 1" in stdout
     best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
     assert best["value"] == study.best_value and f"optimizer.lr={GOOD}" in best["overrides"]
@@ -157,11 +187,15 @@ def test_optuna_dashboard_shows_the_study(pruned_search):
     dashboard = Path(sys.executable).parent / "optuna-dashboard"
     server = subprocess.Popen([str(dashboard), f"sqlite:///{sweep_dir}/optuna.db", "--port", str(port),
                                "--host", "127.0.0.1", "--quiet"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/api/studies"
     try:
         deadline, studies = time.monotonic() + 60, None
-        while studies is None and time.monotonic() < deadline:
+        while studies is None:
+            if server.poll() is not None:
+                pytest.fail(f"optuna-dashboard exited {server.returncode}: {server.stderr.read()[-1000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("optuna-dashboard did not answer in 60 s")
             time.sleep(0.5)
             try:
                 studies = json.load(urllib.request.urlopen(base, timeout=10))["study_summaries"]

@@ -1,4 +1,8 @@
-"""Stopping and continuing a run: kills at exact moments, signals, submitit requeues, refused resumes."""
+"""Stopping and continuing a run: kills at exact moments, signals, submitit requeues, refused resumes.
+
+The runs that are killed or signalled are processes of their own (slow); the runs they are compared with, the
+resumes and the refusals run in this process.
+"""
 
 import os
 import signal
@@ -10,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import kill_at_creation, read_events, read_metrics, run_dirs, run_main, run_module
+from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main
 from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.run.prechecks import run_dir_lock
 
@@ -38,33 +42,53 @@ def start_and_signal(run_dir, signum) -> subprocess.Popen:
     return process
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("deterministic") / "run"
-    run_module("mnist_exp", *DETERMINISTIC, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+def run(*args: str, cwd: Path, monkeypatch, capsys) -> str:
+    """``python -m mnist_exp <args>`` in this process, which must succeed; its stdout."""
+    code, out, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=cwd)
+    assert code == 0, err[-3000:]
+    return out
+
+
+def run_once(*args: str, run_dir: Path) -> Path:
+    """A module fixture's run, in this process."""
+    code, _, err = run_captured(*args, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    assert code == 0, err[-3000:]
     return run_dir
 
 
-def test_deterministic_runs_are_bit_identical(uninterrupted, tmp_path):
-    run_module("mnist_exp", *DETERMINISTIC, f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return run_once(*DETERMINISTIC, run_dir=tmp_path_factory.mktemp("deterministic") / "run")
+
+
+def test_deterministic_runs_are_bit_identical(uninterrupted, tmp_path, monkeypatch, capsys):
+    run(*DETERMINISTIC, f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert same_result(read_metrics(tmp_path / "again"), read_metrics(uninterrupted))
+    # The weights too, not only the figures they give.
+    again, first = (load_checkpoint(run_dir / "checkpoints" / "last.pt")["weights"]
+                    for run_dir in (tmp_path / "again", uninterrupted))
+    assert all(torch.equal(again[k], v) for k, v in first.items())
 
 
-def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupted, tmp_path):
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupted, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "killed"
     process = start_and_signal(run_dir, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     epoch_at_kill = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]["epoch"]
     assert epoch_at_kill < 3
-    result = run_module("mnist_exp", *DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
-    assert f"at epoch {epoch_at_kill}" in result.stdout
+    out = run(*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path, monkeypatch=monkeypatch,
+              capsys=capsys)
+    assert f"at epoch {epoch_at_kill}" in out
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
     # TensorBoard shows each epoch once, not the killed run's points twice.
     steps = [e.step for e in read_events(run_dir).Scalars("val/acc")]
     assert steps == [e.step for e in read_events(uninterrupted).Scalars("val/acc")]
 
 
-def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_it(uninterrupted, tmp_path):
+@pytest.mark.slow
+def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_it(uninterrupted, tmp_path,
+                                                                                   monkeypatch, capsys):
     run_dir = tmp_path / "terminated"
     process = start_and_signal(run_dir, signal.SIGTERM)
     assert process.returncode == 128 + signal.SIGTERM
@@ -74,7 +98,7 @@ def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_
     assert metrics["status"] == "stopped" and "Resume with" in (run_dir / "train.log").read_text()
     command = metrics["resume"].split()
     assert command[:3] == ["python", "-m", "mnist_exp"] and "resume=true" in command
-    run_module("mnist_exp", *command[3:], cwd=tmp_path)
+    run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
 
 
@@ -90,6 +114,7 @@ def submitit_task(folder: Path) -> int | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the job's process through /proc")
 def test_a_preempted_submitit_job_is_requeued_and_continues_to_the_same_result(uninterrupted, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -118,8 +143,7 @@ BEST_LATE = ("dataset=fake", "model=cnn", "trainer.epochs=4", "trainer.determini
 
 @pytest.fixture(scope="module")
 def best_late(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("best_late") / "run"
-    run_module("mnist_exp", *BEST_LATE, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    run_dir = run_once(*BEST_LATE, run_dir=tmp_path_factory.mktemp("best_late") / "run")
     metrics = read_metrics(run_dir)
     val = [event.value for event in read_events(run_dir).Scalars("val/acc")]
     improvements = [epoch for epoch in range(1, 5) if val[epoch - 1] > max(val[:epoch - 1], default=-1)]
@@ -127,12 +151,13 @@ def best_late(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment, prefix, nth", [
     ("while epoch 3's best.pt is written", ".best.pt.", 2),
     ("between epoch 3's best.pt and its last.pt", ".last.pt.", 3),
 ])
 def test_a_kill_between_the_checkpoints_of_a_best_epoch_resumes_to_the_right_model(best_late, tmp_path, moment,
-                                                                                   prefix, nth):
+                                                                                   prefix, nth, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)  # watched from the start
     process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *BEST_LATE, f"hydra.run.dir={run_dir}"],
@@ -140,7 +165,8 @@ def test_a_kill_between_the_checkpoints_of_a_best_epoch_resumes_to_the_right_mod
     kill_at_creation(process, run_dir / "checkpoints", prefix, nth)
     assert process.returncode == -signal.SIGKILL
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2, moment  # killed where aimed
-    result = run_module("mnist_exp", *BEST_LATE, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
+    out = run(*BEST_LATE, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path, monkeypatch=monkeypatch,
+              capsys=capsys)
     resumed, uninterrupted = read_metrics(run_dir), read_metrics(best_late)
     assert same_result(resumed, uninterrupted) and resumed["best_epoch"] == 3
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
@@ -148,7 +174,7 @@ def test_a_kill_between_the_checkpoints_of_a_best_epoch_resumes_to_the_right_mod
     assert best["epoch"] == 3 and all(torch.equal(best["weights"][k], v) for k, v in expected["weights"].items())
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the killed write's leftover is gone
     if nth == 3:  # best.pt was one best ahead of last.pt: resume put it back, and epoch 3 wrote it again
-        assert "best.pt holds epoch 3, last.pt's best is epoch 1: best.pt rewritten from last.pt" in result.stdout
+        assert "best.pt holds epoch 3, last.pt's best is epoch 1: best.pt rewritten from last.pt" in out
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
@@ -157,37 +183,40 @@ def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
             for path in sorted(run_dir.rglob("*")) if path.is_file() and path.name != "train.log"}
 
 
-def test_a_refused_resume_changes_nothing_of_the_run(best_late, tmp_path):
+def test_a_refused_resume_changes_nothing_of_the_run(best_late, tmp_path, monkeypatch, capsys):
     before = snapshot(best_late)
-    result = run_module("mnist_exp", *BEST_LATE, "model.width=16", f"hydra.run.dir={best_late}", "resume=true",
-                        cwd=tmp_path, expect_ok=False)
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
+    code, _, err = run_main(*BEST_LATE, "model.width=16", f"hydra.run.dir={best_late}", "resume=true",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1
+    assert err.splitlines() == [
         f"Checkpoint {best_late}/checkpoints/last.pt was trained with a different config (model.width: 24 -> 16). "
         "Resume with the run's own overrides (see its .hydra/overrides.yaml)."]
     assert snapshot(best_late) == before  # .hydra/ (the file the error points to), metrics.json, events: all as they were
 
 
-def test_resuming_a_completed_run_says_so_and_changes_nothing(best_late, tmp_path):
+def test_resuming_a_completed_run_says_so_and_changes_nothing(best_late, tmp_path, monkeypatch, capsys):
     before = snapshot(best_late)
-    result = run_module("mnist_exp", *BEST_LATE, f"hydra.run.dir={best_late}", "resume=true", cwd=tmp_path)
-    assert f"The run in {best_late} is complete (test accuracy " in result.stdout
-    assert "Resumed from" not in result.stdout and "epoch 1/4" not in result.stdout  # nothing trained again
+    out = run(*BEST_LATE, f"hydra.run.dir={best_late}", "resume=true", cwd=tmp_path, monkeypatch=monkeypatch,
+              capsys=capsys)
+    assert f"The run in {best_late} is complete (test accuracy " in out
+    assert "Resumed from" not in out and "epoch 1/4" not in out  # nothing trained again
     assert snapshot(best_late) == before  # no second event file, no re-test
 
 
-def test_a_refused_resume_keeps_a_stopped_runs_record(tmp_path):
+@pytest.mark.slow
+def test_a_refused_resume_keeps_a_stopped_runs_record(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "stopped"
     process = start_and_signal(run_dir, signal.SIGTERM)
     assert process.returncode == 128 + signal.SIGTERM
     before = snapshot(run_dir)
     assert read_metrics(run_dir)["status"] == "stopped"
-    result = run_module("mnist_exp", *DETERMINISTIC, "seed=4", f"hydra.run.dir={run_dir}", "resume=true",
-                        cwd=tmp_path, expect_ok=False)
-    assert result.returncode == 1 and "was trained with a different config (seed: 3 -> 4)" in result.stderr
+    code, _, err = run_main(*DETERMINISTIC, "seed=4", f"hydra.run.dir={run_dir}", "resume=true",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and "was trained with a different config (seed: 3 -> 4)" in err
     assert snapshot(run_dir) == before and read_metrics(run_dir)["status"] == "stopped"
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_each_own_a_directory(tmp_path):
     # The same name for both, as two runs of one command started in the same second get.
     name = "${claim_run_dir:" + str(tmp_path / "runs" / "same") + "}"
@@ -238,6 +267,7 @@ def fill(disk: Path) -> None:
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_finishes_it(tmp_path, monkeypatch,
                                                                                             capsys):
     disk = tmp_path / "disk"
@@ -269,7 +299,7 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_f
 
         (disk / "filler").unlink()
         (run_dir / "checkpoints" / ".last.pt.killed.tmp").write_bytes(b"half a checkpoint")  # a write a kill cut
-        run_module("mnist_exp", *args, "resume=true", cwd=tmp_path)
+        run(*args, "resume=true", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
         assert read_metrics(run_dir)["status"] == "completed" and read_metrics(run_dir)["epoch"] == 3
         assert not list((run_dir / "checkpoints").glob(".*.tmp"))
     finally:

@@ -72,20 +72,69 @@ def test_the_fast_path_trains_the_same_model_as_the_plain_path():
         torch.testing.assert_close(fast_weights[name], plain_weights[name], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("flags, device_line", [
-    (["device.precision=bf16", "device.channels_last=false"], "Device: cpu (1 CPU threads, bf16 autocast)"),
-    (["device.precision=fp32", "device.channels_last=true"], "Device: cpu (1 CPU threads, channels-last)"),
+NO_C_COMPILER = shutil.which("cc") is None and shutil.which("gcc") is None
+
+
+@pytest.mark.parametrize("flags, device_line, expected", [
+    (["device.precision=bf16", "device.channels_last=false"], "Device: cpu (1 CPU threads, bf16 autocast)",
+     {"bf16": True, "channels_last": False, "compile": False}),
+    (["device.precision=fp32", "device.channels_last=true"], "Device: cpu (1 CPU threads, channels-last)",
+     {"bf16": False, "channels_last": True, "compile": False}),
     pytest.param(["device.precision=fp32", "device.channels_last=false", "trainer.compile=true"],
-                 "Device: cpu (1 CPU threads, torch.compile)", marks=pytest.mark.skipif(
-        shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile on the CPU needs a C compiler")),
+                 "Device: cpu (1 CPU threads, torch.compile)", {"bf16": False, "channels_last": False, "compile": True},
+                 marks=pytest.mark.skipif(NO_C_COMPILER, reason="torch.compile on the CPU needs a C compiler")),
 ])
-def test_speed_flags_run_on_the_cpu(tmp_path, monkeypatch, capsys, flags, device_line):
+def test_speed_flags_run_on_the_cpu(tmp_path, monkeypatch, capsys, flags, device_line, expected):
+    """The flags reach the loop the app builds, and its training steps compute as they say."""
+    from mnist_exp import app
+
+    built, seen = [], []
+
+    def record(module, inputs, output):  # the second convolution: its input is the first one's 8-channel output
+        if module.training:
+            x = inputs[0]
+            seen.append((x.is_contiguous(memory_format=torch.channels_last), x.is_contiguous(), output.dtype))
+
+    def build_job(*args, **kwargs):  # the app's own build_job; the job it built is kept to look at
+        job = real_build_job(*args, **kwargs)
+        built.append(job)
+        if not job.trainer.settings.compile:  # a hook inside a compiled graph would be traced, not called
+            [_, second, *_] = [m for m in job.trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+            second.register_forward_hook(record)
+        return job
+
+    real_build_job = app.build_job
+    monkeypatch.setattr(app, "build_job", build_job)
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     code, out, _ = run_main("dataset=fake", "model.width=8", "trainer.epochs=2", "trainer.batch_size=64", "device=cpu",
                             "device.threads=1", *flags, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     [run_dir] = run_dirs(tmp_path / "outputs")
     metrics = read_metrics(run_dir)
     assert code == 0 and metrics["status"] == "completed" and metrics["test/acc"] > 0.8  # fp32 reaches ~0.9
     assert device_line + "\n" in out
+
+    [job] = built
+    trainer, settings = job.trainer, job.trainer.settings
+    assert isinstance(settings, LoopSettings) and settings.device == torch.device("cpu")
+    assert {"bf16": settings.bf16, "channels_last": settings.channels_last, "compile": settings.compile} == expected
+    # The convolutions' weights past the first (whose one input channel makes both layouts the same memory).
+    weights = [m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    assert len(weights) >= 2
+    assert all(w.is_contiguous(memory_format=torch.channels_last) != w.is_contiguous() for w in weights) \
+        if expected["channels_last"] else all(w.is_contiguous() for w in weights)
+    if expected["compile"]:
+        # The training step calls the compiled model, which wraps the plain one (whose weights checkpoints hold),
+        # and Dynamo compiled graphs for it during the run.
+        assert isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule)
+        assert trainer.train_model._orig_mod is trainer.model
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs_before
+    else:
+        assert trainer.train_model is trainer.model
+        # Every training step: 2 epochs of 1024 / 64 batches, in the memory layout and precision asked for.
+        assert len(seen) == 2 * 1024 // 64
+        layout = (True, False) if expected["channels_last"] else (False, True)  # (NHWC, NCHW)-contiguous
+        dtype = torch.bfloat16 if expected["bf16"] else torch.float32
+        assert set(seen) == {(*layout, dtype)}
 
 
 def test_weight_average_follows_the_model_with_its_decay():

@@ -55,6 +55,7 @@ def uninterrupted(tmp_path_factory):
     return cwd / "sweep"
 
 
+@pytest.mark.slow  # the sweep that is killed is a process of its own
 def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_completed_jobs(uninterrupted, tmp_path):
     names = [job.name for job in run_dirs(uninterrupted)]
     assert [name[0] for name in names] == ["0", "1", "2", "3"]

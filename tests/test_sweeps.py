@@ -1,7 +1,8 @@
 """Sweeps through the real entry point: the basic launcher, joblib, Optuna, submitit; sweep.csv and failures.
 
-Each job trains one epoch on fake data. The plugin tests are skipped where the sweep extra
-(pip install -e '.[sweep]') is not installed.
+Each job trains one epoch on fake data. The basic launcher and the Optuna sweeper run their jobs in this
+process; joblib, submitit and the TensorBoard server start processes of their own (slow). The plugin tests
+are skipped where the sweep extra (pip install -e '.[sweep]') is not installed.
 """
 
 import csv
@@ -19,10 +20,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import read_metrics, run_app, run_dirs, run_module
+from conftest import read_events, read_metrics, run_captured, run_dirs, run_main, run_module
 from mnist_exp.run.runtime import set_cpu_threads
 
 FAST = ("dataset=fake", "trainer.epochs=1")
+ONE_THREAD = ("device=cpu", "device.threads=1")
 
 
 def sweep_dir_of(outputs: Path) -> Path:
@@ -66,13 +68,18 @@ def check_grid(sweep_dir: Path, models: tuple[str, str], optimizers: tuple[str, 
 @pytest.fixture(scope="module")
 def basic_sweep(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("basic_sweep")
-    run_app("-m", "model=logreg,mlp", "optimizer=sgd,adam", *FAST, cwd=cwd)
+    code, _, err = run_captured("-m", "model=logreg,mlp", "optimizer=sgd,adam", *FAST, *ONE_THREAD, cwd=cwd)
+    assert code == 0, err[-3000:]
     return sweep_dir_of(cwd / "outputs")
 
 
 def test_basic_launcher_grid_two_by_two_with_a_summary_row_per_job(basic_sweep):
     check_grid(basic_sweep, ("logreg", "mlp"), ("sgd", "adam"))
     assert (basic_sweep / "multirun.yaml").is_file()
+    assert basic_sweep.parents[1].name == "multirun"  # outputs/multirun/<date>/<time>, not outputs/runs
+    for job in run_dirs(basic_sweep):  # each job is a whole run of its own
+        assert (job / "checkpoints" / "best.pt").is_file() and (job / "checkpoints" / "last.pt").is_file()
+        assert "val/acc" in read_events(job).Tags()["scalars"]
 
 
 def free_port() -> int:
@@ -81,11 +88,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_tensorboard_hparams_table_has_every_job_under_its_name(basic_sweep):
     """TensorBoard itself, over HTTP: the HPARAMS tab's rows and the scalar runs of the sweep."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(basic_sweep), "--port",
-                               str(port), "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               str(port), "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
     base = f"http://127.0.0.1:{port}/data"
 
     def post(route: str, body: dict) -> dict:
@@ -96,8 +105,13 @@ def test_tensorboard_hparams_table_has_every_job_under_its_name(basic_sweep):
     jobs = {job.name: read_metrics(job) for job in run_dirs(basic_sweep)}
     try:
         deadline, groups = time.monotonic() + 90, []
-        while len(groups) < len(jobs) and time.monotonic() < deadline:  # TensorBoard loads runs in the background
-            time.sleep(1)
+        while len(groups) < len(jobs):  # TensorBoard loads runs in the background
+            if server.poll() is not None:
+                pytest.fail(f"TensorBoard exited {server.returncode} before it served the sweep: "
+                            f"{server.stderr.read()[-1000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"TensorBoard showed {len(groups)} of {len(jobs)} jobs in 90 s")
+            time.sleep(0.5)
             try:
                 groups = post("/plugin/hparams/session_groups", {
                     "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
@@ -128,11 +142,12 @@ def test_tensorboard_hparams_table_has_every_job_under_its_name(basic_sweep):
         assert values["hparams/test/acc"] == pytest.approx(metrics["test/acc"])
 
 
-def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path):
+def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path, monkeypatch, capsys):
     # A value out of range fails at once; a huge learning rate diverges to NaN.
-    result = run_app("-m", "model=mlp", "optimizer=sgd", "scheduler=none", "optimizer.lr=-1,1e12,0.05",
-                     "trainer.log_interval=1", *FAST, cwd=tmp_path, expect_ok=False)
-    assert result.returncode == 1  # Hydra's basic sweeper reports the failure after running every job
+    code, _, _ = run_main("-m", "model=mlp", "optimizer=sgd", "scheduler=none", "optimizer.lr=-1,1e12,0.05",
+                          "trainer.log_interval=1", *FAST, *ONE_THREAD, monkeypatch=monkeypatch, capsys=capsys,
+                          cwd=tmp_path)
+    assert code == 1  # Hydra's basic sweeper reports the failure after running every job
     sweep_dir = sweep_dir_of(tmp_path / "outputs")
     jobs = run_dirs(sweep_dir)
     rows = {row["job"]: row for row in check_summary_matches_jobs(sweep_dir, jobs)}
@@ -140,6 +155,10 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path):
     assert "optimizer.lr=-1.0 is out of range" in rows["0"]["error"]
     assert "Training diverged" in rows["1"]["error"]
     assert rows["2"]["error"] == "" and float(rows["2"]["test/acc"]) > 0.35  # measured ~0.43; chance 0.1
+    # Each job's own record says the same: the failures' errors in metrics.json, no best.pt of a diverged model.
+    failed = [read_metrics(job) for job in jobs[:2]]
+    assert failed[0]["error"] == rows["0"]["error"] and failed[1]["error"] == rows["1"]["error"]
+    assert not (jobs[1] / "checkpoints" / "best.pt").exists()
 
 
 def test_thread_count_zero_takes_a_launchers_share(monkeypatch):
@@ -148,7 +167,9 @@ def test_thread_count_zero_takes_a_launchers_share(monkeypatch):
         assert set_cpu_threads(0) == 1 and torch.get_num_threads() == 1
         assert set_cpu_threads(2) == 2  # an explicit count wins
         monkeypatch.delenv("OMP_NUM_THREADS")
-        assert set_cpu_threads(0) >= 1
+        # No launcher's share: every core this process may run on (not every core of the machine).
+        cores = len(os.sched_getaffinity(0))
+        assert set_cpu_threads(0) == cores and torch.get_num_threads() == cores
     finally:
         torch.set_num_threads(1)  # as conftest set it
 
@@ -158,7 +179,8 @@ def test_joblib_grid_two_by_two_divides_the_cores(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     from joblib import cpu_count
 
-    # No device.threads here (run_module, not run_app): each job takes its share of the cores.
+    # No device.threads here (run_module, not run_app): each job takes its share of the cores. A process of its own,
+    # as joblib's workers are (loky keeps them for the next sweep of the process that started them).
     run_module("mnist_exp", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=logreg,mlp",
                "optimizer=sgd,adam", *FAST, "device=cpu", cwd=tmp_path)
     sweep_dir = sweep_dir_of(tmp_path / "outputs")
@@ -169,17 +191,20 @@ def test_joblib_grid_two_by_two_divides_the_cores(tmp_path):
         assert f"Device: cpu ({share} CPU threads)" in (job / "train.log").read_text()
 
 
-@pytest.mark.slow
-def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path):
+def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path, monkeypatch, capsys):
     optuna = pytest.importorskip("optuna")
 
-    search = ("-m", "hparams_search=cnn_optuna", "model.width=4", *FAST)  # model.width=4 overrides the choice
-    run_app(*search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    # model.width=4 overrides the choice; the sweeper runs its trials in this process.
+    search = ("-m", "hparams_search=cnn_optuna", "model.width=4", *FAST, *ONE_THREAD)
+    code, _, err = run_main(*search, "hydra.sweeper.n_trials=2", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
     sweep_dir = sweep_dir_of(tmp_path / "outputs")
     assert (sweep_dir / "optuna.db").is_file()
     # Continue the same study in the same directory: one trial more.
-    result = run_app(*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
-    assert "Study cnn_optuna in sqlite:///" in result.stdout and ": 2 trials so far; 1 more" in result.stdout
+    code, out, err = run_main(*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    assert "Study cnn_optuna in sqlite:///" in out and ": 2 trials so far; 1 more" in out
 
     study = optuna.load_study(study_name="cnn_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
@@ -199,19 +224,24 @@ def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path):
     assert best["command"].startswith("python -m mnist_exp ") and "hparams_search=cnn_optuna" in best["command"]
     for name, value in study.best_params.items():
         assert f"{name}={value}" in best["overrides"]
-    assert f"Run it again: {best['command']}" in result.stdout
+    assert f"Run it again: {best['command']}" in out
     # The command reruns the trial as one run, the same config (a warning says that it searches nothing).
     rerun = tmp_path / "rerun"
-    run_module("mnist_exp", *best["overrides"], f"hydra.run.dir={rerun}", cwd=tmp_path)
+    code, _, err = run_main(*best["overrides"], f"hydra.run.dir={rerun}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err[-3000:]
     assert read_metrics(rerun)["status"] == "completed"
     assert (rerun / ".hydra" / "config.yaml").read_text() == (best_job / ".hydra" / "config.yaml").read_text()
     assert "hparams_search=cnn_optuna without -m trains one run" in (rerun / "train.log").read_text()
 
 
 @pytest.mark.slow
-def test_submitit_local_runs_the_cluster_code_path(tmp_path):
+def test_submitit_local_runs_the_cluster_code_path(tmp_path, monkeypatch, capsys):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    run_app("-m", "hydra/launcher=submitit_local", "model=logreg", "optimizer=sgd,adam", *FAST, cwd=tmp_path)
+    # The sweep in this process; submitit runs each job in a process of its own, as on a cluster.
+    code, _, err = run_main("-m", "hydra/launcher=submitit_local", "model=logreg", "optimizer=sgd,adam", *FAST,
+                            *ONE_THREAD, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
     sweep_dir = sweep_dir_of(tmp_path / "outputs")
     jobs = run_dirs(sweep_dir)
     assert [re.sub(r"_.*", "", job.name) for job in jobs] == ["0", "1"]
@@ -220,10 +250,12 @@ def test_submitit_local_runs_the_cluster_code_path(tmp_path):
     assert list((sweep_dir / ".submitit").iterdir())  # submitit's own logs and pickles, beside the jobs
 
 
-def test_the_slurm_launcher_file_composes_with_its_cluster_values(tmp_path):
+def test_the_slurm_launcher_file_composes_with_its_cluster_values(tmp_path, monkeypatch, capsys):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    result = run_module("mnist_exp", "hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher", cwd=tmp_path)
-    launcher = yaml.safe_load(result.stdout)
+    code, out, _ = run_main("hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0
+    launcher = yaml.safe_load(out)
     assert launcher["_target_"].endswith("SlurmLauncher")
     for key in ("partition", "timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb"):
         assert launcher[key] is not None, key

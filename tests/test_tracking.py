@@ -11,11 +11,13 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from matplotlib import colormaps
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from conftest import read_events
+from conftest import count_colour, read_events, read_png
 from mnist_exp.run.hparams import single_run_columns, write_sweep_experiment
 from mnist_exp.runs import flatten_config
 from mnist_exp.run.figures import confusion_matrix, write_final_figures
@@ -114,8 +116,8 @@ def tensorboard(logdir: Path, runs: int):
     try:
         deadline, loaded = time.monotonic() + 90, {}
         while len(loaded) < runs:  # TensorBoard loads the runs in the background
-            if server.poll() is not None:
-                pytest.skip(f"TensorBoard did not start: {server.stderr.read()[-500:]}")
+            if server.poll() is not None:  # a TensorBoard that cannot serve is a failure, not a reason to skip
+                pytest.fail(f"TensorBoard exited {server.returncode} before it served: {server.stderr.read()[-1000:]}")
             if time.monotonic() > deadline:
                 pytest.fail(f"TensorBoard loaded {len(loaded)} of {runs} runs in 90 s")
             time.sleep(0.5)
@@ -142,6 +144,7 @@ def write_job(run_dir: Path, params: dict, steps: int) -> None:
     tracker.close()
 
 
+@pytest.mark.slow  # a TensorBoard server, a process of its own
 def test_tensorboard_shows_the_config_text_the_differing_columns_and_the_curves_layout(tmp_path):
     jobs = {"0_model-mlp": {"model.name": "mlp", "model.hidden": "[64]", "optimizer.nesterov": True,
                             "dataset.flatten": True, "optimizer.lr": 0.1},
@@ -209,11 +212,41 @@ def test_write_final_figures(tmp_path, mistakes):
 
     assert paths == {name: tmp_path / f"{name}.png"
                      for name in ("confusion_matrix", "misclassified", "predictions", "curves")}
-    for path in paths.values():
-        data = path.read_bytes()
-        assert data.startswith(PNG_SIGNATURE)
-        assert len(data) > 5_000
+    pictures = {name: read_png(path) for name, path in paths.items()}
+    # Each picture's size in pixels at 100 dpi: the matrix is 7.5 in (0.55 in a class + 2) plus 1 in for the
+    # colour bar; the grids are 8 images of 1.25 in a row, 1.45 in a row of 8 and 0.5 in for the title.
+    wrong = int((true != pred).sum())
+    rows = max(1, -(-min(wrong, 32) // 8))
+    assert {name: picture.shape[1::-1] for name, picture in pictures.items()} == {
+        "confusion_matrix": (850, 750), "misclassified": (1000, round(100 * (rows * 1.45 + 0.5))),
+        "predictions": (1000, 630), "curves": (1000, 400)}
+    # TensorBoard has the same pictures, pixel for pixel, at the run's final step.
     events = read_events(tmp_path)
-    tags = {"test/confusion_matrix", "test/misclassified", "test/predictions", "curves"}
-    assert tags <= set(events.Tags()["images"])
-    assert events.Images("curves")[0].step == 7
+    for name, tag in (("confusion_matrix", "test/confusion_matrix"), ("misclassified", "test/misclassified"),
+                      ("predictions", "test/predictions"), ("curves", "curves")):
+        [image] = events.Images(tag)
+        assert image.step == 7 and np.array_equal(read_png(image.encoded_image_string), pictures[name]), name
+
+    def share_of_paper(picture) -> float:  # the white of the figure around what is drawn
+        return count_colour(picture, (255, 255, 255), tolerance=0) / (picture.shape[0] * picture.shape[1])
+
+    # The matrix: its largest counts in the darkest blue of its colour map, its empty cells in the lightest.
+    matrix = pictures["confusion_matrix"]
+    assert count_colour(matrix, colormaps["Blues"](1.0)[:3]) > 1_000
+    assert count_colour(matrix, colormaps["Blues"](0.0)[:3]) > 100_000
+    # The grids: the 32 first test images drawn in grey (most of the grid is not paper), titles green where
+    # right and red where wrong; the misclassified grid shows only mistakes, or nothing but its title.
+    predictions, misclassified = pictures["predictions"], pictures["misclassified"]
+    assert share_of_paper(predictions) < 0.4
+    assert count_colour(predictions, "tab:green") > 50
+    assert (count_colour(predictions, "red") > 1_000) == bool((true[:32] != pred[:32]).any()) == mistakes
+    assert count_colour(misclassified, "tab:green") == 0
+    if mistakes:
+        assert count_colour(misclassified, "red") > 1_000 and share_of_paper(misclassified) < 0.5
+    else:
+        assert count_colour(misclassified, "red") == 0 and share_of_paper(misclassified) > 0.95
+    # The curves: train (matplotlib's first colour) and validation (its second) in each panel, lines where both
+    # epochs have the value; epoch 2 has no validation loss, so that is one point (and its legend entry).
+    loss, accuracy = pictures["curves"][:, :500], pictures["curves"][:, 500:]
+    assert count_colour(loss, "C0") > 300 and 20 < count_colour(loss, "C1") < 200
+    assert count_colour(accuracy, "C0") > 300 and count_colour(accuracy, "C1") > 300
