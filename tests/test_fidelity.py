@@ -10,7 +10,9 @@
 The options come from the groups' own lists (``group_options``), so a new option is covered at once.
 """
 
+import functools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,6 +228,17 @@ def idx_root(tmp_path_factory):
     return root
 
 
+@functools.cache
+def composed_dataset_fingerprint(option: str, idx_root: Path):
+    """The fingerprint of an option as composed (the same for each of its keys' tests: built once)."""
+    return dataset_fingerprint(local(composed(f"dataset={option}")["dataset"], idx_root))
+
+
+def local(node: dict, idx_root: Path) -> dict:
+    """A dataset node that reads the files laid out in ``idx_root``, never downloading."""
+    return {**node, "data_dir": str(idx_root), "download": False} if "data_dir" in node else node
+
+
 def dataset_fingerprint(node: dict):
     data = DATASETS.build(node)
     splits = [(split.images[:50].clone(), split.labels[:50].clone(), len(split))
@@ -235,10 +248,8 @@ def dataset_fingerprint(node: dict):
 
 @pytest.mark.parametrize("option, key", DATASET_KEYS)
 def test_each_dataset_key_changes_the_data_or_is_refused(option, key, idx_root):
-    node = composed(f"dataset={option}")["dataset"]
-    if "data_dir" in node:
-        node = {**node, "data_dir": str(idx_root), "download": False}
-    before = dataset_fingerprint(node)
+    node = local(composed(f"dataset={option}")["dataset"], idx_root)
+    before = composed_dataset_fingerprint(option, idx_root)
     try:
         after = dataset_fingerprint({**node, key: changed(node[key])})
     except UserError:

@@ -241,7 +241,7 @@ def test_the_trial_of_a_killed_worker_is_failed_and_retried_by_the_next(tmp_path
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     search = ("-m", "hydra/sweeper=optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
               "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.n_trials=1", "optimizer.lr=interval(0.001,0.1)",
-              "dataset=fake", "dataset.num_train=8192", "model.width=8", "trainer.epochs=4", "device=cpu",
+              "dataset=fake", "dataset.num_train=8192", "model.width=8", "trainer.epochs=2", "device=cpu",
               "device.threads=1")
     first = subprocess.Popen([sys.executable, "-m", "mnist_exp", *search, f"hydra.sweep.dir={tmp_path / 'a'}"],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
