@@ -79,8 +79,10 @@ def run_names(runs: list[dict[str, Any]]) -> list[str]:
     return [os.path.relpath(run["dir"], common) for run in runs]
 
 
-def leaderboard(runs: list[dict[str, Any]], raw: bool, top: int | None = None) -> tuple[list[str], list[list[Any]]]:
-    """The header and a row for each of the ``top`` best runs; ``raw`` keeps numbers as they are (CSV).
+def leaderboard(runs: list[dict[str, Any]], raw: bool, top: int | None = None,
+                compute: bool = False) -> tuple[list[str], list[list[Any]]]:
+    """The header and a row for each of the ``top`` best runs; ``raw`` keeps numbers as they are (CSV); ``compute``
+    adds each run's forward MFLOPs per image and training GFLOP/s.
 
     The override columns and the run names come from all runs, so a top few still show what differs.
     """
@@ -105,7 +107,11 @@ def leaderboard(runs: list[dict[str, Any]], raw: bool, top: int | None = None) -
             rows.append([name, *overrides, percent(best_val), percent(test), "-" if epochs is None else f"{epochs:.0f}",
                          "-" if seconds is None else f"{seconds:.1f}", "-" if params is None else f"{params:,.0f}",
                          status])
-    return header, rows
+        if compute:
+            flops, speed = number(metrics.get("flops_per_image")), number(metrics.get("train_gflops_per_s"))
+            rows[-1] += ([flops, speed] if raw else
+                         ["-" if flops is None else f"{flops / 1e6:.2f}", "-" if speed is None else f"{speed:.1f}"])
+    return header + (["MFLOPs/img" if not raw else "flops_per_image", "GFLOP/s"] if compute else []), rows
 
 
 def percent(fraction: float | None) -> str:
@@ -168,6 +174,8 @@ def arguments():
                                                             "instead of seed groups")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("--top", type=cli.positive_int, default=None, metavar="N", help="show only the best N rows")
+    parser.add_argument("--compute", action="store_true", help="with --runs: each run's forward MFLOPs per image and "
+                                                               "training GFLOP/s")
     parser.add_argument("--plot", type=Path, metavar="file.png",
                         help="also draw test accuracy against training seconds, a point per row (error bars: the "
                              "95%% interval of a group's mean)")
@@ -176,9 +184,9 @@ def arguments():
 
 def command(args) -> None:
     if args.vs:
-        if args.runs or args.top or args.plot or args.format != "table":
-            raise UserError("--vs compares A with B: leave out --runs, --top, --format and --plot, which shape "
-                            "the leaderboard.")
+        if args.runs or args.top or args.plot or args.compute or args.format != "table":
+            raise UserError("--vs compares A with B: leave out --runs, --top, --format, --plot and --compute, which "
+                            "shape the leaderboard.")
         from mnist_exp.tools.versus import versus
 
         print(versus(args.paths, args.vs))
@@ -191,7 +199,10 @@ def command(args) -> None:
             print(f"warning: {run['problem']}; the run is listed as unreadable.", file=sys.stderr)
     raw = args.format == "csv"
     groups = None if args.runs else seed_groups(runs)  # a row per run, or per seed group
-    header, table = leaderboard(runs, raw, args.top) if args.runs else group_leaderboard(groups, raw, args.top)
+    if args.compute and not args.runs:
+        raise UserError("--compute shows each run's compute: add --runs.")
+    header, table = leaderboard(runs, raw, args.top, args.compute) if args.runs else group_leaderboard(groups, raw,
+                                                                                                       args.top)
     formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[args.format]
     print(formatter(header, table))
     if args.plot:
