@@ -80,10 +80,27 @@ def job_state(job: str) -> str:
     return next((word.split("=")[1] for word in shown.split() if word.startswith("JobState=")), "")
 
 
-def start_now_when_pending(job: str) -> None:
-    """A requeued job waits about two minutes (its BeginTime); start it as soon as it is pending again."""
-    wait_for(lambda: job_state(job) == "PENDING", f"job {job} to be requeued")
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+def starts(log: Path) -> int:
+    """How many times the job has started, by its log."""
+    return log.read_text().count("Starting with JobEnvironment") if log.exists() else 0
+
+
+def time_limits(log: Path) -> int:
+    """How many time-limit signals submitit caught, by its log (its own line, not the app's copy of it)."""
+    return sum(line.startswith("submitit WARNING") and "Caught signal SIGUSR2" in line
+               for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+def restart_now(job: str, log: Path, before: int) -> None:
+    """Wait for the requeued job to start again: it may wait for its BeginTime (about two minutes), so while it is
+    pending it is told to start now (the controller may refuse while it is still requeueing it: told again)."""
+
+    def started() -> bool:
+        if job_state(job) == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        return starts(log) > before
+
+    wait_for(started, f"job {job} to start again")
 
 
 def run_dir_of(sweep_dir: Path) -> Path:
@@ -112,7 +129,7 @@ def uninterrupted(tmp_path_factory):
     return uninterrupted_run(tmp_path_factory, *TRAIN, "trainer.epochs=3")
 
 
-LONG = (*TRAIN, "dataset.num_train=65536", "trainer.epochs=3")  # about 25 s of training: long enough for two stops
+LONG = (*TRAIN, "dataset.num_train=65536", "trainer.epochs=7")  # about 60 s of training: two time limits or more
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +144,9 @@ def test_a_requeued_job_whose_run_completed_returns_it_untouched(tmp_path):
     run_dir, job = run_dir_of(sweep_dir), job_id(sweep_dir)
     assert read_metrics(run_dir)["status"] == "completed"
     before = files_of(run_dir)
-    subprocess.run(["scontrol", "requeue", job], check=True)  # as SLURM does to a job it loses track of
-    start_now_when_pending(job)
     log = job_log(sweep_dir, job)
+    subprocess.run(["scontrol", "requeue", job], check=True)  # as SLURM does to a job it loses track of
+    restart_now(job, log, starts(log))
     wait_for(lambda: job_state(job) == "COMPLETED" and "is complete (test accuracy" in log.read_text(),
              "the requeued job to return the completed run")
     assert files_of(run_dir) == before  # checkpoints, event files, metrics.json, predictions: byte for byte
@@ -143,7 +160,7 @@ def test_scontrol_requeue_mid_epoch_continues_from_that_batch_to_the_uninterrupt
     last = wait_for(lambda: next(sweep_dir.glob("*/checkpoints/last.pt"), None), "the first epoch", process=sweep)
     time.sleep(0.5)  # into the second epoch
     subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM, then SIGKILL after KillWait
-    start_now_when_pending(job)
+    restart_now(job, job_log(sweep_dir, job), 1)
     assert sweep.wait(timeout=300) == 0, sweep.stdout.read()
     run_dir = last.parent.parent
     log = job_log(sweep_dir, job).read_text()
@@ -163,17 +180,16 @@ def test_two_time_limit_requeues_end_with_the_uninterrupted_result(tmp_path, uni
                         "+hydra.launcher.additional_parameters.requeue=true")
     job = wait_for(lambda: job_id(sweep_dir), "the job to be submitted", process=sweep)
     log = job_log(sweep_dir, job)
-    signals = 0
-    # Two time limits at least, one of them during training (SLURM may signal before training starts: then
-    # submitit requeues the job without a checkpoint of ours).
-    while signals < 2 or "ahead of the time limit; checkpoints/last.pt written" not in log.read_text():
-        signals += 1
-        assert signals <= 4, "four time limits, none of them during training"
-        wait_for(lambda: log.exists() and log.read_text().count("Caught signal SIGUSR2") >= signals,
-                 f"time limit {signals}", process=sweep)
-        start_now_when_pending(job)
-    assert sweep.wait(timeout=300) == 0, sweep.stdout.read()
-    assert "Resumed from " in log.read_text()
+    # Each time limit: USR2, submitit requeues the job, it starts again. SLURM may signal before training starts
+    # (then submitit requeues the job without a checkpoint of ours) or, late in a start, not at all.
+    while sweep.poll() is None:
+        if time_limits(log) > starts(log) - 1:
+            restart_now(job, log, starts(log))
+        time.sleep(0.5)
+    assert sweep.returncode == 0, sweep.stdout.read()
+    text = log.read_text()
+    assert time_limits(log) >= 2, "fewer than two time limits: give the run more epochs"
+    assert "ahead of the time limit; checkpoints/last.pt written" in text and "Resumed from " in text
     run_dir = run_dir_of(sweep_dir)
     metrics, expected = read_metrics(run_dir), read_metrics(uninterrupted)
     assert metrics["status"] == "completed" and metrics["test/acc"] == expected["test/acc"]
