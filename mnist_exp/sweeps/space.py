@@ -10,18 +10,18 @@
 import re
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
 from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError
+from mnist_exp.run.command_line import override_parser
 from mnist_exp.run.prechecks import empty_sweep
 
 
 def search_space(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The swept keys' distributions and the fixed overrides, from ``key=value`` lines; a later line for a key wins."""
     space, fixed = {}, {}
-    for override in OverridesParser.create().parse_overrides(lines):
+    for override in override_parser().parse_overrides(lines):
         key = override.get_key_element()
         if override.is_sweep_override():
             space[key] = distribution(override)
