@@ -54,8 +54,10 @@ compare: $(STAMP)
 clean-outputs:
 	rm -rf outputs
 
-# A one-node SLURM cluster on this machine (tests/cluster/slurm.sh: Debian's slurm-wlm and munge, as root), then
-# the tests that need it: requeues and time limits of real SLURM jobs.
+# A one-node SLURM cluster and a PostgreSQL server on this machine (tests/cluster/*.sh: Debian's slurm-wlm, munge
+# and postgresql, as root), then the tests that need them: requeues, time limits, arrays and shared studies.
 test-cluster: data
+	$(PY) -m pip install --quiet --editable '.[dev,export,sweep,postgres]'
 	bash tests/cluster/slurm.sh start
+	bash tests/cluster/postgres.sh start
 	$(PY) -m pytest tests/cluster -m cluster

@@ -38,6 +38,17 @@ def without_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", url)
 
 
+def with_driver(url: str) -> str:
+    """``postgresql://`` names SQLAlchemy's psycopg2 driver; where only psycopg 3 (the ``postgres`` extra) is
+    installed, the same URL goes through it."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and not importlib.util.find_spec("psycopg2") and importlib.util.find_spec(
+            "psycopg"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
 def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry: int | None = None):
     """A database URL as Optuna's RDB storage; a path without '://' as its journal file (one shared filesystem).
 
@@ -63,15 +74,17 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry))
     for attempt in range(1, 6):
         try:
-            return optuna.storages.RDBStorage(storage, **options)
+            return optuna.storages.RDBStorage(with_driver(storage), **options)
         except (sqlalchemy.exc.ArgumentError, ImportError) as error:  # an unknown scheme, a missing driver
             raise UserError(f"hydra.sweeper.storage={without_password(storage)} cannot be opened ({error}). Give "
-                            "sqlite:///<file>, postgresql://user:password@host/db (with its driver installed, e.g. "
-                            "psycopg2), mysql://..., or a journal file's path.") from error
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                            "sqlite:///<file>, postgresql://user:password@host/db (with its driver: pip install -e "
+                            "'.[postgres]'), mysql://..., or a journal file's path.") from error
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
             # Workers that start together on a new database both create its tables: one wins, the others retry.
             if attempt == 5:
-                raise
+                reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+                raise UserError(f"hydra.sweeper.storage={without_password(storage)} cannot be reached: "
+                                f"{without_password(reason)}. Check the server, user and password.") from error
             time.sleep(0.5 * attempt)
 
 

@@ -11,10 +11,7 @@ SLURM holds a requeued job for about two minutes before it starts it again; the 
 once (``scontrol update StartTime=now``). Without a cluster these tests skip, saying how to start one.
 """
 
-import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,47 +19,14 @@ import pytest
 import torch
 
 from conftest import read_metrics, run_module
+from slurm_jobs import cluster, job_field, job_state, start_sweep, wait_for  # noqa: F401 (cluster: a fixture)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-LAUNCHER = ("hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_task=null",
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null")
 # Deterministic on one thread, so an interrupted run can be compared with an uninterrupted one bit for bit.
 TRAIN = ("dataset=fake", "dataset.num_train=16384", "dataset.val_size=256", "dataset.num_test=256", "model=cnn",
          "model.width=8", "trainer.batch_size=32", "trainer.deterministic=true", "scheduler=none", "device=cpu",
          "device.threads=1", "seed=3")
-
-
-def cluster_up() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return states.returncode == 0 and any(s in states.stdout for s in ("idle", "mixed", "allocated"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    if not cluster_up():
-        pytest.skip("no SLURM cluster on this machine: `make test-cluster` starts a one-node one (as root, from "
-                    "Debian's slurm-wlm and munge) and runs these tests")
-
-
-def start_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
-    """A one-job sweep on SLURM, its command left waiting for the job as a user's would."""
-    command = [sys.executable, "-m", "mnist_exp", "-m", *LAUNCHER, *args, f"hydra.sweep.dir={sweep_dir}"]
-    return subprocess.Popen(command, cwd=sweep_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "MNIST_EXP_OUTPUTS": str(sweep_dir.parent)})
-
-
-def wait_for(condition, what: str, timeout: float = 240, process: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the sweep ended before {what}:\n{process.stdout.read()}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job_id(sweep_dir: Path) -> str:
@@ -73,11 +37,6 @@ def job_id(sweep_dir: Path) -> str:
 
 def job_log(sweep_dir: Path, job: str) -> Path:
     return sweep_dir / ".submitit" / job / f"{job}_0_log.out"
-
-
-def job_state(job: str) -> str:
-    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-    return next((word.split("=")[1] for word in shown.split() if word.startswith("JobState=")), "")
 
 
 def starts(log: Path) -> int:
@@ -93,14 +52,22 @@ def time_limits(log: Path) -> int:
 
 def restart_now(job: str, log: Path, before: int) -> None:
     """Wait for the requeued job to start again: it may wait for its BeginTime (about two minutes), so while it is
-    pending it is told to start now (the controller may refuse while it is still requeueing it: told again)."""
+    pending it is told to start now (the controller may refuse while it is still requeueing it: told again). A
+    launch that fails while the node still cleans up the job's last start holds the job: it is released."""
 
     def started() -> bool:
         if job_state(job) == "PENDING":
+            if "held" in job_field(job, "Reason").lower():
+                subprocess.run(["scontrol", "release", job], capture_output=True)
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
         return starts(log) > before
 
-    wait_for(started, f"job {job} to start again")
+    try:
+        wait_for(started, f"job {job} to start again")
+    except AssertionError as error:
+        shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+        tail = "\n".join(log.read_text().splitlines()[-15:]) if log.exists() else "(no log)"
+        raise AssertionError(f"{error}\n{shown}\nits log ends:\n{tail}") from None
 
 
 def run_dir_of(sweep_dir: Path) -> Path:
@@ -145,6 +112,7 @@ def test_a_requeued_job_whose_run_completed_returns_it_untouched(tmp_path):
     assert read_metrics(run_dir)["status"] == "completed"
     before = files_of(run_dir)
     log = job_log(sweep_dir, job)
+    wait_for(lambda: job_state(job) == "COMPLETED", "SLURM to finish the job")  # not COMPLETING: its node is clean
     subprocess.run(["scontrol", "requeue", job], check=True)  # as SLURM does to a job it loses track of
     restart_now(job, log, starts(log))
     wait_for(lambda: job_state(job) == "COMPLETED" and "is complete (test accuracy" in log.read_text(),
