@@ -107,7 +107,7 @@ def test_tensorboard_events_read_back(fake_run):
     assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == [".hydra", "checkpoints"]
 
 
-MODELS_LIST = "cnn, conv_fc, logreg, mlp, strided_cnn"
+MODELS_LIST = "cnn, conv_fc, logreg, mlp, strided_cnn, vgg_cnn"
 TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, tta_scales, "
                 "deterministic, compile, progress, checkpoint")
 
@@ -144,7 +144,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
      "list of sizes above 0, e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size."),
     (["trainer.tta_scales=[0.9,1.1]"], "trainer.tta_scales=[0.9, 1.1] takes effect only with test-time averaging: "
                                        "add trainer.tta=true, or leave trainer.tta_scales at [1.0]."),
-    (["model=cnn", "model.convs_per_stage=2"],
+    (["model=vgg_cnn", "model.convs_per_stage=2"],
      "model.convs_per_stage=2 is not a list: give one in brackets, e.g. model.convs_per_stage=[2]."),
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
     (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "

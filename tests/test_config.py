@@ -38,7 +38,7 @@ def test_default_config():
                                                                                           "onecycle")
     assert cfg.optimized_metric == "best_val/acc"
     # The default run conf/config.yaml's header describes: 3 epochs of batches of 256, tested in batches of 2000.
-    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.eval_batch_size) == (3, 256, 2000)
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.eval_batch_size) == (2, 256, 2000)
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
@@ -72,8 +72,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
      "trainer.epochs=three is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     # a per-option schema, derived from the builder's arguments
     ("model.widht=8", "Key 'widht' not in 'model_cnn_schema'\n    full_key: model.widht",
-     "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width, in_channels, dropout, "
-     "convs_per_stage, pool_before_norm."),
+     "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width, in_channels, "
+     "image_size, dropout."),
     ("optimizer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float\n    full_key: optimizer.lr",
      "optimizer.lr=fast is not a number: give a number, e.g. optimizer.lr=0.5."),
     # an enum
@@ -82,7 +82,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     # an option that does not exist
     ("model=cnnn", "In 'config': Could not find 'model/cnnn'\n\nAvailable options in 'model':\n\tcnn\n\tconv_fc\n",
      "model=cnnn: there is no such option. Did you mean 'cnn'? Options of model: cnn, conv_fc, logreg, mlp, "
-     "strided_cnn."),
+     "strided_cnn, vgg_cnn."),
 ])
 def test_mistakes_fail_at_composition(override, hydra_says, message):
     """Hydra refuses each at composition; what it says becomes the one line the user reads, with its advice."""

@@ -201,8 +201,8 @@ def test_pooling_before_the_norm_is_the_same_function_while_the_norm_is_increasi
     # Max pooling commutes with ReLU and with any increasing map, such as a batch norm in eval mode
     # whose scales are positive: the two orders then compute the same, from the same weights.
     torch.manual_seed(0)
-    plain = MODELS.build({"name": "cnn", "width": 8, "pool_before_norm": False}, 10).eval()
-    early = MODELS.build({"name": "cnn", "width": 8, "pool_before_norm": True}, 10).eval()
+    plain = MODELS.build({"name": "vgg_cnn", "width": 8, "pool_before_norm": False}, 10).eval()
+    early = MODELS.build({"name": "vgg_cnn", "width": 8, "pool_before_norm": True}, 10).eval()
     for norm in (m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)):
         norm.weight.data.uniform_(0.5, 2.0)
         norm.bias.data.normal_()
@@ -218,18 +218,32 @@ def test_pooling_before_the_norm_is_the_same_function_while_the_norm_is_increasi
 
 
 def test_deeper_stages_pool_first_and_refine_the_pooled_image():
-    model = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [1, 1, 2]}, 10)  # pools before the norm
+    model = MODELS.build({"name": "vgg_cnn", "width": 8, "convs_per_stage": [1, 1, 2]}, 10)  # pools before the norm
     sizes = []
     model[3].register_forward_hook(lambda _m, inputs, output: sizes.append((inputs[0].shape, output.shape)))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert sizes == [(torch.Size([2, 32, 3, 3]), torch.Size([2, 32, 3, 3]))]  # the extra conv works at 3x3
     assert [type(m) for m in model[3]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
-    classic = MODELS.build({"name": "cnn", "width": 8, "convs_per_stage": [2, 1, 1], "pool_before_norm": False}, 10)
+    classic = MODELS.build({"name": "vgg_cnn", "width": 8, "convs_per_stage": [2, 1, 1], "pool_before_norm": False}, 10)
     assert [type(m) for m in classic[:3]] == [nn.Sequential, nn.Sequential, nn.MaxPool2d]  # convs, then the pool
     for wrong in ([1, 2], [1, 0, 1], 1):
         with pytest.raises(UserError, match=rf"3 counts of at least 1 \(one per stage, e.g. \[1, 1, 2\]\), "
                                             rf"got {re.escape(str(wrong))}\.$"):
-            MODELS.build({"name": "cnn", "convs_per_stage": wrong}, 10)
+            MODELS.build({"name": "vgg_cnn", "convs_per_stage": wrong}, 10)
+
+
+def test_the_cnn_strides_at_once_and_shrinks_its_maps_without_padding():
+    model = MODELS.build({"name": "cnn", "width": 8}, 10)
+    sizes = []
+    for block in model[:3]:
+        block.register_forward_hook(lambda _m, _inputs, output: sizes.append(tuple(output.shape[1:])))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sizes == [(8, 12, 12), (16, 5, 5), (32, 3, 3)]
+    assert [type(m) for m in model[1]] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]  # pooled before its norm
+    bigger = MODELS.build({"name": "cnn", "width": 8, "image_size": 32}, 10)
+    assert bigger(torch.zeros(2, 1, 32, 32)).shape == (2, 10) and bigger[-1].in_features == 32 * 4 * 4
+    with pytest.raises(UserError, match=r"^model.image_size=16 is too small for the cnn's convs: give at least 17\.$"):
+        MODELS.build({"name": "cnn", "image_size": 16}, 10)
 
 
 @pytest.mark.parametrize("name, options, message", [

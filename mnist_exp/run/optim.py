@@ -19,12 +19,12 @@ def sgd(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0
 
 
 @OPTIMIZERS.register("adam")
-def adam(params, lr: float = 3e-3, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8):
+def adam(params, lr: float = 1e-2, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8):
     return torch.optim.Adam(params, lr=lr, betas=two_betas(betas), weight_decay=weight_decay, eps=eps)
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(params, lr: float = 3e-3, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8):
+def adamw(params, lr: float = 1e-2, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8):
     return torch.optim.AdamW(params, lr=lr, betas=two_betas(betas), weight_decay=weight_decay, eps=eps)
 
 

@@ -17,6 +17,7 @@
 import logging
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,9 @@ class OptunaSearch:
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         remaining, told, failures = self.n_trials, 0, 0
         while remaining > 0 and not grid_exhausted(study):
-            optuna.storages.fail_stale_trials(study)  # killed workers' trials: failed, queued to be retried
+            with warnings.catch_warnings():  # experimental in Optuna, which says so on every call
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # killed workers' trials: failed, queued to be retried
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             for trial in trials:
                 extra = (extend(self.config, trial) or {}) if extend else {}  # may draw more into trial.params
@@ -193,7 +196,8 @@ def tell(study, trial, ret: JobReturn, metric: str, count: int = 1) -> str | Non
         told(study, trial, state=TrialState.PRUNED)
         outcome = str(value)
     else:
-        reason = str(value) or type(value).__name__
+        # A one-line UserError says it all; any other error is named by its type too, as a traceback would.
+        reason = str(value) if isinstance(value, UserError) else f"{type(value).__name__}: {value}".rstrip(": ")
         told(study, trial, state=TrialState.FAIL)
         outcome = f"failed, {reason}"
     if reason and ret.status == JobStatus.COMPLETED and ret.hydra_cfg is not None:

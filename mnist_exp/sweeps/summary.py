@@ -124,12 +124,12 @@ def report_best_trials(sweep_dir: Path, metric: str, study, program: list[str]) 
     counts = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
     print(f"Study {study.study_name}: {sum(counts.values())} trials ("
           + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + ")")
-    front = sorted(study.best_trials, key=lambda trial: trial.number)
+    several = len(study.directions) > 1
+    front = sorted(study.best_trials, key=lambda trial: trial.number)[:None if several else 1]  # ties: the first
     if not front:
         print("No trial has completed: no best trial yet.", flush=True)
         return
     best = [trial_record(trial, metric, program) for trial in front]
-    several = len(study.directions) > 1
     path = sweep_dir / (PARETO_FILE if several else BEST_TRIAL_FILE)
     with atomic_file(path, "w") as f:  # whole, where workers sharing the directory end together
         OmegaConf.save(OmegaConf.create(best if several else best[0]), f)
