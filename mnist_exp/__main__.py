@@ -1,3 +1,3 @@
-from mnist_exp.app import main
+from mnist_exp.app import cli
 
-main()
+cli()

@@ -154,11 +154,11 @@ def test_a_users_own_builder_is_an_option_in_help_glob_and_did_you_mean(tmp_path
                               timeout=300, env={**os.environ, "MNIST_EXP_OUTPUTS": str(tmp_path / "out")})
 
     shown = run("--help")
-    assert shown.returncode == 0 and "  model:          cnn, conv_fc, logreg, mlp, strided_cnn, tiny" in shown.stdout
+    assert shown.returncode == 0 and "  model:          cnn, conv_fc, logreg, mlp, strided_cnn, tiny, vgg_cnn" in shown.stdout
     wrong = run("model=tiy")
     assert wrong.returncode == 1 and wrong.stderr.strip().splitlines() == [
         "model=tiy: there is no such option. Did you mean 'tiny'? Options of model: cnn, conv_fc, logreg, mlp, "
-        "strided_cnn, tiny."]
+        "strided_cnn, tiny, vgg_cnn."]
     swept = run("-m", *(arg for arg in TINY if not arg.startswith("model=")), "model=glob(ti*)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert swept.returncode == 0, swept.stderr
     [job] = [path for path in (tmp_path / "sweep").iterdir() if path.is_dir()]

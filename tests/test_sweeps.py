@@ -127,13 +127,13 @@ def test_tensorboard_hparams_table_has_every_job_under_its_name(basic_sweep):
     assert sorted(group["name"] for group in groups) == sorted(jobs)  # one row per job, named as its directory
     assert sorted(scalar_runs) == sorted(jobs)  # the scalar tab's runs: the job directories' names
     assert all({"val/acc", "test/acc"} <= set(tags) for tags in scalar_runs.values())
-    assert {"model.name", "optimizer.name", "optimizer.lr"} <= {column["name"] for column in columns}
     # The sweep's columns: those that differ, marked so (the HPARAMS tab shows them first), then those only some
-    # jobs have (mlp's model.hidden); keys equal in every job are no columns.
+    # jobs have (mlp's model.hidden, sgd's momentum); keys equal in every job are no columns (sgd's and adam's lr
+    # are both 0.01).
     names = {column["name"] for column in columns}
-    assert "model.hidden" in names and not {"model.in_features", "dataset.flatten", "dataset.image_size"} & names
-    assert {column["name"] for column in columns if column.get("differs")} == {"model.name", "optimizer.name",
-                                                                              "optimizer.lr"}
+    assert {"model.hidden", "optimizer.momentum"} <= names
+    assert not {"model.in_features", "dataset.flatten", "dataset.image_size", "optimizer.lr"} & names
+    assert {column["name"] for column in columns if column.get("differs")} == {"model.name", "optimizer.name"}
     for group in groups:
         metrics = jobs[group["name"]]
         assert group["hparams"]["model.name"] == re.search(r"model-(\w+?)_", group["name"]).group(1)
