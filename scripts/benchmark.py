@@ -8,9 +8,10 @@ and `best` experiments, in one run, on the same device (the CPU, where the refer
     gamma 0.7, torchvision's MNIST with ToTensor and Normalize, a DataLoader of batch 64 without shuffling
     (main.py shuffles only with CUDA), ``loss.item()`` read for its log line every 10 batches, seed 1, fp32;
 (b) `python -m mnist_exp experiment=fast device.name=cpu` and `experiment=best device.name=cpu`, built and run
-    in this process as the app runs them, in their own precision (bf16 autocast where the CPU has bf16);
-(c) the headline: the reference's seconds to 99.0% over fast's, the median of --pairs pairs run back to back in
-    alternating order (this machine's speed drifts by more than the differences measured);
+    in this process as the app runs them, in their own precision (bf16 autocast where the CPU has bf16), and
+    `fast` again in fp32 (`device.precision=fp32`), the reference's precision;
+(c) the headline: the reference's seconds to 99.0% over fast's (each precision), the median of --pairs runs of
+    each, back to back in alternating order (this machine's speed drifts by more than the differences measured);
 (d) the framework's overhead: one epoch through our Trainer (INFO log lines, progress bar, TensorBoard,
     checkpoints, as a user sees them) against a minimal loop over the same tensors, model, optimizer and batch;
 (e) start-up, both measured from the kernel's start time of the process, neither including its exit: to the first
@@ -166,10 +167,10 @@ def compose_recipe(name: str, small: bool, extra: list[str] = ()):
         return compose("config", overrides=[f"experiment={name}", *SAME_DEVICE, *(SMALL if small else []), *extra])
 
 
-def ours(name: str, small: bool, out: Path) -> dict:
-    """`python -m mnist_exp experiment=<name> device.name=cpu`, built and run in this process as the app runs it,
-    with its test accuracy at checkpoints (fast: every log interval; best: every epoch) and at the end."""
-    extra = ["trainer.progress=false", *(["trainer.epochs=1"] if small and name == "best" else [])]
+def ours(name: str, small: bool, out: Path, extra: tuple[str, ...] = ()) -> dict:
+    """`python -m mnist_exp experiment=<name> device.name=cpu <extra>`, built and run in this process as the app runs
+    it, with its test accuracy at checkpoints (fast: every log interval; best: every epoch) and at the end."""
+    extra = ["trainer.progress=false", *(["trainer.epochs=1"] if small and name == "best" else []), *extra]
     cfg = compose_recipe(name, small, extra)
     job = build_job(cfg, Path(tempfile.mkdtemp(prefix=f"{name}_run_", dir=out)), in_sweep=False)
     curve = TestCurve(job.loaders["test"], every_log=name == "fast")
@@ -188,26 +189,30 @@ def ours(name: str, small: bool, out: Path) -> dict:
 
 
 def pairs(root: Path, small: bool, out: Path, count: int, max_epochs: int) -> dict:
-    """``count`` (reference, fast) pairs back to back, in alternating order. The first reference run goes all its
-    epochs (its curve); the others stop at 99.0%, all the headline needs."""
-    runs = {"reference": [], "fast": []}
+    """``count`` (reference, fast, fast in fp32) triples back to back, in alternating order. The first reference run
+    goes all its epochs (its curve); the others stop at 99.0%, all the headline needs."""
+    runs = {"reference": [], "fast": [], "fast_fp32": []}
     with open(out / "reference_log.txt", "w") as log_file:
         for i in range(count):
-            for side in (("reference", "fast") if i % 2 == 0 else ("fast", "reference")):
+            for side in (("reference", "fast", "fast_fp32") if i % 2 == 0 else ("fast_fp32", "fast", "reference")):
                 if side == "fast":
                     runs["fast"].append(ours("fast", small, out))
+                elif side == "fast_fp32":  # the reference's precision, on any CPU
+                    runs["fast_fp32"].append(ours("fast", small, out, ("device.precision=fp32",)))
                 else:
                     print(f"Reference (pytorch/examples mnist), run {len(runs['reference']) + 1}:", flush=True)
                     runs["reference"].append(reference(root, max_epochs, stop_at=TARGETS[0] if runs["reference"]
                                                        else None, log_file=log_file))
-    ratios = []
-    for points, fast in zip(runs["reference"], runs["fast"]):
-        ref_s, fast_s = seconds_to(points, TARGETS[0]), seconds_to(fast["curve"], TARGETS[0])
-        ratios.append(None if fast_s is None else {"ratio": (ref_s or points[-1]["seconds"]) / fast_s,
-                                                   "lower_bound": ref_s is None})
-    print("  speed-ups: " + ", ".join("n/a" if r is None else f"{'>' * r['lower_bound']}{r['ratio']:.1f}x"
-                                      for r in ratios), flush=True)
-    return {**runs, "speedups": ratios}
+    speedups = {}
+    for side in ("fast", "fast_fp32"):
+        ratios = speedups[side] = []
+        for points, fast in zip(runs["reference"], runs[side]):
+            ref_s, fast_s = seconds_to(points, TARGETS[0]), seconds_to(fast["curve"], TARGETS[0])
+            ratios.append(None if fast_s is None else {"ratio": (ref_s or points[-1]["seconds"]) / fast_s,
+                                                       "lower_bound": ref_s is None})
+        print(f"  speed-ups of {side}: " + ", ".join("n/a" if r is None else f"{'>' * r['lower_bound']}"
+                                                     f"{r['ratio']:.1f}x" for r in ratios), flush=True)
+    return {**runs, "speedups": speedups["fast"], "speedups_fp32": speedups["fast_fp32"]}
 
 
 def overhead(small: bool, out: Path, repeats: int) -> dict:

@@ -24,14 +24,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_features() -> list[str]:
+    """The vector instructions that decide a CPU's speed here, of those /proc/cpuinfo lists (Linux)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    present = set(flags.partition(":")[2].split())
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in present]
+
+
 def machine() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"date": date.today().isoformat(), "cpu": cpu_model(), "cores": cores, "bf16_instructions": cpu_has_bf16(),
+            "cpu_features": cpu_features(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def machine_line(m: dict) -> str:
-    return (f"Machine: {m['cpu']}, {m['cores']} cores{', bf16 instructions' if m['bf16_instructions'] else ''}; "
+    features = ", ".join(m.get("cpu_features", [])) or "unknown"
+    return (f"Machine: {m['cpu']}, {m['cores']} cores{', bf16 instructions' if m['bf16_instructions'] else ''} "
+            f"(CPU flags: {features}; torch's kernels: {m.get('torch_cpu_capability', '?')}); "
             f"torch {m['torch']} ({m['threads']} threads). Run on {m['date']}.")
 
 
@@ -74,6 +87,9 @@ def report(result: dict) -> str:
          accuracy_cell([full[-1]["test_acc"]], f" after {epochs} epoch(s)"), ref_curves, f"not in {epochs} epochs"),
         ("mnist_exp `experiment=fast`", fast_runs[0]["precision"], accuracy_cell([r["test/acc"] for r in fast_runs]),
          [r["curve"] for r in fast_runs], "not reached"),
+        ("mnist_exp `experiment=fast device.precision=fp32`", runs["fast_fp32"][0]["precision"],
+         accuracy_cell([r["test/acc"] for r in runs["fast_fp32"]]), [r["curve"] for r in runs["fast_fp32"]],
+         "not reached"),
     ]
     if "best" in result:
         best = result["best"]
@@ -88,8 +104,9 @@ def report(result: dict) -> str:
     for name, precision, accuracy, curves, missing in rows:
         lines.append(f"| {name} | {precision} | {accuracy} | "
                      + " | ".join(times_cell(curves, t, missing) for t in targets) + " |")
-    lines.append(f"| speed-up of `fast` to {100 * targets[0]:.1f}% (median of {len(runs['speedups'])} alternating "
-                 f"pairs) | | | {speedup_cell(runs['speedups'])} |" + " |" * (len(targets) - 1))
+    for side, speedups in (("`fast`", runs["speedups"]), ("`fast` in fp32", runs["speedups_fp32"])):
+        lines.append(f"| speed-up of {side} to {100 * targets[0]:.1f}% (median of {len(speedups)} alternating runs) "
+                     f"| | | {speedup_cell(speedups)} |" + " |" * (len(targets) - 1))
     return "\n".join(lines + [
         "",
         "Both sides train on the CPU, in the precision shown. Seconds are of training alone: the test accuracy is "

@@ -130,6 +130,11 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
         f"| mnist_exp `experiment=fast` | {ours_precision} | {100 * fast['test/acc']:.2f}% |")
     assert rows["| mnist_exp `experiment=best`"].startswith(f"| mnist_exp `experiment=best` | {ours_precision} | "
                                                            f"{100 * report['best']['test/acc']:.2f}% |")
+    fp32 = read_metrics(Path(report["pairs"]["fast_fp32"][0]["run_dir"]))
+    assert rows["| mnist_exp `experiment=fast device.precision=fp32`"].startswith(
+        f"| mnist_exp `experiment=fast device.precision=fp32` | fp32 on cpu | {100 * fp32['test/acc']:.2f}% |")
+    assert len(report["pairs"]["speedups_fp32"]) == 2 and "speed-up of `fast` in fp32" in section
+    assert "(CPU flags: " in machine_line and "torch's kernels: " in machine_line
     assert report["pairs"]["fast"][0]["curve"][-1]["test_acc"] == fast["test/acc"]  # the curve ends at the run's test
     assert reference[0][-1]["test_acc"] >= 0.5  # the reference trained on the fake split, one epoch
     with Image.open(out / "benchmark.png") as image:
