@@ -27,20 +27,6 @@ def cluster():
                     "Debian's slurm-wlm and munge) and runs these tests")
 
 
-def cluster_up() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return states.returncode == 0 and any(s in states.stdout for s in ("idle", "mixed", "allocated"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    if not cluster_up():
-        pytest.skip("no SLURM cluster on this machine: `make test-cluster` starts a one-node one (as root, from "
-                    "Debian's slurm-wlm and munge) and runs these tests")
-
-
 def start_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
     """A one-job sweep on SLURM, its command left waiting for the job as a user's would."""
     command = [sys.executable, "-m", "mnist_exp", "-m", *LAUNCHER, *args, f"hydra.sweep.dir={sweep_dir}"]

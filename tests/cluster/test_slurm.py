@@ -24,7 +24,7 @@ from slurm_jobs import cluster, job_field, job_state, start_sweep, wait_for  # n
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 # Deterministic on one thread, so an interrupted run can be compared with an uninterrupted one bit for bit.
-TRAIN = ("dataset=fake", "dataset.num_train=16384", "dataset.val_size=256", "dataset.num_test=256", "model=cnn",
+TRAIN = ("dataset=fake", "dataset.num_train=16384", "dataset.val_size=256", "dataset.num_test=256", "model=vgg_cnn",
          "model.width=8", "trainer.batch_size=32", "trainer.deterministic=true", "scheduler=none", "device=cpu",
          "device.threads=1", "seed=3")
 
