@@ -258,7 +258,7 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
         run_dir = Path(tempfile.mkdtemp(dir=out))
         tracker = TensorBoardTracker(run_dir)
         callbacks = [TensorBoardCallback(tracker), CheckpointCallback(run_dir / "checkpoints", {"config": {}})]
-        settings = LoopSettings(epochs=1, label_smoothing=cfg.trainer.label_smoothing, log_interval=cfg.trainer.log_interval,
+        settings = LoopSettings(epochs=1, patience=None, label_smoothing=cfg.trainer.label_smoothing, log_interval=cfg.trainer.log_interval,
                                 ema_decay=cfg.trainer.ema_decay, compile=False, progress=True, device=cpu, bf16=bf16,
                                 channels_last=channels_last)
         trainer = Trainer(model, optimizer, scheduler, settings, callbacks)

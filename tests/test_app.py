@@ -109,7 +109,7 @@ def test_tensorboard_events_read_back(fake_run):
 
 MODELS_LIST = "cnn, conv_fc, logreg, mlp, strided_cnn, vgg_cnn"
 TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, tta_scales, "
-                "deterministic, compile, progress, checkpoint")
+                "deterministic, compile, progress, checkpoint, patience")
 
 
 @pytest.mark.parametrize("args, message", [

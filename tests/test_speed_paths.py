@@ -203,7 +203,7 @@ def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     model = cnn(10, width=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    trainer = Trainer(model, optimizer, scheduler, LoopSettings(epochs=1, label_smoothing=0.0, log_interval=50, ema_decay=0.9, compile=False, progress=False))
+    trainer = Trainer(model, optimizer, scheduler, LoopSettings(epochs=1, patience=None, label_smoothing=0.0, log_interval=50, ema_decay=0.9, compile=False, progress=False))
     trainer.fit(loader, val)
     assert trainer.evaluated_model is trainer.ema.model  # validation: the average
     for name, value in trainer.ema.model.state_dict().items():

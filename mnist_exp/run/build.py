@@ -86,7 +86,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty() and not in_sweep
     settings = LoopSettings(epochs=cfg.trainer.epochs, device=device, label_smoothing=cfg.trainer.label_smoothing,
                             bf16=bf16, channels_last=channels_last, compile=cfg.trainer.compile,
-                            log_interval=cfg.trainer.log_interval, progress=progress, ema_decay=cfg.trainer.ema_decay)
+                            log_interval=cfg.trainer.log_interval, progress=progress, ema_decay=cfg.trainer.ema_decay,
+                            patience=cfg.trainer.patience)
     trainer = Trainer(model, optimizer, scheduler, settings)
     checkpoints = None
     if writer and cfg.trainer.checkpoint:

@@ -48,6 +48,7 @@ class TrainerConfig:
     compile: bool = MISSING  # torch.compile the model
     progress: bool | None = MISSING  # progress bar; null: only on a terminal and not in a sweep
     checkpoint: bool = MISSING  # write checkpoints/last.pt and best.pt
+    patience: int | None = MISSING  # stop after this many epochs without a better val/acc; null: train every epoch
 
 
 class DeviceName(str, Enum):
@@ -180,6 +181,7 @@ def check_ranges(cfg) -> None:
              0 <= trainer.ema_decay < 1)):
         check_range(key, value, ok, allowed)
     check_tta(trainer.tta, trainer.tta_scales, cfg.dataset.get("flatten", False))
+    check_patience(trainer.patience, cfg.dataset.get("val_size"))
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
@@ -187,6 +189,18 @@ def check_ranges(cfg) -> None:
         if metric not in OBJECTIVES:
             raise UserError(f"optimized_metric={metric} is not a metric.{did_you_mean(metric, OBJECTIVES)} Choose "
                             f"one of: {', '.join(OBJECTIVES)}, or a list of them for several objectives.")
+
+
+def check_patience(patience: int | None, val_size: int | None) -> None:
+    """Early stopping watches the validation accuracy: a positive patience, and a validation split to watch."""
+    if patience is None:
+        return
+    if patience < 1:
+        raise UserError(f"trainer.patience={patience} is out of range: give the epochs without a better val/acc "
+                        "before the run stops (at least 1), or trainer.patience=null to train every epoch.")
+    if val_size == 0:
+        raise UserError(f"trainer.patience={patience} watches the validation accuracy, and dataset.val_size=0 leaves "
+                        "no validation split: give dataset.val_size=5000 (for example), or trainer.patience=null.")
 
 
 # The metrics.json keys a run can return to a sweeper; a list of them makes a multi-objective search.

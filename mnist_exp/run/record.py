@@ -37,6 +37,7 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
         "best_val/acc": state.best_val_acc,
         "best_epoch": state.best_epoch,
         "epoch": state.epoch,
+        "stopped_early": state.stopped_early,  # at ``epoch``, by trainer.patience
         "train_time_s": state.train_time_s,
         "samples_per_s": state.samples_seen / state.train_phase_s if state.train_phase_s else math.nan,
         "params": count_parameters(trainer.model),

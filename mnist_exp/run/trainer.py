@@ -37,6 +37,7 @@ class TrainState:
     train_phase_s: float = 0.0  # wall time in the training phases alone
     samples_seen: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one row of metrics per epoch
+    stopped_early: bool = False  # val/acc did not improve for ``patience`` epochs: no more epochs
     # Set when a run stops inside an epoch (a signal): where in the epoch, and the epoch's sums so far.
     batch_in_epoch: int = 0
     epoch_loss_sum: float = 0.0
@@ -54,6 +55,7 @@ class LoopSettings:
     ema_decay: float  # evaluate a moving average of the weights; 0: the weights themselves
     compile: bool  # torch.compile the training forward pass
     progress: bool  # a tqdm bar per epoch
+    patience: int | None  # epochs without a better val/acc before the run stops; None: every epoch
     device: torch.device = torch.device("cpu")
     bf16: bool = False  # bf16 autocast for the forward passes
     channels_last: bool = False  # NHWC inputs (the model was made NHWC to match)
@@ -127,6 +129,8 @@ class Trainer:
 
     def fit(self, train_loader, val_loader) -> TrainState:
         for epoch in range(self.state.epoch, self.settings.epochs):
+            if self.state.stopped_early:  # a resumed run that had already stopped
+                break
             started = time.perf_counter() - self.state.epoch_elapsed_s
             try:
                 train_metrics = self.train_epoch(train_loader, epoch)
@@ -166,6 +170,14 @@ class Trainer:
             log.info("epoch %d/%d  train loss %.4f acc %.2f%%%s  %.1f s (%.0f samples/s)", epoch + 1,
                      self.settings.epochs, metrics["train/loss"], 100 * metrics["train/acc"], validation,
                      epoch_seconds, metrics["time/samples_per_s"])
+            patience = self.settings.patience
+            # Decided before the callbacks, so last.pt holds it: a resumed run stops where this one did.
+            state.stopped_early = (patience is not None and state.epoch < self.settings.epochs
+                                   and state.epoch - state.best_epoch >= patience)
+            if state.stopped_early:
+                log.info("Early stop after epoch %d of %d: val/acc has not improved for %d epochs (best %.2f%%, "
+                         "epoch %d)", state.epoch, self.settings.epochs, patience, 100 * state.best_val_acc,
+                         state.best_epoch)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, metrics, is_best)
         return self.state

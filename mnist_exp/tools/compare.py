@@ -61,7 +61,17 @@ def group_leaderboard(groups: list[dict[str, Any]], raw: bool, top: int | None =
         cells.insert(0, test.n if test else 0)
         overrides = [group["overrides"].get(key, "" if raw else "-") for key in keys]
         rows.append([runs_cell, *overrides, *cells, overlap_mark(group, groups[0]), group["not completed"]])
+    if any(run["metrics"].get("stopped_early") for run in every_run):  # early stopping: the epochs each ended at
+        header.append("stopped at")
+        for row, group in zip(rows, groups):
+            epochs = sorted({run["metrics"]["epoch"] for run in group["runs"] if run["metrics"].get("stopped_early")})
+            row.append("/".join(str(epoch) for epoch in epochs) or ("" if raw else "-"))
     return header, rows
+
+
+def stopped_at(run: dict[str, Any], raw: bool) -> Any:
+    """The epoch an early-stopped run ended at; '-' (CSV: empty) for a run that trained every epoch."""
+    return run["metrics"]["epoch"] if run["metrics"].get("stopped_early") else "" if raw else "-"
 
 
 def rank(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,7 +98,8 @@ def leaderboard(runs: list[dict[str, Any]], raw: bool, top: int | None = None,
     """
     runs = rank(runs)
     keys = differing_keys(runs)
-    header = ["run", *keys, *METRIC_COLUMNS] + (["error", "path"] if raw else [])
+    early = any(run["metrics"].get("stopped_early") for run in runs)
+    header = ["run", *keys, *METRIC_COLUMNS] + (["error", "path"] if raw else []) + (["stopped at"] if early else [])
     rows = []
     for name, run in list(zip(run_names(runs), runs))[:top]:
         metrics = run["metrics"]
@@ -107,6 +118,8 @@ def leaderboard(runs: list[dict[str, Any]], raw: bool, top: int | None = None,
             rows.append([name, *overrides, percent(best_val), percent(test), "-" if epochs is None else f"{epochs:.0f}",
                          "-" if seconds is None else f"{seconds:.1f}", "-" if params is None else f"{params:,.0f}",
                          status])
+        if early:
+            rows[-1].append(stopped_at(run, raw))
         if compute:
             flops, speed = number(metrics.get("flops_per_image")), number(metrics.get("train_gflops_per_s"))
             rows[-1] += ([flops, speed] if raw else
