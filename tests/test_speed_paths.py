@@ -18,7 +18,8 @@ from mnist_exp.data.loader import model_input
 from mnist_exp.run.tta import ViewAveraged, scale_image, shift_image
 from mnist_exp.run.models import cnn
 from mnist_exp.run.runtime import use_bf16
-from mnist_exp.run.trainer import LoopSettings, Trainer, WeightAverage
+from mnist_exp.run.ema import WeightAverage
+from mnist_exp.run.trainer import LoopSettings, Trainer
 
 
 class PlainMNIST(Dataset):

@@ -13,6 +13,7 @@ from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TensorBoardCallback
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
+from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
 from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, restore
 from mnist_exp.run.runtime import place_model, seed_everything, select_device, set_cpu_threads, use_bf16
@@ -62,6 +63,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     augment = AUGMENTATIONS.build(cfg.augment)
     model, channels_last = place_model(MODELS.build(cfg.model, len(data.class_names)), device,
                                        cfg.device.channels_last)
+    if cfg.init_from:  # before the optimizer takes the parameters: a new classifier is a new layer
+        load_initial_weights(model, cfg.init_from, len(data.class_names))
     speed = [f"{threads} CPU threads", *(["bf16 autocast"] if bf16 else []), *(["channels-last"] if channels_last else []),
              *(["torch.compile"] if cfg.trainer.compile else [])]
     log.info("Device: %s (%s)%s", device, ", ".join(speed),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mnist_exp.errors import UserError, disk_full
-from mnist_exp.runs import atomic_file
+from mnist_exp.runs import atomic_file, best_checkpoint
 
 CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")
@@ -62,6 +62,18 @@ def starts_as_pickle(path: Path) -> bool:
 def unreadable_checkpoint(path: Path) -> UserError:
     return UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
                      "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's checkpoints/best.pt."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    best = best_checkpoint(path)
+    if not best.is_file():
+        raise UserError(f"{path} is a directory without {best.relative_to(path)}: give a run directory that has "
+                        "finished an epoch with trainer.checkpoint=true, or a checkpoint file.")
+    return best
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

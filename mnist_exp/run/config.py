@@ -84,6 +84,7 @@ class Config:
     seed: int = MISSING
     resume: bool = MISSING  # continue the run in hydra.run.dir from its checkpoints/last.pt
     ckpt_path: str | None = MISSING  # continue from this checkpoint instead
+    init_from: str | None = MISSING  # start from these trained weights (a checkpoint or run directory): fine-tuning
     optimized_metric: Any = MISSING  # the metrics.json key the app returns to sweepers; a list: several objectives
 
 

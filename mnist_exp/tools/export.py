@@ -17,7 +17,8 @@ from mnist_exp.tools import cli
 from mnist_exp.data import build_dataset
 from mnist_exp.errors import UserError
 from mnist_exp.data.loader import model_input
-from mnist_exp.tools.trained import checkpoint_file, load_trained_model
+from mnist_exp.run.checkpoint import checkpoint_file
+from mnist_exp.tools.trained import load_trained_model
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx"}

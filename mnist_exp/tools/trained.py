@@ -14,10 +14,9 @@ from torch import nn
 
 from mnist_exp.data.loader import model_input
 from mnist_exp.errors import UserError
-from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
 from mnist_exp.run.tta import check_tta, view_averaged
 from mnist_exp.registry import MODELS
-from mnist_exp.runs import best_checkpoint
 
 
 @dataclass
@@ -31,18 +30,6 @@ class TrainedModel:
         """``model_input`` with the normalisation the run trained with."""
         dataset = self.config["dataset"]
         return model_input(pixels, dataset["mean"], dataset["std"], dataset["flatten"])
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's checkpoints/best.pt."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    best = best_checkpoint(path)
-    if not best.is_file():
-        raise UserError(f"{path} is a directory without {best.relative_to(path)}: give a run directory that has "
-                        "finished an epoch with trainer.checkpoint=true, or a checkpoint file.")
-    return best
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:

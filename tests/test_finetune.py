@@ -1,0 +1,61 @@
+"""``init_from=<run directory or checkpoint>``: a new run starts from a trained run's weights, with its own data,
+optimizer and epochs; another number of classes gives a new classifier; weights that do not fit are one line."""
+
+import pytest
+import torch
+
+from conftest import run_main
+from mnist_exp.run.checkpoint import load_checkpoint
+
+SMALL = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device=cpu", "device.threads=1")
+# Adam moves each weight by about lr a step: at 1e-9, the fine-tuned run ends where it started.
+STILL = ("optimizer=adam", "optimizer.lr=1e-9", "scheduler=none")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        code, _, err = run_main(*SMALL, f"hydra.run.dir={cwd / 'run'}", monkeypatch=monkeypatch, cwd=cwd)
+    assert code == 0, err
+    return cwd / "run"
+
+
+def weights_after(run_dir) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["weights"]
+
+
+def test_a_run_starts_from_every_trained_weight(trained, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*SMALL, *STILL, "seed=5", f"init_from={trained}", f"hydra.run.dir={tmp_path / 'tuned'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    start = load_checkpoint(trained / "checkpoints" / "best.pt")["weights"]
+    tuned = weights_after(tmp_path / "tuned")
+    learned = [key for key in start if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.allclose(tuned[key], start[key], atol=1e-6) for key in learned)
+    log = (tmp_path / "tuned" / "train.log").read_text()
+    assert f"Weights from {trained / 'checkpoints' / 'best.pt'} (epoch 1)\n" in log
+
+
+def test_another_number_of_classes_gets_a_new_classifier_and_says_so(trained, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*SMALL, *STILL, "dataset.num_classes=5", f"init_from={trained / 'checkpoints/best.pt'}",
+                            f"hydra.run.dir={tmp_path / 'tuned'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    start, tuned = load_checkpoint(trained / "checkpoints" / "best.pt")["weights"], weights_after(tmp_path / "tuned")
+    assert tuned["5.weight"].shape == (5, 16 * 3 * 3) and start["5.weight"].shape == (10, 16 * 3 * 3)
+    assert torch.allclose(tuned["0.0.weight"], start["0.0.weight"], atol=1e-6)  # the convs came over
+    assert ("all but the classifier's: 5.weight, 5.bias start anew for 5 classes (10 there)"
+            in (tmp_path / "tuned" / "train.log").read_text())
+
+
+def test_weights_that_do_not_fit_are_one_line(trained, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*SMALL, "model.width=8", f"init_from={trained}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.strip() == (
+        f"init_from={trained}: its weights do not fit this model (0.0.weight is [4, 1, 5, 5] there, [8, 1, 5, 5] "
+        "here). It was trained as model=cnn model.width=4 model.in_channels=1 model.image_size=28 model.dropout=0.0; "
+        "give the same model and sizes.")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    code, _, err = run_main(*SMALL, f"init_from={tmp_path / 'notes.pt'}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.strip().startswith(f"Checkpoint {tmp_path / 'notes.pt'} is unreadable")
