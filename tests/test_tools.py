@@ -129,6 +129,23 @@ def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, t
     assert sum(p == t for p, t in zip(expected_labels, labels)) >= 34  # mostly right: the model of a 96% run
 
 
+def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(trained, test_split, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, image in enumerate(test_split.images[:3]):
+        Image.fromarray(image.numpy()).save(folder / f"{i}.png")
+    (folder / "3_notes.png").write_text("not a picture")
+    Image.new("L", (40, 40), 255).save(folder / "4_blank.png")
+    code, out, err = call("predict", trained, folder, "--device", "cpu", capsys=capsys)
+    assert code == 1
+    assert [line.split("\t")[0] for line in out.strip().splitlines()] == [str(folder / f"{i}.png") for i in range(3)]
+    assert err.splitlines() == [
+        f"{PREDICT}: {folder / '3_notes.png'} is not an image PIL can read (UnidentifiedImageError). Give PNG or JPEG "
+        "files of digits.",
+        f"{PREDICT}: {folder / '4_blank.png'}: the image is blank: no digit found. Give an image with a digit in it.",
+        f"{PREDICT}: 2 of 5 files could not be classified (above); the others are."]
+
+
 def digit_seven(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:
     """A hand-drawn-like 7: dark strokes on light paper, off centre, not square."""
     image = Image.new(mode, size, paper)
@@ -170,11 +187,24 @@ def test_a_transparent_png_is_ink_on_white_paper(tmp_path):
     assert pixels[14, 14] > 0.9 and pixels[14, 2] == 0
 
 
-def test_export_torchscript_gives_the_checkpoints_predictions(trained, test_split, tmp_path, capsys):
+def test_export_pt2_is_a_torch_export_program_with_the_checkpoints_predictions(trained, test_split, tmp_path, capsys):
+    code, stdout, _ = call("export", trained, capsys=capsys)  # the default format, beside the checkpoint
+    out = trained / "checkpoints" / "best.pt2"
+    assert code == 0 and stdout.startswith(f"Wrote {out}; it predicts the same class as the checkpoint")
+    program = torch.export.load(str(out))
+    with torch.inference_mode():
+        logits = program.module()(test_split.images.unsqueeze(1).float() / 255)  # any batch size
+    expected, _ = model_predictions(trained, test_split.images)
+    assert logits.shape == (256, 10) and logits.argmax(1).tolist() == expected
+
+
+def test_export_torchscript_says_it_is_deprecated_and_gives_the_checkpoints_predictions(trained, test_split,
+                                                                                          tmp_path, capsys):
     out = tmp_path / "model.ts.pt"
-    code, stdout, _ = call("export", trained, "--out", out, capsys=capsys)
+    code, stdout, _ = call("export", trained, "--format", "torchscript", "--out", out, capsys=capsys)
     assert code == 0
-    assert stdout.startswith(f"Wrote {out}; it predicts the same class as the checkpoint on 256 test images")
+    assert stdout.startswith("TorchScript is deprecated in PyTorch; --format pt2 (torch.export) is its successor.")
+    assert f"Wrote {out}; it predicts the same class as the checkpoint on 256 test images" in stdout
     with warnings.catch_warnings():  # TorchScript's deprecation; the file is still what libtorch loads
         warnings.simplefilter("ignore", FutureWarning)
         exported = torch.jit.load(str(out))

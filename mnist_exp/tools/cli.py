@@ -28,7 +28,9 @@ def parser(module: str, description: str) -> OneLineParser:
     """The parser of ``python -m mnist_exp.<module>`` (named as the user called it: module or console script)."""
     called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     prog = called if called.startswith("mnist-exp-") else f"python -m mnist_exp.tools.{module}"
-    return OneLineParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
+    parser.set_defaults(prog=prog)  # a command that reports several problems names itself on each line
+    return parser
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

@@ -1,12 +1,16 @@
-"""Export a trained model: ``python -m mnist_exp.tools.export <checkpoint or run dir> [--format onnx] [--out FILE]``.
+"""Export a trained model: ``python -m mnist_exp.tools.export <checkpoint or run dir> [--format pt2|onnx|torchscript]``.
 
-The exported model takes what a deployment has: float images in [0, 1], shape [B, 1, H, W], a
+``pt2`` (the default) is a ``torch.export`` program, PyTorch's own format, which ``torch.export.load`` reads and
+AOTInductor compiles; ``onnx`` goes through torch.onnx's dynamo exporter and is checked with onnxruntime;
+``torchscript``, which PyTorch deprecates, stays for libtorch (C++) loaders and says so. The exported model takes what a deployment has: float images in [0, 1], shape [B, 1, H, W], a
 white digit on black as in MNIST (``mnist_exp.tools.predict.to_mnist_form`` makes them from any image
 file), and returns logits. The normalisation the run trained with is inside it, and so are the
 weight average and test-time averaging where the run had them. After writing, the export is run
 on test images and must give the same predictions as the checkpoint's model.
 """
 
+import contextlib
+import io
 import warnings
 from pathlib import Path
 
@@ -20,8 +24,8 @@ from mnist_exp.data.loader import model_input
 from mnist_exp.run.checkpoint import checkpoint_file
 from mnist_exp.tools.trained import load_trained_model
 
-FORMATS = ("torchscript", "onnx")
-SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx"}
+FORMATS = ("pt2", "onnx", "torchscript")
+SUFFIXES = {"pt2": ".pt2", "torchscript": ".ts.pt", "onnx": ".onnx"}
 
 
 class NormalizedModel(nn.Module):
@@ -41,8 +45,8 @@ def sample_images(config: dict, count: int = 512) -> torch.Tensor:
     return test.images[:count].unsqueeze(1).float() / 255
 
 
-def export_model(checkpoint: str | Path, format: str = "torchscript", out: str | Path | None = None) -> Path:
-    """Write the model as TorchScript or ONNX (default: beside the checkpoint) and check it against the checkpoint."""
+def export_model(checkpoint: str | Path, format: str = "pt2", out: str | Path | None = None) -> Path:
+    """Write the model (default: beside the checkpoint) and check it against the checkpoint."""
     path = checkpoint_file(checkpoint)
     trained = load_trained_model(path)
     dataset = trained.config["dataset"]
@@ -53,10 +57,12 @@ def export_model(checkpoint: str | Path, format: str = "torchscript", out: str |
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another --out.")
     with torch.inference_mode():
         expected = wrapped(images)
-    if format == "torchscript":
-        # TorchScript is deprecated in favour of torch.export, but it is what C++ (libtorch) and most
-        # serving tools load today; its FutureWarnings would only alarm the user.
-        with warnings.catch_warnings(), torch.no_grad():
+    if format == "pt2":
+        exported = export_program(wrapped, images, out)
+    elif format == "torchscript":
+        print("TorchScript is deprecated in PyTorch; --format pt2 (torch.export) is its successor. Written for "
+              "libtorch (C++) loaders.")
+        with warnings.catch_warnings(), torch.no_grad():  # the deprecation, said once above
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.trace(wrapped, images[:2]).save(str(out))
             exported = torch.jit.load(str(out))(images)
@@ -71,28 +77,42 @@ def export_model(checkpoint: str | Path, format: str = "torchscript", out: str |
     return out
 
 
+def export_program(model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tensor:
+    """Write a torch.export program with a dynamic batch size; returns what the program read back computes."""
+    try:
+        program = torch.export.export(model, (images[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as error:  # torch's tracing errors have no common base class
+        raise UserError(f"torch.export could not trace this model ({str(error).strip().splitlines()[0]}); try "
+                        "--format onnx or --format torchscript.") from error
+    torch.export.save(program, str(out))
+    with torch.inference_mode():
+        return torch.export.load(str(out)).module()(images)
+
+
 def export_onnx(model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tensor:
-    """Write ONNX with a dynamic batch size; returns what onnxruntime computes for ``images``."""
+    """Write ONNX through torch.export (the dynamo exporter) with a dynamic batch size; returns what onnxruntime
+    computes for ``images``."""
     try:
         import onnxruntime
+        import onnxscript  # noqa: F401 (the dynamo exporter's translator)
     except ImportError as error:
-        raise UserError("--format onnx needs onnx and onnxruntime: pip install 'mnist_exp[export]'.") from error
-    with warnings.catch_warnings():  # the TorchScript-based exporter: no onnxscript needed, but it warns
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", "Constant folding", UserWarning)  # the shifted copies' slices: harmless
+        raise UserError("--format onnx needs onnx, onnxscript and onnxruntime: pip install -e '.[export]'.") from error
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress lines; an error still comes through
         torch.onnx.export(model, (images[:2],), str(out), input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+                          dynamic_shapes=({0: "batch"},), dynamo=True, external_data=False)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
 
 
 def arguments():
-    parser = cli.parser("export", "Write a trained model as TorchScript or ONNX: pixels in [0, 1] in, logits out.")
+    parser = cli.parser("export", "Write a trained model as a torch.export program, ONNX or TorchScript: pixels in "
+                                  "[0, 1] in, logits out.")
     parser.add_argument("checkpoint", metavar="checkpoint_or_run_dir",
                         help="a checkpoint file a run wrote, or a run directory (its checkpoints/best.pt)")
-    parser.add_argument("--format", choices=FORMATS, default="torchscript", help="(default: torchscript)")
+    parser.add_argument("--format", choices=FORMATS, default="pt2",
+                        help="pt2: torch.export (default); onnx; torchscript (deprecated by PyTorch)")
     parser.add_argument("--out", metavar="FILE",
-                        help="where to write it (default: beside the checkpoint, best.ts.pt or best.onnx)")
+                        help="where to write it (default: beside the checkpoint, best.pt2, best.onnx or best.ts.pt)")
     return parser
 
 

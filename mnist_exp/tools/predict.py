@@ -8,6 +8,7 @@ Prints one line per file: the file, the predicted class, its probability.
 """
 
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -110,15 +111,25 @@ def image_files(paths: list[str]) -> list[Path]:
 
 @torch.inference_mode()
 def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
-            as_is: bool = False) -> list[tuple[Path, str, float]]:
-    """(file, predicted class name, its probability) for each image file."""
+            as_is: bool = False) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
+    """(file, predicted class name, its probability) for each image file it can use, and (file, why) for each it
+    cannot (unreadable, blank, too large): one bad file leaves the others classified."""
     torch_device = select_device(device, "--device ")
     trained = load_trained_model(checkpoint, torch_device)
-    pixels = torch.from_numpy(np.stack([mnist_pixels(f, as_is) for f in files]))
+    readable, images, failed = [], [], []
+    for path in files:
+        try:
+            images.append(mnist_pixels(path, as_is))
+            readable.append(path)
+        except UserError as error:
+            failed.append((path, str(error)))
+    if not images:
+        return [], failed
+    pixels = torch.from_numpy(np.stack(images))
     probabilities = torch.cat([torch.softmax(trained.model(trained.input(batch.to(torch_device))).float(), dim=1)
                                for batch in pixels.split(BATCH_SIZE)])
     confidence, label = probabilities.cpu().max(dim=1)
-    return [(f, trained.class_names[i], p) for f, i, p in zip(files, label.tolist(), confidence.tolist())]
+    return [(f, trained.class_names[i], p) for f, i, p in zip(readable, label.tolist(), confidence.tolist())], failed
 
 
 def arguments():
@@ -134,8 +145,16 @@ def arguments():
 
 
 def command(args) -> None:
-    for path, label, probability in predict(args.checkpoint, image_files(args.images), args.device, args.as_is):
+    files = image_files(args.images)
+    results, failed = predict(args.checkpoint, files, args.device, args.as_is)
+    for path, label, probability in results:
         print(f"{path}\t{label}\t{probability:.3f}")
+    if len(files) == 1 and failed:
+        raise UserError(failed[0][1])
+    for _, reason in failed:  # a line each, as the one line of a single file would be
+        print(f"{args.prog}: {cli.one_line(UserError(reason))}", file=sys.stderr)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(files)} files could not be classified (above); the others are.")
 
 
 def main(argv: list[str] | None = None) -> int:
