@@ -120,7 +120,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["trainer.epochz=1"], f"Unknown key 'trainer.epochz'. Did you mean 'trainer.epochs'? The keys of trainer: "
                            f"{TRAINER_KEYS}."),
     (["experimnt=best"], "Unknown key 'experimnt'. Did you mean 'experiment'? The keys of the config: dataset, model, "
-                         "optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, optimized_metric, "
+                         "optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, init_from, optimized_metric, "
                          "experiment, hparams_search."),
     (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),

@@ -14,12 +14,14 @@ import functools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import run_main
+from mnist_exp.data.datasets import read_idx
 from mnist_exp.errors import UserError
 from mnist_exp.paths import CONF_DIR, default_data_dir
 from mnist_exp.registry import AUGMENTATIONS, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS
@@ -225,6 +227,12 @@ def idx_root(tmp_path_factory):
         (root / folder / "raw").mkdir(parents=True)
         for path in raw.glob("*-ubyte"):
             (root / folder / "raw" / path.name).symlink_to(path)
+    # And as Kaggle's CSVs for dataset=csv: two training files of different images, a labelled test file.
+    images, labels = read_idx(raw / "train-images-idx3-ubyte"), read_idx(raw / "train-labels-idx1-ubyte")
+    for name, part in (("a.csv", slice(0, 600)), ("b.csv", slice(600, 1200)), ("test.csv", slice(1200, 1300))):
+        rows = np.column_stack([labels[part].numpy(), images[part].reshape(-1, 784).numpy()])
+        np.savetxt(root / name, rows, fmt="%d", delimiter=",", header="label," + ",".join(f"pixel{i}" for i in
+                                                                                         range(784)), comments="")
     return root
 
 
@@ -236,7 +244,18 @@ def composed_dataset_fingerprint(option: str, idx_root: Path):
 
 def local(node: dict, idx_root: Path) -> dict:
     """A dataset node that reads the files laid out in ``idx_root``, never downloading."""
+    if node["name"] == "csv":
+        return {**node, "train": str(idx_root / "a.csv"), "val_size": 100, "test_size": 100}
     return {**node, "data_dir": str(idx_root), "download": False} if "data_dir" in node else node
+
+
+def changed_dataset_value(key: str, value, idx_root: Path):
+    """``changed``; for dataset=csv's files another file, and for its computed normalisation (null) a number."""
+    if key == "train":
+        return str(idx_root / "b.csv")
+    if value is None:
+        return {"test": str(idx_root / "test.csv"), "mean": 0.5, "std": 0.25}[key]
+    return changed(value)
 
 
 def dataset_fingerprint(node: dict):
@@ -251,7 +270,7 @@ def test_each_dataset_key_changes_the_data_or_is_refused(option, key, idx_root):
     node = local(composed(f"dataset={option}")["dataset"], idx_root)
     before = composed_dataset_fingerprint(option, idx_root)
     try:
-        after = dataset_fingerprint({**node, key: changed(node[key])})
+        after = dataset_fingerprint({**node, key: changed_dataset_value(key, node[key], idx_root)})
     except UserError:
         return
     assert not same(before, after), f"dataset={option}: {key} changed nothing in the data"

@@ -78,6 +78,44 @@ def mnist(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0
     return DataBundle("mnist", train, val, test, mean, std, flatten, class_names=[str(d) for d in range(10)])
 
 
+@DATASETS.register("csv")
+def csv(train: str | None = None, test: str | None = None, val_size: int = 4200, test_size: int = 4200,
+        split_seed: int = 0, mean: float | None = None, std: float | None = None, flatten: bool = False) -> DataBundle:
+    """Images in CSV files, Kaggle's "Digit Recognizer" layout (``mnist_exp.data.csv_table``). ``train`` has a label
+    column; a labelled ``test`` file is the test split, else ``test_size`` of the training images are held out for
+    it (Kaggle's own test file has no labels: ``predict --submission`` classifies it). ``val_size`` more are the
+    validation split, both by a seeded permutation. ``mean``/``std`` null: those of the training split's pixels."""
+    from mnist_exp.data.csv_table import read_pixel_csv
+
+    if not train:
+        raise UserError("dataset=csv needs its training file: dataset.train=<path of train.csv> (Kaggle's layout: "
+                        "label,pixel0,...,pixel783).")
+    images, labels = read_pixel_csv(train, labelled=True)
+    if test:
+        test_images, test_labels = read_pixel_csv(test)
+        if test_labels is None:
+            raise UserError(f"dataset.test={test} has no label column, so it cannot measure accuracy: predict it "
+                            "(python -m mnist_exp.tools.predict <run> <file> --submission submission.csv), and leave "
+                            "dataset.test=null to hold out dataset.test_size training images for the test.")
+        if test_images.shape[1:] != images.shape[1:]:
+            raise UserError(f"dataset.test={test} has {test_images.shape[1]}x{test_images.shape[2]} images, "
+                            f"dataset.train={train} {images.shape[1]}x{images.shape[2]}: give files of one size.")
+        held_out = Split(test_images, test_labels)
+    else:
+        if not 1 <= test_size < len(labels):
+            raise UserError(f"dataset.test_size must be in [1, {len(labels)}) (the test images held out of "
+                            f"{train}), got {test_size}.")
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed + 1))
+        held_out = Split(images[order[:test_size]], labels[order[:test_size]])
+        images, labels = images[order[test_size:]], labels[order[test_size:]]
+    train_split, val = split_train_val(images, labels, val_size, split_seed)
+    pixels = train_split.images.float() / 255
+    mean = float(pixels.mean()) if mean is None else mean
+    std = float(pixels.std()) if std is None else std
+    classes = int(max(labels.max(), held_out.labels.max())) + 1
+    return DataBundle("csv", train_split, val, held_out, mean, std, flatten, [str(c) for c in range(classes)])
+
+
 def register_torchvision_dataset(name: str, class_name: str, title: str, mean: float, std: float, about: str) -> None:
     """Register the builder of one of torchvision's MNIST-like datasets (same layout, same train/val split)."""
 

@@ -94,7 +94,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     trainer = Trainer(model, optimizer, scheduler, settings)
     checkpoints = None
     if writer and cfg.trainer.checkpoint:
-        checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names})
+        # The normalisation as used: a dataset may compute it (mean: null), and the tools need the numbers.
+        checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names,
+                                                                    "normalisation": [data.mean, data.std]})
         trainer.callbacks.append(checkpoints)
     if resume_from is not None:
         restore(trainer, resumed, checkpoints)

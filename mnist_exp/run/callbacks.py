@@ -35,7 +35,7 @@ class CheckpointCallback(Callback):
 
     def __init__(self, directory: str | Path, metadata: dict[str, Any]):
         self.directory = Path(directory)
-        self.metadata = metadata  # {"config": the composed config, "class_names": [...]}
+        self.metadata = metadata  # {"config": the composed config, "class_names": [...], "normalisation": [mean, std]}
         remove_stale_temporaries(self.directory)  # what a write interrupted by a kill left behind
 
     def on_epoch_end(self, trainer, metrics: dict[str, float], is_best: bool) -> None:

@@ -49,8 +49,7 @@ def export_model(checkpoint: str | Path, format: str = "pt2", out: str | Path | 
     """Write the model (default: beside the checkpoint) and check it against the checkpoint."""
     path = checkpoint_file(checkpoint)
     trained = load_trained_model(path)
-    dataset = trained.config["dataset"]
-    wrapped = NormalizedModel(trained.model, dataset["mean"], dataset["std"], dataset["flatten"]).eval()
+    wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
     images = sample_images(trained.config)
     out = Path(out) if out else path.with_suffix(SUFFIXES[format])
     if not out.parent.is_dir():

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from mnist_exp.data.csv_table import read_pixel_csv
+from mnist_exp.runs import atomic_file
 from mnist_exp.tools import cli
 from mnist_exp.errors import UserError
 from mnist_exp.tools.trained import load_trained_model
@@ -141,10 +143,36 @@ def arguments():
     cli.add_device_option(parser)
     parser.add_argument("--as-is", action="store_true",
                         help="take 28x28 images already in MNIST's form (white on black) pixel for pixel")
+    parser.add_argument("--submission", metavar="FILE",
+                        help="classify a CSV of images (Kaggle's test.csv) and write FILE: ImageId,Label")
     return parser
 
 
+def write_submission(checkpoint: str | Path, table: str, out: str | Path, device: str = "auto") -> int:
+    """Kaggle's submission file for a CSV of images (``mnist_exp.data.csv_table``): ``ImageId,Label``, ImageId
+    counting rows from 1; written whole or not at all. Returns the number of rows."""
+    torch_device = select_device(device, "--device ")
+    trained = load_trained_model(checkpoint, torch_device)
+    images, _ = read_pixel_csv(table)
+    with torch.inference_mode():
+        labels = torch.cat([trained.model(trained.input(batch.to(torch_device))).argmax(1).cpu()
+                            for batch in images.split(BATCH_SIZE)])
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another path.")
+    with atomic_file(out, "w", newline="") as f:
+        f.write("ImageId,Label\n")
+        f.writelines(f"{row},{trained.class_names[label]}\n" for row, label in enumerate(labels.tolist(), 1))
+    return len(labels)
+
+
 def command(args) -> None:
+    if args.submission:
+        if len(args.images) != 1 or Path(args.images[0]).suffix.lower() != ".csv":
+            raise UserError("--submission classifies one CSV file of images (Kaggle's test.csv): give it alone.")
+        rows = write_submission(args.checkpoint, args.images[0], args.submission, args.device)
+        print(f"Wrote {args.submission}: {rows} rows of ImageId,Label")
+        return
     files = image_files(args.images)
     results, failed = predict(args.checkpoint, files, args.device, args.as_is)
     for path, label, probability in results:

@@ -25,11 +25,12 @@ class TrainedModel:
     config: dict[str, Any]  # the run's composed config
     class_names: list[str]
     epoch: int  # epochs completed when the checkpoint was written
+    mean: float  # the normalisation the run trained with
+    std: float
 
     def input(self, pixels: torch.Tensor) -> torch.Tensor:
         """``model_input`` with the normalisation the run trained with."""
-        dataset = self.config["dataset"]
-        return model_input(pixels, dataset["mean"], dataset["std"], dataset["flatten"])
+        return model_input(pixels, self.mean, self.std, self.config["dataset"]["flatten"])
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
@@ -45,8 +46,10 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
         raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
                         f"{str(error).splitlines()[0]}") from error
     dataset, trainer = config["dataset"], config.get("trainer", {})
+    # As used: a dataset whose config says mean: null computed it (older checkpoints: the config's numbers).
+    mean, std = checkpoint.get("normalisation") or (dataset["mean"], dataset["std"])
     tta, scales = trainer.get("tta", False), trainer.get("tta_scales", [1.0])
     check_tta(tta, scales, dataset["flatten"])
     if tta:
-        model = view_averaged(model, dataset["mean"], dataset["std"], scales)
-    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"])
+        model = view_averaged(model, mean, std, scales)
+    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"], mean, std)

@@ -1,0 +1,88 @@
+"""``dataset=csv``: Kaggle's "Digit Recognizer" layout in, a run, and ``predict --submission`` out; a CSV that is not
+that layout is one line naming the file and the line."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_metrics, run_main
+from mnist_exp.data.csv_table import read_pixel_csv
+from mnist_exp.data.datasets import build_dataset, fake
+from mnist_exp.errors import UserError
+from mnist_exp.tools import predict
+
+PIXELS = ",".join(f"pixel{i}" for i in range(784))
+
+
+def write_csv(path: Path, images: torch.Tensor, labels: torch.Tensor | None) -> Path:
+    rows = images.reshape(len(images), -1).numpy().astype(int)
+    if labels is not None:
+        rows = np.column_stack([labels.numpy(), rows])
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=("label," if labels is not None else "") + PIXELS,
+               comments="")
+    return path
+
+
+@pytest.fixture(scope="module")
+def kaggle(tmp_path_factory) -> Path:
+    """train.csv (labelled) and test.csv (pixels alone) written from the fake dataset."""
+    folder = tmp_path_factory.mktemp("kaggle")
+    data = fake(num_train=1200, val_size=0, num_test=100)
+    write_csv(folder / "train.csv", data.train.images, data.train.labels)
+    write_csv(folder / "test.csv", data.test.images, None)
+    return folder
+
+
+def test_the_training_file_is_split_three_ways_with_its_own_normalisation(kaggle):
+    data = build_dataset({"name": "csv", "train": str(kaggle / "train.csv"), "val_size": 200, "test_size": 100})
+    assert (len(data.train), len(data.val), len(data.test)) == (900, 200, 100)
+    assert data.class_names == [str(c) for c in range(10)] and data.train.images.shape[1:] == (28, 28)
+    pixels = data.train.images.float() / 255
+    assert (data.mean, data.std) == pytest.approx((float(pixels.mean()), float(pixels.std())))
+    images, labels = read_pixel_csv(kaggle / "train.csv")
+    seen = {tuple(image.flatten().tolist()) for split in (data.train, data.val, data.test) for image in split.images}
+    assert len(seen) == len({tuple(image.flatten().tolist()) for image in images})  # every image once, none lost
+    assert sorted((data.train.labels.tolist() + data.val.labels.tolist() + data.test.labels.tolist())) == sorted(
+        labels.tolist())
+
+
+def test_a_run_on_the_csv_then_a_submission_for_the_test_file(kaggle, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_main("dataset=csv", f"dataset.train={kaggle / 'train.csv'}", "dataset.val_size=200",
+                            "dataset.test_size=100", "trainer.epochs=2", "device=cpu", "device.threads=1",
+                            f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    assert read_metrics(run_dir)["test/acc"] > 0.8
+    out = tmp_path / "submission.csv"
+    assert predict.main([str(run_dir), str(kaggle / "test.csv"), "--submission", str(out), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == f"Wrote {out}: 100 rows of ImageId,Label\n"
+    lines = out.read_text().splitlines()
+    assert lines[0] == "ImageId,Label" and [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 101))
+    predicted = [int(line.split(",")[1]) for line in lines[1:]]
+    truth = fake(num_train=1200, val_size=0, num_test=100).test.labels.tolist()
+    assert sum(p == t for p, t in zip(predicted, truth)) >= 80  # the run's own model, on images it never saw
+
+
+@pytest.mark.parametrize("content, message", [
+    ("label,a,b,c\n1,2,3,4\n", "has 4 columns: after the label, 3 pixels do not make a square image (784 make "
+                               "28x28). Give label,pixel0,...,pixel783 (a label, then 28x28 grey levels 0-255)."),
+    ("label,a,b,c,d\n1,2,3,4,5\n3.5,0,0,0,0\n", ", line 3, column 1: the label '3.5' is not a whole number (labels "
+                                                 "are class numbers 0, 1, 2, ...; pixels grey levels 0-255)."),
+    ("label,a,b,c,d\n1,2,3,300,5\n", ", line 2: pixels are grey levels from 0 to 255."),
+    ("label,a,b,c,d\n-1,2,3,4,5\n", ", line 2: the label -1 is not a class number (0, 1, 2, ...)."),
+])
+def test_a_csv_in_another_layout_is_one_line(content, message, tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(content)
+    with pytest.raises(UserError) as refused:
+        read_pixel_csv(path, labelled=True)
+    assert str(refused.value) == f"{path}{'' if message.startswith(',') else ' '}{message}"
+
+
+def test_an_unlabelled_test_file_or_no_training_file_is_one_line(kaggle):
+    with pytest.raises(UserError, match=r"has no label column, so it cannot measure accuracy: predict it"):
+        build_dataset({"name": "csv", "train": str(kaggle / "train.csv"), "test": str(kaggle / "test.csv")})
+    with pytest.raises(UserError, match=r"^dataset=csv needs its training file: dataset.train=<path of train.csv>"):
+        build_dataset({"name": "csv"})
