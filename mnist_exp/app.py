@@ -26,6 +26,7 @@ from mnist_exp.run.build import Job, build_job
 from mnist_exp.run.checkpoint import full_disk_error
 from mnist_exp.run.command_line import parse_command_line
 from mnist_exp.run.config import CONF_DIR, objectives, register_schemas, schema_keys
+from mnist_exp.run.debugging import profiled
 from mnist_exp.run.prechecks import RunDirInUse, check_command_line, held_run_dir, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
@@ -146,7 +147,7 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
     if startup_s is not None:
         log.info("First batch %.2f s after the process started", startup_s)
     trainer, stop_signal, status = job.trainer, None, Status.COMPLETED
-    with stop_on_signals(trainer.request_stop) as signals:
+    with stop_on_signals(trainer.request_stop) as signals, profiled(job.cfg.trainer.profile, job.run_dir):
         try:
             trainer.fit(job.loaders["train"], job.loaders["val"])
         except TrainingStopped:

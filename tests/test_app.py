@@ -109,7 +109,7 @@ def test_tensorboard_events_read_back(fake_run):
 
 MODELS_LIST = "cnn, conv_fc, logreg, mlp, strided_cnn, vgg_cnn"
 TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, tta_scales, "
-                "deterministic, compile, progress, checkpoint, patience")
+                "deterministic, compile, progress, checkpoint, patience, limit_batches, overfit_batches, profile")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -121,7 +121,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                            f"{TRAINER_KEYS}."),
     (["experimnt=best"], "Unknown key 'experimnt'. Did you mean 'experiment'? The keys of the config: dataset, model, "
                          "optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, init_from, optimized_metric, "
-                         "experiment, hparams_search."),
+                         "experiment, hparams_search, debug."),
     (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),

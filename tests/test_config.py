@@ -60,7 +60,7 @@ def test_every_option_composes_and_builds(group, option):
 
 
 TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, tta_scales, "
-                "deterministic, compile, progress, checkpoint, patience")
+                "deterministic, compile, progress, checkpoint, patience, limit_batches, overfit_batches, profile")
 
 
 @pytest.mark.parametrize("override, hydra_says, message", [

@@ -13,6 +13,7 @@ from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TensorBoardCallback
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
+from mnist_exp.run.debugging import limited
 from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
 from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, restore
@@ -57,7 +58,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         log.warning("%s was taken by a run started in the same second: this run is in %s", taken[0], run_dir)
 
     with distributed.rank_zero_first():
-        data = build_dataset(cfg.dataset)
+        data = limited(build_dataset(cfg.dataset), cfg.trainer.limit_batches, cfg.trainer.overfit_batches,
+                       cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
     augment = AUGMENTATIONS.build(cfg.augment)

@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from mnist_exp.errors import UserError, check_range, did_you_mean
+from mnist_exp.run.debugging import check_batch_limits
 from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import config_groups_help
@@ -49,6 +50,9 @@ class TrainerConfig:
     progress: bool | None = MISSING  # progress bar; null: only on a terminal and not in a sweep
     checkpoint: bool = MISSING  # write checkpoints/last.pt and best.pt
     patience: int | None = MISSING  # stop after this many epochs without a better val/acc; null: train every epoch
+    limit_batches: int | None = MISSING  # debug: this many batches of each split; null: all
+    overfit_batches: int | None = MISSING  # debug: train on this many batches, validate on the same images
+    profile: bool = MISSING  # debug: torch.profiler over the training, into profile.json
 
 
 class DeviceName(str, Enum):
@@ -90,7 +94,7 @@ class Config:
 
 REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)
 # Config groups that conf/config.yaml's defaults leave empty: chosen on the command line, not keys of Config.
-GROUPS_WITHOUT_DEFAULT = ("experiment", "hparams_search")
+GROUPS_WITHOUT_DEFAULT = ("experiment", "hparams_search", "debug")
 
 
 def builder_schema(registry: Registry, name: str) -> type:
@@ -182,7 +186,8 @@ def check_ranges(cfg) -> None:
              0 <= trainer.ema_decay < 1)):
         check_range(key, value, ok, allowed)
     check_tta(trainer.tta, trainer.tta_scales, cfg.dataset.get("flatten", False))
-    check_patience(trainer.patience, cfg.dataset.get("val_size"))
+    check_patience(trainer.patience, cfg.dataset.get("val_size") if trainer.overfit_batches is None else None)
+    check_batch_limits(trainer.limit_batches, trainer.overfit_batches)
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")

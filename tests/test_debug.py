@@ -1,0 +1,51 @@
+"""The debug presets: ``debug=one_batch`` (a batch of each split through everything), ``debug=overfit`` (a few
+batches learnt by heart) and ``debug=profile`` (torch's profiler into the run directory)."""
+
+import json
+
+import pytest
+
+from conftest import read_events, read_metrics, run_main
+
+SMALL = ("dataset=fake", "trainer.batch_size=64", "trainer.eval_batch_size=32", "device=cpu", "device.threads=1")
+
+
+def run(tmp_path, monkeypatch, capsys, *args: str):
+    run_dir = tmp_path / "run"
+    code, _, err = run_main(*SMALL, *args, f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err
+    return run_dir
+
+
+def test_one_batch_of_every_split_goes_through_the_whole_pipeline(tmp_path, monkeypatch, capsys):
+    run_dir = run(tmp_path, monkeypatch, capsys, "debug=one_batch")
+    log = (run_dir / "train.log").read_text()
+    assert "Dataset fake: 64 train, 32 validation, 32 test images" in log and "epoch 1/1" in log
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["epoch"] == 1
+    assert all((run_dir / name).is_file() for name in ("checkpoints/best.pt", "checkpoints/last.pt", "curves.png",
+                                                       "confusion_matrix.png", "test_predictions.npz"))
+    assert len(read_events(run_dir).Scalars("val/acc")) == 1
+
+
+def test_overfit_learns_its_few_batches_by_heart(tmp_path, monkeypatch, capsys):
+    run_dir = run(tmp_path, monkeypatch, capsys, "debug=overfit", "model=mlp")
+    assert "Dataset fake: 128 train, 128 validation, 256 test images" in (run_dir / "train.log").read_text()
+    assert read_metrics(run_dir)["best_val/acc"] == 1.0  # the validation images are the two training batches
+
+
+def test_profile_writes_a_trace_and_logs_the_top_operators(tmp_path, monkeypatch, capsys):
+    run_dir = run(tmp_path, monkeypatch, capsys, "debug=profile", "trainer.limit_batches=3")
+    trace = json.loads((run_dir / "profile.json").read_text())
+    names = {event.get("name") for event in trace["traceEvents"]}
+    assert any(str(name).startswith("aten::") for name in names)
+    log = (run_dir / "train.log").read_text()
+    assert f"Profile: {run_dir / 'profile.json'}" in log and "Self CPU time total" in log
+
+
+@pytest.mark.parametrize("key", ["limit_batches", "overfit_batches"])
+def test_a_batch_limit_below_one_is_one_line(key, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*SMALL, f"trainer.{key}=0", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.strip() == (f"trainer.{key}=0 is out of range: give a number of batches of at least 1, "
+                                         "or null for every batch.")
