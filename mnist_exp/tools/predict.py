@@ -7,54 +7,27 @@ centre. ``--as-is`` takes 28x28 images already in that form (saved from a datase
 Prints one line per file: the file, the predicted class, its probability.
 """
 
-import re
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mnist_exp.data.csv_table import read_pixel_csv
+from mnist_exp.data.images import IMAGE_SUFFIXES, decoded, to_mnist_form
 from mnist_exp.runs import atomic_file
 from mnist_exp.tools import cli
 from mnist_exp.errors import UserError
 from mnist_exp.tools.trained import load_trained_model
 from mnist_exp.run.runtime import select_device
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_SIDE = 4096  # a digit needs far fewer pixels; larger images (and decompression bombs) are refused unread
 BATCH_SIZE = 1024
 
 
 def mnist_pixels(path: Path, as_is: bool = False) -> np.ndarray:
-    """An image file in MNIST's form (see ``to_mnist_form``), or with ``as_is`` its grey uint8 pixels.
-
-    Its size is checked from the header, before the pixels are decoded, so a huge image costs no memory.
-    """
-    try:
-        with warnings.catch_warnings():  # PIL warns of large images; the bound below refuses them
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            width, height = image.size
-            if max(width, height) > MAX_SIDE:
-                raise UserError(too_large(path, f"is {width}x{height} pixels"))
-            return grey_pixels(path, image) if as_is else to_mnist_form(image)
-    except Image.DecompressionBombError as error:  # refused by PIL itself, from the header
-        pixels = re.search(r"\((\d+) pixels\)", str(error))
-        raise UserError(too_large(path, f"has {int(pixels.group(1)):,} pixels" if pixels else "is huge")) from error
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"{path} is not an image PIL can read ({type(error).__name__}). "
-                        "Give PNG or JPEG files of digits.") from error
-    except ValueError as error:
-        raise UserError(f"{path}: {error}. Give an image with a digit in it.") from error
-
-
-def too_large(path: Path, size: str) -> str:
-    return (f"{path} {size}, more than predict reads ({MAX_SIDE}x{MAX_SIDE}): scale it down "
-            "(a digit needs a few hundred pixels at most).")
+    """An image file in MNIST's form (see ``to_mnist_form``), or with ``as_is`` its grey uint8 pixels."""
+    return decoded(path, lambda image: grey_pixels(path, image) if as_is else to_mnist_form(image), "predict")
 
 
 def grey_pixels(path: Path, image: Image.Image) -> np.ndarray:
@@ -63,37 +36,6 @@ def grey_pixels(path: Path, image: Image.Image) -> np.ndarray:
         raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels; --as-is takes 28x28 images in MNIST's "
                         "form. Leave out --as-is to bring any image into that form.")
     return np.asarray(image.convert("L"), dtype=np.uint8)
-
-
-def to_mnist_form(image: Image.Image) -> np.ndarray:
-    """float32 [28, 28] in [0, 1]: a white digit on black, fitted into 20x20 and centred by mass."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # A transparent background counts as white paper.
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if border.mean() > 0.5:  # dark ink on light paper: MNIST is the other way round
-        grey, border = 1.0 - grey, 1.0 - border
-    grey = np.clip(grey - np.median(border), 0, 1)  # the background to 0
-    if grey.max() < 0.1:
-        raise ValueError("the image is blank: no digit found")
-    ink = grey > 0.25 * grey.max()
-    rows, cols = np.nonzero(ink)
-    digit = grey[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
-    scale = 20.0 / max(digit.shape)
-    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))  # PIL: (width, height)
-    digit = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.LANCZOS), dtype=np.float32).clip(0, 1)
-    # Paste so the centre of mass lands on the centre of the 28x28 canvas.
-    total = digit.sum()
-    ys, xs = np.indices(digit.shape)
-    centre_y, centre_x = (ys * digit).sum() / total, (xs * digit).sum() / total
-    top = int(np.clip(round(14 - centre_y), 0, 28 - digit.shape[0]))
-    left = int(np.clip(round(14 - centre_x), 0, 28 - digit.shape[1]))
-    canvas = np.zeros((28, 28), dtype=np.float32)
-    canvas[top: top + digit.shape[0], left: left + digit.shape[1]] = digit
-    return canvas
 
 
 def image_files(paths: list[str]) -> list[Path]:

@@ -1,0 +1,95 @@
+"""Image files brought to a dataset's form: grey, white on black, a size a side; what predict and dataset=folder read.
+
+Any format PIL reads, any size up to ``MAX_SIDE`` a side (checked from the header, before the pixels are decoded,
+so a huge image costs no memory), either polarity, transparent backgrounds as white paper.
+"""
+
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mnist_exp.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_SIDE = 4096  # a digit needs far fewer pixels; larger images (and decompression bombs) are refused unread
+
+
+def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: str) -> np.ndarray:
+    """``convert`` of the image file; a file that is no image, too large or blank is a UserError naming it."""
+    try:
+        with warnings.catch_warnings():  # PIL warns of large images; the bound below refuses them
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if max(width, height) > MAX_SIDE:
+                raise UserError(too_large(path, f"is {width}x{height} pixels", reader))
+            return convert(image)
+    except Image.DecompressionBombError as error:  # refused by PIL itself, from the header
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise UserError(too_large(path, f"has {int(pixels.group(1)):,} pixels" if pixels else "is huge",
+                                  reader)) from error
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"{path} is not an image PIL can read ({type(error).__name__}). "
+                        "Give PNG or JPEG files of digits.") from error
+    except ValueError as error:
+        raise UserError(f"{path}: {error}. Give an image with a digit in it.") from error
+
+
+def too_large(path: Path, size: str, reader: str) -> str:
+    return (f"{path} {size}, more than {reader} reads ({MAX_SIDE}x{MAX_SIDE}): scale it down "
+            "(a digit needs a few hundred pixels at most).")
+
+
+def ink_on_black(image: Image.Image) -> np.ndarray:
+    """float32 [H, W] in [0, 1]: grey, the background at 0 and the ink bright, whichever way the image had them."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # A transparent background counts as white paper.
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if border.mean() > 0.5:  # dark ink on light paper: MNIST is the other way round
+        grey, border = 1.0 - grey, 1.0 - border
+    return np.clip(grey - np.median(border), 0, 1)  # the background to 0
+
+
+def resized(image: Image.Image, size: int) -> np.ndarray:
+    """float32 [size, size] in [0, 1]: the whole image, white on black, resized (not a digit: nothing is centred)."""
+    grey = ink_on_black(image)
+    if grey.max() < 0.1:
+        raise ValueError("the image is blank")
+    return np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32).clip(0, 1)
+
+
+def to_mnist_form(image: Image.Image, size: int = 28) -> np.ndarray:
+    """float32 [size, size] in [0, 1]: a white digit on black, fitted into 20x20 of 28x28 (the same share of
+    another size) and centred by mass, as MNIST itself was made."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # A transparent background counts as white paper.
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    grey = ink_on_black(image)
+    if grey.max() < 0.1:
+        raise ValueError("the image is blank: no digit found")
+    ink = grey > 0.25 * grey.max()
+    rows, cols = np.nonzero(ink)
+    digit = grey[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    scale = round(size * 20 / 28) / max(digit.shape)
+    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))  # PIL: (width, height)
+    digit = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.LANCZOS), dtype=np.float32).clip(0, 1)
+    # Paste so the centre of mass lands on the centre of the canvas.
+    total = digit.sum()
+    ys, xs = np.indices(digit.shape)
+    centre_y, centre_x = (ys * digit).sum() / total, (xs * digit).sum() / total
+    top = int(np.clip(round(size / 2 - centre_y), 0, size - digit.shape[0]))
+    left = int(np.clip(round(size / 2 - centre_x), 0, size - digit.shape[1]))
+    canvas = np.zeros((size, size), dtype=np.float32)
+    canvas[top: top + digit.shape[0], left: left + digit.shape[1]] = digit
+    return canvas
