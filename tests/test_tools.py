@@ -27,7 +27,7 @@ from mnist_exp.errors import UserError
 from mnist_exp.data.loader import model_input
 from mnist_exp.run.tta import ViewAveraged
 from mnist_exp.tools.trained import load_trained_model
-from mnist_exp.tools.predict import to_mnist_form
+from mnist_exp.data.images import to_mnist_form
 from mnist_exp.registry import DATASETS
 
 TOOLS = {"evaluate": evaluate, "predict": predict, "export": export, "compare": compare}

@@ -82,8 +82,8 @@ def to_mnist_form(image: Image.Image, size: int = 28) -> np.ndarray:
     rows, cols = np.nonzero(ink)
     digit = grey[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
     scale = round(size * 20 / 28) / max(digit.shape)
-    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))  # PIL: (width, height)
-    digit = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.LANCZOS), dtype=np.float32).clip(0, 1)
+    fitted = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))  # PIL: (width, height)
+    digit = np.asarray(Image.fromarray(digit).resize(fitted, Image.Resampling.LANCZOS), dtype=np.float32).clip(0, 1)
     # Paste so the centre of mass lands on the centre of the canvas.
     total = digit.sum()
     ys, xs = np.indices(digit.shape)

@@ -3,7 +3,7 @@
 ``pt2`` (the default) is a ``torch.export`` program, PyTorch's own format, which ``torch.export.load`` reads and
 AOTInductor compiles; ``onnx`` goes through torch.onnx's dynamo exporter and is checked with onnxruntime;
 ``torchscript``, which PyTorch deprecates, stays for libtorch (C++) loaders and says so. The exported model takes what a deployment has: float images in [0, 1], shape [B, 1, H, W], a
-white digit on black as in MNIST (``mnist_exp.tools.predict.to_mnist_form`` makes them from any image
+white digit on black as in MNIST (``mnist_exp.data.images.to_mnist_form`` makes them from any image
 file), and returns logits. The normalisation the run trained with is inside it, and so are the
 weight average and test-time averaging where the run had them. After writing, the export is run
 on test images and must give the same predictions as the checkpoint's model.
