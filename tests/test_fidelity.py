@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -212,7 +213,8 @@ def test_each_augmentation_key_changes_the_images_or_is_refused(option, key):
 
 
 # Keys that say where the data is or how it is fetched, not what it is: the files are MD5-verified either way.
-WHERE_OR_HOW = {"data_dir", "download"}
+# skip_unreadable says what to do with a file PIL cannot read: with every file readable, the data are the same.
+WHERE_OR_HOW = {"data_dir", "download", "skip_unreadable"}
 DATASET_KEYS = [(option, key) for option, key in option_keys("dataset") if key not in WHERE_OR_HOW]
 
 
@@ -233,6 +235,11 @@ def idx_root(tmp_path_factory):
         rows = np.column_stack([labels[part].numpy(), images[part].reshape(-1, 784).numpy()])
         np.savetxt(root / name, rows, fmt="%d", delimiter=",", header="label," + ",".join(f"pixel{i}" for i in
                                                                                          range(784)), comments="")
+    # And as folders of PNGs, one subfolder per class, for dataset=folder: two of different images.
+    for name, part in (("folder_a", slice(0, 300)), ("folder_b", slice(300, 600))):
+        for i, (image, label) in enumerate(zip(images[part].numpy(), labels[part].tolist())):
+            (root / name / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / name / str(label) / f"{i}.png")
     return root
 
 
@@ -246,6 +253,8 @@ def local(node: dict, idx_root: Path) -> dict:
     """A dataset node that reads the files laid out in ``idx_root``, never downloading."""
     if node["name"] == "csv":
         return {**node, "train": str(idx_root / "a.csv"), "val_size": 100, "test_size": 100}
+    if node["name"] == "folder":
+        return {**node, "root": str(idx_root / "folder_a")}
     return {**node, "data_dir": str(idx_root), "download": False} if "data_dir" in node else node
 
 
@@ -253,6 +262,8 @@ def changed_dataset_value(key: str, value, idx_root: Path):
     """``changed``; for dataset=csv's files another file, and for its computed normalisation (null) a number."""
     if key == "train":
         return str(idx_root / "b.csv")
+    if key == "root":
+        return str(idx_root / "folder_b")
     if value is None:
         return {"test": str(idx_root / "test.csv"), "mean": 0.5, "std": 0.25}[key]
     return changed(value)

@@ -5,6 +5,7 @@ table-driven builder), and ``fake`` (synthetic, deterministic, learnable: for te
 The parameters with defaults are each builder's config keys (``conf/dataset/*.yaml``).
 """
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,56 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
     std = float(pixels.std()) if std is None else std
     classes = int(max(labels.max(), held_out.labels.max())) + 1
     return DataBundle("csv", train_split, val, held_out, mean, std, flatten, [str(c) for c in range(classes)])
+
+
+def held_out(value: float, total: int, key: str) -> int:
+    """A split's size from its key: a fraction of ``total`` below 1, else a count."""
+    count = round(value * total) if 0 <= value < 1 else int(value)
+    if value < 0 or value != int(value) and value >= 1 or count >= total:
+        raise UserError(f"dataset.{key}={value} is out of range: give a fraction below 1 (0.1: a tenth) or a count "
+                        f"below the {total} images it is taken from.")
+    return count
+
+
+@DATASETS.register("folder")
+def folder(root: str | None = None, image_size: int = 28, mnist_form: bool = True, skip_unreadable: bool = False,
+           val_size: float = 0.1, test_size: float = 0.1, split_seed: int = 0, mean: float | None = None,
+           std: float | None = None, flatten: bool = False) -> DataBundle:
+    """A folder of images, one subfolder per class (``mnist_exp.data.folder``). Split already (train/, test/, and
+    val/ if it is there) or one tree, from which ``test_size`` then ``val_size`` images (fractions below 1, else
+    counts) are held out by a seeded permutation; without val/, ``val_size`` of train/ validate. ``mnist_form``: each
+    image fitted and centred as MNIST's digits (predict's form); false: the whole image resized. ``mean``/``std``
+    null: those of the training split."""
+    from mnist_exp.data.folder import read_folder
+
+    if not root:
+        raise UserError("dataset=folder needs its folder: dataset.root=<dir>, with one subfolder of images per class.")
+    record = read_folder(root, image_size, mnist_form, skip_unreadable)
+    images, labels, where = record["images"], record["labels"], record["splits"]
+    if record["skipped"]:
+        logging.getLogger("mnist_exp").warning("dataset=folder: %d unreadable files left out, the first %s",
+                                               len(record["skipped"]), record["skipped"][0])
+    generator = torch.Generator().manual_seed(split_seed)
+    if (where < 0).all():  # one tree: the test split first, then the validation split
+        order = torch.randperm(len(labels), generator=generator)
+        tests = held_out(test_size, len(labels), "test_size")
+        test = Split(images[order[:tests]], labels[order[:tests]])
+        images, labels = images[order[tests:]], labels[order[tests:]]
+        where = torch.zeros(len(labels), dtype=torch.long)  # the rest: training images
+    else:
+        test = Split(images[where == 2], labels[where == 2])
+    if (where == 1).any():
+        train, val = Split(images[where == 0], labels[where == 0]), Split(images[where == 1], labels[where == 1])
+    else:
+        train_images, train_labels = images[where == 0], labels[where == 0]
+        order = torch.randperm(len(train_labels), generator=generator)
+        vals = held_out(val_size, len(train_labels), "val_size")
+        val = Split(train_images[order[:vals]], train_labels[order[:vals]])
+        train = Split(train_images[order[vals:]], train_labels[order[vals:]])
+    pixels = train.images.float() / 255
+    mean = float(pixels.mean()) if mean is None else mean
+    std = float(pixels.std()) if std is None else std
+    return DataBundle("folder", train, val, test, mean, std, flatten, record["class_names"])
 
 
 def register_torchvision_dataset(name: str, class_name: str, title: str, mean: float, std: float, about: str) -> None:

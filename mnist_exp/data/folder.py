@@ -1,0 +1,118 @@
+"""A folder of a user's images, one subfolder per class (torchvision's ImageFolder layout), for ``dataset=folder``.
+
+Either split already, ``<root>/train/<class>/...``, ``<root>/test/<class>/...`` and optionally ``<root>/val/``, or one
+tree ``<root>/<class>/...`` that the dataset splits with a seed. Every image is brought to the dataset's form
+(``mnist_exp.data.images``: grey, white on black, ``image_size`` a side), decoded once on every core with a progress
+bar, and kept in the data directory as uint8 tensors, keyed by every file's path, size and time and the form: an
+added, removed or changed file decodes the folder again.
+"""
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mnist_exp.data.images import IMAGE_SUFFIXES, decoded, resized, to_mnist_form
+from mnist_exp.errors import UserError
+from mnist_exp.paths import default_data_dir
+from mnist_exp.runs import atomic_file
+
+log = logging.getLogger("mnist_exp")
+SPLITS = ("train", "val", "test")
+MEMORY_SHARE = 0.5  # of the memory available now, at most, for the decoded images
+
+
+def class_folders(root: Path) -> dict[str, list[Path]]:
+    """{class name: its image files}, from the subfolders of ``root``; a subfolder without images is refused."""
+    classes = {folder.name: sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+               for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")}
+    if not classes:
+        raise UserError(f"{root} has no class subfolders: give a folder with one subfolder of images per class "
+                        "(<root>/<class>/*.png), or train/ and test/ folders laid out so.")
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise UserError(f"{root / empty[0]} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): every class folder "
+                        "needs some. Remove it or add its images.")
+    return classes
+
+
+def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
+    """{split: {class: files}}; one tree is the single split "all"."""
+    if not root.is_dir():
+        raise UserError(f"dataset.root={root} is not a folder. Give a folder with one subfolder of images per class.")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        splits = {split: class_folders(root / split) for split in SPLITS if (root / split).is_dir()}
+        unseen = sorted(set(splits["test"]) - set(splits["train"]) | set(splits.get("val", {})) - set(splits["train"]))
+        if unseen:
+            raise UserError(f"{root}: class {unseen[0]!r} has test or validation images but none in train/: a model "
+                            "cannot learn it. Add its training images, or remove it.")
+        return splits
+    return {"all": class_folders(root)}
+
+
+def cache_path(root: Path, files: list[Path], form: tuple) -> Path:
+    """Where the decoded folder is kept: named by a hash of each file's path, size and time, and of the form."""
+    digest = hashlib.sha256(repr((str(root.resolve()), form)).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return default_data_dir() / "folders" / f"{root.name}-{digest.hexdigest()[:16]}.pt"
+
+
+def check_memory(count: int, image_size: int, root: Path) -> None:
+    """Refuse, before decoding, a folder whose images would not fit in memory."""
+    needed = count * image_size * image_size
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: no estimate
+        return
+    if needed > MEMORY_SHARE * available:
+        raise UserError(f"{root}: {count:,} images of {image_size}x{image_size} take {needed / 2**30:.1f} GiB, more "
+                        f"than half the {available / 2**30:.1f} GiB free: use a smaller dataset.image_size or fewer "
+                        "images.")
+
+
+def read_folder(root: str, image_size: int, mnist_form: bool, skip_unreadable: bool) -> dict:
+    """{"images": uint8 [N, S, S], "labels": int64 [N], "splits": int64 [N] (an index of SPLITS, or -1 for one
+    tree), "class_names": [...], "skipped": [unreadable files]}, from the cache where it is current."""
+    root = Path(root).expanduser()
+    splits = layout(root)
+    class_names = sorted({name for classes in splits.values() for name in classes})
+    entries = [(path, class_names.index(name), SPLITS.index(split) if split in SPLITS else -1)
+               for split, classes in splits.items() for name, files in classes.items() for path in files]
+    form = (image_size, mnist_form, skip_unreadable)
+    cache = cache_path(root, [path for path, _, _ in entries], form)
+    if cache.is_file():
+        return torch.load(cache, weights_only=True)
+    check_memory(len(entries), image_size, root)
+
+    def decode(path: Path) -> np.ndarray | str:
+        convert = (lambda image: to_mnist_form(image, image_size)) if mnist_form else (
+            lambda image: resized(image, image_size))
+        try:
+            return (decoded(path, convert, "dataset=folder") * 255).round().astype(np.uint8)
+        except UserError as error:
+            if not skip_unreadable:
+                raise UserError(f"{error} Or set dataset.skip_unreadable=true to leave such files out.") from None
+            return str(path)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL decodes and resizes without the GIL
+        decoded_images = list(tqdm(pool.map(decode, [path for path, _, _ in entries]), total=len(entries),
+                                   desc=f"decoding {root.name}", unit="image", leave=False, disable=None))
+    kept = [i for i, image in enumerate(decoded_images) if not isinstance(image, str)]
+    if not kept:
+        raise UserError(f"{root}: none of its {len(entries)} images could be read.")
+    record = {"images": torch.from_numpy(np.stack([decoded_images[i] for i in kept])),
+              "labels": torch.tensor([entries[i][1] for i in kept]), "splits": torch.tensor([entries[i][2] for i in kept]),
+              "class_names": class_names, "skipped": [image for image in decoded_images if isinstance(image, str)]}
+    try:
+        with atomic_file(cache, "wb") as f:
+            torch.save(record, f)
+    except OSError as error:  # a read-only data directory: decoded again next time
+        log.warning("dataset=folder: the decoded images could not be kept in %s (%s)", cache, error)
+    return record
