@@ -79,6 +79,12 @@ def mnist(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0
     return DataBundle("mnist", train, val, test, mean, std, flatten, class_names=[str(d) for d in range(10)])
 
 
+def training_normalisation(train: Split, mean: float | None, std: float | None) -> tuple[float, float]:
+    """``mean`` and ``std`` as given; where null, those of the training split's pixels (in 0..1)."""
+    pixels = train.images.float() / 255
+    return (float(pixels.mean()) if mean is None else mean), (float(pixels.std()) if std is None else std)
+
+
 @DATASETS.register("csv")
 def csv(train: str | None = None, test: str | None = None, val_size: int = 4200, test_size: int = 4200,
         split_seed: int = 0, mean: float | None = None, std: float | None = None, flatten: bool = False) -> DataBundle:
@@ -101,23 +107,19 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
         if test_images.shape[1:] != images.shape[1:]:
             raise UserError(f"dataset.test={test} has {test_images.shape[1]}x{test_images.shape[2]} images, "
                             f"dataset.train={train} {images.shape[1]}x{images.shape[2]}: give files of one size.")
-        held_out = Split(test_images, test_labels)
+        rest, test_split = Split(images, labels), Split(test_images, test_labels)
     else:
         if not 1 <= test_size < len(labels):
             raise UserError(f"dataset.test_size must be in [1, {len(labels)}) (the test images held out of "
                             f"{train}), got {test_size}.")
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed + 1))
-        held_out = Split(images[order[:test_size]], labels[order[:test_size]])
-        images, labels = images[order[test_size:]], labels[order[test_size:]]
-    train_split, val = split_train_val(images, labels, val_size, split_seed)
-    pixels = train_split.images.float() / 255
-    mean = float(pixels.mean()) if mean is None else mean
-    std = float(pixels.std()) if std is None else std
-    classes = int(max(labels.max(), held_out.labels.max())) + 1
-    return DataBundle("csv", train_split, val, held_out, mean, std, flatten, [str(c) for c in range(classes)])
+        rest, test_split = split_train_val(images, labels, test_size, split_seed + 1)
+    train_split, val = split_train_val(rest.images, rest.labels, val_size, split_seed)
+    mean, std = training_normalisation(train_split, mean, std)
+    classes = int(max(labels.max(), test_split.labels.max())) + 1
+    return DataBundle("csv", train_split, val, test_split, mean, std, flatten, [str(c) for c in range(classes)])
 
 
-def held_out(value: float, total: int, key: str) -> int:
+def held_out_count(value: float, total: int, key: str) -> int:
     """A split's size from its key: a fraction of ``total`` below 1, else a count."""
     count = round(value * total) if 0 <= value < 1 else int(value)
     if value < 0 or value != int(value) and value >= 1 or count >= total:
@@ -132,9 +134,9 @@ def folder(root: str | None = None, image_size: int = 28, mnist_form: bool = Tru
            std: float | None = None, flatten: bool = False) -> DataBundle:
     """A folder of images, one subfolder per class (``mnist_exp.data.folder``). Split already (train/, test/, and
     val/ if it is there) or one tree, from which ``test_size`` then ``val_size`` images (fractions below 1, else
-    counts) are held out by a seeded permutation; without val/, ``val_size`` of train/ validate. ``mnist_form``: each
-    image fitted and centred as MNIST's digits (predict's form); false: the whole image resized. ``mean``/``std``
-    null: those of the training split."""
+    counts) are held out, each by a seeded permutation; without val/, ``val_size`` of train/ validate.
+    ``mnist_form``: each image fitted and centred as MNIST's digits (predict's form); false: the whole image resized.
+    ``mean``/``std`` null: those of the training split."""
     from mnist_exp.data.folder import read_folder
 
     if not root:
@@ -144,26 +146,17 @@ def folder(root: str | None = None, image_size: int = 28, mnist_form: bool = Tru
     if record["skipped"]:
         logging.getLogger("mnist_exp").warning("dataset=folder: %d unreadable files left out, the first %s",
                                                len(record["skipped"]), record["skipped"][0])
-    generator = torch.Generator().manual_seed(split_seed)
-    if (where < 0).all():  # one tree: the test split first, then the validation split
-        order = torch.randperm(len(labels), generator=generator)
-        tests = held_out(test_size, len(labels), "test_size")
-        test = Split(images[order[:tests]], labels[order[:tests]])
-        images, labels = images[order[tests:]], labels[order[tests:]]
-        where = torch.zeros(len(labels), dtype=torch.long)  # the rest: training images
+    if (where < 0).all():  # one tree: the test split first
+        rest, test = split_train_val(images, labels, held_out_count(test_size, len(labels), "test_size"), split_seed)
+        val = Split(images[:0], labels[:0])
+    else:  # train/, val/ and test/ as the folder has them
+        rest, val, test = (Split(images[where == split], labels[where == split]) for split in range(3))
+    if len(val):
+        train = rest
     else:
-        test = Split(images[where == 2], labels[where == 2])
-    if (where == 1).any():
-        train, val = Split(images[where == 0], labels[where == 0]), Split(images[where == 1], labels[where == 1])
-    else:
-        train_images, train_labels = images[where == 0], labels[where == 0]
-        order = torch.randperm(len(train_labels), generator=generator)
-        vals = held_out(val_size, len(train_labels), "val_size")
-        val = Split(train_images[order[:vals]], train_labels[order[:vals]])
-        train = Split(train_images[order[vals:]], train_labels[order[vals:]])
-    pixels = train.images.float() / 255
-    mean = float(pixels.mean()) if mean is None else mean
-    std = float(pixels.std()) if std is None else std
+        train, val = split_train_val(rest.images, rest.labels, held_out_count(val_size, len(rest), "val_size"),
+                                     split_seed)
+    mean, std = training_normalisation(train, mean, std)
     return DataBundle("folder", train, val, test, mean, std, flatten, record["class_names"])
 
 

@@ -91,9 +91,10 @@ def read_folder(root: str, image_size: int, mnist_form: bool, skip_unreadable: b
         return torch.load(cache, weights_only=True)
     check_memory(len(entries), image_size, root)
 
+    def convert(image) -> np.ndarray:
+        return to_mnist_form(image, image_size) if mnist_form else resized(image, image_size)
+
     def decode(path: Path) -> np.ndarray | str:
-        convert = (lambda image: to_mnist_form(image, image_size)) if mnist_form else (
-            lambda image: resized(image, image_size))
         try:
             return (decoded(path, convert, "dataset=folder") * 255).round().astype(np.uint8)
         except UserError as error:
@@ -108,7 +109,8 @@ def read_folder(root: str, image_size: int, mnist_form: bool, skip_unreadable: b
     if not kept:
         raise UserError(f"{root}: none of its {len(entries)} images could be read.")
     record = {"images": torch.from_numpy(np.stack([decoded_images[i] for i in kept])),
-              "labels": torch.tensor([entries[i][1] for i in kept]), "splits": torch.tensor([entries[i][2] for i in kept]),
+              "labels": torch.tensor([entries[i][1] for i in kept]),
+              "splits": torch.tensor([entries[i][2] for i in kept]),
               "class_names": class_names, "skipped": [image for image in decoded_images if isinstance(image, str)]}
     try:
         with atomic_file(cache, "wb") as f:

@@ -70,11 +70,6 @@ def resized(image: Image.Image, size: int) -> np.ndarray:
 def to_mnist_form(image: Image.Image, size: int = 28) -> np.ndarray:
     """float32 [size, size] in [0, 1]: a white digit on black, fitted into 20x20 of 28x28 (the same share of
     another size) and centred by mass, as MNIST itself was made."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # A transparent background counts as white paper.
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
     grey = ink_on_black(image)
     if grey.max() < 0.1:
         raise ValueError("the image is blank: no digit found")

@@ -62,6 +62,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                        cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
+    if None in (cfg.dataset.get("mean", 0), cfg.dataset.get("std", 0)):  # the config says null: what the run uses
+        log.info("Normalisation: mean %.4f, std %.4f (dataset.mean/std null: the training split's)", data.mean,
+                 data.std)
     augment = AUGMENTATIONS.build(cfg.augment)
     model, channels_last = place_model(MODELS.build(cfg.model, len(data.class_names)), device,
                                        cfg.device.channels_last)

@@ -19,7 +19,7 @@ from mnist_exp.data.images import IMAGE_SUFFIXES, decoded, to_mnist_form
 from mnist_exp.runs import atomic_file
 from mnist_exp.tools import cli
 from mnist_exp.errors import UserError
-from mnist_exp.tools.trained import load_trained_model
+from mnist_exp.tools.trained import TrainedModel, load_trained_model
 from mnist_exp.run.runtime import select_device
 
 BATCH_SIZE = 1024
@@ -54,6 +54,12 @@ def image_files(paths: list[str]) -> list[Path]:
 
 
 @torch.inference_mode()
+def class_probabilities(trained: TrainedModel, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The trained model's class probabilities [N, C], on the CPU, for images in MNIST's form, in batches."""
+    return torch.cat([torch.softmax(trained.model(trained.input(batch.to(device))).float(), dim=1).cpu()
+                      for batch in pixels.split(BATCH_SIZE)])
+
+
 def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
             as_is: bool = False) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
     """(file, predicted class name, its probability) for each image file it can use, and (file, why) for each it
@@ -69,10 +75,7 @@ def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
             failed.append((path, str(error)))
     if not images:
         return [], failed
-    pixels = torch.from_numpy(np.stack(images))
-    probabilities = torch.cat([torch.softmax(trained.model(trained.input(batch.to(torch_device))).float(), dim=1)
-                               for batch in pixels.split(BATCH_SIZE)])
-    confidence, label = probabilities.cpu().max(dim=1)
+    confidence, label = class_probabilities(trained, torch.from_numpy(np.stack(images)), torch_device).max(dim=1)
     return [(f, trained.class_names[i], p) for f, i, p in zip(readable, label.tolist(), confidence.tolist())], failed
 
 
@@ -96,9 +99,7 @@ def write_submission(checkpoint: str | Path, table: str, out: str | Path, device
     torch_device = select_device(device, "--device ")
     trained = load_trained_model(checkpoint, torch_device)
     images, _ = read_pixel_csv(table)
-    with torch.inference_mode():
-        labels = torch.cat([trained.model(trained.input(batch.to(torch_device))).argmax(1).cpu()
-                            for batch in images.split(BATCH_SIZE)])
+    labels = class_probabilities(trained, images, torch_device).argmax(dim=1)
     out = Path(out)
     if not out.parent.is_dir():
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another path.")
