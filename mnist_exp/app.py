@@ -122,8 +122,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             recorded = completed_run(run_dir, config, overrides, in_sweep)
             if recorded:
                 return recorded
-        job = build_job(cfg, run_dir, in_sweep, overrides)
-        if job.tracker is not None:  # last: the epoch is in TensorBoard and last.pt before a pruner stops it there
+        job = build_job(cfg, run_dir, in_sweep, overrides, Path(hydra_cfg.sweep.dir) if in_sweep else None)
+        if job.tracker is not None:  # last: the epoch is tracked and in last.pt before a pruner stops it there
             job.trainer.callbacks += trial_callbacks(hydra_cfg, cfg.optimized_metric)
     except BaseException as error:
         # Refused before training (a changed config on resume, say): a run's existing record stays as it is.
@@ -133,12 +133,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         return fit_and_test(job, overrides)
     except SystemExit:  # stopped by a signal: metrics.json already says how to resume
+        close_trackers(job, Status.STOPPED)
         raise
     except BaseException as error:
         record_failure(job.run_dir, error)
+        close_trackers(job, Status.FAILED)
         if disk_full(error):  # the event file, the log or a checkpoint: one line, whichever hit it first
             raise full_disk_error(job.run_dir, "the run stopped; its last checkpoint is kept") from None
         raise
+
+
+def close_trackers(job: Job, status: Status) -> None:
+    """A run that did not get to its record: its trackers end with its status (MLflow: KILLED or FAILED)."""
+    if job.tracker is not None:
+        try:
+            job.tracker.close(status.value)
+        except Exception as error:  # a full disk, say: the run's own error matters more
+            log.warning("The trackers could not be closed: %s", error)
 
 
 def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:

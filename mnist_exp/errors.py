@@ -18,6 +18,8 @@ from typing import Callable
 
 from hydra.errors import CompactHydraException
 
+from mnist_exp.paths import CONF_DIR
+
 
 class UserError(CompactHydraException):
     """A mistake in the user's input: a config value, a file, a name. The message says how to fix it."""
@@ -33,6 +35,12 @@ def check_range(key: str, value, ok: bool, allowed: str) -> None:
     """Refuse a value its type allows but its use does not: ``key=value is out of range: it takes <allowed>.``"""
     if not ok:
         raise UserError(f"{key}={value} is out of range: it takes {allowed}.")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type's name where it has none: a library's reason, inline."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def full_traceback_asked() -> bool:
@@ -88,11 +96,16 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         stranded = re.fullmatch(r"unrecognized arguments: ([^-].*)", found["message"])  # overrides after an option
         hint = " Options such as -m go before the overrides: python -m mnist_exp -m key=a,b ..." if stranded else ""
         return f"python -m mnist_exp: {found['message']}.{hint} See --help."
-    if found := re.search(r"Could not find '(?P<group>[\w/]+)/(?P<option>[^']+)'", text):
+    # A single option names the group's options; an option in a list (logger=[a,b]) does not: conf/ has them.
+    if found := re.search(r"Could not (?P<how>find|load) '(?P<group>[\w/]+)/(?P<option>[^']+)'", text):
         group, option = found["group"], found["option"]
-        options = re.findall(r"^\t(\S+)$", text, re.M)
+        options = (re.findall(r"^\t(\S+)$", text, re.M) if found["how"] == "find"
+                   else sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
         return (f"{group}={option}: there is no such option.{did_you_mean(option, options)} "
                 f"Options of {group}: {', '.join(options)}.")
+    if found := re.search(r"Could not override '(?P<key>logger\.(?P<name>\w+)\.[^']+)'", text):
+        return (f"{found['key']} is a key of the {found['name']} logger, which this run does not use: choose it too, "
+                f"e.g. logger=[tensorboard,{found['name']}] {found['key']}=...")
     if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
         keys, parent = key_names(found["type"]), full_key[1].rpartition(".")[0]
         return (f"Unknown key '{full_key[1]}'.{did_you_mean(full_key[1], [f'{parent}.{k}'.lstrip('.') for k in keys])}"

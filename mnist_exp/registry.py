@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.errors import UserError, did_you_mean, first_line
 
 
 class Registry:
@@ -79,7 +79,7 @@ class Registry:
             return builder(*args, **cfg, **extra)
         except (ValueError, TypeError, RuntimeError) as error:  # torch's checks of the values, e.g. a negative size
             settings = ", ".join(f"{self.kind}.{key}={value}" for key, value in cfg.items())
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error)
             raise UserError(f"Cannot build {self.kind} '{name}' from {settings or 'its defaults'}: {reason}") from error
 
 

@@ -45,7 +45,7 @@ PREDICTIONS_FILE = "test_predictions.npz"  # each test image's predicted and tru
 
 # Config keys that say where or how a run goes, not what it trains: a resumed run may change them.
 RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trainer.progress",
-                     "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric")
+                     "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric", "logger")
 
 
 def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -58,6 +58,11 @@ def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def hyperparameters(config: dict) -> dict[str, Any]:
+    """The flattened config as the trackers record it, less the keys that only say where or how."""
+    return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}
 
 
 def split_override(text: str) -> tuple[str, str]:

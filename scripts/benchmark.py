@@ -42,14 +42,14 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from mnist_exp.app import build_job, fit_and_test
-from mnist_exp.run.callbacks import Callback, CheckpointCallback, TensorBoardCallback
+from mnist_exp.run.callbacks import Callback, CheckpointCallback, TrackingCallback
 from mnist_exp.run.config import register_schemas
 from mnist_exp.data import TensorLoader, build_dataset, ensure_mnist
 from mnist_exp.data.download import idx_bytes
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run.runtime import place_model, set_cpu_threads, use_bf16
-from mnist_exp.run.tracking import TensorBoardTracker
+from mnist_exp.run.tensorboard import TensorBoardTracker
 from mnist_exp.run.trainer import LoopSettings, Trainer, autocast_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -257,7 +257,7 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
         model, channels_last, optimizer, scheduler, loader, val = setup()
         run_dir = Path(tempfile.mkdtemp(dir=out))
         tracker = TensorBoardTracker(run_dir)
-        callbacks = [TensorBoardCallback(tracker), CheckpointCallback(run_dir / "checkpoints", {"config": {}})]
+        callbacks = [TrackingCallback(tracker), CheckpointCallback(run_dir / "checkpoints", {"config": {}})]
         settings = LoopSettings(epochs=1, patience=None, label_smoothing=cfg.trainer.label_smoothing, log_interval=cfg.trainer.log_interval,
                                 ema_decay=cfg.trainer.ema_decay, compile=False, progress=True, device=cpu, bf16=bf16,
                                 channels_last=channels_last)

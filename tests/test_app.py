@@ -121,7 +121,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                            f"{TRAINER_KEYS}."),
     (["experimnt=best"], "Unknown key 'experimnt'. Did you mean 'experiment'? The keys of the config: dataset, model, "
                          "optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, init_from, optimized_metric, "
-                         "experiment, hparams_search, debug."),
+                         "logger, experiment, hparams_search, debug."),
     (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),

@@ -21,7 +21,7 @@ from conftest import count_colour, read_events, read_png
 from mnist_exp.run.hparams import single_run_columns, write_sweep_experiment
 from mnist_exp.runs import flatten_config
 from mnist_exp.run.figures import confusion_matrix, write_final_figures
-from mnist_exp.run.tracking import TensorBoardTracker
+from mnist_exp.run.tensorboard import TensorBoardTracker
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASS_NAMES = [str(digit) for digit in range(10)]

@@ -1,5 +1,5 @@
 """Building a run from its composed config, in the order of the data flow: check, device, data, model, loaders,
-optimizer and schedule, the loop, checkpoints, the tracker, and the state of a run it continues."""
+optimizer and schedule, the loop, checkpoints, the trackers, and the state of a run it continues."""
 
 import logging
 import sys
@@ -11,14 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
-from mnist_exp.run.callbacks import CheckpointCallback, TensorBoardCallback
+from mnist_exp.run.callbacks import CheckpointCallback, TrackingCallback
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
 from mnist_exp.run.debugging import limited
 from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
 from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, restore
 from mnist_exp.run.runtime import place_model, seed_everything, select_device, set_cpu_threads, use_bf16
-from mnist_exp.run.tracking import TensorBoardTracker
+from mnist_exp.run.loggers import open_trackers
+from mnist_exp.run.tracking import TrackedRun, Trackers
 from mnist_exp.run.trainer import LoopSettings, Trainer
 from mnist_exp.runs import CHECKPOINT_DIR, without_resume
 
@@ -35,12 +36,13 @@ class Job:
     data: DataBundle
     trainer: Trainer
     loaders: dict[str, TensorLoader]  # train, val, test
-    tracker: TensorBoardTracker | None  # rank 0's; None on the other DDP processes
+    tracker: Trackers | None  # rank 0's, those cfg.logger names; None on the other DDP processes
     in_sweep: bool  # a sweep's job: the sweep, not the job, sets the HPARAMS table's columns
     flops_per_image: int  # of the model's forward pass
 
 
-def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str] = ()) -> Job:
+def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str] = (),
+              sweep_dir: Path | None = None) -> Job:
     """Check, build and (where asked) restore everything of the run."""
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
     check_ranges(cfg)
@@ -109,13 +111,11 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
 
     tracker = None
     if writer:
-        # The killed run may have logged past its checkpoint: TensorBoard drops its points after it. A fresh run
-        # where an earlier attempt logged (a resumed sweep's failed job) drops all of those.
-        stale = resume_from is None and any(run_dir.glob("events.out.tfevents.*"))
-        tracker = TensorBoardTracker(run_dir, purge_step=trainer.state.step + 1 if resume_from else 0 if stale else None)
+        tracker = open_trackers(config["logger"], TrackedRun(run_dir, trainer.state.step if resume_from else None,
+                                                             sweep_dir))
         if resume_from is None:
             tracker.run_record(config, without_resume(list(overrides)))
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
-        trainer.callbacks.insert(0, TensorBoardCallback(tracker))
+        trainer.callbacks.insert(0, TrackingCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
                tracker, in_sweep, flops)

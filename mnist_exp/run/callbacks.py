@@ -1,4 +1,4 @@
-"""Hooks on the training loop: checkpoints and TensorBoard curves.
+"""Hooks on the training loop: checkpoints and the trackers' curves.
 
 The trainer calls ``on_train_log`` every ``log_interval`` steps, ``on_epoch_end`` after each
 epoch's validation, and ``on_stop`` when a signal stops it inside an epoch.
@@ -59,7 +59,7 @@ class CheckpointCallback(Callback):
         return {"format": CHECKPOINT_FORMAT, "kind": kind, **self.metadata, "weights": weights, "epoch": epoch}
 
 
-class TensorBoardCallback(Callback):
+class TrackingCallback(Callback):
     """Training curves every ``log_interval`` steps, validation and timing once per epoch, at the global step."""
 
     EPOCH_TAGS = ("val/loss", "val/acc", "time/epoch_s", "time/samples_per_s")

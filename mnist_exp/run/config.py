@@ -29,6 +29,7 @@ from omegaconf import MISSING, OmegaConf
 
 from mnist_exp.errors import UserError, check_range, did_you_mean
 from mnist_exp.run.debugging import check_batch_limits
+from mnist_exp.run.loggers import LOGGERS, check_loggers
 from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import config_groups_help
@@ -90,16 +91,18 @@ class Config:
     ckpt_path: str | None = MISSING  # continue from this checkpoint instead
     init_from: str | None = MISSING  # start from these trained weights (a checkpoint or run directory): fine-tuning
     optimized_metric: Any = MISSING  # the metrics.json key the app returns to sweepers; a list: several objectives
+    logger: dict[str, Any] = field(default_factory=dict)  # {tracker name: its keys}, merged from conf/logger/
 
 
 REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)
+# Loggers are picked by the key their node sits under (logger.mlflow), not by a name key: several at once.
 # Config groups that conf/config.yaml's defaults leave empty: chosen on the command line, not keys of Config.
 GROUPS_WITHOUT_DEFAULT = ("experiment", "hparams_search", "debug")
 
 
-def builder_schema(registry: Registry, name: str) -> type:
-    """A dataclass with ``name`` and one typed field per config parameter of the builder."""
-    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
+def builder_schema(registry: Registry, name: str, named: bool = True) -> type:
+    """A dataclass with ``name`` (where ``named``) and one typed field per config parameter of the builder."""
+    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if named else []
     for param in config_parameters(registry.get(name)).values():
         annotation = Any if param.annotation is param.empty else param.annotation
         default = param.default
@@ -121,6 +124,11 @@ def register_schemas() -> None:
             if not (CONF_DIR / registry.kind / f"{name}.yaml").exists():
                 # A builder registered in a user's own module is an option of its group with its defaults.
                 store.store(group=registry.kind, name=name, node=schema)
+    for name in LOGGERS.names():
+        schema = builder_schema(LOGGERS, name, named=False)
+        store.store(group="schema/logger", name=name, node=schema)
+        if not (CONF_DIR / "logger" / f"{name}.yaml").exists():
+            store.store(group="logger", name=name, node={name: schema})
 
 
 def run_dir_suffix(override_dirname: str) -> str:
@@ -188,6 +196,7 @@ def check_ranges(cfg) -> None:
     check_tta(trainer.tta, trainer.tta_scales, cfg.dataset.get("flatten", False))
     check_patience(trainer.patience, cfg.dataset.get("val_size") if trainer.overfit_batches is None else None)
     check_batch_limits(trainer.limit_batches, trainer.overfit_batches)
+    check_loggers(cfg.logger)
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
@@ -225,10 +234,10 @@ def schema_keys(type_name: str) -> list[str]:
     for schema in (TrainerConfig, DeviceConfig):
         if schema.__name__ == type_name:
             return [f.name for f in fields(schema)]
-    for registry in REGISTRIES:
+    for registry in (*REGISTRIES, LOGGERS):
         for name in registry.names():
             if f"{registry.kind}_{name}_schema" == type_name:
-                return ["name", *config_parameters(registry.get(name))]
+                return [*(["name"] if registry is not LOGGERS else []), *config_parameters(registry.get(name))]
     return []
 
 

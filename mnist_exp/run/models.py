@@ -7,7 +7,7 @@ The first parameter, ``num_classes``, comes from the dataset; the others are con
 import torch
 from torch import nn
 
-from mnist_exp.errors import UserError, check_range
+from mnist_exp.errors import UserError, check_range, first_line
 from mnist_exp.registry import MODELS
 
 
@@ -208,7 +208,7 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, 
             model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
     except RuntimeError as error:  # the first forward pass of a run: sizes that do not fit the data show here
         raise UserError(f"The model does not take the dataset's input of shape {tuple(input_shape)}: "
-                        f"{str(error).strip().splitlines()[0]}. Check the model's sizes (in_features, in_channels, "
+                        f"{first_line(error)}. Check the model's sizes (in_features, in_channels, "
                         "image_size) against the dataset.") from error
     finally:
         model.train(was_training)

@@ -12,8 +12,7 @@ from mnist_exp.run.figures import write_final_figures
 from mnist_exp.run.hparams import single_run_columns
 from mnist_exp.run.models import count_parameters
 from mnist_exp.run.tta import view_averaged
-from mnist_exp.runs import (METRICS_FILE, RESUME_MAY_CHANGE, Status, flatten_config, write_metrics,
-                            write_predictions)
+from mnist_exp.runs import METRICS_FILE, Status, hyperparameters, write_metrics, write_predictions
 
 log = logging.getLogger("mnist_exp")
 
@@ -56,9 +55,9 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
     params = hyperparameters(job.config)
     tracker.hparams(params, {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")}, state.step,
                     columns=None if job.in_sweep else single_run_columns(params, overrides))
-    tracker.close()
     write_predictions(run_dir, test["predictions"].cpu(), data.test.labels.cpu())  # for compare's paired test
     write_metrics(run_dir, metrics)
+    tracker.close(status.value)  # after metrics.json: MLflow keeps a copy
 
     chosen = (f"best validation {100 * metrics['best_val/acc']:.2f}%, epoch {metrics['best_epoch']}" if len(data.val)
               else f"no validation split: the last epoch, {metrics['best_epoch']}")
@@ -67,7 +66,8 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
              job.flops_per_image / 1e6, metrics["train_gflops_per_s"])
     log.info("Metrics:     %s", run_dir / METRICS_FILE)
     log.info("Pictures:    %s", ", ".join(path.name for path in figures.values()))
-    log.info("TensorBoard: tensorboard --logdir %s", run_dir)
+    if "tensorboard" in job.config["logger"]:
+        log.info("TensorBoard: tensorboard --logdir %s", run_dir)
     return metrics
 
 
@@ -80,7 +80,3 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
     except OSError as write_error:  # a full disk: the error that caused it matters more
         log.warning("The failure could not be recorded in %s: %s", run_dir / METRICS_FILE, write_error)
 
-
-def hyperparameters(config: dict) -> dict[str, Any]:
-    """The flattened config as TensorBoard's HPARAMS tab shows it, less the keys that only say where or how."""
-    return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}

@@ -1,84 +1,64 @@
-"""TensorBoard logging: scalars, one hparams entry per run, its config as text, image grids and pictures.
+"""What a run's trackers are told: ``Tracker``'s calls, made of every tracker the run's ``logger`` names
+(``Trackers``). The trackers themselves, and how they are chosen: ``mnist_exp.run.loggers``."""
 
-One run is one TensorBoard run: every event file goes straight into the run directory, so
-`tensorboard --logdir outputs` lists each run once, with its curves, pictures and hparams.
-The TEXT tab holds each run's composed config and overrides; CUSTOM SCALARS draws train and
-validation loss in one chart, train and validation accuracy in another (``CURVES_LAYOUT``).
-The figures themselves are drawn by ``mnist_exp.run.figures``.
-"""
-
-import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from torch.utils.tensorboard import SummaryWriter
-
-from mnist_exp.run import hparams as hparams_tab
-
-# Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
-CURVES_LAYOUT = {"curves": {"loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
-                            "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]]}}
 
 
-class TensorBoardTracker:
-    """One run = one TensorBoard run: event files written directly into the run directory."""
+@dataclass
+class TrackedRun:
+    """What a tracker needs to know of its run."""
 
-    def __init__(self, run_dir: str | Path, purge_step: int | None = None):
-        self.run_dir = Path(run_dir)
-        # purge_step: a resumed run hides the events the crashed run wrote after its checkpoint.
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+    run_dir: Path
+    resumed_step: int | None  # the step a resumed run continues after; None: a fresh run
+    sweep_dir: Path | None  # the sweep's directory, for a sweep's job
 
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, float(value), step)
+
+class Tracker:
+    """The calls a run makes of its trackers; a tracker overrides those its store records."""
 
     def run_record(self, config: dict, overrides: list[str]) -> None:
-        """The TEXT tab: the composed config as YAML and the overrides as a command; the curves' layout."""
-        self.writer.add_text("config", f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```", 0)
-        self.writer.add_text("overrides", f"```\n{shlex.join(['python', '-m', 'mnist_exp', *overrides])}\n```", 0)
-        self.writer.add_custom_scalars(CURVES_LAYOUT)
+        """A fresh run's composed config and its overrides."""
+
+    def scalars(self, values: dict[str, float], step: int) -> None: ...
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float], step: int,
                 columns: dict[str, bool] | None = None) -> None:
-        """One hparams entry in this run's own directory; metrics appear as "hparams/<key>" columns.
-
-        SummaryWriter.add_hparams would write into a new timestamped subdirectory (a second
-        TensorBoard run), so the summaries go through this run's own file writer instead. The
-        metrics get their own "hparams/" tags, at the run's final step, so they add no points to
-        the training curves. ``columns``: the HPARAMS table's columns, for a single run (see
-        mnist_exp.run.hparams); a sweep's job writes none.
-        """
-        for summary in hparams_tab.session_summaries(params):
-            self.writer.file_writer.add_summary(summary)
-        metric_values = {hparams_tab.METRIC_PREFIX + name: float(value) for name, value in metrics.items()}
-        if columns is not None:
-            values = hparams_tab.session_values({key: params[key] for key in columns})
-            own = hparams_tab.experiment_summary({key: [values[key]] for key in columns}, list(metric_values),
-                                                 differs={key for key, overridden in columns.items() if overridden})
-            self.writer.file_writer.add_summary(own)
-        self.scalars(metric_values, step=step)
+        """The run's hyperparameters with its final metrics (``columns``: see mnist_exp.run.hparams)."""
 
     def images(self, tag: str, images: torch.Tensor, step: int = 0, nrow: int = 8) -> None:
-        """uint8 [N, H, W] or float [N, 1, H, W] in 0..1 -> one grid image."""
-        from torchvision.utils import make_grid  # importing torchvision takes ~2 s; only pay it when used
-
-        images = images.detach().cpu()
-        if images.dtype == torch.uint8:
-            images = images.float() / 255
-        if images.dim() == 3:
-            images = images.unsqueeze(1)
-        grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)  # grey lines between the black digits
-        self.writer.add_image(tag, grid, step)
+        """A grid of images, uint8 [N, H, W] or float [N, 1, H, W] in 0..1."""
 
     def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
-        """An RGB picture, uint8 [H, W, 3] (a rendered figure)."""
-        self.writer.add_image(tag, rgb, step, dataformats="HWC")
+        """A picture, uint8 [H, W, 3] (a figure)."""
 
-    def flush(self) -> None:
-        self.writer.flush()
+    def flush(self) -> None: ...
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, status: str = "completed") -> None:
+        """The run ended with this ``Status`` value; after metrics.json is written, where it completed."""
+
+
+class Trackers:
+    """The run's trackers as one: each call of ``Tracker`` goes to every one of them; ``close`` only once."""
+
+    def __init__(self, trackers: list[Tracker]):
+        self.trackers = list(trackers)
+
+    def __getattr__(self, method: str):
+        if not hasattr(Tracker, method):
+            raise AttributeError(method)
+
+        def each(*args, **kwargs) -> None:
+            for tracker in self.trackers:
+                getattr(tracker, method)(*args, **kwargs)
+
+        return each
+
+    def close(self, status: str = "completed") -> None:
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close(status)

@@ -19,7 +19,7 @@ from torch import nn
 
 from mnist_exp.tools import cli
 from mnist_exp.data import build_dataset
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, first_line
 from mnist_exp.data.loader import model_input
 from mnist_exp.run.checkpoint import checkpoint_file
 from mnist_exp.tools.trained import load_trained_model
@@ -81,7 +81,7 @@ def export_program(model: nn.Module, images: torch.Tensor, out: Path) -> torch.T
     try:
         program = torch.export.export(model, (images[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as error:  # torch's tracing errors have no common base class
-        raise UserError(f"torch.export could not trace this model ({str(error).strip().splitlines()[0]}); try "
+        raise UserError(f"torch.export could not trace this model ({first_line(error)}); try "
                         "--format onnx or --format torchscript.") from error
     torch.export.save(program, str(out))
     with torch.inference_mode():

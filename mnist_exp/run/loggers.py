@@ -1,0 +1,60 @@
+"""The logger group: where a run's curves, pictures and record go (``logger=tensorboard``, the default;
+``logger=csv``, ``logger=mlflow``, or several: ``logger=[tensorboard,mlflow]``).
+
+Each option of ``conf/logger/`` is a node under ``logger.<name>``, so several sit side by side, as in
+lightning-hydra-template; the node's keys are the builder's config keys (``logger.mlflow.tracking_uri``).
+A run's trackers are built from ``LOGGERS`` by those names, and every tracker gets every call of
+``Tracker``: each records what its store holds and ignores the rest. Add your own with
+``@LOGGERS.register("name")``: a function of the run (``TrackedRun``) and its keys that returns a ``Tracker``.
+"""
+
+import importlib.util
+from typing import Any
+
+from mnist_exp.errors import UserError
+from mnist_exp.registry import Registry
+from mnist_exp.run.tracking import TrackedRun, Tracker, Trackers
+
+LOGGERS = Registry("logger", "mnist_exp.run.loggers")
+
+
+def open_trackers(logger: dict[str, dict], run: TrackedRun) -> Trackers:
+    """The trackers ``logger`` names, in the order it lists them."""
+    return Trackers([LOGGERS.build({"name": name, **(settings or {})}, run) for name, settings in logger.items()])
+
+
+def check_loggers(logger: dict[str, Any]) -> None:
+    """Before anything is built: every name a logger, MLflow installed where it is asked for."""
+    for name in logger:
+        LOGGERS.get(name)
+    if "mlflow" in logger and importlib.util.find_spec("mlflow") is None:
+        raise UserError("logger=mlflow needs MLflow, which is not installed: pip install -e '.[mlflow]' "
+                        "(or pip install mlflow), or choose another logger.")
+
+
+# Each builder imports its tracker: a run pays for the libraries of the loggers it uses (config.py imports this).
+@LOGGERS.register("tensorboard")
+def tensorboard(run: TrackedRun) -> Tracker:
+    """Event files in the run directory: curves, the HPARAMS entry, the config as text, the pictures."""
+    from mnist_exp.run.tensorboard import TensorBoardTracker
+
+    return TensorBoardTracker.for_run(run.run_dir, run.resumed_step)
+
+
+@LOGGERS.register("csv")
+def csv(run: TrackedRun) -> Tracker:
+    """metrics.csv in the run directory: a row per step, a column per scalar (pandas.read_csv reads it)."""
+    from mnist_exp.run.csv_metrics import CsvTracker
+
+    return CsvTracker(run.run_dir / "metrics.csv", run.resumed_step)
+
+
+@LOGGERS.register("mlflow")
+def mlflow(run: TrackedRun, tracking_uri: str = "sqlite:///outputs/mlflow.db",
+           experiment_name: str | None = None) -> Tracker:
+    """An MLflow run: params, scalars, pictures, metrics.json and the config, its status. experiment_name null:
+    a sweep's directory for its jobs, "mnist_exp" for single runs."""
+    from mnist_exp.run.mlflow_tracking import MlflowTracker
+
+    name = experiment_name or (str(run.sweep_dir) if run.sweep_dir is not None else "mnist_exp")
+    return MlflowTracker(run, tracking_uri, name)

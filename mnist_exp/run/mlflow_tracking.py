@@ -1,0 +1,178 @@
+"""The mlflow logger (``logger=mlflow``): each run an MLflow run, a sweep's jobs the runs of one experiment.
+
+A run records its flattened config as params, every scalar at its step (sent at each epoch's end), its pictures,
+``metrics.json`` and its ``.hydra/`` config as artifacts, and its status (completed and pruned: FINISHED, failed:
+FAILED, stopped by a signal: KILLED). The MLflow run's id is kept in the run directory (``mlflow_run.json``), so
+a resumed run continues its own MLflow run.
+
+The default store is an SQLite file in the outputs directory: no server, and ``mlflow ui --backend-store-uri
+sqlite:///outputs/mlflow.db`` shows it. A store that cannot be reached, at the start or later, costs the run
+nothing but this tracker: it says so once and the run goes on with its other loggers.
+"""
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_exp.errors import first_line
+from mnist_exp.run.tracking import TrackedRun, Tracker
+from mnist_exp.runs import METRICS_FILE, Status, atomic_file, hyperparameters
+
+log = logging.getLogger("mnist_exp")
+
+RUN_ID_FILE = "mlflow_run.json"
+MLFLOW_STATUS = {Status.COMPLETED.value: "FINISHED", Status.PRUNED.value: "FINISHED", Status.FAILED.value: "FAILED",
+                 Status.STOPPED.value: "KILLED"}
+# An unreachable server answers at once instead of after MLflow's default 7 retries with backoff (minutes);
+# a user's own settings of these win.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+class MlflowTracker(Tracker):
+    def __init__(self, run: TrackedRun, tracking_uri: str, experiment_name: str):
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a retry's warning: the failure says it
+        self.run_dir, self.tracking_uri = run.run_dir, tracking_uri
+        self.client = None
+        self.run_id: str | None = None
+        self.pending: list = []  # scalars not yet sent: they go as one batch at each flush
+        self.logged_keys: set[str] = set()
+        try:
+            self.open_run(run, experiment_name)
+        except Exception as error:  # as in ``working``
+            self.give_up("open its run", error)
+
+    def working(self, doing: str, call) -> bool:
+        """Call MLflow; on an error, say so once and record nothing more to it. True where it went through."""
+        if self.client is None:
+            return False
+        try:
+            call()
+            return True
+        except Exception as error:  # any failure of the store (unreachable, refused, full): the run goes on
+            self.give_up(doing, error)
+            return False
+
+    def give_up(self, doing: str, error: Exception) -> None:
+        log.warning("MLflow at %s: could not %s (%s). This run goes on without MLflow, with its other loggers.",
+                    self.tracking_uri, doing, reason(error))
+        self.client = None
+
+    def open_run(self, run: TrackedRun, experiment_name: str) -> None:
+        from mlflow import MlflowClient
+
+        with store_lock(self.tracking_uri):  # the first client of an SQLite store creates its tables
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            if run.resumed_step is not None:
+                self.run_id = read_run_id(run.run_dir / RUN_ID_FILE, self.tracking_uri)
+            if self.run_id is not None:
+                self.client.update_run(self.run_id, status="RUNNING")
+                log.info("MLflow: continuing run %s at %s", self.run_id, self.tracking_uri)
+                return
+            experiment_id = self.experiment_id(experiment_name)
+            self.run_id = self.client.create_run(experiment_id, run_name=run.run_dir.name,
+                                                 tags={"run_dir": str(run.run_dir.resolve())}).info.run_id
+        with atomic_file(run.run_dir / RUN_ID_FILE, "w") as f:
+            json.dump({"tracking_uri": self.tracking_uri, "run_id": self.run_id}, f)
+        log.info("MLflow: run %s in experiment '%s' at %s", self.run_id, experiment_name, self.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=local_artifact_location(self.tracking_uri))
+        except MlflowException:  # another job of the sweep created it first
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def run_record(self, config: dict, overrides: list[str]) -> None:
+        from mlflow.entities import Param, RunTag
+
+        params = [Param(key, str(value)) for key, value in hyperparameters(config).items()]
+        command = " ".join(["python -m mnist_exp", *overrides])
+        self.working("record the params", lambda: self.client.log_batch(
+            self.run_id, params=params, tags=[RunTag("command", command)]))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.pending += [Metric(tag, float(value), now, step) for tag, value in values.items()]
+        self.logged_keys.update(values)
+
+    def hparams(self, params, metrics: dict[str, float], step: int, columns=None) -> None:
+        """The final metrics not already among the scalars (best_val/acc): the runs table sorts by them."""
+        self.scalars({key: value for key, value in metrics.items() if key not in self.logged_keys}, step)
+
+    def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
+        self.working(f"store the picture {tag}",
+                     lambda: self.client.log_image(self.run_id, rgb, artifact_file=f"{tag}.png"))
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending:
+            self.working("send the scalars", lambda: self.client.log_batch(self.run_id, metrics=pending))
+
+    def close(self, status: str = "completed") -> None:
+        self.flush()
+        record = [self.run_dir / METRICS_FILE, self.run_dir / ".hydra" / "config.yaml",
+                  self.run_dir / ".hydra" / "overrides.yaml"]
+        for path in record:
+            if path.exists():
+                self.working(f"store {path.name}", lambda: self.client.log_artifact(
+                    self.run_id, str(path), artifact_path=None if path.name == METRICS_FILE else "config"))
+        if self.working("set the run's status",
+                        lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS[status])):
+            log.info("MLflow: mlflow ui --backend-store-uri %s", self.tracking_uri)
+
+
+def reason(error: Exception) -> str:
+    """An OS error inside MLflow's long account of a failed request ("[Errno 111] Connection refused"), or its
+    first line."""
+    found = re.search(r"\[Errno -?\d+\] [^\"')]+", str(error))
+    return found[0].strip() if found else first_line(error)
+
+
+def read_run_id(path: Path, tracking_uri: str) -> str | None:
+    """The MLflow run a resumed run continues: the one it started in this store, if it started one."""
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded.get("run_id") if recorded.get("tracking_uri") == tracking_uri else None
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
+def local_artifact_location(tracking_uri: str) -> str | None:
+    """Beside an SQLite store: ``<its folder>/mlflow-artifacts``; a server keeps its own (None)."""
+    database = sqlite_path(tracking_uri)
+    return (database.parent.resolve() / "mlflow-artifacts").as_uri() if database is not None else None
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str):
+    """One process at a time creates an SQLite store's tables and experiments: a sweep's jobs start together."""
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -1,0 +1,93 @@
+"""The tensorboard logger (``logger=tensorboard``, the default): scalars, one hparams entry per run, its config
+as text, image grids and pictures.
+
+One run is one TensorBoard run: every event file goes straight into the run directory, so
+`tensorboard --logdir outputs` lists each run once, with its curves, pictures and hparams.
+The TEXT tab holds each run's composed config and overrides; CUSTOM SCALARS draws train and
+validation loss in one chart, train and validation accuracy in another (``CURVES_LAYOUT``).
+The figures themselves are drawn by ``mnist_exp.run.figures``.
+"""
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+
+from mnist_exp.run import hparams as hparams_tab
+from mnist_exp.run.tracking import Tracker
+
+# Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
+CURVES_LAYOUT = {"curves": {"loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
+                            "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]]}}
+
+
+class TensorBoardTracker(Tracker):
+    """One run = one TensorBoard run: event files written directly into the run directory."""
+
+    def __init__(self, run_dir: str | Path, purge_step: int | None = None):
+        self.run_dir = Path(run_dir)
+        # purge_step: a resumed run hides the events the crashed run wrote after its checkpoint.
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+
+    @classmethod
+    def for_run(cls, run_dir: Path, resumed_step: int | None) -> "TensorBoardTracker":
+        """A resumed run drops the killed run's points after its checkpoint; a fresh run where an earlier attempt
+        logged (a resumed sweep's failed job), all of them."""
+        stale = resumed_step is None and any(run_dir.glob("events.out.tfevents.*"))
+        return cls(run_dir, purge_step=resumed_step + 1 if resumed_step is not None else 0 if stale else None)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), step)
+
+    def run_record(self, config: dict, overrides: list[str]) -> None:
+        """The TEXT tab: the composed config as YAML and the overrides as a command; the curves' layout."""
+        self.writer.add_text("config", f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```", 0)
+        self.writer.add_text("overrides", f"```\n{shlex.join(['python', '-m', 'mnist_exp', *overrides])}\n```", 0)
+        self.writer.add_custom_scalars(CURVES_LAYOUT)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float], step: int,
+                columns: dict[str, bool] | None = None) -> None:
+        """One hparams entry in this run's own directory; metrics appear as "hparams/<key>" columns.
+
+        SummaryWriter.add_hparams would write into a new timestamped subdirectory (a second
+        TensorBoard run), so the summaries go through this run's own file writer instead. The
+        metrics get their own "hparams/" tags, at the run's final step, so they add no points to
+        the training curves. ``columns``: the HPARAMS table's columns, for a single run (see
+        mnist_exp.run.hparams); a sweep's job writes none.
+        """
+        for summary in hparams_tab.session_summaries(params):
+            self.writer.file_writer.add_summary(summary)
+        metric_values = {hparams_tab.METRIC_PREFIX + name: float(value) for name, value in metrics.items()}
+        if columns is not None:
+            values = hparams_tab.session_values({key: params[key] for key in columns})
+            own = hparams_tab.experiment_summary({key: [values[key]] for key in columns}, list(metric_values),
+                                                 differs={key for key, overridden in columns.items() if overridden})
+            self.writer.file_writer.add_summary(own)
+        self.scalars(metric_values, step=step)
+
+    def images(self, tag: str, images: torch.Tensor, step: int = 0, nrow: int = 8) -> None:
+        """uint8 [N, H, W] or float [N, 1, H, W] in 0..1 -> one grid image."""
+        from torchvision.utils import make_grid  # importing torchvision takes ~2 s; only pay it when used
+
+        images = images.detach().cpu()
+        if images.dtype == torch.uint8:
+            images = images.float() / 255
+        if images.dim() == 3:
+            images = images.unsqueeze(1)
+        grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)  # grey lines between the black digits
+        self.writer.add_image(tag, grid, step)
+
+    def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
+        """An RGB picture, uint8 [H, W, 3] (a rendered figure)."""
+        self.writer.add_image(tag, rgb, step, dataformats="HWC")
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self, status: str = "completed") -> None:
+        self.writer.close()
