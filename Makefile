@@ -7,13 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DIR    ?= $$(ls -d outputs/multirun/*/* | tail -1)
 
-.PHONY: setup data train test test-fast sweep search dashboard compare clean-outputs test-cluster
+.PHONY: setup data train test test-fast sweep search dashboard compare clean-outputs test-cluster test-browser
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --editable '.[dev,export,sweep]'
+	$(PY) -m pip install --quiet --editable '.[dev,export,sweep,mlflow]'
 	@touch $@
 
 data: $(STAMP)
@@ -57,7 +57,12 @@ clean-outputs:
 # A one-node SLURM cluster and a PostgreSQL server on this machine (tests/cluster/*.sh: Debian's slurm-wlm, munge
 # and postgresql, as root), then the tests that need them: requeues, time limits, arrays and shared studies.
 test-cluster: data
-	$(PY) -m pip install --quiet --editable '.[dev,export,sweep,postgres]'
+	$(PY) -m pip install --quiet --editable '.[dev,export,sweep,mlflow,postgres]'
 	bash tests/cluster/slurm.sh start
 	bash tests/cluster/postgres.sh start
 	$(PY) -m pytest tests/cluster -m cluster
+
+# Debian's Chromium (installed as root where it is missing), then the tests that drive it: mlflow ui's pages.
+test-browser: data
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(PY) -m pytest tests/browser -m browser

@@ -103,7 +103,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                    else sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
         return (f"{group}={option}: there is no such option.{did_you_mean(option, options)} "
                 f"Options of {group}: {', '.join(options)}.")
-    if found := re.search(r"Could not override '(?P<key>logger\.(?P<name>\w+)\.[^']+)'", text):
+    if (found := re.search(r"Could not override '(?P<key>logger\.(?P<name>\w+)\.[^']+)'", text)) and \
+            f"Key '{found['name']}' is not in struct" in text:
         return (f"{found['key']} is a key of the {found['name']} logger, which this run does not use: choose it too, "
                 f"e.g. logger=[tensorboard,{found['name']}] {found['key']}=...")
     if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:

@@ -15,10 +15,12 @@ import io
 import json
 import os
 import select
+import socket
 import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,25 @@ def run_module(module: str, *args: str, cwd: Path, outputs: Path | None = None, 
 def run_app(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     """``python -m mnist_exp <args>``; one CPU thread keeps tiny fake-data runs quick beside other tests."""
     return run_module("mnist_exp", *args, "device=cpu", "device.threads=1", cwd=cwd, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``url`` answers (a server ``process`` started); fails where the process ends first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer (the server {'exited' if process.poll() is not None else 'hung'})")
+            time.sleep(0.3)
 
 
 def run_dirs(root: Path) -> list[Path]:

@@ -20,7 +20,8 @@ import torch
 import yaml
 
 from conftest import REPO, read_metrics, run_app, run_dirs, run_main
-from test_sweeps import check_summary_matches_jobs, free_port, read_summary, sweep_dir_of
+from conftest import free_port
+from test_sweeps import check_summary_matches_jobs, read_summary, sweep_dir_of
 
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.errors import UserError

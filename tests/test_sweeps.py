@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import read_events, read_metrics, run_captured, run_dirs, run_main, run_module
+from conftest import free_port, read_events, read_metrics, run_captured, run_dirs, run_main, run_module
 from mnist_exp.run.runtime import set_cpu_threads
 
 FAST = ("dataset=fake", "trainer.epochs=1")
@@ -80,12 +79,6 @@ def test_basic_launcher_grid_two_by_two_with_a_summary_row_per_job(basic_sweep):
     for job in run_dirs(basic_sweep):  # each job is a whole run of its own
         assert (job / "checkpoints" / "best.pt").is_file() and (job / "checkpoints" / "last.pt").is_file()
         assert "val/acc" in read_events(job).Tags()["scalars"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

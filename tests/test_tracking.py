@@ -3,7 +3,6 @@ and through the HTTP routes of a TensorBoard server, as its TEXT, HPARAMS and CU
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import torch
 from matplotlib import colormaps
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from conftest import count_colour, read_events, read_png
+from conftest import count_colour, free_port, read_events, read_png
 from mnist_exp.run.hparams import single_run_columns, write_sweep_experiment
 from mnist_exp.runs import flatten_config
 from mnist_exp.run.figures import confusion_matrix, write_final_figures
@@ -88,12 +87,6 @@ def test_a_single_runs_columns_are_its_overrides_then_the_headline_keys():
     assert single_run_columns(params, ["model.width=8", "dataset=fake", "experiment=fast", "+seed=1"]) == {
         "model.width": True, "dataset.name": True, "model.name": False, "optimizer.name": False,
         "optimizer.lr": False, "scheduler.name": False, "augment.name": False}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,256 @@
+"""The logger group: tensorboard, csv and mlflow, alone or together, in single runs, sweeps and resumed runs.
+
+What MLflow holds is read back through MLflow's own client (``MlflowClient``), from the SQLite store a run
+writes by default and from a real ``mlflow server``; runs are in this process on fake data, except those
+stopped by a signal or talking to a server (slow). A browser's view of the store: tests/browser/.
+"""
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import free_port, read_events, read_metrics, run_captured, run_dirs, run_main, wait_for_http
+from mnist_exp.runs import flatten_config, hyperparameters
+
+mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[mlflow]'")
+
+SMALL = ("dataset=fake", "trainer.epochs=2", "trainer.log_interval=1", "device=cpu", "device.threads=1")
+FIGURES = ("curves.png", "test/confusion_matrix.png", "test/misclassified.png", "test/predictions.png")
+
+
+def store_of(outputs: Path) -> str:
+    """The default store, as conf/logger/mlflow.yaml puts it in the outputs directory."""
+    return f"sqlite:///{outputs}/mlflow.db"
+
+
+def mlflow_runs(tracking_uri: str, experiment: str) -> list:
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, [e.name for e in client.search_experiments()]
+    return client.search_runs([found.experiment_id], order_by=["attributes.run_name"])
+
+
+def history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, key)]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """One run with all three loggers."""
+    root = tmp_path_factory.mktemp("all_three")
+    code, _, err = run_captured(*SMALL, "logger=[tensorboard,csv,mlflow]", f"hydra.run.dir={root / 'run'}", cwd=root)
+    assert code == 0, err[-3000:]
+    return root / "run"
+
+
+def test_the_default_is_tensorboard_alone(tmp_path, monkeypatch, capsys):
+    code, out, err = run_main(*SMALL, f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch, capsys=capsys,
+                              cwd=tmp_path)
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["logger"] == {"tensorboard": {}}
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert not (run_dir / "metrics.csv").exists() and not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_csv_alone_has_every_scalar_at_its_step_and_no_event_file(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*SMALL, "logger=csv", f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    assert not list(run_dir.glob("events.out.tfevents.*"))
+    rows = read_csv(run_dir / "metrics.csv")
+    assert [int(row["step"]) for row in rows] == list(range(1, len(rows) + 1))  # log_interval 1: every step
+    epochs = [row for row in rows if row["val/acc"]]
+    metrics = read_metrics(run_dir)
+    assert len(epochs) == 2 and float(epochs[-1]["val/acc"]) == metrics["val/acc"]
+    assert float(rows[-1]["test/acc"]) == metrics["test/acc"]
+    assert all(row["train/loss"] for row in rows)
+
+
+def test_csv_is_what_tensorboard_has(tracked):
+    rows = read_csv(tracked / "metrics.csv")
+    events = read_events(tracked)
+    for tag in ("train/loss", "val/acc", "test/acc"):
+        from_csv = [(int(row["step"]), float(row[tag])) for row in rows if row[tag]]
+        assert from_csv == [(e.step, pytest.approx(e.value)) for e in events.Scalars(tag)], tag
+
+
+def test_pandas_reads_the_csv(tracked):
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(tracked / "metrics.csv")
+    assert frame["step"].is_monotonic_increasing
+    assert frame.dropna(subset=["val/acc"])["val/acc"].iloc[-1] == read_metrics(tracked)["val/acc"]
+
+
+def test_mlflow_holds_the_params_scalars_pictures_record_and_status(tracked):
+    store = store_of(tracked.parent / "outputs")
+    [run] = mlflow_runs(store, "mnist_exp")
+    assert run.info.run_name == tracked.name and run.info.status == "FINISHED"
+    assert run.data.tags["run_dir"] == str(tracked.resolve())
+    assert json.loads((tracked / "mlflow_run.json").read_text())["run_id"] == run.info.run_id
+    config = yaml.safe_load((tracked / ".hydra" / "config.yaml").read_text())
+    assert run.data.params == {key: str(value) for key, value in hyperparameters(config).items()}
+    assert "logger.mlflow.tracking_uri" in flatten_config(config)  # kept out of params: it says where, not what
+    events = read_events(tracked)
+    for tag in ("train/loss", "val/loss", "val/acc", "test/acc", "time/epoch_s"):
+        assert history(store, run.info.run_id, tag) == [(e.step, pytest.approx(e.value)) for e in events.Scalars(tag)]
+    metrics = read_metrics(tracked)
+    assert run.data.metrics["best_val/acc"] == metrics["best_val/acc"]
+    client = mlflow.MlflowClient(store)
+    artifacts = {item.path for folder in ("", "test", "config") for item in client.list_artifacts(run.info.run_id, folder)}
+    assert {"metrics.json", "config/config.yaml", "config/overrides.yaml", *FIGURES} <= artifacts
+    saved = client.download_artifacts(run.info.run_id, "metrics.json", str(tracked.parent))
+    assert json.loads(Path(saved).read_text()) == metrics
+
+
+def test_a_sweeps_jobs_are_the_runs_of_one_experiment_named_after_it(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("-m", *SMALL, "logger=[tensorboard,mlflow]", "seed=0,1,2,3", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    outputs = tmp_path / "outputs"
+    [sweep_dir] = (outputs / "multirun").glob("*/*")
+    runs = mlflow_runs(store_of(outputs), str(sweep_dir))
+    jobs = run_dirs(sweep_dir)
+    assert [run.info.run_name for run in runs] == [job.name for job in jobs]
+    for run, job in zip(runs, jobs):
+        assert run.info.status == "FINISHED"
+        assert run.data.params["seed"] == job.name.split("seed-")[1].split("_")[0]
+        assert run.data.metrics["test/acc"] == read_metrics(job)["test/acc"]
+
+
+def test_a_store_that_cannot_be_reached_is_said_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code, _, err = run_main(*SMALL, "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}",
+                            f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    log = (tmp_path / "run" / "train.log").read_text()
+    said = [line for line in log.splitlines() if "MLflow" in line]
+    assert len(said) == 1 and "could not open its run (" in said[0] and "goes on without MLflow" in said[0], said
+    assert "Connection refused" in said[0]
+    assert read_metrics(tmp_path / "run")["status"] == "completed"
+    assert read_csv(tmp_path / "run" / "metrics.csv")[-1]["test/acc"]
+
+
+def test_mlflow_not_installed_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as where it is not installed: the import finds nothing
+    code, _, err = run_main(*SMALL, "logger=mlflow", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1
+    assert err.strip().splitlines() == ["logger=mlflow needs MLflow, which is not installed: pip install -e "
+                                        "'.[mlflow]' (or pip install mlflow), or choose another logger."]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["logger=[tensorboard,mlfow]"], "logger=mlfow: there is no such option. Did you mean 'mlflow'? "
+                                     "Options of logger: csv, mlflow, tensorboard."),
+    (["logger.mlflow.tracking_uri=http://server:5000"],
+     "logger.mlflow.tracking_uri is a key of the mlflow logger, which this run does not use: choose it too, e.g. "
+     "logger=[tensorboard,mlflow] logger.mlflow.tracking_uri=..."),
+    (["logger=mlflow", "logger.mlflow.trackinguri=x"],
+     "Unknown key 'logger.mlflow.trackinguri'. Did you mean 'logger.mlflow.tracking_uri'? The keys of "
+     "logger.mlflow: tracking_uri, experiment_name."),
+    (["+logger.wandb={}"], "Unknown logger 'wandb'. Valid logger names: csv, mlflow, tensorboard."),
+])
+def test_a_wrong_logger_is_one_line(args, message, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*SMALL, *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.strip().splitlines() == [message]
+
+
+def test_the_advice_for_a_key_of_an_unchosen_logger_works(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*SMALL, "logger=[tensorboard,mlflow]", "logger.mlflow.experiment_name=mine",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    assert len(mlflow_runs(store_of(tmp_path / "outputs"), "mine")) == 1
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    args = ("dataset=fake", "dataset.num_train=4096", "trainer.epochs=3", "logger=[csv,mlflow]", "device=cpu",
+            "device.threads=1")
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                               env={**os.environ, "MNIST_EXP_OUTPUTS": str(tmp_path / "outputs")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (run_dir / "checkpoints" / "last.pt").exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, "the run ended before it could be stopped"
+    store = store_of(tmp_path / "outputs")
+    [stopped] = mlflow_runs(store, "mnist_exp")
+    assert stopped.info.status == "KILLED"
+
+    code, _, err = run_main(*args, "resume=true", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err
+    [run] = mlflow_runs(store, "mnist_exp")
+    assert run.info.run_id == stopped.info.run_id and run.info.status == "FINISHED"
+    for points in (history(store, run.info.run_id, "val/acc"), history(store, run.info.run_id, "train/loss")):
+        steps = [step for step, _ in points]
+        assert steps == sorted(set(steps))  # each step once: nothing of the stopped run twice
+    assert len(history(store, run.info.run_id, "val/acc")) == 3
+    steps = [int(row["step"]) for row in read_csv(run_dir / "metrics.csv")]
+    assert steps == sorted(set(steps)) and len([r for r in read_csv(run_dir / "metrics.csv") if r["val/acc"]]) == 3
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server on a local port, its store in a temporary directory."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/server.db",
+                                "--default-artifact-root", (root / "artifacts").as_uri()],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process)
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def stop(server: subprocess.Popen) -> None:
+    """The server and the workers it started (its process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_run_tracked_on_a_server_then_the_server_lost_mid_run(mlflow_server, tmp_path):
+    process, uri = mlflow_server
+    args = ("dataset=fake", "trainer.log_interval=1", "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}",
+            "device=cpu", "device.threads=1")
+    env = {**os.environ, "MNIST_EXP_OUTPUTS": str(tmp_path / "outputs")}
+    first = tmp_path / "first"
+    subprocess.run([sys.executable, "-m", "mnist_exp", *args, "trainer.epochs=2", f"hydra.run.dir={first}"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    [run] = mlflow_runs(uri, "mnist_exp")
+    assert run.info.status == "FINISHED" and run.data.metrics["test/acc"] == read_metrics(first)["test/acc"]
+
+    second = tmp_path / "second"  # many short epochs: the server goes while it trains
+    running = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args, "trainer.epochs=40",
+                                f"hydra.run.dir={second}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    while not (second / "checkpoints" / "last.pt").exists() and running.poll() is None:
+        time.sleep(0.005)
+    stop(process)
+    assert running.wait(timeout=300) == 0
+    said = [line for line in (second / "train.log").read_text().splitlines() if "MLflow at" in line]
+    assert len(said) == 1 and "goes on without MLflow" in said[0], said
+    metrics = read_metrics(second)
+    assert metrics["status"] == "completed" and metrics["epoch"] == 40
+    assert len([row for row in read_csv(second / "metrics.csv") if row["val/acc"]]) == 40
