@@ -1,4 +1,4 @@
-"""Name -> builder registries for models, optimizers, schedulers, datasets and augmentations.
+"""Name -> builder registries for models, optimizers, schedulers, datasets, augmentations and loggers.
 
 A builder is a plain function. Its parameters without a default are supplied by code (the
 number of classes, the parameters to optimise); its parameters with a default are its config
@@ -105,3 +105,4 @@ OPTIMIZERS = Registry("optimizer", "mnist_exp.run.optim")
 SCHEDULERS = Registry("scheduler", "mnist_exp.run.optim")
 DATASETS = Registry("dataset", "mnist_exp.data.datasets")
 AUGMENTATIONS = Registry("augment", "mnist_exp.data.augment")
+LOGGERS = Registry("logger", "mnist_exp.run.loggers")  # picked by their node's key (logger.mlflow), not by a name

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 import mnist_exp.registry
 from mnist_exp.run.config import CONF_DIR, register_schemas
-from mnist_exp.registry import MODELS, OPTIMIZERS, Registry, config_parameters
+from mnist_exp.registry import LOGGERS, MODELS, OPTIMIZERS, Registry, config_parameters
 from mnist_exp.run.config import TrainerConfig
 from mnist_exp.run.trainer import LoopSettings
 from mnist_exp.sweeps.optuna_plugin.optuna_sweeper import SAMPLERS, OptunaSweeperConf
@@ -33,10 +33,19 @@ OPTIONS = [(registry, name) for registry in REGISTRIES for name in registry.name
 
 
 def compose_option(group: str, name: str) -> dict:
-    """The group's node of the config composed with ``group=name``, resolved to plain Python values."""
+    """The option's node of the config composed with ``group=name``, resolved to plain Python values, with its
+    name: a logger's node is ``logger.<name>`` (several sit side by side), the others' the group's."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"{group}={name}"])
-    return OmegaConf.to_container(cfg[group], resolve=True)
+    node = OmegaConf.to_container(cfg[group], resolve=True)
+    return {"name": name, **node[name]} if group == LOGGERS.kind else node
+
+
+def written_keys(group: str, name: str) -> list[str]:
+    """The keys the option's file shows a reader, before the schema fills in what it leaves out."""
+    written = yaml.safe_load((CONF_DIR / group / f"{name}.yaml").read_text())
+    node = written[name] if group == LOGGERS.kind else written
+    return sorted(key for key in node if key not in ("defaults", "name"))
 
 
 def plain(value):
@@ -66,10 +75,8 @@ def test_yaml_option_equals_its_builders_signature_defaults(registry, name):
 
 @pytest.mark.parametrize("registry, name", OPTIONS, ids=[f"{r.kind}/{n}" for r, n in OPTIONS])
 def test_yaml_option_file_shows_every_key_of_its_builder(registry, name):
-    """The file as a reader sees it, before the schema fills in what it leaves out."""
-    written = yaml.safe_load((CONF_DIR / registry.kind / f"{name}.yaml").read_text())
-    shown = sorted(key for key in written if key not in ("defaults", "name"))
-    assert shown == sorted(config_parameters(registry.get(name))), f"conf/{registry.kind}/{name}.yaml"
+    assert written_keys(registry.kind, name) == sorted(config_parameters(registry.get(name))), \
+        f"conf/{registry.kind}/{name}.yaml"
 
 
 MODEL_OPTIONS = [name for registry, name in OPTIONS if registry is MODELS]

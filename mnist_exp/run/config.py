@@ -29,11 +29,12 @@ from omegaconf import MISSING, OmegaConf
 
 from mnist_exp.errors import UserError, check_range, did_you_mean
 from mnist_exp.run.debugging import check_batch_limits
-from mnist_exp.run.loggers import LOGGERS, check_loggers
+from mnist_exp.run.loggers import check_loggers
 from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import config_groups_help
-from mnist_exp.registry import AUGMENTATIONS, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry, config_parameters
+from mnist_exp.registry import (AUGMENTATIONS, DATASETS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, Registry,
+                                config_parameters)
 
 
 @dataclass
@@ -94,8 +95,7 @@ class Config:
     logger: dict[str, Any] = field(default_factory=dict)  # {tracker name: its keys}, merged from conf/logger/
 
 
-REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)
-# Loggers are picked by the key their node sits under (logger.mlflow), not by a name key: several at once.
+REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)  # and LOGGERS: several at once, unnamed
 # Config groups that conf/config.yaml's defaults leave empty: chosen on the command line, not keys of Config.
 GROUPS_WITHOUT_DEFAULT = ("experiment", "hparams_search", "debug")
 

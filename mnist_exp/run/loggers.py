@@ -12,11 +12,8 @@ import importlib.util
 from typing import Any
 
 from mnist_exp.errors import UserError
-from mnist_exp.registry import Registry
+from mnist_exp.registry import LOGGERS
 from mnist_exp.run.tracking import TrackedRun, Tracker, Trackers
-
-LOGGERS = Registry("logger", "mnist_exp.run.loggers")
-
 
 def open_trackers(logger: dict[str, dict], run: TrackedRun) -> Trackers:
     """The trackers ``logger`` names, in the order it lists them."""
