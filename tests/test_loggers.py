@@ -230,21 +230,22 @@ def stop(server: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_a_run_tracked_on_a_server_then_the_server_lost_mid_run(mlflow_server, tmp_path):
+def test_a_run_tracked_on_a_server_then_the_server_lost_mid_run(mlflow_server, tmp_path, monkeypatch, capsys):
     process, uri = mlflow_server
     args = ("dataset=fake", "trainer.log_interval=1", "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}",
             "device=cpu", "device.threads=1")
-    env = {**os.environ, "MNIST_EXP_OUTPUTS": str(tmp_path / "outputs")}
     first = tmp_path / "first"
-    subprocess.run([sys.executable, "-m", "mnist_exp", *args, "trainer.epochs=2", f"hydra.run.dir={first}"],
-                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    code, _, err = run_main(*args, "trainer.epochs=2", f"hydra.run.dir={first}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
     [run] = mlflow_runs(uri, "mnist_exp")
     assert run.info.status == "FINISHED" and run.data.metrics["test/acc"] == read_metrics(first)["test/acc"]
 
     second = tmp_path / "second"  # many short epochs: the server goes while it trains
-    running = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args, "trainer.epochs=40",
-                                f"hydra.run.dir={second}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    running = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args, "trainer.epochs=20",
+                                f"hydra.run.dir={second}"], cwd=tmp_path,
+                               env={**os.environ, "MNIST_EXP_OUTPUTS": str(tmp_path / "outputs")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (second / "checkpoints" / "last.pt").exists() and running.poll() is None:
         time.sleep(0.005)
     stop(process)
@@ -252,5 +253,5 @@ def test_a_run_tracked_on_a_server_then_the_server_lost_mid_run(mlflow_server, t
     said = [line for line in (second / "train.log").read_text().splitlines() if "MLflow at" in line]
     assert len(said) == 1 and "goes on without MLflow" in said[0], said
     metrics = read_metrics(second)
-    assert metrics["status"] == "completed" and metrics["epoch"] == 40
-    assert len([row for row in read_csv(second / "metrics.csv") if row["val/acc"]]) == 40
+    assert metrics["status"] == "completed" and metrics["epoch"] == 20
+    assert len([row for row in read_csv(second / "metrics.csv") if row["val/acc"]]) == 20
