@@ -31,6 +31,18 @@ def test_shift_augmentation_moves_each_image_reproducibly():
     assert moved > 32  # most move: 24 of 25 offsets do
 
 
+@pytest.mark.parametrize("augment", [shift(max_shift=2), affine(), elastic()], ids=["shift", "affine", "elastic"])
+def test_colour_images_move_as_their_grey_channels_would_each(augment):
+    """[B, 3, H, W]: every channel moved as the same draw moves a grey image; the channels stay together."""
+    grey = fake(num_train=16).train.images
+    colour = torch.stack([grey, grey.flip(-1), 255 - grey], dim=1)
+    moved = augment(colour, torch.Generator().manual_seed(3))
+    assert moved.shape == colour.shape
+    for channel in range(3):
+        alone = augment(colour[:, channel], torch.Generator().manual_seed(3))
+        assert torch.allclose(moved[:, channel].float(), alone.float(), atol=1e-4)
+
+
 def shift_twice(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``image`` moved by (dy, dx) pixels with zeros coming in, for shifts of up to 2 pixels."""
     padded = F.pad(image, (2, 2, 2, 2))

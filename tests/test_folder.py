@@ -106,3 +106,70 @@ def test_split_folders_and_what_cannot_work(tmp_path):
         build_dataset({"name": "folder", "root": str(bad)})
     skipped = build_dataset({"name": "folder", "root": str(bad), "skip_unreadable": True})
     assert len(skipped.train) + len(skipped.val) + len(skipped.test) == 60
+
+
+# Pure red and this green are the same grey to PIL (L = 0.299 R + 0.587 G + 0.114 B = 76): in grey the two classes
+# are one picture, in colour two.
+RED, GREEN = (255, 0, 0), (0, 130, 0)
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory, monkeypatch_module) -> Path:
+    """Squares of random place and size on black, each drawn once in red (class red) and once in green (green)."""
+    root = tmp_path_factory.mktemp("colours") / "squares"
+    rng = random.Random(0)
+    for i in range(150):
+        side, size = rng.choice([28, 40, 64]), rng.randint(8, 20)
+        x, y = rng.randint(0, side - size), rng.randint(0, side - size)
+        for name, colour in (("red", RED), ("green", GREEN)):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            picture = Image.new("RGB", (side, side))
+            picture.paste(colour, (x, y, x + size, y + size))
+            picture.save(root / name / f"{i}.png")
+    return root
+
+
+def test_colour_keeps_what_grey_loses(colours):
+    grey = build_dataset({"name": "folder", "root": str(colours), "mnist_form": False, "val_size": 0, "test_size": 0})
+    colour = build_dataset({"name": "folder", "root": str(colours), "channels": 3, "mnist_form": False,
+                            "val_size": 0, "test_size": 0})
+    assert grey.train.images.shape == (300, 28, 28) and colour.train.images.shape == (300, 3, 28, 28)
+    red, green = (grey.train.labels == grey.class_names.index(name) for name in ("red", "green"))
+    assert sorted(grey.train.images[red].tolist()) == sorted(grey.train.images[green].tolist())  # one picture
+    reds, greens = colour.train.images[red].float(), colour.train.images[green].float()
+    assert reds[:, 0].mean() > 5 * reds[:, 1].mean() and greens[:, 1].mean() > 5 * greens[:, 0].mean()
+    assert colour.mean == pytest.approx(float(colour.train.images.float().mean() / 255))
+
+
+def test_a_colour_run_learns_what_grey_cannot_and_predict_and_export_take_colour(colours, tmp_path, monkeypatch,
+                                                                                 capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_main("dataset=folder", f"dataset.root={colours}", "dataset.channels=3",
+                            "dataset.mnist_form=false", "model.in_channels=3", "augment=affine", "trainer.epochs=3",
+                            "trainer.batch_size=32",
+                            "device=cpu", "device.threads=1", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    assert read_metrics(run_dir)["test/acc"] > 0.95  # grey: 0.5 at best, the two classes being one picture
+    assert Image.open(run_dir / "predictions.png").mode == "RGB"
+    square = Image.new("RGB", (50, 50))
+    square.paste(GREEN, (10, 20, 30, 40))
+    square.save(tmp_path / "green.png")
+    assert predict.main([str(run_dir), str(tmp_path / "green.png"), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.split("\t")[1] == "green"
+    from mnist_exp.tools.export import export_model
+
+    assert export_model(run_dir, "pt2").is_file()  # checked against the checkpoint's predictions on colour images
+
+
+@pytest.mark.parametrize("args, message", [
+    (["dataset.channels=2"], "dataset.channels=2 is out of range: it takes 1 (grey) or 3 (colour, RGB)."),
+    (["dataset.channels=3"], "dataset.channels=3 keeps each image's colours, and dataset.mnist_form=true makes grey "
+                             "digits of them: give dataset.mnist_form=false (the whole image resized) with colour."),
+    (["dataset.channels=3", "dataset.mnist_form=false"], "The model does not take the dataset's input of shape "
+                                                         "(3, 28, 28)"),
+])
+def test_colour_that_cannot_work_is_one_line(colours, args, message, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("dataset=folder", f"dataset.root={colours}", *args, "device=cpu", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and err.startswith(message), err

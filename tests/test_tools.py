@@ -277,7 +277,7 @@ def test_predict_refuses_bad_input_with_one_line(trained, tmp_path, capsys, case
         "huge_header": ([trained, huge], 1, f"{huge} has 400,000,000 pixels, more than predict reads (4096x4096): "
                                             "scale it down (a digit needs a few hundred pixels at most)."),
         "as_is_size": ([trained, digit, "--as-is"], 1,
-                       f"{digit} is 90x140 pixels; --as-is takes 28x28 images in MNIST's form. Leave out --as-is "
+                       f"{digit} is 90x140 pixels; --as-is takes 28x28 images in the dataset's form. Leave out --as-is "
                        "to bring any image into that form."),
         "unknown_option": (["--ckpt", trained, digit], 2, "unrecognized arguments: --ckpt. See --help."),
         "no_images": ([trained], 2, "the following arguments are required: image_or_folder. See --help."),

@@ -54,21 +54,24 @@ def check_affine(rotate: float, scale: float, shift: float) -> None:
 
 
 def shift_images(pixels: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
-    """[B, H, W] images each moved by a random whole number of pixels; empty pixels (0) come in at the edge."""
-    count, height, width = pixels.shape
+    """[B, H, W] (or [B, C, H, W]) images each moved by a random whole number of pixels; empty pixels (0) come in
+    at the edge."""
+    count, height, width = len(pixels), *pixels.shape[-2:]
     s = max_shift
     dy, dx = torch.randint(0, 2 * s + 1, (2, count, 1), generator=generator).to(pixels.device)
-    padded = F.pad(pixels, (s, s, s, s)).flatten(1)
+    padded = F.pad(pixels, (s, s, s, s)).reshape(count, -1, (height + 2 * s) * (width + 2 * s))  # [B, C, pixels]
     # Each image's window of the padded image, as flat indices: its top-left corner plus the window's offsets.
     padded_width = width + 2 * s
     window = (torch.arange(height, device=pixels.device).unsqueeze(1) * padded_width
               + torch.arange(width, device=pixels.device)).flatten()
-    return padded.gather(1, (dy * padded_width + dx) + window).view(count, height, width)
+    index = ((dy * padded_width + dx) + window).unsqueeze(1).expand(-1, padded.shape[1], -1)  # every channel alike
+    return padded.gather(2, index).view(pixels.shape)
 
 
 def random_affine(pixels: torch.Tensor, generator: torch.Generator, rotate: float, scale: float, shift: float,
                   warp: float) -> torch.Tensor:
-    """[B, H, W] images each turned, scaled, moved and (``warp`` > 0) bent by a random amount within the limits."""
+    """[B, H, W] (or [B, C, H, W]) images each turned, scaled, moved and (``warp`` > 0) bent by a random amount
+    within the limits."""
     device = pixels.device
     draws = torch.rand(4, len(pixels), generator=generator).to(device) * 2 - 1
     angle, factor, dx, dy = draws * torch.tensor([rotate, scale, shift, shift], device=device).unsqueeze(1)
@@ -83,7 +86,7 @@ WARP_GRID = (4, 4)  # control points of an elastic warp: about 9 pixels apart on
 
 def affine_images(pixels: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor, dx: torch.Tensor,
                   dy: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, H, W] images each turned clockwise by ``degrees`` about its centre, scaled by ``scale`` and moved by
+    """[B, H, W] (or [B, C, H, W]) images each turned clockwise by ``degrees`` about its centre, scaled by ``scale`` and moved by
     (dx, dy) pixels (right, down); one value per image in each. Bilinear; empty pixels (0) come in at the edge.
     ``warp``, [B, 2, h, w], bends each image smoothly (an elastic distortion, as in Simard et al. 2003): (x, y)
     offsets in pixels at a coarse grid of control points, interpolated bicubically to every pixel, where each
@@ -91,7 +94,7 @@ def affine_images(pixels: torch.Tensor, degrees: torch.Tensor, scale: torch.Tens
 
     Returns float images on the same 0-255 scale.
     """
-    count, height, width = pixels.shape
+    count, height, width = len(pixels), *pixels.shape[-2:]
     # The grid maps each output pixel to where it is read in the input: the inverse transform, in
     # units where the image spans [-1, 1] (2 / size per pixel).
     angle = torch.deg2rad(degrees)
@@ -103,4 +106,6 @@ def affine_images(pixels: torch.Tensor, degrees: torch.Tensor, scale: torch.Tens
     if warp is not None:
         offsets = F.interpolate(warp, size=(height, width), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
         grid = grid + offsets * torch.tensor([2 / width, 2 / height], device=grid.device)
-    return F.grid_sample(pixels.unsqueeze(1).float(), grid, align_corners=False).squeeze(1)
+    grey = pixels.dim() == 3
+    moved = F.grid_sample((pixels.unsqueeze(1) if grey else pixels).float(), grid, align_corners=False)
+    return moved.squeeze(1) if grey else moved

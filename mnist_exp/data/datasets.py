@@ -34,7 +34,7 @@ def read_idx(path: Path) -> torch.Tensor:
 class Split:
     """One split, kept as compact tensors."""
 
-    images: torch.Tensor  # uint8 [N, H, W]
+    images: torch.Tensor  # uint8 [N, H, W], or [N, C, H, W] for colour
     labels: torch.Tensor  # int64 [N]
 
     def __len__(self) -> int:
@@ -49,7 +49,7 @@ class DataBundle:
     test: Split
     mean: float  # the loader normalises each batch: (x / 255 - mean) / std
     std: float
-    flatten: bool  # the loader yields [B, H*W] instead of [B, 1, H, W]
+    flatten: bool  # the loader yields [B, C*H*W] instead of [B, C, H, W]
     class_names: list[str]
 
 
@@ -129,19 +129,25 @@ def held_out_count(value: float, total: int, key: str) -> int:
 
 
 @DATASETS.register("folder")
-def folder(root: str | None = None, image_size: int = 28, mnist_form: bool = True, skip_unreadable: bool = False,
-           val_size: float = 0.1, test_size: float = 0.1, split_seed: int = 0, mean: float | None = None,
-           std: float | None = None, flatten: bool = False) -> DataBundle:
+def folder(root: str | None = None, image_size: int = 28, channels: int = 1, mnist_form: bool = True,
+           skip_unreadable: bool = False, val_size: float = 0.1, test_size: float = 0.1, split_seed: int = 0,
+           mean: float | None = None, std: float | None = None, flatten: bool = False) -> DataBundle:
     """A folder of images, one subfolder per class (``mnist_exp.data.folder``). Split already (train/, test/, and
     val/ if it is there) or one tree, from which ``test_size`` then ``val_size`` images (fractions below 1, else
     counts) are held out, each by a seeded permutation; without val/, ``val_size`` of train/ validate.
-    ``mnist_form``: each image fitted and centred as MNIST's digits (predict's form); false: the whole image resized.
-    ``mean``/``std`` null: those of the training split."""
+    ``channels``: 1, grey, white on black; 3, colour (RGB), the whole image resized. ``mnist_form`` (grey): each
+    image fitted and centred as MNIST's digits (predict's form); false: the whole image resized. ``mean``/``std``
+    null: those of the training split (over every channel)."""
     from mnist_exp.data.folder import read_folder
 
     if not root:
         raise UserError("dataset=folder needs its folder: dataset.root=<dir>, with one subfolder of images per class.")
-    record = read_folder(root, image_size, mnist_form, skip_unreadable)
+    if channels not in (1, 3):
+        raise UserError(f"dataset.channels={channels} is out of range: it takes 1 (grey) or 3 (colour, RGB).")
+    if channels == 3 and mnist_form:
+        raise UserError("dataset.channels=3 keeps each image's colours, and dataset.mnist_form=true makes grey digits "
+                        "of them: give dataset.mnist_form=false (the whole image resized) with colour.")
+    record = read_folder(root, image_size, channels, mnist_form, skip_unreadable)
     images, labels, where = record["images"], record["labels"], record["splits"]
     if record["skipped"]:
         logging.getLogger("mnist_exp").warning("dataset=folder: %d unreadable files left out, the first %s",

@@ -2,7 +2,7 @@
 
 Either split already, ``<root>/train/<class>/...``, ``<root>/test/<class>/...`` and optionally ``<root>/val/``, or one
 tree ``<root>/<class>/...`` that the dataset splits with a seed. Every image is brought to the dataset's form
-(``mnist_exp.data.images``: grey, white on black, ``image_size`` a side), decoded once on every core with a progress
+(``mnist_exp.data.images``: grey, white on black, or in colour; ``image_size`` a side), decoded once on every core with a progress
 bar, and kept in the data directory as uint8 tensors, keyed by every file's path, size and time and the form: an
 added, removed or changed file decodes the folder again.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mnist_exp.data.images import IMAGE_SUFFIXES, decoded, resized, to_mnist_form
+from mnist_exp.data.images import IMAGE_SUFFIXES, dataset_form, decoded
 from mnist_exp.errors import UserError
 from mnist_exp.paths import default_data_dir
 from mnist_exp.runs import atomic_file
@@ -64,35 +64,33 @@ def cache_path(root: Path, files: list[Path], form: tuple) -> Path:
     return default_data_dir() / "folders" / f"{root.name}-{digest.hexdigest()[:16]}.pt"
 
 
-def check_memory(count: int, image_size: int, root: Path) -> None:
+def check_memory(count: int, image_size: int, channels: int, root: Path) -> None:
     """Refuse, before decoding, a folder whose images would not fit in memory."""
-    needed = count * image_size * image_size
+    needed = count * channels * image_size * image_size
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not Linux: no estimate
         return
     if needed > MEMORY_SHARE * available:
-        raise UserError(f"{root}: {count:,} images of {image_size}x{image_size} take {needed / 2**30:.1f} GiB, more "
+        raise UserError(f"{root}: {count:,} images of {channels}x{image_size}x{image_size} take {needed / 2**30:.1f} GiB, more "
                         f"than half the {available / 2**30:.1f} GiB free: use a smaller dataset.image_size or fewer "
                         "images.")
 
 
-def read_folder(root: str, image_size: int, mnist_form: bool, skip_unreadable: bool) -> dict:
-    """{"images": uint8 [N, S, S], "labels": int64 [N], "splits": int64 [N] (an index of SPLITS, or -1 for one
+def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, skip_unreadable: bool) -> dict:
+    """{"images": uint8 [N, S, S] (or [N, 3, S, S] in colour), "labels": int64 [N], "splits": int64 [N] (an index of SPLITS, or -1 for one
     tree), "class_names": [...], "skipped": [unreadable files]}, from the cache where it is current."""
     root = Path(root).expanduser()
     splits = layout(root)
     class_names = sorted({name for classes in splits.values() for name in classes})
     entries = [(path, class_names.index(name), SPLITS.index(split) if split in SPLITS else -1)
                for split, classes in splits.items() for name, files in classes.items() for path in files]
-    form = (image_size, mnist_form, skip_unreadable)
+    form = (image_size, channels, mnist_form, skip_unreadable)
     cache = cache_path(root, [path for path, _, _ in entries], form)
     if cache.is_file():
         return torch.load(cache, weights_only=True)
-    check_memory(len(entries), image_size, root)
-
-    def convert(image) -> np.ndarray:
-        return to_mnist_form(image, image_size) if mnist_form else resized(image, image_size)
+    check_memory(len(entries), image_size, channels, root)
+    convert = dataset_form({"image_size": image_size, "channels": channels, "mnist_form": mnist_form})
 
     def decode(path: Path) -> np.ndarray | str:
         try:

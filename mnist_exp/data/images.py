@@ -1,4 +1,5 @@
-"""Image files brought to a dataset's form: grey, white on black, a size a side; what predict and dataset=folder read.
+"""Image files brought to a dataset's form: grey, white on black, a size a side (or in colour, resized); what predict
+and dataset=folder read.
 
 Any format PIL reads, any size up to ``MAX_SIDE`` a side (checked from the header, before the pixels are decoded,
 so a huge image costs no memory), either polarity, transparent backgrounds as white paper.
@@ -45,14 +46,17 @@ def too_large(path: Path, size: str, reader: str) -> str:
             "(a digit needs a few hundred pixels at most).")
 
 
+def on_white(image: Image.Image) -> Image.Image:
+    """A transparent background counts as white paper."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image
+
+
 def ink_on_black(image: Image.Image) -> np.ndarray:
     """float32 [H, W] in [0, 1]: grey, the background at 0 and the ink bright, whichever way the image had them."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # A transparent background counts as white paper.
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    grey = np.asarray(on_white(image).convert("L"), dtype=np.float32) / 255.0
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if border.mean() > 0.5:  # dark ink on light paper: MNIST is the other way round
         grey, border = 1.0 - grey, 1.0 - border
@@ -65,6 +69,23 @@ def resized(image: Image.Image, size: int) -> np.ndarray:
     if grey.max() < 0.1:
         raise ValueError("the image is blank")
     return np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32).clip(0, 1)
+
+
+def colour_resized(image: Image.Image, size: int) -> np.ndarray:
+    """float32 [3, size, size] in [0, 1]: the whole image in its colours (RGB), resized; nothing inverted."""
+    rgb = on_white(image).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    return (np.asarray(rgb, dtype=np.float32) / 255.0).transpose(2, 0, 1).clip(0, 1)
+
+
+def dataset_form(dataset: dict) -> Callable[[Image.Image], np.ndarray]:
+    """How a dataset (its config) brings an image to its form: a folder's as its keys say (colour, the whole image,
+    a size), every other dataset's as MNIST's digits, 28x28."""
+    size = dataset.get("image_size", 28)
+    if dataset.get("channels", 1) == 3:
+        return lambda image: colour_resized(image, size)
+    if not dataset.get("mnist_form", True):
+        return lambda image: resized(image, size)
+    return lambda image: to_mnist_form(image, size)
 
 
 def to_mnist_form(image: Image.Image, size: int = 28) -> np.ndarray:

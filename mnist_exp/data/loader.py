@@ -14,10 +14,11 @@ from mnist_exp.errors import UserError
 
 
 def model_input(pixels: torch.Tensor, mean: float, std: float, flatten: bool) -> torch.Tensor:
-    """Images [B, H, W], uint8 in 0..255 or float in 0..1 -> normalised [B, 1, H, W], or [B, H*W] with ``flatten``."""
+    """Images [B, H, W] (grey) or [B, C, H, W], uint8 in 0..255 or float in 0..1 -> normalised [B, C, H, W] (C = 1
+    for grey), or [B, C*H*W] with ``flatten``."""
     x = pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels.to(torch.float32, copy=True)
     x = x.sub_(mean).div_(std)
-    return x.flatten(1) if flatten else x.unsqueeze(1)
+    return x.flatten(1) if flatten else x.unsqueeze(1) if x.dim() == 3 else x
 
 
 class TensorLoader:

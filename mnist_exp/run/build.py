@@ -2,6 +2,7 @@
 optimizer and schedule, the loop, checkpoints, the trackers, and the state of a run it continues."""
 
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     log.info("Device: %s (%s)%s", device, ", ".join(speed),
              f", process 0 of {distributed.world_size()} (DDP)" if distributed.is_distributed() else "")
     image_shape = tuple(data.train.images.shape[1:])
-    input_shape = (image_shape[0] * image_shape[1],) if data.flatten else (1, *image_shape)
+    image_shape = image_shape if len(image_shape) == 3 else (1, *image_shape)  # [C, H, W]: grey is one channel
+    input_shape = (math.prod(image_shape),) if data.flatten else image_shape
     summary, flops = model_summary(model, input_shape)
     log.info("Model %s, %s parameters, %.2f MFLOPs per image:\n%s", cfg.model.name, f"{count_parameters(model):,}",
              flops / 1e6, summary)

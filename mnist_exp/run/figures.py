@@ -95,7 +95,8 @@ def predictions_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Ten
     draw.text((image.width / 2, 25), title, fill=INK, font=font(16), anchor="mm")
     resample = Image.NEAREST if images.shape[-1] <= 56 else Image.BILINEAR  # small images: crisp, whole pixels
     for i in range(count):
-        picture = images[i].detach().cpu().reshape(images.shape[-2], images.shape[-1])
+        picture = images[i].detach().cpu()
+        picture = picture if picture.dim() == 2 else picture.permute(1, 2, 0).squeeze(-1)  # [H, W] or [H, W, 3]
         picture = picture if picture.dtype == torch.uint8 else (picture.float().clamp(0, 1) * 255).round().byte()
         tile = Image.fromarray(picture.numpy()).resize((112, 112), resample)
         x = (i % columns) * cell_width + (cell_width - 112) // 2

@@ -2,9 +2,9 @@
 
 ``pt2`` (the default) is a ``torch.export`` program, PyTorch's own format, which ``torch.export.load`` reads and
 AOTInductor compiles; ``onnx`` goes through torch.onnx's dynamo exporter and is checked with onnxruntime;
-``torchscript``, which PyTorch deprecates, stays for libtorch (C++) loaders and says so. The exported model takes what a deployment has: float images in [0, 1], shape [B, 1, H, W], a
-white digit on black as in MNIST (``mnist_exp.data.images.to_mnist_form`` makes them from any image
-file), and returns logits. The normalisation the run trained with is inside it, and so are the
+``torchscript``, which PyTorch deprecates, stays for libtorch (C++) loaders and says so. The exported model takes what
+a deployment has: float images in [0, 1], shape [B, C, H, W] in the dataset's form (MNIST's: [B, 1, 28, 28], a white
+digit on black; ``mnist_exp.data.images.dataset_form`` makes them from any image file), and returns logits. The normalisation the run trained with is inside it, and so are the
 weight average and test-time averaging where the run had them. After writing, the export is run
 on test images and must give the same predictions as the checkpoint's model.
 """
@@ -29,20 +29,20 @@ SUFFIXES = {"pt2": ".pt2", "torchscript": ".ts.pt", "onnx": ".onnx"}
 
 
 class NormalizedModel(nn.Module):
-    """Pixels in [0, 1], [B, 1, H, W] -> the input the model was trained on (``model_input``) -> logits."""
+    """Pixels in [0, 1], [B, C, H, W] (C = 1: grey) -> the input the model was trained on (``model_input``) -> logits."""
 
     def __init__(self, model: nn.Module, mean: float, std: float, flatten: bool):
         super().__init__()
         self.model, self.mean, self.std, self.flatten = model, mean, std, flatten
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(model_input(images[:, 0], self.mean, self.std, self.flatten))
+        return self.model(model_input(images, self.mean, self.std, self.flatten))
 
 
 def sample_images(config: dict, count: int = 512) -> torch.Tensor:
-    """[count, 1, H, W] test images in [0, 1] from the run's own dataset."""
-    test = build_dataset(config["dataset"]).test
-    return test.images[:count].unsqueeze(1).float() / 255
+    """[count, C, H, W] test images in [0, 1] from the run's own dataset."""
+    images = build_dataset(config["dataset"]).test.images[:count]
+    return (images.unsqueeze(1) if images.dim() == 3 else images).float() / 255
 
 
 def export_model(checkpoint: str | Path, format: str = "pt2", out: str | Path | None = None) -> Path:

@@ -3,8 +3,10 @@
 Any PNG or JPEG of a digit works: colour or grey, any size up to 4096x4096, dark on light or light
 on dark. Each is brought into MNIST's form as MNIST itself was made: grey, white digit on black,
 the digit scaled to fit a 20x20 box and placed in 28x28 so that its centre of mass is at the
-centre. ``--as-is`` takes 28x28 images already in that form (saved from a dataset) pixel for pixel.
-Prints one line per file: the file, the predicted class, its probability.
+centre; a model trained on a folder of images takes them in that folder's form (its size, the whole
+image, colour: ``mnist_exp.data.images.dataset_form``). ``--as-is`` takes images already in the
+dataset's form and size (saved from it) pixel for pixel. Prints one line per file: the file, the
+predicted class, its probability.
 """
 
 import sys
@@ -15,7 +17,7 @@ import torch
 from PIL import Image
 
 from mnist_exp.data.csv_table import read_pixel_csv
-from mnist_exp.data.images import IMAGE_SUFFIXES, decoded, to_mnist_form
+from mnist_exp.data.images import IMAGE_SUFFIXES, dataset_form, decoded
 from mnist_exp.runs import atomic_file
 from mnist_exp.tools import cli
 from mnist_exp.errors import UserError
@@ -25,16 +27,20 @@ from mnist_exp.run.runtime import select_device
 BATCH_SIZE = 1024
 
 
-def mnist_pixels(path: Path, as_is: bool = False) -> np.ndarray:
-    """An image file in MNIST's form (see ``to_mnist_form``), or with ``as_is`` its grey uint8 pixels."""
-    return decoded(path, lambda image: grey_pixels(path, image) if as_is else to_mnist_form(image), "predict")
+def dataset_pixels(path: Path, dataset: dict, as_is: bool = False) -> np.ndarray:
+    """An image file in the form of the model's dataset (its config), or with ``as_is`` its uint8 pixels."""
+    convert = dataset_form(dataset)
+    return decoded(path, lambda image: pixels_as_they_are(path, image, dataset) if as_is else convert(image), "predict")
 
 
-def grey_pixels(path: Path, image: Image.Image) -> np.ndarray:
-    """uint8 [28, 28]: an image already in MNIST's form, taken as it is."""
-    if image.size != (28, 28):
-        raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels; --as-is takes 28x28 images in MNIST's "
-                        "form. Leave out --as-is to bring any image into that form.")
+def pixels_as_they_are(path: Path, image: Image.Image, dataset: dict) -> np.ndarray:
+    """uint8 [S, S] (grey) or [3, S, S] (colour): an image already in the dataset's form, taken as it is."""
+    size = dataset.get("image_size", 28)
+    if image.size != (size, size):
+        raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels; --as-is takes {size}x{size} images in the "
+                        "dataset's form. Leave out --as-is to bring any image into that form.")
+    if dataset.get("channels", 1) == 3:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
@@ -55,7 +61,7 @@ def image_files(paths: list[str]) -> list[Path]:
 
 @torch.inference_mode()
 def class_probabilities(trained: TrainedModel, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The trained model's class probabilities [N, C], on the CPU, for images in MNIST's form, in batches."""
+    """The trained model's class probabilities [N, C], on the CPU, for images in its dataset's form, in batches."""
     return torch.cat([torch.softmax(trained.model(trained.input(batch.to(device))).float(), dim=1).cpu()
                       for batch in pixels.split(BATCH_SIZE)])
 
@@ -69,7 +75,7 @@ def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
     readable, images, failed = [], [], []
     for path in files:
         try:
-            images.append(mnist_pixels(path, as_is))
+            images.append(dataset_pixels(path, trained.config["dataset"], as_is))
             readable.append(path)
         except UserError as error:
             failed.append((path, str(error)))
@@ -87,7 +93,8 @@ def arguments():
                         help="image files (PNG, JPEG, ...) or folders of them")
     cli.add_device_option(parser)
     parser.add_argument("--as-is", action="store_true",
-                        help="take 28x28 images already in MNIST's form (white on black) pixel for pixel")
+                        help="take images already in the dataset's form and size (MNIST's: 28x28, white on black) "
+                             "pixel for pixel")
     parser.add_argument("--submission", metavar="FILE",
                         help="classify a CSV of images (Kaggle's test.csv) and write FILE: ImageId,Label")
     return parser
