@@ -15,6 +15,7 @@ from mnist_exp.errors import UserError
 from mnist_exp.registry import LOGGERS
 from mnist_exp.run.tracking import TrackedRun, Tracker, Trackers
 
+
 def open_trackers(logger: dict[str, dict], run: TrackedRun) -> Trackers:
     """The trackers ``logger`` names, in the order it lists them."""
     return Trackers([LOGGERS.build({"name": name, **(settings or {})}, run) for name, settings in logger.items()])

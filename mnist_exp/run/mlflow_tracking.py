@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -47,10 +48,10 @@ class MlflowTracker(Tracker):
         self.logged_keys: set[str] = set()
         try:
             self.open_run(run, experiment_name)
-        except Exception as error:  # as in ``working``
+        except Exception as error:  # as in ``attempt``
             self.give_up("open its run", error)
 
-    def working(self, doing: str, call) -> bool:
+    def attempt(self, doing: str, call) -> bool:
         """Call MLflow; on an error, say so once and record nothing more to it. True where it went through."""
         if self.client is None:
             return False
@@ -102,8 +103,8 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param, RunTag
 
         params = [Param(key, str(value)) for key, value in hyperparameters(config).items()]
-        command = " ".join(["python -m mnist_exp", *overrides])
-        self.working("record the params", lambda: self.client.log_batch(
+        command = shlex.join(["python", "-m", "mnist_exp", *overrides])
+        self.attempt("record the params", lambda: self.client.log_batch(
             self.run_id, params=params, tags=[RunTag("command", command)]))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -118,13 +119,13 @@ class MlflowTracker(Tracker):
         self.scalars({key: value for key, value in metrics.items() if key not in self.logged_keys}, step)
 
     def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
-        self.working(f"store the picture {tag}",
+        self.attempt(f"store the picture {tag}",
                      lambda: self.client.log_image(self.run_id, rgb, artifact_file=f"{tag}.png"))
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []
         if pending:
-            self.working("send the scalars", lambda: self.client.log_batch(self.run_id, metrics=pending))
+            self.attempt("send the scalars", lambda: self.client.log_batch(self.run_id, metrics=pending))
 
     def close(self, status: str = "completed") -> None:
         self.flush()
@@ -132,9 +133,9 @@ class MlflowTracker(Tracker):
                   self.run_dir / ".hydra" / "overrides.yaml"]
         for path in record:
             if path.exists():
-                self.working(f"store {path.name}", lambda: self.client.log_artifact(
+                self.attempt(f"store {path.name}", lambda: self.client.log_artifact(
                     self.run_id, str(path), artifact_path=None if path.name == METRICS_FILE else "config"))
-        if self.working("set the run's status",
+        if self.attempt("set the run's status",
                         lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS[status])):
             log.info("MLflow: mlflow ui --backend-store-uri %s", self.tracking_uri)
 

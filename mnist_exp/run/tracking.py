@@ -31,7 +31,7 @@ class Tracker:
         """The run's hyperparameters with its final metrics (``columns``: see mnist_exp.run.hparams)."""
 
     def images(self, tag: str, images: torch.Tensor, step: int = 0, nrow: int = 8) -> None:
-        """A grid of images, uint8 [N, H, W] or float [N, 1, H, W] in 0..1."""
+        """A grid of images: uint8 [N, H, W], or [N, C, H, W] uint8 or float in 0..1."""
 
     def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
         """A picture, uint8 [H, W, 3] (a figure)."""
