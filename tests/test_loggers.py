@@ -112,7 +112,8 @@ def test_mlflow_holds_the_params_scalars_pictures_record_and_status(tracked):
     metrics = read_metrics(tracked)
     assert run.data.metrics["best_val/acc"] == metrics["best_val/acc"]
     client = mlflow.MlflowClient(store)
-    artifacts = {item.path for folder in ("", "test", "config") for item in client.list_artifacts(run.info.run_id, folder)}
+    artifacts = {item.path for folder in ("", "test", "config")
+                 for item in client.list_artifacts(run.info.run_id, folder)}
     assert {"metrics.json", "config/config.yaml", "config/overrides.yaml", *FIGURES} <= artifacts
     saved = client.download_artifacts(run.info.run_id, "metrics.json", str(tracked.parent))
     assert json.loads(Path(saved).read_text()) == metrics

@@ -86,8 +86,8 @@ WARP_GRID = (4, 4)  # control points of an elastic warp: about 9 pixels apart on
 
 def affine_images(pixels: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor, dx: torch.Tensor,
                   dy: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, H, W] (or [B, C, H, W]) images each turned clockwise by ``degrees`` about its centre, scaled by ``scale`` and moved by
-    (dx, dy) pixels (right, down); one value per image in each. Bilinear; empty pixels (0) come in at the edge.
+    """[B, H, W] (or [B, C, H, W]) images each turned clockwise by ``degrees`` about its centre, scaled by ``scale``
+    and moved by (dx, dy) pixels (right, down); one value per image in each. Bilinear; empty pixels (0) come in at the edge.
     ``warp``, [B, 2, h, w], bends each image smoothly (an elastic distortion, as in Simard et al. 2003): (x, y)
     offsets in pixels at a coarse grid of control points, interpolated bicubically to every pixel, where each
     pixel is then read from (a uniform offset of +1 x moves the image 1 pixel left).

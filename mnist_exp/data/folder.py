@@ -2,9 +2,9 @@
 
 Either split already, ``<root>/train/<class>/...``, ``<root>/test/<class>/...`` and optionally ``<root>/val/``, or one
 tree ``<root>/<class>/...`` that the dataset splits with a seed. Every image is brought to the dataset's form
-(``mnist_exp.data.images``: grey, white on black, or in colour; ``image_size`` a side), decoded once on every core with a progress
-bar, and kept in the data directory as uint8 tensors, keyed by every file's path, size and time and the form: an
-added, removed or changed file decodes the folder again.
+(``mnist_exp.data.images``: grey, white on black, or in colour; ``image_size`` a side), decoded once on every core
+with a progress bar, and kept in the data directory as uint8 tensors, keyed by every file's path, size and time and
+the form: an added, removed or changed file decodes the folder again.
 """
 
 import hashlib
@@ -72,14 +72,15 @@ def check_memory(count: int, image_size: int, channels: int, root: Path) -> None
     except (ValueError, OSError, AttributeError):  # not Linux: no estimate
         return
     if needed > MEMORY_SHARE * available:
-        raise UserError(f"{root}: {count:,} images of {channels}x{image_size}x{image_size} take {needed / 2**30:.1f} GiB, more "
-                        f"than half the {available / 2**30:.1f} GiB free: use a smaller dataset.image_size or fewer "
-                        "images.")
+        raise UserError(f"{root}: {count:,} images of {channels}x{image_size}x{image_size} take {needed / 2**30:.1f} "
+                        f"GiB, more than half the {available / 2**30:.1f} GiB free: use a smaller dataset.image_size "
+                        "or fewer images.")
 
 
 def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, skip_unreadable: bool) -> dict:
-    """{"images": uint8 [N, S, S] (or [N, 3, S, S] in colour), "labels": int64 [N], "splits": int64 [N] (an index of SPLITS, or -1 for one
-    tree), "class_names": [...], "skipped": [unreadable files]}, from the cache where it is current."""
+    """{"images": uint8 [N, S, S] (or [N, 3, S, S] in colour), "labels": int64 [N], "splits": int64 [N] (an index
+    of SPLITS, or -1 for one tree), "class_names": [...], "skipped": [unreadable files]}, from the cache where it is
+    current."""
     root = Path(root).expanduser()
     splits = layout(root)
     class_names = sorted({name for classes in splits.values() for name in classes})

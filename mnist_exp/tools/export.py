@@ -2,11 +2,12 @@
 
 ``pt2`` (the default) is a ``torch.export`` program, PyTorch's own format, which ``torch.export.load`` reads and
 AOTInductor compiles; ``onnx`` goes through torch.onnx's dynamo exporter and is checked with onnxruntime;
-``torchscript``, which PyTorch deprecates, stays for libtorch (C++) loaders and says so. The exported model takes what
-a deployment has: float images in [0, 1], shape [B, C, H, W] in the dataset's form (MNIST's: [B, 1, 28, 28], a white
-digit on black; ``mnist_exp.data.images.dataset_form`` makes them from any image file), and returns logits. The normalisation the run trained with is inside it, and so are the
-weight average and test-time averaging where the run had them. After writing, the export is run
-on test images and must give the same predictions as the checkpoint's model.
+``torchscript``, which PyTorch deprecates, stays for libtorch (C++) loaders and says so. The exported model takes
+what a deployment has: float images in [0, 1], shape [B, C, H, W] in the dataset's form (MNIST's: [B, 1, 28, 28],
+a white digit on black; ``mnist_exp.data.images.dataset_form`` makes them from any image file), and returns
+logits. The normalisation the run trained with is inside it, and so are the weight average and test-time
+averaging where the run had them. After writing, the export is run on test images and must give the same
+predictions as the checkpoint's model.
 """
 
 import contextlib
@@ -29,7 +30,7 @@ SUFFIXES = {"pt2": ".pt2", "torchscript": ".ts.pt", "onnx": ".onnx"}
 
 
 class NormalizedModel(nn.Module):
-    """Pixels in [0, 1], [B, C, H, W] (C = 1: grey) -> the input the model was trained on (``model_input``) -> logits."""
+    """Pixels in [0, 1], [B, C, H, W] (C = 1: grey) -> the input it was trained on (``model_input``) -> logits."""
 
     def __init__(self, model: nn.Module, mean: float, std: float, flatten: bool):
         super().__init__()
