@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, first_line
 
 KAGGLE_LAYOUT = "label,pixel0,...,pixel783 (a label, then 28x28 grey levels 0-255)"
 
@@ -38,7 +38,7 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
     except ValueError as error:  # numpy names the value, its row (from 0, after the header) and column
         found = re.search(r"string '(.*)' to int64 at row (\d+), column (\d+)", str(error))
         if not found:  # rows of different lengths; numpy's advice (usecols) is not ours
-            said = str(error).strip().splitlines()[0].split(";")[0].rstrip(".")
+            said = first_line(error).split(";")[0].rstrip(".")
             raise UserError(f"{path}: {said}. Every row needs the same columns: {KAGGLE_LAYOUT}.") from None
         value, line, column = found.group(1), int(found.group(2)) + 1 + has_header, int(found.group(3))
         what = "the label" if labelled and column == 1 else "a pixel"

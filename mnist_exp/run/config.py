@@ -95,14 +95,23 @@ class Config:
     logger: dict[str, Any] = field(default_factory=dict)  # {tracker name: its keys}, merged from conf/logger/
 
 
-REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS)  # and LOGGERS: several at once, unnamed
+REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS, LOGGERS)
+
+
+def named(registry: Registry) -> bool:
+    """Whether a builder's node names it (``model.name: cnn``); a logger's node sits under its name instead
+    (``logger.mlflow``), so several merge side by side."""
+    return registry is not LOGGERS
+
+
 # Config groups that conf/config.yaml's defaults leave empty: chosen on the command line, not keys of Config.
 GROUPS_WITHOUT_DEFAULT = ("experiment", "hparams_search", "debug")
 
 
-def builder_schema(registry: Registry, name: str, named: bool = True) -> type:
-    """A dataclass with ``name`` (where ``named``) and one typed field per config parameter of the builder."""
-    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if named else []
+def builder_schema(registry: Registry, name: str) -> type:
+    """A dataclass with ``name`` (where the registry's nodes are ``named``) and one typed field per config parameter
+    of the builder."""
+    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if named(registry) else []
     for param in config_parameters(registry.get(name)).values():
         annotation = Any if param.annotation is param.empty else param.annotation
         default = param.default
@@ -123,12 +132,7 @@ def register_schemas() -> None:
             store.store(group=f"schema/{registry.kind}", name=name, node=schema)
             if not (CONF_DIR / registry.kind / f"{name}.yaml").exists():
                 # A builder registered in a user's own module is an option of its group with its defaults.
-                store.store(group=registry.kind, name=name, node=schema)
-    for name in LOGGERS.names():
-        schema = builder_schema(LOGGERS, name, named=False)
-        store.store(group="schema/logger", name=name, node=schema)
-        if not (CONF_DIR / "logger" / f"{name}.yaml").exists():
-            store.store(group="logger", name=name, node={name: schema})
+                store.store(group=registry.kind, name=name, node=schema if named(registry) else {name: schema})
 
 
 def run_dir_suffix(override_dirname: str) -> str:
@@ -234,10 +238,10 @@ def schema_keys(type_name: str) -> list[str]:
     for schema in (TrainerConfig, DeviceConfig):
         if schema.__name__ == type_name:
             return [f.name for f in fields(schema)]
-    for registry in (*REGISTRIES, LOGGERS):
+    for registry in REGISTRIES:
         for name in registry.names():
             if f"{registry.kind}_{name}_schema" == type_name:
-                return [*(["name"] if registry is not LOGGERS else []), *config_parameters(registry.get(name))]
+                return [*(["name"] if named(registry) else []), *config_parameters(registry.get(name))]
     return []
 
 

@@ -135,9 +135,10 @@ class MlflowTracker(Tracker):
             if path.exists():
                 self.attempt(f"store {path.name}", lambda: self.client.log_artifact(
                     self.run_id, str(path), artifact_path=None if path.name == METRICS_FILE else "config"))
-        if self.attempt("set the run's status",
-                        lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS[status])):
-            log.info("MLflow: mlflow ui --backend-store-uri %s", self.tracking_uri)
+        self.attempt("set the run's status", lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS[status]))
+
+    def view(self) -> tuple[str, str] | None:
+        return ("MLflow", f"mlflow ui --backend-store-uri {self.tracking_uri}") if self.client is not None else None
 
 
 def reason(error: Exception) -> str:

@@ -66,8 +66,8 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
              job.flops_per_image / 1e6, metrics["train_gflops_per_s"])
     log.info("Metrics:     %s", run_dir / METRICS_FILE)
     log.info("Pictures:    %s", ", ".join(path.name for path in figures.values()))
-    if "tensorboard" in job.config["logger"]:
-        log.info("TensorBoard: tensorboard --logdir %s", run_dir)
+    for store, command in tracker.views():
+        log.info("%-13s%s", f"{store}:", command)
     return metrics
 
 
@@ -79,4 +79,3 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
         write_metrics(run_dir, {"status": Status.FAILED.value, "error": str(error) or type(error).__name__})
     except OSError as write_error:  # a full disk: the error that caused it matters more
         log.warning("The failure could not be recorded in %s: %s", run_dir / METRICS_FILE, write_error)
-

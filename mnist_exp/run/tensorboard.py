@@ -91,3 +91,6 @@ class TensorBoardTracker(Tracker):
 
     def close(self, status: str = "completed") -> None:
         self.writer.close()
+
+    def view(self) -> tuple[str, str]:
+        return "TensorBoard", f"tensorboard --logdir {self.run_dir}"

@@ -41,12 +41,17 @@ class Tracker:
     def close(self, status: str = "completed") -> None:
         """The run ended with this ``Status`` value; after metrics.json is written, where it completed."""
 
+    def view(self) -> tuple[str, str] | None:
+        """(the store's name, the command that shows this run's record) for the run's last lines, if it has one."""
+        return None
+
 
 class Trackers:
     """The run's trackers as one: each call of ``Tracker`` goes to every one of them; ``close`` only once."""
 
     def __init__(self, trackers: list[Tracker]):
         self.trackers = list(trackers)
+        self.closed = False
 
     def __getattr__(self, method: str):
         if not hasattr(Tracker, method):
@@ -59,6 +64,10 @@ class Trackers:
         return each
 
     def close(self, status: str = "completed") -> None:
-        trackers, self.trackers = self.trackers, []
-        for tracker in trackers:
-            tracker.close(status)
+        if not self.closed:
+            self.closed = True
+            for tracker in self.trackers:
+                tracker.close(status)
+
+    def views(self) -> list[tuple[str, str]]:
+        return [view for view in (tracker.view() for tracker in self.trackers) if view is not None]
