@@ -37,8 +37,8 @@ def test_default_config():
     assert (cfg.dataset.name, cfg.model.name, cfg.optimizer.name, cfg.scheduler.name) == ("mnist", "cnn", "adamw",
                                                                                           "onecycle")
     assert cfg.optimized_metric == "best_val/acc"
-    # The default run conf/config.yaml's header describes: 3 epochs of batches of 256, tested in batches of 2000.
-    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.eval_batch_size) == (2, 256, 2000)
+    # The default run conf/config.yaml's header describes: 2 epochs of batches of 256, tested in batches of 500.
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.eval_batch_size) == (2, 256, 500)
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
@@ -72,8 +72,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
      "trainer.epochs=three is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     # a per-option schema, derived from the builder's arguments
     ("model.widht=8", "Key 'widht' not in 'model_cnn_schema'\n    full_key: model.widht",
-     "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width, in_channels, "
-     "image_size, dropout."),
+     "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width, stem_width, "
+     "in_channels, image_size, dropout."),
     ("optimizer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float\n    full_key: optimizer.lr",
      "optimizer.lr=fast is not a number: give a number, e.g. optimizer.lr=0.5."),
     # an enum

@@ -155,7 +155,9 @@ def test_fast_runs_with_the_betas_its_config_shows_and_its_checkpoint_agrees(tmp
 
 
 def changed(value):
-    """Another value of the same type: what a user sweeping this key would try."""
+    """Another value of the same type: what a user sweeping this key would try (a size for a null one)."""
+    if value is None:
+        return 8
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):

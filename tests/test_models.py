@@ -240,6 +240,8 @@ def test_the_cnn_strides_at_once_and_shrinks_its_maps_without_padding():
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert sizes == [(8, 12, 12), (16, 5, 5), (32, 3, 3)]
     assert [type(m) for m in model[1]] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]  # pooled before its norm
+    narrow_stem = MODELS.build({"name": "cnn", "width": 12, "stem_width": 8}, 10)
+    assert [block[0].out_channels for block in narrow_stem[:3]] == [8, 24, 48]
     bigger = MODELS.build({"name": "cnn", "width": 8, "image_size": 32}, 10)
     assert bigger(torch.zeros(2, 1, 32, 32)).shape == (2, 10) and bigger[-1].in_features == 32 * 4 * 4
     with pytest.raises(UserError, match=r"^model.image_size=16 is too small for the cnn's convs: give at least 17\.$"):
@@ -248,6 +250,7 @@ def test_the_cnn_strides_at_once_and_shrinks_its_maps_without_padding():
 
 @pytest.mark.parametrize("name, options, message", [
     ("cnn", {"width": 0}, "model.width=0 is out of range: every size must be at least 1."),
+    ("cnn", {"stem_width": 0}, "model.stem_width=0 is out of range: every size must be at least 1."),
     ("mlp", {"hidden": [32, 0]}, "model.hidden=[32, 0] is out of range: every size must be at least 1."),
     ("cnn", {"dropout": 1.5}, "model.dropout=1.5 is out of range: it takes a fraction in [0, 1), e.g. 0.2."),
     ("strided_cnn", {"channels": [16, -1]}, "model.channels=[16, -1] is out of range: every size must be at least 1."),

@@ -9,7 +9,7 @@ import logging
 
 from torch import nn
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, as_override
 from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
 
 log = logging.getLogger("mnist_exp")
@@ -38,7 +38,7 @@ def load_initial_weights(model: nn.Module, init_from: str, num_classes: int) -> 
     if misfits:
         trained_as = checkpoint["config"]["model"]
         raise UserError(f"init_from={init_from}: its weights do not fit this model ({misfits[0]}). It was trained as "
-                        + " ".join(f"model.{key}={value}" for key, value in trained_as.items()).replace(
+                        + " ".join(as_override(f"model.{key}", value) for key, value in trained_as.items()).replace(
                             "model.name=", "model=") + "; give the same model and sizes.")
     model.load_state_dict({**own, **{key: value for key, value in weights.items() if key not in replaced}})
     if replaced:

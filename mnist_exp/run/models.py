@@ -60,21 +60,24 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stri
 
 
 @MODELS.register("cnn")
-def cnn(num_classes: int, width: int = 16, in_channels: int = 1, image_size: int = 28,
+def cnn(num_classes: int, width: int = 16, stem_width: int | None = None, in_channels: int = 1, image_size: int = 28,
         dropout: float = 0.0) -> nn.Module:
     """The default: a 5x5 conv with stride 2, then two unpadded 3x3 convs (width, 2x, 4x channels), each with
-    batch norm and ReLU, the second one max-pooled; a linear head on the last map.
+    batch norm and ReLU, the second one max-pooled; a linear head on the last map. ``stem_width`` gives the
+    first conv other channels than ``width`` (``experiment=fast``: 8, then 24 and 48 at width 12).
 
     28x28 -> 12x12 -> 10x10, pooled to 5x5 -> 3x3 -> linear. The strided first conv hands every later layer a
     quarter of the pixels, and unpadded convs shrink the maps further: at width 16 it costs 1.4 MFLOPs per
     image (vgg_cnn: 8.5), and batch norm lets a one-cycle schedule with a high peak train it in 2 epochs.
     """
-    check_sizes({"dropout": dropout}, width=width, in_channels=in_channels, image_size=image_size)
+    stem_width = width if stem_width is None else stem_width
+    check_sizes({"dropout": dropout}, width=width, in_channels=in_channels, image_size=image_size,
+                stem_width=stem_width)
     size = conv_output_size(conv_output_size(conv_output_size(image_size, 5, stride=2), 3) // 2, 3)
     if size < 1:
         raise UserError(f"model.image_size={image_size} is too small for the cnn's convs: give at least 17.")
-    return nn.Sequential(conv_bn_relu(in_channels, width, kernel_size=5, stride=2, padding=0),
-                         conv_bn_relu(width, 2 * width, padding=0, pool=True),
+    return nn.Sequential(conv_bn_relu(in_channels, stem_width, kernel_size=5, stride=2, padding=0),
+                         conv_bn_relu(stem_width, 2 * width, padding=0, pool=True),
                          conv_bn_relu(2 * width, 4 * width, padding=0),
                          nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width * size * size, num_classes))
 
