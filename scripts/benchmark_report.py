@@ -43,7 +43,8 @@ def machine() -> dict:
 
 def machine_line(m: dict) -> str:
     features = ", ".join(m.get("cpu_features", [])) or "unknown"
-    return (f"Machine: {m['cpu']}, {m['cores']} cores{', bf16 instructions' if m['bf16_instructions'] else ''} "
+    bf16 = "bf16 instructions" if m["bf16_instructions"] else "no bf16 instructions (`auto` computes in fp32)"
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, {bf16} "
             f"(CPU flags: {features}; torch's kernels: {m.get('torch_cpu_capability', '?')}); "
             f"torch {m['torch']} ({m['threads']} threads). Run on {m['date']}.")
 
