@@ -19,7 +19,7 @@ from matplotlib.colors import to_rgb
 from conftest import read_metrics, read_png, run_dirs, run_main
 from mnist_exp.tools import compare
 from mnist_exp.tools import stats
-from mnist_exp.runs import PREDICTIONS_FILE, read_predictions, write_metrics, write_predictions
+from mnist_exp.runs import PREDICTIONS_FILE, read_predictions, read_run, read_runs, write_metrics, write_predictions
 
 
 def make_run(run_dir: Path, overrides: list[str], metrics: dict | None) -> Path:
@@ -264,6 +264,13 @@ def test_runs_that_differ_only_in_seed_and_where_they_ran_are_one_row(seeds, cap
     assert float(eight["95% CI high"]) == pytest.approx(0.961 + 12.706204736 * math.sqrt(2e-6) / math.sqrt(2))
     assert [row["overlaps top"] for row in rows] == ["top", "yes", "-", "no"]
     assert mlp["test std"] == mlp["95% CI low"] == ""  # one run: no spread, no interval
+
+
+def test_thousands_of_runs_read_on_every_core_give_the_same_leaderboard(seeds, monkeypatch, capsys):
+    one_process = run_compare(capsys, seeds, "--format", "csv")
+    monkeypatch.setattr("mnist_exp.runs.PARALLEL_RUNS", 2)  # 10 runs: a process a core, as 10,000 runs get
+    assert read_runs(sorted(seeds.iterdir())) == [read_run(run_dir) for run_dir in sorted(seeds.iterdir())]
+    assert run_compare(capsys, seeds, "--format", "csv") == one_process
 
 
 def test_a_setting_that_changes_what_is_trained_is_its_own_group(tmp_path, capsys):

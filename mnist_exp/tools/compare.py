@@ -18,7 +18,7 @@ from typing import Any
 
 
 from mnist_exp.errors import UserError
-from mnist_exp.runs import Status, differing_keys, find_runs, number, read_run
+from mnist_exp.runs import Status, differing_keys, find_runs, number, read_runs
 from mnist_exp.tools import cli
 from mnist_exp.tools.groups import seed_groups, summarize_group
 
@@ -206,7 +206,7 @@ def command(args) -> None:
         return
     if args.plot and args.plot.suffix.lower() != ".png":
         raise UserError(f"--plot {args.plot}: give a file name ending in .png.")
-    runs = [read_run(run_dir) for run_dir in find_runs(args.paths)]
+    runs = read_runs(find_runs(args.paths))
     for run in runs:
         if run["problem"]:
             print(f"warning: {run['problem']}; the run is listed as unreadable.", file=sys.stderr)

@@ -5,7 +5,7 @@ The leaderboard, ``--vs`` and ``--plot`` all rank and compare these.
 
 from typing import Any
 
-from mnist_exp.runs import Status, number, says_where_or_how, trained_settings
+from mnist_exp.runs import Status, number, says_where_or_how
 from mnist_exp.tools.stats import Summary, summarize
 
 
@@ -16,7 +16,7 @@ def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     by_settings: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
-        by_settings.setdefault(trained_settings(run), []).append(run)
+        by_settings.setdefault(run["settings"], []).append(run)
     groups = [summarize_group(members, {k: v for k, v in members[0]["overrides"].items()
                                         if k != "seed" and not says_where_or_how(k)})
               for members in by_settings.values()]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mnist_exp.errors import UserError
-from mnist_exp.runs import (PREDICTIONS_FILE, Status, differing_keys, find_runs, number, read_predictions, read_run,
+from mnist_exp.runs import (PREDICTIONS_FILE, Status, differing_keys, find_runs, number, read_predictions, read_runs,
                             says_where_or_how)
 from mnist_exp.tools.groups import seed_groups
 from mnist_exp.tools.stats import mcnemar_p, summarize, welch
@@ -40,7 +40,7 @@ def versus(a_paths: list[Path], b_paths: list[Path]) -> str:
 
 def side(name: str, paths: list[Path]) -> list[dict[str, Any]]:
     """The completed runs of one side, which must form one seed group."""
-    found = seed_groups([read_run(run_dir) for run_dir in find_runs(paths)])
+    found = seed_groups(read_runs(find_runs(paths)))
     if len(found) > 1:
         keys = ", ".join(differing_keys(found)) or "their configs"
         raise UserError(f"{name} holds {len(found)} seed groups, not one (they differ in {keys}): give the runs of "
