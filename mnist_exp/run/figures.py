@@ -201,6 +201,6 @@ def write_final_figures(tracker, run_dir: str | Path, *, test_images: torch.Tens
     for name, (tag, rgb) in figures.items():
         paths[name] = run_dir / f"{name}.png"
         tracker.image(tag, rgb, step=step)
-        Image.fromarray(rgb).save(paths[name], format="png", compress_level=1)  # zlib's fastest, as TensorBoard's
+        Image.fromarray(rgb).save(paths[name], format="png", compress_level=1)  # as picture_summary's
     tracker.flush()
     return paths
