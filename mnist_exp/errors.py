@@ -10,7 +10,6 @@ unknown option or key, a value of the wrong type, an override it cannot parse) a
 import contextlib
 import errno
 import io
-import json
 import os
 import re
 import sys
@@ -24,11 +23,6 @@ from mnist_exp.paths import CONF_DIR
 
 class UserError(CompactHydraException):
     """A mistake in the user's input: a config value, a file, a name. The message says how to fix it."""
-
-
-def as_override(key: str, value) -> str:
-    """``key=value`` as the command line takes it back: null, true, [128,64] (no space to split it)."""
-    return f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
 
 
 def did_you_mean(name: str, choices) -> str:

@@ -66,6 +66,11 @@ def hyperparameters(config: dict) -> dict[str, Any]:
     return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}
 
 
+def as_override(key: str, value: Any) -> str:
+    """``key=value`` as the command line takes it back: null, true, [128,64] (no space to split it)."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+
+
 def split_override(text: str) -> tuple[str, str]:
     """('model', 'cnn') for a recorded override 'model=cnn'; ('resume', 'true') for '+resume=true'."""
     key, _, value = text.partition("=")

@@ -9,8 +9,9 @@ import logging
 
 from torch import nn
 
-from mnist_exp.errors import UserError, as_override
+from mnist_exp.errors import UserError
 from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
+from mnist_exp.runs import as_override
 
 log = logging.getLogger("mnist_exp")
 
