@@ -53,14 +53,21 @@ def time_limits(log: Path) -> int:
 def restart_now(job: str, log: Path, before: int) -> None:
     """Wait for the requeued job to start again: it may wait for its BeginTime (about two minutes), so while it is
     pending it is told to start now (the controller may refuse while it is still requeueing it: told again). A
-    launch that fails while the node still cleans up the job's last start holds the job: it is released."""
+    launch that fails while the node still cleans up the job's last start holds the job: it is released. A job
+    started again within a second of its end is killed before it starts ("Job credential revoked": slurmd's
+    revocations have one-second resolution): it is requeued again."""
 
     def started() -> bool:
-        if job_state(job) == "PENDING":
+        if starts(log) > before:
+            return True
+        state = job_state(job)
+        if state == "FAILED":
+            subprocess.run(["scontrol", "requeue", job], capture_output=True)
+        elif state == "PENDING":
             if "held" in job_field(job, "Reason").lower():
                 subprocess.run(["scontrol", "release", job], capture_output=True)
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
-        return starts(log) > before
+        return False
 
     try:
         wait_for(started, f"job {job} to start again")
