@@ -10,6 +10,7 @@
 The options come from the groups' own lists (``group_options``), so a new option is covered at once.
 """
 
+import copy
 import functools
 import math
 from pathlib import Path
@@ -38,6 +39,12 @@ TOTAL_STEPS = STEPS_PER_EPOCH * EPOCHS
 
 
 def composed(*overrides: str) -> dict:
+    """The config as a dict, each caller its own copy: the options' keys listed at collection compose each once."""
+    return copy.deepcopy(compose_once(overrides))
+
+
+@functools.cache
+def compose_once(overrides: tuple[str, ...]) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["dataset=fake", *overrides])
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
