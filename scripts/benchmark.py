@@ -14,7 +14,11 @@ and `best` experiments, in one run, on the same device (the CPU, where the refer
     each, back to back in alternating order (this machine's speed drifts by more than the differences measured);
 (d) the framework's overhead: one epoch through our Trainer (INFO log lines, progress bar, TensorBoard,
     checkpoints, as a user sees them) against a minimal loop over the same tensors, model, optimizer and batch;
-(e) start-up, both measured from the kernel's start time of the process, neither including its exit: to the first
+(e) the runs most users start from: `python -m mnist_exp` and `model=cnn optimizer=adam`, seeds 0-2, alternating;
+(f) compute: each of our runs' FLOPs per image and training GFLOP/s, against the CPU's fp32 peak where known;
+(g) fixed costs: the whole command of `python -m mnist_exp -m experiment=fast seed=0,...,5` and of one `fast` run,
+    wall clock, against the seconds of training their metrics.json files record, and `import torch` alone;
+(h) start-up, both measured from the kernel's start time of the process, neither including its exit: to the first
     batch of `python -m mnist_exp experiment=fast`, and to the end of `import torch, torchvision`.
 
 Only training counts as seconds. The test accuracy is measured at checkpoints outside the timed region: the
@@ -59,6 +63,7 @@ TARGETS = (0.99, 0.995, 0.997)
 SMALL_DATA = {"name": "fake", "num_train": 512, "val_size": 128, "num_test": 128}
 SMALL = [f"dataset.{key}={value}" if key != "name" else f"dataset={value}" for key, value in SMALL_DATA.items()]
 SMALL += ["trainer.batch_size=64"]  # the reference's batches: 8 steps an epoch on the fake data, not 2
+EVERYDAY = {"python -m mnist_exp": (), "python -m mnist_exp model=cnn optimizer=adam": ("model=cnn", "optimizer=adam")}
 SAME_DEVICE = ["device.name=cpu"]  # the reference's device; precision, threads and memory format stay the recipe's
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -163,30 +168,68 @@ class TestCurve(Callback):
             self.check(trainer)
 
 
-def compose_recipe(name: str, small: bool, extra: list[str] = ()):
+def compose_recipe(name: str | None, small: bool, extra: list[str] = ()):
+    """The config of `experiment=<name>` (None: the default run) on the reference's device, with ``extra``."""
+    recipe = [f"experiment={name}"] if name else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"experiment={name}", *SAME_DEVICE, *(SMALL if small else []), *extra])
+        return compose("config", overrides=[*recipe, *SAME_DEVICE, *(SMALL if small else []), *extra])
 
 
-def ours(name: str, small: bool, out: Path, extra: tuple[str, ...] = ()) -> dict:
-    """`python -m mnist_exp experiment=<name> device.name=cpu <extra>`, built and run in this process as the app runs
-    it, with its test accuracy at checkpoints (fast: every log interval; best: every epoch) and at the end."""
+def ours(name: str | None, small: bool, out: Path, extra: tuple[str, ...] = ()) -> dict:
+    """`python -m mnist_exp experiment=<name> device.name=cpu <extra>` (no experiment where ``name`` is None), built
+    and run in this process as the app runs it, with its test accuracy at checkpoints (fast: every log interval;
+    the others: every epoch) and at the end."""
     extra = ["trainer.progress=false", *(["trainer.epochs=1"] if small and name == "best" else []), *extra]
     cfg = compose_recipe(name, small, extra)
-    job = build_job(cfg, Path(tempfile.mkdtemp(prefix=f"{name}_run_", dir=out)), in_sweep=False)
+    job = build_job(cfg, Path(tempfile.mkdtemp(prefix=f"{name or 'default'}_run_", dir=out)), in_sweep=False)
     curve = TestCurve(job.loaders["test"], every_log=name == "fast")
     job.trainer.callbacks.append(curve)
     curve.started = time.perf_counter()
-    metrics = fit_and_test(job, [f"experiment={name}"])
+    metrics = fit_and_test(job, [*([f"experiment={name}"] if name else []), *extra])
     seconds = metrics["train_time_s"] - curve.checking_s
     metrics.update(run_dir=str(job.run_dir), train_s=seconds,
                    curve=[*curve.points, {"step": job.trainer.state.step, "seconds": seconds,
                                           "test_acc": metrics["test/acc"]}],
                    precision=f"{'bf16 autocast' if job.trainer.settings.bf16 else 'fp32'} on "
                              f"{job.trainer.settings.device.type}")
-    print(f"  {name}: {100 * metrics['test/acc']:.2f}% after {seconds:.1f} s of training ({metrics['precision']})",
-          flush=True)
+    print(f"  {' '.join([name or 'default', *extra[1:]])}: {100 * metrics['test/acc']:.2f}% after {seconds:.1f} s of "
+          f"training ({metrics['precision']})", flush=True)
     return metrics
+
+
+def everyday(small: bool, out: Path, seeds: list[int]) -> dict:
+    """The default run and `model=cnn optimizer=adam` (the runs most users start from), a run of each per seed,
+    alternating."""
+    runs = {label: [] for label in EVERYDAY}
+    for seed in seeds:
+        for label, overrides in EVERYDAY.items():
+            runs[label].append({**ours(None, small, out, (*overrides, f"seed={seed}")), "seed": seed})
+    return runs
+
+
+def fixed_costs(small: bool, out: Path, jobs: int) -> dict:
+    """Wall-clock seconds of whole commands against the seconds of training their metrics.json files record:
+    `python -m mnist_exp -m experiment=fast seed=0,1,...` (the basic launcher, ``jobs`` jobs), one
+    `python -m mnist_exp experiment=fast`, and `python -c "import torch"`, the floor of any of them."""
+    def wall(*command: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, *command], check=True, capture_output=True)
+        return time.perf_counter() - started
+
+    recipe = ["experiment=fast", *(SMALL if small else []), "trainer.progress=false"]
+    sweep_dir, run_dir = out / "sweep", out / "single_run"
+    sweep_s = wall("-m", "mnist_exp", "-m", *recipe, f"seed={','.join(map(str, range(jobs)))}",
+                   f"hydra.sweep.dir={sweep_dir}")
+    sweep_trained = [json.loads(path.read_text())["train_time_s"] for path in sorted(sweep_dir.glob("*/metrics.json"))]
+    run_s = wall("-m", "mnist_exp", *recipe, f"hydra.run.dir={run_dir}")
+    run_trained = json.loads((run_dir / "metrics.json").read_text())["train_time_s"]
+    torch_s = wall("-c", "import torch")
+    result = {"jobs": jobs, "sweep_s": sweep_s, "sweep_train_s": sweep_trained, "sweep_ratio": sweep_s / sum(sweep_trained),
+              "run_s": run_s, "run_train_s": run_trained, "import_torch_s": torch_s,
+              "run_beyond_s": run_s - run_trained - torch_s}
+    print(f"  sweep of {jobs}: {sweep_s:.1f} s for {sum(sweep_trained):.1f} s of training ({result['sweep_ratio']:.2f}x); "
+          f"one run: {run_s:.1f} s for {run_trained:.1f} s of training, import torch {torch_s:.1f} s", flush=True)
+    return result
 
 
 def pairs(root: Path, small: bool, out: Path, count: int, max_epochs: int) -> dict:
@@ -325,6 +368,9 @@ def main() -> None:
                         help="alternating (reference, fast) pairs for the speed-up (default 3; with --small, 2)")
     parser.add_argument("--reference-epochs", type=int, default=14, help="the reference's epochs (main.py: 14)")
     parser.add_argument("--no-best", action="store_true", help="skip experiment=best (minutes)")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="this machine's fp32 peak, for the compute table (default: the nominal peak of an "
+                             "AVX2-only CPU from its clock; unknown on others)")
     parser.add_argument("--repeats", type=int, default=15,
                         help="epochs of each loop for the overhead ratio (a single pair varies by up to 20%%)")
     args = parser.parse_args()
@@ -335,13 +381,17 @@ def main() -> None:
     logging.getLogger("mnist_exp").setLevel(logging.INFO)  # the app's INFO lines, as a user sees them
     register_schemas()
     set_cpu_threads(0)
-    result = {"machine": machine(), "small": args.small, "targets": TARGETS}
+    result = {"machine": machine(args.peak_gflops), "small": args.small, "targets": TARGETS}
     root = write_fake_mnist(args.out / "fake_mnist") if args.small else ensure_mnist().parents[1]
     result["pairs"] = pairs(root, args.small, args.out, args.pairs or (2 if args.small else 3),
                             1 if args.small else args.reference_epochs)
     if not args.no_best:
         print("Ours (experiment=best):", flush=True)
         result["best"] = ours("best", args.small, args.out)
+    print("The default run and model=cnn optimizer=adam:", flush=True)
+    result["everyday"] = everyday(args.small, args.out, [0] if args.small else [0, 1, 2])
+    print("Fixed costs:", flush=True)
+    result["fixed_costs"] = fixed_costs(args.small, args.out, 2 if args.small else 6)
     print("Overhead:", flush=True)
     result["overhead"] = overhead(args.small, args.out, 1 if args.small else args.repeats)
     print("Start-up:", flush=True)

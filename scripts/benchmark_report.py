@@ -34,11 +34,34 @@ def cpu_features() -> list[str]:
     return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in present]
 
 
-def machine() -> dict:
+def cpu_mhz() -> float | None:
+    """The clock /proc/cpuinfo gives (Linux; on a virtual machine, usually its nominal one)."""
+    try:
+        return next(float(line.partition(":")[2]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def nominal_peak(features: list[str], mhz: float | None, threads: int) -> dict | None:
+    """fp32 FLOPs a second at most, where the CPU's kind says it: an AVX2-only x86 core does two 8-wide FMAs a
+    cycle (32 FLOPs; Intel since Haswell, AMD since Zen 2). With AVX-512 the count depends on the model (one or two
+    512-bit units, or 256-bit halves): unknown, as it is without a clock."""
+    if mhz is None or "avx512f" in features or not {"avx2", "fma"} <= set(features):
+        return None
+    return {"gflops": threads * mhz * 32 / 1000, "how": f"{threads} core{'s' * (threads > 1)} x {mhz:.0f} MHz x 32 "
+                                                         "FLOPs a cycle (two 8-wide FMAs, AVX2)"}
+
+
+def machine(peak_gflops: float | None = None) -> dict:
+    """The machine's facts for the report; ``peak_gflops``, where given, is its fp32 peak as the user knows it."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = torch.get_num_threads()
+    peak = ({"gflops": peak_gflops, "how": "as given (--peak-gflops)"} if peak_gflops
+            else nominal_peak(cpu_features(), cpu_mhz(), threads))
     return {"date": date.today().isoformat(), "cpu": cpu_model(), "cores": cores, "bf16_instructions": cpu_has_bf16(),
             "cpu_features": cpu_features(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": threads, "fp32_peak": peak}
 
 
 def machine_line(m: dict) -> str:
@@ -110,6 +133,12 @@ def report(result: dict) -> str:
                      f"| | | {speedup_cell(speedups)} |" + " |" * (len(targets) - 1))
     return "\n".join(lines + [
         "",
+        *everyday_table(result["everyday"]),
+        "",
+        *compute_table(result),
+        "",
+        fixed_costs_line(result["fixed_costs"]),
+        "",
         "Both sides train on the CPU, in the precision shown. Seconds are of training alone: the test accuracy is "
         "checked outside the timed region, the reference's every quarter epoch, fast's every log interval, best's "
         "after each epoch (its last point with its test-time averaging); figures in brackets are each run's.",
@@ -123,6 +152,49 @@ def report(result: dict) -> str:
         f"{up['first_batch_s']:.2f} s; `import torch, torchvision` done after {up['import_torch_torchvision_s']:.2f} s: "
         f"{up['overhead_s']:.2f} s more.",
     ])
+
+
+def everyday_table(everyday: dict) -> list[str]:
+    lines = ["| the runs most users start from | precision | test accuracy | mean | seconds of training | mean |",
+             "|---|---|---|---|---|---|"]
+    for command, runs in everyday.items():
+        accuracies, seconds = [100 * r["test/acc"] for r in runs], [r["train_s"] for r in runs]
+        seeds = f"seed{'s' * (len(runs) > 1)} {', '.join(str(r['seed']) for r in runs)}"
+        lines.append(f"| `{command}` ({seeds}) | {runs[0]['precision']} | "
+                     f"{' / '.join(f'{a:.2f}%' for a in accuracies)} | {statistics.mean(accuracies):.2f}% | "
+                     f"{' / '.join(f'{s:.1f}' for s in seconds)} | {statistics.mean(seconds):.1f} |")
+    return lines
+
+
+def compute_table(result: dict) -> list[str]:
+    """Each of our runs' forward FLOPs per image (torch's flop counter) and training throughput (3x that per image,
+    times the images a second), against the machine's fp32 peak where it is known."""
+    peak = result["machine"].get("fp32_peak")
+    runs = [("`experiment=fast`", result["pairs"]["fast"]), ("`experiment=fast device.precision=fp32`",
+                                                             result["pairs"]["fast_fp32"])]
+    runs += [(f"`{command}`", r) for command, r in result["everyday"].items()]
+    runs += [("`experiment=best`", [result["best"]])] if "best" in result else []
+    lines = ["| run | precision | MFLOPs per image (forward) | GFLOP/s in training | of the fp32 peak |",
+             "|---|---|---|---|---|"]
+    for name, metrics in runs:
+        speed = statistics.median(m["train_gflops_per_s"] for m in metrics)
+        share = (f"{100 * speed / peak['gflops']:.0f}%" if peak and metrics[0]["precision"].startswith("fp32")
+                 else "n/a")
+        lines.append(f"| {name} | {metrics[0]['precision']} | {metrics[0]['flops_per_image'] / 1e6:.2f} | "
+                     f"{speed:.1f} | {share} |")
+    lines.append("")
+    lines.append(f"fp32 peak: {peak['gflops']:.1f} GFLOP/s, {peak['how']}." if peak else
+                 "fp32 peak: unknown for this CPU (give it with --peak-gflops).")
+    return lines
+
+
+def fixed_costs_line(costs: dict) -> str:
+    seeds = ",".join(str(seed) for seed in range(costs["jobs"]))
+    return (f"Fixed costs: `python -m mnist_exp -m experiment=fast seed={seeds}` (the basic "
+            f"launcher) took {costs['sweep_s']:.1f} s for {sum(costs['sweep_train_s']):.1f} s of training in its "
+            f"{costs['jobs']} jobs: **{costs['sweep_ratio']:.2f}x**. One `python -m mnist_exp experiment=fast`: "
+            f"{costs['run_s']:.1f} s for {costs['run_train_s']:.1f} s of training; `python -c \"import torch\"` alone "
+            f"{costs['import_torch_s']:.1f} s: **{costs['run_beyond_s']:.1f} s** beyond both.")
 
 
 def write_results_section(path: Path, section: str) -> None:

@@ -137,5 +137,27 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
     assert "(CPU flags: " in machine_line and "torch's kernels: " in machine_line
     assert report["pairs"]["fast"][0]["curve"][-1]["test_acc"] == fast["test/acc"]  # the curve ends at the run's test
     assert reference[0][-1]["test_acc"] >= 0.5  # the reference trained on the fake split, one epoch
+
+    # The runs most users start from, and each run's compute, as their metrics.json files have them.
+    for command in ("python -m mnist_exp", "python -m mnist_exp model=cnn optimizer=adam"):
+        [run] = report["everyday"][command]
+        metrics = read_metrics(Path(run["run_dir"]))
+        assert rows[f"| `{command}` (seed 0)"].startswith(
+            f"| `{command}` (seed 0) | {ours_precision} | {100 * metrics['test/acc']:.2f}% | ")
+        assert rows[f"| `{command}`"].startswith(f"| `{command}` | {ours_precision} | "
+                                                 f"{metrics['flops_per_image'] / 1e6:.2f} | "
+                                                 f"{metrics['train_gflops_per_s']:.1f} | ")
+    assert rows["| `experiment=fast`"].startswith(f"| `experiment=fast` | {ours_precision} | "
+                                                  f"{fast['flops_per_image'] / 1e6:.2f} | ")
+    assert ("fp32 peak: " in section) and (report["machine"]["fp32_peak"] is None) == ("fp32 peak: unknown" in section)
+
+    # Fixed costs: a real sweep of two jobs and a real single run, their training seconds from their metrics.json.
+    costs = report["fixed_costs"]
+    trained = [read_metrics(path.parent)["train_time_s"] for path in sorted((out / "sweep").glob("*/metrics.json"))]
+    assert len(trained) == 2 and costs["sweep_train_s"] == trained
+    assert costs["sweep_ratio"] == pytest.approx(costs["sweep_s"] / sum(trained)) and costs["sweep_ratio"] > 1
+    assert costs["run_train_s"] == read_metrics(out / "single_run")["train_time_s"]
+    assert f"took {costs['sweep_s']:.1f} s for {sum(trained):.1f} s of training in its 2 jobs: " \
+           f"**{costs['sweep_ratio']:.2f}x**" in section
     with Image.open(out / "benchmark.png") as image:
         image.verify()
