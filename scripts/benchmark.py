@@ -213,22 +213,28 @@ def fixed_costs(small: bool, out: Path, jobs: int) -> dict:
     `python -m mnist_exp experiment=fast`, and `python -c "import torch"`, the floor of any of them."""
     def wall(*command: str) -> float:
         started = time.perf_counter()
-        subprocess.run([sys.executable, *command], check=True, capture_output=True)
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"python {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
         return time.perf_counter() - started
 
+    def trained(run_dir: Path) -> float:
+        return json.loads((run_dir / "metrics.json").read_text())["train_time_s"]
+
     recipe = ["experiment=fast", *(SMALL if small else []), "trainer.progress=false"]
-    sweep_dir, run_dir = out / "sweep", out / "single_run"
+    sweep_dir, run_dir = (Path(tempfile.mkdtemp(prefix=prefix, dir=out)) for prefix in ("sweep_", "fast_run_"))
     sweep_s = wall("-m", "mnist_exp", "-m", *recipe, f"seed={','.join(map(str, range(jobs)))}",
                    f"hydra.sweep.dir={sweep_dir}")
-    sweep_trained = [json.loads(path.read_text())["train_time_s"] for path in sorted(sweep_dir.glob("*/metrics.json"))]
+    sweep_trained = [trained(path.parent) for path in sorted(sweep_dir.glob("*/metrics.json"))]
     run_s = wall("-m", "mnist_exp", *recipe, f"hydra.run.dir={run_dir}")
-    run_trained = json.loads((run_dir / "metrics.json").read_text())["train_time_s"]
     torch_s = wall("-c", "import torch")
-    result = {"jobs": jobs, "sweep_s": sweep_s, "sweep_train_s": sweep_trained, "sweep_ratio": sweep_s / sum(sweep_trained),
-              "run_s": run_s, "run_train_s": run_trained, "import_torch_s": torch_s,
-              "run_beyond_s": run_s - run_trained - torch_s}
-    print(f"  sweep of {jobs}: {sweep_s:.1f} s for {sum(sweep_trained):.1f} s of training ({result['sweep_ratio']:.2f}x); "
-          f"one run: {run_s:.1f} s for {run_trained:.1f} s of training, import torch {torch_s:.1f} s", flush=True)
+    result = {"jobs": jobs, "sweep_dir": str(sweep_dir), "sweep_s": sweep_s, "sweep_train_s": sweep_trained,
+              "sweep_ratio": sweep_s / sum(sweep_trained), "run_dir": str(run_dir), "run_s": run_s,
+              "run_train_s": trained(run_dir), "import_torch_s": torch_s,
+              "run_beyond_s": run_s - trained(run_dir) - torch_s}
+    print(f"  sweep of {jobs}: {sweep_s:.1f} s for {sum(sweep_trained):.1f} s of training "
+          f"({result['sweep_ratio']:.2f}x); one run: {run_s:.1f} s for {result['run_train_s']:.1f} s of training, "
+          f"import torch {torch_s:.1f} s", flush=True)
     return result
 
 

@@ -153,10 +153,11 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
 
     # Fixed costs: a real sweep of two jobs and a real single run, their training seconds from their metrics.json.
     costs = report["fixed_costs"]
-    trained = [read_metrics(path.parent)["train_time_s"] for path in sorted((out / "sweep").glob("*/metrics.json"))]
+    trained = [read_metrics(path.parent)["train_time_s"]
+               for path in sorted(Path(costs["sweep_dir"]).glob("*/metrics.json"))]
     assert len(trained) == 2 and costs["sweep_train_s"] == trained
     assert costs["sweep_ratio"] == pytest.approx(costs["sweep_s"] / sum(trained)) and costs["sweep_ratio"] > 1
-    assert costs["run_train_s"] == read_metrics(out / "single_run")["train_time_s"]
+    assert costs["run_train_s"] == read_metrics(Path(costs["run_dir"]))["train_time_s"]
     assert f"took {costs['sweep_s']:.1f} s for {sum(trained):.1f} s of training in its 2 jobs: " \
            f"**{costs['sweep_ratio']:.2f}x**" in section
     with Image.open(out / "benchmark.png") as image:
