@@ -168,11 +168,15 @@ class TestCurve(Callback):
             self.check(trainer)
 
 
+def recipe(name: str | None) -> list[str]:
+    """`experiment=<name>`'s override; none for the default run (None)."""
+    return [f"experiment={name}"] if name else []
+
+
 def compose_recipe(name: str | None, small: bool, extra: list[str] = ()):
     """The config of `experiment=<name>` (None: the default run) on the reference's device, with ``extra``."""
-    recipe = [f"experiment={name}"] if name else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*recipe, *SAME_DEVICE, *(SMALL if small else []), *extra])
+        return compose("config", overrides=[*recipe(name), *SAME_DEVICE, *(SMALL if small else []), *extra])
 
 
 def ours(name: str | None, small: bool, out: Path, extra: tuple[str, ...] = ()) -> dict:
@@ -185,7 +189,7 @@ def ours(name: str | None, small: bool, out: Path, extra: tuple[str, ...] = ()) 
     curve = TestCurve(job.loaders["test"], every_log=name == "fast")
     job.trainer.callbacks.append(curve)
     curve.started = time.perf_counter()
-    metrics = fit_and_test(job, [*([f"experiment={name}"] if name else []), *extra])
+    metrics = fit_and_test(job, [*recipe(name), *extra])
     seconds = metrics["train_time_s"] - curve.checking_s
     if curve.every_log:  # its checks ran inside the training phases, whose images a second metrics.json counts
         phases_s = job.trainer.state.train_phase_s
@@ -224,19 +228,19 @@ def fixed_costs(small: bool, out: Path, jobs: int) -> dict:
     def trained(run_dir: Path) -> float:
         return json.loads((run_dir / "metrics.json").read_text())["train_time_s"]
 
-    recipe = ["experiment=fast", *(SMALL if small else []), "trainer.progress=false"]
+    fast = ["experiment=fast", *(SMALL if small else []), "trainer.progress=false"]
     sweep_dir, run_dir = (Path(tempfile.mkdtemp(prefix=prefix, dir=out)) for prefix in ("sweep_", "fast_run_"))
-    sweep_s = wall("-m", "mnist_exp", "-m", *recipe, f"seed={','.join(map(str, range(jobs)))}",
+    sweep_s = wall("-m", "mnist_exp", "-m", *fast, f"seed={','.join(map(str, range(jobs)))}",
                    f"hydra.sweep.dir={sweep_dir}")
     sweep_trained = [trained(path.parent) for path in sorted(sweep_dir.glob("*/metrics.json"))]
-    run_s = wall("-m", "mnist_exp", *recipe, f"hydra.run.dir={run_dir}")
+    run_s = wall("-m", "mnist_exp", *fast, f"hydra.run.dir={run_dir}")
+    run_trained = trained(run_dir)
     torch_s = wall("-c", "import torch")
     result = {"jobs": jobs, "sweep_dir": str(sweep_dir), "sweep_s": sweep_s, "sweep_train_s": sweep_trained,
               "sweep_ratio": sweep_s / sum(sweep_trained), "run_dir": str(run_dir), "run_s": run_s,
-              "run_train_s": trained(run_dir), "import_torch_s": torch_s,
-              "run_beyond_s": run_s - trained(run_dir) - torch_s}
+              "run_train_s": run_trained, "import_torch_s": torch_s, "run_beyond_s": run_s - run_trained - torch_s}
     print(f"  sweep of {jobs}: {sweep_s:.1f} s for {sum(sweep_trained):.1f} s of training "
-          f"({result['sweep_ratio']:.2f}x); one run: {run_s:.1f} s for {result['run_train_s']:.1f} s of training, "
+          f"({result['sweep_ratio']:.2f}x); one run: {run_s:.1f} s for {run_trained:.1f} s of training, "
           f"import torch {torch_s:.1f} s", flush=True)
     return result
 
