@@ -117,6 +117,8 @@ def test_mlflow_holds_the_params_scalars_pictures_record_and_status(tracked):
     assert {"metrics.json", "config/config.yaml", "config/overrides.yaml", *FIGURES} <= artifacts
     saved = client.download_artifacts(run.info.run_id, "metrics.json", str(tracked.parent))
     assert json.loads(Path(saved).read_text()) == metrics
+    stored = Path(client.download_artifacts(run.info.run_id, "test/confusion_matrix.png", str(tracked.parent / "got")))
+    assert stored.read_bytes() == (tracked / "confusion_matrix.png").read_bytes()  # the run's file as it is
 
 
 def test_a_sweeps_jobs_are_the_runs_of_one_experiment_named_after_it(tmp_path, monkeypatch, capsys):

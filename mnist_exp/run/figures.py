@@ -1,8 +1,8 @@
 """The pictures of a run's end: the confusion matrix, test images with their predictions, the learning curves.
 
-Each is drawn once and goes both to TensorBoard (through the tracker) and to a PNG in the run directory. They are
-drawn with PIL into pixel arrays: the four take a few hundredths of a second, where matplotlib's import alone takes
-a second or more, and a sweep draws them for every job. Sizes and colours are matplotlib's defaults (100 pixels an
+Each is drawn and encoded once, into a PNG in the run directory, whose bytes the trackers store (TensorBoard's
+image event, MLflow's artifact). They are drawn with PIL into pixel arrays: the four take a few hundredths of a
+second, where matplotlib's import alone takes a second or more, and a sweep draws them for every job. Sizes and colours are matplotlib's defaults (100 pixels an
 inch, its Blues colour map, tab:green, C0 and C1), so they look as a matplotlib user expects.
 """
 
@@ -175,7 +175,7 @@ def curves_figure(history: list[dict[str, float]]) -> np.ndarray:
 def write_final_figures(tracker, run_dir: str | Path, *, test_images: torch.Tensor,
                         true: torch.Tensor, pred: torch.Tensor, class_names: list[str],
                         history: list[dict[str, float]], step: int) -> dict[str, Path]:
-    """The end-of-run pictures, each to TensorBoard and as a PNG in run_dir; returns {name: png path}."""
+    """The end-of-run pictures, each as a PNG in run_dir and then to the trackers; returns {name: png path}."""
     run_dir = Path(run_dir)
     test_images, true, pred = test_images.cpu(), true.cpu(), pred.cpu()
     wrong = (true != pred).nonzero().flatten()
@@ -200,7 +200,8 @@ def write_final_figures(tracker, run_dir: str | Path, *, test_images: torch.Tens
     paths = {}
     for name, (tag, rgb) in figures.items():
         paths[name] = run_dir / f"{name}.png"
-        tracker.image(tag, rgb, step=step)
-        Image.fromarray(rgb).save(paths[name], format="png", compress_level=1)  # as picture_summary's
+        # zlib's fastest level: a run's four pictures encode in 0.05 s instead of 0.08 s, the files 16% larger
+        Image.fromarray(rgb).save(paths[name], format="png", compress_level=1)
+        tracker.image(tag, paths[name], step=step)
     tracker.flush()
     return paths

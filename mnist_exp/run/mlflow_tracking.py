@@ -20,8 +20,6 @@ import shlex
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mnist_exp.errors import first_line
 from mnist_exp.run.tracking import TrackedRun, Tracker
 from mnist_exp.runs import METRICS_FILE, Status, atomic_file, hyperparameters
@@ -118,9 +116,11 @@ class MlflowTracker(Tracker):
         """The final metrics not already among the scalars (best_val/acc): the runs table sorts by them."""
         self.scalars({key: value for key, value in metrics.items() if key not in self.logged_keys}, step)
 
-    def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
-        self.attempt(f"store the picture {tag}",
-                     lambda: self.client.log_image(self.run_id, rgb, artifact_file=f"{tag}.png"))
+    def image(self, tag: str, png: Path, step: int = 0) -> None:
+        """The file as the artifact <tag>.png (the figures' files are named after their tags' last part)."""
+        folder = str(Path(tag).parent)
+        self.attempt(f"store the picture {tag}", lambda: self.client.log_artifact(
+            self.run_id, str(png), artifact_path=None if folder == "." else folder))
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []

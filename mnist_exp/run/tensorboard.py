@@ -8,15 +8,13 @@ validation loss in one chart, train and validation accuracy in another (``CURVES
 The figures themselves are drawn by ``mnist_exp.run.figures``.
 """
 
-import io
 import shlex
+import struct
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
-from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
@@ -85,9 +83,8 @@ class TensorBoardTracker(Tracker):
         grid = make_grid(images, nrow=nrow, padding=2, pad_value=0.5)  # grey lines between the black digits
         self.writer.add_image(tag, grid, step)
 
-    def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
-        """An RGB picture, uint8 [H, W, 3] (a rendered figure)."""
-        self.writer.file_writer.add_summary(picture_summary(tag, rgb), step)
+    def image(self, tag: str, png: Path, step: int = 0) -> None:
+        self.writer.file_writer.add_summary(picture_summary(tag, png.read_bytes()), step)
 
     def flush(self) -> None:
         self.writer.flush()
@@ -99,11 +96,9 @@ class TensorBoardTracker(Tracker):
         return "TensorBoard", f"tensorboard --logdir {self.run_dir}"
 
 
-def picture_summary(tag: str, rgb: np.ndarray) -> Summary:
-    """The image event ``SummaryWriter.add_image`` writes, less its same-size resample, and its PNG at zlib's fastest
-    level: a run's four pictures encode in 0.05 s instead of 0.08 s, the files 16% larger."""
-    png = io.BytesIO()
-    Image.fromarray(rgb).save(png, format="png", compress_level=1)
-    height, width, channels = rgb.shape
-    picture = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue())
+def picture_summary(tag: str, png: bytes) -> Summary:
+    """The image event ``SummaryWriter.add_image`` writes for an RGB picture, holding the given PNG as it is (add_image
+    would decode, resample and encode it again)."""
+    width, height = struct.unpack(">II", png[16:24])  # from the IHDR chunk, which every PNG starts with
+    picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
     return Summary(value=[Summary.Value(tag=tag, image=picture)])

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 
@@ -33,8 +32,8 @@ class Tracker:
     def images(self, tag: str, images: torch.Tensor, step: int = 0, nrow: int = 8) -> None:
         """A grid of images: uint8 [N, H, W], or [N, C, H, W] uint8 or float in 0..1."""
 
-    def image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
-        """A picture, uint8 [H, W, 3] (a figure)."""
+    def image(self, tag: str, png: Path, step: int = 0) -> None:
+        """A picture (a figure), already written as an RGB PNG file: each tracker stores those bytes as they are."""
 
     def flush(self) -> None: ...
 
