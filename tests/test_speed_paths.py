@@ -15,6 +15,7 @@ from mnist_exp.data import TensorLoader
 from mnist_exp.data.augment import affine_images
 from mnist_exp.data.datasets import fake
 from mnist_exp.data.loader import model_input
+from mnist_exp.registry import OPTIMIZERS
 from mnist_exp.run.tta import ViewAveraged, scale_image, shift_image
 from mnist_exp.run.models import cnn
 from mnist_exp.run.runtime import use_bf16
@@ -222,3 +223,23 @@ def test_auto_precision_is_bf16_on_the_cpu_only_where_it_has_bf16_instructions()
     cpu = torch.device("cpu")
     assert use_bf16("auto", cpu) == bool(flags & {"avx512_bf16", "amx_tile"})
     assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_cpu_optimizers_take_torchs_fused_kernel_and_step_as_its_loop_does(name):
+    def trained(fused: bool | None) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = cnn(10, width=4)
+        params = list(model.parameters())
+        optimizer = (OPTIMIZERS.build({"name": name, "lr": 0.01}, params) if fused
+                     else OPTIMIZERS.build({"name": name, "lr": 0.01}, [{"params": params}]))  # a group: torch's loop
+        assert optimizer.defaults["fused"] is fused
+        x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+        for _ in range(5):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return [p.detach() for p in params]
+
+    for fused_param, loop_param in zip(trained(True), trained(None), strict=True):
+        torch.testing.assert_close(fused_param, loop_param)
