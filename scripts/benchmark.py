@@ -19,7 +19,8 @@ and `best` experiments, in one run, on the same device (the CPU, where the refer
 (g) fixed costs: the whole command of `python -m mnist_exp -m experiment=fast seed=0,...,5` and of one `fast` run,
     wall clock, against the seconds of training their metrics.json files record, and `import torch` alone;
 (h) start-up, both measured from the kernel's start time of the process, neither including its exit: to the first
-    batch of `python -m mnist_exp experiment=fast`, and to the end of `import torch, torchvision`.
+    batch of `python -m mnist_exp experiment=fast` (the fixed costs' run is the first of them), and to the end of
+    `import torch` and of `import torch, torchvision` (one process, read twice).
 
 Only training counts as seconds. The test accuracy is measured at checkpoints outside the timed region: the
 reference every quarter epoch, fast every ``trainer.log_interval`` steps, best after each epoch (without its
@@ -214,31 +215,52 @@ def everyday(small: bool, out: Path, seeds: list[int]) -> dict:
     return runs
 
 
-def fixed_costs(small: bool, out: Path, jobs: int) -> dict:
+SINCE_START = "from mnist_exp.run.runtime import seconds_since_process_start as s; print(s())"
+
+
+def imports(repeats: int) -> dict:
+    """Seconds from the process's start to the end of `import torch`, then of `import torchvision` (the fewest of
+    ``repeats`` processes): the floor of any command of ours."""
+    command = [sys.executable, "-c", f"import torch; {SINCE_START}; import torchvision; {SINCE_START}"]
+    readings = [subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()
+                for _ in range(repeats)]
+    return {"torch_s": min(float(torch_s) for torch_s, _ in readings),
+            "torch_torchvision_s": min(float(both_s) for _, both_s in readings)}
+
+
+def first_batch_s(output: str) -> float | None:
+    """The seconds the app's "First batch ... after the process started" line gives, if ``output`` has it."""
+    for line in output.splitlines():
+        if "First batch" in line and "after the process started" in line:
+            return float(line.split("First batch")[1].split()[0])
+    return None
+
+
+def fixed_costs(small: bool, out: Path, jobs: int, imported: dict) -> dict:
     """Wall-clock seconds of whole commands against the seconds of training their metrics.json files record:
-    `python -m mnist_exp -m experiment=fast seed=0,1,...` (the basic launcher, ``jobs`` jobs), one
-    `python -m mnist_exp experiment=fast`, and `python -c "import torch"`, the floor of any of them."""
-    def wall(*command: str) -> float:
+    `python -m mnist_exp -m experiment=fast seed=0,1,...` (the basic launcher, ``jobs`` jobs) and one
+    `python -m mnist_exp experiment=fast`, whose floor is `import torch` (``imported``)."""
+    def wall(*command: str) -> tuple[float, str]:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, *command], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"python {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-        return time.perf_counter() - started
+        return time.perf_counter() - started, done.stdout + done.stderr
 
     def trained(run_dir: Path) -> float:
         return json.loads((run_dir / "metrics.json").read_text())["train_time_s"]
 
     fast = ["experiment=fast", *(SMALL if small else []), "trainer.progress=false"]
     sweep_dir, run_dir = (Path(tempfile.mkdtemp(prefix=prefix, dir=out)) for prefix in ("sweep_", "fast_run_"))
-    sweep_s = wall("-m", "mnist_exp", "-m", *fast, f"seed={','.join(map(str, range(jobs)))}",
-                   f"hydra.sweep.dir={sweep_dir}")
+    sweep_s, _ = wall("-m", "mnist_exp", "-m", *fast, f"seed={','.join(map(str, range(jobs)))}",
+                      f"hydra.sweep.dir={sweep_dir}")
     sweep_trained = [trained(path.parent) for path in sorted(sweep_dir.glob("*/metrics.json"))]
-    run_s = wall("-m", "mnist_exp", *fast, f"hydra.run.dir={run_dir}")
-    run_trained = trained(run_dir)
-    torch_s = wall("-c", "import torch")
+    run_s, output = wall("-m", "mnist_exp", *fast, f"hydra.run.dir={run_dir}")
+    run_trained, torch_s = trained(run_dir), imported["torch_s"]
     result = {"jobs": jobs, "sweep_dir": str(sweep_dir), "sweep_s": sweep_s, "sweep_train_s": sweep_trained,
               "sweep_ratio": sweep_s / sum(sweep_trained), "run_dir": str(run_dir), "run_s": run_s,
-              "run_train_s": run_trained, "import_torch_s": torch_s, "run_beyond_s": run_s - run_trained - torch_s}
+              "run_train_s": run_trained, "run_first_batch_s": first_batch_s(output), "import_torch_s": torch_s,
+              "run_beyond_s": run_s - run_trained - torch_s}
     print(f"  sweep of {jobs}: {sweep_s:.1f} s for {sum(sweep_trained):.1f} s of training "
           f"({result['sweep_ratio']:.2f}x); one run: {run_s:.1f} s for {run_trained:.1f} s of training, "
           f"import torch {torch_s:.1f} s", flush=True)
@@ -342,29 +364,23 @@ def overhead(small: bool, out: Path, repeats: int) -> dict:
             "trainer_epoch_s": statistics.median(p[1] for p in measured), "ratio": ratio, "pairs": measured}
 
 
-SINCE_START = "from mnist_exp.run.runtime import seconds_since_process_start as s; print(s())"
-
-
-def startup(small: bool, out: Path, repeats: int) -> dict:
+def startup(small: bool, out: Path, repeats: int, first_run_s: float, imported: dict) -> dict:
     """Seconds from the kernel's start of the process to the first batch of a real `python -m mnist_exp` (which it
-    logs, reading the same clock), against the same clock read right after `import torch, torchvision`."""
+    logs, reading the same clock; the fewest of ``first_run_s``, the fixed costs' run, and ``repeats - 1`` more),
+    against the same clock read right after `import torch, torchvision` (``imported``)."""
     def first_batch(run_dir: Path) -> float:
         command = [sys.executable, "-m", "mnist_exp", "experiment=fast", *(SMALL if small else []),
                    "trainer.progress=false", f"hydra.run.dir={run_dir}"]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in process.stdout:
-            if "First batch" in line and "after the process started" in line:
+            if (seconds := first_batch_s(line)) is not None:
                 process.terminate()  # stops after that batch; the rest is not start-up
                 process.communicate()
-                return float(line.split("First batch")[1].split()[0])
+                return seconds
         raise RuntimeError(f"{' '.join(command)} ended before its first batch")
 
-    def imports() -> float:
-        command = [sys.executable, "-c", f"import torch, torchvision; {SINCE_START}"]
-        return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
-
-    imported = min(imports() for _ in range(repeats))
-    first = min(first_batch(out / f"startup_{i}") for i in range(repeats))
+    imported = imported["torch_torchvision_s"]
+    first = min([first_run_s, *(first_batch(out / f"startup_{i}") for i in range(1, repeats))])
     print(f"  start-up: first batch after {first:.2f} s; torch and torchvision imported after {imported:.2f} s",
           flush=True)
     return {"first_batch_s": first, "import_torch_torchvision_s": imported, "overhead_s": first - imported}
@@ -404,11 +420,13 @@ def main() -> None:
     print("The default run and model=cnn optimizer=adam:", flush=True)
     result["everyday"] = everyday(args.small, args.out, [0] if args.small else [0, 1, 2])
     print("Fixed costs:", flush=True)
-    result["fixed_costs"] = fixed_costs(args.small, args.out, 2 if args.small else 6)
+    imported = imports(1 if args.small else 3)
+    result["fixed_costs"] = fixed_costs(args.small, args.out, 2 if args.small else 6, imported)
     print("Overhead:", flush=True)
     result["overhead"] = overhead(args.small, args.out, 1 if args.small else args.repeats)
     print("Start-up:", flush=True)
-    result["startup"] = startup(args.small, args.out, 1 if args.small else 3)
+    result["startup"] = startup(args.small, args.out, 1 if args.small else 3,
+                                result["fixed_costs"]["run_first_batch_s"], imported)
     table = report(result)
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2))
     (args.out / "benchmark.md").write_text(table + "\n")

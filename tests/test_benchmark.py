@@ -165,6 +165,11 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
     assert len(trained) == 2 and costs["sweep_train_s"] == trained
     assert costs["sweep_ratio"] == pytest.approx(costs["sweep_s"] / sum(trained)) and costs["sweep_ratio"] > 1
     assert costs["run_train_s"] == read_metrics(Path(costs["run_dir"]))["train_time_s"]
+    # That run's first batch, as its log has it, is the start-up's (--small: one run).
+    log = (Path(costs["run_dir"]) / "train.log").read_text()
+    assert f"First batch {costs['run_first_batch_s']:.2f} s after the process started" in log
+    assert report["startup"]["first_batch_s"] == costs["run_first_batch_s"]
+    assert 0 < costs["import_torch_s"] < report["startup"]["import_torch_torchvision_s"] < costs["run_first_batch_s"]
     assert f"took {costs['sweep_s']:.1f} s for {sum(trained):.1f} s of training in its 2 jobs: " \
            f"**{costs['sweep_ratio']:.2f}x**" in section
     with Image.open(out / "benchmark.png") as image:
