@@ -134,8 +134,6 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_to_the_same_result(u
     assert same_result(read_metrics(job), read_metrics(uninterrupted))
 
 
-
-
 # The case: validation accuracy peaks at epoch 3 of 4, after a first best at epoch 1.
 BEST_LATE = ("dataset=fake", "model=vgg_cnn", "trainer.epochs=4", "trainer.deterministic=true", "scheduler=none",
              "optimizer.lr=0.1", "device=cpu", "device.threads=1")

@@ -219,8 +219,6 @@ def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, t
     return raw_dir
 
 
-
-
 # The four files of an MNIST-like dataset, uncompressed, as torchvision's datasets read them from <root>/<Class>/raw.
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
