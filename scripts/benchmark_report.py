@@ -194,7 +194,8 @@ def fixed_costs_line(costs: dict) -> str:
             f"launcher) took {costs['sweep_s']:.1f} s for {sum(costs['sweep_train_s']):.1f} s of training in its "
             f"{costs['jobs']} jobs: **{costs['sweep_ratio']:.2f}x**. One `python -m mnist_exp experiment=fast`: "
             f"{costs['run_s']:.1f} s for {costs['run_train_s']:.1f} s of training; `import torch` alone done "
-            f"{costs['import_torch_s']:.1f} s after its process started: **{costs['run_beyond_s']:.1f} s** beyond both.")
+            f"{costs['import_torch_s']:.1f} s after its process started: **{costs['run_beyond_s']:.1f} s** beyond "
+            "both.")
 
 
 def write_results_section(path: Path, section: str) -> None:

@@ -2,8 +2,9 @@
 
 Each is drawn and encoded once, into a PNG in the run directory, whose bytes the trackers store (TensorBoard's
 image event, MLflow's artifact). They are drawn with PIL into pixel arrays: the four take a few hundredths of a
-second, where matplotlib's import alone takes a second or more, and a sweep draws them for every job. Sizes and colours are matplotlib's defaults (100 pixels an
-inch, its Blues colour map, tab:green, C0 and C1), so they look as a matplotlib user expects.
+second, where matplotlib's import alone takes a second or more, and a sweep draws them for every job. Sizes and
+colours are matplotlib's defaults (100 pixels an inch, its Blues colour map, tab:green, C0 and C1), so they look as
+a matplotlib user expects.
 """
 
 from __future__ import annotations
