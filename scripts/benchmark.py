@@ -379,11 +379,11 @@ def startup(small: bool, out: Path, repeats: int, first_run_s: float, imported: 
                 return seconds
         raise RuntimeError(f"{' '.join(command)} ended before its first batch")
 
-    imported = imported["torch_torchvision_s"]
+    imported_s = imported["torch_torchvision_s"]
     first = min([first_run_s, *(first_batch(out / f"startup_{i}") for i in range(1, repeats))])
-    print(f"  start-up: first batch after {first:.2f} s; torch and torchvision imported after {imported:.2f} s",
+    print(f"  start-up: first batch after {first:.2f} s; torch and torchvision imported after {imported_s:.2f} s",
           flush=True)
-    return {"first_batch_s": first, "import_torch_torchvision_s": imported, "overhead_s": first - imported}
+    return {"first_batch_s": first, "import_torch_torchvision_s": imported_s, "overhead_s": first - imported_s}
 
 
 def main() -> None:
