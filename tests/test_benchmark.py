@@ -169,7 +169,7 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
     log = (Path(costs["run_dir"]) / "train.log").read_text()
     assert f"First batch {costs['run_first_batch_s']:.2f} s after the process started" in log
     assert report["startup"]["first_batch_s"] == costs["run_first_batch_s"]
-    assert 0 < costs["import_torch_s"] < report["startup"]["import_torch_torchvision_s"] < costs["run_first_batch_s"]
+    assert 0 < costs["import_torch_s"] < report["startup"]["import_torch_torchvision_s"]  # one process, read twice
     assert f"took {costs['sweep_s']:.1f} s for {sum(trained):.1f} s of training in its 2 jobs: " \
            f"**{costs['sweep_ratio']:.2f}x**" in section
     with Image.open(out / "benchmark.png") as image:
