@@ -56,6 +56,7 @@ from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run.runtime import place_model, set_cpu_threads, use_bf16
 from mnist_exp.run.tensorboard import TensorBoardTracker
 from mnist_exp.run.trainer import LoopSettings, Trainer, autocast_context
+from mnist_exp.runs import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_report import END, START, machine, plot, report, seconds_to, write_results_section  # noqa: E402,F401
@@ -248,7 +249,7 @@ def fixed_costs(small: bool, out: Path, jobs: int, imported: dict) -> dict:
         return time.perf_counter() - started, done.stdout + done.stderr
 
     def trained(run_dir: Path) -> float:
-        return json.loads((run_dir / "metrics.json").read_text())["train_time_s"]
+        return read_metrics(run_dir, strict=True)["train_time_s"]
 
     fast = ["experiment=fast", *(SMALL if small else []), "trainer.progress=false"]
     sweep_dir, run_dir = (Path(tempfile.mkdtemp(prefix=prefix, dir=out)) for prefix in ("sweep_", "fast_run_"))
@@ -256,10 +257,12 @@ def fixed_costs(small: bool, out: Path, jobs: int, imported: dict) -> dict:
                       f"hydra.sweep.dir={sweep_dir}")
     sweep_trained = [trained(path.parent) for path in sorted(sweep_dir.glob("*/metrics.json"))]
     run_s, output = wall("-m", "mnist_exp", *fast, f"hydra.run.dir={run_dir}")
-    run_trained, torch_s = trained(run_dir), imported["torch_s"]
+    run_trained, torch_s, run_first_s = trained(run_dir), imported["torch_s"], first_batch_s(output)
+    if run_first_s is None:  # the start-up's first reading
+        raise RuntimeError(f"python -m mnist_exp {' '.join(fast)} logged no first batch")
     result = {"jobs": jobs, "sweep_dir": str(sweep_dir), "sweep_s": sweep_s, "sweep_train_s": sweep_trained,
               "sweep_ratio": sweep_s / sum(sweep_trained), "run_dir": str(run_dir), "run_s": run_s,
-              "run_train_s": run_trained, "run_first_batch_s": first_batch_s(output), "import_torch_s": torch_s,
+              "run_train_s": run_trained, "run_first_batch_s": run_first_s, "import_torch_s": torch_s,
               "run_beyond_s": run_s - run_trained - torch_s}
     print(f"  sweep of {jobs}: {sweep_s:.1f} s for {sum(sweep_trained):.1f} s of training "
           f"({result['sweep_ratio']:.2f}x); one run: {run_s:.1f} s for {run_trained:.1f} s of training, "
