@@ -25,14 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tiny tensors on a 2-core machine that also runs the subprocesses: one thread is faster and steadier.
-torch.set_num_threads(1)
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny tensors on a 2-core machine that also runs the subprocesses: one thread is faster and steadier.
+
+    Set here, where tests run, and torch imported only then: make test's controlling process, which runs no test,
+    starts its workers without first importing torch (2 s)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -109,8 +115,10 @@ def count_colour(pixels: np.ndarray, colour, tolerance: int = 2) -> int:
     return int((np.abs(pixels - np.asarray(colour)).max(axis=-1) <= tolerance).sum())
 
 
-def read_events(run_dir: Path) -> EventAccumulator:
-    """The run's TensorBoard events, every value kept (the default keeps a sample)."""
+def read_events(run_dir: Path):
+    """The run's TensorBoard events (an EventAccumulator), every value kept (the default keeps a sample)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     return events
@@ -152,6 +160,8 @@ def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nt
 def torch_settings_kept():
     """A run in this process sets torch's threads and (trainer.deterministic) its deterministic mode: put them back,
     so the tests after it in this worker run as conftest set them."""
+    import torch
+
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         yield
