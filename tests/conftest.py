@@ -42,14 +42,16 @@ def one_torch_thread():
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files with the most slow tests first (make test: --dist loadfile --no-loadscope-reorder keeps this order).
+    """The files with the most slow tests first, then those of most tests (make test: --dist loadfile
+    --no-loadscope-reorder keeps this order).
 
     make test gives each of its workers whole files, in the order collected. xdist on its own starts with the
     files of most tests, which are mostly quick ones, and leaves files of a few long tests (real MNIST, killed
     processes) for the end, where one worker runs them while the other waits. Each file's tests keep their order.
     """
     slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])  # a stable sort: the rest stays in name order
+    tests = collections.Counter(item.path for item in items)
+    items.sort(key=lambda item: (-slow[item.path], -tests[item.path]))  # a stable sort: ties stay in name order
 
 
 def run_module(module: str, *args: str, cwd: Path, outputs: Path | None = None, expect_ok: bool = True,
