@@ -124,23 +124,22 @@ def builder_schema(registry: Registry, name: str) -> type:
 
 # The builders whose schemas are in the ConfigStore: a process that calls main() again (a user's script, the tests)
 # stores them again only when a builder was registered or replaced since.
-STORED_BUILDERS: list[tuple[str, str, Any]] = []
+STORED_BUILDERS: list[tuple[Registry, str, Any]] = []
 
 
 def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
-    builders = [(registry.kind, name, registry.get(name)) for registry in REGISTRIES for name in registry.names()]
+    builders = [(registry, name, registry.get(name)) for registry in REGISTRIES for name in registry.names()]
     if builders == STORED_BUILDERS:
         return
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
-    for registry in REGISTRIES:
-        for name in registry.names():
-            schema = builder_schema(registry, name)
-            store.store(group=f"schema/{registry.kind}", name=name, node=schema)
-            if not (CONF_DIR / registry.kind / f"{name}.yaml").exists():
-                # A builder registered in a user's own module is an option of its group with its defaults.
-                store.store(group=registry.kind, name=name, node=schema if named(registry) else {name: schema})
+    for registry, name, _ in builders:
+        schema = builder_schema(registry, name)
+        store.store(group=f"schema/{registry.kind}", name=name, node=schema)
+        if not (CONF_DIR / registry.kind / f"{name}.yaml").exists():
+            # A builder registered in a user's own module is an option of its group with its defaults.
+            store.store(group=registry.kind, name=name, node=schema if named(registry) else {name: schema})
     STORED_BUILDERS[:] = builders
 
 
