@@ -126,6 +126,11 @@ def builder_schema(registry: Registry, name: str) -> type:
 # stores them again only when a builder was registered or replaced since.
 STORED_BUILDERS: list[tuple[Registry, str, Any]] = []
 
+# Hydra 1.3 deep-copies its config repository for each composition, and with it the ConfigStore singleton that
+# holds these ~40 schemas: a tenth of every composition, half of `--help` (which composes 160 times). Hydra's main
+# branch reads the one live ConfigStore instead (facebookresearch/hydra#2928, in no 1.3 release); so does this.
+ConfigStore.__deepcopy__ = lambda self, memo: self
+
 
 def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
