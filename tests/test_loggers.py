@@ -7,6 +7,7 @@ stopped by a signal or talking to a server (slow). A browser's view of the store
 
 import contextlib
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -21,7 +22,10 @@ import yaml
 from conftest import free_port, read_events, read_metrics, run_captured, run_dirs, run_main, wait_for_http
 from mnist_exp.runs import flatten_config, hyperparameters
 
-mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[mlflow]'")
+# MLflow is imported where a test reads what a run logged: importing it takes 2 s, which make test's other worker,
+# collecting this file but running none of it, need not pay.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
+                                reason="the mlflow extra is not installed: pip install -e '.[mlflow]'")
 
 SMALL = ("dataset=fake", "trainer.epochs=2", "trainer.log_interval=1", "device=cpu", "device.threads=1")
 FIGURES = ("curves.png", "test/confusion_matrix.png", "test/misclassified.png", "test/predictions.png")
@@ -32,15 +36,21 @@ def store_of(outputs: Path) -> str:
     return f"sqlite:///{outputs}/mlflow.db"
 
 
+def mlflow_client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
 def mlflow_runs(tracking_uri: str, experiment: str) -> list:
-    client = mlflow.MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None, [e.name for e in client.search_experiments()]
     return client.search_runs([found.experiment_id], order_by=["attributes.run_name"])
 
 
 def history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, key)]
+    return [(m.step, m.value) for m in mlflow_client(tracking_uri).get_metric_history(run_id, key)]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -111,7 +121,7 @@ def test_mlflow_holds_the_params_scalars_pictures_record_and_status(tracked):
         assert history(store, run.info.run_id, tag) == [(e.step, pytest.approx(e.value)) for e in events.Scalars(tag)]
     metrics = read_metrics(tracked)
     assert run.data.metrics["best_val/acc"] == metrics["best_val/acc"]
-    client = mlflow.MlflowClient(store)
+    client = mlflow_client(store)
     artifacts = {item.path for folder in ("", "test", "config")
                  for item in client.list_artifacts(run.info.run_id, folder)}
     assert {"metrics.json", "config/config.yaml", "config/overrides.yaml", *FIGURES} <= artifacts
