@@ -126,9 +126,10 @@ def builder_schema(registry: Registry, name: str) -> type:
 # stores them again only when a builder was registered or replaced since.
 STORED_BUILDERS: list[tuple[Registry, str, Any]] = []
 
-# Hydra 1.3 deep-copies its config repository for each composition, and with it the ConfigStore singleton that
-# holds these ~40 schemas: a tenth of every composition, half of `--help` (which composes 160 times). Hydra's main
-# branch reads the one live ConfigStore instead (facebookresearch/hydra#2928, in no 1.3 release); so does this.
+# Hydra 1.3 deep-copies its config repository for each composition and each listing of a group's options, and with
+# it the ConfigStore singleton that holds these ~40 schemas: a tenth of a composition, half of `--help` (160
+# listings). Hydra's main branch reads the one live ConfigStore instead (facebookresearch/hydra#2928, in no 1.3
+# release); so does this.
 ConfigStore.__deepcopy__ = lambda self, memo: self
 
 
