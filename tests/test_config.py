@@ -73,7 +73,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     # a per-option schema, derived from the builder's arguments
     ("model.widht=8", "Key 'widht' not in 'model_cnn_schema'\n    full_key: model.widht",
      "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width, stem_width, "
-     "in_channels, image_size, dropout."),
+     "in_channels, image_size, dropout, stem_norm."),
     ("optimizer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float\n    full_key: optimizer.lr",
      "optimizer.lr=fast is not a number: give a number, e.g. optimizer.lr=0.5."),
     # an enum

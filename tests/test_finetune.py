@@ -51,7 +51,8 @@ def test_another_number_of_classes_gets_a_new_classifier_and_says_so(trained, tm
 def test_weights_that_do_not_fit_are_one_line(trained, tmp_path, monkeypatch, capsys):
     code, _, err = run_main(*SMALL, "model.width=8", f"init_from={trained}", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
-    advice = "model=cnn model.width=4 model.stem_width=null model.in_channels=1 model.image_size=28 model.dropout=0.0"
+    advice = ("model=cnn model.width=4 model.stem_width=null model.in_channels=1 model.image_size=28 model.dropout=0.0 "
+              "model.stem_norm=true")
     assert code == 1 and err.strip() == (
         f"init_from={trained}: its weights do not fit this model (0.0.weight is [4, 1, 5, 5] there, [8, 1, 5, 5] "
         f"here). It was trained as {advice}; give the same model and sizes.")

@@ -242,6 +242,9 @@ def test_the_cnn_strides_at_once_and_shrinks_its_maps_without_padding():
     assert [type(m) for m in model[1]] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]  # pooled before its norm
     narrow_stem = MODELS.build({"name": "cnn", "width": 12, "stem_width": 8}, 10)
     assert [block[0].out_channels for block in narrow_stem[:3]] == [8, 24, 48]
+    no_stem_norm = MODELS.build({"name": "cnn", "width": 12, "stem_width": 8, "stem_norm": False}, 10)
+    assert [type(m) for m in no_stem_norm[0]] == [nn.Conv2d, nn.ReLU] and no_stem_norm[0][0].bias is not None
+    assert [type(m) for m in narrow_stem[0]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] and narrow_stem[0][0].bias is None
     bigger = MODELS.build({"name": "cnn", "width": 8, "image_size": 32}, 10)
     assert bigger(torch.zeros(2, 1, 32, 32)).shape == (2, 10) and bigger[-1].in_features == 32 * 4 * 4
     with pytest.raises(UserError, match=r"^model.image_size=16 is too small for the cnn's convs: give at least 17\.$"):
