@@ -149,8 +149,7 @@ def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list
     log-softmax, as they train with NLL loss: cross-entropy of log-probabilities is the same loss.
     Each pool comes right after its conv, before the ReLU (they commute: the same output), so the ReLU, and
     with ``batch_norm`` a batch norm before it, see a quarter of the pixels: on a CPU these memory-bound
-    layers cost about as much as the convs. ``experiment=fast`` is tuomaso/train_mnist_fast's net (channels
-    24/32, kernels 5/3, hidden 256) with its first conv strided instead of pooled, and batch norm.
+    layers cost about as much as the convs.
     """
     if not len(channels) == len(kernel_sizes) == len(strides) == len(pool):
         raise UserError(f"model.channels, model.kernel_sizes, model.strides and model.pool need one entry per conv "
