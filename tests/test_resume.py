@@ -5,6 +5,7 @@ resumes and the refusals run in this process.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main
-from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 from mnist_exp.run.prechecks import run_dir_lock
 
 
@@ -188,8 +189,28 @@ def test_a_refused_resume_changes_nothing_of_the_run(best_late, tmp_path, monkey
     assert code == 1
     assert err.splitlines() == [
         f"Checkpoint {best_late}/checkpoints/last.pt was trained with a different config (model.width: 24 -> 16). "
-        "Resume with the run's own overrides (see its .hydra/overrides.yaml)."]
+        "Resume with the run's own overrides (see its .hydra/overrides.yaml) and model.width=24."]
     assert snapshot(best_late) == before  # .hydra/ (the file the error points to), metrics.json, events: all as they were
+
+
+def test_a_run_saved_before_a_key_existed_ran_with_its_default_and_resumes_as_advised(best_late, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A key added to a builder since a run was saved held the builder's default in that run; where a recipe now
+    sets it otherwise, the refusal names the value that gives the run back."""
+    old_run = tmp_path / "old_run"
+    shutil.copytree(best_late, old_run)
+    last = old_run / "checkpoints" / "last.pt"
+    checkpoint = load_checkpoint(last)
+    del checkpoint["config"]["model"]["pool_before_norm"]  # vgg_cnn's key; BEST_LATE runs its default, true
+    save_checkpoint(last, checkpoint)
+    code, _, err = run_main(*BEST_LATE, "model.pool_before_norm=false", f"hydra.run.dir={old_run}", "resume=true",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"Checkpoint {last} was trained with a different config (model.pool_before_norm: True -> False). Resume with "
+        "the run's own overrides (see its .hydra/overrides.yaml) and model.pool_before_norm=true."]
+    out = run(*BEST_LATE, "model.pool_before_norm=true", f"hydra.run.dir={old_run}", "resume=true", cwd=tmp_path,
+              monkeypatch=monkeypatch, capsys=capsys)  # the advice as it stands
+    assert f"The run in {old_run} is complete (test accuracy " in out
 
 
 def test_resuming_a_completed_run_says_so_and_changes_nothing(best_late, tmp_path, monkeypatch, capsys):

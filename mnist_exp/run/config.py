@@ -122,6 +122,23 @@ def builder_schema(registry: Registry, name: str) -> type:
     return make_dataclass(f"{registry.kind}_{name}_schema", fields)
 
 
+UNKNOWN = object()
+
+
+def builder_default(saved: dict, key: str) -> Any:
+    """What ``key`` (``model.stem_norm``) held in a run whose saved config predates it: the default of the builder
+    that config names; ``UNKNOWN`` for a key of no builder."""
+    group, _, name = key.partition(".")
+    registry = next((registry for registry in REGISTRIES if registry.kind == group and named(registry)), None)
+    node = saved.get(group)
+    if registry is None or not isinstance(node, dict) or node.get("name") not in registry:
+        return UNKNOWN
+    parameter = config_parameters(registry.get(node["name"])).get(name)
+    if parameter is None:
+        return UNKNOWN
+    return list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+
+
 # The builders whose schemas are in the ConfigStore: a process that calls main() again (a user's script, the tests)
 # stores them again only when a builder was registered or replaced since.
 STORED_BUILDERS: list[tuple[Registry, str, Any]] = []

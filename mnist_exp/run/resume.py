@@ -15,15 +15,17 @@ import logging
 import shlex
 import signal
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.config import UNKNOWN, builder_default
 from mnist_exp.errors import UserError
-from mnist_exp.runs import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, Status, flatten_config, last_checkpoint, read_metrics,
-                            run_status, without_keys, without_resume, write_metrics)
+from mnist_exp.runs import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, Status, as_override, flatten_config, last_checkpoint,
+                            read_metrics, run_status, without_keys, without_resume, write_metrics)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
 log = logging.getLogger("mnist_exp")
@@ -122,12 +124,31 @@ def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -
 
 
 def refuse_another_config(path: Path, saved: dict, config: dict) -> None:
-    changed = changed_keys(saved, config)
+    """Refuse a checkpoint of another config, saying how to resume it as it ran.
+
+    The run's own overrides give back its config unless the config files changed since; then, and where the
+    user's overrides differ in a few keys, the advice also names the value each changed key had.
+    """
+    before, after = flatten_config(saved), flatten_config(config)
+    for key in after.keys() - before.keys():  # a key added since the run was saved: it ran with the default
+        before[key] = builder_default(saved, key)
+    changed = sorted(key for key in before.keys() | after.keys()
+                     if before.get(key) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE))
+    if not changed:
+        return
     # Name the biggest difference first: a different model explains its other keys.
-    changed.sort(key=lambda change: not change.startswith(("model.name:", "dataset.name:")))
-    if changed:
-        raise UserError(f"Checkpoint {path} was trained with a different config ({'; '.join(changed[:4])}). "
-                        "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
+    changed.sort(key=lambda key: key not in ("model.name", "dataset.name"))
+    shown = "; ".join(f"{key}: {shown_value(before.get(key))} -> {shown_value(after.get(key))}" for key in changed[:4])
+    advice = "Resume with the run's own overrides (see its .hydra/overrides.yaml)"
+    # Set back on the command line: a key with a known value there and a place here, that chooses no group option.
+    if len(changed) <= 4 and all(before.get(key, UNKNOWN) is not UNKNOWN and key in after
+                                 and not key.endswith(".name") for key in changed):
+        advice += " and " + shlex.join(as_override(key, before[key]) for key in changed)
+    raise UserError(f"Checkpoint {path} was trained with a different config ({shown}). {advice}.")
+
+
+def shown_value(value: Any) -> str:
+    return "(not in that config)" if value is UNKNOWN else str(value)
 
 
 def best_epoch_of(path: Path) -> int | None:
@@ -136,13 +157,6 @@ def best_epoch_of(path: Path) -> int | None:
         return load_checkpoint(path)["epoch"] if path.exists() else None
     except UserError:
         return None
-
-
-def changed_keys(saved: dict, current: dict) -> list[str]:
-    """'model.width: 16 -> 32' for each setting that changes what is trained."""
-    before, after = flatten_config(saved), flatten_config(current)
-    return [f"{key}: {before.get(key)} -> {after.get(key)}" for key in sorted(before.keys() | after.keys())
-            if before.get(key) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE)]
 
 
 def resume_command(run_dir: Path, overrides: list[str]) -> str:
