@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import run_main
-from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 
 SMALL = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device=cpu", "device.threads=1")
 # Adam moves each weight by about lr a step: at 1e-9, the fine-tuned run ends where it started.
@@ -59,6 +59,12 @@ def test_weights_that_do_not_fit_are_one_line(trained, tmp_path, monkeypatch, ca
     code, _, err = run_main(*SMALL, *advice.split(), f"init_from={trained}", f"hydra.run.dir={tmp_path / 'advised'}",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err  # the advice, typed as it stands, runs
+    old = load_checkpoint(trained / "checkpoints" / "best.pt")
+    del old["config"]["model"]["stem_norm"]  # a checkpoint saved before the cnn had the key: it ran with its default
+    save_checkpoint(tmp_path / "old.pt", old)
+    code, _, err = run_main(*SMALL, "model.width=8", f"init_from={tmp_path / 'old.pt'}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.strip().endswith(f"It was trained as {advice}; give the same model and sizes.")
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     code, _, err = run_main(*SMALL, f"init_from={tmp_path / 'notes.pt'}", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
