@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main
+from mnist_exp.errors import UserError
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 from mnist_exp.run.prechecks import run_dir_lock
+from mnist_exp.run.resume import refuse_another_config
 
 
 # Dropout, shift augmentation and a weight average: every random draw and every state a resume must restore.
@@ -220,6 +222,20 @@ def test_resuming_a_completed_run_says_so_and_changes_nothing(best_late, tmp_pat
     assert f"The run in {best_late} is complete (test accuracy " in out
     assert "Resumed from" not in out and "epoch 1/4" not in out  # nothing trained again
     assert snapshot(best_late) == before  # no second event file, no re-test
+
+
+def test_in_a_sweep_the_refusal_says_that_a_restored_value_runs_the_jobs_again(tmp_path):
+    """A sweep's overrides name its jobs' directories: a value added to resume one as it ran makes new jobs."""
+    saved = {"seed": 0, "model": {"name": "cnn", "width": 12}}  # saved before the cnn had stem_norm
+    now = {"seed": 0, "model": {"name": "cnn", "width": 12, "stem_norm": False}}
+    with pytest.raises(UserError) as refused:
+        refuse_another_config(tmp_path / "last.pt", saved, now, in_sweep=True)
+    assert str(refused.value) == (
+        f"Checkpoint {tmp_path / 'last.pt'} was trained with a different config (model.stem_norm: True -> False). "
+        "Resume with the sweep's own overrides (see its multirun.yaml). Where those are yours, the config files have "
+        "changed since it ran: with model.stem_norm=true added the sweep runs its jobs again as they ran, each in a "
+        "new directory named with it.")
+    refuse_another_config(tmp_path / "last.pt", saved, {**now, "model": {**now["model"], "stem_norm": True}})
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
         return None
     last = last_checkpoint(run_dir)
     if last.exists():
-        refuse_another_config(last, load_checkpoint(last)["config"], config)
+        refuse_another_config(last, load_checkpoint(last)["config"], config, in_sweep)
     elif set(read_run_overrides(run_dir)) != set(without_resume(overrides)):
         raise UserError(f"{run_dir} holds a completed run of other overrides than {without_resume(overrides)}. "
                         "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
@@ -96,13 +96,13 @@ def requeued(run_dir: Path) -> bool:
             and run_status(run_dir) not in (Status.COMPLETED, Status.FAILED))
 
 
-def load_resumable(path: Path, config: dict) -> dict:
+def load_resumable(path: Path, config: dict, in_sweep: bool = False) -> dict:
     """The checkpoint at ``path``, refused unless it is a last.pt of this config: checked before anything is built."""
     checkpoint = load_checkpoint(path)
     if checkpoint["kind"] != "last":
         raise UserError(f"{path} is a {checkpoint['kind']}.pt: it holds the weights, not the training state. "
                         f"Continue from the run's checkpoints/last.pt.")
-    refuse_another_config(path, checkpoint["config"], config)
+    refuse_another_config(path, checkpoint["config"], config, in_sweep)
     return checkpoint
 
 
@@ -123,11 +123,12 @@ def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -
             checkpoints.save_best(trainer.best_weights, state.best_epoch)
 
 
-def refuse_another_config(path: Path, saved: dict, config: dict) -> None:
+def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool = False) -> None:
     """Refuse a checkpoint of another config, saying how to resume it as it ran.
 
     The run's own overrides give back its config unless the config files changed since; then, and where the
-    user's overrides differ in a few keys, the advice also names the value each changed key had.
+    user's overrides differ in a few keys, the advice also names the value each changed key had. A sweep's
+    overrides name its jobs' directories, so there such a value makes new jobs, and the advice says so.
     """
     before, after = flatten_config(saved), flatten_config(config)
     for key in after.keys() - before.keys():  # a key added since the run was saved: it ran with the default
@@ -139,11 +140,15 @@ def refuse_another_config(path: Path, saved: dict, config: dict) -> None:
     # Name the biggest difference first: a different model explains its other keys.
     changed.sort(key=lambda key: key not in ("model.name", "dataset.name"))
     shown = "; ".join(f"{key}: {shown_value(before.get(key))} -> {shown_value(after.get(key))}" for key in changed[:4])
-    advice = "Resume with the run's own overrides (see its .hydra/overrides.yaml)"
+    advice = ("Resume with the sweep's own overrides (see its multirun.yaml)" if in_sweep
+              else "Resume with the run's own overrides (see its .hydra/overrides.yaml)")
     # Set back on the command line: a key with a known value there and a place here, that chooses no group option.
     if len(changed) <= 4 and all(before.get(key, UNKNOWN) is not UNKNOWN and key in after
                                  and not key.endswith(".name") for key in changed):
-        advice += " and " + shlex.join(as_override(key, before[key]) for key in changed)
+        restore = shlex.join(as_override(key, before[key]) for key in changed)
+        advice += (f". Where those are yours, the config files have changed since it ran: with {restore} added the "
+                   "sweep runs its jobs again as they ran, each in a new directory named with it" if in_sweep
+                   else f" and {restore}")
     raise UserError(f"Checkpoint {path} was trained with a different config ({shown}). {advice}.")
 
 
