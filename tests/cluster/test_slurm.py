@@ -149,9 +149,10 @@ def test_scontrol_requeue_mid_epoch_continues_from_that_batch_to_the_uninterrupt
 def test_two_time_limit_requeues_end_with_the_uninterrupted_result(tmp_path, uninterrupted_long):
     sweep_dir = tmp_path / "sweep"
     uninterrupted = uninterrupted_long
-    # USR2 comes signal_delay_s before the one-minute limit; SLURM may send it up to a minute early.
+    # USR2 comes signal_delay_s before the one-minute limit; SLURM may send it up to a minute early. A start then
+    # trains 10-25 s, so the run takes 4-6 starts: submitit may requeue it up to 8 times.
     sweep = start_sweep(sweep_dir, *LONG, "hydra.launcher.timeout_min=1",
-                        "hydra.launcher.signal_delay_s=50", "hydra.launcher.max_num_timeout=5",
+                        "hydra.launcher.signal_delay_s=50", "hydra.launcher.max_num_timeout=8",
                         "+hydra.launcher.additional_parameters.requeue=true")
     job = wait_for(lambda: job_id(sweep_dir), "the job to be submitted", process=sweep)
     log = job_log(sweep_dir, job)
