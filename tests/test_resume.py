@@ -224,18 +224,19 @@ def test_resuming_a_completed_run_says_so_and_changes_nothing(best_late, tmp_pat
     assert snapshot(best_late) == before  # no second event file, no re-test
 
 
-def test_in_a_sweep_the_refusal_says_that_a_restored_value_runs_the_jobs_again(tmp_path):
+def test_in_a_sweep_the_refusal_says_that_a_restored_value_runs_the_jobs_again(best_late, tmp_path):
     """A sweep's overrides name its jobs' directories: a value added to resume one as it ran makes new jobs."""
-    saved = {"seed": 0, "model": {"name": "cnn", "width": 12}}  # saved before the cnn had stem_norm
-    now = {"seed": 0, "model": {"name": "cnn", "width": 12, "stem_norm": False}}
+    ran = load_checkpoint(best_late / "checkpoints" / "last.pt")["config"]
+    saved = {**ran, "model": {key: value for key, value in ran["model"].items() if key != "pool_before_norm"}}
+    now = {**ran, "model": {**ran["model"], "pool_before_norm": False}}  # a recipe that now sets it otherwise
     with pytest.raises(UserError) as refused:
         refuse_another_config(tmp_path / "last.pt", saved, now, in_sweep=True)
     assert str(refused.value) == (
-        f"Checkpoint {tmp_path / 'last.pt'} was trained with a different config (model.stem_norm: True -> False). "
-        "Resume with the sweep's own overrides (see its multirun.yaml). Where those are yours, the config files have "
-        "changed since it ran: with model.stem_norm=true added the sweep runs its jobs again as they ran, each in a "
-        "new directory named with it.")
-    refuse_another_config(tmp_path / "last.pt", saved, {**now, "model": {**now["model"], "stem_norm": True}})
+        f"Checkpoint {tmp_path / 'last.pt'} was trained with a different config (model.pool_before_norm: True -> "
+        "False). Resume with the sweep's own overrides (see its multirun.yaml). Where those are yours, the config "
+        "files have changed since it ran: with model.pool_before_norm=true added the sweep runs its jobs again as "
+        "they ran, each in a new directory named with it.")
+    refuse_another_config(tmp_path / "last.pt", saved, ran, in_sweep=True)  # the run's own config: accepted
 
 
 @pytest.mark.slow

@@ -54,7 +54,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     bf16 = use_bf16(cfg.device.precision.value, device)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
-    resumed = load_resumable(resume_from, config, in_sweep) if resume_from is not None else None  # refused before the build
+    # Refused before anything is built.
+    resumed = load_resumable(resume_from, config, in_sweep) if resume_from is not None else None
     log.info("Run directory: %s", run_dir)
     taken = [given for given, claimed in CLAIMED_RUN_DIRS.items() if Path(claimed) == run_dir and claimed != given]
     if taken:

@@ -122,21 +122,16 @@ def builder_schema(registry: Registry, name: str) -> type:
     return make_dataclass(f"{registry.kind}_{name}_schema", fields)
 
 
-UNKNOWN = object()
-
-
-def builder_default(saved: dict, key: str) -> Any:
-    """What ``key`` (``model.stem_norm``) held in a run whose saved config predates it: the default of the builder
-    that config names; ``UNKNOWN`` for a key of no builder."""
-    group, _, name = key.partition(".")
-    registry = next((registry for registry in REGISTRIES if registry.kind == group and named(registry)), None)
-    node = saved.get(group)
-    if registry is None or not isinstance(node, dict) or node.get("name") not in registry:
-        return UNKNOWN
-    parameter = config_parameters(registry.get(node["name"])).get(name)
-    if parameter is None:
-        return UNKNOWN
-    return list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+def with_builder_defaults(config: dict) -> dict:
+    """A saved config with the keys its builders have gained since at their defaults: what that run ran with."""
+    filled = dict(config)
+    for registry in REGISTRIES:
+        node = config.get(registry.kind)
+        if named(registry) and isinstance(node, dict) and node.get("name") in registry:
+            parameters = config_parameters(registry.get(node["name"])).items()
+            filled[registry.kind] = {**node, **{key: list(p.default) if isinstance(p.default, tuple) else p.default
+                                                for key, p in parameters if key not in node}}
+    return filled
 
 
 # The builders whose schemas are in the ConfigStore: a process that calls main() again (a user's script, the tests)

@@ -10,8 +10,8 @@ import logging
 from torch import nn
 
 from mnist_exp.errors import UserError
-from mnist_exp.registry import MODELS, config_parameters
 from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
+from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.runs import as_override
 
 log = logging.getLogger("mnist_exp")
@@ -38,10 +38,7 @@ def load_initial_weights(model: nn.Module, init_from: str, num_classes: int) -> 
                + [f"{key} is {list(weights[key].shape)} there, {list(own[key].shape)} here" for key in differ
                   if key not in replaced])
     if misfits:
-        trained_as = checkpoint["config"]["model"]
-        if trained_as["name"] in MODELS:  # keys added to its builder since held their defaults in that run
-            defaults = config_parameters(MODELS.get(trained_as["name"]))
-            trained_as = {**trained_as, **{key: p.default for key, p in defaults.items() if key not in trained_as}}
+        trained_as = with_builder_defaults(checkpoint["config"])["model"]
         raise UserError(f"init_from={init_from}: its weights do not fit this model ({misfits[0]}). It was trained as "
                         + " ".join(as_override(f"model.{key}", value) for key, value in trained_as.items()).replace(
                             "model.name=", "model=") + "; give the same model and sizes.")

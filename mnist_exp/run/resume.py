@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import load_checkpoint
-from mnist_exp.run.config import UNKNOWN, builder_default
+from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.runs import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, Status, as_override, flatten_config, last_checkpoint,
                             read_metrics, run_status, without_keys, without_resume, write_metrics)
@@ -123,6 +123,9 @@ def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -
             checkpoints.save_best(trainer.best_weights, state.best_epoch)
 
 
+UNKNOWN = object()  # a key the saved config lacks and no builder defines
+
+
 def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool = False) -> None:
     """Refuse a checkpoint of another config, saying how to resume it as it ran.
 
@@ -130,21 +133,19 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
     user's overrides differ in a few keys, the advice also names the value each changed key had. A sweep's
     overrides name its jobs' directories, so there such a value makes new jobs, and the advice says so.
     """
-    before, after = flatten_config(saved), flatten_config(config)
-    for key in after.keys() - before.keys():  # a key added since the run was saved: it ran with the default
-        before[key] = builder_default(saved, key)
+    before, after = flatten_config(with_builder_defaults(saved)), flatten_config(config)
     changed = sorted(key for key in before.keys() | after.keys()
-                     if before.get(key) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE))
+                     if before.get(key, UNKNOWN) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE))
     if not changed:
         return
     # Name the biggest difference first: a different model explains its other keys.
     changed.sort(key=lambda key: key not in ("model.name", "dataset.name"))
-    shown = "; ".join(f"{key}: {shown_value(before.get(key))} -> {shown_value(after.get(key))}" for key in changed[:4])
+    shown = "; ".join(f"{key}: {shown_value(before.get(key, UNKNOWN))} -> {shown_value(after.get(key))}"
+                      for key in changed[:4])
     advice = ("Resume with the sweep's own overrides (see its multirun.yaml)" if in_sweep
               else "Resume with the run's own overrides (see its .hydra/overrides.yaml)")
     # Set back on the command line: a key with a known value there and a place here, that chooses no group option.
-    if len(changed) <= 4 and all(before.get(key, UNKNOWN) is not UNKNOWN and key in after
-                                 and not key.endswith(".name") for key in changed):
+    if len(changed) <= 4 and all(key in before and key in after and not key.endswith(".name") for key in changed):
         restore = shlex.join(as_override(key, before[key]) for key in changed)
         advice += (f". Where those are yours, the config files have changed since it ran: with {restore} added the "
                    "sweep runs its jobs again as they ran, each in a new directory named with it" if in_sweep
