@@ -112,9 +112,10 @@ def test_two_array_tasks_share_one_study(store, tmp_path, request):
 def test_the_trial_of_a_killed_worker_on_slurm_is_retried_by_the_next(postgres, tmp_path):
     from mnist_exp.sweeps.trial import open_storage
 
-    longer = ("hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", "dataset.num_train=16384",
-              "trainer.epochs=3")
-    first = submit(tmp_path, "first.out", search_command(POSTGRES, postgres, tmp_path / "a", *longer))
+    one_trial = ("hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1")
+    # The first worker's trial trains long past its first epoch, so the kill always lands mid-trial.
+    first = submit(tmp_path, "first.out", search_command(POSTGRES, postgres, tmp_path / "a", *one_trial,
+                                                         "dataset.num_train=16384", "trainer.epochs=200"))
     wait_for(lambda: next((tmp_path / "a").glob("*/checkpoints/last.pt"), None), "the first worker's first epoch")
     # SIGKILL, as the kernel's OOM killer or a lost node ends a job (scancel sends SIGTERM first, and the worker
     # then fails its trial itself): no tell, no record.
@@ -123,7 +124,7 @@ def test_the_trial_of_a_killed_worker_on_slurm_is_retried_by_the_next(postgres, 
     study = optuna.load_study(study_name=postgres, storage=open_storage(POSTGRES))
     assert [trial.state.name for trial in study.trials] == ["RUNNING"]
     time.sleep(2.5)  # past the grace period, two heartbeat intervals
-    second = submit(tmp_path, "second.out", search_command(POSTGRES, postgres, tmp_path / "b", *longer))
+    second = submit(tmp_path, "second.out", search_command(POSTGRES, postgres, tmp_path / "b", *one_trial))
     assert wait_until_ended([second]) == ["COMPLETED"], (tmp_path / "second.out").read_text()[-3000:]
     killed, retried = optuna.load_study(study_name=postgres, storage=open_storage(POSTGRES)).trials
     assert killed.state.name == "FAIL" and retried.state.name == "COMPLETE"
