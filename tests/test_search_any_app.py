@@ -241,9 +241,10 @@ def test_the_trial_of_a_killed_worker_is_failed_and_retried_by_the_next(tmp_path
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     search = ("-m", "hydra/sweeper=optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
               "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.n_trials=1", "optimizer.lr=interval(0.001,0.1)",
-              "dataset=fake", "dataset.num_train=8192", "model.width=8", "trainer.epochs=2", "device=cpu",
-              "device.threads=1")
-    first = subprocess.Popen([sys.executable, "-m", "mnist_exp", *search, f"hydra.sweep.dir={tmp_path / 'a'}"],
+              "dataset=fake", "dataset.num_train=8192", "model.width=8", "device=cpu", "device.threads=1")
+    # The first worker's trial trains long past its first epoch, so the kill always lands mid-trial.
+    first = subprocess.Popen([sys.executable, "-m", "mnist_exp", *search, "trainer.epochs=20",
+                              f"hydra.sweep.dir={tmp_path / 'a'}"],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 120
@@ -255,7 +256,7 @@ def test_the_trial_of_a_killed_worker_is_failed_and_retried_by_the_next(tmp_path
     study = optuna.load_study(study_name="shared", storage=storage)
     assert [trial.state.name for trial in study.trials] == ["RUNNING"]
     time.sleep(2.5)  # past the grace period, two heartbeat intervals
-    run_module("mnist_exp", *search, f"hydra.sweep.dir={tmp_path / 'b'}", cwd=tmp_path)
+    run_module("mnist_exp", *search, "trainer.epochs=2", f"hydra.sweep.dir={tmp_path / 'b'}", cwd=tmp_path)
     killed, retried = optuna.load_study(study_name="shared", storage=storage).trials
     assert killed.state.name == "FAIL" and retried.state.name == "COMPLETE"
     assert retried.params == killed.params
