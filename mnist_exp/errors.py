@@ -97,19 +97,22 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         hint = " Options such as -m go before the overrides: python -m mnist_exp -m key=a,b ..." if stranded else ""
         return f"python -m mnist_exp: {found['message']}.{hint} See --help."
     # A single option names the group's options; an option in a list (logger=[a,b]) does not: conf/ has them.
-    if found := re.search(r"Could not (?P<how>find|load) '(?P<group>[\w/]+)/(?P<option>[^']+)'", text):
+    if found := re.search(r"Could not (?P<how>find|load) '(?P<group>[\w/]+)/(?P<option>[^']*)'", text):
         group, option = found["group"], found["option"]
         options = (re.findall(r"^\t(\S+)$", text, re.M) if found["how"] == "find"
                    else sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
-        return (f"{group}={option}: there is no such option.{did_you_mean(option, options)} "
+        problem = "there is no such option." if option else "give it one of its options."
+        return (f"{group}={option}: {problem}{did_you_mean(option, options)} "
                 f"Options of {group}: {', '.join(options)}.")
     if (found := re.search(r"Could not override '(?P<key>logger\.(?P<name>\w+)\.[^']+)'", text)) and \
             f"Key '{found['name']}' is not in struct" in text:
         return (f"{found['key']} is a key of the {found['name']} logger, which this run does not use: choose it too, "
                 f"e.g. logger=[tensorboard,{found['name']}] {found['key']}=...")
     if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
-        keys, parent = key_names(found["type"]), full_key[1].rpartition(".")[0]
-        return (f"Unknown key '{full_key[1]}'.{did_you_mean(full_key[1], [f'{parent}.{k}'.lstrip('.') for k in keys])}"
+        keys, (parent, _, key) = key_names(found["type"]), full_key[1].rpartition(".")
+        close = get_close_matches(key, keys, n=1, cutoff=0.6)  # the key alone: a long shared parent matches anything
+        suggestion = f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
+        return (f"Unknown key '{full_key[1]}'.{suggestion}"
                 + (f" The keys of {parent or 'the config'}: {', '.join(keys)}." if keys else ""))
     if (found := re.search(r"Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<type>\w+)", text)
             or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:

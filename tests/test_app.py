@@ -155,6 +155,25 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["model=cnn", "-m", "model.width=8,16"], "python -m mnist_exp: unrecognized arguments: model.width=8,16. Options "
                                               "such as -m go before the overrides: python -m mnist_exp -m key=a,b ... "
                                               "See --help."),
+    (["model=cnn,mlp"], "model=cnn,mlp is a sweep: add -m to run one job for each value (python -m mnist_exp -m "
+                        "model=cnn,mlp ...)."),
+    (["trainer.epochs=1,2"], "trainer.epochs=1,2 is a sweep: add -m to run one job for each value (python -m mnist_exp "
+                             "-m trainer.epochs=1,2 ...); a key that takes a list takes it in brackets: "
+                             "trainer.epochs=[1,2]."),
+    (["model.width=interval(4,8)"], "model.width=interval(4,8) is a sweep sampled by a search: python -m mnist_exp -m "
+                                    "hydra/sweeper=optuna model.width=interval(4,8) ..."),
+    (["model=[cnn,mlp]"], "model=[cnn,mlp]: a run has one model. Give one (model=cnn), or add -m to run one job for "
+                          "each (python -m mnist_exp -m model=cnn,mlp ...)."),
+    (["model=cnn,mlp", "--cfg", "job"], "model=cnn,mlp is a sweep, and --cfg, --info and --help show one run: give "
+                                        "model one value."),
+    (["-m", "--cfg", "job"], "-m runs a sweep, and --cfg and --info show one run: leave out -m and give each swept key "
+                             "one value, the values of the job to see."),
+    (["model="], f"model=: give it one of its options. Options of model: {MODELS_LIST}."),
+    (["hydra.run.dri=x"], "Unknown key 'hydra.run.dri'. Did you mean 'hydra.run.dir'? The keys of hydra.run: dir."),
+    (["hydra.sweeper.n_trials=3"], "Unknown key 'hydra.sweeper.n_trials'. The keys of hydra.sweeper: max_batch_size, "
+                                   "params."),
+    (["resume=true"], "resume=true continues a run: point hydra.run.dir at it (hydra.run.dir=outputs/runs/<date>/<time>"
+                      "...) or give ckpt_path=<checkpoint>."),
     (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory. "
                                       "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>."),
     (["hydra.run.dir=r\u00fcn"], "Cannot read the override 'hydra.run.dir=r\u00fcn': quote a value with spaces, non-ASCII "
@@ -165,6 +184,17 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
     code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1
     assert err.splitlines() == [message]
+
+
+@pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
+                                  ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"]])
+def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
+    """Refused before Hydra makes the run's directory: the values of the composed config, then the run's."""
+    if args == ["device=cuda"] and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: device=cuda is not refused")
+    code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.parametrize("model", [["model=cnn", "model.in_channels=3"], ["model=logreg", "model.in_features=100"]])
@@ -224,11 +254,16 @@ def test_a_full_traceback_only_when_asked(tmp_path, monkeypatch, capsys):
     assert str(raised.value) == "trainer.epochs=0 is out of range: it must be at least 1."
 
 
-def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, monkeypatch, capsys):
-    code, _, err = run_main("dataset=fake", "optimizer=sgd", "optimizer.lr=1e12", "scheduler=none", "model=mlp",
+@pytest.mark.parametrize("scheduler, advice", [
+    ("none", "Lower optimizer.lr or use a warm-up schedule (scheduler=onecycle)."),
+    ("onecycle", "Lower optimizer.lr."),  # one-cycle already warms up: no advice to choose it
+])
+def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, monkeypatch, capsys, scheduler, advice):
+    code, _, err = run_main("dataset=fake", "optimizer=sgd", "optimizer.lr=1e12", f"scheduler={scheduler}", "model=mlp",
                             "trainer.log_interval=1", "device=cpu", "device.threads=1",
                             f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines()[-1].startswith("Training diverged: the loss is nan at step")
+    assert err.splitlines()[-1].endswith(f"). {advice}")
     assert "Traceback" not in err
     assert read_metrics(tmp_path / "run")["status"] == "failed"
     assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()

@@ -175,7 +175,7 @@ def test_a_kill_between_the_checkpoints_of_a_best_epoch_resumes_to_the_right_mod
     assert best["epoch"] == 3 and all(torch.equal(best["weights"][k], v) for k, v in expected["weights"].items())
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the killed write's leftover is gone
     if nth == 3:  # best.pt was one best ahead of last.pt: resume put it back, and epoch 3 wrote it again
-        assert "best.pt holds epoch 3, last.pt's best is epoch 1: best.pt rewritten from last.pt" in out
+        assert "best.pt holds epoch 3, last.pt's best is epoch 1: best.pt written from last.pt" in out
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:

@@ -136,14 +136,16 @@ def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(train
         Image.fromarray(image.numpy()).save(folder / f"{i}.png")
     (folder / "3_notes.png").write_text("not a picture")
     Image.new("L", (40, 40), 255).save(folder / "4_blank.png")
-    code, out, err = call("predict", trained, folder, "--device", "cpu", capsys=capsys)
+    missing = tmp_path / "typo.png"  # a mistyped name among the files: its line, the others still classified
+    code, out, err = call("predict", trained, missing, folder, "--device", "cpu", capsys=capsys)
     assert code == 1
     assert [line.split("\t")[0] for line in out.strip().splitlines()] == [str(folder / f"{i}.png") for i in range(3)]
     assert err.splitlines() == [
+        f"{PREDICT}: {missing} does not exist. Give image files or folders of them.",
         f"{PREDICT}: {folder / '3_notes.png'} is not an image PIL can read (UnidentifiedImageError). Give PNG or JPEG "
         "files of digits.",
         f"{PREDICT}: {folder / '4_blank.png'}: the image is blank: no digit found. Give an image with a digit in it.",
-        f"{PREDICT}: 2 of 5 files could not be classified (above); the others are."]
+        f"{PREDICT}: 3 of 6 files could not be classified (above); the others are."]
 
 
 def digit_seven(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:

@@ -106,6 +106,9 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         args, _ = parser.parse_known_args([arg for arg in argv if arg != "--version"])  # unknown words: Hydra's too
     except ValueError:
         return CommandLine((), False, True, None)
+    if args.multirun and (args.cfg or args.info):
+        raise UserError("-m runs a sweep, and --cfg and --info show one run: leave out -m and give each swept key "
+                        "one value, the values of the job to see.")
     overrides = tuple(override for override in map(parse_override, args.overrides or []) if override is not None)
     mode = [o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.mode"]
     multirun = args.multirun or (mode[-1].upper() == "MULTIRUN" if mode else False)

@@ -32,7 +32,7 @@ from mnist_exp.run.debugging import check_batch_limits
 from mnist_exp.run.loggers import check_loggers
 from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
-from mnist_exp.run.options import config_groups_help
+from mnist_exp.run.options import config_groups_help, hydra_settings_keys
 from mnist_exp.registry import (AUGMENTATIONS, DATASETS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, Registry,
                                 config_parameters)
 
@@ -268,7 +268,7 @@ def schema_keys(type_name: str) -> list[str]:
         for name in registry.names():
             if f"{registry.kind}_{name}_schema" == type_name:
                 return [*(["name"] if named(registry) else []), *config_parameters(registry.get(name))]
-    return []
+    return hydra_settings_keys(type_name)
 
 
 def check_known_keys(cfg) -> None:

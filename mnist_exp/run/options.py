@@ -2,13 +2,17 @@
 
 The list is Hydra's own, so it holds exactly what ``group=option`` composes: the YAML files in
 conf/ and in ``--config-dir``, and every builder registered in code (``register_schemas`` stores
-those without a YAML file in Hydra's ConfigStore), a user's own among them.
+those without a YAML file in Hydra's ConfigStore), a user's own among them. The keys of Hydra's own
+settings (``hydra.run``, a sweeper's, a launcher's) come from there too, for the did-you-mean of a wrong key.
 """
 
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
+from omegaconf import OmegaConf
 
 from mnist_exp.paths import CONF_DIR
 
@@ -39,3 +43,22 @@ def config_groups_help() -> str:
     loader = config_loader()
     groups = sorted(group for group in loader.list_groups("") if group not in HIDDEN_GROUPS)
     return "\n".join(f"  {group + ':':<16}{', '.join(group_options(group))}" for group in groups)
+
+
+def hydra_settings_keys(type_name: str) -> list[str]:
+    """The keys of a type of Hydra's own settings ('RunDir', 'OptunaSweeperConf'): one of hydra.conf's, or a
+    config a sweeper, launcher, sampler or pruner stored in Hydra's ConfigStore."""
+    import hydra.conf
+
+    schema = getattr(hydra.conf, type_name, None)
+    if isinstance(schema, type) and is_dataclass(schema):
+        return [f.name for f in fields(schema)]
+    store, groups = ConfigStore.instance(), ["hydra"]
+    while groups:
+        group = groups.pop()
+        for name in store.list(group):
+            if not name.endswith(".yaml"):
+                groups.append(f"{group}/{name}")
+            elif OmegaConf.get_type(node := store.load(f"{group}/{name}").node).__name__ == type_name:
+                return [key for key in node if not key.startswith("_") and key != "defaults"]
+    return []

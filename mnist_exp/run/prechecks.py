@@ -7,16 +7,20 @@ A single run given its directory by name holds it (``run_dir_lock``) while it wr
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from hydra.core.override_parser.types import Glob
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError, disk_full
+from mnist_exp.errors import UserError, disk_full, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
+from mnist_exp.run.config import REGISTRIES, check_ranges, named
 from mnist_exp.run.options import group_options
-from mnist_exp.run.runtime import restarted_by_scheduler
+from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.runs import Status, run_status
 
 try:
@@ -28,11 +32,67 @@ except ImportError:  # Windows: no advisory locks
 def check_command_line(command: CommandLine) -> None:
     """Every check below, in order; a command that only prints (``--cfg job``, ``--help``) writes nothing."""
     command.resume  # a resume=... that is not a boolean, or swept, is refused first
+    check_one_value_each(command)
     if command.prints_only:
         return
+    check_builder_names(command)
     check_output_location(command)
     check_no_overwrite(command)
     check_sweep_overrides(command)
+
+
+class CheckBeforeWriting(Callback):
+    """A single run's composed config checked before Hydra makes its directory: a value refused there leaves
+    nothing behind. (The run checks it again, and so does each job of a sweep, which records a refusal as failed.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        run = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        try:
+            check_ranges(run)
+            select_device(run.device.name.value)
+        except UserError as error:
+            if full_traceback_asked():
+                return  # the run raises it again, with its traceback (Hydra turns a callback's error into a warning)
+            release_stderr()
+            print(error, file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def check_builder_names(command: CommandLine) -> None:
+    """A builder named on the command line (``model.name=cnn``) is one the registry has (or a one-line refusal)."""
+    for registry in REGISTRIES:
+        if named(registry) and (name := command.value(f"{registry.kind}.name")) is not None:
+            registry.get(name)
+
+
+# The groups whose option is one component: a list of options (model=[cnn,mlp]) would merge several into one.
+ONE_OPTION_GROUPS = ("dataset", "model", "optimizer", "scheduler", "augment", "device")
+
+
+def check_one_value_each(command: CommandLine) -> None:
+    """Refuse, before Hydra does in words that point elsewhere, several values where a run takes one: a sweep
+    without -m, or a list of options of a group a run has one of."""
+    for override in command.overrides:
+        key, line = override.key_or_group, override.input_line
+        if override.is_sweep_override() and (command.prints_only or not command.multirun):
+            raise UserError(f"{line} is a sweep{sweep_advice(override, command)}")
+        if key in ONE_OPTION_GROUPS and isinstance(override.value(), list) and len(override.value()) > 1:
+            options = [str(option) for option in override.value()]
+            raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
+                            f"for each (python -m mnist_exp -m {key}={','.join(options)} ...).")
+
+
+def sweep_advice(override, command: CommandLine) -> str:
+    """How to run what a sweep override given without -m asks for."""
+    key, line, values = override.key_or_group, override.input_line, override.get_value_string()
+    if command.prints_only:
+        return f", and --cfg, --info and --help show one run: give {key} one value."
+    if override.is_interval_sweep():
+        return f" sampled by a search: python -m mnist_exp -m hydra/sweeper=optuna {line} ..."
+    as_list = override.is_choice_sweep() and not values.startswith("choice(") and not group_options(
+        key, command.config_dir)
+    return (f": add -m to run one job for each value (python -m mnist_exp -m {line} ...)"
+            + (f"; a key that takes a list takes it in brackets: {key}=[{values}]." if as_list else "."))
 
 
 def check_output_location(command: CommandLine) -> None:
@@ -71,6 +131,9 @@ def check_no_overwrite(command: CommandLine) -> None:
     """
     resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
     if not command.multirun:
+        if resume and run_dir is None and command.given("ckpt_path") is None and not restarted_by_scheduler():
+            raise UserError("resume=true continues a run: point hydra.run.dir at it "
+                            "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
         # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
         if not resume and run_dir and run_status(run_dir) == Status.COMPLETED and not restarted_by_scheduler():
             raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "

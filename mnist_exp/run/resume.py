@@ -118,8 +118,8 @@ def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -
         best = checkpoints.directory / BEST_CHECKPOINT
         best_epoch = best_epoch_of(best)
         if best_epoch != state.best_epoch:
-            log.info("best.pt holds epoch %s, last.pt's best is epoch %d: best.pt rewritten from last.pt",
-                     best_epoch, state.best_epoch)
+            held = "best.pt is missing or unreadable" if best_epoch is None else f"best.pt holds epoch {best_epoch}"
+            log.info("%s, last.pt's best is epoch %d: best.pt written from last.pt", held, state.best_epoch)
             checkpoints.save_best(trainer.best_weights, state.best_epoch)
 
 

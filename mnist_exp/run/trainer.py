@@ -248,12 +248,14 @@ class Trainer:
         return {"train/loss": train_loss, "train/acc": epoch_correct.item() / samples}
 
     def check_finite(self, loss: float) -> None:
-        if not math.isfinite(loss):
-            lr = self.optimizer.param_groups[0]["lr"]
-            raise UserError(
-                f"Training diverged: the loss is {loss} at step {self.state.step} (learning rate {lr:.3g}). "
-                "Lower optimizer.lr or use a warm-up schedule (scheduler=onecycle); checkpoints keep the last good epoch."
-            )
+        if math.isfinite(loss):
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        warm_up = isinstance(self.scheduler, torch.optim.lr_scheduler.OneCycleLR)  # it already starts low
+        raise UserError(
+            f"Training diverged: the loss is {loss} at step {self.state.step} (learning rate {lr:.3g}). "
+            f"Lower optimizer.lr{'.' if warm_up else ' or use a warm-up schedule (scheduler=onecycle).'}"
+        )
 
     def evaluate(self, loader, model: nn.Module | None = None, keep_predictions: bool = False) -> dict[str, Any]:
         """Loss and accuracy of ``model`` (default: the evaluated model) over a loader, in the loop's precision."""

@@ -54,6 +54,9 @@ def run(command: Callable[[argparse.Namespace], None], arguments: argparse.Argum
         return exit.code if isinstance(exit.code, int) else 1
     try:
         command(args)
+    except BrokenPipeError:  # the reader of its output stopped (| head): end quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush writes nowhere
+        return 1
     except (UserError, OSError) as error:
         if full_traceback_asked():
             raise

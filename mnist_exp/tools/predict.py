@@ -50,10 +50,8 @@ def image_files(paths: list[str]) -> list[Path]:
         path = Path(name)
         if path.is_dir():
             files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
         else:
-            raise UserError(f"{path} does not exist. Give image files or folders of them.")
+            files.append(path)  # a file, or a path that is neither: predict says so on its line
     if not files:
         raise UserError(f"No images found in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
     return files
@@ -75,6 +73,8 @@ def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
     readable, images, failed = [], [], []
     for path in files:
         try:
+            if not path.is_file():
+                raise UserError(f"{path} does not exist. Give image files or folders of them.")
             images.append(dataset_pixels(path, trained.config["dataset"], as_is))
             readable.append(path)
         except UserError as error:
