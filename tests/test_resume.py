@@ -208,7 +208,7 @@ def test_a_run_saved_before_a_key_existed_ran_with_its_default_and_resumes_as_ad
     code, _, err = run_main(*BEST_LATE, "model.pool_before_norm=false", f"hydra.run.dir={old_run}", "resume=true",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [
-        f"Checkpoint {last} was trained with a different config (model.pool_before_norm: True -> False). Resume with "
+        f"Checkpoint {last} was trained with a different config (model.pool_before_norm: true -> false). Resume with "
         "the run's own overrides (see its .hydra/overrides.yaml) and model.pool_before_norm=true."]
     out = run(*BEST_LATE, "model.pool_before_norm=true", f"hydra.run.dir={old_run}", "resume=true", cwd=tmp_path,
               monkeypatch=monkeypatch, capsys=capsys)  # the advice as it stands
@@ -232,8 +232,8 @@ def test_in_a_sweep_the_refusal_says_that_a_restored_value_runs_the_jobs_again(b
     with pytest.raises(UserError) as refused:
         refuse_another_config(tmp_path / "last.pt", saved, now, in_sweep=True)
     assert str(refused.value) == (
-        f"Checkpoint {tmp_path / 'last.pt'} was trained with a different config (model.pool_before_norm: True -> "
-        "False). Resume with the sweep's own overrides (see its multirun.yaml). Where those are yours, the config "
+        f"Checkpoint {tmp_path / 'last.pt'} was trained with a different config (model.pool_before_norm: true -> "
+        "false). Resume with the sweep's own overrides (see its multirun.yaml). Where those are yours, the config "
         "files have changed since it ran: with model.pool_before_norm=true added the sweep runs its jobs again as "
         "they ran, each in a new directory named with it.")
     refuse_another_config(tmp_path / "last.pt", saved, ran, in_sweep=True)  # the run's own config: accepted

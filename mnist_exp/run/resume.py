@@ -11,6 +11,7 @@ job continues from its last.pt, a failed or missing one runs fresh. ``hydra.outp
 keeps Hydra from rewriting the jobs' ``.hydra/``; a job that has none gets it written here.
 """
 
+import json
 import logging
 import shlex
 import signal
@@ -154,7 +155,10 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
 
 
 def shown_value(value: Any) -> str:
-    return "(not in that config)" if value is UNKNOWN else str(value)
+    """A value as the config shows it (true, null), or that the saved config lacks the key."""
+    if value is UNKNOWN:
+        return "(not in that config)"
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def best_epoch_of(path: Path) -> int | None:
