@@ -169,6 +169,10 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["-m", "--cfg", "job"], "-m runs a sweep, and --cfg and --info show one run: leave out -m and give each swept key "
                              "one value, the values of the job to see."),
     (["model="], f"model=: give it one of its options. Options of model: {MODELS_LIST}."),
+    (["model=null"], f"model=null: a run needs a model. Give it one of its options: {MODELS_LIST}."),
+    (["~model"], f"~model: a run needs a model. Give it one of its options: {MODELS_LIST}."),
+    (["debug=null"], "debug=null: a group's option is not null: ~debug removes debug's option, or give one of: "
+                     "one_batch, overfit, profile."),
     (["hydra.run.dri=x"], "Unknown key 'hydra.run.dri'. Did you mean 'hydra.run.dir'? The keys of hydra.run: dir."),
     (["hydra.sweeper.n_trials=3"], "Unknown key 'hydra.sweeper.n_trials'. The keys of hydra.sweeper: max_batch_size, "
                                    "params."),

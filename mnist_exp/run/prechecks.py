@@ -76,6 +76,13 @@ def check_one_value_each(command: CommandLine) -> None:
         key, line = override.key_or_group, override.input_line
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
             raise UserError(f"{line} is a sweep{sweep_advice(override, command)}")
+        if override.is_delete() or override.value() is None:
+            options = ", ".join(group_options(key, command.config_dir))
+            if key in ONE_OPTION_GROUPS:
+                raise UserError(f"{line}: a run needs a {key}. Give it one of its options: {options}.")
+            if options and not override.is_delete():
+                raise UserError(f"{line}: a group's option is not null: ~{key} removes {key}'s option, or give one "
+                                f"of: {options}.")
         if key in ONE_OPTION_GROUPS and isinstance(override.value(), list) and len(override.value()) > 1:
             options = [str(option) for option in override.value()]
             raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
