@@ -1,8 +1,10 @@
 """What is checked on the command line before Hydra writes anything, each check one line for the user.
 
-Every check takes the ``CommandLine`` read once by ``mnist_exp.run.command_line``: where the run
-or sweep writes, whether that would overwrite finished work, whether a sweep would run no job.
-A single run given its directory by name holds it (``run_dir_lock``) while it writes there.
+Every check takes the ``CommandLine`` read once by ``mnist_exp.run.command_line``: one value where
+a run takes one, where the run or sweep writes, whether that would overwrite finished work, whether
+a sweep would run no job. A single run given its directory by name holds it (``run_dir_lock``)
+while it writes there; its composed config's values are checked before Hydra makes its directory
+(``CheckBeforeWriting``, a Hydra callback).
 """
 
 import contextlib
@@ -12,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from hydra.core.override_parser.types import Glob
+from hydra.core.override_parser.types import Glob, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,23 +41,6 @@ def check_command_line(command: CommandLine) -> None:
     check_output_location(command)
     check_no_overwrite(command)
     check_sweep_overrides(command)
-
-
-class CheckBeforeWriting(Callback):
-    """A single run's composed config checked before Hydra makes its directory: a value refused there leaves
-    nothing behind. (The run checks it again, and so does each job of a sweep, which records a refusal as failed.)"""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        run = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        try:
-            check_ranges(run)
-            select_device(run.device.name.value)
-        except UserError as error:
-            if full_traceback_asked():
-                return  # the run raises it again, with its traceback (Hydra turns a callback's error into a warning)
-            release_stderr()
-            print(error, file=sys.stderr)
-            raise SystemExit(1) from None
 
 
 def check_builder_names(command: CommandLine) -> None:
@@ -89,7 +74,7 @@ def check_one_value_each(command: CommandLine) -> None:
                             f"for each (python -m mnist_exp -m {key}={','.join(options)} ...).")
 
 
-def sweep_advice(override, command: CommandLine) -> str:
+def sweep_advice(override: Override, command: CommandLine) -> str:
     """How to run what a sweep override given without -m asks for."""
     key, line, values = override.key_or_group, override.input_line, override.get_value_string()
     if command.prints_only:
@@ -218,3 +203,20 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
 
 class RunDirInUse(UserError):
     """The run directory is held by a run that is still going."""
+
+
+class CheckBeforeWriting(Callback):
+    """A single run's composed config checked before Hydra makes its directory: a value refused there leaves
+    nothing behind. (The run checks it again, and so does each job of a sweep, which records a refusal as failed.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        run = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        try:
+            check_ranges(run)
+            select_device(run.device.name.value)
+        except UserError as error:
+            if full_traceback_asked():
+                return  # the run raises it again, with its traceback (Hydra turns a callback's error into a warning)
+            release_stderr()
+            print(error, file=sys.stderr)
+            raise SystemExit(1) from None
