@@ -118,6 +118,12 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
             or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
         wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
         return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
+    if found := re.search(r"Cannot find primary config '(?P<name>[^']*)'", text):
+        return (f"--config-name {found['name']}: there is no such config. mnist_exp's is config: leave out "
+                "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>.")
+    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=null\s+field '[^']+' is not Optional", text):
+        return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp --cfg job shows "
+                "its default).")
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid value assigned: \w+ is "
                           r"not a ListConfig", text):
         key, value = found["key"], found["value"]

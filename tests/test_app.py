@@ -157,11 +157,10 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                               "See --help."),
     (["model=cnn,mlp"], "model=cnn,mlp is a sweep: add -m to run one job for each value (python -m mnist_exp -m "
                         "model=cnn,mlp ...)."),
-    (["trainer.epochs=1,2"], "trainer.epochs=1,2 is a sweep: add -m to run one job for each value (python -m mnist_exp "
-                             "-m trainer.epochs=1,2 ...); a key that takes a list takes it in brackets: "
-                             "trainer.epochs=[1,2]."),
+    (["trainer.epochs=range(1,3)"], "trainer.epochs=range(1,3) is a sweep: add -m to run one job for each value "
+                                    "(python -m mnist_exp -m 'trainer.epochs=range(1,3)' ...)."),
     (["model.width=interval(4,8)"], "model.width=interval(4,8) is a sweep sampled by a search: python -m mnist_exp -m "
-                                    "hydra/sweeper=optuna model.width=interval(4,8) ..."),
+                                    "hydra/sweeper=optuna 'model.width=interval(4,8)' ..."),
     (["model=[cnn,mlp]"], "model=[cnn,mlp]: a run has one model. Give one (model=cnn), or add -m to run one job for "
                           "each (python -m mnist_exp -m model=cnn,mlp ...)."),
     (["model=cnn,mlp", "--cfg", "job"], "model=cnn,mlp is a sweep, and --cfg, --info and --help show one run: give "
@@ -176,6 +175,24 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["hydra.run.dri=x"], "Unknown key 'hydra.run.dri'. Did you mean 'hydra.run.dir'? The keys of hydra.run: dir."),
     (["hydra.sweeper.n_trials=3"], "Unknown key 'hydra.sweeper.n_trials'. The keys of hydra.sweeper: max_batch_size, "
                                    "params."),
+    (["~resume"], "~resume: every key of the config is read, so none can be removed: give resume a value (python "
+                  "-m mnist_exp --cfg job shows each key's)."),
+    (["~seed"], "~seed: every key of the config is read, so none can be removed: give seed a value (python -m "
+                "mnist_exp --cfg job shows each key's)."),
+    (["seed=null"], "seed=null: seed needs a value, not null (python -m mnist_exp --cfg job shows its default)."),
+    (["hydra.run.dir="], "hydra.run.dir=: give the run a directory (hydra.run.dir=outputs/my_run), or leave it out "
+                         "for a new one."),
+    (["ckpt_path="], "ckpt_path=: give the checkpoint to continue from, or leave ckpt_path out to start fresh."),
+    (["trainer.epochs==2"], "Cannot read the override 'trainer.epochs==2': one '=' goes between key and value, e.g. "
+                            "trainer.epochs=2."),
+    (["model:cnn"], "Cannot read the override 'model:cnn': write key=value, e.g. model=cnn."),
+    (["optimizer.lr='0.1"], "Cannot read the override 'optimizer.lr='0.1': a quote in its value is not closed: close "
+                            "it, or leave the quotes out."),
+    (["optimizer.lr=[0.1"], "Cannot read the override 'optimizer.lr=[0.1': a bracket in its value is not closed."),
+    (["--resolve"], "--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
+                    "interpolations resolved."),
+    (["--config-name", "conf"], "--config-name conf: there is no such config. mnist_exp's is config: leave out "
+                                "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>."),
     (["resume=true"], "resume=true continues a run: point hydra.run.dir at it (hydra.run.dir=outputs/runs/<date>/<time>"
                       "...) or give ckpt_path=<checkpoint>."),
     (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory. "
@@ -191,14 +208,14 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
 
 
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
-                                  ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"]])
+                                  ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="]])
 def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     """Refused before Hydra makes the run's directory: the values of the composed config, then the run's."""
     if args == ["device=cuda"] and torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible: device=cuda is not refused")
     code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1
-    assert not (tmp_path / "outputs").exists()
+    assert not any(tmp_path.iterdir())  # no outputs/, nothing in the directory the run started in
 
 
 @pytest.mark.parametrize("model", [["model=cnn", "model.in_channels=3"], ["model=logreg", "model.in_features=100"]])

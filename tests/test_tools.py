@@ -377,6 +377,25 @@ def test_export_refuses_an_out_file_in_a_missing_directory(trained, tmp_path, ca
     assert call("export", trained, "--out", out, capsys=capsys) == (
         1, "", f"python -m mnist_exp.tools.export: Cannot write {out}: there is no directory {out.parent}. "
                "Create it, or give another --out.\n")
+    assert call("export", trained, "--out", tmp_path, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.export: --out {tmp_path} is a directory: give the file to write, e.g. "
+               f"{tmp_path / 'best.pt2'}.\n")
+    assert call("export", trained, "--out", tmp_path / "best.pt2", capsys=capsys)[0] == 0  # the advice, followed
+
+
+def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(trained, tmp_path, capsys):
+    two_columns = tmp_path / "two.csv"
+    two_columns.write_text("a,b\n1,2\n")
+    prefix = "python -m mnist_exp.tools.predict: "
+    assert call("predict", trained, two_columns, "--submission", tmp_path / "s.csv", "--device", "cpu",
+                capsys=capsys) == (1, "", f"{prefix}{two_columns} holds 1x1 images; this model takes 28x28 (784 pixel "
+                                         "columns, a label column before them or not).\n")
+    assert call("predict", trained, tmp_path / "seven.png", "--submission", tmp_path / "s.csv",
+                capsys=capsys) == (1, "", f"{prefix}--submission classifies one CSV file of images (Kaggle's "
+                                         f"test.csv); it was given {tmp_path / 'seven.png'}, not a .csv file.\n")
+    assert call("predict", trained, two_columns, "--submission", tmp_path, capsys=capsys) == (
+        1, "", f"{prefix}--submission {tmp_path} is a directory: give the file to write, e.g. "
+               f"{tmp_path / 'submission.csv'}.\n")
 
 
 @pytest.mark.parametrize("tool", TOOLS)

@@ -109,11 +109,34 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     if args.multirun and (args.cfg or args.info):
         raise UserError("-m runs a sweep, and --cfg and --info show one run: leave out -m and give each swept key "
                         "one value, the values of the job to see.")
+    if args.resolve and not (args.cfg or args.help):
+        raise UserError("--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
+                        "interpolations resolved.")
+    if args.experimental_rerun and not Path(args.experimental_rerun).is_file():
+        raise UserError(f"--experimental-rerun {args.experimental_rerun}: there is no such file. To run a run "
+                        "again, give the overrides in its .hydra/overrides.yaml.")
+    for text in args.overrides or []:
+        if parse_override(text) is None and (mistake := typing_mistake(text)):
+            raise UserError(f"Cannot read the override '{text}': {mistake}")
     overrides = tuple(override for override in map(parse_override, args.overrides or []) if override is not None)
     mode = [o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.mode"]
     multirun = args.multirun or (mode[-1].upper() == "MULTIRUN" if mode else False)
     prints_only = version or bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
     return CommandLine(overrides, multirun, prints_only, args.config_dir)
+
+
+def typing_mistake(text: str) -> str | None:
+    """What is mistyped in an override Hydra cannot read, and how it reads; None where it is none of these."""
+    key, equals, value = text.partition("=")
+    if not equals and ":" in text:
+        return f"write key=value, e.g. {text.replace(':', '=', 1)}."
+    if value.startswith("="):
+        return f"one '=' goes between key and value, e.g. {key}={value.lstrip('=')}."
+    if value.count("'") % 2 or value.count('"') % 2:
+        return "a quote in its value is not closed: close it, or leave the quotes out."
+    if value.count("[") != value.count("]") or value.count("(") != value.count(")"):
+        return "a bracket in its value is not closed."
+    return None
 
 
 def refuse(message: str):

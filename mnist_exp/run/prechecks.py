@@ -9,6 +9,7 @@ while it writes there; its composed config's values are checked before Hydra mak
 
 import contextlib
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +53,13 @@ def check_builder_names(command: CommandLine) -> None:
 
 # The groups whose option is one component: a list of options (model=[cnn,mlp]) would merge several into one.
 ONE_OPTION_GROUPS = ("dataset", "model", "optimizer", "scheduler", "augment", "device")
+# Keys naming a place, where an empty value would mean the current directory, or nothing without saying so.
+PLACES = {
+    "hydra.run.dir": "give the run a directory (hydra.run.dir=outputs/my_run), or leave it out for a new one.",
+    "hydra.sweep.dir": "give the sweep a directory (hydra.sweep.dir=outputs/my_sweep), or leave it out for a new one.",
+    "ckpt_path": "give the checkpoint to continue from, or leave ckpt_path out to start fresh.",
+    "init_from": "give the trained run (or checkpoint) to start from, or leave init_from out.",
+}
 
 
 def check_one_value_each(command: CommandLine) -> None:
@@ -68,6 +76,11 @@ def check_one_value_each(command: CommandLine) -> None:
             if options and not override.is_delete():
                 raise UserError(f"{line}: a group's option is not null: ~{key} removes {key}'s option, or give one "
                                 f"of: {options}.")
+            if not options and override.is_delete():
+                raise UserError(f"{line}: every key of the config is read, so none can be removed: give {key} a value "
+                                "(python -m mnist_exp --cfg job shows each key's).")
+        if key in PLACES and (override.value() == "" or override.value() is None and key.startswith("hydra.")):
+            raise UserError(f"{line}: {PLACES[key]}")  # ckpt_path=null, init_from=null: none, their default
         if key in ONE_OPTION_GROUPS and isinstance(override.value(), list) and len(override.value()) > 1:
             options = [str(option) for option in override.value()]
             raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
@@ -76,15 +89,12 @@ def check_one_value_each(command: CommandLine) -> None:
 
 def sweep_advice(override: Override, command: CommandLine) -> str:
     """How to run what a sweep override given without -m asks for."""
-    key, line, values = override.key_or_group, override.input_line, override.get_value_string()
+    key, line = override.key_or_group, override.input_line
     if command.prints_only:
         return f", and --cfg, --info and --help show one run: give {key} one value."
     if override.is_interval_sweep():
-        return f" sampled by a search: python -m mnist_exp -m hydra/sweeper=optuna {line} ..."
-    as_list = override.is_choice_sweep() and not values.startswith("choice(") and not group_options(
-        key, command.config_dir)
-    return (f": add -m to run one job for each value (python -m mnist_exp -m {line} ...)"
-            + (f"; a key that takes a list takes it in brackets: {key}=[{values}]." if as_list else "."))
+        return f" sampled by a search: python -m mnist_exp -m hydra/sweeper=optuna {shlex.quote(line)} ..."
+    return f": add -m to run one job for each value (python -m mnist_exp -m {shlex.quote(line)} ...)."
 
 
 def check_output_location(command: CommandLine) -> None:
@@ -220,3 +230,5 @@ class CheckBeforeWriting(Callback):
             release_stderr()
             print(error, file=sys.stderr)
             raise SystemExit(1) from None
+        except Exception:  # not a user's value: the run meets it again and reports it as it does every error
+            return

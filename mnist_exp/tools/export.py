@@ -53,6 +53,9 @@ def export_model(checkpoint: str | Path, format: str = "pt2", out: str | Path | 
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
     images = sample_images(trained.config)
     out = Path(out) if out else path.with_suffix(SUFFIXES[format])
+    if out.is_dir():
+        example = out / path.with_suffix(SUFFIXES[format]).name
+        raise UserError(f"--out {out} is a directory: give the file to write, e.g. {example}.")
     if not out.parent.is_dir():
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another --out.")
     with torch.inference_mode():

@@ -103,13 +103,19 @@ def arguments():
 def write_submission(checkpoint: str | Path, table: str, out: str | Path, device: str = "auto") -> int:
     """Kaggle's submission file for a CSV of images (``mnist_exp.data.csv_table``): ``ImageId,Label``, ImageId
     counting rows from 1; written whole or not at all. Returns the number of rows."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--submission {out} is a directory: give the file to write, e.g. {out / 'submission.csv'}.")
+    if not out.parent.is_dir():
+        raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another path.")
     torch_device = select_device(device, "--device ")
     trained = load_trained_model(checkpoint, torch_device)
     images, _ = read_pixel_csv(table)
+    size = trained.config["dataset"].get("image_size", 28)
+    if images.shape[-1] != size:
+        raise UserError(f"{table} holds {images.shape[-1]}x{images.shape[-1]} images; this model takes {size}x{size} "
+                        f"({size * size} pixel columns, a label column before them or not).")
     labels = class_probabilities(trained, images, torch_device).argmax(dim=1)
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another path.")
     with atomic_file(out, "w", newline="") as f:
         f.write("ImageId,Label\n")
         f.writelines(f"{row},{trained.class_names[label]}\n" for row, label in enumerate(labels.tolist(), 1))
@@ -119,7 +125,9 @@ def write_submission(checkpoint: str | Path, table: str, out: str | Path, device
 def command(args) -> None:
     if args.submission:
         if len(args.images) != 1 or Path(args.images[0]).suffix.lower() != ".csv":
-            raise UserError("--submission classifies one CSV file of images (Kaggle's test.csv): give it alone.")
+            given = "several files" if len(args.images) != 1 else f"{args.images[0]}, not a .csv file"
+            raise UserError(f"--submission classifies one CSV file of images (Kaggle's test.csv); it was given "
+                            f"{given}.")
         rows = write_submission(args.checkpoint, args.images[0], args.submission, args.device)
         print(f"Wrote {args.submission}: {rows} rows of ImageId,Label")
         return
