@@ -35,7 +35,7 @@ except ImportError:  # Windows: no advisory locks
 def check_command_line(command: CommandLine) -> None:
     """Every check below, in order; a command that only prints (``--cfg job``, ``--help``) writes nothing."""
     command.resume  # a resume=... that is not a boolean, or swept, is refused first
-    check_one_value_each(command)
+    check_given_values(command)
     if command.prints_only:
         return
     check_builder_names(command)
@@ -62,9 +62,10 @@ PLACES = {
 }
 
 
-def check_one_value_each(command: CommandLine) -> None:
-    """Refuse, before Hydra does in words that point elsewhere, several values where a run takes one: a sweep
-    without -m, or a list of options of a group a run has one of."""
+def check_given_values(command: CommandLine) -> None:
+    """Refuse, before Hydra does in words that point elsewhere (or not at all), values a run cannot take as given:
+    several where it takes one (a sweep without -m, a list of a group's options), or none (null for a group, a
+    removed key, an empty place)."""
     for override in command.overrides:
         key, line = override.key_or_group, override.input_line
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
