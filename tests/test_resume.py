@@ -275,10 +275,11 @@ def test_a_run_is_refused_a_directory_another_run_is_writing(tmp_path, monkeypat
     with run_dir_lock(run_dir):  # held as a running run holds its hydra.run.dir
         code, _, err = run_main("dataset=fake", "model=logreg", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
                                 capsys=capsys, cwd=tmp_path)
+        assert list(run_dir.iterdir()) == []  # refused before Hydra wrote anything there
     assert code == 1 and err.splitlines() == [
         f"Another run is writing to {run_dir} right now: give this one its own hydra.run.dir (in a job array, e.g. "
         "with ${oc.env:SLURM_ARRAY_TASK_ID} in it), or wait for that one to end."]
-    assert list(run_dir.iterdir()) == []  # refused before Hydra wrote anything there
+    assert not run_dir.exists()  # the holder made it and wrote nothing there: an empty directory is not left behind
 
 
 def test_a_new_run_in_a_completed_runs_directory_is_refused(best_late, tmp_path, monkeypatch, capsys):

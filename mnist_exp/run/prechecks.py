@@ -24,7 +24,8 @@ from mnist_exp.run.command_line import CommandLine
 from mnist_exp.run.config import REGISTRIES, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
-from mnist_exp.runs import Status, run_status
+from mnist_exp.run.resume import nothing_to_resume
+from mnist_exp.runs import Status, last_checkpoint, run_status
 
 try:
     import fcntl
@@ -134,9 +135,12 @@ def check_no_overwrite(command: CommandLine) -> None:
     """
     resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
     if not command.multirun:
-        if resume and run_dir is None and command.given("ckpt_path") is None and not restarted_by_scheduler():
-            raise UserError("resume=true continues a run: point hydra.run.dir at it "
-                            "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+        if resume and command.given("ckpt_path") is None and not restarted_by_scheduler():
+            if run_dir is None:
+                raise UserError("resume=true continues a run: point hydra.run.dir at it "
+                                "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+            if not last_checkpoint(run_dir).exists() and run_status(run_dir) != Status.COMPLETED:
+                raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
         # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
         if not resume and run_dir and run_status(run_dir) == Status.COMPLETED and not restarted_by_scheduler():
             raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
@@ -198,6 +202,7 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
     if run_dir is None or fcntl is None:
         yield
         return
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir, os.O_RDONLY)
     try:
@@ -210,6 +215,9 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+        if created:  # a run refused before it wrote there leaves no empty directory (rmdir takes only an empty one)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
 
 
 class RunDirInUse(UserError):

@@ -46,10 +46,14 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
         return None
     if resume:
         if not last.exists():
-            raise UserError(f"resume=true, but {last} does not exist. Point hydra.run.dir at the run to continue "
-                            "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+            raise nothing_to_resume(run_dir)
         return last
     return None
+
+
+def nothing_to_resume(run_dir: Path) -> UserError:
+    return UserError(f"resume=true, but {last_checkpoint(run_dir)} does not exist. Point hydra.run.dir at the run to "
+                     "continue (hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
 
 
 def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: bool) -> dict | None:
