@@ -115,10 +115,11 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     if args.experimental_rerun and not Path(args.experimental_rerun).is_file():
         raise UserError(f"--experimental-rerun {args.experimental_rerun}: there is no such file. To run a run "
                         "again, give the overrides in its .hydra/overrides.yaml.")
-    for text in args.overrides or []:
-        if parse_override(text) is None and (mistake := typing_mistake(text)):
+    parsed = [(text, parse_override(text)) for text in args.overrides or []]
+    for text, override in parsed:
+        if override is None and (mistake := typing_mistake(text)):
             raise UserError(f"Cannot read the override '{text}': {mistake}")
-    overrides = tuple(override for override in map(parse_override, args.overrides or []) if override is not None)
+    overrides = tuple(override for _, override in parsed if override is not None)
     mode = [o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.mode"]
     multirun = args.multirun or (mode[-1].upper() == "MULTIRUN" if mode else False)
     prints_only = version or bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
