@@ -27,7 +27,8 @@ from mnist_exp.run.checkpoint import full_disk_error
 from mnist_exp.run.command_line import parse_command_line
 from mnist_exp.run.config import CONF_DIR, objectives, register_schemas, schema_keys
 from mnist_exp.run.debugging import profiled
-from mnist_exp.run.prechecks import RunDirInUse, check_command_line, held_run_dir, run_dir_lock
+from mnist_exp.run.prechecks import (RunDirInUse, check_command_line, discard_refused_run, held_run_dir,
+                                     run_dir_lock)
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
 from mnist_exp.run.runtime import restarted_by_scheduler, seconds_since_process_start, stop_on_signals
@@ -128,7 +129,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as error:
         # Refused before training (a changed config on resume, say): a run's existing record stays as it is.
         if not read_metrics(run_dir):
-            record_failure(run_dir, error)
+            refused = isinstance(error, UserError) and not in_sweep and distributed.rank() == 0
+            if not (refused and discard_refused_run(run_dir)):
+                record_failure(run_dir, error)
         raise
     try:
         return fit_and_test(job, overrides)

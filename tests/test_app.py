@@ -219,6 +219,23 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     assert not any(tmp_path.iterdir())  # no outputs/, nothing in the directory the run started in
 
 
+@pytest.mark.parametrize("args", [["model.width=0"], ["optimizer.betas=[0.9]"], ["dataset.num_train=0"],
+                                  ["hydra.run.dir=new", "model.width=0"]])
+def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsys, args):
+    """Values only a builder checks are refused after Hydra made the run's directory: the run takes it away again."""
+    code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]
+    assert not run_dirs(tmp_path) and not (tmp_path / "new").exists()
+
+
+def test_a_refused_run_keeps_a_directory_it_did_not_make(tmp_path, monkeypatch, capsys):
+    """A directory that was there before the run (given by name) stays, with the failure recorded in it."""
+    (tmp_path / "mine").mkdir()
+    code, _, err = run_main("dataset=fake", "model.width=0", "hydra.run.dir=mine", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.startswith("model.width=0 is out of range")
+    assert read_metrics(tmp_path / "mine")["status"] == "failed"
 @pytest.mark.parametrize("model", [["model=cnn", "model.in_channels=3"], ["model=logreg", "model.in_features=100"]])
 def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch, capsys, model):
     code, _, err = run_main("dataset=fake", *model, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

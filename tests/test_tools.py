@@ -113,6 +113,17 @@ def test_evaluate_reproduces_the_runs_test_accuracy(trained, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []  # a report: nothing written where it ran
 
 
+def test_evaluate_without_tta_tests_the_plain_model(trained, test_split, capsys):
+    code, out, err = call("evaluate", trained, "--no-tta", "--device", "cpu", capsys=capsys)
+    assert (code, err) == (0, "")
+    plain = load_trained_model(trained, tta=False)
+    assert not isinstance(plain.model, ViewAveraged)
+    with torch.inference_mode():
+        labels = plain.model(plain.input(test_split.images)).argmax(1)
+    correct = int((labels == test_split.labels).sum())
+    assert f"accuracy {100 * correct / 256:.2f}% ({correct}/256)" in out
+    assert f"loss {read_metrics(trained)['test/loss']:.4f}" not in out  # not the run's own (averaged) figures
+
 def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, test_split, tmp_path, capsys):
     folder = tmp_path / "test_images"
     folder.mkdir()

@@ -4,12 +4,14 @@ Every check takes the ``CommandLine`` read once by ``mnist_exp.run.command_line`
 a run takes one, where the run or sweep writes, whether that would overwrite finished work, whether
 a sweep would run no job. A single run given its directory by name holds it (``run_dir_lock``)
 while it writes there; its composed config's values are checked before Hydra makes its directory
-(``CheckBeforeWriting``, a Hydra callback).
+(``CheckBeforeWriting``, a Hydra callback), and a run its builders refuse takes away the directory it
+made (``discard_refused_run``).
 """
 
 import contextlib
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, disk_full, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
-from mnist_exp.run.config import REGISTRIES, check_ranges, named
+from mnist_exp.run.config import CLAIMED_RUN_DIRS, REGISTRIES, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.run.resume import nothing_to_resume
@@ -204,6 +206,8 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if created:
+        MADE_RUN_DIRS.add(run_dir.resolve())
     fd = os.open(run_dir, os.O_RDONLY)
     try:
         try:
@@ -218,6 +222,20 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
         if created:  # a run refused before it wrote there leaves no empty directory (rmdir takes only an empty one)
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
+
+
+# Run directories this process made for its runs given by name (run_dir_lock); claim_run_dir's are in CLAIMED_RUN_DIRS.
+MADE_RUN_DIRS: set[Path] = set()
+
+
+def discard_refused_run(run_dir: Path) -> bool:
+    """A single run refused while it was built (a value only its builder checks: ``model.width=0``) goes, as one
+    refused before Hydra wrote anything does, where this process made its directory: all in it is this run's."""
+    made = MADE_RUN_DIRS | {Path(claimed).resolve() for claimed in CLAIMED_RUN_DIRS.values()}
+    if run_dir.resolve() not in made:
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
 
 
 class RunDirInUse(UserError):

@@ -12,6 +12,7 @@ value the command cannot use. ``HYDRA_FULL_ERROR=1`` shows the traceback, as it 
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from mnist_exp.errors import UserError, full_traceback_asked
@@ -43,6 +44,16 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
+
+
+def file_to_write(out: str | Path, option: str, example: Path) -> Path:
+    """The file a tool writes, given as ``option``: not a directory, and in one that exists (or a one-line refusal)."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{option} {out} is a directory: give the file to write, e.g. {out / example.name}.")
+    if not out.parent.is_dir():
+        raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another {option}.")
+    return out
 
 
 def run(command: Callable[[argparse.Namespace], None], arguments: argparse.ArgumentParser,

@@ -24,13 +24,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.device | str = "cpu",
                         batch_size: int | None = None, precision: str | None = None,
-                        channels_last: bool | None = None) -> dict[str, Any]:
+                        channels_last: bool | None = None, tta: bool = True) -> dict[str, Any]:
     """Loss, accuracy, per-class accuracy and confusion matrix of a trained model on one split.
 
-    ``batch_size``, ``precision`` and ``channels_last`` default to the run's own.
+    ``batch_size``, ``precision`` and ``channels_last`` default to the run's own; ``tta=False`` evaluates the
+    plain model of a run that tested with test-time averaging.
     """
     device = torch.device(device)
-    trained = load_trained_model(path, device)
+    trained = load_trained_model(path, device, tta)
     config = trained.config
     bf16 = use_bf16(precision or config["device"]["precision"], device)
     if channels_last is None:
@@ -73,6 +74,9 @@ def arguments():
     cli.add_device_option(parser)
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="auto: bf16 where the hardware computes in it (default: the run's device.precision)")
+    parser.add_argument("--no-tta", dest="tta", action="store_false",
+                        help="the plain model: each image once, without the test-time averaging of a run with "
+                             "trainer.tta=true")
     return parser
 
 
@@ -80,7 +84,7 @@ def command(args) -> None:
     device = select_device(args.device, "--device ")
     set_cpu_threads(0)
     report = evaluate_checkpoint(args.checkpoint, args.split, device=device, batch_size=args.batch_size,
-                                 precision=args.precision)
+                                 precision=args.precision, tta=args.tta)
     print(f"{args.checkpoint} on {device}", flush=True)
     print(format_report(report), flush=True)
 

@@ -52,12 +52,8 @@ def export_model(checkpoint: str | Path, format: str = "pt2", out: str | Path | 
     trained = load_trained_model(path)
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
     images = sample_images(trained.config)
-    out = Path(out) if out else path.with_suffix(SUFFIXES[format])
-    if out.is_dir():
-        example = out / path.with_suffix(SUFFIXES[format]).name
-        raise UserError(f"--out {out} is a directory: give the file to write, e.g. {example}.")
-    if not out.parent.is_dir():
-        raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another --out.")
+    beside = path.with_suffix(SUFFIXES[format])
+    out = cli.file_to_write(out, "--out", beside) if out else beside
     with torch.inference_mode():
         expected = wrapped(images)
     if format == "pt2":

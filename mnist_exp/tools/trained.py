@@ -33,8 +33,9 @@ class TrainedModel:
         return model_input(pixels, self.mean, self.std, self.config["dataset"]["flatten"])
 
 
-def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
-    """The model of a checkpoint (or of a run directory's best.pt), rebuilt from its config, as the run tested it."""
+def load_trained_model(path: str | Path, device: torch.device | str = "cpu", tta: bool = True) -> TrainedModel:
+    """The model of a checkpoint (or of a run directory's best.pt), rebuilt from its config, as the run tested it
+    (``tta=False``: without the test-time averaging a run with ``trainer.tta`` tested with)."""
     path = checkpoint_file(path)
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
@@ -48,8 +49,8 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     dataset, trainer = config["dataset"], config.get("trainer", {})
     # As used: a dataset whose config says mean: null computed it (older checkpoints: the config's numbers).
     mean, std = checkpoint.get("normalisation") or (dataset["mean"], dataset["std"])
-    tta, scales = trainer.get("tta", False), trainer.get("tta_scales", [1.0])
-    check_tta(tta, scales, dataset["flatten"])
-    if tta:
+    run_tta, scales = trainer.get("tta", False), trainer.get("tta_scales", [1.0])
+    check_tta(run_tta, scales, dataset["flatten"])
+    if run_tta and tta:
         model = view_averaged(model, mean, std, scales)
     return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"], mean, std)
