@@ -24,7 +24,7 @@ and `best` experiments, in one run, on the same device (the CPU, where the refer
 
 Only training counts as seconds. The test accuracy is measured at checkpoints outside the timed region: the
 reference every quarter epoch, fast every ``trainer.log_interval`` steps, best after each epoch (without its
-test-time averaging, which only its final point has); each side's seconds to X% are those of its first
+test-time averaging, which only its final point has; its table cell also gives the final model without it); each side's seconds to X% are those of its first
 checkpoint at or above X%. Results go to <out>/benchmark.json, benchmark.md and benchmark.png, and the table,
 with the date and the machine, replaces the part of the results file (--results) between its benchmark markers.
 """
@@ -56,7 +56,8 @@ from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run.runtime import place_model, set_cpu_threads, use_bf16
 from mnist_exp.run.tensorboard import TensorBoardTracker
 from mnist_exp.run.trainer import LoopSettings, Trainer, autocast_context
-from mnist_exp.runs import read_metrics
+from mnist_exp.runs import CHECKPOINT_DIR, read_metrics
+from mnist_exp.tools.evaluate import evaluate_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_report import END, START, machine, plot, report, seconds_to, write_results_section  # noqa: E402,F401
@@ -196,6 +197,10 @@ def ours(name: str | None, small: bool, out: Path, extra: tuple[str, ...] = ()) 
     if curve.every_log:  # its checks ran inside the training phases, whose images a second metrics.json counts
         phases_s = job.trainer.state.train_phase_s
         metrics["train_gflops_per_s"] *= phases_s / (phases_s - curve.checking_s)
+    if cfg.trainer.tta:  # the plain model's accuracy beside the averaged views' (the run's own test/acc)
+        plain = evaluate_checkpoint(job.run_dir / CHECKPOINT_DIR / "best.pt", device=job.trainer.settings.device,
+                                    tta=False)
+        metrics["test_acc_without_tta"] = plain["acc"]
     metrics.update(run_dir=str(job.run_dir), train_s=seconds,
                    curve=[*curve.points, {"step": job.trainer.state.step, "seconds": seconds,
                                           "test_acc": metrics["test/acc"]}],

@@ -117,7 +117,9 @@ def report(result: dict) -> str:
     ]
     if "best" in result:
         best = result["best"]
-        rows.append(("mnist_exp `experiment=best`", best["precision"], accuracy_cell([best["test/acc"]]),
+        plain = best.get("test_acc_without_tta")
+        without = f" ({100 * plain:.2f}% without its test-time averaging)" if plain is not None else ""
+        rows.append(("mnist_exp `experiment=best`", best["precision"], accuracy_cell([best["test/acc"]], without),
                      [best["curve"]], "not reached"))
     lines = [machine_line(result["machine"]), ""]
     if result["small"]:

@@ -20,6 +20,7 @@ from torchvision import datasets
 
 from conftest import REPO, read_metrics
 from mnist_exp.run.runtime import use_bf16
+from mnist_exp.tools.evaluate import evaluate_checkpoint
 
 spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)
@@ -135,8 +136,11 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
         f"{100 * reference[0][-1]['test_acc']:.2f}% after 1 epoch(s) |")
     assert rows["| mnist_exp `experiment=fast`"].startswith(
         f"| mnist_exp `experiment=fast` | {ours_precision} | {100 * fast['test/acc']:.2f}% |")
-    assert rows["| mnist_exp `experiment=best`"].startswith(f"| mnist_exp `experiment=best` | {ours_precision} | "
-                                                           f"{100 * report['best']['test/acc']:.2f}% |")
+    plain = report["best"]["test_acc_without_tta"]  # best tests with TTA: the plain model is beside it
+    assert rows["| mnist_exp `experiment=best`"].startswith(
+        f"| mnist_exp `experiment=best` | {ours_precision} | {100 * report['best']['test/acc']:.2f}% "
+        f"({100 * plain:.2f}% without its test-time averaging) |")
+    assert plain == evaluate_checkpoint(Path(report["best"]["run_dir"]), tta=False)["acc"]
     fp32 = read_metrics(Path(report["pairs"]["fast_fp32"][0]["run_dir"]))
     assert rows["| mnist_exp `experiment=fast device.precision=fp32`"].startswith(
         f"| mnist_exp `experiment=fast device.precision=fp32` | fp32 on cpu | {100 * fp32['test/acc']:.2f}% |")
