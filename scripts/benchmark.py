@@ -24,9 +24,10 @@ and `best` experiments, in one run, on the same device (the CPU, where the refer
 
 Only training counts as seconds. The test accuracy is measured at checkpoints outside the timed region: the
 reference every quarter epoch, fast every ``trainer.log_interval`` steps, best after each epoch (without its
-test-time averaging, which only its final point has; its table cell also gives the final model without it); each side's seconds to X% are those of its first
-checkpoint at or above X%. Results go to <out>/benchmark.json, benchmark.md and benchmark.png, and the table,
-with the date and the machine, replaces the part of the results file (--results) between its benchmark markers.
+test-time averaging, which only its final point has; its table cell also gives its final model without it); each
+side's seconds to X% are those of its first checkpoint at or above X%. Results go to <out>/benchmark.json,
+benchmark.md and benchmark.png, and the table, with the date and the machine, replaces the part of the results file
+(--results) between its benchmark markers.
 """
 
 import argparse
