@@ -25,7 +25,8 @@ from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job
 from mnist_exp.run.checkpoint import full_disk_error
 from mnist_exp.run.command_line import parse_command_line
-from mnist_exp.run.config import CONF_DIR, objectives, register_schemas, schema_keys
+from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, objectives, register_schemas,
+                                   schema_keys)
 from mnist_exp.run.debugging import profiled
 from mnist_exp.run.prechecks import (RunDirInUse, check_command_line, discard_refused_run, held_run_dir,
                                      run_dir_lock)
@@ -44,6 +45,8 @@ def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
     register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
     register_optuna_sweeper()
+    CLAIMED_RUN_DIRS.clear()  # a command's own: a later command in this process claims and makes its own
+    MADE_RUN_DIRS.clear()
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error says it once)
     try:
         command = parse_command_line(sys.argv[1:])
@@ -127,7 +130,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if job.tracker is not None:  # last: the epoch is tracked and in last.pt before a pruner stops it there
             job.trainer.callbacks += trial_callbacks(hydra_cfg, cfg.optimized_metric)
     except BaseException as error:
-        # Refused before training (a changed config on resume, say): a run's existing record stays as it is.
+        # Refused before training: a run's existing record stays as it is (a changed config on resume, say); a new
+        # single run refused by a builder leaves no directory, any other refusal or error is recorded as failed.
         if not read_metrics(run_dir):
             refused = isinstance(error, UserError) and not in_sweep and distributed.rank() == 0
             if not (refused and discard_refused_run(run_dir)):

@@ -230,12 +230,19 @@ def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsy
 
 
 def test_a_refused_run_keeps_a_directory_it_did_not_make(tmp_path, monkeypatch, capsys):
-    """A directory that was there before the run (given by name) stays, with the failure recorded in it."""
+    """A directory that was there before the run (given by name) stays, with the failure recorded in it; so does
+    one that an earlier command in this process made and took away, then the user made again."""
+    refused = ("dataset=fake", "model.width=0", "hydra.run.dir=mine")
+    code, _, _ = run_main(*refused, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and not (tmp_path / "mine").exists()
     (tmp_path / "mine").mkdir()
-    code, _, err = run_main("dataset=fake", "model.width=0", "hydra.run.dir=mine", monkeypatch=monkeypatch,
-                            capsys=capsys, cwd=tmp_path)
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    code, _, err = run_main(*refused, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.startswith("model.width=0 is out of range")
     assert read_metrics(tmp_path / "mine")["status"] == "failed"
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("model", [["model=cnn", "model.in_channels=3"], ["model=logreg", "model.in_features=100"]])
 def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch, capsys, model):
     code, _, err = run_main("dataset=fake", *model, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

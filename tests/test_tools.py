@@ -122,7 +122,9 @@ def test_evaluate_without_tta_tests_the_plain_model(trained, test_split, capsys)
         labels = plain.model(plain.input(test_split.images)).argmax(1)
     correct = int((labels == test_split.labels).sum())
     assert f"accuracy {100 * correct / 256:.2f}% ({correct}/256)" in out
+    assert out.startswith(f"{trained} on cpu, without test-time averaging\n")
     assert f"loss {read_metrics(trained)['test/loss']:.4f}" not in out  # not the run's own (averaged) figures
+
 
 def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, test_split, tmp_path, capsys):
     folder = tmp_path / "test_images"

@@ -176,8 +176,10 @@ def run_dir_suffix(override_dirname: str) -> str:
     return "_" + name
 
 
-# The run directories this process claimed: {the name it was given: the name it took}.
+# The run directories this command claimed: {the name it was given: the name it took}; and every directory it made
+# for a run (claimed, or given by name and new: prechecks.run_dir_lock), resolved. app.main empties both.
 CLAIMED_RUN_DIRS: dict[str, str] = {}
+MADE_RUN_DIRS: set[Path] = set()
 
 
 def claim_run_dir(path: str) -> str:
@@ -199,6 +201,7 @@ def claim_run_dir(path: str) -> str:
                 number += 1
                 candidate = base.with_name(f"{base.name}-{number}")
         CLAIMED_RUN_DIRS[path] = str(candidate)
+        MADE_RUN_DIRS.add(candidate.resolve())
     return CLAIMED_RUN_DIRS[path]
 
 

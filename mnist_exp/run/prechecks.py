@@ -23,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, disk_full, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
-from mnist_exp.run.config import CLAIMED_RUN_DIRS, REGISTRIES, check_ranges, named
+from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.run.resume import nothing_to_resume
-from mnist_exp.runs import Status, last_checkpoint, run_status
+from mnist_exp.runs import METRICS_FILE, Status, last_checkpoint, run_status
 
 try:
     import fcntl
@@ -207,7 +207,7 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if created:
-        MADE_RUN_DIRS.add(run_dir.resolve())
+        MADE_RUN_DIRS.add(run_dir.resolve())  # a run refused while it is built takes it away again
     fd = os.open(run_dir, os.O_RDONLY)
     try:
         try:
@@ -224,18 +224,13 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
                 run_dir.rmdir()
 
 
-# Run directories this process made for its runs given by name (run_dir_lock); claim_run_dir's are in CLAIMED_RUN_DIRS.
-MADE_RUN_DIRS: set[Path] = set()
-
-
 def discard_refused_run(run_dir: Path) -> bool:
-    """A single run refused while it was built (a value only its builder checks: ``model.width=0``) goes, as one
-    refused before Hydra wrote anything does, where this process made its directory: all in it is this run's."""
-    made = MADE_RUN_DIRS | {Path(claimed).resolve() for claimed in CLAIMED_RUN_DIRS.values()}
-    if run_dir.resolve() not in made:
+    """A single run refused while it was built (a value only its builder checks: ``model.width=0``) leaves no run
+    directory, where this command made it and it holds no record: all in it is then this run's. True if it is gone."""
+    if run_dir.resolve() not in MADE_RUN_DIRS or (run_dir / METRICS_FILE).exists():
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
-    return True
+    return not run_dir.exists()
 
 
 class RunDirInUse(UserError):

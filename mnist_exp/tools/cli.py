@@ -46,11 +46,11 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
-def file_to_write(out: str | Path, option: str, example: Path) -> Path:
+def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
     """The file a tool writes, given as ``option``: not a directory, and in one that exists (or a one-line refusal)."""
     out = Path(out)
     if out.is_dir():
-        raise UserError(f"{option} {out} is a directory: give the file to write, e.g. {out / example.name}.")
+        raise UserError(f"{option} {out} is a directory: give the file to write, e.g. {out / example_name}.")
     if not out.parent.is_dir():
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another {option}.")
     return out

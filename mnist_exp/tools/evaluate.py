@@ -31,7 +31,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     plain model of a run that tested with test-time averaging.
     """
     device = torch.device(device)
-    trained = load_trained_model(path, device, tta)
+    trained = load_trained_model(path, device, tta=tta)
     config = trained.config
     bf16 = use_bf16(precision or config["device"]["precision"], device)
     if channels_last is None:
@@ -85,7 +85,7 @@ def command(args) -> None:
     set_cpu_threads(0)
     report = evaluate_checkpoint(args.checkpoint, args.split, device=device, batch_size=args.batch_size,
                                  precision=args.precision, tta=args.tta)
-    print(f"{args.checkpoint} on {device}", flush=True)
+    print(f"{args.checkpoint} on {device}{'' if args.tta else ', without test-time averaging'}", flush=True)
     print(format_report(report), flush=True)
 
 

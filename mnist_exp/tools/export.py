@@ -53,7 +53,7 @@ def export_model(checkpoint: str | Path, format: str = "pt2", out: str | Path | 
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
     images = sample_images(trained.config)
     beside = path.with_suffix(SUFFIXES[format])
-    out = cli.file_to_write(out, "--out", beside) if out else beside
+    out = cli.file_to_write(out, "--out", beside.name) if out else beside
     with torch.inference_mode():
         expected = wrapped(images)
     if format == "pt2":

@@ -103,7 +103,7 @@ def arguments():
 def write_submission(checkpoint: str | Path, table: str, out: str | Path, device: str = "auto") -> int:
     """Kaggle's submission file for a CSV of images (``mnist_exp.data.csv_table``): ``ImageId,Label``, ImageId
     counting rows from 1; written whole or not at all. Returns the number of rows."""
-    out = cli.file_to_write(out, "--submission", Path("submission.csv"))
+    out = cli.file_to_write(out, "--submission", "submission.csv")
     torch_device = select_device(device, "--device ")
     trained = load_trained_model(checkpoint, torch_device)
     images, _ = read_pixel_csv(table)

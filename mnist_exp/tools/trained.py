@@ -33,7 +33,8 @@ class TrainedModel:
         return model_input(pixels, self.mean, self.std, self.config["dataset"]["flatten"])
 
 
-def load_trained_model(path: str | Path, device: torch.device | str = "cpu", tta: bool = True) -> TrainedModel:
+def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
+                       tta: bool = True) -> TrainedModel:
     """The model of a checkpoint (or of a run directory's best.pt), rebuilt from its config, as the run tested it
     (``tta=False``: without the test-time averaging a run with ``trainer.tta`` tested with)."""
     path = checkpoint_file(path)
