@@ -57,7 +57,7 @@ from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run.runtime import place_model, set_cpu_threads, use_bf16
 from mnist_exp.run.tensorboard import TensorBoardTracker
 from mnist_exp.run.trainer import LoopSettings, Trainer, autocast_context
-from mnist_exp.runs import CHECKPOINT_DIR, read_metrics
+from mnist_exp.runs import read_metrics
 from mnist_exp.tools.evaluate import evaluate_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -199,8 +199,7 @@ def ours(name: str | None, small: bool, out: Path, extra: tuple[str, ...] = ()) 
         phases_s = job.trainer.state.train_phase_s
         metrics["train_gflops_per_s"] *= phases_s / (phases_s - curve.checking_s)
     if cfg.trainer.tta:  # the plain model's accuracy beside the averaged views' (the run's own test/acc)
-        plain = evaluate_checkpoint(job.run_dir / CHECKPOINT_DIR / "best.pt", device=job.trainer.settings.device,
-                                    tta=False)
+        plain = evaluate_checkpoint(job.run_dir, device=job.trainer.settings.device, tta=False)  # its best.pt
         metrics["test_acc_without_tta"] = plain["acc"]
     metrics.update(run_dir=str(job.run_dir), train_s=seconds,
                    curve=[*curve.points, {"step": job.trainer.state.step, "seconds": seconds,
