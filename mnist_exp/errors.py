@@ -104,10 +104,9 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         problem = "there is no such option." if option else "give it one of its options."
         return (f"{group}={option}: {problem}{did_you_mean(option, options)} "
                 f"Options of {group}: {', '.join(options)}.")
-    if (found := re.search(r"Could not override '(?P<key>logger\.(?P<name>\w+)\.[^']+)'", text)) and \
-            f"Key '{found['name']}' is not in struct" in text:
-        return (f"{found['key']} is a key of the {found['name']} logger, which this run does not use: choose it too, "
-                f"e.g. logger=[tensorboard,{found['name']}] {found['key']}=...")
+    if (found := re.search(r"Could not override 'logger\.(?P<key>(?P<first>\w+)[^']*)'", text)) and \
+            f"Key '{found['first']}' is not in struct" in text:
+        return unknown_logger_key(found["key"], key_names("logger"))
     if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
         keys, (parent, _, key) = key_names(found["type"]), full_key[1].rpartition(".")
         close = get_close_matches(key, keys, n=1, cutoff=0.6)  # the key alone: a long shared parent matches anything
@@ -128,6 +127,11 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                           r"not a ListConfig", text):
         key, value = found["key"], found["value"]
         return f"{key}={value} is not a list: give one in brackets, e.g. {key}=[{value}]."
+    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid type assigned: \w+ is not a "
+                          r"subclass of (?P<type>\w+)", text):
+        key, keys = found["key"], key_names(found["type"])
+        hint = f": set one, e.g. {key}.{keys[0]}=..." if keys else "."
+        return f"{key}={found['value']}: {key} holds keys ({', '.join(keys) or 'none'}), not a value{hint}"
     if (found := re.search(r"Invalid value '(?P<value>.*)', expected one of \[(?P<choices>.*)\]", text)) and full_key:
         choices = found["choices"].split(", ")
         return (f"{full_key[1]}={found['value']} is not one of: {', '.join(choices)}."
@@ -150,6 +154,23 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if job := re.search(r"Error executing job with overrides: \[(.*)\]", text):  # a sweep's first failed job
         return f"A job of the sweep failed ({job[1].replace(chr(39), '')}): {message}"
     return message
+
+
+def unknown_logger_key(key: str, known: list[str]) -> str:
+    """``logger.<key>`` that no chosen logger has. ``known``: every logger's name and its keys ('mlflow.tracking_uri')."""
+    loggers = [name for name in known if "." not in name]
+    name, dot, _ = key.partition(".")
+    if dot and name in loggers:
+        return (f"logger.{key} is a key of the {name} logger, which this run does not use: choose it too, "
+                f"e.g. logger=[tensorboard,{name}] logger.{key}=...")
+    if dot:
+        return f"logger.{key}: there is no logger '{name}'.{did_you_mean(name, loggers)} Loggers: {', '.join(loggers)}."
+    if name in loggers:
+        return f"logger.{key}: the {name} logger is not chosen: choose it with the others, e.g. logger=[tensorboard,{name}]."
+    settings = {known_key.partition(".")[2]: known_key for known_key in known if "." in known_key}
+    close = get_close_matches(name, settings, n=1, cutoff=0.6)
+    suggestion = f" Did you mean 'logger.{settings[close[0]]}'?" if close else ""
+    return f"Unknown key 'logger.{key}': a logger's keys go under its name (logger.<name>.<key>).{suggestion}"
 
 
 def example(wanted: str) -> str:

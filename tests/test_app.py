@@ -172,6 +172,18 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["~model"], f"~model: a run needs a model. Give it one of its options: {MODELS_LIST}."),
     (["debug=null"], "debug=null: a group's option is not null: ~debug removes debug's option, or give one of: "
                      "one_batch, overfit, profile."),
+    (["model=5"], f"model=5: model takes one of its options by name: {MODELS_LIST}."),
+    (["trainer=5"], f"trainer=5: trainer holds keys ({TRAINER_KEYS}), not a value: set one, e.g. trainer.epochs=..."),
+    (["logger.tracking_uri=x"], "Unknown key 'logger.tracking_uri': a logger's keys go under its name "
+                                "(logger.<name>.<key>). Did you mean 'logger.mlflow.tracking_uri'?"),
+    (["logger.mlfow.tracking_uri=x"], "logger.mlfow.tracking_uri: there is no logger 'mlfow'. Did you mean 'mlflow'? "
+                                      "Loggers: csv, mlflow, tensorboard."),
+    (["logger.csv=5"], "logger.csv: the csv logger is not chosen: choose it with the others, e.g. "
+                       "logger=[tensorboard,csv]."),
+    (["logger.tensorboard=1"], "logger.tensorboard=1: logger.tensorboard holds the tensorboard logger's keys (it has "
+                               "none), not a value; loggers are chosen with logger=[...], e.g. logger=[tensorboard,csv]."),
+    (["logger=[tensorboard,csv]", "logger.tensorboard=null"],
+     "logger.tensorboard=null: leave a logger out by choosing the others, logger=[csv]."),
     (["hydra.run.dri=x"], "Unknown key 'hydra.run.dri'. Did you mean 'hydra.run.dir'? The keys of hydra.run: dir."),
     (["hydra.sweeper.n_trials=3"], "Unknown key 'hydra.sweeper.n_trials'. The keys of hydra.sweeper: max_batch_size, "
                                    "params."),
@@ -209,7 +221,8 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
                                   ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="],
-                                  ["hydra.run.dir=new", "trainer.epochs=-1"]])
+                                  ["hydra.run.dir=new", "trainer.epochs=-1"], ["logger.tensorboard=null"],
+                                  ["logger.tensorboard=1"]])
 def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     """Refused before Hydra makes the run's directory: the values of the composed config, then the run's."""
     if args == ["device=cuda"] and torch.cuda.is_available():
@@ -319,6 +332,7 @@ def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, mon
     ("model.width=range(8,4)", "model.width=range(8,4) sweeps over no values: range(start,stop,step) stops before "
                                "stop, so the start must be below it (or above it, with a negative step)."),
     ("model=glob(zz*)", f"model=glob(zz*) matches no model config: choose from {MODELS_LIST}."),
+    ("model=5,cnn", f"model=5,cnn: model takes one of its options by name: {MODELS_LIST}."),
     ("model.width=interval(4,8)", "interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or "
                                   "hparams_search=cnn_optuna), or sweep listed values, e.g. key=4,8 or range(4,9)."),
     ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "

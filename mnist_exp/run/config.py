@@ -264,6 +264,9 @@ def schema_keys(type_name: str) -> list[str]:
     """The keys of the config node type Hydra names in an error ('TrainerConfig', 'model_cnn_schema')."""
     if type_name == Config.__name__:  # what a top-level name can be: a key or a group (experiment=best)
         return [*(f.name for f in fields(Config)), *GROUPS_WITHOUT_DEFAULT]
+    if type_name == LOGGERS.kind:  # not a type: the group's nodes sit under each logger's name
+        return [*LOGGERS.names(), *(f"{name}.{key}" for name in LOGGERS.names()
+                                    for key in config_parameters(LOGGERS.get(name)))]
     for schema in (TrainerConfig, DeviceConfig):
         if schema.__name__ == type_name:
             return [f.name for f in fields(schema)]

@@ -9,10 +9,11 @@ A run's trackers are built from ``LOGGERS`` by those names, and every tracker ge
 """
 
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
 from mnist_exp.errors import UserError
-from mnist_exp.registry import LOGGERS
+from mnist_exp.registry import LOGGERS, config_parameters
 from mnist_exp.run.tracking import TrackedRun, Tracker, Trackers
 
 
@@ -21,10 +22,18 @@ def open_trackers(logger: dict[str, dict], run: TrackedRun) -> Trackers:
     return Trackers([LOGGERS.build({"name": name, **(settings or {})}, run) for name, settings in logger.items()])
 
 
-def check_loggers(logger: dict[str, Any]) -> None:
-    """Before anything is built: every name a logger, MLflow installed where it is asked for."""
-    for name in logger:
-        LOGGERS.get(name)
+def check_loggers(logger: Mapping[str, Any]) -> None:
+    """Before anything is built: every name a logger, each a node of its keys, MLflow installed where it is asked for."""
+    for name, settings in logger.items():
+        keys = [f"logger.{name}.{key}" for key in config_parameters(LOGGERS.get(name))]  # an unknown name: refused
+        if settings is None:
+            others = [other for other, node in logger.items() if other != name and node is not None]
+            raise UserError(f"logger.{name}=null: leave a logger out by choosing the others, logger=[{','.join(others)}]"
+                            + ("" if others else " for none") + ".")
+        if not isinstance(settings, Mapping):
+            raise UserError(f"logger.{name}={settings}: logger.{name} holds the {name} logger's keys "
+                            f"({', '.join(keys) or 'it has none'}), not a value; loggers are chosen with "
+                            f"logger=[...], e.g. logger=[tensorboard,csv].")
     if "mlflow" in logger and importlib.util.find_spec("mlflow") is None:
         raise UserError("logger=mlflow needs MLflow, which is not installed: pip install -e '.[mlflow]' "
                         "(or pip install mlflow), or choose another logger.")

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from hydra.core.override_parser.types import Glob, Override
+from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -67,8 +67,8 @@ PLACES = {
 
 def check_given_values(command: CommandLine) -> None:
     """Refuse, before Hydra does in words that point elsewhere (or not at all), values a run cannot take as given:
-    several where it takes one (a sweep without -m, a list of a group's options), or none (null for a group, a
-    removed key, an empty place)."""
+    several where it takes one (a sweep without -m, a list of a group's options), none (null for a group, a
+    removed key, an empty place), or a number for a group's option."""
     for override in command.overrides:
         key, line = override.key_or_group, override.input_line
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
@@ -83,6 +83,11 @@ def check_given_values(command: CommandLine) -> None:
             if not options and override.is_delete():
                 raise UserError(f"{line}: every key of the config is read, so none can be removed: give {key} a value "
                                 "(python -m mnist_exp --cfg job shows each key's).")
+        value = override.value()
+        values = value.list if isinstance(value, ChoiceSweep) else [] if override.is_sweep_override() else [value]
+        if any(not isinstance(value, (str, list, type(None))) for value in values) and \
+                (options := group_options(key, command.config_dir)):  # model=5: Hydra's own error names no option
+            raise UserError(f"{line}: {key} takes one of its options by name: {', '.join(options)}.")
         if key in PLACES and (override.value() == "" or override.value() is None and key.startswith("hydra.")):
             raise UserError(f"{line}: {PLACES[key]}")  # ckpt_path=null, init_from=null: none, their default
         if key in ONE_OPTION_GROUPS and isinstance(override.value(), list) and len(override.value()) > 1:
