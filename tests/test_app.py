@@ -107,6 +107,7 @@ def test_tensorboard_events_read_back(fake_run):
     assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == [".hydra", "checkpoints"]
 
 
+CORES = len(os.sched_getaffinity(0))
 MODELS_LIST = "cnn, conv_fc, logreg, mlp, strided_cnn, vgg_cnn"
 TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smoothing, ema_decay, tta, tta_scales, "
                 "deterministic, compile, progress, checkpoint, patience, limit_batches, overfit_batches, profile")
@@ -184,6 +185,12 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                "none), not a value; loggers are chosen with logger=[...], e.g. logger=[tensorboard,csv]."),
     (["logger=[tensorboard,csv]", "logger.tensorboard=null"],
      "logger.tensorboard=null: leave a logger out by choosing the others, logger=[csv]."),
+    (["dataset.mean=nan"], "dataset.mean=nan is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
+                           "(MNIST's)."),
+    (["dataset.std=0"], "dataset.std=0.0 is out of range: it takes the pixels' standard deviation, above 0, e.g. "
+                        "0.3081 (MNIST's)."),
+    ([f"device.threads={CORES + 1}"], f"device.threads={CORES + 1} is more than the {CORES} cores this process may "
+                                      f"use: give at most {CORES}, or 0 for its share of them."),
     (["hydra.run.dri=x"], "Unknown key 'hydra.run.dri'. Did you mean 'hydra.run.dir'? The keys of hydra.run: dir."),
     (["hydra.sweeper.n_trials=3"], "Unknown key 'hydra.sweeper.n_trials'. The keys of hydra.sweeper: max_batch_size, "
                                    "params."),
@@ -233,7 +240,7 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
 
 
 @pytest.mark.parametrize("args", [["model.width=0"], ["optimizer.betas=[0.9]"], ["dataset.num_train=0"],
-                                  ["hydra.run.dir=new", "model.width=0"]])
+                                  ["dataset.std=0"], ["hydra.run.dir=new", "model.width=0"]])
 def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsys, args):
     """Values only a builder checks are refused after Hydra made the run's directory: the run takes it away again."""
     code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -36,8 +36,11 @@ def set_cpu_threads(threads: int) -> int:
     cores // n_jobs, so two jobs on two cores do not fight over both), else every core this
     process may run on, not every core of the machine.
     """
-    count = threads if threads > 0 else launcher_threads() or (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if threads > cores:  # threads that wait for a core: many times slower, never faster
+        raise UserError(f"device.threads={threads} is more than the {cores} cores this process may use: give at most "
+                        f"{cores}, or 0 for its share of them.")
+    count = threads if threads > 0 else launcher_threads() or cores
     torch.set_num_threads(count)
     return count
 
