@@ -70,6 +70,16 @@ def test_an_empty_range_in_a_searchs_params_is_refused():
         search_space(["d=range(8,4)"])
 
 
+@pytest.mark.parametrize("line, message", [
+    ("d=interval(8,4)", "d=interval(8,4): an interval goes from low to high, e.g. interval(4,8)."),
+    ("d=tag(log,interval(0,1))", "d=tag(log,interval(0,1)): a log scale needs both ends above 0."),
+])
+def test_an_interval_optuna_cannot_sample_is_refused(line, message):
+    with pytest.raises(UserError) as refused:
+        search_space([line])
+    assert str(refused.value) == message
+
+
 def test_a_suggested_value_reads_back_as_the_same_override():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

@@ -38,6 +38,10 @@ def distribution(override: Override):
     sweep = override.value()
     if override.is_interval_sweep():
         low, high, log_scale = sweep.start, sweep.end, "log" in sweep.tags
+        if not low <= high:  # Optuna's own error names neither the key nor the fix
+            raise UserError(f"{override.input_line}: an interval goes from low to high, e.g. interval({high:g},{low:g}).")
+        if log_scale and not low > 0:
+            raise UserError(f"{override.input_line}: a log scale needs both ends above 0.")
         # int(interval(1, 5)) casts the bounds (plain interval(1, 5) gives floats); tag(int, ...) says it too.
         if "int" in sweep.tags or (isinstance(low, int) and isinstance(high, int)):
             return IntDistribution(int(low), int(high), log=log_scale)
