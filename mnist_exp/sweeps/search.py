@@ -23,12 +23,14 @@ from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
 from mnist_exp.run.config import objectives
+from mnist_exp.runs import as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
@@ -84,10 +86,11 @@ class OptunaSearch:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what it does below, in order
         self.check_settings()
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
-        sampler = instantiate(self.sampler, **grid_space(self.sampler, space))
+        sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
+        pruner = build_from_node(self.pruner, "pruner")
         storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
-                                    pruner=instantiate(self.pruner), directions=self.directions, load_if_exists=True)
+        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                    directions=self.directions, load_if_exists=True)
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
@@ -170,6 +173,17 @@ def import_optuna():
     except ImportError:
         raise UserError("hydra/sweeper=optuna needs Optuna: pip install -e '.[sweep]' (make installs it).") from None
     return optuna
+
+
+def build_from_node(node: DictConfig, part: str, **extra: Any) -> Any:
+    """The sampler or pruner ``hydra.sweeper.<part>`` describes; a value Optuna refuses is one line naming them all."""
+    try:
+        return instantiate(node, **extra)
+    except InstantiationException as error:
+        settings = ", ".join(as_override(f"hydra.sweeper.{part}.{key}", value) for key, value in node.items()
+                             if key != "_target_")
+        raise UserError(f"Cannot build the {part} {node._target_.rsplit('.', 1)[-1]} from {settings or 'its defaults'}: "
+                        f"{first_line(error.__cause__ or error)}") from error
 
 
 def tell(study, trial, ret: JobReturn, metric: str, count: int = 1) -> str | None:
