@@ -111,6 +111,9 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                          "Did you mean 'maximize'?"),
     ("optimized_metric=test/acc", "optimized_metric=test/acc is not measured after every epoch"),
     ("trainer.batch_size=range(64,32)", "trainer.batch_size=range(64,32) sweeps over no values"),
+    ("hydra.sweeper.pruner.n_startup_trials=-3", "Cannot build the pruner MedianPruner from "
+     "hydra.sweeper.pruner.n_startup_trials=-3, hydra.sweeper.pruner.n_warmup_steps=0, "
+     "hydra.sweeper.pruner.interval_steps=1: Number of startup trials cannot be negative, but got n_startup_trials=-3."),
 ])
 def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -118,18 +118,11 @@ def test_the_grid_sampler_refuses_a_continuous_interval_in_one_line(tmp_path, mo
                           "choice(...), a,b,c or range(start,stop,step).") in err.splitlines()
 
 
-def test_a_sampler_or_pruner_setting_optuna_refuses_is_one_line_naming_the_settings(tmp_path, monkeypatch, capsys):
+def test_a_sampler_setting_optuna_refuses_is_one_line_naming_the_settings(tmp_path, monkeypatch, capsys):
     code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=random",
                               "hydra.sweeper.sampler.seed=abc", "x=choice(1,2)")
-    assert code == 1 and any(line.startswith("Cannot build the sampler RandomSampler from hydra.sweeper.sampler.seed=abc: ")
-                             for line in err.splitlines()), err
-    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/pruner=median",
-                              "hydra.sweeper.pruner.n_startup_trials=-3", "x=choice(1,2)",
-                              f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}")
-    assert code == 1 and (
-        "Cannot build the pruner MedianPruner from hydra.sweeper.pruner.n_startup_trials=-3, "
-        "hydra.sweeper.pruner.n_warmup_steps=0, hydra.sweeper.pruner.interval_steps=1: Number of startup trials "
-        "cannot be negative, but got n_startup_trials=-3.") in err.splitlines()
+    refusal = "Cannot build the sampler RandomSampler from hydra.sweeper.sampler.seed=abc: "
+    assert code == 1 and any(line.startswith(refusal) for line in err.splitlines()), err
 
 
 @pytest.mark.parametrize("sampler, name", [("nsgaii", "NSGAIISampler"), ("qmc", "QMCSampler")])
