@@ -187,6 +187,15 @@ def test_ensure_mnist_offline_on_empty_dir_names_all_four_files(tmp_path):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("name, builder", [("MNIST", "mnist"), ("KMNIST", "kmnist")])
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path, name, builder):
+    (tmp_path / "a_file").write_text("not a directory")
+    with pytest.raises(UserError) as refused:
+        build_dataset({"name": builder, "data_dir": str(tmp_path / "a_file")})
+    assert str(refused.value) == (f"Cannot make the data directory {tmp_path}/a_file/{name}/raw: Not a directory. Give "
+                                  "another with dataset.data_dir=<dir> (or MNIST_EXP_DATA=<dir>).")
+
+
 def test_ensure_mnist_never_uses_a_file_with_a_wrong_checksum(tmp_path, caplog):
     raw_dir = tmp_path / "MNIST" / "raw"
     raw_dir.mkdir(parents=True)

