@@ -46,6 +46,14 @@ def test_a_resume_that_is_no_boolean_is_one_line(words, message):
     assert str(refused.value) == message
 
 
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_outputs_variable_is_refused_not_taken_for_the_root(empty, monkeypatch):
+    monkeypatch.setenv("MNIST_EXP_OUTPUTS", empty)
+    with pytest.raises(UserError, match=r"^MNIST_EXP_OUTPUTS is set but empty: give it a directory, or unset it for "
+                                        r"\./outputs\.$"):
+        check_command_line(parse_command_line(["dataset=fake"]))
+
+
 def test_the_reading_takes_hydras_forms_of_the_mode_and_the_directories(tmp_path):
     command = parse_command_line(["hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}", "hparams_search=cnn_optuna",
                                   "hydra.run.dir=${now:%H}", "--config-dir", str(tmp_path)])

@@ -108,8 +108,11 @@ def sweep_advice(override: Override, command: CommandLine) -> str:
 
 def check_output_location(command: CommandLine) -> None:
     """Refuse, in one line, an output location that cannot be written (Hydra would fail with a traceback)."""
+    outputs = os.environ.get("MNIST_EXP_OUTPUTS", "outputs")
+    if not outputs.strip():  # the config's ${oc.env:MNIST_EXP_OUTPUTS,outputs} would put the runs at the root, /runs
+        raise UserError("MNIST_EXP_OUTPUTS is set but empty: give it a directory, or unset it for ./outputs.")
     locations = [path for path in (command.run_dir, command.sweep_dir) if path is not None]
-    locations.append(Path(os.environ.get("MNIST_EXP_OUTPUTS") or "outputs"))
+    locations.append(Path(outputs))
     for location in locations:
         path = location.absolute()
         existing = next(p for p in (path, *path.parents) if p.exists())
