@@ -68,7 +68,7 @@ PLACES = {
 def check_given_values(command: CommandLine) -> None:
     """Refuse, before Hydra does in words that point elsewhere (or not at all), values a run cannot take as given:
     several where it takes one (a sweep without -m, a list of a group's options), none (null for a group, a
-    removed key, an empty place), or a number for a group's option."""
+    removed key, an empty place), or a number or boolean where a group takes an option's name."""
     for override in command.overrides:
         key, line = override.key_or_group, override.input_line
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
@@ -83,8 +83,8 @@ def check_given_values(command: CommandLine) -> None:
             if not options and override.is_delete():
                 raise UserError(f"{line}: every key of the config is read, so none can be removed: give {key} a value "
                                 "(python -m mnist_exp --cfg job shows each key's).")
-        value = override.value()
-        values = value.list if isinstance(value, ChoiceSweep) else [] if override.is_sweep_override() else [value]
+        given = override.value()
+        values = given.list if isinstance(given, ChoiceSweep) else [] if override.is_sweep_override() else [given]
         if any(not isinstance(value, (str, list, type(None))) for value in values) and \
                 (options := group_options(key, command.config_dir)):  # model=5: Hydra's own error names no option
             raise UserError(f"{line}: {key} takes one of its options by name: {', '.join(options)}.")
