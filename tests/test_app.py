@@ -151,6 +151,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "
                                    "test/acc, test/loss, val/acc, val/loss, best_val/acc, train_time_s, params, or a list "
                                        "of them for several objectives."),
+    (["optimized_metric=null"], "optimized_metric=null is not a metric. Choose one of: test/acc, test/loss, val/acc, "
+                                "val/loss, best_val/acc, train_time_s, params, or a list of them for several objectives."),
     (["--cfg", "jb"], "python -m mnist_exp: argument --cfg/-c: invalid choice: 'jb' (choose from 'job', 'hydra', "
                       "'all'). See --help."),
     (["model=cnn", "-m", "model.width=8,16"], "python -m mnist_exp: unrecognized arguments: model.width=8,16. Options "
@@ -229,7 +231,7 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
                                   ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="],
                                   ["hydra.run.dir=new", "trainer.epochs=-1"], ["logger.tensorboard=null"],
-                                  ["logger.tensorboard=1"]])
+                                  ["logger.tensorboard=1"], ["-m", "seed=1,2", "optimized_metric=[val/acc,foo]"]])
 def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     """Refused before Hydra makes the run's directory: the values of the composed config, then the run's."""
     if args == ["device=cuda"] and torch.cuda.is_available():

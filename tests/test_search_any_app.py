@@ -223,11 +223,13 @@ def test_a_two_objective_search_of_accuracy_and_training_time(tmp_path, monkeypa
       "hydra/sweeper/pruner=median"),
      "Optuna prunes single-objective searches only: with several directions, hydra/sweeper/pruner=none."),
     (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,speed]"),
-     "1 of 1 trials failed, more than hydra.sweeper.max_failure_rate=0.0 allows: the search stops (optimized_metric="
-     "speed is not a metric. Choose one of: test/acc, test/loss, val/acc, val/loss, best_val/acc, train_time_s, "
-     "params, or a list of them for several objectives.)."),
+     "optimized_metric=speed is not a metric. Choose one of: test/acc, test/loss, val/acc, val/loss, best_val/acc, "
+     "train_time_s, params, or a list of them for several objectives."),
+    (("optimized_metric=${seed}",),  # not read from the command line: the search checks it before any trial
+     "optimized_metric=0 is not a metric. Choose one of: test/acc, test/loss, val/acc, val/loss, best_val/acc, "
+     "train_time_s, params, or a list of them for several objectives."),
 ])
-def test_a_multi_objective_search_set_wrong_is_one_line(args, message, tmp_path, monkeypatch, capsys):
+def test_a_searchs_objectives_set_wrong_are_one_line(args, message, tmp_path, monkeypatch, capsys):
     code, _, err = run_main("-m", "hydra/sweeper=optuna", *TINY_SEARCH, "hydra.sweeper.n_trials=1", *args,
                             "model.width=choice(2,4)", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and message in err.splitlines(), err

@@ -19,6 +19,7 @@ at composition with Hydra's own message. Two kinds of schema:
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from pathlib import Path
@@ -233,10 +234,7 @@ def check_ranges(cfg) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
-    for metric in objectives(cfg.optimized_metric):
-        if metric not in OBJECTIVES:
-            raise UserError(f"optimized_metric={metric} is not a metric.{did_you_mean(metric, OBJECTIVES)} Choose "
-                            f"one of: {', '.join(OBJECTIVES)}, or a list of them for several objectives.")
+    check_objectives(cfg.optimized_metric)
 
 
 def check_patience(patience: int | None, val_size: int | None) -> None:
@@ -258,6 +256,18 @@ OBJECTIVES = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc", "t
 def objectives(optimized_metric) -> list[str]:
     """``optimized_metric`` as a list: one key, or several (a multi-objective search)."""
     return [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
+
+
+def check_objectives(optimized_metric) -> None:
+    """``optimized_metric`` is one of ``OBJECTIVES``, or a list of them."""
+    metrics = optimized_metric
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:  # one, or null, 5, []: refused
+        metrics = [optimized_metric]
+    for metric in metrics:
+        if metric not in OBJECTIVES:
+            shown = "null" if metric is None else metric
+            raise UserError(f"optimized_metric={shown} is not a metric.{did_you_mean(shown, OBJECTIVES)} Choose "
+                            f"one of: {', '.join(OBJECTIVES)}, or a list of them for several objectives.")
 
 
 def schema_keys(type_name: str) -> list[str]:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, disk_full, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
-from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_ranges, named
+from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.run.resume import nothing_to_resume
@@ -48,10 +48,14 @@ def check_command_line(command: CommandLine) -> None:
 
 
 def check_builder_names(command: CommandLine) -> None:
-    """A builder named on the command line (``model.name=cnn``) is one the registry has (or a one-line refusal)."""
+    """A builder named on the command line (``model.name=cnn``) is one the registry has (or a one-line refusal), and
+    so is the metric (``optimized_metric``): a sweep's jobs would each be refused."""
     for registry in REGISTRIES:
         if named(registry) and (name := command.value(f"{registry.kind}.name")) is not None:
             registry.get(name)
+    metric = command.given("optimized_metric")
+    if metric is not None and not metric.is_sweep_override() and "${" not in metric.input_line:
+        check_objectives(metric.value())
 
 
 # The groups whose option is one component: a list of options (model=[cnn,mlp]) would merge several into one.

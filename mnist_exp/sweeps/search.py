@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
-from mnist_exp.run.config import objectives
+from mnist_exp.run.config import check_objectives, objectives
 from mnist_exp.runs import as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
@@ -76,8 +76,8 @@ class OptunaSearch:
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config = config
         # How the best trial runs again: this package's entry point, or the script of another Hydra app.
-        own = task_function.__module__.startswith("mnist_exp")
-        self.program = ["python", "-m", "mnist_exp"] if own else ["python", sys.argv[0]]
+        self.own = task_function.__module__.startswith("mnist_exp")
+        self.program = ["python", "-m", "mnist_exp"] if self.own else ["python", sys.argv[0]]
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
@@ -135,6 +135,8 @@ class OptunaSearch:
                 raise UserError(f"hydra.sweeper.direction={direction} is not one of: {', '.join(DIRECTIONS)}."
                                 f"{did_you_mean(direction, DIRECTIONS)}")
         metrics = self.config.get("optimized_metric")
+        if self.own:
+            check_objectives(metrics)  # a trial would fail only once it has trained
         if metrics is not None and len(objectives(metrics)) != len(self.directions):
             raise UserError(f"hydra.sweeper.direction has {len(self.directions)} direction(s) and optimized_metric "
                             f"{len(objectives(metrics))} metric(s): give one direction per metric, e.g. "
