@@ -110,6 +110,21 @@ def test_a_sweep_into_a_directory_with_completed_jobs_is_refused(uninterrupted, 
     assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
 
 
+@pytest.mark.parametrize("change", [("model.width=4,8", "model.width=4,8,16"), ("device=cpu", "device=cpu dataset.seed=1")])
+def test_a_sweep_resumed_with_another_grid_is_refused(change, uninterrupted, tmp_path, monkeypatch, capsys):
+    """Another grid, or one more override, would name and number the jobs anew and train the completed ones again."""
+    before = {job.name: snapshot(job) for job in run_dirs(uninterrupted)}
+    old, new = change
+    changed = [part for arg in SWEEP for part in (new.split() if arg == old else [arg])]
+    code, _, err = run_main(*changed, "resume=true", f"hydra.sweep.dir={uninterrupted}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"resume=true continues the sweep in {uninterrupted} as it started ({' '.join(SWEEP[1:])}), and this command "
+        f"gives {' '.join(changed[1:])}: resume it with its own overrides (its multirun.yaml has them), or start "
+        "another sweep with a new hydra.sweep.dir."]
+    assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
+
+
 @pytest.mark.parametrize("where, message", [
     (None, "resume=true continues a sweep: give the directory of the sweep to continue, hydra.sweep.dir=<dir>."),
     ("nothing", "resume=true, but {dir} holds no sweep (no multirun.yaml). Give the directory of the sweep to "

@@ -21,13 +21,13 @@ from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError, disk_full, full_traceback_asked, release_stderr
+from mnist_exp.errors import UserError, disk_full, first_line, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.run.resume import nothing_to_resume
-from mnist_exp.runs import METRICS_FILE, Status, last_checkpoint, run_status
+from mnist_exp.runs import METRICS_FILE, RESUME_MAY_CHANGE, Status, last_checkpoint, run_status, split_override
 
 try:
     import fcntl
@@ -166,12 +166,36 @@ def check_no_overwrite(command: CommandLine) -> None:
     if resume and not (sweep_dir / "multirun.yaml").exists():
         raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
                         "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
+    if resume and not command.search:
+        check_same_grid(command, sweep_dir)
     completed = [] if resume or command.search or sweep_dir is None else [
         job for job in sorted(sweep_dir.glob("*/")) if run_status(job) == Status.COMPLETED]
     if completed:
         raise UserError(f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again "
                         "would overwrite them. Continue it with resume=true, or start fresh with a new "
                         "hydra.sweep.dir (or leave it out).")
+
+
+def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
+    """A resumed grid sweep is the sweep it continues. Hydra numbers and names the jobs by the grid and the other
+    overrides, so another grid, or one more override, would train completed jobs again under new names."""
+    try:
+        hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+        recorded, unnamed = list(hydra.overrides.task), set(hydra.job.config.override_dirname.exclude_keys)
+    except Exception as error:  # not YAML, or not Hydra's record of a sweep
+        raise UserError(f"resume=true, but {sweep_dir / 'multirun.yaml'} is not a sweep's record ({first_line(error)})."
+                        " Give the directory of the sweep to continue.") from error
+
+    def grid(overrides: list[str]) -> list[str]:  # less what a resume may change and no job's name holds
+        keys = [split_override(line)[0] for line in overrides]
+        return [line for line, key in zip(overrides, keys)
+                if not (key.startswith("hydra") or key in unnamed and key.startswith(RESUME_MAY_CHANGE))]
+
+    before, now = grid(recorded), grid([override.input_line for override in command.overrides])
+    if before != now:
+        raise UserError(f"resume=true continues the sweep in {sweep_dir} as it started ({' '.join(before)}), and this "
+                        f"command gives {' '.join(now) or 'no overrides'}: resume it with its own overrides (its "
+                        "multirun.yaml has them), or start another sweep with a new hydra.sweep.dir.")
 
 
 def check_sweep_overrides(command: CommandLine) -> None:
