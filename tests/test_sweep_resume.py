@@ -110,7 +110,8 @@ def test_a_sweep_into_a_directory_with_completed_jobs_is_refused(uninterrupted, 
     assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
 
 
-@pytest.mark.parametrize("change", [("model.width=4,8", "model.width=4,8,16"), ("device=cpu", "device=cpu dataset.seed=1")])
+@pytest.mark.parametrize("change", [("model.width=4,8", "model.width=4,8,16"),
+                                    ("device=cpu", "device=cpu dataset.seed=1")])
 def test_a_sweep_resumed_with_another_grid_is_refused(change, uninterrupted, tmp_path, monkeypatch, capsys):
     """Another grid, or one more override, would name and number the jobs anew and train the completed ones again."""
     before = {job.name: snapshot(job) for job in run_dirs(uninterrupted)}
