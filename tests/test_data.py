@@ -192,8 +192,9 @@ def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path, name, builder):
     (tmp_path / "a_file").write_text("not a directory")
     with pytest.raises(UserError) as refused:
         build_dataset({"name": builder, "data_dir": str(tmp_path / "a_file")})
-    assert str(refused.value) == (f"Cannot make the data directory {tmp_path}/a_file/{name}/raw: Not a directory. Give "
-                                  "another with dataset.data_dir=<dir> (or MNIST_EXP_DATA=<dir>).")
+    assert str(refused.value) == (f"Cannot make the data directory {tmp_path}/a_file/{name}/raw: Not a directory. "
+                                  "Choose another directory for the data: dataset.data_dir=<dir> in a run, "
+                                  "MNIST_EXP_DATA=<dir> for every command.")
 
 
 def test_ensure_mnist_never_uses_a_file_with_a_wrong_checksum(tmp_path, caplog):
@@ -256,6 +257,17 @@ def test_data_command_on_verified_dir(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["mnist_exp.data"])
     runpy.run_module("mnist_exp.data", run_name="__main__", alter_sys=True)  # python -m mnist_exp.data, here
     assert capsys.readouterr().out == f"MNIST ready and verified in {default_data_dir() / 'MNIST' / 'raw'}\n"
+
+
+@pytest.mark.parametrize("arguments", [["dataset.data_dir=x"], ["--dir", "x"], ["x", "y"]])
+def test_the_data_command_refuses_what_is_not_one_directory(arguments, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mnist_exp.data", *arguments])
+    with pytest.raises(SystemExit) as refused:
+        runpy.run_module("mnist_exp.data", run_name="__main__", alter_sys=True)
+    assert refused.value.code == (f"python -m mnist_exp.data takes a directory, not {' '.join(arguments)}: python -m "
+                                  "mnist_exp.data [DIR]. See --help.")
+    assert not any(tmp_path.iterdir())
 
 
 # --- Fashion-MNIST and KMNIST (torchvision's datasets), on tiny IDX files written here ---

@@ -199,8 +199,8 @@ def make_data_dir(raw_dir: Path) -> None:
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"Cannot make the data directory {raw_dir}: {error.strerror}. Give another with "
-                        "dataset.data_dir=<dir> (or MNIST_EXP_DATA=<dir>).") from error
+        raise UserError(f"Cannot make the data directory {raw_dir}: {error.strerror}. Choose another directory for the "
+                        "data: dataset.data_dir=<dir> in a run, MNIST_EXP_DATA=<dir> for every command.") from error
 
 
 def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, timeout: float = 5.0) -> Path:
