@@ -121,12 +121,14 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         return (f"--config-name {found['name']}: there is no such config. mnist_exp's is config: leave out "
                 "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>.")
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=null\s+field '[^']+' is not Optional", text):
-        return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp --cfg job shows "
+        shown_by = "--cfg hydra" if found["key"].startswith("hydra.") else "--cfg job"
+        return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp {shown_by} shows "
                 "its default).")
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid value assigned: \w+ is "
                           r"not a ListConfig", text):
         key, value = found["key"], found["value"]
-        return f"{key}={value} is not a list: give one in brackets, e.g. {key}=[{value}]."
+        bracketed = f"[{value},0.999]" if key.endswith(".betas") else f"[{value}]"  # Adam's betas are two numbers
+        return f"{key}={value} is not a list: give one in brackets, e.g. {key}={bracketed}."
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid type assigned: \w+ is not a "
                           r"subclass of (?P<type>\w+)", text):
         key, keys = found["key"], key_names(found["type"])

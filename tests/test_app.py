@@ -201,6 +201,10 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["~seed"], "~seed: every key of the config is read, so none can be removed: give seed a value (python -m "
                 "mnist_exp --cfg job shows each key's)."),
     (["seed=null"], "seed=null: seed needs a value, not null (python -m mnist_exp --cfg job shows its default)."),
+    (["hydra.job.name=null"], "hydra.job.name=null: hydra.job.name needs a value, not null (python -m mnist_exp --cfg "
+                              "hydra shows its default)."),
+    (["optimizer=adam", "optimizer.betas=0.9"],
+     "optimizer.betas=0.9 is not a list: give one in brackets, e.g. optimizer.betas=[0.9,0.999]."),
     (["hydra.run.dir="], "hydra.run.dir=: give the run a directory (hydra.run.dir=outputs/my_run), or leave it out "
                          "for a new one."),
     (["ckpt_path="], "ckpt_path=: give the checkpoint to continue from, or leave ckpt_path out to start fresh."),

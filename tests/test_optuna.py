@@ -110,6 +110,7 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("hydra.sweeper.direction=maximise", "hydra.sweeper.direction=maximise is not one of: maximize, minimize. "
                                          "Did you mean 'maximize'?"),
     ("optimized_metric=test/acc", "optimized_metric=test/acc is not measured after every epoch"),
+    ("hydra.sweeper.direction=null", "hydra.sweeper.direction=null is not one of: maximize, minimize."),
     ("trainer.batch_size=range(64,32)", "trainer.batch_size=range(64,32) sweeps over no values"),
     ("hydra.sweeper.pruner.n_startup_trials=-3", "Cannot build the pruner MedianPruner from "
      "hydra.sweeper.pruner.n_startup_trials=-3, hydra.sweeper.pruner.n_warmup_steps=0, "

@@ -18,6 +18,7 @@ import logging
 import math
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ class OptunaSearch:
                  custom_search_space: str | None = None, heartbeat_interval: int | None = None,
                  max_retry: int | None = None):
         self.sampler, self.pruner = sampler, pruner
-        self.directions = [direction] if isinstance(direction, str) else list(direction)  # several: multi-objective
+        # Several: multi-objective. One that is no direction (null, a number) is refused by check_settings.
+        self.directions = list(direction) if isinstance(direction, Sequence) and not isinstance(direction, str) \
+            else [direction]
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = params or {}
@@ -132,8 +135,9 @@ class OptunaSearch:
     def check_settings(self) -> None:
         for direction in self.directions:
             if direction not in DIRECTIONS:
-                raise UserError(f"hydra.sweeper.direction={direction} is not one of: {', '.join(DIRECTIONS)}."
-                                f"{did_you_mean(direction, DIRECTIONS)}")
+                shown = "null" if direction is None else direction
+                raise UserError(f"hydra.sweeper.direction={shown} is not one of: {', '.join(DIRECTIONS)}."
+                                f"{did_you_mean(shown, DIRECTIONS)}")
         metrics = self.config.get("optimized_metric")
         if self.own:
             check_objectives(metrics)  # a trial would fail only once it has trained
