@@ -396,6 +396,18 @@ def test_export_refuses_an_out_file_in_a_missing_directory(trained, tmp_path, ca
     assert call("export", trained, "--out", tmp_path / "best.pt2", capsys=capsys)[0] == 0  # the advice, followed
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--out", "model.onnx", "--format", "pt2"],
+     "--out model.onnx does not end in .pt2, the ending of --format pt2: name it model.pt2, or leave out --format."),
+    (["--out", "README.md"], "--out README.md: end its name in the format's ending: .pt2, .onnx or .pt (torchscript)."),
+])
+def test_export_refuses_an_out_file_named_for_another_format(args, message, trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text("mine")
+    assert call("export", trained, *args, capsys=capsys) == (1, "", f"python -m mnist_exp.tools.export: {message}\n")
+    assert [path.name for path in tmp_path.iterdir()] == ["README.md"] and (tmp_path / "README.md").read_text() == "mine"
+
+
 def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(trained, tmp_path, capsys):
     two_columns = tmp_path / "two.csv"
     two_columns.write_text("a,b\n1,2\n")

@@ -26,7 +26,8 @@ from mnist_exp.run.checkpoint import checkpoint_file
 from mnist_exp.tools.trained import load_trained_model
 
 FORMATS = ("pt2", "onnx", "torchscript")
-SUFFIXES = {"pt2": ".pt2", "torchscript": ".ts.pt", "onnx": ".onnx"}
+SUFFIXES = {"pt2": ".pt2", "torchscript": ".ts.pt", "onnx": ".onnx"}  # of a file written beside the checkpoint
+ENDINGS = {"pt2": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}  # of a file each format may be written to
 
 
 class NormalizedModel(nn.Module):
@@ -46,14 +47,26 @@ def sample_images(config: dict, count: int = 512) -> torch.Tensor:
     return (images.unsqueeze(1) if images.dim() == 3 else images).float() / 255
 
 
-def export_model(checkpoint: str | Path, format: str = "pt2", out: str | Path | None = None) -> Path:
-    """Write the model (default: beside the checkpoint) and check it against the checkpoint."""
+def export_format(format: str | None, out: Path | None) -> str:
+    """``format`` as given, else the one ``out``'s ending names, else pt2; an ending of another format is refused."""
+    named = next((name for name, ending in ENDINGS.items() if out and out.name.endswith(ending)), None)
+    if out and named != (format or named):
+        raise UserError(f"--out {out} does not end in {ENDINGS[format]}, the ending of --format {format}: name it "
+                        f"{out.stem}{ENDINGS[format]}, or leave out --format.")
+    if out and not named:
+        raise UserError(f"--out {out}: end its name in the format's ending: .pt2, .onnx or .pt (torchscript).")
+    return format or named or "pt2"
+
+
+def export_model(checkpoint: str | Path, format: str | None = None, out: str | Path | None = None) -> Path:
+    """Write the model (default: beside the checkpoint, as pt2) and check it against the checkpoint."""
     path = checkpoint_file(checkpoint)
+    out = cli.file_to_write(out, "--out", path.with_suffix(SUFFIXES[format or "pt2"]).name) if out else None
+    format = export_format(format, out)
+    out = out or path.with_suffix(SUFFIXES[format])
     trained = load_trained_model(path)
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
     images = sample_images(trained.config)
-    beside = path.with_suffix(SUFFIXES[format])
-    out = cli.file_to_write(out, "--out", beside.name) if out else beside
     with torch.inference_mode():
         expected = wrapped(images)
     if format == "pt2":
@@ -108,10 +121,12 @@ def arguments():
                                   "[0, 1] in, logits out.")
     parser.add_argument("checkpoint", metavar="checkpoint_or_run_dir",
                         help="a checkpoint file a run wrote, or a run directory (its checkpoints/best.pt)")
-    parser.add_argument("--format", choices=FORMATS, default="pt2",
-                        help="pt2: torch.export (default); onnx; torchscript (deprecated by PyTorch)")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="pt2: torch.export (the default); onnx; torchscript (deprecated by PyTorch); without it, "
+                             "the one --out's ending names")
     parser.add_argument("--out", metavar="FILE",
-                        help="where to write it (default: beside the checkpoint, best.pt2, best.onnx or best.ts.pt)")
+                        help="where to write it, ending in .pt2, .onnx or .pt (default: beside the checkpoint, "
+                             "best.pt2, best.onnx or best.ts.pt)")
     return parser
 
 
