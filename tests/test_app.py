@@ -187,6 +187,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                "none), not a value; loggers are chosen with logger=[...], e.g. logger=[tensorboard,csv]."),
     (["logger=[tensorboard,csv]", "logger.tensorboard=null"],
      "logger.tensorboard=null: leave a logger out by choosing the others, logger=[csv]."),
+    (["dataset.num_test=0"], "dataset=fake leaves no test images (1024 training, 256 validation): give it "
+                             "dataset.num_test=256, say."),
     (["dataset.mean=nan"], "dataset.mean=nan is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
                            "(MNIST's)."),
     (["dataset.std=0"], "dataset.std=0.0 is out of range: it takes the pixels' standard deviation, above 0, e.g. "

@@ -1,7 +1,7 @@
 """Data: fetching and verifying the files (download), the datasets (datasets), batches (loader), augmentation (augment)."""
 
-from mnist_exp.data.datasets import DataBundle, Split, build_dataset
+from mnist_exp.data.datasets import DataBundle, Split, build_dataset, check_test_split
 from mnist_exp.data.download import ensure_mnist
 from mnist_exp.data.loader import TensorLoader
 
-__all__ = ["DataBundle", "Split", "TensorLoader", "build_dataset", "ensure_mnist"]
+__all__ = ["DataBundle", "Split", "TensorLoader", "build_dataset", "check_test_split", "ensure_mnist"]

@@ -254,3 +254,11 @@ def build_dataset(cfg) -> DataBundle:
         raise UserError(f"dataset.std={std} is out of range: it takes the pixels' standard deviation, above 0, e.g. "
                         "0.3081 (MNIST's).")
     return DATASETS.build(cfg)
+
+
+def check_test_split(data: DataBundle) -> None:
+    """A run's test split has images: one would train, then test on nothing (accuracy nan, recorded as null)."""
+    if not len(data.test):
+        more = "dataset.num_test=256, say" if data.name == "fake" else "more images, or a larger dataset.test_size"
+        raise UserError(f"dataset={data.name} leaves no test images ({len(data.train)} training, {len(data.val)} "
+                        f"validation): give it {more}.")
