@@ -75,6 +75,8 @@ def test_a_run_on_the_csv_then_a_submission_for_the_test_file(kaggle, tmp_path, 
                                                  "are class numbers 0, 1, 2, ...; pixels grey levels 0-255)."),
     ("label,a,b,c,d\n1,2,3,300,5\n", ", line 2: pixels are grey levels from 0 to 255."),
     ("label,a,b,c,d\n-1,2,3,4,5\n", ", line 2: the label -1 is not a class number (0, 1, 2, ...)."),
+    ("label,a,b,c,d\n", "has no rows of images. Give label,pixel0,...,pixel783 (a label, then 28x28 grey levels "
+                        "0-255)."),
 ])
 def test_a_csv_in_another_layout_is_one_line(content, message, tmp_path):
     path = tmp_path / "train.csv"
@@ -82,6 +84,17 @@ def test_a_csv_in_another_layout_is_one_line(content, message, tmp_path):
     with pytest.raises(UserError) as refused:
         read_pixel_csv(path, labelled=True)
     assert str(refused.value) == f"{path}{'' if message.startswith(',') else ' '}{message}"
+
+
+def test_a_folder_or_a_file_too_short_to_split_is_one_line(tmp_path):
+    with pytest.raises(UserError) as refused:
+        read_pixel_csv(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path} is a folder, not a CSV file: give a CSV file of images")
+    (tmp_path / "one.csv").write_text("label,a,b,c,d\n1,2,3,4,5\n")
+    with pytest.raises(UserError) as refused:
+        build_dataset({"name": "csv", "train": str(tmp_path / "one.csv")})
+    assert str(refused.value) == (f"dataset.train={tmp_path / 'one.csv'} holds 1 image, too few to hold some out for "
+                                  "the test: give it more rows, or a labelled test file as dataset.test=<file>.")
 
 
 def test_an_unlabelled_test_file_or_no_training_file_is_one_line(kaggle):

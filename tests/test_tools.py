@@ -418,6 +418,10 @@ def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(
     assert call("predict", trained, tmp_path / "seven.png", "--submission", tmp_path / "s.csv",
                 capsys=capsys) == (1, "", f"{prefix}--submission classifies one CSV file of images (Kaggle's "
                                          f"test.csv); it was given {tmp_path / 'seven.png'}, not a .csv file.\n")
+    assert call("predict", trained, two_columns, capsys=capsys) == (1, "", f"{prefix}{two_columns} is a CSV file: a "
+                                                                         "table of images is classified into a "
+                                                                         "submission file, e.g. --submission "
+                                                                         "submission.csv.\n")
     assert call("predict", trained, two_columns, "--submission", tmp_path, capsys=capsys) == (
         1, "", f"{prefix}--submission {tmp_path} is a directory: give the file to write, e.g. "
                f"{tmp_path / 'submission.csv'}.\n")

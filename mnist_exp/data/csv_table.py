@@ -3,6 +3,7 @@ and its pixels row by row (``label,pixel0,...,pixel783``); its test file has the
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
     number in range) is one line naming the file, and its line where it can.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a CSV file: give a CSV file of images, one a row ({KAGGLE_LAYOUT}), "
+                        "or use the folder's images with dataset=folder dataset.root=<folder>.")
     if not path.is_file():
         raise UserError(f"{path} does not exist. Give a CSV file of images, one a row: {KAGGLE_LAYOUT}.")
     with open(path) as f:
@@ -34,7 +38,9 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
         raise UserError(f"{path} has {len(columns)} columns: {'after the label, ' if labelled else ''}{pixels} pixels "
                         f"do not make a square image (784 make 28x28). Give {KAGGLE_LAYOUT}.")
     try:  # whole numbers: numpy parses them about 7x faster than floats
-        table = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.int64, ndmin=2)
+        with warnings.catch_warnings():  # numpy's warning of no rows: refused below, in one line
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.int64, ndmin=2)
     except ValueError as error:  # numpy names the value, its row (from 0, after the header) and column
         found = re.search(r"string '(.*)' to int64 at row (\d+), column (\d+)", str(error))
         if not found:  # rows of different lengths; numpy's advice (usecols) is not ours

@@ -109,9 +109,12 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
                             f"dataset.train={train} {images.shape[1]}x{images.shape[2]}: give files of one size.")
         rest, test_split = Split(images, labels), Split(test_images, test_labels)
     else:
+        if len(labels) < 2:
+            raise UserError(f"dataset.train={train} holds {len(labels)} image, too few to hold some out for the test: "
+                            "give it more rows, or a labelled test file as dataset.test=<file>.")
         if not 1 <= test_size < len(labels):
-            raise UserError(f"dataset.test_size must be in [1, {len(labels)}) (the test images held out of "
-                            f"{train}), got {test_size}.")
+            raise UserError(f"dataset.test_size={test_size} is out of range: the test holds out 1 to {len(labels) - 1} "
+                            f"of the {len(labels)} images in {train}.")
         rest, test_split = split_train_val(images, labels, test_size, split_seed + 1)
     train_split, val = split_train_val(rest.images, rest.labels, val_size, split_seed)
     mean, std = training_normalisation(train_split, mean, std)

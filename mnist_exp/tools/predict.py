@@ -127,6 +127,9 @@ def command(args) -> None:
         rows = write_submission(args.checkpoint, args.images[0], args.submission, args.device)
         print(f"Wrote {args.submission}: {rows} rows of ImageId,Label")
         return
+    if tables := [name for name in args.images if Path(name).suffix.lower() == ".csv"]:
+        raise UserError(f"{tables[0]} is a CSV file: a table of images is classified into a submission file, "
+                        "e.g. --submission submission.csv.")
     files = image_files(args.images)
     results, failed = predict(args.checkpoint, files, args.device, args.as_is)
     for path, label, probability in results:
