@@ -145,6 +145,14 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if re.search(r"\w+ does not support sweep type : INTERVAL_SWEEP", text):
         return ("interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or hparams_search=cnn_optuna), "
                 "or sweep listed values, e.g. key=4,8 or range(4,9).")
+    if found := re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n\s+in \"(?P<file>[^\"]+)\", line (?P<line>\d+), column \d+"
+                          r"(?:\n(?P<problem>.+)\n\s+in \"[^\"]+\", line (?P<at>\d+))?", text, re.M):
+        problem = f": {found['problem']}" if found["problem"] else ""
+        return (f"{found['file']}, line {found['at'] or found['line']}: not valid YAML ({found['context']}{problem}). "
+                "Fix the file.")
+    if found := re.search(r"In '(?P<file>experiment/[^']+)': Could not override '(?P<group>[\w/]+)@experiment\.", text):
+        return (f"{found['file']}.yaml sets the {found['group']} group of the whole config, which needs "
+                "'# @package _global_' as the file's first line: add it, as each experiment file has.")
     if "Traceback (most recent call last)" in text and (raised := re.findall(r"^([\w.]+(?:Error|Exception)): (.+)$", text, re.M)):
         message = f"{raised[-1][0]}: {raised[-1][1]}"  # the error a traceback ends in, not its first lines
         if "[Errno 28]" in message:

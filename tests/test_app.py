@@ -234,6 +234,21 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
     assert err.splitlines() == [message]
 
 
+@pytest.mark.parametrize("text, message", [
+    ("# @package _global_\ntrainer: {epochs: 1\n", "{file}, line 3: not valid YAML (while parsing a flow mapping: "
+                                                    "expected ',' or '}}', but got '<stream end>'). Fix the file."),
+    ("defaults:\n  - override /model: mlp\n", "experiment/mine.yaml sets the model group of the whole config, which "
+                                              "needs '# @package _global_' as the file's first line: add it, as each "
+                                              "experiment file has."),
+])
+def test_a_users_broken_experiment_file_is_one_line(text, message, tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "mine.yaml").write_text(text)
+    code, _, err = run_main("--config-dir", str(tmp_path / "mine"), "experiment=mine", "dataset=fake",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [message.format(file=tmp_path / "mine" / "experiment" / "mine.yaml")]
+
+
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
                                   ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="],
                                   ["hydra.run.dir=new", "trainer.epochs=-1"], ["logger.tensorboard=null"],
