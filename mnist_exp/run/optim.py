@@ -15,6 +15,8 @@ from mnist_exp.registry import OPTIMIZERS, SCHEDULERS
 
 @OPTIMIZERS.register("sgd")
 def sgd(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False):
+    check_range("optimizer.momentum", momentum, 0 <= momentum < 1, "a fraction in [0, 1), e.g. 0.9")
+    check_weight_decay_and_eps(weight_decay)
     params = list(params)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
                            fused=fused(params))
@@ -22,6 +24,7 @@ def sgd(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0
 
 @OPTIMIZERS.register("adam")
 def adam(params, lr: float = 1e-2, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8):
+    check_weight_decay_and_eps(weight_decay, eps)
     params = list(params)
     return torch.optim.Adam(params, lr=lr, betas=two_betas(betas), weight_decay=weight_decay, eps=eps,
                             fused=fused(params))
@@ -29,6 +32,7 @@ def adam(params, lr: float = 1e-2, betas: list[float] = (0.9, 0.999), weight_dec
 
 @OPTIMIZERS.register("adamw")
 def adamw(params, lr: float = 1e-2, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8):
+    check_weight_decay_and_eps(weight_decay, eps)
     params = list(params)
     return torch.optim.AdamW(params, lr=lr, betas=two_betas(betas), weight_decay=weight_decay, eps=eps,
                              fused=fused(params))
@@ -43,14 +47,24 @@ def fused(params: list) -> bool | None:
 
 
 def two_betas(betas) -> tuple[float, float]:
-    """Adam's (beta1, beta2); torch checks their range, not their number."""
+    """Adam's (beta1, beta2): two fractions in [0, 1) (torch checks the range without saying what it takes)."""
     if len(betas) != 2:
         raise UserError(f"optimizer.betas={list(betas)} takes two numbers, e.g. optimizer.betas=[0.9,0.999].")
+    check_range("optimizer.betas", list(betas), all(0 <= beta < 1 for beta in betas),
+                "two fractions in [0, 1), e.g. [0.9,0.999]")
     return tuple(betas)
+
+
+def check_weight_decay_and_eps(weight_decay: float, eps: float = 1.0) -> None:
+    """The ranges torch refuses without saying what it takes."""
+    check_range("optimizer.weight_decay", weight_decay, weight_decay >= 0, "0 or more, e.g. 0.01")
+    check_range("optimizer.eps", eps, eps > 0, "a small number above 0, e.g. 1e-8")
 
 
 @OPTIMIZERS.register("adadelta")
 def adadelta(params, lr: float = 1.0, rho: float = 0.9, weight_decay: float = 0.0, eps: float = 1e-6):
+    check_range("optimizer.rho", rho, 0 <= rho <= 1, "a fraction in [0, 1], e.g. 0.9")
+    check_weight_decay_and_eps(weight_decay, eps)
     return torch.optim.Adadelta(params, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps)
 
 
