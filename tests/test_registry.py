@@ -6,6 +6,7 @@ import torch
 from conftest import read_metrics, run_dirs, run_module
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry
+from mnist_exp.tools import evaluate
 
 
 def test_did_you_mean_names_the_close_match_only():
@@ -76,7 +77,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow  # the user's own script, run as its own process: its registration must not leak into this one
-def test_a_users_own_model_trains_through_the_entry_point(tmp_path):
+def test_a_users_own_model_trains_through_the_entry_point(tmp_path, capsys):
     (tmp_path / "my_models.py").write_text(USER_SCRIPT)
     run_module("my_models", "model=tiny", "model.width=12", "dataset=fake", "trainer.epochs=1", "device=cpu",
                "device.threads=1", cwd=tmp_path)
@@ -89,3 +90,12 @@ def test_a_users_own_model_trains_through_the_entry_point(tmp_path):
     result = run_module("my_models", "model=tiny", "model.widht=12", "dataset=fake", cwd=tmp_path, expect_ok=False)
     assert (result.returncode, result.stderr) == (
         1, "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width.\n")
+    # The tools, where tiny is not registered (this process), say how to reach it; the advice, followed, works.
+    assert evaluate.main([str(run_dir)]) == 1
+    assert capsys.readouterr().err == (
+        f"python -m mnist_exp.tools.evaluate: {run_dir / 'checkpoints' / 'best.pt'} holds a model 'tiny', which is "
+        "registered where it was trained, not here: import the module that registers it, then call the tool's "
+        "main([...]) from Python, e.g. mnist_exp.tools.evaluate.main(['<run>']).\n")
+    (tmp_path / "evaluate_mine.py").write_text(f"import my_models\nfrom mnist_exp.tools import evaluate\n"
+                                               f"raise SystemExit(evaluate.main([{str(run_dir)!r}]))\n")
+    assert "accuracy" in run_module("evaluate_mine", cwd=tmp_path).stdout

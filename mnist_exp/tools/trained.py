@@ -41,6 +41,10 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     class_names = checkpoint["class_names"]
+    if (name := config["model"]["name"]) not in MODELS.names():  # a user's own, registered by the script that trained
+        raise UserError(f"{path} holds a model '{name}', which is registered where it was trained, not here: import "
+                        "the module that registers it, then call the tool's main([...]) from Python, e.g. "
+                        "mnist_exp.tools.evaluate.main(['<run>']).")
     model = MODELS.build(config["model"], len(class_names))
     try:
         model.load_state_dict(checkpoint["weights"])  # the weights the run evaluated
