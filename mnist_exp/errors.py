@@ -95,7 +95,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if found := re.search(r"^[\w.-]+: error: (?P<message>.+)$", text, re.M):  # argparse's, after its usage lines
         stranded = re.fullmatch(r"unrecognized arguments: ([^-].*)", found["message"])  # overrides after an option
         hint = " Options such as -m go before the overrides: python -m mnist_exp -m key=a,b ..." if stranded else ""
-        return f"python -m mnist_exp: {found['message']}.{hint} See --help."
+        from hydra._internal.utils import get_args_parser
+
+        options = get_args_parser()._option_string_actions  # Hydra's own options: --cfg, --multirun ...
+        return f"python -m mnist_exp: {found['message']}.{hint}{misspelt_option(found['message'], options)} See --help."
     # A single option names the group's options; an option in a list (logger=[a,b]) does not: conf/ has them.
     if found := re.search(r"Could not (?P<how>find|load) '(?P<group>[\w/]+)/(?P<option>[^']*)'", text):
         group, option = found["group"], found["option"]
@@ -164,6 +167,12 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if job := re.search(r"Error executing job with overrides: \[(.*)\]", text):  # a sweep's first failed job
         return f"A job of the sweep failed ({job[1].replace(chr(39), '')}): {message}"
     return message
+
+
+def misspelt_option(message: str, options) -> str:
+    """' Did you mean '--cfg'?' for argparse's "unrecognized arguments: --cfgg ...", or ''."""
+    found = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
+    return did_you_mean(found[1], options) if found else ""
 
 
 def unknown_logger_key(key: str, known: list[str]) -> str:

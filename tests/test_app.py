@@ -158,6 +158,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                        "of them for several objectives."),
     (["optimized_metric=null"], "optimized_metric=null is not a metric. Choose one of: test/acc, test/loss, val/acc, "
                                 "val/loss, best_val/acc, train_time_s, params, or a list of them for several objectives."),
+    (["--cfgg", "job"], "python -m mnist_exp: unrecognized arguments: --cfgg job. Did you mean '--cfg'? See --help."),
     (["--cfg", "jb"], "python -m mnist_exp: argument --cfg/-c: invalid choice: 'jb' (choose from 'job', 'hydra', "
                       "'all'). See --help."),
     (["model=cnn", "-m", "model.width=8,16"], "python -m mnist_exp: unrecognized arguments: model.width=8,16. Options "

@@ -15,14 +15,14 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mnist_exp.errors import UserError, full_traceback_asked
+from mnist_exp.errors import UserError, full_traceback_asked, misspelt_option
 
 
 class OneLineParser(argparse.ArgumentParser):
     """A wrong argument is one line, not argparse's usage block and then the error."""
 
     def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: {message}. See --help.\n")
+        self.exit(2, f"{self.prog}: {message}.{misspelt_option(message, self._option_string_actions)} See --help.\n")
 
 
 def parser(module: str, description: str) -> OneLineParser:
