@@ -145,6 +145,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         key, _, value = found["ov"].partition("=")
         return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
                 f"special characters, e.g. '{key}=\"{value}\"' (with the outer single quotes for the shell).")
+    if found := re.search(r"Error parsing override '(?P<line>[^']+)'\nTypeError while evaluating '(?P<call>(?P<name>\w+)"
+                          r"\([^']*\))': mismatch type argument (?P<argument>\w+)", text):
+        return (f"Cannot read the override '{found['line']}': {found['name']}() takes numbers, and its "
+                f"{found['argument']} in {found['call']} is not one, e.g. {found['name']}(1,4).")
     if re.search(r"\w+ does not support sweep type : INTERVAL_SWEEP", text):
         return ("interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or hparams_search=cnn_optuna), "
                 "or sweep listed values, e.g. key=4,8 or range(4,9).")

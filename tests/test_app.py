@@ -371,6 +371,8 @@ def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, mon
     ("model=5,cnn", f"model=5,cnn: model takes one of its options by name: {MODELS_LIST}."),
     ("model.width=interval(4,8)", "interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or "
                                   "hparams_search=cnn_optuna), or sweep listed values, e.g. key=4,8 or range(4,9)."),
+    ("trainer.epochs=range(a,3)", "Cannot read the override 'trainer.epochs=range(a,3)': range() takes numbers, and "
+                                  "its start in range(a,3) is not one, e.g. range(1,4)."),
     ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                                 "(-1: one per core)."),
 ])
