@@ -120,6 +120,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
             or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
         wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
         return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
+    if found := re.search(r"package '(?P<package>[^']+)' not found in config", text):  # --cfg job --package <node>
+        package = found["package"]
+        close = "" if "." in package else did_you_mean(package, key_names("Config"))  # a top-level node's name
+        return f"--package {package}: the config has no such node.{close} python -m mnist_exp --cfg job shows them all."
     if found := re.search(r"Cannot find primary config '(?P<name>[^']*)'", text):
         return (f"--config-name {found['name']}: there is no such config. mnist_exp's is config: leave out "
                 "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>.")

@@ -222,6 +222,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["optimizer.lr='0.1"], "Cannot read the override 'optimizer.lr='0.1': a quote in its value is not closed: close "
                             "it, or leave the quotes out."),
     (["optimizer.lr=[0.1"], "Cannot read the override 'optimizer.lr=[0.1': a bracket in its value is not closed."),
+    (["--cfg", "job", "--package", "trainr"], "--package trainr: the config has no such node. Did you mean 'trainer'? "
+                                              "python -m mnist_exp --cfg job shows them all."),
     (["--resolve"], "--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
                     "interpolations resolved."),
     (["--config-name", "conf"], "--config-name conf: there is no such config. mnist_exp's is config: leave out "
