@@ -55,10 +55,11 @@ def two_betas(betas) -> tuple[float, float]:
     return tuple(betas)
 
 
-def check_weight_decay_and_eps(weight_decay: float, eps: float = 1.0) -> None:
-    """The ranges torch refuses without saying what it takes."""
+def check_weight_decay_and_eps(weight_decay: float, eps: float | None = None) -> None:
+    """The ranges torch refuses without saying what it takes (``eps``: None for an optimizer without one)."""
     check_range("optimizer.weight_decay", weight_decay, weight_decay >= 0, "0 or more, e.g. 0.01")
-    check_range("optimizer.eps", eps, eps > 0, "a small number above 0, e.g. 1e-8")
+    if eps is not None:
+        check_range("optimizer.eps", eps, eps > 0, "a small number above 0, e.g. 1e-8")
 
 
 @OPTIMIZERS.register("adadelta")

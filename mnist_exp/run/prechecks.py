@@ -74,10 +74,10 @@ def check_given_values(command: CommandLine) -> None:
     several where it takes one (a sweep without -m, a list of a group's options), none (null for a group, a
     removed key, an empty place), or a number or boolean where a group takes an option's name."""
     for override in command.overrides:
-        key, line = override.key_or_group, override.input_line
+        key, line, given = override.key_or_group, override.input_line, override.value()
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
             raise UserError(f"{line} is a sweep{sweep_advice(override, command)}")
-        if override.is_delete() or override.value() is None:
+        if override.is_delete() or given is None:
             options = ", ".join(group_options(key, command.config_dir))
             if key in ONE_OPTION_GROUPS:
                 raise UserError(f"{line}: a run needs a {key}. Give it one of its options: {options}.")
@@ -87,15 +87,14 @@ def check_given_values(command: CommandLine) -> None:
             if not options and override.is_delete():
                 raise UserError(f"{line}: every key of the config is read, so none can be removed: give {key} a value "
                                 "(python -m mnist_exp --cfg job shows each key's).")
-        given = override.value()
         values = given.list if isinstance(given, ChoiceSweep) else [] if override.is_sweep_override() else [given]
         if any(not isinstance(value, (str, list, type(None))) for value in values) and \
                 (options := group_options(key, command.config_dir)):  # model=5: Hydra's own error names no option
             raise UserError(f"{line}: {key} takes one of its options by name: {', '.join(options)}.")
-        if key in PLACES and (override.value() == "" or override.value() is None and key.startswith("hydra.")):
+        if key in PLACES and (given == "" or given is None and key.startswith("hydra.")):
             raise UserError(f"{line}: {PLACES[key]}")  # ckpt_path=null, init_from=null: none, their default
-        if key in ONE_OPTION_GROUPS and isinstance(override.value(), list) and len(override.value()) > 1:
-            options = [str(option) for option in override.value()]
+        if key in ONE_OPTION_GROUPS and isinstance(given, list) and len(given) > 1:
+            options = [str(option) for option in given]
             raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
                             f"for each (python -m mnist_exp -m {key}={','.join(options)} ...).")
 

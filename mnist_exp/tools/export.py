@@ -49,13 +49,15 @@ def sample_images(config: dict, count: int = 512) -> torch.Tensor:
 
 def export_format(format: str | None, out: Path | None) -> str:
     """``format`` as given, else the one ``out``'s ending names, else pt2; an ending of another format is refused."""
-    named = next((name for name, ending in ENDINGS.items() if out and out.name.endswith(ending)), None)
-    if out and named != (format or named):
+    if out is None:
+        return format or "pt2"
+    named = next((name for name, ending in ENDINGS.items() if out.name.endswith(ending)), None)
+    if format and named != format:
         raise UserError(f"--out {out} does not end in {ENDINGS[format]}, the ending of --format {format}: name it "
                         f"{out.stem}{ENDINGS[format]}, or leave out --format.")
-    if out and not named:
+    if not named:
         raise UserError(f"--out {out}: end its name in the format's ending: .pt2, .onnx or .pt (torchscript).")
-    return format or named or "pt2"
+    return named
 
 
 def export_model(checkpoint: str | Path, format: str | None = None, out: str | Path | None = None) -> Path:
