@@ -60,8 +60,9 @@ def starts_as_pickle(path: Path) -> bool:
 
 
 def unreadable_checkpoint(path: Path) -> UserError:
+    other = "last.pt" if Path(path).name == "best.pt" else "best.pt"
     return UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
-                     "Use another checkpoint, e.g. the run's checkpoints/best.pt.")
+                     f"Use another checkpoint, e.g. the run's checkpoints/{other}.")
 
 
 def checkpoint_file(path: str | Path) -> Path:

@@ -69,6 +69,10 @@ PLACES = {
 }
 
 
+# Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be removed.
+BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
+
+
 def check_given_values(command: CommandLine) -> None:
     """Refuse, before Hydra does in words that point elsewhere (or not at all), values a run cannot take as given:
     several where it takes one (a sweep without -m, a list of a group's options), none (null for a group, a
@@ -84,7 +88,7 @@ def check_given_values(command: CommandLine) -> None:
             if options and not override.is_delete():
                 raise UserError(f"{line}: a group's option is not null: ~{key} removes {key}'s option, or give one "
                                 f"of: {options}.")
-            if not options and override.is_delete():
+            if not options and override.is_delete() and not key.startswith(BUILT_WITH_ANY_KEYS):
                 raise UserError(f"{line}: every key of the config is read, so none can be removed: give {key} a value "
                                 "(python -m mnist_exp --cfg job shows each key's).")
         values = given.list if isinstance(given, ChoiceSweep) else [] if override.is_sweep_override() else [given]
@@ -141,10 +145,11 @@ def write_problem(directory: Path) -> str | None:
 def check_no_overwrite(command: CommandLine) -> None:
     """Refuse a command line that would overwrite finished work.
 
-    A new run in a completed run's directory, or a grid sweep run again into a directory holding
-    completed jobs, would overwrite them: resume=true continues them instead, and a sweep's
-    resume=true needs the directory of the sweep. A search (``hparams_search=``, ``hydra/sweeper=``)
-    run again into its directory continues its study, its trials in new directories.
+    A new run in the directory of a completed run, or of a stopped one with a checkpoint to continue,
+    or a grid sweep run again into a directory holding such jobs, would overwrite them: resume=true
+    continues them instead, and a sweep's resume=true needs the directory of the sweep. A search
+    (``hparams_search=``, ``hydra/sweeper=``) continues its study when run again, without resume=true;
+    its sweeper refuses a directory whose job numbers the study would reuse.
     """
     resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
     if not command.multirun:
@@ -155,10 +160,19 @@ def check_no_overwrite(command: CommandLine) -> None:
             if not last_checkpoint(run_dir).exists() and run_status(run_dir) != Status.COMPLETED:
                 raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
         # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
-        if not resume and run_dir and run_status(run_dir) == Status.COMPLETED and not restarted_by_scheduler():
-            raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
-                            "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with resume=true.")
+        if not resume and run_dir and not restarted_by_scheduler():
+            if run_status(run_dir) == Status.COMPLETED:
+                raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
+                                "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with "
+                                "resume=true.")
+            if resumable(run_dir) and not written_now(run_dir):  # a run writing there is refused by its lock
+                raise UserError(f"{run_dir} holds a stopped run and its {last_checkpoint(run_dir)}; a new run there "
+                                "would overwrite it. Continue it with resume=true, or start fresh elsewhere (leave "
+                                "out hydra.run.dir, or give a new one).")
         return
+    if resume and command.search:
+        raise UserError("resume=true continues a grid sweep. A search continues its study when run again: the same "
+                        "command without resume=true (the same hydra.sweep.dir, or storage and study_name).")
     if resume and sweep_dir is None:
         raise UserError("resume=true continues a sweep: give the directory of the sweep to continue, "
                         "hydra.sweep.dir=<dir>.")
@@ -167,12 +181,18 @@ def check_no_overwrite(command: CommandLine) -> None:
                         "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
     if resume and not command.search:
         check_same_grid(command, sweep_dir)
-    completed = [] if resume or command.search or sweep_dir is None else [
-        job for job in sorted(sweep_dir.glob("*/")) if run_status(job) == Status.COMPLETED]
-    if completed:
-        raise UserError(f"{sweep_dir} holds a sweep with {len(completed)} completed job(s); running it there again "
-                        "would overwrite them. Continue it with resume=true, or start fresh with a new "
-                        "hydra.sweep.dir (or leave it out).")
+    jobs = [] if resume or command.search or sweep_dir is None else sorted(sweep_dir.glob("*/"))
+    completed = sum(run_status(job) == Status.COMPLETED for job in jobs)
+    stopped = sum(resumable(job) for job in jobs)
+    if completed or stopped:
+        held = " and ".join(f"{count} {what}" for count, what in ((completed, "completed"), (stopped, "stopped")) if count)
+        raise UserError(f"{sweep_dir} holds a sweep with {held} job(s); running it there again would overwrite them. "
+                        "Continue it with resume=true, or start fresh with a new hydra.sweep.dir (or leave it out).")
+
+
+def resumable(run_dir: Path) -> bool:
+    """A run stopped or killed before it ended, with a last.pt to continue from (a failed run's is not)."""
+    return last_checkpoint(run_dir).exists() and run_status(run_dir) in (Status.STOPPED, Status.UNFINISHED)
 
 
 def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
@@ -212,14 +232,21 @@ def check_sweep_overrides(command: CommandLine) -> None:
             options = group_options(group, command.config_dir)
             if options and not override.value().filter(options):
                 raise UserError(f"{line} matches no {group} config: choose from {', '.join(options)}.")
-        elif not list(override.sweep_string_iterator()):
-            raise empty_sweep(line)
+        else:
+            swept_values(override)
 
 
-def empty_sweep(line: str) -> UserError:
-    """The refusal of an empty ``range(...)``, on the command line or in a search's params."""
-    return UserError(f"{line} sweeps over no values: range(start,stop,step) stops before stop, so the start must be "
-                     "below it (or above it, with a negative step).")
+def swept_values(override: Override, **transform) -> list:
+    """The values of a sweep, on the command line or in a search's params; a ``range(...)`` with a step of 0, or
+    none between its ends, is refused in one line."""
+    if override.is_range_sweep() and override.value().step == 0:
+        raise UserError(f"{override.input_line}: range(start,stop,step) needs a step other than 0, e.g. "
+                        "range(8,33,8).")
+    values = list(override.sweep_iterator(**transform))
+    if not values:
+        raise UserError(f"{override.input_line} sweeps over no values: range(start,stop,step) stops before stop, so "
+                        "the start must be below it (or above it, with a negative step).")
+    return values
 
 
 def held_run_dir(command: CommandLine) -> Path | None:
@@ -227,6 +254,20 @@ def held_run_dir(command: CommandLine) -> Path | None:
     if os.environ.get("RANK", "0") != "0" or command.multirun or command.prints_only:
         return None
     return command.run_dir
+
+
+def written_now(run_dir: Path) -> bool:
+    """Another run holds ``run_dir`` (``run_dir_lock``) at this moment."""
+    if fcntl is None or not run_dir.is_dir():
+        return False
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the descriptor
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

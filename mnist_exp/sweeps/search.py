@@ -16,6 +16,7 @@
 
 import logging
 import math
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from omegaconf import DictConfig
 from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
 from mnist_exp.run.config import check_objectives, objectives
-from mnist_exp.runs import as_override
+from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
 
@@ -92,10 +93,17 @@ class OptunaSearch:
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
         pruner = build_from_node(self.pruner, "pruner")
         storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
-                                    directions=self.directions, load_if_exists=True)
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
+        # Checked before the study is made: a refused command leaves no new study behind.
+        earlier = None
+        if storage is not None and self.study_name in optuna.get_all_study_names(storage):
+            earlier = optuna.load_study(study_name=self.study_name, storage=storage)
+            self.check_continued_study(earlier, metric)
+        check_free_job_numbers(Path(self.config.hydra.sweep.dir), len(earlier.trials) if earlier else 0)
+        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                    directions=self.directions, load_if_exists=True)
+        study.set_user_attr("metric", metric)
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
         log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s; direction %s, "
                  "metric %s", self.study_name, where, len(study.trials), self.n_trials, self.n_jobs,
@@ -162,6 +170,18 @@ class OptunaSearch:
                             f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
                             "hydra/sweeper/pruner=none.")
 
+    def check_continued_study(self, study, metric: str) -> None:
+        """A study run again keeps its directions and metric: Optuna loads it as it was, whatever this command says,
+        and would rank this command's values among values of another metric."""
+        stored = [direction.name.lower() for direction in study.directions]
+        recorded = study.user_attrs.get("metric")
+        if stored == self.directions and recorded in (None, metric):  # None: a study of another sweeper
+            return
+        was = f"{', '.join(stored)} {recorded or 'its metric'}"
+        raise UserError(f"Study {self.study_name} in {without_password(self.storage)} is a search to {was}, and this "
+                        f"command would {', '.join(self.directions)} {metric}. Continue it with its own direction and "
+                        "metric, or start another study: a new hydra.sweeper.study_name, or a new hydra.sweep.dir.")
+
     def launch(self, trials: list) -> list[JobReturn]:
         """Each trial as a job whose number is the trial's; in parts where another worker's trials came between."""
         returns = []
@@ -171,6 +191,17 @@ class OptunaSearch:
         for trial, ret in zip(trials, returns):
             trial.set_user_attr("run_dir", ret.hydra_cfg.hydra.runtime.output_dir)
         return returns
+
+
+def check_free_job_numbers(sweep_dir: Path, trials: int) -> None:
+    """Trials run as jobs numbered from the study's trial count on: refuse a sweep directory whose jobs of those
+    numbers hold runs (another study's, or a grid sweep's), which the search would overwrite."""
+    taken = sorted(int(number) for job in sweep_dir.glob("*/") if (number := job.name.split("_")[0]).isdigit()
+                   and int(number) >= trials and any((job / name).exists() for name in (METRICS_FILE, CHECKPOINT_DIR)))
+    if taken:
+        raise UserError(f"{sweep_dir} holds runs that this search would overwrite (jobs {', '.join(map(str, taken[:5]))}"
+                        f"{', ...' if len(taken) > 5 else ''}), not the trials of its study: give a new hydra.sweep.dir "
+                        "(or leave it out), or continue the study that made them (its storage and study_name).")
 
 
 def import_optuna():
@@ -186,10 +217,14 @@ def build_from_node(node: DictConfig, part: str, **extra: Any) -> Any:
     try:
         return instantiate(node, **extra)
     except InstantiationException as error:
+        name, reason = node._target_.rsplit('.', 1)[-1], first_line(error.__cause__ or error)
+        if unknown := re.search(r"unexpected keyword argument '(\w+)'", reason):  # set for another sampler
+            key = f"hydra.sweeper.{part}.{unknown[1]}"
+            raise UserError(f"The {part} {name} has no setting {unknown[1]}: leave out {key}, or remove it from a "
+                            f"config that sets it with '~{key}'.") from error
         settings = ", ".join(as_override(f"hydra.sweeper.{part}.{key}", value) for key, value in node.items()
                              if key != "_target_")
-        raise UserError(f"Cannot build the {part} {node._target_.rsplit('.', 1)[-1]} from {settings or 'its defaults'}: "
-                        f"{first_line(error.__cause__ or error)}") from error
+        raise UserError(f"Cannot build the {part} {name} from {settings or 'its defaults'}: {reason}") from error
 
 
 def tell(study, trial, ret: JobReturn, metric: str, count: int = 1) -> str | None:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError
 from mnist_exp.run.command_line import override_parser
-from mnist_exp.run.prechecks import empty_sweep
+from mnist_exp.run.prechecks import swept_values
 
 
 def search_space(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -46,9 +46,7 @@ def distribution(override: Override):
         if "int" in sweep.tags or (isinstance(low, int) and isinstance(high, int)):
             return IntDistribution(int(low), int(high), log=log_scale)
         return FloatDistribution(low, high, log=log_scale)
-    values = list(override.sweep_iterator(transformer=Transformer.encode))
-    if not values:
-        raise empty_sweep(override.input_line)
+    values = swept_values(override, transformer=Transformer.encode)
     if not all(isinstance(value, (str, int, float, bool)) for value in values):
         raise UserError(f"{override.input_line}: a search chooses among numbers, words and true/false, not lists, "
                         "dicts or null.")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from mnist_exp.errors import UserError, full_traceback_asked, misspelt_option
+from mnist_exp.runs import METRICS_FILE
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,13 +48,25 @@ def positive_int(text: str) -> int:
 
 
 def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
-    """The file a tool writes, given as ``option``: not a directory, and in one that exists (or a one-line refusal)."""
+    """The file a tool writes, given as ``option``: not a directory, in one that exists, and not a file already in
+    a run's directory, which is the run's record (or a one-line refusal)."""
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{option} {out} is a directory: give the file to write, e.g. {out / example_name}.")
     if not out.parent.is_dir():
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another {option}.")
+    if out.exists() and (run := run_holding(out)):
+        raise UserError(f"{out} is a file of the run {run}, and a tool writes no file over a run's: give {option} a "
+                        "new name.")
     return out
+
+
+def run_holding(path: Path) -> Path | None:
+    """The run or sweep directory ``path`` lies in (its own or up to two levels up), or None."""
+    for folder in list(path.resolve().parents)[:3]:
+        if any((folder / name).exists() for name in (".hydra", METRICS_FILE, "multirun.yaml", "sweep.csv")):
+            return folder
+    return None
 
 
 def run(command: Callable[[argparse.Namespace], None], arguments: argparse.ArgumentParser,

@@ -206,6 +206,8 @@ def command(args) -> None:
         return
     if args.plot and args.plot.suffix.lower() != ".png":
         raise UserError(f"--plot {args.plot}: give a file name ending in .png.")
+    if args.plot:
+        cli.file_to_write(args.plot, "--plot", "tradeoff.png")
     runs = read_runs(find_runs(args.paths))
     for run in runs:
         if run["problem"]:

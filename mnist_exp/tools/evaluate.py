@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from mnist_exp.errors import UserError
 from mnist_exp.tools import cli
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.tools.trained import load_trained_model
@@ -39,6 +40,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     model, channels_last = place_model(trained.model, device, channels_last)
     data = build_dataset(config["dataset"])
     images = getattr(data, split)
+    if not len(images):  # dataset.val_size=0: the run kept no validation images
+        raise UserError(f"The run's dataset has no {split} images ({path}): evaluate another split, e.g. --split test.")
     loader = TensorLoader(images, batch_size or config["trainer"]["eval_batch_size"], mean=data.mean, std=data.std,
                           flatten=data.flatten, device=device)
     result = evaluate(model, loader, device=device, bf16=bf16, channels_last=channels_last, keep_predictions=True)

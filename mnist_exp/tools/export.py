@@ -52,6 +52,8 @@ def export_format(format: str | None, out: Path | None) -> str:
     if out is None:
         return format or "pt2"
     named = next((name for name, ending in ENDINGS.items() if out.name.endswith(ending)), None)
+    if named and out.name == ENDINGS[named]:  # '.pt2' alone: a hidden file's name, which torch refuses
+        raise UserError(f"--out {out}: give the file a name before its ending, e.g. {out.with_name('model' + out.name)}.")
     if format and named != format:
         raise UserError(f"--out {out} does not end in {ENDINGS[format]}, the ending of --format {format}: name it "
                         f"{out.stem}{ENDINGS[format]}, or leave out --format.")
