@@ -28,8 +28,8 @@ from mnist_exp.run.command_line import parse_command_line
 from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, objectives, register_schemas,
                                    schema_keys)
 from mnist_exp.run.debugging import profiled
-from mnist_exp.run.prechecks import (RunDirInUse, check_command_line, discard_refused_run, held_run_dir,
-                                     run_dir_lock)
+from mnist_exp.run.prechecks import check_command_line, discard_refused_run
+from mnist_exp.run.run_dir_lock import RunDirInUse, held_run_dir, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
 from mnist_exp.run.runtime import restarted_by_scheduler, seconds_since_process_start, stop_on_signals

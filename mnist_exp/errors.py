@@ -107,10 +107,27 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         problem = "there is no such option." if option else "give it one of its options."
         return (f"{group}={option}: {problem}{did_you_mean(option, options)} "
                 f"Options of {group}: {', '.join(options)}.")
+    if found := (re.search(r"Multiple values for (?P<group>[\w/]+)\. To override a value use 'override [\w/]+: "
+                           r"(?P<option>[^']+)'", text)
+                 or re.search(r"force-add of config groups is not supported: '\+\+(?P<group>[\w/]+)=(?P<option>[^']+)'",
+                              text)):  # +group=option: the + adds a key, and a group is chosen as it is
+        return f"{found['group']} is a config group: choose its option without the +, {found['group']}={found['option']}."
     if (found := re.search(r"Could not override 'logger\.(?P<key>(?P<first>\w+)[^']*)'", text)) and \
             f"Key '{found['first']}' is not in struct" in text:
         return unknown_logger_key(found["key"], key_names("logger"))
+    if (found := re.search(r"In '(?P<group>[\w/]+)/(?P<file>[^']+)': ConfigKeyError raised while composing config:\n"
+                           r"Key '(?P=group)' not in", text)):  # its keys land under the group's name
+        return (f"{found['group']}/{found['file']}.yaml sets keys of the whole config, which needs "
+                "'# @package _global_' as the file's first line: add it, as each experiment file has.")
+    if (found := re.search(r"In '(?P<group>[\w/]+)/(?P<file>[^']+)': ConfigKeyError raised while composing config:\n"
+                           r"Key '[^']+' not in '(?P<type>[^']+)'", text)) and full_key and "." in full_key[1]:
+        node, recipe = full_key[1].rpartition(".")[0], f"{found['group']}={found['file']}"
+        return (f"{recipe} sets {full_key[1]}, a key this {node} does not have (its keys: "
+                f"{', '.join(key_names(found['type']))}): keep the {node} of {recipe}, or write a recipe of your own "
+                f"from {found['group']}/{found['file']}.yaml without that key.")
     if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
+        if full_key[1].startswith("logger.") and not key_names(found["type"]):  # a logger without keys
+            return unknown_logger_key(full_key[1].removeprefix("logger."), key_names("logger"))
         keys, (parent, _, key) = key_names(found["type"]), full_key[1].rpartition(".")
         close = get_close_matches(key, keys, n=1, cutoff=0.6)  # the key alone: a long shared parent matches anything
         suggestion = f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
@@ -119,6 +136,9 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if (found := re.search(r"Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<type>\w+)", text)
             or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
         wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
+        if item := re.fullmatch(r"(?P<key>[\w.]+)\[(?P<index>\d+)\]", full_key[1]):  # an item of a list
+            return (f"{item['key']}: its item {found['value']} is not {wanted}: give a list of them, e.g. "
+                    f"{item['key']}={LIST_EXAMPLES.get(wanted, '[...]')}.")
         return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
     if found := re.search(r"package '(?P<package>[^']+)' not found in config", text):  # --cfg job --package <node>
         package = found["package"]
@@ -188,6 +208,10 @@ def unknown_logger_key(key: str, known: list[str]) -> str:
     loggers = [name for name in known if "." not in name]
     name, dot, _ = key.partition(".")
     if dot and name in loggers:
+        setting, keys = key.partition(".")[2], [k.partition(".")[2] for k in known if k.startswith(f"{name}.")]
+        if setting.split(".")[0] not in keys:
+            return (f"logger.{key}: the {name} logger has no key '{setting}'.{did_you_mean(setting, keys)} "
+                    f"Its keys: {', '.join(keys) or 'none'}.")
         return (f"logger.{key} is a key of the {name} logger, which this run does not use: choose it too, "
                 f"e.g. logger=[tensorboard,{name}] logger.{key}=...")
     if dot:
@@ -198,6 +222,9 @@ def unknown_logger_key(key: str, known: list[str]) -> str:
     close = get_close_matches(name, settings, n=1, cutoff=0.6)
     suggestion = f" Did you mean 'logger.{settings[close[0]]}'?" if close else ""
     return f"Unknown key 'logger.{key}': a logger's keys go under its name (logger.<name>.<key>).{suggestion}"
+
+
+LIST_EXAMPLES = {"a whole number": "[1,2]", "a number": "[0.9,0.99]", "true or false": "[true,false]"}
 
 
 def example(wanted: str) -> str:

@@ -19,7 +19,7 @@ from mnist_exp.run.options import group_options
 from mnist_exp.run.prechecks import check_command_line
 from mnist_exp.runs import read_metrics
 
-TINY = ("dataset=fake", "dataset.num_train=128", "dataset.val_size=64", "dataset.num_test=64", "model=logreg",
+TINY = ("dataset=fake", "dataset.num_train=128", "trainer.batch_size=64", "dataset.val_size=64", "dataset.num_test=64", "model=logreg",
         "trainer.epochs=1", "device=cpu", "device.threads=1")
 TRUE_WORDS = ["resume=true", "resume=yes", "resume=True", "resume=1", "resume=on", "++resume=Yes", "resume=ON"]
 FALSE_WORDS = ["resume=false", "resume=no", "resume=0", "resume=off"]  # ~resume: refused, as is removing any key

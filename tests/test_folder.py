@@ -170,6 +170,6 @@ def test_a_colour_run_learns_what_grey_cannot_and_predict_and_export_take_colour
                                                          "(3, 28, 28)"),
 ])
 def test_colour_that_cannot_work_is_one_line(colours, args, message, tmp_path, monkeypatch, capsys):
-    code, _, err = run_main("dataset=folder", f"dataset.root={colours}", *args, "device=cpu", monkeypatch=monkeypatch,
-                            capsys=capsys, cwd=tmp_path)
+    code, _, err = run_main("dataset=folder", f"dataset.root={colours}", "trainer.batch_size=64", *args, "device=cpu",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.strip().splitlines()) == 1 and err.startswith(message), err

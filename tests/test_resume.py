@@ -18,7 +18,7 @@ import torch
 from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main
 from mnist_exp.errors import UserError
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
-from mnist_exp.run.prechecks import run_dir_lock
+from mnist_exp.run.run_dir_lock import run_dir_lock
 from mnist_exp.run.resume import refuse_another_config
 
 

@@ -5,6 +5,7 @@ table-driven builder), and ``fake`` (synthetic, deterministic, learnable: for te
 The parameters with defaults are each builder's config keys (``conf/dataset/*.yaml``).
 """
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -107,6 +108,10 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
         if test_images.shape[1:] != images.shape[1:]:
             raise UserError(f"dataset.test={test} has {test_images.shape[1]}x{test_images.shape[2]} images, "
                             f"dataset.train={train} {images.shape[1]}x{images.shape[2]}: give files of one size.")
+        check_unused(csv, f"dataset.test={test} is the test split", test_size=test_size)
+        if val_size == 0:
+            check_unused(csv, f"dataset.test={test} is the test split and dataset.val_size=0 holds out no validation "
+                         "images", split_seed=split_seed)
         rest, test_split = Split(images, labels), Split(test_images, test_labels)
     else:
         if len(labels) < 2:
@@ -120,6 +125,14 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
     mean, std = training_normalisation(train_split, mean, std)
     classes = int(max(labels.max(), test_split.labels.max())) + 1
     return DataBundle("csv", train_split, val, test_split, mean, std, flatten, [str(c) for c in range(classes)])
+
+
+def check_unused(builder, reason: str, **given) -> None:
+    """Refuse a key set away from its default where the data leaves it nothing to do (the split it would make
+    comes with the data): a sweep over it would change nothing."""
+    for key, value in given.items():
+        if value != inspect.signature(builder).parameters[key].default:
+            raise UserError(f"dataset.{key}={value} takes no effect: {reason}. Leave dataset.{key} out.")
 
 
 def held_out_count(value: float, total: int, key: str) -> int:
@@ -160,6 +173,10 @@ def folder(root: str | None = None, image_size: int = 28, channels: int = 1, mni
         val = Split(images[:0], labels[:0])
     else:  # train/, val/ and test/ as the folder has them
         rest, val, test = (Split(images[where == split], labels[where == split]) for split in range(3))
+        check_unused(folder, f"{root} has its own test/ folder", test_size=test_size)
+        if len(val):
+            check_unused(folder, f"{root} has its own train/, val/ and test/ folders", val_size=val_size,
+                         split_seed=split_seed)
     if len(val):
         train = rest
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset, check_test_split
+from mnist_exp.errors import UserError
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TrackingCallback
@@ -65,6 +66,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         data = limited(build_dataset(cfg.dataset), cfg.trainer.limit_batches, cfg.trainer.overfit_batches,
                        cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     check_test_split(data)
+    if cfg.trainer.batch_size > len(data.train):  # every larger batch would be the same single batch
+        raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is more than the {len(data.train)} training "
+                        f"images: give at most {len(data.train)}.")
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
     if None in (cfg.dataset.get("mean", 0), cfg.dataset.get("std", 0)):  # the config says null: what the run uses

@@ -178,7 +178,7 @@ def run_dir_suffix(override_dirname: str) -> str:
 
 
 # The run directories this command claimed: {the name it was given: the name it took}; and every directory it made
-# for a run (claimed, or given by name and new: prechecks.run_dir_lock), resolved. app.main empties both.
+# for a run (claimed, or given by name and new: run_dir_lock.run_dir_lock), resolved. app.main empties both.
 CLAIMED_RUN_DIRS: dict[str, str] = {}
 MADE_RUN_DIRS: set[Path] = set()
 

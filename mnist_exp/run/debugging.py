@@ -9,6 +9,7 @@ training with torch.profiler into ``profile.json`` and logs the operators that t
 
 import contextlib
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def check_batch_limits(limit_batches: int | None, overfit_batches: int | None) -
         if value is not None and value < 1:
             raise UserError(f"{key}={value} is out of range: give a number of batches of at least 1, or null for "
                             "every batch.")
+    if limit_batches is not None and overfit_batches is not None:
+        raise UserError(f"trainer.overfit_batches={overfit_batches} and trainer.limit_batches={limit_batches} both cut "
+                        "the training batches: give one of them (the other null).")
 
 
 def first(split: Split, count: int) -> Split:
@@ -35,7 +39,16 @@ def first(split: Split, count: int) -> Split:
 def limited(data: DataBundle, limit_batches: int | None, overfit_batches: int | None, batch_size: int,
             eval_batch_size: int) -> DataBundle:
     """The dataset cut to ``limit_batches`` batches a split; with ``overfit_batches``, that many training batches,
-    which are also the validation split."""
+    which are also the validation split. A count above what the splits hold is refused: any larger one would run
+    the same."""
+    batches = {"training": math.ceil(len(data.train) / batch_size), "validation": math.ceil(len(data.val) / eval_batch_size),
+               "test": math.ceil(len(data.test) / eval_batch_size)}
+    for key, count, split in (("limit_batches", limit_batches, max(batches, key=batches.get)),
+                              ("overfit_batches", overfit_batches, "training")):
+        if count and count > batches[split]:
+            raise UserError(f"trainer.{key}={count} is more batches than the {split} split's {batches[split]}: "
+                            f"give at most {batches[split]}" + (", or null for every batch." if key == "limit_batches"
+                                                                else "."))
     if limit_batches:
         data = replace(data, train=first(data.train, limit_batches * batch_size),
                        val=first(data.val, limit_batches * eval_batch_size),

@@ -38,7 +38,8 @@ def setup(device: torch.device, batch_size: int) -> torch.device:
         return device
     if batch_size % world_size():
         raise UserError(f"trainer.batch_size={batch_size} is the global batch: it must divide among the "
-                        f"{world_size()} processes (e.g. trainer.batch_size={batch_size - batch_size % world_size()}).")
+                        f"{world_size()} processes (e.g. trainer.batch_size="
+                        f"{max(batch_size - batch_size % world_size(), world_size())}).")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

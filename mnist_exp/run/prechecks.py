@@ -2,19 +2,16 @@
 
 Every check takes the ``CommandLine`` read once by ``mnist_exp.run.command_line``: one value where
 a run takes one, where the run or sweep writes, whether that would overwrite finished work, whether
-a sweep would run no job. A single run given its directory by name holds it (``run_dir_lock``)
-while it writes there; its composed config's values are checked before Hydra makes its directory
-(``CheckBeforeWriting``, a Hydra callback), and a run its builders refuse takes away the directory it
-made (``discard_refused_run``).
+a sweep would run no job. A single run's composed config's values are checked before Hydra makes
+its directory (``CheckBeforeWriting``, a Hydra callback), and a run its builders refuse takes away
+the directory it made (``discard_refused_run``).
 """
 
-import contextlib
 import os
 import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
@@ -24,20 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.errors import UserError, disk_full, first_line, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
+from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.run.resume import nothing_to_resume
+from mnist_exp.run.run_dir_lock import written_now
 from mnist_exp.runs import METRICS_FILE, RESUME_MAY_CHANGE, Status, last_checkpoint, run_status, split_override
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks
-    fcntl = None
-
 
 def check_command_line(command: CommandLine) -> None:
     """Every check below, in order; a command that only prints (``--cfg job``, ``--help``) writes nothing."""
     command.resume  # a resume=... that is not a boolean, or swept, is refused first
+    check_own_config_dir(command.config_dir)
     check_given_values(command)
     if command.prints_only:
         return
@@ -45,6 +39,17 @@ def check_command_line(command: CommandLine) -> None:
     check_output_location(command)
     check_no_overwrite(command)
     check_sweep_overrides(command)
+
+
+def check_own_config_dir(config_dir: str | None) -> None:
+    """An option in ``--config-dir`` named as one of mnist_exp's own is never read: Hydra finds conf/'s first."""
+    if config_dir is None:
+        return
+    for path in sorted(Path(config_dir).glob("*/**/*.yaml")):
+        if (CONF_DIR / path.relative_to(config_dir)).exists():
+            group, name = path.parent.relative_to(config_dir).as_posix(), path.stem
+            raise UserError(f"{path} has the name of mnist_exp's own {group}={name}, which Hydra reads instead: "
+                            f"rename it (e.g. {group}/my_{name}.yaml) and choose {group}=my_{name}.")
 
 
 def check_builder_names(command: CommandLine) -> None:
@@ -249,57 +254,6 @@ def swept_values(override: Override, **transform) -> list:
     return values
 
 
-def held_run_dir(command: CommandLine) -> Path | None:
-    """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
-    if os.environ.get("RANK", "0") != "0" or command.multirun or command.prints_only:
-        return None
-    return command.run_dir
-
-
-def written_now(run_dir: Path) -> bool:
-    """Another run holds ``run_dir`` (``run_dir_lock``) at this moment."""
-    if fcntl is None or not run_dir.is_dir():
-        return False
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the descriptor
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
-    """Hold ``run_dir`` (a directory given by name) for one run; a second run given it meanwhile is refused.
-
-    A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
-    not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself) holds nothing.
-    """
-    if run_dir is None or fcntl is None:
-        yield
-        return
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if created:
-        MADE_RUN_DIRS.add(run_dir.resolve())  # a run refused while it is built takes it away again
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirInUse(f"Another run is writing to {run_dir} right now: give this one its own "
-                              "hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), "
-                              "or wait for that one to end.") from None
-        yield
-    finally:
-        os.close(fd)
-        if created:  # a run refused before it wrote there leaves no empty directory (rmdir takes only an empty one)
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
-
-
 def discard_refused_run(run_dir: Path) -> bool:
     """A single run refused while it was built (a value only its builder checks: ``model.width=0``) leaves no run
     directory, where this command made it and it holds no record: all in it is then this run's. True if it is gone."""
@@ -307,10 +261,6 @@ def discard_refused_run(run_dir: Path) -> bool:
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     return not run_dir.exists()
-
-
-class RunDirInUse(UserError):
-    """The run directory is held by a run that is still going."""
 
 
 class CheckBeforeWriting(Callback):

@@ -34,8 +34,8 @@ log = logging.getLogger("mnist_exp")
 
 def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_sweep: bool = False) -> Path | None:
     """The checkpoint this run continues from, or None for a fresh run."""
-    if ckpt_path:
-        return Path(ckpt_path)
+    if ckpt_path:  # a run directory means the checkpoint it continues from
+        return last_checkpoint(ckpt_path) if Path(ckpt_path).is_dir() else Path(ckpt_path)
     last = last_checkpoint(run_dir)
     if requeued(run_dir):
         log.info("A requeued job: continuing the run in %s", run_dir)
@@ -192,7 +192,8 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
         raise SystemExit(128 + signum)
     command = resume_command(run_dir, overrides)
     where = f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
-    write_metrics(run_dir, {"status": Status.STOPPED.value, "epoch": state.epoch, "step": state.step, "resume": command})
+    write_metrics(run_dir, {"status": Status.STOPPED.value, "epoch": state.epoch, "step": state.step,
+                            "resume": command if checkpointed else None})  # trainer.checkpoint=false: nothing to resume
     name = signal.Signals(signum).name
     submitit_handler = signal.getsignal(signum)
     if checkpointed and is_submitit_preemption(signum) and callable(submitit_handler):

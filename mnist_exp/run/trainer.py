@@ -105,6 +105,7 @@ class Trainer:
                  callbacks: Iterable = ()):
         self.model = model  # the plain module: its weights are what checkpoints hold
         self.optimizer = optimizer
+        self.step_lr = optimizer.param_groups[0]["lr"]  # the learning rate of the last step taken
         self.scheduler = scheduler
         self.settings = settings
         self.callbacks = list(callbacks)
@@ -154,7 +155,7 @@ class Trainer:
                 **train_metrics,
                 "val/loss": val["loss"],
                 "val/acc": val["acc"],
-                "lr": self.optimizer.param_groups[0]["lr"],
+                "lr": self.step_lr,  # the epoch's last step's
                 "time/epoch_s": epoch_seconds,
                 "time/samples_per_s": train_loader.num_samples / train_seconds,
             }
@@ -207,6 +208,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.step_lr = self.optimizer.param_groups[0]["lr"]  # this step's, logged: the schedule moves on next
             self.scheduler.step()
             self.state.step += 1
             if self.ema:
@@ -223,7 +225,7 @@ class Trainer:
                 values = {
                     "train/loss": window_loss.item() / window_count,
                     "train/acc": window_correct.item() / window_count,
-                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "lr": self.step_lr,
                 }
                 self.check_finite(values["train/loss"])
                 for callback in self.callbacks:

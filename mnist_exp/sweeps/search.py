@@ -95,12 +95,7 @@ class OptunaSearch:
         storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
-        # Checked before the study is made: a refused command leaves no new study behind.
-        earlier = None
-        if storage is not None and self.study_name in optuna.get_all_study_names(storage):
-            earlier = optuna.load_study(study_name=self.study_name, storage=storage)
-            self.check_continued_study(earlier, metric)
-        check_free_job_numbers(Path(self.config.hydra.sweep.dir), len(earlier.trials) if earlier else 0)
+        check_free_job_numbers(Path(self.config.hydra.sweep.dir), self.continued_trials(optuna, storage, metric))
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("metric", metric)
@@ -170,17 +165,20 @@ class OptunaSearch:
                             f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
                             "hydra/sweeper/pruner=none.")
 
-    def check_continued_study(self, study, metric: str) -> None:
-        """A study run again keeps its directions and metric: Optuna loads it as it was, whatever this command says,
-        and would rank this command's values among values of another metric."""
-        stored = [direction.name.lower() for direction in study.directions]
-        recorded = study.user_attrs.get("metric")
-        if stored == self.directions and recorded in (None, metric):  # None: a study of another sweeper
-            return
-        was = f"{', '.join(stored)} {recorded or 'its metric'}"
-        raise UserError(f"Study {self.study_name} in {without_password(self.storage)} is a search to {was}, and this "
-                        f"command would {', '.join(self.directions)} {metric}. Continue it with its own direction and "
-                        "metric, or start another study: a new hydra.sweeper.study_name, or a new hydra.sweep.dir.")
+    def continued_trials(self, optuna, storage, metric: str) -> int:
+        """The trial count of the study this command continues (0: a new one). A study keeps its directions and
+        metric: Optuna loads it as it was, whatever the command says, and would rank values of two metrics as one.
+        Checked before the study is made, so a refused command leaves no new study behind."""
+        if storage is None or self.study_name not in optuna.get_all_study_names(storage):
+            return 0
+        study = optuna.load_study(study_name=self.study_name, storage=storage)
+        stored, recorded = [direction.name.lower() for direction in study.directions], study.user_attrs.get("metric")
+        if stored != self.directions or recorded not in (None, metric):  # None: a study of another sweeper
+            raise UserError(f"Study {self.study_name} in {without_password(self.storage)} is a search to "
+                            f"{', '.join(stored)} {recorded or 'its metric'}, and this command would "
+                            f"{', '.join(self.directions)} {metric}. Continue it with its own direction and metric, or "
+                            "start another study: a new hydra.sweeper.study_name, or a new hydra.sweep.dir.")
+        return len(study.trials)
 
     def launch(self, trials: list) -> list[JobReturn]:
         """Each trial as a job whose number is the trial's; in parts where another worker's trials came between."""
@@ -196,12 +194,11 @@ class OptunaSearch:
 def check_free_job_numbers(sweep_dir: Path, trials: int) -> None:
     """Trials run as jobs numbered from the study's trial count on: refuse a sweep directory whose jobs of those
     numbers hold runs (another study's, or a grid sweep's), which the search would overwrite."""
-    taken = sorted(int(number) for job in sweep_dir.glob("*/") if (number := job.name.split("_")[0]).isdigit()
-                   and int(number) >= trials and any((job / name).exists() for name in (METRICS_FILE, CHECKPOINT_DIR)))
+    taken = [job for job in sweep_dir.glob("*/") if (number := job.name.split("_")[0]).isdigit() and int(number) >= trials
+             and ((job / METRICS_FILE).exists() or (job / CHECKPOINT_DIR).exists())]
     if taken:
-        raise UserError(f"{sweep_dir} holds runs that this search would overwrite (jobs {', '.join(map(str, taken[:5]))}"
-                        f"{', ...' if len(taken) > 5 else ''}), not the trials of its study: give a new hydra.sweep.dir "
-                        "(or leave it out), or continue the study that made them (its storage and study_name).")
+        raise UserError(f"{sweep_dir} holds {len(taken)} run(s) this search would overwrite, not trials of its study: "
+                        "give a new hydra.sweep.dir (or leave it out), or continue the study that made them.")
 
 
 def import_optuna():
@@ -218,10 +215,9 @@ def build_from_node(node: DictConfig, part: str, **extra: Any) -> Any:
         return instantiate(node, **extra)
     except InstantiationException as error:
         name, reason = node._target_.rsplit('.', 1)[-1], first_line(error.__cause__ or error)
-        if unknown := re.search(r"unexpected keyword argument '(\w+)'", reason):  # set for another sampler
-            key = f"hydra.sweeper.{part}.{unknown[1]}"
-            raise UserError(f"The {part} {name} has no setting {unknown[1]}: leave out {key}, or remove it from a "
-                            f"config that sets it with '~{key}'.") from error
+        if key := re.search(r"unexpected keyword argument '(\w+)'", reason):  # a setting of another sampler
+            raise UserError(f"The {part} {name} has no setting {key[1]}: leave out hydra.sweeper.{part}.{key[1]}, or "
+                            f"remove it from a config that sets it with '~hydra.sweeper.{part}.{key[1]}'.") from error
         settings = ", ".join(as_override(f"hydra.sweeper.{part}.{key}", value) for key, value in node.items()
                              if key != "_target_")
         raise UserError(f"Cannot build the {part} {name} from {settings or 'its defaults'}: {reason}") from error

@@ -1,0 +1,72 @@
+"""A single run given its directory by name (``hydra.run.dir=<dir>``) holds it while it writes there, so a second
+run given the same directory meanwhile is refused rather than interleaving its files with the first's."""
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from mnist_exp.errors import UserError
+from mnist_exp.run.command_line import CommandLine
+from mnist_exp.run.config import MADE_RUN_DIRS
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
+
+
+class RunDirInUse(UserError):
+    """The run directory is held by a run that is still going."""
+
+
+
+def held_run_dir(command: CommandLine) -> Path | None:
+    """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
+    if os.environ.get("RANK", "0") != "0" or command.multirun or command.prints_only:
+        return None
+    return command.run_dir
+
+
+def written_now(run_dir: Path) -> bool:
+    """Another run holds ``run_dir`` (``run_dir_lock``) at this moment."""
+    if fcntl is None or not run_dir.is_dir():
+        return False
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the descriptor
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
+    """Hold ``run_dir`` (a directory given by name) for one run; a second run given it meanwhile is refused.
+
+    A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
+    not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself) holds nothing.
+    """
+    if run_dir is None or fcntl is None:
+        yield
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if created:
+        MADE_RUN_DIRS.add(run_dir.resolve())  # a run refused while it is built takes it away again
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirInUse(f"Another run is writing to {run_dir} right now: give this one its own "
+                              "hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), "
+                              "or wait for that one to end.") from None
+        yield
+    finally:
+        os.close(fd)
+        if created:  # a run refused before it wrote there leaves no empty directory (rmdir takes only an empty one)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
