@@ -77,6 +77,21 @@ def test_metrics_json(fake_run):
     assert train_phase_s <= metrics["train_time_s"]  # the training steps, without validation
 
 
+def test_the_logged_learning_rate_is_the_one_each_step_used(fake_run):
+    """fake_run: AdamW at 0.01 under one-cycle (25% warm-up, div 25 and 1e4), 2 epochs of 16 steps, logged every 8."""
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=32, pct_start=0.25,
+                                                   div_factor=25, final_div_factor=1e4, cycle_momentum=False)
+    used = []
+    for _ in range(32):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    logged = {event.step: event.value for event in read_events(fake_run[0]).Scalars("lr")}
+    assert sorted(logged) == [8, 16, 24, 32]
+    assert all(logged[step] == pytest.approx(used[step - 1], rel=1e-6) for step in logged), (logged, used)
+
+
 def test_checkpoints_reload_and_reproduce_the_test_accuracy(fake_run):
     run_dir, _, _ = fake_run
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
@@ -235,6 +250,25 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["hydra.run.dir=r\u00fcn"], "Cannot read the override 'hydra.run.dir=r\u00fcn': quote a value with spaces, non-ASCII "
                               "letters or other special characters, e.g. 'hydra.run.dir=\"r\u00fcn\"' (with the outer "
                               "single quotes for the shell)."),
+    (["trainer.overfit_batches=2", "trainer.limit_batches=1"], "trainer.overfit_batches=2 and "
+     "trainer.limit_batches=1 both cut the training batches: give one of them (the other null)."),
+    (["trainer.limit_batches=40"], "trainer.limit_batches=40 is more batches than the training split's 4: give at "
+                                   "most 4, or null for every batch."),
+    (["trainer.overfit_batches=5"], "trainer.overfit_batches=5 is more batches than the training split's 4: give at "
+                                    "most 4."),
+    (["trainer.batch_size=4096"], "trainer.batch_size=4096 is more than the 1024 training images: give at most 1024."),
+    (["trainer.tta=true", "trainer.tta_scales=[1,0.9,1]"], "trainer.tta_scales=[1.0,0.9,1.0] lists a size more than "
+                                                           "once: give each once, e.g. trainer.tta_scales=[1.0,0.9]."),
+    (["trainer.tta=true", "trainer.tta_scales=[1.0,abc]"], "trainer.tta_scales: its item abc is not a number: give a "
+                                                           "list of them, e.g. trainer.tta_scales=[0.9,0.99]."),
+    (["+experiment=fast"], "experiment is a config group: choose its option without the +, experiment=fast."),
+    (["++model=mlp"], "model is a config group: choose its option without the +, model=mlp."),
+    (["experiment=fast", "optimizer=sgd"], "experiment=fast sets optimizer.betas, a key this optimizer does not have "
+     "(its keys: name, lr, momentum, weight_decay, nesterov): keep the optimizer of experiment=fast, or write a recipe "
+     "of your own from experiment/fast.yaml without that key."),
+    (["logger.csv.flush=1"], "logger.csv.flush: the csv logger has no key 'flush'. Its keys: none."),
+    (["logger.tensorboard.flush_secs=1"], "logger.tensorboard.flush_secs: the tensorboard logger has no key "
+                                          "'flush_secs'. Its keys: none."),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys, args, message):
     code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
@@ -248,6 +282,8 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
     ("defaults:\n  - override /model: mlp\n", "experiment/mine.yaml sets the model group of the whole config, which "
                                               "needs '# @package _global_' as the file's first line: add it, as each "
                                               "experiment file has."),
+    ("trainer:\n  epochs: 3\n", "experiment/mine.yaml sets keys of the whole config, which needs '# @package _global_' "
+                                "as the file's first line: add it, as each experiment file has."),
 ])
 def test_a_users_broken_experiment_file_is_one_line(text, message, tmp_path, monkeypatch, capsys):
     (tmp_path / "mine" / "experiment").mkdir(parents=True)
@@ -255,6 +291,22 @@ def test_a_users_broken_experiment_file_is_one_line(text, message, tmp_path, mon
     code, _, err = run_main("--config-dir", str(tmp_path / "mine"), "experiment=mine", "dataset=fake",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [message.format(file=tmp_path / "mine" / "experiment" / "mine.yaml")]
+
+
+def test_an_own_option_named_as_a_packaged_one_is_refused_not_shadowed(tmp_path, monkeypatch, capsys):
+    """Hydra reads conf/'s experiment/fast.yaml before the one of --config-dir: the user's would never run."""
+    own = tmp_path / "mine" / "experiment" / "fast.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text("# @package _global_\ntrainer:\n  epochs: 7\n")
+    code, _, err = run_main("--config-dir", str(tmp_path / "mine"), "experiment=fast", "--cfg", "job",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{own} has the name of mnist_exp's own experiment=fast, which Hydra reads instead: rename it (e.g. "
+        "experiment/my_fast.yaml) and choose experiment=my_fast."]
+    own.rename(own.with_name("my_fast.yaml"))  # the advice, followed
+    code, out, err = run_main("--config-dir", str(tmp_path / "mine"), "experiment=my_fast", "--cfg", "job",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "epochs: 7" in out, err
 
 
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
@@ -377,6 +429,10 @@ def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, mon
                                   "its start in range(a,3) is not one, e.g. range(1,4)."),
     ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                                 "(-1: one per core)."),
+    ("model.width=range(8,16,0)", "model.width=range(8,16,0): range(start,stop,step) needs a step other than 0, e.g. "
+                                  "range(8,33,8)."),
+    ("optimizer.lr=range(0.1,0.5,0.0)", "optimizer.lr=range(0.1,0.5,0.0): range(start,stop,step) needs a step other "
+                                        "than 0, e.g. range(8,33,8)."),
 ])
 def test_a_sweep_without_jobs_is_refused_before_it_writes(tmp_path, monkeypatch, capsys, sweep, message):
     code, _, err = run_main("-m", "dataset=fake", sweep, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -97,6 +97,19 @@ def test_a_folder_or_a_file_too_short_to_split_is_one_line(tmp_path):
                                   "the test: give it more rows, or a labelled test file as dataset.test=<file>.")
 
 
+def test_a_labelled_test_file_leaves_the_held_out_test_keys_nothing_to_do(kaggle, tmp_path):
+    data = fake(num_train=300, val_size=0, num_test=50)
+    test = write_csv(tmp_path / "labelled.csv", data.test.images, data.test.labels)
+    given = {"name": "csv", "train": str(kaggle / "train.csv"), "test": str(test), "val_size": 200}
+    assert len(build_dataset({**given, "split_seed": 3}).test) == 50  # the seed splits off the validation images
+    with pytest.raises(UserError, match=rf"^dataset.test_size=100 takes no effect: dataset.test={test} is the test "
+                                        r"split\. Leave dataset.test_size out\.$"):
+        build_dataset({**given, "test_size": 100})
+    with pytest.raises(UserError, match=r"^dataset.split_seed=3 takes no effect: .* and dataset.val_size=0 holds out "
+                                        r"no validation images\."):
+        build_dataset({**given, "val_size": 0, "split_seed": 3})
+
+
 def test_an_unlabelled_test_file_or_no_training_file_is_one_line(kaggle):
     with pytest.raises(UserError, match=r"has no label column, so it cannot measure accuracy: predict it"):
         build_dataset({"name": "csv", "train": str(kaggle / "train.csv"), "test": str(kaggle / "test.csv")})

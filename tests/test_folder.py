@@ -2,6 +2,7 @@
 its class names everywhere a class is named; a folder that cannot work is one line."""
 
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,17 @@ def test_split_folders_and_what_cannot_work(tmp_path):
     write_images(tmp_path / "split" / "test", data.test.images, data.test.labels)
     split = build_dataset({"name": "folder", "root": str(tmp_path / "split"), "val_size": 20})
     assert (len(split.train), len(split.val), len(split.test)) == (180, 20, 60)
+    root = tmp_path / "split"  # a split the folders make is not made again by a key
+    with pytest.raises(UserError, match=rf"^dataset.test_size=0.3 takes no effect: {root} has its own test/ folder\. "
+                                        r"Leave dataset.test_size out\.$"):
+        build_dataset({"name": "folder", "root": str(root), "test_size": 0.3})
+    write_images(root / "val", data.test.images[:20], data.test.labels[:20])
+    assert len(build_dataset({"name": "folder", "root": str(root)}).val) == 20
+    for key, value in (("val_size", 0), ("val_size", 0.5), ("split_seed", 3)):
+        with pytest.raises(UserError, match=rf"^dataset.{key}={value} takes no effect: {root} has its own train/, "
+                                            r"val/ and test/ folders\."):
+            build_dataset({"name": "folder", "root": str(root), key: value})
+    shutil.rmtree(root / "val")
     (tmp_path / "split" / "test" / "ten").mkdir()
     Image.new("L", (28, 28), 0).save(tmp_path / "split" / "test" / "ten" / "x.png")
     with pytest.raises(UserError, match=r"class 'ten' has test or validation images but none in train/"):

@@ -115,12 +115,52 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("hydra.sweeper.pruner.n_startup_trials=-3", "Cannot build the pruner MedianPruner from "
      "hydra.sweeper.pruner.n_startup_trials=-3, hydra.sweeper.pruner.n_warmup_steps=0, "
      "hydra.sweeper.pruner.interval_steps=1: Number of startup trials cannot be negative, but got n_startup_trials=-3."),
+    ("+hydra.sweeper.sampler.n_startup_trials=5", "The sampler RandomSampler has no setting n_startup_trials: leave "
+     "out hydra.sweeper.sampler.n_startup_trials, or remove it from a config that sets it with "
+     "'~hydra.sweeper.sampler.n_startup_trials'."),
 ])
 def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1
     assert message in err and "Traceback" not in err
     assert not run_dirs(tmp_path)
+
+
+def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "search"
+    first = ("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+             "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake", "trainer.epochs=1", "device=cpu",
+             "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}")
+    code, _, err = run_main(*first, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    (job,) = run_dirs(sweep)
+    recorded = (job / "metrics.json").read_bytes()
+    overwritten = (f"{sweep} holds 1 run(s) this search would overwrite, not trials of its study: give a new "
+                   "hydra.sweep.dir (or leave it out), or continue the study that made them.")
+    for changes, message in [
+        (["hydra.sweeper.direction=minimize", "optimized_metric=val/loss"],
+         f"Study search in sqlite:///{sweep}/optuna.db is a search to maximize best_val/acc, and this command would "
+         "minimize val/loss. Continue it with its own direction and metric, or start another study: a new "
+         "hydra.sweeper.study_name, or a new hydra.sweep.dir."),
+        (["hydra.sweeper.study_name=another"], overwritten),  # a new study would number its trials from 0 again
+        (["hydra.sweeper.storage=null"], overwritten),
+        (["resume=true"], "resume=true continues a grid sweep. A search continues its study when run again: the same "
+                          "command without resume=true (the same hydra.sweep.dir, or storage and study_name)."),
+    ]:
+        code, _, err = run_main(*first, *changes, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert code == 1 and err.splitlines()[-1] == message, (changes, err[-2000:])
+    assert run_dirs(sweep) == [job] and (job / "metrics.json").read_bytes() == recorded
+    assert optuna.get_all_study_names(f"sqlite:///{sweep}/optuna.db") == ["search"]  # none made by a refused command
+    code, _, err = run_main(*first, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # continued as it began
+    assert code == 0 and len(load_study(f"sqlite:///{sweep}/optuna.db").trials) == 2, err[-3000:]
+
+
+def test_a_shipped_search_runs_with_any_sampler(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("-m", "hparams_search=cnn_optuna", "hydra/sweeper/sampler=random", "dataset=fake",
+                            "trainer.epochs=1", "device=cpu", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 's'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    assert read_metrics(run_dirs(tmp_path / "s")[0])["status"] == "completed"
 
 
 def check_trials_match_jobs(study, jobs: list[Path]) -> None:

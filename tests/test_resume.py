@@ -101,6 +101,14 @@ def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_
     assert metrics["status"] == "stopped" and "Resume with" in (run_dir / "train.log").read_text()
     command = metrics["resume"].split()
     assert command[:3] == ["python", "-m", "mnist_exp"] and "resume=true" in command
+    # The same command without resume=true would start again over the stopped run: refused, nothing touched.
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    code, _, err = run_main(*(arg for arg in command[3:] if arg != "resume=true"), monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{run_dir} holds a stopped run and its {run_dir / 'checkpoints' / 'last.pt'}; a new run there would overwrite "
+        "it. Continue it with resume=true, or start fresh elsewhere (leave out hydra.run.dir, or give a new one)."]
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before and read_metrics(run_dir) == metrics
     run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
 

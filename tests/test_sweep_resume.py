@@ -56,7 +56,8 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.slow  # the sweep that is killed is a process of its own
-def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_completed_jobs(uninterrupted, tmp_path):
+def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_completed_jobs(uninterrupted, tmp_path,
+                                                                                           monkeypatch, capsys):
     names = [job.name for job in run_dirs(uninterrupted)]
     assert [name[0] for name in names] == ["0", "1", "2", "3"]
     sweep_dir = tmp_path / "sweep"
@@ -69,6 +70,13 @@ def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_compl
     assert [read_metrics(sweep_dir / name)["status"] for name in names[:2]] == ["completed", "completed"]
     assert not (sweep_dir / names[2] / "metrics.json").exists() and not (sweep_dir / names[3]).exists()
     kept = {name: snapshot(sweep_dir / name) for name in names[:2]}
+    # Run again without resume=true, it would start job 2 afresh over its last.pt: refused, nothing touched.
+    interrupted = (sweep_dir / names[2] / "checkpoints" / "last.pt").read_bytes()
+    code, _, err = run_main(*SWEEP, f"hydra.sweep.dir={sweep_dir}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{sweep_dir} holds a sweep with 2 completed and 1 stopped job(s); running it there again would overwrite "
+        "them. Continue it with resume=true, or start fresh with a new hydra.sweep.dir (or leave it out)."]
+    assert (sweep_dir / names[2] / "checkpoints" / "last.pt").read_bytes() == interrupted
     write_metrics(sweep_dir / names[3], {"status": "failed", "error": "CUDA error: out of memory"})
 
     launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if joblib_installed() else []

@@ -401,6 +401,7 @@ def test_export_refuses_an_out_file_in_a_missing_directory(trained, tmp_path, ca
     (["--out", "model.onnx", "--format", "pt2"],
      "--out model.onnx does not end in .pt2, the ending of --format pt2: name it model.pt2, or leave out --format."),
     (["--out", "README.md"], "--out README.md: end its name in the format's ending: .pt2, .onnx or .pt (torchscript)."),
+    (["--out", ".pt2"], "--out .pt2: give the file a name before its ending, e.g. model.pt2."),
 ])
 def test_export_refuses_an_out_file_named_for_another_format(args, message, trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -428,6 +429,34 @@ def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(
                f"{tmp_path / 'submission.csv'}.\n")
 
 
+def test_no_tool_writes_over_a_file_of_a_run(trained, tmp_path, capsys):
+    table = tmp_path / "test.csv"
+    table.write_text("pixel0\n0\n")
+    record = {path: path.read_bytes() for path in trained.rglob("*") if path.is_file()}
+    for tool, option, target in [("export", "--out", trained / "checkpoints" / "best.pt"),
+                                 ("export", "--out", trained / "checkpoints" / "last.pt"),
+                                 ("predict", "--submission", trained / "metrics.json"),
+                                 ("compare", "--plot", trained / "curves.png")]:
+        args = [trained, table] if tool == "predict" else [trained]
+        assert call(tool, *args, option, target, capsys=capsys) == (
+            1, "", f"python -m mnist_exp.tools.{tool}: {target} is a file of the run {trained}, and a tool writes no "
+                   f"file over a run's: give {option} a new name.\n")
+    assert {path: path.read_bytes() for path in trained.rglob("*") if path.is_file()} == record
+    out = trained / "checkpoints" / "exported.pt2"  # a new file in the run is the tool's to write
+    assert call("export", trained, "--out", out, capsys=capsys)[0] == 0 and out.is_file()
+    out.unlink()
+
+
+def test_evaluate_of_a_split_the_run_has_not_is_one_line(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_main("dataset=fake", "dataset.val_size=0", "trainer.epochs=1", "model.width=4", "device=cpu",
+                            f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    assert call("evaluate", run_dir, "--split", "val", capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.evaluate: The run's dataset has no val images ({run_dir}): evaluate another "
+               "split, e.g. --split test.\n")
+
+
 @pytest.mark.parametrize("tool", TOOLS)
 def test_every_tool_answers_help_in_the_same_style(tool, capsys):
     code, out, err = call(tool, "--help", capsys=capsys)
@@ -440,8 +469,8 @@ def test_hydra_full_error_shows_the_traceback(tmp_path, capsys, monkeypatch):
         evaluate.main([str(tmp_path / "nothing.pt")])
 
 
-def test_resume_refuses_a_checkpoint_of_another_model(trained, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("where", ["checkpoints/last.pt", "."])  # a run directory: its last.pt
+def test_resume_refuses_a_checkpoint_of_another_model(where, trained, tmp_path, monkeypatch, capsys):
     code, _, err = run_main("dataset=fake", "trainer.batch_size=64", "trainer.epochs=2", "model=mlp", "device=cpu",
-                            f"ckpt_path={trained / 'checkpoints' / 'last.pt'}", monkeypatch=monkeypatch, capsys=capsys,
-                            cwd=tmp_path)
+                            f"ckpt_path={trained / where}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and "was trained with a different config (model.name: cnn -> mlp" in err.splitlines()[-1]
