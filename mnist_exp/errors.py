@@ -112,6 +112,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                  or re.search(r"force-add of config groups is not supported: '\+\+(?P<group>[\w/]+)=(?P<option>[^']+)'",
                               text)):  # +group=option: the + adds a key, and a group is chosen as it is
         return f"{found['group']} is a config group: choose its option without the +, {found['group']}={found['option']}."
+    if found := re.search(r"(?:Sweeping over Hydra's configuration is not supported : |Could not override )"
+                          r"'hydra\.sweeper\.params\.(?P<key>[^=']+)", text):  # a search's space, from the command line
+        return (f"hydra.sweeper.params.{found['key']}: give a key's search space on the command line as the key itself, "
+                f"e.g. '{found['key']}=choice(8,16)' (a search's config file lists them under hydra.sweeper.params).")
     if (found := re.search(r"Could not override 'logger\.(?P<key>(?P<first>\w+)[^']*)'", text)) and \
             f"Key '{found['first']}' is not in struct" in text:
         return unknown_logger_key(found["key"], key_names("logger"))
@@ -132,7 +136,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         close = get_close_matches(key, keys, n=1, cutoff=0.6)  # the key alone: a long shared parent matches anything
         suggestion = f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
         return (f"Unknown key '{full_key[1]}'.{suggestion}"
-                + (f" The keys of {parent or 'the config'}: {', '.join(keys)}." if keys else ""))
+                + (f" The keys of {parent or 'the config'}: {', '.join(keys)}." if keys else "")
+                + (option_with_key(full_key[1]) if not close else ""))
     if (found := re.search(r"Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<type>\w+)", text)
             or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
         wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
@@ -195,6 +200,20 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if job := re.search(r"Error executing job with overrides: \[(.*)\]", text):  # a sweep's first failed job
         return f"A job of the sweep failed ({job[1].replace(chr(39), '')}): {message}"
     return message
+
+
+def option_with_key(full_key: str) -> str:
+    """' hydra/launcher=joblib has n_jobs: choose it.' for a key of another option of a Hydra group, or ''."""
+    parts = full_key.split(".")
+    if len(parts) != 3 or parts[0] != "hydra":
+        return ""
+    from hydra.core.config_store import ConfigStore
+
+    options = ConfigStore.instance().repo.get("hydra", {}).get(parts[1], {})
+    having = [name.removesuffix(".yaml") for name, entry in options.items()
+              if hasattr(entry, "node") and parts[2] in entry.node]
+    others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""
+    return f" hydra/{parts[1]}={having[0]} has {parts[2]}: choose it{others}." if having else ""
 
 
 def misspelt_option(message: str, options) -> str:

@@ -218,7 +218,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                       f"use: give at most {CORES}, or 0 for its share of them."),
     (["hydra.run.dri=x"], "Unknown key 'hydra.run.dri'. Did you mean 'hydra.run.dir'? The keys of hydra.run: dir."),
     (["hydra.sweeper.n_trials=3"], "Unknown key 'hydra.sweeper.n_trials'. The keys of hydra.sweeper: max_batch_size, "
-                                   "params."),
+                                   "params. hydra/sweeper=optuna has n_trials: choose it."),
+    (["hydra.launcher.n_jobs=2"], "Unknown key 'hydra.launcher.n_jobs'. hydra/launcher=joblib has n_jobs: choose it."),
     (["~resume"], "~resume: every key of the config is read, so none can be removed: give resume a value (python "
                   "-m mnist_exp --cfg job shows each key's)."),
     (["~seed"], "~seed: every key of the config is read, so none can be removed: give seed a value (python -m "
@@ -429,6 +430,9 @@ def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, mon
                                   "its start in range(a,3) is not one, e.g. range(1,4)."),
     ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                                 "(-1: one per core)."),
+    ("hydra.sweeper.params.model.width=choice(8,12)", "hydra.sweeper.params.model.width: give a key's search space "
+     "on the command line as the key itself, e.g. 'model.width=choice(8,16)' (a search's config file lists them under "
+     "hydra.sweeper.params)."),
     ("model.width=range(8,16,0)", "model.width=range(8,16,0): range(start,stop,step) needs a step other than 0, e.g. "
                                   "range(8,33,8)."),
     ("optimizer.lr=range(0.1,0.5,0.0)", "optimizer.lr=range(0.1,0.5,0.0): range(start,stop,step) needs a step other "
