@@ -86,6 +86,9 @@ def check_given_values(command: CommandLine) -> None:
         key, line, given = override.key_or_group, override.input_line, override.value()
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
             raise UserError(f"{line} is a sweep{sweep_advice(override, command)}")
+        if key in ("hydra/launcher", "hydra/sweeper") and not (command.prints_only or command.multirun):
+            raise UserError(f"{line} runs the jobs of a sweep, and this command is one run: add -m (python -m "
+                            f"mnist_exp -m {line} ...).")
         if override.is_delete() or given is None:
             options = ", ".join(group_options(key, command.config_dir))
             if key in ONE_OPTION_GROUPS:
