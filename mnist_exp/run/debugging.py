@@ -41,14 +41,14 @@ def limited(data: DataBundle, limit_batches: int | None, overfit_batches: int | 
     """The dataset cut to ``limit_batches`` batches a split; with ``overfit_batches``, that many training batches,
     which are also the validation split. A count above what the splits hold is refused: any larger one would run
     the same."""
-    batches = {"training": math.ceil(len(data.train) / batch_size), "validation": math.ceil(len(data.val) / eval_batch_size),
-               "test": math.ceil(len(data.test) / eval_batch_size)}
-    for key, count, split in (("limit_batches", limit_batches, max(batches, key=batches.get)),
-                              ("overfit_batches", overfit_batches, "training")):
-        if count and count > batches[split]:
-            raise UserError(f"trainer.{key}={count} is more batches than the {split} split's {batches[split]}: "
-                            f"give at most {batches[split]}" + (", or null for every batch." if key == "limit_batches"
-                                                                else "."))
+    batches = {name: math.ceil(len(split) / size) for name, split, size in (
+        ("training", data.train, batch_size), ("validation", data.val, eval_batch_size), ("test", data.test, eval_batch_size))}
+    for key, count, name in (("limit_batches", limit_batches, max(batches, key=batches.get)),
+                             ("overfit_batches", overfit_batches, "training")):
+        if count and count > batches[name]:
+            every = ", or null for every batch" if key == "limit_batches" else ""
+            raise UserError(f"trainer.{key}={count} is more batches than the {name} split's {batches[name]}: give at "
+                            f"most {batches[name]}{every}.")
     if limit_batches:
         data = replace(data, train=first(data.train, limit_batches * batch_size),
                        val=first(data.val, limit_batches * eval_batch_size),

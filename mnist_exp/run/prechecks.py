@@ -20,13 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, disk_full, first_line, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
-from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
 from mnist_exp.paths import CONF_DIR
+from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.run.resume import nothing_to_resume
 from mnist_exp.run.run_dir_lock import written_now
 from mnist_exp.runs import METRICS_FILE, RESUME_MAY_CHANGE, Status, last_checkpoint, run_status, split_override
+
 
 def check_command_line(command: CommandLine) -> None:
     """Every check below, in order; a command that only prints (``--cfg job``, ``--help``) writes nothing."""
@@ -187,7 +188,7 @@ def check_no_overwrite(command: CommandLine) -> None:
     if resume and not (sweep_dir / "multirun.yaml").exists():
         raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
                         "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
-    if resume and not command.search:
+    if resume:
         check_same_grid(command, sweep_dir)
     jobs = [] if resume or command.search or sweep_dir is None else sorted(sweep_dir.glob("*/"))
     completed = sum(run_status(job) == Status.COMPLETED for job in jobs)

@@ -20,7 +20,6 @@ class RunDirInUse(UserError):
     """The run directory is held by a run that is still going."""
 
 
-
 def held_run_dir(command: CommandLine) -> Path | None:
     """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
     if os.environ.get("RANK", "0") != "0" or command.multirun or command.prints_only:

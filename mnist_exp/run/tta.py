@@ -18,8 +18,9 @@ def check_tta(tta: bool, scales, flatten: bool) -> None:
     check_range("trainer.tta_scales", scales, scales and all(isinstance(s, (int, float)) and s > 0 for s in scales),
                 "a list of sizes above 0, e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size")
     if len(set(scales)) < len(scales):  # a size twice is the same views counted twice
-        raise UserError(f"trainer.tta_scales=[{','.join(str(s) for s in scales)}] lists a size more than once: give each once, e.g. "
-                        f"trainer.tta_scales=[{','.join(str(s) for s in dict.fromkeys(scales))}].")
+        listed, once = (",".join(str(s) for s in sizes) for sizes in (scales, dict.fromkeys(scales)))
+        raise UserError(f"trainer.tta_scales=[{listed}] lists a size more than once: give each once, e.g. "
+                        f"trainer.tta_scales=[{once}].")
     if not tta and scales != [1.0]:
         raise UserError(f"trainer.tta_scales={scales} takes effect only with test-time averaging: "
                         "add trainer.tta=true, or leave trainer.tta_scales at [1.0].")
