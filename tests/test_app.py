@@ -219,8 +219,10 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
     (["hydra.run.dri=x"], "Unknown key 'hydra.run.dri'. Did you mean 'hydra.run.dir'? The keys of hydra.run: dir."),
     (["hydra.sweeper.n_trials=3"], "Unknown key 'hydra.sweeper.n_trials'. The keys of hydra.sweeper: max_batch_size, "
                                    "params. hydra/sweeper=optuna has n_trials: choose it."),
-    (["hydra/launcher=joblib"], "hydra/launcher=joblib runs the jobs of a sweep, and this command is one run: add -m "
-                                "(python -m mnist_exp -m hydra/launcher=joblib ...)."),
+    (["hydra/launcher=joblib"], "hydra/launcher=joblib is for the jobs of a sweep, and this command is one run: add "
+                                "-m for a sweep (python -m mnist_exp -m hydra/launcher=joblib ...)."),
+    (["hydra.sweep.dir=s"], "hydra.sweep.dir=s is for the jobs of a sweep, and this command is one run (hydra.run.dir=s "
+                            "places one run): add -m for a sweep (python -m mnist_exp -m hydra.sweep.dir=s ...)."),
     (["hydra.launcher.n_jobs=2"], "Unknown key 'hydra.launcher.n_jobs'. hydra/launcher=joblib has n_jobs: choose it."),
     (["~resume"], "~resume: every key of the config is read, so none can be removed: give resume a value (python "
                   "-m mnist_exp --cfg job shows each key's)."),

@@ -115,6 +115,11 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("hydra.sweeper.pruner.n_startup_trials=-3", "Cannot build the pruner MedianPruner from "
      "hydra.sweeper.pruner.n_startup_trials=-3, hydra.sweeper.pruner.n_warmup_steps=0, "
      "hydra.sweeper.pruner.interval_steps=1: Number of startup trials cannot be negative, but got n_startup_trials=-3."),
+    ("hydra.sweeper.custom_search_space=os.getcwd", "hydra.sweeper.custom_search_space=os.getcwd is called with "
+     "(config, trial) and takes other arguments: give a function of those two, as "
+     "mnist_exp.sweeps.space.momentum_for_sgd."),
+    ("hydra.sweeper.storage=.", "hydra.sweeper.storage=. is a directory: give the study's file in it, e.g. "
+                                "hydra.sweeper.storage=journal.log."),
     ("+hydra.sweeper.sampler.n_startup_trials=5", "The sampler RandomSampler has no setting n_startup_trials: leave "
      "out hydra.sweeper.sampler.n_startup_trials, or remove it from a config that sets it with "
      "'~hydra.sweeper.sampler.n_startup_trials'."),

@@ -349,3 +349,20 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_f
         assert not list((run_dir / "checkpoints").glob(".*.tmp"))
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_completed_run_without_checkpoints_is_matched_by_its_values(tmp_path, monkeypatch, capsys):
+    """trainer.checkpoint=false leaves no last.pt: its .hydra/config.yaml says what ran, however a value is spelt."""
+    run_dir = tmp_path / "run"
+    args = ("dataset=fake", "trainer.epochs=1", "model.width=4", "device=cpu", f"hydra.run.dir={run_dir}")
+    run(*args, "trainer.checkpoint=false", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    metrics = (run_dir / "metrics.json").read_bytes()
+    for spelt in ("trainer.checkpoint=no", "++trainer.checkpoint=False"):
+        run(*args, spelt, "resume=true", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+        assert "is complete (test accuracy" in (run_dir / "train.log").read_text().splitlines()[-1]
+    code, _, err = run_main(*args, "trainer.checkpoint=false", "model.width=8", "resume=true", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"The run of {run_dir / '.hydra' / 'config.yaml'} was trained with a different config (model.width: 4 -> 8). "
+        "Resume with the run's own overrides (see its .hydra/overrides.yaml) and model.width=4."]
+    assert (run_dir / "metrics.json").read_bytes() == metrics

@@ -447,6 +447,16 @@ def test_no_tool_writes_over_a_file_of_a_run(trained, tmp_path, capsys):
     out.unlink()
 
 
+def test_evaluate_reproduces_a_debug_run_on_its_own_batches(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_main("dataset=fake", "trainer.epochs=1", "trainer.limit_batches=1", "trainer.eval_batch_size=64",
+                            "model.width=4", "device=cpu", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    report = evaluate.evaluate_checkpoint(run_dir)
+    assert report["count"] == 64 and report["acc"] == read_metrics(run_dir)["test/acc"]
+
+
 def test_evaluate_of_a_split_the_run_has_not_is_one_line(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     code, _, err = run_main("dataset=fake", "dataset.val_size=0", "trainer.epochs=1", "model.width=4", "device=cpu",

@@ -75,6 +75,8 @@ PLACES = {
 }
 
 
+# What only a sweep (-m) reads: given to one run, it would change nothing.
+SWEEP_ONLY = ("hydra/launcher", "hydra/sweeper", "hydra.sweep.dir")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 
@@ -87,9 +89,10 @@ def check_given_values(command: CommandLine) -> None:
         key, line, given = override.key_or_group, override.input_line, override.value()
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
             raise UserError(f"{line} is a sweep{sweep_advice(override, command)}")
-        if key in ("hydra/launcher", "hydra/sweeper") and not (command.prints_only or command.multirun):
-            raise UserError(f"{line} runs the jobs of a sweep, and this command is one run: add -m (python -m "
-                            f"mnist_exp -m {line} ...).")
+        if key in SWEEP_ONLY and not (command.prints_only or command.multirun):
+            where = f" (hydra.run.dir={given} places one run)" if key == "hydra.sweep.dir" else ""
+            raise UserError(f"{line} is for the jobs of a sweep, and this command is one run{where}: add -m for a "
+                            f"sweep (python -m mnist_exp -m {line} ...).")
         if override.is_delete() or given is None:
             options = ", ".join(group_options(key, command.config_dir))
             if key in ONE_OPTION_GROUPS:

@@ -60,15 +60,17 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
     """The recorded metrics of a completed run with this config, else None: resume=true, or a job its scheduler
     started again after it had completed (requeued as it ended, a node lost after the run), trains nothing.
 
-    The config is last.pt's; a run without checkpoints (trainer.checkpoint=false) is matched by its overrides.
-    A completed run of another config is refused, as a checkpoint of another config is.
+    The config is last.pt's; a run without checkpoints (trainer.checkpoint=false) has its .hydra/config.yaml, else
+    its overrides. A completed run of another config is refused, as a checkpoint of another config is.
     """
     recorded = read_metrics(run_dir)
     if recorded.get("status") != Status.COMPLETED:
         return None
-    last = last_checkpoint(run_dir)
+    last, record = last_checkpoint(run_dir), Path(run_dir) / ".hydra" / "config.yaml"
     if last.exists():
         refuse_another_config(last, load_checkpoint(last)["config"], config, in_sweep)
+    elif record.exists():  # its values, however they were written (trainer.checkpoint=no is false)
+        refuse_another_config(record, OmegaConf.to_container(OmegaConf.load(record)), config, in_sweep)
     elif set(read_run_overrides(run_dir)) != set(without_resume(overrides)):
         raise UserError(f"{run_dir} holds a completed run of other overrides than {without_resume(overrides)}. "
                         "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
@@ -155,7 +157,8 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
         advice += (f". Where those are yours, the config files have changed since it ran: with {restore} added the "
                    "sweep runs its jobs again as they ran, each in a new directory named with it" if in_sweep
                    else f" and {restore}")
-    raise UserError(f"Checkpoint {path} was trained with a different config ({shown}). {advice}.")
+    what = "Checkpoint" if Path(path).suffix == ".pt" else "The run of"
+    raise UserError(f"{what} {path} was trained with a different config ({shown}). {advice}.")
 
 
 def shown_value(value: Any) -> str:

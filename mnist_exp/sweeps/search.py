@@ -90,6 +90,7 @@ class OptunaSearch:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what it does below, in order
         self.check_settings()
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
+        extend = load_function(self.custom_search_space) if self.custom_search_space else None
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
         pruner = build_from_node(self.pruner, "pruner")
         storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
@@ -108,7 +109,6 @@ class OptunaSearch:
                         "by a later command or shared with other workers")
         log.info("Search space: %s%s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none",
                  f", then {self.custom_search_space}" if self.custom_search_space else "")
-        extend = load_function(self.custom_search_space) if self.custom_search_space else None
         remaining, told, failures = self.n_trials, 0, 0
         while remaining > 0 and not grid_exhausted(study):
             with warnings.catch_warnings():  # experimental in Optuna, which says so on every call

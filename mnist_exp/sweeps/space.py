@@ -7,6 +7,8 @@
   drawn: it may draw more, conditional on them (``momentum_for_sgd`` below), and return fixed overrides.
 """
 
+import contextlib
+import inspect
 import re
 from typing import Any
 
@@ -98,10 +100,17 @@ def load_function(path: str):
     from hydra.utils import get_method
 
     try:
-        return get_method(path)
+        function = get_method(path)
     except Exception as error:  # Hydra's ImportError or ValueError, naming what it could not find
         raise UserError(f"hydra.sweeper.custom_search_space={path} names no function ({' '.join(str(error).split())}). "
                         "Give the dotted path of one, e.g. mnist_exp.sweeps.space.momentum_for_sgd.") from None
+    with contextlib.suppress(ValueError):  # a builtin may have no signature to check
+        try:
+            inspect.signature(function).bind(None, None)
+        except TypeError:
+            raise UserError(f"hydra.sweeper.custom_search_space={path} is called with (config, trial) and takes other "
+                            "arguments: give a function of those two, as mnist_exp.sweeps.space.momentum_for_sgd.") from None
+    return function
 
 
 def momentum_for_sgd(config, trial) -> None:

@@ -60,6 +60,10 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
     import sqlalchemy
 
     path = storage.removeprefix("sqlite:///") if "://" not in storage or storage.startswith("sqlite:///") else None
+    if path and Path(path).is_dir():
+        example = Path(path) / ("journal.log" if "://" not in storage else "optuna.db")
+        raise UserError(f"hydra.sweeper.storage={storage} is a directory: give the study's file in it, e.g. "
+                        f"hydra.sweeper.storage={'' if '://' not in storage else 'sqlite:///'}{example}.")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)  # the sweep directory, before any job makes it
     if "://" not in storage:
