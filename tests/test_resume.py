@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main
 from mnist_exp.errors import UserError
@@ -80,9 +81,12 @@ def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupt
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     epoch_at_kill = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]["epoch"]
     assert epoch_at_kill < 3
-    out = run(*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path, monkeypatch=monkeypatch,
-              capsys=capsys)
-    assert f"at epoch {epoch_at_kill}" in out
+    # A resume may change how the run goes (here how often it logs): the change is said and recorded.
+    out = run(*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", "trainer.log_interval=5", cwd=tmp_path,
+              monkeypatch=monkeypatch, capsys=capsys)
+    assert f"at epoch {epoch_at_kill}" in out and "other settings than before: trainer.log_interval: 20 -> 5" in out
+    assert yaml.safe_load((run_dir / ".hydra" / "resumes.yaml").read_text()) == [
+        {"after_epoch": epoch_at_kill, "changed": {"trainer.log_interval": [20, 5]}}]
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
     # TensorBoard shows each epoch once, not the killed run's points twice.
     steps = sorted(e.step for e in read_events(run_dir).Scalars("val/acc"))  # two event files, in either order

@@ -18,7 +18,7 @@ from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
 from mnist_exp.run.debugging import limited
 from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
-from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, restore
+from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, record_resume_changes, restore
 from mnist_exp.run.runtime import place_model, seed_everything, select_device, set_cpu_threads, use_bf16
 from mnist_exp.run.loggers import open_trackers
 from mnist_exp.run.tracking import TrackedRun, Trackers
@@ -116,6 +116,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if resume_from is not None:
         restore(trainer, resumed, checkpoints)
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
+        if writer and not cfg.ckpt_path:  # continued in place: its record is this directory's
+            record_resume_changes(run_dir, resumed["config"], config, trainer.state.epoch)
 
     tracker = None
     if writer:

@@ -161,6 +161,26 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
     raise UserError(f"{what} {path} was trained with a different config ({shown}). {advice}.")
 
 
+RESUMES_FILE = "resumes.yaml"  # in the run's .hydra/: what each resume ran with that its first start did not
+
+
+def record_resume_changes(run_dir: Path, saved: dict, config: dict, epoch: int) -> None:
+    """A resume may change where or how the run goes (``RESUME_MAY_CHANGE``); .hydra/config.yaml keeps the first
+    start's config, so each change is logged and added to .hydra/resumes.yaml, with the epoch it took effect after."""
+    before, after = flatten_config(saved), flatten_config(config)
+    changed = {key: [before.get(key), after.get(key)] for key in sorted(before.keys() | after.keys())
+               if key.startswith(RESUME_MAY_CHANGE) and key not in ("resume", "ckpt_path")
+               and before.get(key) != after.get(key)}
+    if not changed:
+        return
+    log.info("Resumed with other settings than before: %s",
+             "; ".join(f"{key}: {shown_value(old)} -> {shown_value(new)}" for key, (old, new) in changed.items()))
+    record = Path(run_dir) / ".hydra" / RESUMES_FILE
+    earlier = OmegaConf.to_container(OmegaConf.load(record)) if record.exists() else []
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(OmegaConf.to_yaml(earlier + [{"after_epoch": epoch, "changed": changed}]))
+
+
 def shown_value(value: Any) -> str:
     """A value as the config shows it (true, null), or that the saved config lacks the key."""
     if value is UNKNOWN:
