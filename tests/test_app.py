@@ -235,6 +235,8 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
      "optimizer.betas=0.9 is not a list: give one in brackets, e.g. optimizer.betas=[0.9,0.999]."),
     (["hydra.run.dir="], "hydra.run.dir=: give the run a directory (hydra.run.dir=outputs/my_run), or leave it out "
                          "for a new one."),
+    (["ckpt_path=nowhere/last.pt"], "ckpt_path=nowhere/last.pt: there is no such file. Give a run's "
+                                    "checkpoints/last.pt, or its directory."),
     (["ckpt_path="], "ckpt_path=: give the checkpoint to continue from, or leave ckpt_path out to start fresh."),
     (["trainer.epochs==2"], "Cannot read the override 'trainer.epochs==2': one '=' goes between key and value, e.g. "
                             "trainer.epochs=2."),

@@ -51,7 +51,7 @@ def test_the_leaderboards_show_the_epoch_a_run_stopped_at(sweep, capsys):
                               "the run stops (at least 1), or trainer.patience=null to train every epoch."),
     (("trainer.patience=2", "dataset.val_size=0"),
      "trainer.patience=2 watches the validation accuracy, and dataset.val_size=0 leaves no validation split: give "
-     "dataset.val_size=5000 (for example), or trainer.patience=null."),
+     "dataset.val_size a size above 0, or trainer.patience=null."),
 ])
 def test_a_patience_that_cannot_work_is_one_line(args, message, tmp_path, monkeypatch, capsys):
     code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -424,6 +424,8 @@ def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(
                                                                          "table of images is classified into a "
                                                                          "submission file, e.g. --submission "
                                                                          "submission.csv.\n")
+    assert call("predict", trained, two_columns, "--submission", tmp_path / "s.csv", "--as-is", capsys=capsys) == (
+        1, "", f"{prefix}--as-is is for image files; a CSV table's pixels are used as they are: leave out --as-is.\n")
     assert call("predict", trained, two_columns, "--submission", tmp_path, capsys=capsys) == (
         1, "", f"{prefix}--submission {tmp_path} is a directory: give the file to write, e.g. "
                f"{tmp_path / 'submission.csv'}.\n")
@@ -465,6 +467,9 @@ def test_evaluate_of_a_split_the_run_has_not_is_one_line(tmp_path, monkeypatch, 
     assert call("evaluate", run_dir, "--split", "val", capsys=capsys) == (
         1, "", f"python -m mnist_exp.tools.evaluate: The run's dataset has no val images ({run_dir}): evaluate another "
                "split, e.g. --split test.\n")
+    assert call("evaluate", run_dir, "--no-tta", capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.evaluate: --no-tta leaves out test-time averaging, and {run_dir} was tested "
+               "without it: leave out --no-tta.\n")
 
 
 @pytest.mark.parametrize("tool", TOOLS)

@@ -246,7 +246,7 @@ def check_patience(patience: int | None, val_size: int | None) -> None:
                         "before the run stops (at least 1), or trainer.patience=null to train every epoch.")
     if val_size == 0:
         raise UserError(f"trainer.patience={patience} watches the validation accuracy, and dataset.val_size=0 leaves "
-                        "no validation split: give dataset.val_size=5000 (for example), or trainer.patience=null.")
+                        "no validation split: give dataset.val_size a size above 0, or trainer.patience=null.")
 
 
 # The metrics.json keys a run can return to a sweeper; a list of them makes a multi-objective search.

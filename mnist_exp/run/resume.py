@@ -105,6 +105,8 @@ def requeued(run_dir: Path) -> bool:
 
 def load_resumable(path: Path, config: dict, in_sweep: bool = False) -> dict:
     """The checkpoint at ``path``, refused unless it is a last.pt of this config: checked before anything is built."""
+    if not Path(path).exists():
+        raise UserError(f"ckpt_path={path}: there is no such file. Give a run's checkpoints/last.pt, or its directory.")
     checkpoint = load_checkpoint(path)
     if checkpoint["kind"] != "last":
         raise UserError(f"{path} is a {checkpoint['kind']}.pt: it holds the weights, not the training state. "

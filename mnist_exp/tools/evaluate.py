@@ -35,6 +35,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     device = torch.device(device)
     trained = load_trained_model(path, device, tta=tta)
     config = trained.config
+    if not tta and not config["trainer"].get("tta", False):
+        raise UserError(f"--no-tta leaves out test-time averaging, and {path} was tested without it: leave out --no-tta.")
     bf16 = use_bf16(precision or config["device"]["precision"], device)
     if channels_last is None:
         channels_last = config["device"]["channels_last"]

@@ -124,6 +124,8 @@ def command(args) -> None:
             given = "several files" if len(args.images) != 1 else f"{args.images[0]}, not a .csv file"
             raise UserError(f"--submission classifies one CSV file of images (Kaggle's test.csv); it was given "
                             f"{given}.")
+        if args.as_is:  # a table's pixels are taken as they are already
+            raise UserError("--as-is is for image files; a CSV table's pixels are used as they are: leave out --as-is.")
         rows = write_submission(args.checkpoint, args.images[0], args.submission, args.device)
         print(f"Wrote {args.submission}: {rows} rows of ImageId,Label")
         return
