@@ -242,13 +242,16 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     for item in items if isinstance(items, list) else []:
         key, value = split_override(str(item))
         overrides[key] = value
-    run = {"dir": run_dir, "overrides": overrides,
-           "settings": trained_settings(config if isinstance(config, dict) else None, overrides), "problem": None}
+    readable, record = isinstance(config, dict), run_dir / ".hydra" / "config.yaml"
+    run = {"dir": run_dir, "overrides": overrides, "settings": trained_settings(config if readable else None, overrides),
+           "problem": None if readable or not record.exists() else  # a run without one is compared by its overrides
+           f"{record} is not a config; the run is compared by its overrides alone"}
     try:
         return {**run, "metrics": read_metrics(run_dir, strict=True)}
     except UnreadableMetrics as error:
         reason = str(error).replace(str(run_dir / METRICS_FILE), METRICS_FILE)
-        return {**run, "metrics": {"status": Status.UNREADABLE.value, "error": reason}, "problem": str(error)}
+        return {**run, "metrics": {"status": Status.UNREADABLE.value, "error": reason},
+                "problem": f"{error}; the run is listed as unreadable"}
 
 
 # libyaml's parser where PyYAML has it (its wheels do): many times faster than the pure-Python one over thousands of

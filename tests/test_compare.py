@@ -98,6 +98,17 @@ def test_top_n_keeps_the_best_and_the_columns_of_all(sweep, capsys):
     assert "optimizer.lr" in rows[0]
 
 
+def test_a_run_whose_config_is_not_yaml_is_named_and_compared_by_its_overrides(sweep, capsys):
+    broken = make_run(sweep / "5_model-logreg_optimizer.lr-0.5", ["model=logreg", "optimizer.lr=0.5", "dataset=fake"],
+                      completed(0.9, 0.9))
+    (broken / ".hydra" / "config.yaml").write_text("{{{ not yaml")
+    assert compare.main([str(sweep), "--runs", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"warning: {broken.resolve() / '.hydra' / 'config.yaml'} is not a config; the run is compared by "
+                   "its overrides alone.\n")
+    assert [row["run"] for row in read_csv(out)].count(broken.name) == 1
+
+
 def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     single = make_run(tmp_path / "runs" / "2026-01-01" / "09-00-00", [], completed(0.99, 0.98))
     rows = read_csv(run_compare(capsys, sweep, single, sweep / "1_model-mlp", "--runs", "--format", "csv"))

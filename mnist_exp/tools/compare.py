@@ -211,7 +211,7 @@ def command(args) -> None:
     runs = read_runs(find_runs(args.paths))
     for run in runs:
         if run["problem"]:
-            print(f"warning: {run['problem']}; the run is listed as unreadable.", file=sys.stderr)
+            print(f"warning: {run['problem']}.", file=sys.stderr)
     raw = args.format == "csv"
     groups = None if args.runs else seed_groups(runs)  # a row per run, or per seed group
     if args.compute and not args.runs:
