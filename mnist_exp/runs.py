@@ -234,17 +234,15 @@ def read_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
 def read_run(run_dir: Path) -> dict[str, Any]:
     """A run's overrides ({key: value}), what it trains (``trained_settings``), metrics.json ({} while it has none).
 
-    An unreadable metrics.json makes the status "unreadable" and ``problem`` says why, naming the file.
+    An unreadable metrics.json or config.yaml is named in ``problem``: the run is unreadable, or compared by its
+    overrides alone (as a run without a config.yaml is).
     """
-    items = read_yaml(run_dir / ".hydra" / "overrides.yaml")
-    config = read_yaml(run_dir / ".hydra" / "config.yaml")  # only compared: its values as text
-    overrides = {}
-    for item in items if isinstance(items, list) else []:
-        key, value = split_override(str(item))
-        overrides[key] = value
-    readable, record = isinstance(config, dict), run_dir / ".hydra" / "config.yaml"
+    items, record = read_yaml(run_dir / ".hydra" / "overrides.yaml"), run_dir / ".hydra" / "config.yaml"
+    config = read_yaml(record)  # only compared: its values as text
+    overrides = dict(split_override(str(item)) for item in (items if isinstance(items, list) else []))
+    readable = isinstance(config, dict)
     run = {"dir": run_dir, "overrides": overrides, "settings": trained_settings(config if readable else None, overrides),
-           "problem": None if readable or not record.exists() else  # a run without one is compared by its overrides
+           "problem": None if readable or not record.exists() else
            f"{record} is not a config; the run is compared by its overrides alone"}
     try:
         return {**run, "metrics": read_metrics(run_dir, strict=True)}
