@@ -66,17 +66,25 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
     recorded = read_metrics(run_dir)
     if recorded.get("status") != Status.COMPLETED:
         return None
-    last, record = last_checkpoint(run_dir), Path(run_dir) / ".hydra" / "config.yaml"
+    last, record = last_checkpoint(run_dir), recorded_config(run_dir)
     if last.exists():
         refuse_another_config(last, load_checkpoint(last)["config"], config, in_sweep)
-    elif record.exists():  # its values, however they were written (trainer.checkpoint=no is false)
-        refuse_another_config(record, OmegaConf.to_container(OmegaConf.load(record)), config, in_sweep)
+    elif record is not None:  # its values, however they were written (trainer.checkpoint=no is false)
+        refuse_another_config(Path(run_dir) / ".hydra" / "config.yaml", record, config, in_sweep)
     elif set(read_run_overrides(run_dir)) != set(without_resume(overrides)):
         raise UserError(f"{run_dir} holds a completed run of other overrides than {without_resume(overrides)}. "
                         "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
     log.info("The run in %s is complete (test accuracy %.2f%%): nothing to resume, nothing changed.%s", run_dir,
              100 * recorded["test/acc"], " Its recorded metrics go to the sweeper." if in_sweep else "")
     return recorded
+
+
+def recorded_config(run_dir: Path) -> dict | None:
+    """The run's .hydra/config.yaml, resolved as the run resolved it; None where it has none this process can read."""
+    try:
+        return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"), resolve=True)
+    except Exception:  # none, not YAML, or an interpolation only its own run could resolve
+        return None
 
 
 def read_run_overrides(run_dir: Path) -> list[str]:
