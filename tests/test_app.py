@@ -10,6 +10,7 @@ import torch
 
 from conftest import read_events, read_metrics, run_captured, run_dirs, run_main
 from mnist_exp.errors import UserError
+from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.registry import MODELS
@@ -310,6 +311,9 @@ def test_an_own_option_named_as_a_packaged_one_is_refused_not_shadowed(tmp_path,
     assert code == 1 and err.splitlines() == [
         f"{own} has the name of mnist_exp's own experiment=fast, which Hydra reads instead: rename it (e.g. "
         "experiment/my_fast.yaml) and choose experiment=my_fast."]
+    copy = own.parent.parent / "model" / "cnn.yaml"  # conf/ copied as it is changes nothing: no refusal
+    copy.parent.mkdir()
+    copy.write_bytes((CONF_DIR / "model" / "cnn.yaml").read_bytes())
     own.rename(own.with_name("my_fast.yaml"))  # the advice, followed
     code, out, err = run_main("--config-dir", str(tmp_path / "mine"), "experiment=my_fast", "--cfg", "job",
                               monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -43,11 +43,13 @@ def check_command_line(command: CommandLine) -> None:
 
 
 def check_own_config_dir(config_dir: str | None) -> None:
-    """An option in ``--config-dir`` named as one of mnist_exp's own is never read: Hydra finds conf/'s first."""
+    """An option in ``--config-dir`` named as one of mnist_exp's own is never read: Hydra finds conf/'s first (a copy
+    of it, byte for byte, changes nothing)."""
     if config_dir is None:
         return
     for path in sorted(Path(config_dir).glob("*/**/*.yaml")):
-        if (CONF_DIR / path.relative_to(config_dir)).exists():
+        packaged = CONF_DIR / path.relative_to(config_dir)
+        if packaged.exists() and packaged.read_bytes() != path.read_bytes():
             group, name = path.parent.relative_to(config_dir).as_posix(), path.stem
             raise UserError(f"{path} has the name of mnist_exp's own {group}={name}, which Hydra reads instead: "
                             f"rename it (e.g. {group}/my_{name}.yaml) and choose {group}=my_{name}.")
