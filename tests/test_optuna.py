@@ -131,6 +131,16 @@ def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, 
     assert not run_dirs(tmp_path)
 
 
+def test_heartbeat_settings_with_a_journal_file_are_refused(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*PRUNED_SEARCH, f"hydra.sweeper.storage={tmp_path / 'journal.log'}",
+                            "hydra.sweeper.heartbeat_interval=10", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines()[-1] == (
+        f"hydra.sweeper.heartbeat_interval=10 and max_retry=3 take effect with a database storage, and "
+        f"{tmp_path / 'journal.log'} is a journal file, which has no heartbeats: leave them out, or give a database "
+        "(sqlite:///<file>, postgresql://...).")
+    assert not run_dirs(tmp_path)
+
+
 def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "search"
     first = ("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",

@@ -85,4 +85,16 @@ class OptunaSweeper(Sweeper):
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
+        check_heartbeat_settings(self.search.storage, self.search.heartbeat_interval, self.search.max_retry)
         self.search.sweep(arguments)
+
+
+def check_heartbeat_settings(storage: str | None, heartbeat_interval: int | None, max_retry: int | None) -> None:
+    """Heartbeats and retries are a database's: with a journal file, a value other than the default changes nothing."""
+    defaults = (OptunaSweeperConf.heartbeat_interval, OptunaSweeperConf.max_retry)
+    if storage and "://" not in storage and (heartbeat_interval, max_retry) != defaults:
+        from mnist_exp.errors import UserError
+
+        raise UserError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval} and max_retry={max_retry} take effect "
+                        f"with a database storage, and {storage} is a journal file, which has no heartbeats: leave "
+                        "them out, or give a database (sqlite:///<file>, postgresql://...).")
