@@ -121,8 +121,7 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         return unknown_logger_key(found["key"], key_names("logger"))
     if (found := re.search(r"In '(?P<group>[\w/]+)/(?P<file>[^']+)': ConfigKeyError raised while composing config:\n"
                            r"Key '(?P=group)' not in", text)):  # its keys land under the group's name
-        return (f"{found['group']}/{found['file']}.yaml sets keys of the whole config, which needs "
-                "'# @package _global_' as the file's first line: add it, as each experiment file has.")
+        return missing_package_line(f"{found['group']}/{found['file']}", "keys")
     if (found := re.search(r"In '(?P<group>[\w/]+)/(?P<file>[^']+)': ConfigKeyError raised while composing config:\n"
                            r"Key '[^']+' not in '(?P<type>[^']+)'", text)) and full_key and "." in full_key[1]:
         node, recipe = full_key[1].rpartition(".")[0], f"{found['group']}={found['file']}"
@@ -187,8 +186,7 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         return (f"{found['file']}, line {found['at'] or found['line']}: not valid YAML ({found['context']}{problem}). "
                 "Fix the file.")
     if found := re.search(r"In '(?P<file>experiment/[^']+)': Could not override '(?P<group>[\w/]+)@experiment\.", text):
-        return (f"{found['file']}.yaml sets the {found['group']} group of the whole config, which needs "
-                "'# @package _global_' as the file's first line: add it, as each experiment file has.")
+        return missing_package_line(found["file"], f"the {found['group']} group")
     if "Traceback (most recent call last)" in text and (raised := re.findall(r"^([\w.]+(?:Error|Exception)): (.+)$", text, re.M)):
         message = f"{raised[-1][0]}: {raised[-1][1]}"  # the error a traceback ends in, not its first lines
         if "[Errno 28]" in message:
@@ -200,6 +198,12 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if job := re.search(r"Error executing job with overrides: \[(.*)\]", text):  # a sweep's first failed job
         return f"A job of the sweep failed ({job[1].replace(chr(39), '')}): {message}"
     return message
+
+
+def missing_package_line(file: str, what: str) -> str:
+    """An experiment file whose keys Hydra puts under the group's name: it lacks its package line."""
+    return (f"{file}.yaml sets {what} of the whole config, which needs '# @package _global_' as the file's first line: "
+            "add it, as each experiment file has.")
 
 
 def option_with_key(full_key: str) -> str:

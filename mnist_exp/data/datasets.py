@@ -130,8 +130,9 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
 def check_unused(builder, reason: str, **given) -> None:
     """Refuse a key set away from its default where the data leaves it nothing to do (the split it would make
     comes with the data): a sweep over it would change nothing."""
+    defaults = inspect.signature(builder).parameters
     for key, value in given.items():
-        if value != inspect.signature(builder).parameters[key].default:
+        if value != defaults[key].default:
             raise UserError(f"dataset.{key}={value} takes no effect: {reason}. Leave dataset.{key} out.")
 
 

@@ -47,7 +47,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     images = getattr(data, split)
     if not len(images):  # dataset.val_size=0: the run kept no validation images
         raise UserError(f"The run's dataset has no {split} images ({path}): evaluate another split, e.g. --split test.")
-    loader = TensorLoader(images, batch_size or config["trainer"]["eval_batch_size"], mean=data.mean, std=data.std,
+    loader = TensorLoader(images, batch_size or trainer["eval_batch_size"], mean=data.mean, std=data.std,
                           flatten=data.flatten, device=device)
     result = evaluate(model, loader, device=device, bf16=bf16, channels_last=channels_last, keep_predictions=True)
     matrix = confusion_matrix(images.labels, result["predictions"], len(data.class_names))
