@@ -286,7 +286,7 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("text, message", [
     ("# @package _global_\ntrainer: {epochs: 1\n", "{file}, line 3: not valid YAML (while parsing a flow mapping: "
-                                                    "expected ',' or '}}', but got '<stream end>'). Fix the file."),
+                                                    "did not find expected ',' or '}}'). Fix the file."),  # libyaml's words
     ("defaults:\n  - override /model: mlp\n", "experiment/mine.yaml sets the model group of the whole config, which "
                                               "needs '# @package _global_' as the file's first line: add it, as each "
                                               "experiment file has."),

@@ -96,3 +96,29 @@ def test_mistakes_fail_at_composition(override, hydra_says, message):
 def test_overrides_reach_the_components():
     cfg = compose_config("model=mlp", "model.hidden=[32,16]", "optimizer=sgd", "optimizer.lr=0.2", "trainer.epochs=7")
     assert list(cfg.model.hidden) == [32, 16] and cfg.optimizer.lr == 0.2 and cfg.trainer.epochs == 7
+
+
+def test_libyaml_reads_every_config_file_as_omegaconfs_own_parser_does():
+    """OmegaConf parses YAML on libyaml's parser here (mnist_exp/run/hydra_speedups.py): the same values and types
+    as its pure-Python parser gives, for every file under conf/ and for the values where YAML 1.1 and OmegaConf
+    differ (1e3 is a float, a date stays text), and the same refusal of a key given twice."""
+    import omegaconf._utils
+
+    from mnist_exp.run import hydra_speedups
+
+    def load(text: str, loader) -> tuple:
+        omegaconf._utils.get_yaml_loader = loader
+        try:
+            config = OmegaConf.create(text)
+        finally:
+            omegaconf._utils.get_yaml_loader = hydra_speedups.libyaml_loader
+        values = OmegaConf.to_container(config)
+        return values, repr(values)  # repr tells 1000 from 1000.0
+
+    texts = [path.read_text() for path in sorted(CONF_DIR.rglob("*.yaml"))]
+    texts.append("a: 1e3\nb: 2001-12-14\nc: 1_000\nd: .5\ne: yes\nf: 0x10\ng: ~\nh: [1, -2.5e-3, .inf]\n")
+    assert len(texts) > 40 and omegaconf._utils.get_yaml_loader is hydra_speedups.libyaml_loader
+    for text in texts:
+        assert load(text, hydra_speedups.libyaml_loader) == load(text, hydra_speedups.PURE_PYTHON_YAML_LOADER), text
+    with pytest.raises(Exception, match="found duplicate key epochs"):
+        OmegaConf.create("epochs: 1\nepochs: 2\n")

@@ -29,6 +29,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from mnist_exp.errors import UserError, check_range, did_you_mean
+from mnist_exp.run import hydra_speedups  # noqa: F401  (before any composition)
 from mnist_exp.run.debugging import check_batch_limits
 from mnist_exp.run.loggers import check_loggers
 from mnist_exp.run.tta import check_tta
@@ -138,13 +139,6 @@ def with_builder_defaults(config: dict) -> dict:
 # The builders whose schemas are in the ConfigStore: a process that calls main() again (a user's script, the tests)
 # stores them again only when a builder was registered or replaced since.
 STORED_BUILDERS: list[tuple[Registry, str, Any]] = []
-
-# Hydra 1.3 deep-copies its config repository for each composition and each listing of a group's options, and with
-# it the ConfigStore singleton that holds these ~40 schemas: a tenth of a composition, half of `--help` (160
-# listings). Hydra's main branch reads the one live ConfigStore instead (facebookresearch/hydra#2928, in no 1.3
-# release); so does this.
-ConfigStore.__deepcopy__ = lambda self, memo: self
-
 
 def register_schemas() -> None:
     """Store ``Config`` and every registered builder's schema in Hydra's ConfigStore."""
