@@ -183,6 +183,34 @@ def test_a_wrong_logger_is_one_line(args, message, tmp_path, monkeypatch, capsys
     assert code == 1 and err.strip().splitlines() == [message]
 
 
+SCHEMES = "file://, databricks://, http://, https://, postgresql://, mysql://, sqlite://, mssql://"
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("htp://localhost:5000", f"MLflow has no store for htp:// URIs; it takes {SCHEMES}. Did you mean 'http'?"),
+    ("postgres://me@db/runs", f"MLflow has no store for postgres:// URIs; it takes {SCHEMES}. Did you mean "
+                              "'postgresql'?"),
+    ("mlruns", "MLflow keeps runs in a folder only where MLFLOW_ALLOW_FILE_STORE=true is set; give a database "
+               "instead, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db."),
+])
+def test_a_store_mlflow_would_not_open_is_refused_before_the_run(uri, message, tmp_path, monkeypatch, capsys):
+    """Not a run that goes on without the tracker it was given: a URI that cannot work is refused in one line."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    code, _, err = run_main(*SMALL, "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.strip().splitlines() == [f"logger.mlflow.tracking_uri={uri}: {message}"]
+    assert list(tmp_path.iterdir()) == []  # no run directory, no store
+
+
+def test_a_folder_store_runs_where_mlflow_is_told_to_keep_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the refusal's other way out
+    code, _, err = run_main(*SMALL, "logger=[mlflow]", "logger.mlflow.tracking_uri=mlruns",
+                            f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    [run] = mlflow_runs(str(tmp_path / "mlruns"), "mnist_exp")
+    assert run.info.status == "FINISHED" and run.data.metrics["test/acc"] == read_metrics(tmp_path / "run")["test/acc"]
+
+
 def test_the_advice_for_a_key_of_an_unchosen_logger_works(tmp_path, monkeypatch, capsys):
     code, _, err = run_main(*SMALL, "logger=[tensorboard,mlflow]", "logger.mlflow.experiment_name=mine",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -37,6 +37,10 @@ def check_loggers(logger: Mapping[str, Any]) -> None:
     if "mlflow" in logger and importlib.util.find_spec("mlflow") is None:
         raise UserError("logger=mlflow needs MLflow, which is not installed: pip install -e '.[mlflow]' "
                         "(or pip install mlflow), or choose another logger.")
+    if "mlflow" in logger:
+        from mnist_exp.run.mlflow_tracking import check_store
+
+        check_store(logger["mlflow"]["tracking_uri"])
 
 
 # Each builder imports its tracker: a run pays for the libraries of the loggers it uses (config.py imports this).

@@ -6,8 +6,9 @@ FAILED, stopped by a signal: KILLED). The MLflow run's id is kept in the run dir
 a resumed run continues its own MLflow run.
 
 The default store is an SQLite file in the outputs directory: no server, and ``mlflow ui --backend-store-uri
-sqlite:///outputs/mlflow.db`` shows it. A store that cannot be reached, at the start or later, costs the run
-nothing but this tracker: it says so once and the run goes on with its other loggers.
+sqlite:///outputs/mlflow.db`` shows it. A URI MLflow would not open (``check_store``) is refused before the run;
+a store that cannot be reached, at the start or later, costs the run nothing but this tracker: it says so once and
+the run goes on with its other loggers.
 """
 
 import contextlib
@@ -20,7 +21,7 @@ import shlex
 import time
 from pathlib import Path
 
-from mnist_exp.errors import first_line
+from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.run.tracking import TrackedRun, Tracker
 from mnist_exp.runs import METRICS_FILE, Status, atomic_file, hyperparameters
 
@@ -139,6 +140,31 @@ class MlflowTracker(Tracker):
 
     def view(self) -> tuple[str, str] | None:
         return ("MLflow", f"mlflow ui --backend-store-uri {self.tracking_uri}") if self.client is not None else None
+
+
+def check_store(tracking_uri: str) -> None:
+    """Refuse, before the run, a store MLflow has no client for (a misspelt scheme) or keeps only on request (a
+    folder): the run would go on without it. A store it cannot reach is a fault: the run goes on, as above."""
+    from mlflow import environment_variables
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry as stores  # MLflow's schemes
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+    from mlflow.utils.uri import get_uri_scheme
+
+    setting = f"logger.mlflow.tracking_uri={tracking_uri}"
+    try:
+        stores.get_store_builder(tracking_uri)
+    except UnsupportedModelRegistryStoreURIException as error:
+        scheme = get_uri_scheme(tracking_uri)
+        schemes = [known for known in error.supported_uri_schemes if known not in ("", "uc", "databricks-uc")]
+        raise UserError(f"{setting}: MLflow has no store for {scheme}:// URIs; it takes "
+                        f"{', '.join(known + '://' for known in schemes)}.{did_you_mean(scheme, schemes)}") from None
+    except MlflowException as error:
+        raise UserError(f"{setting}: {first_line(error)}") from None
+    allow_folder = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
+    if get_uri_scheme(tracking_uri) in ("", "file") and allow_folder is not None and not allow_folder.get():
+        raise UserError(f"{setting}: MLflow keeps runs in a folder only where MLFLOW_ALLOW_FILE_STORE=true is set; "
+                        "give a database instead, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db.")
 
 
 def reason(error: Exception) -> str:
