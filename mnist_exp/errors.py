@@ -87,6 +87,8 @@ def release_stderr() -> None:
 
 
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "text"}
+# Names users know a choice by that spelling does not bring close to it (gpu is nearer cpu than cuda).
+OTHER_NAMES = {"gpu": "cuda", "nvidia": "cuda", "float32": "fp32", "bfloat16": "bf16"}
 
 
 def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) -> str:
@@ -143,6 +145,11 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         if item := re.fullmatch(r"(?P<key>[\w.]+)\[(?P<index>\d+)\]", full_key[1]):  # an item of a list
             return (f"{item['key']}: its item {found['value']} is not {wanted}: give a list of them, e.g. "
                     f"{item['key']}={LIST_EXAMPLES.get(wanted, '[...]')}.")
+        written = re.search(rf"Error merging override {re.escape(full_key[1])}=(\S+)", text)
+        if wanted == "a whole number" and written and re.fullmatch(r"-?\d+\.0", found["value"]):  # 1e3, 8.0
+            read_as = f" is read as {found['value']}," if written[1] != found["value"] else " is"
+            return (f"{full_key[1]}={written[1]}{read_as} not a whole number: write it without a point or an "
+                    f"exponent, {full_key[1]}={found['value'][:-2]}.")
         return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
     if found := re.search(r"package '(?P<package>[^']+)' not found in config", text):  # --cfg job --package <node>
         package = found["package"]
@@ -166,9 +173,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         hint = f": set one, e.g. {key}.{keys[0]}=..." if keys else "."
         return f"{key}={found['value']}: {key} holds keys ({', '.join(keys) or 'none'}), not a value{hint}"
     if (found := re.search(r"Invalid value '(?P<value>.*)', expected one of \[(?P<choices>.*)\]", text)) and full_key:
-        choices = found["choices"].split(", ")
-        return (f"{full_key[1]}={found['value']} is not one of: {', '.join(choices)}."
-                f"{did_you_mean(found['value'], choices)}")
+        choices, value = found["choices"].split(", "), found["value"]
+        meant = OTHER_NAMES.get(value.lower())
+        return (f"{full_key[1]}={value} is not one of: {', '.join(choices)}."
+                + (f" Did you mean '{meant}'?" if meant in choices else did_you_mean(value, choices)))
     if found := re.search(r"(?:LexerNoViableAltException|mismatched input|no viable alternative)[^:]*: (?P<ov>\S+)", text):
         key, _, value = found["ov"].partition("=")
         return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
