@@ -187,6 +187,13 @@ def test_mean_and_interval_of_three_values():
     assert single.mean == 0.5 and math.isnan(single.std) and math.isnan(single.low)
 
 
+def test_the_interval_of_a_mean_accuracy_stays_within_0_and_100_percent():
+    half = 12.706204736 * math.sqrt(0.5 * 0.009 ** 2) / math.sqrt(2)  # two runs: t with 1 degree of freedom
+    accuracy, seconds = stats.summarize([0.99, 0.999], stats.ACCURACY), stats.summarize([0.99, 0.999])
+    assert accuracy.low == pytest.approx(0.9945 - half) and accuracy.high == 1.0 < 0.9945 + half
+    assert (seconds.low, seconds.high) == (pytest.approx(0.9945 - half), pytest.approx(0.9945 + half))
+
+
 @pytest.mark.parametrize("only_a, only_b, p", [
     (0, 5, 0.0625), (5, 0, 0.0625), (1, 9, 0.021484375), (9, 1, 0.021484375), (3, 3, 1.0), (0, 0, 1.0), (2, 3, 1.0),
 ])

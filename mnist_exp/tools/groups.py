@@ -6,7 +6,7 @@ The leaderboard, ``--vs`` and ``--plot`` all rank and compare these.
 from typing import Any
 
 from mnist_exp.runs import Status, number, says_where_or_how
-from mnist_exp.tools.stats import Summary, summarize
+from mnist_exp.tools.stats import ACCURACY, ANY_NUMBER, Summary, summarize
 
 
 def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -30,6 +30,6 @@ def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) ->
 
     def summary(key: str) -> Summary | None:
         values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
-        return summarize(values) if values else None
+        return summarize(values, ACCURACY if key.endswith("acc") else ANY_NUMBER) if values else None
     return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
             "seconds": summary("train_time_s"), "not completed": len(members) - len(done)}

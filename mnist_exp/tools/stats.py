@@ -76,14 +76,19 @@ class Summary:
         return self.low <= other.high and other.low <= self.high
 
 
-def summarize(values: list[float]) -> Summary:
+ANY_NUMBER, ACCURACY = (-math.inf, math.inf), (0.0, 1.0)  # the ranges values can have
+
+
+def summarize(values: list[float], within: tuple[float, float] = ANY_NUMBER) -> Summary:
+    """``within``: the values' range (0 to 1 for an accuracy), which the interval of their mean stays inside too:
+    with two runs the t interval is wide enough to reach past 100%, where no mean can be."""
     n = len(values)
     mean = sum(values) / n
     if n < 2:
         return Summary(n, mean, math.nan, min(values), math.nan, math.nan)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)
-    return Summary(n, mean, std, min(values), mean - half, mean + half)
+    return Summary(n, mean, std, min(values), max(mean - half, within[0]), min(mean + half, within[1]))
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

@@ -16,7 +16,7 @@ from mnist_exp.errors import UserError
 from mnist_exp.runs import (PREDICTIONS_FILE, Status, differing_keys, find_runs, number, read_predictions, read_runs,
                             says_where_or_how)
 from mnist_exp.tools.groups import seed_groups
-from mnist_exp.tools.stats import mcnemar_p, summarize, welch
+from mnist_exp.tools.stats import ACCURACY, mcnemar_p, summarize, welch
 
 SIGNIFICANCE = 0.05
 
@@ -111,7 +111,7 @@ def groups(a: list[dict[str, Any]], b: list[dict[str, Any]], label_a: str, label
     stored = [read_predictions(run["dir"])[1] for run in a + b if (run["dir"] / PREDICTIONS_FILE).exists()]
     for true in stored[1:]:
         same_test_set(stored[0], true)
-    summaries = [summarize([number(run["metrics"]["test/acc"]) for run in runs]) for runs in (a, b)]
+    summaries = [summarize([number(run["metrics"]["test/acc"]) for run in runs], ACCURACY) for runs in (a, b)]
     lines = [f"{name}  {label}: {s.n} runs, mean test accuracy {100 * s.mean:.2f}% (std {100 * s.std:.2f}, 95% "
              f"interval {100 * s.low:.2f}% to {100 * s.high:.2f}%)"
              for name, label, s in zip("AB", (label_a, label_b), summaries)]
