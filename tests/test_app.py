@@ -129,9 +129,20 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                 "deterministic, compile, progress, checkpoint, patience, limit_batches, overfit_batches, profile")
 
 
+def on_fake_data(args: list[str]) -> list[str]:
+    """The command with dataset=fake, after -m where it has one (-m goes before the overrides)."""
+    return [*args[:1], "dataset=fake", *args[1:]] if args[:1] == ["-m"] else ["dataset=fake", *args]
+
+
 @pytest.mark.parametrize("args, message", [
     (["model.name=cnnn"], f"Unknown model 'cnnn'. Did you mean 'cnn'? Valid model names: {MODELS_LIST}."),
     (["model=cnnn"], f"model=cnnn: there is no such option. Did you mean 'cnn'? Options of model: {MODELS_LIST}."),
+    (["optimizer.name=adam"], "optimizer.name=adam: choose the optimizer with optimizer=adam, which brings its own keys "
+                              "and defaults; optimizer.name alone swaps the builder and keeps the values of the option "
+                              "chosen."),
+    (["-m", "dataset.name=mnist,kmnist"], "dataset.name=mnist: choose the dataset with dataset=mnist, which brings its "
+                                          "own keys and defaults; dataset.name alone swaps the builder and keeps the "
+                                          "values of the option chosen."),
     (["scheduler=onecylce"], "scheduler=onecylce: there is no such option. Did you mean 'onecycle'? Options of "
                              "scheduler: cosine, none, onecycle, step."),
     (["trainer.epochz=1"], f"Unknown key 'trainer.epochz'. Did you mean 'trainer.epochs'? The keys of trainer: "
@@ -284,7 +295,7 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
                                           "'flush_secs'. Its keys: none."),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys, args, message):
-    code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1
     assert err.splitlines() == [message]
 
@@ -333,7 +344,7 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     """Refused before Hydra makes the run's directory: the values of the composed config, then the run's."""
     if args == ["device=cuda"] and torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible: device=cuda is not refused")
-    code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1
     assert not any(tmp_path.iterdir())  # no outputs/, nothing in the directory the run started in
 
@@ -342,10 +353,22 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
                                   ["dataset.std=0"], ["hydra.run.dir=new", "model.width=0"]])
 def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsys, args):
     """Values only a builder checks are refused after Hydra made the run's directory: the run takes it away again."""
-    code, _, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1, err
     assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]
     assert not run_dirs(tmp_path) and not (tmp_path / "new").exists()
+
+
+def test_an_average_decay_the_warm_up_never_reaches_is_refused_and_the_advice_runs(tmp_path, monkeypatch, capsys):
+    """Every decay above what (1 + step) / (10 + step) reaches by the last step averaged the same: 32 steps here."""
+    args = ("dataset=fake", "trainer.batch_size=64", "trainer.progress=false")
+    code, _, err = run_main(*args, "trainer.ema_decay=0.999", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "trainer.ema_decay=0.999 is never reached: the average's warm-up, (1 + step) / (10 + step), rises to 0.7857 by "
+        "this run's last step (32 steps), so any decay from there up averages the same; give at most 0.7857, or "
+        "train more steps."]
+    code, _, err = run_main(*args, "trainer.ema_decay=0.7857", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
 
 
 def test_a_refused_run_keeps_a_directory_it_did_not_make(tmp_path, monkeypatch, capsys):

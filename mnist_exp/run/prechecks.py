@@ -56,11 +56,18 @@ def check_own_config_dir(config_dir: str | None) -> None:
 
 
 def check_builder_names(command: CommandLine) -> None:
-    """A builder named on the command line (``model.name=cnn``) is one the registry has (or a one-line refusal), and
-    so is the metric (``optimized_metric``): a sweep's jobs would each be refused."""
+    """A builder is chosen with its option (``optimizer=adam``), which brings its keys: ``optimizer.name=adam`` would
+    build Adam with the chosen option's values (AdamW's weight decay). A name the registry lacks gets its did-you-mean.
+    So is the metric (``optimized_metric``) checked: a sweep's jobs would each be refused."""
     for registry in REGISTRIES:
-        if named(registry) and (name := command.value(f"{registry.kind}.name")) is not None:
-            registry.get(name)
+        given = command.given(kind := f"{registry.kind}.name")
+        for name in ([] if given is None or given.is_delete() else swept_values(given) if given.is_sweep_override()
+                     else [given.value()]):
+            registry.get(str(name))
+            if str(name) != command.value(registry.kind):
+                raise UserError(f"{kind}={name}: choose the {registry.kind} with {registry.kind}={name}, which brings "
+                                f"its own keys and defaults; {kind} alone swaps the builder and keeps the values of "
+                                f"the option chosen.")
     metric = command.given("optimized_metric")
     if metric is not None and not metric.is_sweep_override() and "${" not in metric.input_line:
         check_objectives(metric.value())
