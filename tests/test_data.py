@@ -250,6 +250,9 @@ def test_real_mnist_splits():
     assert not torch.equal(other.val.images, data.val.images)
     assert torch.equal(other.test.images, data.test.images)
     assert len(mnist(val_size=0, download=False).val) == 0
+    with pytest.raises(UserError, match=r"^dataset.split_seed=1 takes no effect: dataset.val_size=0 holds out no "
+                                        r"validation images\. Leave dataset.split_seed out\.$"):
+        mnist(val_size=0, split_seed=1, download=False)  # it would only reorder the training images
 
 
 @pytest.mark.skipif(not real_mnist_ready(), reason="real MNIST not in default_data_dir(); run `make data`")

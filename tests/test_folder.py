@@ -102,6 +102,8 @@ def test_split_folders_and_what_cannot_work(tmp_path):
                                             r"val/ and test/ folders\."):
             build_dataset({"name": "folder", "root": str(root), key: value})
     shutil.rmtree(root / "val")
+    with pytest.raises(UserError, match=r"^dataset.split_seed=3 takes no effect: dataset.val_size=0 holds out no "):
+        build_dataset({"name": "folder", "root": str(root), "val_size": 0, "split_seed": 3})
     (tmp_path / "split" / "test" / "ten").mkdir()
     Image.new("L", (28, 28), 0).save(tmp_path / "split" / "test" / "ten" / "x.png")
     with pytest.raises(UserError, match=r"class 'ten' has test or validation images but none in train/"):

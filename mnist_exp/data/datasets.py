@@ -72,6 +72,7 @@ def mnist(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0
           std: float = 0.3081, flatten: bool = False, download: bool = True) -> DataBundle:
     """Real MNIST: 60k training images split into train/val by a seeded permutation, 10k test."""
     check_val_size(val_size, MNIST_TRAIN_SIZE)  # before any download
+    check_split_seed_used(mnist, val_size, split_seed)
     raw_dir = ensure_mnist(data_dir, download=download)
     images = read_idx(raw_dir / "train-images-idx3-ubyte")
     labels = read_idx(raw_dir / "train-labels-idx1-ubyte").long()
@@ -136,6 +137,12 @@ def check_unused(builder, reason: str, **given) -> None:
             raise UserError(f"dataset.{key}={value} takes no effect: {reason}. Leave dataset.{key} out.")
 
 
+def check_split_seed_used(builder, val_size: float, split_seed: int) -> None:
+    """Where no split is drawn, ``split_seed`` would only reorder the training images: a second seed of the run's."""
+    if val_size == 0:
+        check_unused(builder, "dataset.val_size=0 holds out no validation images", split_seed=split_seed)
+
+
 def held_out_count(value: float, total: int, key: str) -> int:
     """A split's size from its key: a fraction of ``total`` below 1, else a count."""
     count = round(value * total) if 0 <= value < 1 else int(value)
@@ -178,6 +185,8 @@ def folder(root: str | None = None, image_size: int = 28, channels: int = 1, mni
         if len(val):
             check_unused(folder, f"{root} has its own train/, val/ and test/ folders", val_size=val_size,
                          split_seed=split_seed)
+        else:
+            check_split_seed_used(folder, val_size, split_seed)
     if len(val):
         train = rest
     else:
@@ -195,6 +204,7 @@ def register_torchvision_dataset(name: str, class_name: str, title: str, mean: f
         import torchvision.datasets  # slow to import: only when such a dataset is used
 
         check_val_size(val_size, MNIST_TRAIN_SIZE)
+        check_split_seed_used(build, val_size, split_seed)
         dataset_class = getattr(torchvision.datasets, class_name)
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         raw_dir = ensure_torchvision_dataset(dataset_class, title, root, download)
