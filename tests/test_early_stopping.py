@@ -47,9 +47,19 @@ def test_the_leaderboards_show_the_epoch_a_run_stopped_at(sweep, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("trainer.patience=0",), "trainer.patience=0 is out of range: give the epochs without a better val/acc before "
-                              "the run stops (at least 1), or trainer.patience=null to train every epoch."),
-    (("trainer.patience=2", "dataset.val_size=0"),
+    (("trainer.patience=0", "trainer.epochs=5"),
+     "trainer.patience=0 is out of range: it stops a run after that many epochs without a better val/acc, at the "
+     "earliest after epoch 1 + patience, before the last of trainer.epochs=5: give 1 to 3, or trainer.patience=null to "
+     "train every epoch."),
+    (("trainer.patience=4", "trainer.epochs=5"),  # its first chance to stop would be after the last epoch
+     "trainer.patience=4 is out of range: it stops a run after that many epochs without a better val/acc, at the "
+     "earliest after epoch 1 + patience, before the last of trainer.epochs=5: give 1 to 3, or trainer.patience=null to "
+     "train every epoch."),
+    (("trainer.patience=1",),  # the default two epochs
+     "trainer.patience=1 is out of range: it stops a run after that many epochs without a better val/acc, at the "
+     "earliest after epoch 1 + patience, before the last of trainer.epochs=2: train more than 2 epochs, or "
+     "trainer.patience=null to train every epoch."),
+    (("trainer.patience=2", "trainer.epochs=5", "dataset.val_size=0"),
      "trainer.patience=2 watches the validation accuracy, and dataset.val_size=0 leaves no validation split: give "
      "dataset.val_size a size above 0, or trainer.patience=null."),
 ])

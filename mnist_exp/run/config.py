@@ -222,7 +222,8 @@ def check_ranges(cfg) -> None:
              0 <= trainer.ema_decay < 1)):
         check_range(key, value, ok, allowed)
     check_tta(trainer.tta, trainer.tta_scales, cfg.dataset.get("flatten", False))
-    check_patience(trainer.patience, cfg.dataset.get("val_size") if trainer.overfit_batches is None else None)
+    check_patience(trainer.patience, cfg.dataset.get("val_size") if trainer.overfit_batches is None else None,
+                   trainer.epochs)
     check_batch_limits(trainer.limit_batches, trainer.overfit_batches)
     check_loggers(cfg.logger)
     lr = cfg.optimizer.get("lr")
@@ -231,13 +232,16 @@ def check_ranges(cfg) -> None:
     check_objectives(cfg.optimized_metric)
 
 
-def check_patience(patience: int | None, val_size: int | None) -> None:
-    """Early stopping watches the validation accuracy: a positive patience, and a validation split to watch."""
+def check_patience(patience: int | None, val_size: int | None, epochs: int) -> None:
+    """Early stopping watches the validation accuracy: a positive patience that can stop the run before its last
+    epoch (the earliest stop follows epoch 1 + patience), and a validation split to watch."""
     if patience is None:
         return
-    if patience < 1:
-        raise UserError(f"trainer.patience={patience} is out of range: give the epochs without a better val/acc "
-                        "before the run stops (at least 1), or trainer.patience=null to train every epoch.")
+    if not 1 <= patience <= epochs - 2:
+        most = f"give 1 to {epochs - 2}" if epochs > 2 else "train more than 2 epochs"
+        raise UserError(f"trainer.patience={patience} is out of range: it stops a run after that many epochs without a "
+                        f"better val/acc, at the earliest after epoch 1 + patience, before the last of trainer.epochs="
+                        f"{epochs}: {most}, or trainer.patience=null to train every epoch.")
     if val_size == 0:
         raise UserError(f"trainer.patience={patience} watches the validation accuracy, and dataset.val_size=0 leaves "
                         "no validation split: give dataset.val_size a size above 0, or trainer.patience=null.")
