@@ -170,6 +170,17 @@ def on_fake_data(args: list[str]) -> list[str]:
     (["optimizer=sgd", "optimizer.momentum=-1"],
      "optimizer.momentum=-1.0 is out of range: it takes a fraction in [0, 1), e.g. 0.9."),
     (["optimizer.lr=0"], "optimizer.lr=0.0 is out of range: it must be a positive number, e.g. optimizer.lr=1e-3."),
+    (["scheduler=step", "trainer.epochs=1"], "scheduler.step_size=1: the rate first changes after epoch 1, and this run "
+                                             "has 1: train 2 epochs or more, or scheduler=none for a constant rate."),
+    (["scheduler=step", "trainer.epochs=3", "scheduler.step_size=3"],
+     "scheduler.step_size=3: the rate first changes after epoch 3, and this run has 3: give a step_size below 3, or "
+     "scheduler=none for a constant rate."),
+    (["scheduler=cosine", "scheduler.warmup_epochs=0.1"],
+     "scheduler.warmup_epochs=0.1 warms up for 0 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
+     "below the run's 2 epochs."),
+    (["scheduler=cosine", "scheduler.warmup_epochs=2"],
+     "scheduler.warmup_epochs=2.0 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
+     "below the run's 2 epochs."),
     (["scheduler=step", "scheduler.step_size=0"],
      "scheduler.step_size=0 is out of range: it takes a whole number of epochs, at least 1, e.g. 1."),
     (["scheduler.pct_start=0"], "scheduler.pct_start=0.0 is out of range: it takes a fraction in (0, 1), e.g. 0.25."),

@@ -1,8 +1,8 @@
 """Every recipe in conf/experiment/: it composes, pins what its tutorial has, and runs end to end on fake data.
 
 The runs are one short multirun over all experiment files (one process: Python, torch and Hydra start
-once), each on 256 fake 28x28 images for one epoch: 4 optimizer steps at batch 64, under 1% of an
-MNIST epoch, in this process. tests/test_mnist.py trains tutorial_jumpml_cnn and fast on real MNIST.
+once), each on 256 fake 28x28 images for two epochs (a step schedule's first step comes after the first): 3
+optimizer steps an epoch at batch 64, under 1% of an MNIST epoch, in this process. tests/test_mnist.py trains tutorial_jumpml_cnn and fast on real MNIST.
 """
 
 from enum import Enum
@@ -30,7 +30,7 @@ TUTORIALS = {
     "examples_mnist": "pytorch/examples mnist/main.py",
 }
 PICTURES = ("curves.png", "predictions.png", "confusion_matrix.png", "misclassified.png")
-TINY = ("dataset=fake", "dataset.num_train=256", "dataset.val_size=64", "dataset.num_test=64", "trainer.epochs=1",
+TINY = ("dataset=fake", "dataset.num_train=256", "dataset.val_size=64", "dataset.num_test=64", "trainer.epochs=2",
         "trainer.batch_size=64", "trainer.eval_batch_size=64")
 
 
@@ -132,8 +132,8 @@ def test_the_command_line_still_overrides_a_recipe():
 def experiment_runs(tmp_path_factory):
     """{experiment: run directory} of one multirun over every experiment file, on tiny fake data."""
     cwd = tmp_path_factory.mktemp("experiments")
-    # An average of the weights that the 3 steps' warm-up reaches: best's 0.998 is refused in so short a run.
-    code, _, err = run_captured("-m", f"experiment={','.join(EXPERIMENTS)}", *TINY, "trainer.ema_decay=0.3", "device=cpu",
+    # An average of the weights that the 6 steps' warm-up reaches: best's 0.998 is refused in so short a run.
+    code, _, err = run_captured("-m", f"experiment={','.join(EXPERIMENTS)}", *TINY, "trainer.ema_decay=0.4", "device=cpu",
                                 "device.threads=1", cwd=cwd)
     runs = {}
     for run_dir in run_dirs(cwd / "outputs" / "multirun"):
@@ -149,7 +149,7 @@ def test_every_experiment_runs_end_to_end_on_fake_data(experiment_runs, name):
     assert name in runs, err[-3000:]
     metrics = read_metrics(runs[name])
     assert metrics["status"] == "completed", metrics
-    assert metrics["epoch"] == 1 and metrics["train_time_s"] > 0
+    assert metrics["epoch"] == 2 and metrics["train_time_s"] > 0
     # The recipe's own model and optimizer ran, with the tiny data's overrides on top.
     ran = OmegaConf.load(runs[name] / ".hydra" / "config.yaml")
     recipe = compose_experiment(name, *TINY)
@@ -175,7 +175,8 @@ def test_every_experiment_writes_its_pictures_as_valid_png(experiment_runs, name
         with Image.open(path) as image:
             image.verify()  # the whole file decodes: chunks and checksums
         with Image.open(path) as image:
-            assert image.format == "PNG" and image.width >= 300 and image.height >= 200, picture
+            tall = 150 if picture == "misclassified.png" else 200  # a run with few mistakes shows one row of them
+            assert image.format == "PNG" and image.width >= 300 and image.height >= tall, picture
 
 
 def test_fast_trains_on_all_of_mnist_in_fewer_epochs_than_any_tutorial_recipe():
