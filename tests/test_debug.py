@@ -29,6 +29,19 @@ def test_one_batch_of_every_split_goes_through_the_whole_pipeline(tmp_path, monk
     assert len(read_events(run_dir).Scalars("val/acc")) == 1
 
 
+@pytest.mark.parametrize("recipe", ["best", "examples_mnist"])
+def test_one_batch_runs_a_recipe_whose_schedule_or_average_needs_a_longer_run(recipe, tmp_path, monkeypatch, capsys):
+    """Outside a debug run, best's ema_decay=0.998 and examples_mnist's step schedule are refused in a run of one
+    step (the average's warm-up and the first step of the rate come later); a debug run's cut steps are not held
+    to the run's length."""
+    run_dir = run(tmp_path, monkeypatch, capsys, f"experiment={recipe}", "debug=one_batch", "trainer.tta=false")
+    assert read_metrics(run_dir)["status"] == "completed"
+    code, _, err = run_main(*SMALL, f"experiment={recipe}", "trainer.epochs=1", "trainer.tta=false",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.startswith("trainer.ema_decay=0.998 is never reached" if recipe == "best" else
+                                        "scheduler.step_size=1: the rate first changes after epoch 1"), err
+
+
 def test_overfit_learns_its_few_batches_by_heart(tmp_path, monkeypatch, capsys):
     run_dir = run(tmp_path, monkeypatch, capsys, "debug=overfit", "model=mlp")
     assert "Dataset fake: 128 train, 128 validation, 256 test images" in (run_dir / "train.log").read_text()

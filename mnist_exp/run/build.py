@@ -19,6 +19,7 @@ from mnist_exp.run.debugging import limited
 from mnist_exp.run.ema import check_decay
 from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
+from mnist_exp.run.optim import check_schedule_fits
 from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, record_resume_changes, restore
 from mnist_exp.run.runtime import place_model, seed_everything, select_device, set_cpu_threads, use_bf16
 from mnist_exp.run.loggers import open_trackers
@@ -99,7 +100,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                           world_size=distributed.world_size())
     val_loader = loader(data.val, cfg.trainer.eval_batch_size)
     test_loader = loader(data.test, cfg.trainer.eval_batch_size)
-    if cfg.trainer.ema_decay > 0:
+    if cfg.trainer.limit_batches is None and cfg.trainer.overfit_batches is None:  # not a debug run's cut steps
+        check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader))
         check_decay(cfg.trainer.ema_decay, cfg.trainer.epochs * len(train_loader))
     optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, cfg.trainer.epochs * len(train_loader), len(train_loader))

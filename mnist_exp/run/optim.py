@@ -5,6 +5,8 @@ Every schedule is stepped once per optimizer step, so one rule serves per-epoch 
 """
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
@@ -72,6 +74,20 @@ def adadelta(params, lr: float = 1.0, rho: float = 0.9, weight_decay: float = 0.
 # Schedules take the optimizer and the run's length in steps from code; the rest is config.
 
 
+def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> None:
+    """Refuse a schedule's key that this run's length leaves nothing to do: a step schedule whose first step would
+    come after the last epoch (its gamma would change nothing), a warm-up of no whole step or of the whole run."""
+    if scheduler["name"] == "step" and (step_size := scheduler["step_size"]) >= epochs:
+        fix = f"give a step_size below {epochs}" if epochs > 1 else "train 2 epochs or more"
+        raise UserError(f"scheduler.step_size={step_size}: the rate first changes after epoch {step_size}, and this run "
+                        f"has {epochs}: {fix}, or scheduler=none for a constant rate.")
+    warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
+    if warmup_epochs > 0 and not 1 <= int(warmup_epochs * steps_per_epoch) < epochs * steps_per_epoch:
+        raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {int(warmup_epochs * steps_per_epoch)} of "
+                        f"this run's {epochs * steps_per_epoch} steps ({steps_per_epoch} an epoch): give 0 for none, "
+                        f"or from {1 / steps_per_epoch:.4g} to below the run's {epochs} epochs.")
+
+
 @SCHEDULERS.register("none")
 def constant(optimizer, total_steps: int, steps_per_epoch: int) -> LRScheduler:
     """The optimizer's learning rate, unchanged."""
@@ -83,11 +99,6 @@ def step(optimizer, total_steps: int, steps_per_epoch: int, step_size: int = 1, 
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (torch's StepLR, stepped per epoch)."""
     check_range("scheduler.step_size", step_size, step_size >= 1, "a whole number of epochs, at least 1, e.g. 1")
     check_range("scheduler.gamma", gamma, gamma > 0, "a factor above 0, e.g. 0.7")
-    epochs = total_steps // steps_per_epoch
-    if step_size >= epochs:  # the first change would come after the last epoch: gamma would change nothing
-        fix = f"give a step_size below {epochs}" if epochs > 1 else "train 2 epochs or more"
-        raise UserError(f"scheduler.step_size={step_size}: the rate first changes after epoch {step_size}, and this run "
-                        f"has {epochs}: {fix}, or scheduler=none for a constant rate.")
     return LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
 
 
@@ -97,10 +108,6 @@ def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: flo
     check_range("scheduler.warmup_epochs", warmup_epochs, warmup_epochs >= 0, "0 or more epochs, e.g. 1")
     check_range("scheduler.min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "a fraction in [0, 1], e.g. 0.01")
     warmup = int(warmup_epochs * steps_per_epoch)
-    if warmup_epochs > 0 and not 1 <= warmup < total_steps:  # no whole step of warm-up, or no decay after it
-        raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of this run's {total_steps} "
-                        f"steps ({steps_per_epoch} an epoch): give 0 for none, or from {1 / steps_per_epoch:.4g} to "
-                        f"below the run's {total_steps // steps_per_epoch} epochs.")
 
     def factor(s: int) -> float:
         if s < warmup:
