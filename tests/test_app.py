@@ -251,6 +251,8 @@ def on_fake_data(args: list[str]) -> list[str]:
                                 "-m for a sweep (python -m mnist_exp -m hydra/launcher=joblib ...)."),
     (["hydra.sweep.dir=s"], "hydra.sweep.dir=s is for the jobs of a sweep, and this command is one run (hydra.run.dir=s "
                             "places one run): add -m for a sweep (python -m mnist_exp -m hydra.sweep.dir=s ...)."),
+    (["hydra.sweep.subdir=s"], "hydra.sweep.subdir=s is for the jobs of a sweep, and this command is one run: add -m "
+                               "for a sweep (python -m mnist_exp -m hydra.sweep.subdir=s ...)."),
     (["hydra.launcher.n_jobs=2"], "Unknown key 'hydra.launcher.n_jobs'. hydra/launcher=joblib has n_jobs: choose it."),
     (["~resume"], "~resume: every key of the config is read, so none can be removed: give resume a value (python "
                   "-m mnist_exp --cfg job shows each key's)."),

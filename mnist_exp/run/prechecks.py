@@ -85,7 +85,7 @@ PLACES = {
 
 
 # What only a sweep (-m) reads: given to one run, it would change nothing.
-SWEEP_ONLY = ("hydra/launcher", "hydra/sweeper", "hydra.sweep.dir")
+SWEEP_ONLY = ("hydra/launcher", "hydra/sweeper", "hydra.sweep.dir", "hydra.sweep.subdir")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 
