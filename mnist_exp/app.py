@@ -174,5 +174,6 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
             status = Status.PRUNED
     if stop_signal is not None:  # outside the with: the handlers from before are back
         record_stop(trainer.state, job.run_dir, overrides, stop_signal,
-                    job.cfg.trainer.checkpoint and job.tracker is not None)
+                    job.cfg.trainer.checkpoint and job.tracker is not None,
+                    Path(HydraConfig.get().sweep.dir) if job.in_sweep else None)
     return test_and_record(job, status, overrides, startup_s)

@@ -66,7 +66,8 @@ def hydra_errors_in_one_line(key_names: Callable[[str], list[str]]):
     try:
         yield
     except SystemExit as exit:
-        if sys.stderr is held and exit.code not in (0, None):
+        stopped_by_signal = isinstance(exit.code, int) and exit.code > 128  # its own lines said so, and how to resume
+        if sys.stderr is held and exit.code not in (0, None) and not stopped_by_signal:
             sys.stderr = real
             _held.pop("stderr", None)
             print(one_line(held.getvalue(), key_names), file=real)

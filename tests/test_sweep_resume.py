@@ -2,8 +2,11 @@
 
 import csv
 import io
+import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -144,3 +147,24 @@ def test_resuming_a_sweep_needs_the_sweeps_directory(where, message, tmp_path, m
     code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [message.format(dir=tmp_path / str(where))]
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow  # Ctrl-C goes to a process of its own
+def test_ctrl_c_in_a_sweep_prints_the_command_that_resumes_the_sweep(uninterrupted, tmp_path, monkeypatch, capsys):
+    names = [job.name for job in run_dirs(uninterrupted)]
+    sweep_dir = tmp_path / "sweep"
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *SWEEP, f"hydra.sweep.dir={sweep_dir}"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (sweep_dir / names[1] / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # job 1 is in its second epoch
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130 and "Failed" not in output, output[-2000:]
+    [line] = [line for line in output.splitlines() if "Resume the sweep with: " in line]
+    command = shlex.split(line.split("Resume the sweep with: ")[1])
+    assert command == ["python", "-m", "mnist_exp", "-m", *SWEEP[1:], "resume=true", f"hydra.sweep.dir={sweep_dir}"]
+    code, _, err = run_main(*command[3:], monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # the advice, taken
+    assert code == 0, err
+    assert [read_metrics(sweep_dir / name)["status"] for name in names] == ["completed"] * 4
+    assert leaderboard(sweep_dir) == leaderboard(uninterrupted)

@@ -214,7 +214,19 @@ def resume_command(run_dir: Path, overrides: list[str]) -> str:
     return shlex.join([*program, *kept, "resume=true", f"hydra.run.dir={run_dir}"])
 
 
-def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool) -> None:
+def sweep_resume_command(sweep_dir: Path) -> str | None:
+    """The command that continues a grid sweep, from the overrides its multirun.yaml records; None where there is
+    none (a search, which continues when its own command runs again)."""
+    try:
+        overrides = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except Exception:
+        return None
+    kept = without_keys(overrides, ("resume", "hydra.sweep.dir"))
+    return shlex.join(["python", "-m", "mnist_exp", "-m", *kept, "resume=true", f"hydra.sweep.dir={sweep_dir}"])
+
+
+def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool,
+                sweep_dir: Path | None = None) -> None:
     """Record a run stopped by a signal and how to resume it, then exit with 128 + the signal's number.
 
     A submitit job at its time limit goes on to submitit's own handler instead: it calls the launcher's
@@ -236,6 +248,9 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
     elif checkpointed and restarted_by_scheduler():
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Where the scheduler requeues the job, it "
                     "continues from there; otherwise resume with: %s", name, where, command)
+    elif checkpointed and sweep_dir is not None and (sweep_command := sweep_resume_command(sweep_dir)):
+        log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume the sweep with: %s", name, where,
+                    sweep_command)
     elif checkpointed:
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume with: %s", name, where, command)
     else:
