@@ -180,6 +180,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                 + (f" Did you mean '{meant}'?" if meant in choices else did_you_mean(value, choices)))
     if found := re.search(r"(?:LexerNoViableAltException|mismatched input|no viable alternative)[^:]*: (?P<ov>\S+)", text):
         key, _, value = found["ov"].partition("=")
+        if value == "~":  # YAML's null, which the override grammar does not take
+            return f"{key}=~: write {key}=null for none (~ means null in YAML files, not on the command line)."
         return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
                 f"special characters, e.g. '{key}=\"{value}\"' (with the outer single quotes for the shell).")
     if found := re.search(r"Error parsing override '(?P<line>[^']+)'\nTypeError while evaluating '(?P<call>(?P<name>\w+)"

@@ -153,6 +153,8 @@ def on_fake_data(args: list[str]) -> list[str]:
     (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),
+    (["trainer.patience=~"], "trainer.patience=~: write trainer.patience=null for none (~ means null in YAML files, not "
+                             "on the command line)."),
     (["seed=1e3"], "seed=1e3 is read as 1000.0, not a whole number: write it without a point or an exponent, seed=1000."),
     (["trainer.epochs=2.0"], "trainer.epochs=2.0 is not a whole number: write it without a point or an exponent, "
                              "trainer.epochs=2."),
