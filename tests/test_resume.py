@@ -82,11 +82,14 @@ def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupt
     epoch_at_kill = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]["epoch"]
     assert epoch_at_kill < 3
     # A resume may change how the run goes (here how often it logs): the change is said and recorded.
-    out = run(*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", "trainer.log_interval=5", cwd=tmp_path,
-              monkeypatch=monkeypatch, capsys=capsys)
-    assert f"at epoch {epoch_at_kill}" in out and "other settings than before: trainer.log_interval: 20 -> 5" in out
+    out = run(*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", "trainer.log_interval=5",
+              "logger=[tensorboard,csv]", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert f"at epoch {epoch_at_kill}" in out
+    assert ("other settings than before: logger: [tensorboard] -> [tensorboard,csv]; trainer.log_interval: 20 -> 5"
+            in out)
     assert yaml.safe_load((run_dir / ".hydra" / "resumes.yaml").read_text()) == [
-        {"after_epoch": epoch_at_kill, "changed": {"trainer.log_interval": [20, 5]}}]
+        {"after_epoch": epoch_at_kill, "changed": {"logger": [["tensorboard"], ["tensorboard", "csv"]],
+                                                   "trainer.log_interval": [20, 5]}}]
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
     # TensorBoard shows each epoch once, not the killed run's points twice.
     steps = sorted(e.step for e in read_events(run_dir).Scalars("val/acc"))  # two event files, in either order

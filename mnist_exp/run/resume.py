@@ -177,7 +177,8 @@ RESUMES_FILE = "resumes.yaml"  # in the run's .hydra/: what each resume ran with
 def record_resume_changes(run_dir: Path, saved: dict, config: dict, epoch: int) -> None:
     """A resume may change where or how the run goes (``RESUME_MAY_CHANGE``); .hydra/config.yaml keeps the first
     start's config, so each change is logged and added to .hydra/resumes.yaml, with the epoch it took effect after."""
-    before, after = flatten_config(saved), flatten_config(config)
+    # The loggers as the list they are chosen by: one without keys (csv) leaves no key of its own.
+    before, after = ({**flatten_config(c), "logger": list(c.get("logger") or {})} for c in (saved, config))
     changed = {key: [before.get(key), after.get(key)] for key in sorted(before.keys() | after.keys())
                if key.startswith(RESUME_MAY_CHANGE) and key not in ("resume", "ckpt_path")
                and before.get(key) != after.get(key)}
@@ -195,6 +196,8 @@ def shown_value(value: Any) -> str:
     """A value as the config shows it (true, null), or that the saved config lacks the key."""
     if value is UNKNOWN:
         return "(not in that config)"
+    if isinstance(value, list):
+        return f"[{','.join(shown_value(item) for item in value)}]"
     return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
