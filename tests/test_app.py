@@ -400,12 +400,15 @@ def test_a_refused_run_keeps_a_directory_it_did_not_make(tmp_path, monkeypatch, 
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("model", [["model=cnn", "model.in_channels=3"], ["model=logreg", "model.in_features=100"]])
-def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch, capsys, model):
+@pytest.mark.parametrize("model, fix", [(["model=cnn", "model.in_channels=3"], "model.in_channels=1"),
+                                        (["model=logreg", "model.in_features=100"], "model.in_features=784"),
+                                        (["model=cnn", "model.image_size=30"], "model.image_size=28")])  # rounded away
+def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch, capsys, model, fix):
     code, _, err = run_main("dataset=fake", *model, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
-    assert code == 1 and len(err.splitlines()) == 1, err
-    assert err.startswith("The model does not take the dataset's input of shape (1, 28, 28): ")
-    assert err.endswith(" Check the model's sizes (in_features, in_channels, image_size) against the dataset.\n")
+    assert code == 1 and err.splitlines() == [f"{model[1]} does not fit the dataset's 1x28x28 images: give {fix}."]
+    code, _, err = run_main("dataset=fake", model[0], fix, "trainer.epochs=1", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err
 
 
 def test_a_traceback_hydra_prints_becomes_the_error_it_ends_in():

@@ -180,8 +180,8 @@ def test_a_colour_run_learns_what_grey_cannot_and_predict_and_export_take_colour
     (["dataset.channels=2"], "dataset.channels=2 is out of range: it takes 1 (grey) or 3 (colour, RGB)."),
     (["dataset.channels=3"], "dataset.channels=3 keeps each image's colours, and dataset.mnist_form=true makes grey "
                              "digits of them: give dataset.mnist_form=false (the whole image resized) with colour."),
-    (["dataset.channels=3", "dataset.mnist_form=false"], "The model does not take the dataset's input of shape "
-                                                         "(3, 28, 28)"),
+    (["dataset.channels=3", "dataset.mnist_form=false"], "model.in_channels=1 does not fit the dataset's 3x28x28 "
+                                                         "images: give model.in_channels=3."),
 ])
 def test_colour_that_cannot_work_is_one_line(colours, args, message, tmp_path, monkeypatch, capsys):
     code, _, err = run_main("dataset=folder", f"dataset.root={colours}", "trainer.batch_size=64", *args, "device=cpu",

@@ -88,6 +88,12 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     image_shape = tuple(data.train.images.shape[1:])
     image_shape = image_shape if len(image_shape) == 3 else (1, *image_shape)  # [C, H, W]: grey is one channel
     input_shape = (math.prod(image_shape),) if data.flatten else image_shape
+    # A size some nets round away (image_size 30 gives a 28's maps) would be recorded but not run: it is the data's.
+    for key, size in (("image_size", image_shape[-1]), ("in_channels", image_shape[0]),
+                      ("in_features", math.prod(image_shape))):
+        if cfg.model.get(key, size) != size:
+            raise UserError(f"model.{key}={cfg.model[key]} does not fit the dataset's {'x'.join(map(str, image_shape))} "
+                            f"images: give model.{key}={size}.")
     summary, flops = model_summary(model, input_shape)
     log.info("Model %s, %s parameters, %.2f MFLOPs per image:\n%s", cfg.model.name, f"{count_parameters(model):,}",
              flops / 1e6, summary)
