@@ -131,6 +131,16 @@ def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, 
     assert not run_dirs(tmp_path)
 
 
+def test_a_launcher_that_would_run_more_jobs_than_the_search_hands_it_is_refused(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    code, _, err = run_main(*PRUNED_SEARCH, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)  # the trials would still run one at a time
+    assert code == 1 and err.splitlines()[-1] == (
+        "hydra.launcher.n_jobs=2 runs that many jobs at once, and the search hands it hydra.sweeper.n_jobs=1 trial(s) "
+        "at a time: give hydra.sweeper.n_jobs=2 too, for trials asked and run together.")
+    assert not run_dirs(tmp_path)
+
+
 def test_heartbeat_settings_with_a_journal_file_are_refused(tmp_path, monkeypatch, capsys):
     code, _, err = run_main(*PRUNED_SEARCH, f"hydra.sweeper.storage={tmp_path / 'journal.log'}",
                             "hydra.sweeper.heartbeat_interval=10", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
@@ -211,7 +221,8 @@ def pruned_search(tmp_path_factory) -> tuple[Path, str]:
     cwd = tmp_path_factory.mktemp("pruned_search")
     # A process of its own, as joblib's workers are: loky keeps its workers for the next sweep of the process that
     # started them, and a second sweep from this one would find them with the first one's environment.
-    result = run_app(*PRUNED_SEARCH, "hydra.sweeper.n_trials=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    # One trial at a time, each in a joblib worker: a trial's pruning then follows from the trials before it.
+    result = run_app(*PRUNED_SEARCH, "hydra.sweeper.n_trials=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
                      cwd=cwd)
     return sweep_dir_of(cwd / "outputs"), result.stdout
 

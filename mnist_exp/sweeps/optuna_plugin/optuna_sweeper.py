@@ -83,10 +83,22 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.launcher_jobs = config.hydra.launcher.get("n_jobs")
 
     def sweep(self, arguments: list[str]) -> None:
         check_heartbeat_settings(self.search.storage, self.search.heartbeat_interval, self.search.max_retry)
+        check_parallel_trials(self.launcher_jobs, self.search.n_jobs)
         self.search.sweep(arguments)
+
+
+def check_parallel_trials(launcher_jobs: int | None, n_jobs: int) -> None:
+    """The launcher runs at once the trials the search hands it together: ``n_jobs`` of them."""
+    if launcher_jobs is not None and launcher_jobs > max(n_jobs, 1):
+        from mnist_exp.errors import UserError
+
+        raise UserError(f"hydra.launcher.n_jobs={launcher_jobs} runs that many jobs at once, and the search hands it "
+                        f"hydra.sweeper.n_jobs={n_jobs} trial(s) at a time: give hydra.sweeper.n_jobs={launcher_jobs} "
+                        "too, for trials asked and run together.")
 
 
 def check_heartbeat_settings(storage: str | None, heartbeat_interval: int | None, max_retry: int | None) -> None:
