@@ -165,8 +165,8 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     for changes, message in [
         (["hydra.sweeper.direction=minimize", "optimized_metric=val/loss"],
          f"Study search in sqlite:///{sweep}/optuna.db is a search to maximize best_val/acc, and this command would "
-         "minimize val/loss. Continue it with its own direction and metric, or start another study: a new "
-         "hydra.sweeper.study_name, or a new hydra.sweep.dir."),
+         "minimize val/loss. Continue it with its own direction and metric, or start another in a new "
+         "hydra.sweep.dir (and a new study_name where the storage is not in it)."),
         (["hydra.sweeper.study_name=another"], overwritten),  # a new study would number its trials from 0 again
         (["hydra.sweeper.storage=null"], overwritten),
         (["resume=true"], "resume=true continues a grid sweep. A search continues its study when run again: the same "
@@ -178,6 +178,9 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     assert optuna.get_all_study_names(f"sqlite:///{sweep}/optuna.db") == ["search"]  # none made by a refused command
     code, _, err = run_main(*first, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # continued as it began
     assert code == 0 and len(load_study(f"sqlite:///{sweep}/optuna.db").trials) == 2, err[-3000:]
+    code, _, err = run_main(*first, "hydra.sweeper.direction=minimize", "optimized_metric=val/loss",  # the advice
+                            f"hydra.sweep.dir={tmp_path / 'another'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
 
 
 def test_a_shipped_search_runs_with_any_sampler(tmp_path, monkeypatch, capsys):

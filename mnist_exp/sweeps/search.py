@@ -177,7 +177,7 @@ class OptunaSearch:
             raise UserError(f"Study {self.study_name} in {without_password(self.storage)} is a search to "
                             f"{', '.join(stored)} {recorded or 'its metric'}, and this command would "
                             f"{', '.join(self.directions)} {metric}. Continue it with its own direction and metric, or "
-                            "start another study: a new hydra.sweeper.study_name, or a new hydra.sweep.dir.")
+                            "start another in a new hydra.sweep.dir (and a new study_name where the storage is not in it).")
         return len(study.trials)
 
     def launch(self, trials: list) -> list[JobReturn]:
