@@ -52,6 +52,8 @@ def main() -> None:
         command = parse_command_line(sys.argv[1:])
         check_command_line(command)
     except UserError as error:
+        if full_traceback_asked():
+            raise
         sys.exit(str(error))
     if command.resume or restarted_by_scheduler():
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it.

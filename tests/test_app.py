@@ -458,6 +458,9 @@ def test_a_full_traceback_only_when_asked(tmp_path, monkeypatch, capsys):
     with pytest.raises(UserError) as raised:
         app.main()
     assert str(raised.value) == "trainer.epochs=0 is out of range: it must be at least 1."
+    monkeypatch.setattr(sys, "argv", ["mnist_exp", "model.name=cnnn"])  # refused from the command line alone
+    with pytest.raises(UserError, match="^Unknown model 'cnnn'"):
+        app.main()
 
 
 @pytest.mark.parametrize("scheduler, advice", [
