@@ -411,6 +411,13 @@ def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch,
     assert code == 0, err
 
 
+def test_flat_vectors_for_a_model_of_images_are_one_line_that_names_the_key(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main("dataset=fake", "dataset.flatten=true", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and len(err.splitlines()) == 1 and err.startswith("The model does not take the dataset's input "
+                                                                       "of shape (784,): ")
+    assert err.endswith("Give it images: leave dataset.flatten out (dataset.flatten=true makes flat vectors of them).\n")
+
+
 def test_a_traceback_hydra_prints_becomes_the_error_it_ends_in():
     from mnist_exp.errors import one_line
 

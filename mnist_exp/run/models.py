@@ -214,9 +214,11 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, 
             first = next(model.parameters(), torch.empty(0))
             model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
     except RuntimeError as error:  # the first forward pass of a run: sizes that do not fit the data show here
+        advice = ("Give it images: leave dataset.flatten out (dataset.flatten=true makes flat vectors of them)."
+                  if len(input_shape) == 1 else
+                  "Check the model's sizes (in_features, in_channels, image_size) against the dataset.")
         raise UserError(f"The model does not take the dataset's input of shape {tuple(input_shape)}: "
-                        f"{first_line(error)}. Check the model's sizes (in_features, in_channels, "
-                        "image_size) against the dataset.") from error
+                        f"{first_line(error)}. {advice}") from error
     finally:
         model.train(was_training)
         for handle in handles:
