@@ -60,7 +60,7 @@ def check_builder_names(command: CommandLine) -> None:
     build Adam with the chosen option's values (AdamW's weight decay). A name the registry lacks gets its did-you-mean.
     So is the metric (``optimized_metric``) checked: a sweep's jobs would each be refused."""
     for registry in REGISTRIES:
-        given = command.given(kind := f"{registry.kind}.name")
+        given = command.given(kind := f"{registry.kind}.name") if named(registry) else None
         for name in ([] if given is None or given.is_delete() else swept_values(given) if given.is_sweep_override()
                      else [given.value()]):
             registry.get(str(name))
