@@ -70,6 +70,10 @@ def test_ranked_by_best_validation_accuracy_with_failed_and_unfinished_runs_last
     assert float(rows[0]["best val acc"]) == 0.95 and float(rows[0]["test acc"]) == 0.94
     assert rows[0]["params"] == "109386" and rows[0]["epochs"] == "2" and float(rows[0]["train s"]) == 1.25
     assert Path(rows[0]["path"]) == (sweep / "1_model-mlp").resolve()
+    # A trial a search pruned after its first epoch ranks after every completed run, whatever its accuracy.
+    make_run(sweep / "5_model-cnn", ["model=cnn", "dataset=fake"], {**completed(0.99, 0.99), "status": "pruned"})
+    rows = read_csv(run_compare(capsys, sweep, "--runs", "--format", "csv"))
+    assert [row["status"] for row in rows] == ["completed"] * 3 + ["pruned", "failed", "unfinished"]
 
 
 def test_only_the_overrides_that_differ_are_columns(sweep, capsys):

@@ -75,11 +75,13 @@ def stopped_at(run: dict[str, Any], raw: bool) -> Any:
 
 
 def rank(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best validation accuracy first, test accuracy breaking ties; runs without one last."""
+    """Completed runs, then those a search pruned, then the rest (failed, stopped, unfinished); within each, best
+    validation accuracy first (runs without a validation split after), test accuracy breaking ties."""
     def key(run):
         metrics = run["metrics"]
         best_val, test = number(metrics.get("best_val/acc")), number(metrics.get("test/acc"))
-        return (best_val is None, -(best_val or 0.0), -(test or 0.0), str(run["dir"]))
+        ended = {Status.COMPLETED: 0, Status.PRUNED: 1}.get(metrics.get("status"), 2)
+        return (ended, best_val is None, -(best_val or 0.0), -(test or 0.0), str(run["dir"]))
     return sorted(runs, key=key)
 
 
