@@ -128,9 +128,12 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if (found := re.search(r"In '(?P<group>[\w/]+)/(?P<file>[^']+)': ConfigKeyError raised while composing config:\n"
                            r"Key '[^']+' not in '(?P<type>[^']+)'", text)) and full_key and "." in full_key[1]:
         node, recipe = full_key[1].rpartition(".")[0], f"{found['group']}={found['file']}"
-        return (f"{recipe} sets {full_key[1]}, a key this {node} does not have (its keys: "
-                f"{', '.join(key_names(found['type']))}): keep the {node} of {recipe}, or write a recipe of your own "
-                f"from {found['group']}/{found['file']}.yaml without that key.")
+        option = re.fullmatch(rf"{re.escape(node)}_(\w+)_schema", found["type"])  # the option chosen over the recipe's
+        chosen = f"{node}={option[1]}" if option else f"this {node}"
+        return (f"{recipe} sets {full_key[1]}, a key {chosen} does not have (its keys: "
+                f"{', '.join(key_names(found['type']))}): drop what chooses {chosen} (an override of {node}, or a debug "
+                f"preset) to keep the {node} of {recipe}, or write a recipe of your own from "
+                f"{found['group']}/{found['file']}.yaml without that key.")
     if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
         if full_key[1].startswith("logger.") and not key_names(found["type"]):  # a logger without keys
             return unknown_logger_key(full_key[1].removeprefix("logger."), key_names("logger"))

@@ -302,9 +302,13 @@ def on_fake_data(args: list[str]) -> list[str]:
                                                            "list of them, e.g. trainer.tta_scales=[0.9,0.99]."),
     (["+experiment=fast"], "experiment is a config group: choose its option without the +, experiment=fast."),
     (["++model=mlp"], "model is a config group: choose its option without the +, model=mlp."),
-    (["experiment=fast", "optimizer=sgd"], "experiment=fast sets optimizer.betas, a key this optimizer does not have "
-     "(its keys: name, lr, momentum, weight_decay, nesterov): keep the optimizer of experiment=fast, or write a recipe "
-     "of your own from experiment/fast.yaml without that key."),
+    (["experiment=fast", "optimizer=sgd"], "experiment=fast sets optimizer.betas, a key optimizer=sgd does not have "
+     "(its keys: name, lr, momentum, weight_decay, nesterov): drop what chooses optimizer=sgd (an override of "
+     "optimizer, or a debug preset) to keep the optimizer of experiment=fast, or write a recipe of your own from "
+     "experiment/fast.yaml without that key."),
+    (["experiment=best", "debug=overfit"], "experiment=best sets augment.rotate, a key augment=none does not have (its "
+     "keys: name): drop what chooses augment=none (an override of augment, or a debug preset) to keep the augment of "
+     "experiment=best, or write a recipe of your own from experiment/best.yaml without that key."),
     (["logger.csv.flush=1"], "logger.csv.flush: the csv logger has no key 'flush'. Its keys: none."),
     (["logger.tensorboard.flush_secs=1"], "logger.tensorboard.flush_secs: the tensorboard logger has no key "
                                           "'flush_secs'. Its keys: none."),
