@@ -116,6 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hydra_cfg.sweep.dir) if in_sweep else None
     search = hydra_cfg.runtime.choices.get("hparams_search")
     if search and not in_sweep:  # a search's best trial reruns so; a forgotten -m would search nothing
         log.warning("hparams_search=%s without -m trains one run with its settings; to search, add -m: "
@@ -128,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             recorded = completed_run(run_dir, config, overrides, in_sweep)
             if recorded:
                 return recorded
-        job = build_job(cfg, run_dir, in_sweep, overrides, Path(hydra_cfg.sweep.dir) if in_sweep else None)
+        job = build_job(cfg, run_dir, in_sweep, overrides, sweep_dir)
         if job.tracker is not None:  # last: the epoch is tracked and in last.pt before a pruner stops it there
             job.trainer.callbacks += trial_callbacks(hydra_cfg, cfg.optimized_metric)
     except BaseException as error:
@@ -140,7 +141,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 record_failure(run_dir, error)
         raise
     try:
-        return fit_and_test(job, overrides)
+        return fit_and_test(job, overrides, sweep_dir)
     except SystemExit:  # stopped by a signal: metrics.json already says how to resume
         close_trackers(job, Status.STOPPED)
         raise
@@ -161,7 +162,7 @@ def close_trackers(job: Job, status: Status) -> None:
             log.warning("The trackers could not be closed: %s", error)
 
 
-def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
+def fit_and_test(job: Job, overrides: list[str], sweep_dir: Path | None = None) -> dict[str, Any]:
     """Fit until the last epoch, a stop signal (recorded, then exit) or the search's pruner; then test and record."""
     startup_s = seconds_since_process_start()  # imports, config, data, model: all before the first batch
     if startup_s is not None:
@@ -176,6 +177,5 @@ def fit_and_test(job: Job, overrides: list[str]) -> dict[str, Any]:
             status = Status.PRUNED
     if stop_signal is not None:  # outside the with: the handlers from before are back
         record_stop(trainer.state, job.run_dir, overrides, stop_signal,
-                    job.cfg.trainer.checkpoint and job.tracker is not None,
-                    Path(HydraConfig.get().sweep.dir) if job.in_sweep else None)
+                    job.cfg.trainer.checkpoint and job.tracker is not None, sweep_dir)
     return test_and_record(job, status, overrides, startup_s)

@@ -151,18 +151,17 @@ def check_store(tracking_uri: str) -> None:
     from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
     from mlflow.utils.uri import get_uri_scheme
 
-    setting = f"logger.mlflow.tracking_uri={tracking_uri}"
+    setting, scheme = f"logger.mlflow.tracking_uri={tracking_uri}", get_uri_scheme(tracking_uri)
     try:
         stores.get_store_builder(tracking_uri)
     except UnsupportedModelRegistryStoreURIException as error:
-        scheme = get_uri_scheme(tracking_uri)
         schemes = [known for known in error.supported_uri_schemes if known not in ("", "uc", "databricks-uc")]
         raise UserError(f"{setting}: MLflow has no store for {scheme}:// URIs; it takes "
                         f"{', '.join(known + '://' for known in schemes)}.{did_you_mean(scheme, schemes)}") from None
     except MlflowException as error:
         raise UserError(f"{setting}: {first_line(error)}") from None
     allow_folder = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
-    if get_uri_scheme(tracking_uri) in ("", "file") and allow_folder is not None and not allow_folder.get():
+    if scheme in ("", "file") and allow_folder is not None and not allow_folder.get():
         raise UserError(f"{setting}: MLflow keeps runs in a folder only where MLFLOW_ALLOW_FILE_STORE=true is set; "
                         "give a database instead, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db.")
 

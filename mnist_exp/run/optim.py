@@ -82,8 +82,9 @@ def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epo
         raise UserError(f"scheduler.step_size={step_size}: the rate first changes after epoch {step_size}, and this run "
                         f"has {epochs}: {fix}, or scheduler=none for a constant rate.")
     warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
-    if warmup_epochs > 0 and not 1 <= int(warmup_epochs * steps_per_epoch) < epochs * steps_per_epoch:
-        raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {int(warmup_epochs * steps_per_epoch)} of "
+    warmup = int(warmup_epochs * steps_per_epoch)  # as cosine() counts it
+    if warmup_epochs > 0 and not 1 <= warmup < epochs * steps_per_epoch:
+        raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of "
                         f"this run's {epochs * steps_per_epoch} steps ({steps_per_epoch} an epoch): give 0 for none, "
                         f"or from {1 / steps_per_epoch:.4g} to below the run's {epochs} epochs.")
 

@@ -59,12 +59,13 @@ def check_builder_names(command: CommandLine) -> None:
     """A builder is chosen with its option (``optimizer=adam``), which brings its keys: ``optimizer.name=adam`` would
     build Adam with the chosen option's values (AdamW's weight decay). A name the registry lacks gets its did-you-mean.
     So is the metric (``optimized_metric``) checked: a sweep's jobs would each be refused."""
-    for registry in REGISTRIES:
-        given = command.given(kind := f"{registry.kind}.name") if named(registry) else None
-        for name in ([] if given is None or given.is_delete() else swept_values(given) if given.is_sweep_override()
-                     else [given.value()]):
-            registry.get(str(name))
-            if str(name) != command.value(registry.kind):
+    for registry in filter(named, REGISTRIES):
+        given = command.given(kind := f"{registry.kind}.name")
+        if given is None or given.is_delete():
+            continue
+        for name in map(str, swept_values(given) if given.is_sweep_override() else [given.value()]):
+            registry.get(name)
+            if name != command.value(registry.kind):
                 raise UserError(f"{kind}={name}: choose the {registry.kind} with {registry.kind}={name}, which brings "
                                 f"its own keys and defaults; {kind} alone swaps the builder and keeps the values of "
                                 f"the option chosen.")
