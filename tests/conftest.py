@@ -15,6 +15,7 @@ import io
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -126,8 +127,10 @@ def read_events(run_dir: Path):
     return events
 
 
-def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nth: int, timeout: float = 300) -> None:
-    """SIGKILL ``process`` the moment the ``nth`` file whose name starts with ``prefix`` is created in ``directory``.
+def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nth: int, timeout: float = 300,
+                     sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` (SIGKILL) to ``process`` the moment the ``nth`` file whose name starts with ``prefix`` is created
+    in ``directory``, then wait for it to end.
 
     Linux's inotify tells of each creation as it happens, so the kill lands at that point of the
     program (a checkpoint's temporary file: the write has begun), not at a moment chosen by a sleep.
@@ -151,7 +154,7 @@ def kill_at_creation(process: subprocess.Popen, directory: Path, prefix: str, nt
                 offset += 16 + length
                 seen += name.startswith(prefix)
                 if seen == nth:
-                    process.kill()
+                    process.send_signal(sig)
                     break
     finally:
         os.close(fd)

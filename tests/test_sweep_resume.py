@@ -6,7 +6,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -153,13 +152,14 @@ def test_resuming_a_sweep_needs_the_sweeps_directory(where, message, tmp_path, m
 def test_ctrl_c_in_a_sweep_prints_the_command_that_resumes_the_sweep(uninterrupted, tmp_path, monkeypatch, capsys):
     names = [job.name for job in run_dirs(uninterrupted)]
     sweep_dir = tmp_path / "sweep"
-    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *SWEEP, f"hydra.sweep.dir={sweep_dir}"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not (sweep_dir / names[1] / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # job 1 is in its second epoch
-    process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0]
+    watched = sweep_dir / names[1] / "checkpoints"  # there before the sweep, so its first write can be seen
+    watched.mkdir(parents=True)
+    with open(tmp_path / "output.txt", "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *SWEEP, f"hydra.sweep.dir={sweep_dir}"],
+                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        # Ctrl-C while job 1 writes its epoch-1 last.pt: it stops in its second epoch.
+        kill_at_creation(process, watched, ".last.pt.", nth=1, sig=signal.SIGINT)
+    output = (tmp_path / "output.txt").read_text()
     assert process.returncode == 130 and "Failed" not in output, output[-2000:]
     [line] = [line for line in output.splitlines() if "Resume the sweep with: " in line]
     command = shlex.split(line.split("Resume the sweep with: ")[1])
