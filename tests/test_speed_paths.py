@@ -1,6 +1,9 @@
 """The fast data path against the plain one, the speed flags on the CPU, and the accuracy tricks of experiment=best."""
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,14 +218,24 @@ def test_trainer_evaluates_the_average_and_keeps_it_as_the_best_weights():
     assert torch.equal(saved["ema"]["0.0.weight"], trainer.ema.model[0][0].weight)
 
 
-def test_auto_precision_is_bf16_on_the_cpu_only_where_it_has_bf16_instructions():
+def test_auto_precision_is_bf16_on_the_cpu_only_where_it_has_bf16_instructions_and_torch_uses_them():
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         pytest.skip("needs Linux's /proc/cpuinfo to know the CPU's instructions")
     flags = set(cpuinfo.read_text().split())
     cpu = torch.device("cpu")
-    assert use_bf16("auto", cpu) == bool(flags & {"avx512_bf16", "amx_tile"})
+    kernels_use_them = torch.backends.cpu.get_cpu_capability().startswith("AVX512")  # not where held to AVX2
+    assert use_bf16("auto", cpu) == (bool(flags & {"avx512_bf16", "amx_tile"}) and kernels_use_them)
     assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
+
+
+@pytest.mark.slow
+def test_auto_precision_is_fp32_where_torch_is_held_to_avx2_kernels():
+    """With its kernels held to AVX2 torch emulates bf16 at several times fp32's cost, so ``auto`` keeps fp32."""
+    held = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    code = "import torch; from mnist_exp.run.runtime import use_bf16; print(use_bf16('auto', torch.device('cpu')))"
+    answer = subprocess.run([sys.executable, "-c", code], env=held, capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])

@@ -58,10 +58,12 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), with which oneDNN's bf16 kernels ran a training
-    step of the cnn 1.6-2.0x faster than fp32 (AMD EPYC, 2 cores); without them ``auto`` keeps fp32."""
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX) and torch may use them, with which oneDNN's bf16
+    kernels ran a training step of the cnn 1.6-2.0x faster than fp32 (AMD EPYC, 2 cores); without them ``auto``
+    keeps fp32. Kernels held below AVX-512 (``ATEN_CPU_CAPABILITY=avx2``) emulate bf16 at about 4x fp32's time."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch.cpu, hence the guard
-    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+    has_instructions = any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+    return has_instructions and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def seconds_since_process_start() -> float | None:
