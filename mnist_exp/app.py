@@ -20,7 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError, disk_full, full_traceback_asked, hydra_errors_in_one_line, release_stderr
+from mnist_exp.errors import (UserError, disk_full, full_traceback_asked, hydra_errors_in_one_line, naming_the_preset,
+                              release_stderr)
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job
 from mnist_exp.run.checkpoint import full_disk_error
@@ -133,6 +134,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if job.tracker is not None:  # last: the epoch is tracked and in last.pt before a pruner stops it there
             job.trainer.callbacks += trial_callbacks(hydra_cfg, cfg.optimized_metric)
     except BaseException as error:
+        if isinstance(error, UserError):
+            error.args = (naming_the_preset(str(error), overrides, hydra_cfg.runtime.choices),)
         # Refused before training: a run's existing record stays as it is (a changed config on resume, say); a new
         # single run refused by a builder leaves no directory, any other refusal or error is recorded as failed.
         if not read_metrics(run_dir):

@@ -40,6 +40,19 @@ def test_one_batch_runs_a_recipe_whose_schedule_or_average_needs_a_longer_run(re
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.startswith("trainer.ema_decay=0.998 is never reached" if recipe == "best" else
                                         "scheduler.step_size=1: the rate first changes after epoch 1"), err
+    key = "trainer.ema_decay" if recipe == "best" else "scheduler.step_size"
+    assert err.endswith(f" (experiment={recipe} sets {key}.)\n"), err  # the user did not type it: the recipe did
+
+
+def test_a_refused_value_that_a_debug_preset_set_names_the_preset(tmp_path, monkeypatch, capsys):
+    """debug=profile's 20 batches are more than fake data's 16: the refusal says where the 20 came from, and says
+    nothing of the preset where the command line gave the value."""
+    code, _, err = run_main(*SMALL, "debug=profile", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err == ("trainer.limit_batches=20 is more batches than the training split's 16: give at most "
+                                 "16, or null for every batch. (debug=profile sets trainer.limit_batches.)\n"), err
+    code, _, err = run_main(*SMALL, "debug=profile", "trainer.limit_batches=17", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.endswith("give at most 16, or null for every batch.\n"), err
 
 
 def test_overfit_learns_its_few_batches_by_heart(tmp_path, monkeypatch, capsys):
