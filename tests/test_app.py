@@ -312,6 +312,30 @@ def on_fake_data(args: list[str]) -> list[str]:
     (["logger.csv.flush=1"], "logger.csv.flush: the csv logger has no key 'flush'. Its keys: none."),
     (["logger.tensorboard.flush_secs=1"], "logger.tensorboard.flush_secs: the tensorboard logger has no key "
                                           "'flush_secs'. Its keys: none."),
+    # Hydra settings a command cannot honour (mnist_exp/run/hydra_settings.py).
+    (["-m", "seed=0,1", "hydra.sweep.subdir=same"], "hydra.sweep.subdir=same gives jobs of one sweep the same directory "
+     "where it does not hold the job's number, and each job would write over the one before: put ${hydra.job.num} in "
+     "it, e.g. 'hydra.sweep.subdir=${hydra.job.num}_${hydra.job.override_dirname}'."),
+    (["hydra.job.chdir=yes"], "hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
+     "store) from where you start it, and writes each run into its own directory without changing into it: leave "
+     "hydra.job.chdir out."),
+    (["hydra.output_subdir=null"], "hydra.output_subdir=null: a run's config goes to <run dir>/.hydra, where resume and "
+     "the tools (compare, evaluate, export) read it: leave hydra.output_subdir out."),
+    (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.backend=threading"], "hydra.launcher.backend="
+     "threading: joblib's launcher runs each job in a process of its own (loky) whatever this says: leave "
+     "hydra.launcher.backend out (hydra.launcher.n_jobs sets how many run at once)."),
+    (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"], "hydra.launcher."
+     "tasks_per_node=2: each job of a sweep is one training process, and more would train the same run side by side "
+     "in one directory: give hydra.launcher.tasks_per_node=1. To train one run on several GPUs, start it with torchrun "
+     "(README: several processes)."),
+    (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage=sqlite:///:memory:"], "hydra.sweeper.storage=sqlite:"
+     "///:memory: is a database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the "
+     "sweep directory), or give hydra.sweeper.storage=null for a study in this process alone."),
+    (["hydra.sweeper.max_batch_size=2"], "hydra.sweeper.max_batch_size=2 is for the jobs of a sweep, and this command "
+     "is one run: add -m for a sweep (python -m mnist_exp -m hydra.sweeper.max_batch_size=2 ...)."),
+    (["-m", "seed=0,1", "+hydra.launcher.n_jobs=2"], "+hydra.launcher.n_jobs=2: the + adds a key to the launcher's "
+     "config, and the launcher reads only its own keys: set one of those without the + (python -m mnist_exp --cfg hydra "
+     "hydra/launcher=<option> lists them)."),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys, args, message):
     code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

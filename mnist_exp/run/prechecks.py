@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.errors import UserError, disk_full, first_line, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
+from mnist_exp.run.hydra_settings import BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings
 from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
@@ -36,6 +37,7 @@ def check_command_line(command: CommandLine) -> None:
     check_given_values(command)
     if command.prints_only:
         return
+    check_hydra_settings(command)
     check_builder_names(command)
     check_output_location(command)
     check_no_overwrite(command)
@@ -87,8 +89,6 @@ PLACES = {
 
 # What only a sweep (-m) reads: given to one run, it would change nothing.
 SWEEP_ONLY = ("hydra/launcher", "hydra/sweeper", "hydra.sweep.dir", "hydra.sweep.subdir")
-# Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be removed.
-BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 
 
 def check_given_values(command: CommandLine) -> None:
@@ -240,11 +240,7 @@ def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
 
 
 def check_sweep_overrides(command: CommandLine) -> None:
-    """Refuse a sweep that would run no job: one over no values (Hydra launches no job and calls it a success),
-    or joblib with no worker (its traceback)."""
-    if command.value("hydra.launcher.n_jobs") == "0":
-        raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
-                        "(-1: one per core).")
+    """Refuse a sweep that would run no job: one over no values (Hydra launches no job and calls it a success)."""
     for override in command.sweeps():
         if override.is_interval_sweep():
             continue  # sampled by a search
@@ -288,6 +284,7 @@ class CheckBeforeWriting(Callback):
         run = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
         try:
             check_ranges(run)
+            check_single_run_settings(config.hydra.overrides.hydra)
             select_device(run.device.name.value)
         except UserError as error:
             if full_traceback_asked():

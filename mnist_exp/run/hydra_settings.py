@@ -1,0 +1,68 @@
+"""Hydra settings that a mnist_exp command cannot honour as written, refused from the command line in one line.
+
+Each would otherwise run without a word, or end in a traceback: jobs of one sweep sharing a directory, runs the
+tools cannot find, a launcher setting the launcher ignores, two processes training one run, no job at all.
+"""
+
+from mnist_exp.errors import UserError
+from mnist_exp.run.command_line import CommandLine, as_bool
+
+JOB_NUMBER = "${hydra.job.num}"
+# joblib's launcher runs each job in a process of its own (loky), whatever these say.
+JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.prefer": ("processes", "null")}
+# submitit's launchers: a job is one process, the run's own; torchrun starts a job's several (README: DDP).
+ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
+IN_MEMORY_SQLITE = ("sqlite://", "sqlite:///:memory:")
+# Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be added or removed.
+BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
+
+
+def check_hydra_settings(command: CommandLine) -> None:
+    for override in command.overrides:
+        key = override.key_or_group
+        if (override.is_add() or override.is_force_add()) and key.startswith(("hydra.launcher.", "hydra.sweeper.")) \
+                and not key.startswith(BUILT_WITH_ANY_KEYS):
+            kind = key.split(".")[1]
+            raise UserError(f"{override.input_line}: the + adds a key to the {kind}'s config, and the {kind} reads only "
+                            f"its own keys: set one of those without the + (python -m mnist_exp --cfg hydra "
+                            f"hydra/{kind}=<option> lists them).")
+    subdir = command.given("hydra.sweep.subdir")
+    if subdir is not None and JOB_NUMBER not in subdir.input_line.partition("=")[2]:
+        raise UserError(f"{subdir.input_line} gives jobs of one sweep the same directory where it does not hold the "
+                        f"job's number, and each job would write over the one before: put {JOB_NUMBER} in it, e.g. "
+                        f"'hydra.sweep.subdir={JOB_NUMBER}_${{hydra.job.override_dirname}}'.")
+    chdir = command.value("hydra.job.chdir")
+    if chdir is not None and as_bool("hydra.job.chdir", chdir):
+        raise UserError("hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
+                        "store) from where you start it, and writes each run into its own directory without "
+                        "changing into it: leave hydra.job.chdir out.")
+    output_subdir = command.given("hydra.output_subdir")
+    if output_subdir is not None and command.value("hydra.output_subdir") != ".hydra":
+        raise UserError(f"{output_subdir.input_line}: a run's config goes to <run dir>/.hydra, where resume "
+                        "and the tools (compare, evaluate, export) read it: leave hydra.output_subdir out.")
+    if command.value("hydra.launcher.n_jobs") == "0":  # joblib's own error is a traceback
+        raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
+                        "(-1: one per core).")
+    for key, allowed in JOBLIB_FIXED.items():
+        if (value := command.value(key)) is not None and value not in allowed:
+            raise UserError(f"{key}={value}: joblib's launcher runs each job in a process of its own (loky) whatever "
+                            f"this says: leave {key} out (hydra.launcher.n_jobs sets how many run at once).")
+    for key in ONE_PROCESS_KEYS:
+        if (value := command.value(key)) is not None and value != "1":
+            raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
+                            f"same run side by side in one directory: give {key}=1. To train one run on several "
+                            "GPUs, start it with torchrun (README: several processes).")
+    storage = command.value("hydra.sweeper.storage")
+    if storage in IN_MEMORY_SQLITE:
+        raise UserError(f"hydra.sweeper.storage={storage} is a database in memory, which the trials' jobs cannot "
+                        "reach: leave the storage out (SQLite in the sweep directory), or give "
+                        "hydra.sweeper.storage=null for a study in this process alone.")
+
+
+def check_single_run_settings(hydra_overrides: list[str]) -> None:
+    """A key of the sweeper or the launcher, which one run reads neither of; refused once Hydra has composed them,
+    after its own refusal of a key that the chosen sweeper or launcher lacks (hydra/launcher=joblib has n_jobs)."""
+    for line in hydra_overrides:
+        if line.lstrip("+~").startswith(("hydra.sweeper.", "hydra.launcher.")):
+            raise UserError(f"{line} is for the jobs of a sweep, and this command is one run: add -m for a sweep "
+                            f"(python -m mnist_exp -m {line} ...).")
