@@ -111,6 +111,8 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                          "Did you mean 'maximize'?"),
     ("optimized_metric=test/acc", "optimized_metric=test/acc is not measured after every epoch"),
     ("hydra.sweeper.direction=null", "hydra.sweeper.direction=null is not one of: maximize, minimize."),
+    ("optimized_metric=val/loss", "optimized_metric=val/loss is better lower, and to maximize it would search for the "
+                                  "worst trial: give hydra.sweeper.direction=minimize."),
     ("trainer.batch_size=range(64,32)", "trainer.batch_size=range(64,32) sweeps over no values"),
     ("hydra.sweeper.pruner.n_startup_trials=-3", "Cannot build the pruner MedianPruner from "
      "hydra.sweeper.pruner.n_startup_trials=-3, hydra.sweeper.pruner.n_warmup_steps=0, "
@@ -128,6 +130,16 @@ def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, 
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1
     assert message in err and "Traceback" not in err
+    assert not run_dirs(tmp_path)
+
+
+def test_a_hyperband_reduction_factor_below_2_is_refused_before_any_trial(tmp_path, monkeypatch, capsys):
+    """Optuna takes it, then divides by its logarithm once the first trial reports an epoch: every trial failed."""
+    code, _, err = run_main("-m", "hparams_search=cnn_optuna", "hydra/sweeper/pruner=hyperband",
+                            "hydra.sweeper.pruner.reduction_factor=1", "dataset=fake", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == ["hydra.sweeper.pruner.reduction_factor=1 is out of range: each round "
+                                              "keeps one trial in that many, at least 2, e.g. 3."]
     assert not run_dirs(tmp_path)
 
 
@@ -171,12 +183,21 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
         (["hydra.sweeper.storage=null"], overwritten),
         (["resume=true"], "resume=true continues a grid sweep. A search continues its study when run again: the same "
                           "command without resume=true (the same hydra.sweep.dir, or storage and study_name)."),
+        (["trainer.epochs=2"], f"Study search in sqlite:///{sweep}/optuna.db searches with model=logreg dataset=fake "
+         "trainer.epochs=1, and this command gives model=logreg dataset=fake trainer.epochs=2: its trials would be "
+         "ranked with trials of another experiment. Continue it with the same overrides, or start another in a new "
+         "hydra.sweep.dir (and a new study_name where the storage is not in it)."),
+        ([], f"hydra.sweeper.sampler.seed=0: Study search in sqlite:///{sweep}/optuna.db has 1 trial(s), and a sampler "
+             "made anew with a seed repeats its draws, proposing trials the study has run: leave the seed out to "
+             "continue it."),  # the random sampler would draw trial 0's learning rate again
     ]:
         code, _, err = run_main(*first, *changes, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
         assert code == 1 and err.splitlines()[-1] == message, (changes, err[-2000:])
     assert run_dirs(sweep) == [job] and (job / "metrics.json").read_bytes() == recorded
     assert optuna.get_all_study_names(f"sqlite:///{sweep}/optuna.db") == ["search"]  # none made by a refused command
-    code, _, err = run_main(*first, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # continued as it began
+    # Continued as it began, less the seed; where and how its trials run may change (device.threads).
+    unseeded = [arg for arg in first if not arg.startswith("hydra.sweeper.sampler.seed=")]
+    code, _, err = run_main(*unseeded, "device.threads=1", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0 and len(load_study(f"sqlite:///{sweep}/optuna.db").trials) == 2, err[-3000:]
     code, _, err = run_main(*first, "hydra.sweeper.direction=minimize", "optimized_metric=val/loss",  # the advice
                             f"hydra.sweep.dir={tmp_path / 'another'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -126,6 +126,15 @@ def test_evaluate_without_tta_tests_the_plain_model(trained, test_split, capsys)
     assert f"loss {read_metrics(trained)['test/loss']:.4f}" not in out  # not the run's own (averaged) figures
 
 
+def test_evaluate_on_validation_images_evaluates_as_the_run_validated(trained, capsys):
+    """The run averaged its test images' views only: its validation accuracy is the plain model's."""
+    metrics = read_metrics(trained)
+    report = evaluate.evaluate_checkpoint(trained, "val", device="cpu")
+    assert report["acc"] == metrics["best_val/acc"] and report["without_tta"]
+    code, out, err = call("evaluate", trained, "--split", "val", "--device", "cpu", capsys=capsys)
+    assert (code, err) == (0, "") and out.startswith(f"{trained} on cpu, without test-time averaging\n")
+
+
 def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, test_split, tmp_path, capsys):
     folder = tmp_path / "test_images"
     folder.mkdir()

@@ -29,17 +29,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_exp.errors import UserError, did_you_mean, first_line
+from mnist_exp.errors import UserError, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
-from mnist_exp.run.config import check_objectives, objectives
+from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
-from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, TrialPruned, open_storage, without_password
+from mnist_exp.sweeps.study_checks import check_continued_study, check_settings
+from mnist_exp.sweeps.trial import TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
-
-DIRECTIONS = ("maximize", "minimize")
-
 
 def register_optuna_sweeper() -> None:
     """Make ``hydra/sweeper=optuna`` this package's sweeper, in an editable install as from the wheel.
@@ -88,7 +86,7 @@ class OptunaSearch:
     def sweep(self, arguments: list[str]) -> None:
         optuna = import_optuna()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what it does below, in order
-        self.check_settings()
+        check_settings(self)
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
@@ -96,10 +94,13 @@ class OptunaSearch:
         storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
-        check_free_job_numbers(Path(self.config.hydra.sweep.dir), self.continued_trials(optuna, storage, metric))
+        continued = self.continued_trials(optuna, storage, metric, fixed)
+        check_free_job_numbers(Path(self.config.hydra.sweep.dir), continued)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("metric", metric)
+        if not continued:
+            study.set_user_attr("fixed", fixed)
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
         log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s; direction %s, "
                  "metric %s", self.study_name, where, len(study.trials), self.n_trials, self.n_jobs,
@@ -109,7 +110,7 @@ class OptunaSearch:
                         "by a later command or shared with other workers")
         log.info("Search space: %s%s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none",
                  f", then {self.custom_search_space}" if self.custom_search_space else "")
-        remaining, told, failures = self.n_trials, 0, 0
+        remaining, told, failures, last = self.n_trials, 0, 0, ""
         while remaining > 0 and not grid_exhausted(study):
             with warnings.catch_warnings():  # experimental in Optuna, which says so on every call
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -128,56 +129,22 @@ class OptunaSearch:
             reasons = [tell(study, trial, ret, metric, len(self.directions)) for trial, ret in zip(trials, returns)]
             told, failures = told + len(reasons), failures + sum(reason is not None for reason in reasons)
             remaining -= len(trials)
+            last = next((reason for reason in reversed(reasons) if reason is not None), last)
             if failures > self.max_failure_rate * told:
-                last = next(reason for reason in reversed(reasons) if reason is not None) if any(reasons) else ""
                 report_best_trials(Path(self.config.hydra.sweep.dir), metric, study, self.program)
                 raise UserError(f"{failures} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
                                 f"{self.max_failure_rate} allows: the search stops ({last}).")
         report_best_trials(Path(self.config.hydra.sweep.dir), metric, study, self.program)
+        if told and failures == told:  # max_failure_rate=1 lets every trial fail; the command still failed
+            raise UserError(f"All {told} trials of this command failed ({last.rstrip('.')}): sweep.csv has each reason.")
 
-    def check_settings(self) -> None:
-        for direction in self.directions:
-            if direction not in DIRECTIONS:
-                shown = "null" if direction is None else direction
-                raise UserError(f"hydra.sweeper.direction={shown} is not one of: {', '.join(DIRECTIONS)}."
-                                f"{did_you_mean(shown, DIRECTIONS)}")
-        metrics = self.config.get("optimized_metric")
-        if self.own:
-            check_objectives(metrics)  # a trial would fail only once it has trained
-        if metrics is not None and len(objectives(metrics)) != len(self.directions):
-            raise UserError(f"hydra.sweeper.direction has {len(self.directions)} direction(s) and optimized_metric "
-                            f"{len(objectives(metrics))} metric(s): give one direction per metric, e.g. "
-                            "hydra.sweeper.direction=[maximize,minimize] optimized_metric=[best_val/acc,train_time_s].")
-        if self.n_trials < 0 or self.n_jobs < 1 or not 0 <= self.max_failure_rate <= 1:
-            raise UserError(f"hydra.sweeper needs n_trials >= 0, n_jobs >= 1 and max_failure_rate in [0, 1] (got "
-                            f"{self.n_trials}, {self.n_jobs}, {self.max_failure_rate}).")
-        pruning = not self.pruner._target_.endswith("NopPruner")
-        if pruning and len(self.directions) > 1:
-            raise UserError("Optuna prunes single-objective searches only: with several directions, "
-                            "hydra/sweeper/pruner=none.")
-        if pruning and not self.storage:
-            raise UserError("A pruner needs a study its jobs can reach, and hydra.sweeper.storage=null keeps it in "
-                            "this process: give a storage (the default, SQLite in the sweep directory) or "
-                            "hydra/sweeper/pruner=none.")
-        objective = self.config.get("optimized_metric")
-        if pruning and objective not in EPOCH_OBJECTIVES:
-            raise UserError(f"optimized_metric={objective} is not measured after every epoch, so a pruner cannot "
-                            f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
-                            "hydra/sweeper/pruner=none.")
-
-    def continued_trials(self, optuna, storage, metric: str) -> int:
-        """The trial count of the study this command continues (0: a new one). A study keeps its directions and
-        metric: Optuna loads it as it was, whatever the command says, and would rank values of two metrics as one.
-        Checked before the study is made, so a refused command leaves no new study behind."""
+    def continued_trials(self, optuna, storage, metric: str, fixed: list[str]) -> int:
+        """The trial count of the study this command continues (0: a new one), checked before the study is made,
+        so a refused command leaves no new study behind."""
         if storage is None or self.study_name not in optuna.get_all_study_names(storage):
             return 0
         study = optuna.load_study(study_name=self.study_name, storage=storage)
-        stored, recorded = [direction.name.lower() for direction in study.directions], study.user_attrs.get("metric")
-        if stored != self.directions or recorded not in (None, metric):  # None: a study of another sweeper
-            raise UserError(f"Study {self.study_name} in {without_password(self.storage)} is a search to "
-                            f"{', '.join(stored)} {recorded or 'its metric'}, and this command would "
-                            f"{', '.join(self.directions)} {metric}. Continue it with its own direction and metric, or "
-                            "start another in a new hydra.sweep.dir (and a new study_name where the storage is not in it).")
+        check_continued_study(study, self, metric, fixed)
         return len(study.trials)
 
     def launch(self, trials: list) -> list[JobReturn]:

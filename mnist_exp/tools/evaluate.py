@@ -30,10 +30,11 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     """Loss, accuracy, per-class accuracy and confusion matrix of a trained model on one split.
 
     ``batch_size``, ``precision`` and ``channels_last`` default to the run's own; ``tta=False`` evaluates the
-    plain model of a run that tested with test-time averaging.
+    plain model of a run that tested with test-time averaging. A run averages its test images' views only: its
+    validation and training images are evaluated as it evaluated them, each once.
     """
     device = torch.device(device)
-    trained = load_trained_model(path, device, tta=tta)
+    trained = load_trained_model(path, device, tta=tta and split == "test")
     config = trained.config
     if not tta and not config["trainer"].get("tta", False):
         raise UserError(f"--no-tta leaves out test-time averaging, and {path} was tested without it: leave out --no-tta.")
@@ -54,7 +55,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
     return {"split": split, "loss": result["loss"], "acc": result["acc"], "count": len(images),
             "per_class_acc": dict(zip(data.class_names, per_class.tolist())), "confusion_matrix": matrix.tolist(),
-            "class_names": data.class_names, "epoch": trained.epoch}
+            "class_names": data.class_names, "epoch": trained.epoch,
+            "without_tta": config["trainer"].get("tta", False) and not (tta and split == "test")}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -93,7 +95,7 @@ def command(args) -> None:
     set_cpu_threads(0)
     report = evaluate_checkpoint(args.checkpoint, args.split, device=device, batch_size=args.batch_size,
                                  precision=args.precision, tta=args.tta)
-    print(f"{args.checkpoint} on {device}{'' if args.tta else ', without test-time averaging'}", flush=True)
+    print(f"{args.checkpoint} on {device}{', without test-time averaging' if report['without_tta'] else ''}", flush=True)
     print(format_report(report), flush=True)
 
 

@@ -1,0 +1,83 @@
+"""What a search checks before it asks its first trial: settings that fit together, and a continued study that is
+the search it continues (its direction, metric and fixed overrides; no seed that would draw its trials again)."""
+
+from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.run.config import check_objectives, objectives
+from mnist_exp.runs import RESUME_MAY_CHANGE, split_override
+from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, without_password
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+def better_direction(metric: str) -> str:
+    """Accuracies are better higher; losses, seconds and parameter counts lower (``OBJECTIVES``)."""
+    return "maximize" if metric.endswith("acc") else "minimize"
+
+
+def check_settings(search) -> None:
+    """``search``: an ``OptunaSearch``, its settings as the sweeper's config gave them."""
+    for direction in search.directions:
+        if direction not in DIRECTIONS:
+            shown = "null" if direction is None else direction
+            raise UserError(f"hydra.sweeper.direction={shown} is not one of: {', '.join(DIRECTIONS)}."
+                            f"{did_you_mean(shown, DIRECTIONS)}")
+    metrics = search.config.get("optimized_metric")
+    if search.own:
+        check_objectives(metrics)  # a trial would fail only once it has trained
+    if metrics is not None and len(objectives(metrics)) != len(search.directions):
+        raise UserError(f"hydra.sweeper.direction has {len(search.directions)} direction(s) and optimized_metric "
+                        f"{len(objectives(metrics))} metric(s): give one direction per metric, e.g. "
+                        "hydra.sweeper.direction=[maximize,minimize] optimized_metric=[best_val/acc,train_time_s].")
+    wanted = [better_direction(metric) for metric in objectives(metrics)] if search.own else search.directions
+    if wanted != search.directions:  # the search would look for the worst trial
+        metric, direction = next((m, d) for m, d, w in zip(objectives(metrics), search.directions, wanted) if d != w)
+        advice = wanted[0] if len(wanted) == 1 else f"[{','.join(wanted)}]"
+        raise UserError(f"optimized_metric={metric} is better {'lower' if direction == 'maximize' else 'higher'}, and "
+                        f"to {direction} it would search for the worst trial: give hydra.sweeper.direction={advice}.")
+    if search.n_trials < 0 or search.n_jobs < 1 or not 0 <= search.max_failure_rate <= 1:
+        raise UserError(f"hydra.sweeper needs n_trials >= 0, n_jobs >= 1 and max_failure_rate in [0, 1] (got "
+                        f"{search.n_trials}, {search.n_jobs}, {search.max_failure_rate}).")
+    pruning = not search.pruner._target_.endswith("NopPruner")
+    reduction = search.pruner.get("reduction_factor")  # Optuna's Hyperband divides by its log, after an epoch
+    if reduction is not None and not (isinstance(reduction, (int, float)) and reduction >= 2):
+        raise UserError(f"hydra.sweeper.pruner.reduction_factor={reduction} is out of range: each round keeps one "
+                        "trial in that many, at least 2, e.g. 3.")
+    if pruning and len(search.directions) > 1:
+        raise UserError("Optuna prunes single-objective searches only: with several directions, "
+                        "hydra/sweeper/pruner=none.")
+    if pruning and not search.storage:
+        raise UserError("A pruner needs a study its jobs can reach, and hydra.sweeper.storage=null keeps it in "
+                        "this process: give a storage (the default, SQLite in the sweep directory) or "
+                        "hydra/sweeper/pruner=none.")
+    if pruning and metrics not in EPOCH_OBJECTIVES:
+        raise UserError(f"optimized_metric={metrics} is not measured after every epoch, so a pruner cannot "
+                        f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
+                        "hydra/sweeper/pruner=none.")
+
+
+def experiment_overrides(fixed: list[str]) -> list[str]:
+    """A search's fixed overrides less those that say where or how its trials run (device, progress, loggers)."""
+    return [line for line in fixed if not f"{split_override(line)[0]}.".startswith(RESUME_MAY_CHANGE)]  # device=cpu too
+
+
+def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
+    """A study keeps its directions and metric: Optuna loads it as it was, whatever the command says, and would rank
+    values of two metrics as one; and its fixed overrides, or it would rank trials of two experiments as one. A
+    seeded sampler, made anew, would draw the study's first trials again."""
+    where = f"Study {search.study_name} in {without_password(search.storage)}"
+    new_place = "start another in a new hydra.sweep.dir (and a new study_name where the storage is not in it)"
+    stored, recorded = [direction.name.lower() for direction in study.directions], study.user_attrs.get("metric")
+    if stored != search.directions or recorded not in (None, metric):  # None: a study of another sweeper
+        raise UserError(f"{where} is a search to {', '.join(stored)} {recorded or 'its metric'}, and this command "
+                        f"would {', '.join(search.directions)} {metric}. Continue it with its own direction and "
+                        f"metric, or {new_place}.")
+    began = study.user_attrs.get("fixed")
+    if began is not None and experiment_overrides(began) != experiment_overrides(fixed):
+        raise UserError(f"{where} searches with {' '.join(experiment_overrides(began)) or 'no fixed overrides'}, and "
+                        f"this command gives {' '.join(experiment_overrides(fixed)) or 'none'}: its trials would be "
+                        f"ranked with trials of another experiment. Continue it with the same overrides, or {new_place}.")
+    seed = search.sampler.get("seed")
+    if seed is not None and study.trials:
+        raise UserError(f"hydra.sweeper.sampler.seed={seed}: {where} has {len(study.trials)} trial(s), and a sampler "
+                        "made anew with a seed repeats its draws, proposing trials the study has run: leave the seed "
+                        "out to continue it.")
