@@ -525,8 +525,8 @@ def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, mon
     ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                                 "(-1: one per core)."),
     ("hydra.sweeper.params.model.width=choice(8,12)", "hydra.sweeper.params.model.width: give a key's search space "
-     "on the command line as the key itself, e.g. 'model.width=choice(8,16)' (a search's config file lists them under "
-     "hydra.sweeper.params)."),
+     "on the command line as the key itself, e.g. 'model.width=choice(a,b)' or 'model.width=interval(a,b)' (a search's "
+     "config file lists them under hydra.sweeper.params)."),
     ("model.width=range(8,16,0)", "model.width=range(8,16,0): range(start,stop,step) needs a step other than 0, e.g. "
                                   "range(8,33,8)."),
     ("optimizer.lr=range(0.1,0.5,0.0)", "optimizer.lr=range(0.1,0.5,0.0): range(start,stop,step) needs a step other "

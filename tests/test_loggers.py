@@ -202,6 +202,16 @@ def test_a_store_mlflow_would_not_open_is_refused_before_the_run(uri, message, t
     assert list(tmp_path.iterdir()) == []  # no run directory, no store
 
 
+def test_an_empty_mlflow_experiment_name_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    """MLflow would put the run in its own default experiment: not the name given, nor the one null gives."""
+    code, _, err = run_main(*SMALL, "logger=[mlflow]", f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+                            "logger.mlflow.experiment_name=' '", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.strip().splitlines() == [
+        "logger.mlflow.experiment_name is empty: give the experiment a name, or null for the sweep's directory (a "
+        "sweep's jobs) or mnist_exp (single runs)."]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_store_runs_where_mlflow_is_told_to_keep_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the refusal's other way out
     code, _, err = run_main(*SMALL, "logger=[mlflow]", "logger.mlflow.tracking_uri=mlruns",

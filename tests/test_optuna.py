@@ -111,6 +111,10 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                          "Did you mean 'maximize'?"),
     ("optimized_metric=test/acc", "optimized_metric=test/acc is not measured after every epoch"),
     ("hydra.sweeper.direction=null", "hydra.sweeper.direction=null is not one of: maximize, minimize."),
+    ("hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.heartbeat_interval=0 is out of range: give at least 1, or "
+                                           "null for no heartbeats."),
+    ("hydra.sweeper.max_retry=-2", "hydra.sweeper.max_retry=-2 is out of range: give at least 0, or null for retries "
+                                   "without end."),
     ("optimized_metric=val/loss", "optimized_metric=val/loss is better lower, and to maximize it would search for the "
                                   "worst trial: give hydra.sweeper.direction=minimize."),
     ("trainer.batch_size=range(64,32)", "trainer.batch_size=range(64,32) sweeps over no values"),

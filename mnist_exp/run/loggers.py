@@ -41,6 +41,9 @@ def check_loggers(logger: Mapping[str, Any]) -> None:
         from mnist_exp.run.mlflow_tracking import check_store
 
         check_store(logger["mlflow"]["tracking_uri"])
+        if logger["mlflow"]["experiment_name"] is not None and not str(logger["mlflow"]["experiment_name"]).strip():
+            raise UserError("logger.mlflow.experiment_name is empty: give the experiment a name, or null for the "
+                            "sweep's directory (a sweep's jobs) or mnist_exp (single runs).")
 
 
 # Each builder imports its tracker: a run pays for the libraries of the loggers it uses (config.py imports this).

@@ -103,10 +103,14 @@ def check_parallel_trials(launcher_jobs: int | None, n_jobs: int) -> None:
 
 def check_heartbeat_settings(storage: str | None, heartbeat_interval: int | None, max_retry: int | None) -> None:
     """Heartbeats and retries are a database's: with a journal file, a value other than the default changes nothing."""
+    from mnist_exp.errors import UserError
+
+    for key, value, least, null in (("heartbeat_interval", heartbeat_interval, 1, "no heartbeats"),
+                                    ("max_retry", max_retry, 0, "retries without end")):
+        if value is not None and value < least:  # Optuna takes a 0 interval for no heartbeats, and fails on a negative
+            raise UserError(f"hydra.sweeper.{key}={value} is out of range: give at least {least}, or null for {null}.")
     defaults = (OptunaSweeperConf.heartbeat_interval, OptunaSweeperConf.max_retry)
     if storage and "://" not in storage and (heartbeat_interval, max_retry) != defaults:
-        from mnist_exp.errors import UserError
-
         raise UserError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval} and max_retry={max_retry} take effect "
                         f"with a database storage, and {storage} is a journal file, which has no heartbeats: leave "
                         "them out, or give a database (sqlite:///<file>, postgresql://...).")
