@@ -328,6 +328,12 @@ def on_fake_data(args: list[str]) -> list[str]:
      "tasks_per_node=2: each job of a sweep is one training process, and more would train the same run side by side "
      "in one directory: give hydra.launcher.tasks_per_node=1. To train one run on several GPUs, start it with torchrun "
      "(README: several processes)."),
+    (["-m", "hparams_search=cnn_optuna", "~hydra.sweeper.params.model.width"], "~hydra.sweeper.params.model.width: "
+     "every key of the config is read, so none can be removed: give model.width a value (python -m mnist_exp --cfg "
+     "job shows each key's)."),  # a value fixes it: the search leaves it out of its space
+    (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"], "hydra.launcher."
+     "cpus_per_task=1: submitit_local runs each job on this machine, which it does not hold to cpus_per_task (a SLURM "
+     "cluster does, hydra/launcher=slurm): leave it out; device.threads=N sets a job's CPU threads."),
     (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage=sqlite:///:memory:"], "hydra.sweeper.storage=sqlite:"
      "///:memory: is a database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the "
      "sweep directory), or give hydra.sweeper.storage=null for a study in this process alone."),

@@ -13,6 +13,8 @@ JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.pref
 # submitit's launchers: a job is one process, the run's own; torchrun starts a job's several (README: DDP).
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
 IN_MEMORY_SQLITE = ("sqlite://", "sqlite:///:memory:")
+# submitit_local passes these to no one (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
+LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be added or removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 
@@ -52,6 +54,11 @@ def check_hydra_settings(command: CommandLine) -> None:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
                             f"same run side by side in one directory: give {key}=1. To train one run on several "
                             "GPUs, start it with torchrun (README: several processes).")
+    for key in LOCAL_IGNORES if command.value("hydra/launcher") == "submitit_local" else ():
+        if (given := command.given(key)) is not None:
+            raise UserError(f"{given.input_line}: submitit_local runs each job on this machine, which it does not "
+                            f"hold to {key.rpartition('.')[2]} (a SLURM cluster does, hydra/launcher=slurm): leave it "
+                            "out; device.threads=N sets a job's CPU threads.")
     storage = command.value("hydra.sweeper.storage")
     if storage in IN_MEMORY_SQLITE:
         raise UserError(f"hydra.sweeper.storage={storage} is a database in memory, which the trials' jobs cannot "

@@ -111,7 +111,8 @@ def check_given_values(command: CommandLine) -> None:
                 raise UserError(f"{line}: a group's option is not null: ~{key} removes {key}'s option, or give one "
                                 f"of: {options}.")
             if not options and override.is_delete() and not key.startswith(BUILT_WITH_ANY_KEYS):
-                raise UserError(f"{line}: every key of the config is read, so none can be removed: give {key} a value "
+                raise UserError(f"{line}: every key of the config is read, so none can be removed: give "
+                                f"{key.removeprefix('hydra.sweeper.params.')} a value "  # a search's key: fixed
                                 "(python -m mnist_exp --cfg job shows each key's).")
         values = given.list if isinstance(given, ChoiceSweep) else [] if override.is_sweep_override() else [given]
         if any(not isinstance(value, (str, list, type(None))) for value in values) and \
