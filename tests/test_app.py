@@ -458,6 +458,10 @@ def test_a_traceback_hydra_prints_becomes_the_error_it_ends_in():
     text = ('Traceback (most recent call last):\n  File "x.py", line 1, in f\n    raise NoSuchModuleError(...)\n'
             "sqlalchemy.exc.NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:foo\n")
     assert one_line(text) == "sqlalchemy.exc.NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:foo"
+    # joblib's launcher past hydra.launcher.timeout: an error without a message, named for what it means.
+    text = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nmultiprocessing.context.TimeoutError\n'
+    assert one_line(text) == ("A job ran past hydra.launcher.timeout, and joblib stopped the sweep: give a timeout in "
+                              "seconds longer than a job takes, or leave it out for none.")
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux's /proc")
