@@ -179,7 +179,9 @@ def import_optuna():
 def build_from_node(node: DictConfig, part: str, **extra: Any) -> Any:
     """The sampler or pruner ``hydra.sweeper.<part>`` describes; a value Optuna refuses is one line naming them all."""
     try:
-        return instantiate(node, **extra)
+        with warnings.catch_warnings():  # QMC, GP...: "experimental", on the line of any refusal of their settings
+            warnings.simplefilter("ignore", import_optuna().exceptions.ExperimentalWarning)
+            return instantiate(node, **extra)
     except InstantiationException as error:
         name, reason = node._target_.rsplit('.', 1)[-1], first_line(error.__cause__ or error)
         if key := re.search(r"unexpected keyword argument '(\w+)'", reason):  # a setting of another sampler
