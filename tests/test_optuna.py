@@ -137,13 +137,14 @@ def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, 
     assert not run_dirs(tmp_path)
 
 
-def test_a_refused_setting_of_an_experimental_sampler_is_one_line(tmp_path, monkeypatch, capsys):
+def test_a_refused_setting_of_an_experimental_sampler_is_one_line(tmp_path, monkeypatch, capsys, recwarn):
     code, _, err = run_main("-m", "hparams_search=cnn_optuna", "hydra/sweeper/sampler=qmc",
                             "hydra.sweeper.sampler.qmc_type=foo", "dataset=fake", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
     assert code == 1 and err.splitlines() == [  # no ExperimentalWarning on its line
         "Cannot build the sampler QMCSampler from hydra.sweeper.sampler.seed=null, hydra.sweeper.sampler.qmc_type=foo: "
         "The `qmc_type='foo'` is invalid. Choose either `halton` or `sobol`."]
+    assert not [w for w in recwarn if w.category.__name__ == "ExperimentalWarning"]  # on stderr outside pytest
 
 
 def test_a_hyperband_reduction_factor_below_2_is_refused_before_any_trial(tmp_path, monkeypatch, capsys):
