@@ -207,7 +207,7 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                           r"\([^']*\))': mismatch type argument (?P<argument>\w+)", text):
         return (f"Cannot read the override '{found['line']}': {found['name']}() takes numbers, and its "
                 f"{found['argument']} in {found['call']} is not one, e.g. {found['name']}(1,4).")
-    if re.search(r"^(?:multiprocessing\.context\.)?TimeoutError\b", text, re.M):  # joblib's, without a message
+    if re.search(r"^(?:multiprocessing\.context\.)?TimeoutError$", text, re.M):  # joblib's, without a message
         return ("A job ran past hydra.launcher.timeout, and joblib stopped the sweep: give a timeout in seconds longer "
                 "than a job takes, or leave it out for none.")
     if re.search(r"\w+ does not support sweep type : INTERVAL_SWEEP", text):

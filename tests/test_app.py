@@ -12,6 +12,8 @@ from conftest import read_events, read_metrics, run_captured, run_dirs, run_main
 from mnist_exp.errors import UserError
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.command_line import parse_command_line
+from mnist_exp.run.prechecks import check_command_line
 from mnist_exp.data import TensorLoader, build_dataset
 from mnist_exp.registry import MODELS
 from mnist_exp.run.trainer import evaluate
@@ -132,6 +134,18 @@ TRAINER_KEYS = ("epochs, batch_size, eval_batch_size, log_interval, label_smooth
 def on_fake_data(args: list[str]) -> list[str]:
     """The command with dataset=fake, after -m where it has one (-m goes before the overrides)."""
     return [*args[:1], "dataset=fake", *args[1:]] if args[:1] == ["-m"] else ["dataset=fake", *args]
+
+
+@pytest.mark.parametrize("args", [
+    ["-m", "seed=0,1", "hydra/launcher=slurm", "+hydra.launcher.additional_parameters.mail_type=END"],  # any sbatch option
+    ["-m", "seed=0,1", "hydra/launcher=joblib", "++hydra.launcher.n_jobs=2"],  # ++ sets a key that exists
+    ["-m", "seed=0,1", "hydra.sweep.subdir=${hydra.job.id}"],
+    ["-m", "seed=0,1", "hydra.sweep.subdir=run_${hydra:job.num}"],
+    ["-m", "seed=0,1", "hydra.output_subdir=.hydra"],
+])
+def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    check_command_line(parse_command_line(args))  # refuses nothing
 
 
 @pytest.mark.parametrize("args, message", [
@@ -313,9 +327,9 @@ def on_fake_data(args: list[str]) -> list[str]:
     (["logger.tensorboard.flush_secs=1"], "logger.tensorboard.flush_secs: the tensorboard logger has no key "
                                           "'flush_secs'. Its keys: none."),
     # Hydra settings a command cannot honour (mnist_exp/run/hydra_settings.py).
-    (["-m", "seed=0,1", "hydra.sweep.subdir=same"], "hydra.sweep.subdir=same gives jobs of one sweep the same directory "
-     "where it does not hold the job's number, and each job would write over the one before: put ${hydra.job.num} in "
-     "it, e.g. 'hydra.sweep.subdir=${hydra.job.num}_${hydra.job.override_dirname}'."),
+    (["-m", "seed=0,1", "hydra.sweep.subdir=same"], "hydra.sweep.subdir=same can give two jobs of one sweep the same "
+     "directory, where the second writes over the first (override_dirname leaves out keys such as logger): put the "
+     "job's number in it, e.g. 'hydra.sweep.subdir=${hydra.job.num}_${hydra.job.override_dirname}'."),
     (["hydra.job.chdir=yes"], "hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
      "store) from where you start it, and writes each run into its own directory without changing into it: leave "
      "hydra.job.chdir out."),
@@ -332,8 +346,8 @@ def on_fake_data(args: list[str]) -> list[str]:
      "every key of the config is read, so none can be removed: give model.width a value (python -m mnist_exp --cfg "
      "job shows each key's)."),  # a value fixes it: the search leaves it out of its space
     (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"], "hydra.launcher."
-     "cpus_per_task=1: submitit_local runs each job on this machine, which it does not hold to cpus_per_task (a SLURM "
-     "cluster does, hydra/launcher=slurm): leave it out; device.threads=N sets a job's CPU threads."),
+     "cpus_per_task=1: submitit_local runs each job on this machine and applies no cpus_per_task to it (SLURM does, "
+     "hydra/launcher=slurm): leave it out; device.threads=N sets a job's CPU threads."),
     (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage=sqlite:///:memory:"], "hydra.sweeper.storage=sqlite:"
      "///:memory: is a database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the "
      "sweep directory), or give hydra.sweeper.storage=null for a study in this process alone."),
@@ -341,7 +355,7 @@ def on_fake_data(args: list[str]) -> list[str]:
      "is one run: add -m for a sweep (python -m mnist_exp -m hydra.sweeper.max_batch_size=2 ...)."),
     (["-m", "seed=0,1", "+hydra.launcher.n_jobs=2"], "+hydra.launcher.n_jobs=2: the + adds a key to the launcher's "
      "config, and the launcher reads only its own keys: set one of those without the + (python -m mnist_exp --cfg hydra "
-     "hydra/launcher=<option> lists them)."),
+     "hydra/launcher=<option> -p hydra.launcher lists them)."),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys, args, message):
     code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

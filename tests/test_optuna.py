@@ -197,8 +197,8 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
         (["hydra.sweeper.storage=null"], overwritten),
         (["resume=true"], "resume=true continues a grid sweep. A search continues its study when run again: the same "
                           "command without resume=true (the same hydra.sweep.dir, or storage and study_name)."),
-        (["trainer.epochs=2"], f"Study search in sqlite:///{sweep}/optuna.db searches with model=logreg dataset=fake "
-         "trainer.epochs=1, and this command gives model=logreg dataset=fake trainer.epochs=2: its trials would be "
+        (["trainer.epochs=2"], f"Study search in sqlite:///{sweep}/optuna.db searches with dataset=fake model=logreg "
+         "trainer.epochs=1, and this command gives dataset=fake model=logreg trainer.epochs=2: its trials would be "
          "ranked with trials of another experiment. Continue it with the same overrides, or start another in a new "
          "hydra.sweep.dir (and a new study_name where the storage is not in it)."),
         ([], f"hydra.sweeper.sampler.seed=0: Study search in sqlite:///{sweep}/optuna.db has 1 trial(s), and a sampler "
@@ -209,13 +209,26 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
         assert code == 1 and err.splitlines()[-1] == message, (changes, err[-2000:])
     assert run_dirs(sweep) == [job] and (job / "metrics.json").read_bytes() == recorded
     assert optuna.get_all_study_names(f"sqlite:///{sweep}/optuna.db") == ["search"]  # none made by a refused command
-    # Continued as it began, less the seed; where and how its trials run may change (device.threads).
-    unseeded = [arg for arg in first if not arg.startswith("hydra.sweeper.sampler.seed=")]
-    code, _, err = run_main(*unseeded, "device.threads=1", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    # Continued as it began, less the seed, typed in another order; where and how its trials run may change.
+    unseeded = [arg for arg in first[1:] if not arg.startswith("hydra.sweeper.sampler.seed=")]
+    code, _, err = run_main("-m", *reversed(unseeded), "device.threads=1", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
     assert code == 0 and len(load_study(f"sqlite:///{sweep}/optuna.db").trials) == 2, err[-3000:]
     code, _, err = run_main(*first, "hydra.sweeper.direction=minimize", "optimized_metric=val/loss",  # the advice
                             f"hydra.sweep.dir={tmp_path / 'another'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
+
+
+def test_a_grid_search_continues_with_its_seed_on_the_points_not_yet_tried(tmp_path, monkeypatch, capsys):
+    """The grid sampler draws from the study's unvisited points, so its seed may stay (Optuna's advice for workers)."""
+    grid = ("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.sampler.seed=1", "model=logreg",
+            "optimizer.lr=choice(0.01,0.1)", "dataset=fake", "trainer.epochs=1", "device=cpu", "device.threads=1",
+            "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'grid'}")
+    for _ in range(2):
+        code, _, err = run_main(*grid, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert code == 0, err[-3000:]
+    trials = load_study(f"sqlite:///{tmp_path / 'grid'}/optuna.db").trials
+    assert sorted(trial.params["optimizer.lr"] for trial in trials) == [0.01, 0.1]
 
 
 def test_a_shipped_search_runs_with_any_sampler(tmp_path, monkeypatch, capsys):

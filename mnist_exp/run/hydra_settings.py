@@ -7,32 +7,25 @@ tools cannot find, a launcher setting the launcher ignores, two processes traini
 from mnist_exp.errors import UserError
 from mnist_exp.run.command_line import CommandLine, as_bool
 
+# What tells the jobs of one sweep apart whatever they override: their number (or id), as a key or a resolver.
 JOB_NUMBER = "${hydra.job.num}"
+UNIQUE_PER_JOB = (JOB_NUMBER, "${hydra.job.id}", "${hydra:job.num}", "${hydra:job.id}")
 # joblib's launcher runs each job in a process of its own (loky), whatever these say.
 JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.prefer": ("processes", "null")}
-# submitit's launchers: a job is one process, the run's own; torchrun starts a job's several (README: DDP).
+# submitit's launchers: a job is one process, the run's own; torchrun starts a run's several (README: several processes).
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
-IN_MEMORY_SQLITE = ("sqlite://", "sqlite:///:memory:")
-# submitit_local passes these to no one (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
+# submitit_local applies these to no job (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
 LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
+IN_MEMORY_SQLITE = ("sqlite://", "sqlite:///:memory:")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be added or removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
+# Nodes that take any key: the above, sbatch's other options, and a search's space (whose keys Hydra cannot add).
+FREE_NODES = (*BUILT_WITH_ANY_KEYS, "hydra.launcher.additional_parameters.", "hydra.sweeper.params.")
 
 
 def check_hydra_settings(command: CommandLine) -> None:
-    for override in command.overrides:
-        key = override.key_or_group
-        if (override.is_add() or override.is_force_add()) and key.startswith(("hydra.launcher.", "hydra.sweeper.")) \
-                and not key.startswith(BUILT_WITH_ANY_KEYS):
-            kind = key.split(".")[1]
-            raise UserError(f"{override.input_line}: the + adds a key to the {kind}'s config, and the {kind} reads only "
-                            f"its own keys: set one of those without the + (python -m mnist_exp --cfg hydra "
-                            f"hydra/{kind}=<option> lists them).")
-    subdir = command.given("hydra.sweep.subdir")
-    if subdir is not None and JOB_NUMBER not in subdir.input_line.partition("=")[2]:
-        raise UserError(f"{subdir.input_line} gives jobs of one sweep the same directory where it does not hold the "
-                        f"job's number, and each job would write over the one before: put {JOB_NUMBER} in it, e.g. "
-                        f"'hydra.sweep.subdir={JOB_NUMBER}_${{hydra.job.override_dirname}}'.")
+    """Where any command writes; then, in a sweep, what its launcher and sweeper are given (one run's keys of them
+    are refused by ``check_single_run_settings``, after Hydra's own refusal of a key the chosen one lacks)."""
     chdir = command.value("hydra.job.chdir")
     if chdir is not None and as_bool("hydra.job.chdir", chdir):
         raise UserError("hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
@@ -42,6 +35,23 @@ def check_hydra_settings(command: CommandLine) -> None:
     if output_subdir is not None and command.value("hydra.output_subdir") != ".hydra":
         raise UserError(f"{output_subdir.input_line}: a run's config goes to <run dir>/.hydra, where resume "
                         "and the tools (compare, evaluate, export) read it: leave hydra.output_subdir out.")
+    if command.multirun:
+        check_sweep_settings(command)
+
+
+def check_sweep_settings(command: CommandLine) -> None:
+    for override in command.overrides:
+        key = override.key_or_group  # ++ sets a key that exists; + adds one, which the launcher or sweeper never reads
+        if override.is_add() and key.startswith(("hydra.launcher.", "hydra.sweeper.")) and not key.startswith(FREE_NODES):
+            kind = key.split(".")[1]
+            raise UserError(f"{override.input_line}: the + adds a key to the {kind}'s config, and the {kind} reads only "
+                            f"its own keys: set one of those without the + (python -m mnist_exp --cfg hydra "
+                            f"hydra/{kind}=<option> -p hydra.{kind} lists them).")
+    subdir = command.given("hydra.sweep.subdir")
+    if subdir is not None and not any(unique in subdir.input_line for unique in UNIQUE_PER_JOB):
+        raise UserError(f"{subdir.input_line} can give two jobs of one sweep the same directory, where the second "
+                        f"writes over the first (override_dirname leaves out keys such as logger): put the job's "
+                        f"number in it, e.g. 'hydra.sweep.subdir={JOB_NUMBER}_${{hydra.job.override_dirname}}'.")
     if command.value("hydra.launcher.n_jobs") == "0":  # joblib's own error is a traceback
         raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                         "(-1: one per core).")
@@ -54,10 +64,10 @@ def check_hydra_settings(command: CommandLine) -> None:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
                             f"same run side by side in one directory: give {key}=1. To train one run on several "
                             "GPUs, start it with torchrun (README: several processes).")
-    for key in LOCAL_IGNORES if command.value("hydra/launcher") == "submitit_local" else ():
-        if (given := command.given(key)) is not None:
-            raise UserError(f"{given.input_line}: submitit_local runs each job on this machine, which it does not "
-                            f"hold to {key.rpartition('.')[2]} (a SLURM cluster does, hydra/launcher=slurm): leave it "
+    if command.value("hydra/launcher") == "submitit_local":
+        for given in filter(None, map(command.given, LOCAL_IGNORES)):
+            raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no "
+                            f"{given.key_or_group.rpartition('.')[2]} to it (SLURM does, hydra/launcher=slurm): leave it "
                             "out; device.threads=N sets a job's CPU threads.")
     storage = command.value("hydra.sweeper.storage")
     if storage in IN_MEMORY_SQLITE:

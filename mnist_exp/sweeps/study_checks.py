@@ -1,12 +1,20 @@
 """What a search checks before it asks its first trial: settings that fit together, and a continued study that is
 the search it continues (its direction, metric and fixed overrides; no seed that would draw its trials again)."""
 
+from typing import TYPE_CHECKING
+
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.run.config import check_objectives, objectives
 from mnist_exp.runs import RESUME_MAY_CHANGE, split_override
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, without_password
 
+if TYPE_CHECKING:
+    from mnist_exp.sweeps.search import OptunaSearch
+
 DIRECTIONS = ("maximize", "minimize")
+# Samplers that draw from what the study has done, not from their seed alone: the grid's unvisited points, QMC's
+# next index (kept in the study). A seed is theirs to keep in a continued or shared study.
+STUDY_AWARE_SAMPLERS = ("GridSampler", "QMCSampler")
 
 
 def better_direction(metric: str) -> str:
@@ -14,8 +22,8 @@ def better_direction(metric: str) -> str:
     return "maximize" if metric.endswith("acc") else "minimize"
 
 
-def check_settings(search) -> None:
-    """``search``: an ``OptunaSearch``, its settings as the sweeper's config gave them."""
+def check_settings(search: "OptunaSearch") -> None:
+    """The search's settings as the sweeper's config gave them, before it opens its study."""
     for direction in search.directions:
         if direction not in DIRECTIONS:
             shown = "null" if direction is None else direction
@@ -57,10 +65,11 @@ def check_settings(search) -> None:
 
 def experiment_overrides(fixed: list[str]) -> list[str]:
     """A search's fixed overrides less those that say where or how its trials run (device, progress, loggers)."""
-    return [line for line in fixed if not f"{split_override(line)[0]}.".startswith(RESUME_MAY_CHANGE)]  # device=cpu too
+    # A group counts as its keys do: device=cpu as device.<key>. In order of keys, as typed in any order.
+    return sorted(line for line in fixed if not f"{split_override(line)[0]}.".startswith(RESUME_MAY_CHANGE))
 
 
-def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
+def check_continued_study(study, search: "OptunaSearch", metric: str, fixed: list[str]) -> None:
     """A study keeps its directions and metric: Optuna loads it as it was, whatever the command says, and would rank
     values of two metrics as one; and its fixed overrides, or it would rank trials of two experiments as one. A
     seeded sampler, made anew, would draw the study's first trials again."""
@@ -77,7 +86,7 @@ def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
                         f"this command gives {' '.join(experiment_overrides(fixed)) or 'none'}: its trials would be "
                         f"ranked with trials of another experiment. Continue it with the same overrides, or {new_place}.")
     seed = search.sampler.get("seed")
-    if seed is not None and study.trials:
+    if seed is not None and study.trials and not search.sampler._target_.endswith(STUDY_AWARE_SAMPLERS):
         raise UserError(f"hydra.sweeper.sampler.seed={seed}: {where} has {len(study.trials)} trial(s), and a sampler "
                         "made anew with a seed repeats its draws, proposing trials the study has run: leave the seed "
                         "out to continue it.")

@@ -105,12 +105,13 @@ def check_heartbeat_settings(storage: str | None, heartbeat_interval: int | None
     """Heartbeats and retries are a database's: with a journal file, a value other than the default changes nothing."""
     from mnist_exp.errors import UserError
 
+    defaults = (OptunaSweeperConf.heartbeat_interval, OptunaSweeperConf.max_retry)
+    if storage and "://" not in storage and (heartbeat_interval, max_retry) != defaults:
+        shown = ["null" if value is None else value for value in (heartbeat_interval, max_retry)]
+        raise UserError(f"hydra.sweeper.heartbeat_interval={shown[0]} and max_retry={shown[1]} take effect "
+                        f"with a database storage, and {storage} is a journal file, which has no heartbeats: leave "
+                        "them out, or give a database (sqlite:///<file>, postgresql://...).")
     for key, value, least, null in (("heartbeat_interval", heartbeat_interval, 1, "no heartbeats"),
                                     ("max_retry", max_retry, 0, "retries without end")):
         if value is not None and value < least:  # Optuna takes a 0 interval for no heartbeats, and fails on a negative
             raise UserError(f"hydra.sweeper.{key}={value} is out of range: give at least {least}, or null for {null}.")
-    defaults = (OptunaSweeperConf.heartbeat_interval, OptunaSweeperConf.max_retry)
-    if storage and "://" not in storage and (heartbeat_interval, max_retry) != defaults:
-        raise UserError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval} and max_retry={max_retry} take effect "
-                        f"with a database storage, and {storage} is a journal file, which has no heartbeats: leave "
-                        "them out, or give a database (sqlite:///<file>, postgresql://...).")
