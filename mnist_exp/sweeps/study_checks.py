@@ -1,15 +1,10 @@
 """What a search checks before it asks its first trial: settings that fit together, and a continued study that is
 the search it continues (its direction, metric and fixed overrides; no seed that would draw its trials again)."""
 
-from typing import TYPE_CHECKING
-
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.run.config import check_objectives, objectives
 from mnist_exp.runs import RESUME_MAY_CHANGE, split_override
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, without_password
-
-if TYPE_CHECKING:
-    from mnist_exp.sweeps.search import OptunaSearch
 
 DIRECTIONS = ("maximize", "minimize")
 # Samplers that draw from what the study has done, not from their seed alone: the grid's unvisited points, QMC's
@@ -22,8 +17,8 @@ def better_direction(metric: str) -> str:
     return "maximize" if metric.endswith("acc") else "minimize"
 
 
-def check_settings(search: "OptunaSearch") -> None:
-    """The search's settings as the sweeper's config gave them, before it opens its study."""
+def check_settings(search) -> None:
+    """The settings of ``search`` (an ``OptunaSearch``) as the sweeper's config gave them, before it opens its study."""
     for direction in search.directions:
         if direction not in DIRECTIONS:
             shown = "null" if direction is None else direction
@@ -69,7 +64,7 @@ def experiment_overrides(fixed: list[str]) -> list[str]:
     return sorted(line for line in fixed if not f"{split_override(line)[0]}.".startswith(RESUME_MAY_CHANGE))
 
 
-def check_continued_study(study, search: "OptunaSearch", metric: str, fixed: list[str]) -> None:
+def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
     """A study keeps its directions and metric: Optuna loads it as it was, whatever the command says, and would rank
     values of two metrics as one; and its fixed overrides, or it would rank trials of two experiments as one. A
     seeded sampler, made anew, would draw the study's first trials again."""
