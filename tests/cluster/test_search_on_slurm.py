@@ -112,10 +112,11 @@ def test_two_array_tasks_share_one_study(store, tmp_path, request):
 def test_the_trial_of_a_killed_worker_on_slurm_is_retried_by_the_next(postgres, tmp_path):
     from mnist_exp.sweeps.trial import open_storage
 
-    one_trial = ("hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1")
-    # The first worker's trial trains long past its first epoch, so the kill always lands mid-trial.
-    first = submit(tmp_path, "first.out", search_command(POSTGRES, postgres, tmp_path / "a", *one_trial,
-                                                         "dataset.num_train=16384", "trainer.epochs=200"))
+    # Both workers search the same experiment (a continued study is the search it began). Its trial trains long past
+    # its first epoch, so the kill always lands mid-trial; the retry trains it all (seconds).
+    one_trial = ("hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", "dataset.num_train=16384",
+                 "trainer.epochs=20")
+    first = submit(tmp_path, "first.out", search_command(POSTGRES, postgres, tmp_path / "a", *one_trial))
     wait_for(lambda: next((tmp_path / "a").glob("*/checkpoints/last.pt"), None), "the first worker's first epoch")
     # SIGKILL, as the kernel's OOM killer or a lost node ends a job (scancel sends SIGTERM first, and the worker
     # then fails its trial itself): no tell, no record.
