@@ -134,7 +134,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if found := re.search(r"(?:Sweeping over Hydra's configuration is not supported : |Could not override )"
                           r"'hydra\.sweeper\.params\.(?P<key>[^=']+)", text):  # a search's space, from the command line
         return (f"hydra.sweeper.params.{found['key']}: give a key's search space on the command line as the key itself, "
-                f"e.g. '{found['key']}=choice(a,b)' or '{found['key']}=interval(a,b)' (a search's config file lists them under hydra.sweeper.params).")
+                f"e.g. '{found['key']}=choice(a,b)' or '{found['key']}=interval(a,b)' (a search's config file lists them "
+                "under hydra.sweeper.params).")
     if (found := re.search(r"Could not override 'logger\.(?P<key>(?P<first>\w+)[^']*)'", text)) and \
             f"Key '{found['first']}' is not in struct" in text:
         return unknown_logger_key(found["key"], key_names("logger"))

@@ -39,6 +39,7 @@ from mnist_exp.sweeps.trial import TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
 
+
 def register_optuna_sweeper() -> None:
     """Make ``hydra/sweeper=optuna`` this package's sweeper, in an editable install as from the wheel.
 

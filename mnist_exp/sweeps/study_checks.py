@@ -40,11 +40,11 @@ def check_settings(search) -> None:
     if search.n_trials < 0 or search.n_jobs < 1 or not 0 <= search.max_failure_rate <= 1:
         raise UserError(f"hydra.sweeper needs n_trials >= 0, n_jobs >= 1 and max_failure_rate in [0, 1] (got "
                         f"{search.n_trials}, {search.n_jobs}, {search.max_failure_rate}).")
-    pruning = not search.pruner._target_.endswith("NopPruner")
     reduction = search.pruner.get("reduction_factor")  # Optuna's Hyperband divides by its log, after an epoch
     if reduction is not None and not (isinstance(reduction, (int, float)) and reduction >= 2):
         raise UserError(f"hydra.sweeper.pruner.reduction_factor={reduction} is out of range: each round keeps one "
                         "trial in that many, at least 2, e.g. 3.")
+    pruning = not search.pruner._target_.endswith("NopPruner")
     if pruning and len(search.directions) > 1:
         raise UserError("Optuna prunes single-objective searches only: with several directions, "
                         "hydra/sweeper/pruner=none.")
