@@ -20,8 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import (UserError, disk_full, full_traceback_asked, hydra_errors_in_one_line, naming_the_preset,
-                              release_stderr)
+from mnist_exp.errors import UserError, disk_full, full_traceback_asked, hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job
 from mnist_exp.run.checkpoint import full_disk_error
@@ -29,6 +28,7 @@ from mnist_exp.run.command_line import parse_command_line
 from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, objectives, register_schemas,
                                    schema_keys)
 from mnist_exp.run.debugging import profiled
+from mnist_exp.run.options import naming_the_preset
 from mnist_exp.run.prechecks import check_command_line, discard_refused_run
 from mnist_exp.run.run_dir_lock import RunDirInUse, held_run_dir, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record

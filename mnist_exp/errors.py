@@ -43,22 +43,6 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def naming_the_preset(message: str, overrides: list[str], choices: dict) -> str:
-    """A refusal of ``key=value`` that the command line did not set says which preset set it, the last one first
-    as Hydra applies them (conf/config.yaml's defaults): '... (debug=profile sets trainer.limit_batches.)'."""
-    found = re.match(r"([\w.]+)=", message)
-    if not found or any(re.fullmatch(rf"[+~]*{re.escape(found[1])}(=.*)?", given) for given in overrides):
-        return message
-    from omegaconf import OmegaConf
-
-    for group in ("debug", "hparams_search", "experiment"):
-        option = choices.get(group)
-        preset = CONF_DIR / group / f"{option}.yaml"
-        if option and preset.is_file() and OmegaConf.select(OmegaConf.load(preset), found[1]) is not None:
-            return f"{message} ({group}={option} sets {found[1]}.)"
-    return message
-
-
 def full_traceback_asked() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 

@@ -4,8 +4,10 @@ The list is Hydra's own, so it holds exactly what ``group=option`` composes: the
 conf/ and in ``--config-dir``, and every builder registered in code (``register_schemas`` stores
 those without a YAML file in Hydra's ConfigStore), a user's own among them. The keys of Hydra's own
 settings (``hydra.run``, a sweeper's, a launcher's) come from there too, for the did-you-mean of a wrong key.
+A refusal of a value that a chosen preset set, not the command line, names that option (``naming_the_preset``).
 """
 
+import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from hydra.core.object_type import ObjectType
 from omegaconf import OmegaConf
 
 from mnist_exp.paths import CONF_DIR
+from mnist_exp.runs import split_override
 
 # Groups a user does not choose from: Hydra's own settings and the builders' schemas.
 HIDDEN_GROUPS = ("hydra", "schema")
@@ -36,6 +39,20 @@ def config_loader(config_dir: str | None = None):
 def group_options(group: str, config_dir: str | None = None) -> list[str]:
     """The options of ``group`` ('model', 'hydra/launcher'), sorted."""
     return sorted(config_loader(config_dir).get_group_options(group, results_filter=ObjectType.CONFIG))
+
+
+def naming_the_preset(message: str, overrides: list[str], choices: dict) -> str:
+    """A refusal of ``key=value`` that the command line did not set says which preset set it, the last one first
+    as Hydra applies them (conf/config.yaml's defaults): '... (debug=profile sets trainer.limit_batches.)'."""
+    found = re.match(r"([\w.]+)=", message)
+    if not found or any(split_override(given)[0] == found[1] for given in overrides):
+        return message
+    for group in ("debug", "hparams_search", "experiment"):
+        option = choices.get(group)
+        preset = CONF_DIR / group / f"{option}.yaml"
+        if option and preset.is_file() and OmegaConf.select(OmegaConf.load(preset), found[1]) is not None:
+            return f"{message} ({group}={option} sets {found[1]}.)"
+    return message
 
 
 def config_groups_help() -> str:
