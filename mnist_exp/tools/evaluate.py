@@ -37,7 +37,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     averaged = tta and split == "test"
     trained = load_trained_model(path, device, tta=averaged)
     config = trained.config
-    if not tta and not (config["trainer"].get("tta", False) and split == "test"):
+    run_tta = config["trainer"].get("tta", False)
+    if not tta and not (run_tta and split == "test"):
         tested = "was tested without it" if split == "test" else f"evaluated its {split} images without it"
         raise UserError(f"--no-tta leaves out test-time averaging, and {path} {tested}: leave out --no-tta.")
     bf16 = use_bf16(precision or config["device"]["precision"], device)
@@ -58,7 +59,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     return {"split": split, "loss": result["loss"], "acc": result["acc"], "count": len(images),
             "per_class_acc": dict(zip(data.class_names, per_class.tolist())), "confusion_matrix": matrix.tolist(),
             "class_names": data.class_names, "epoch": trained.epoch,
-            "without_tta": config["trainer"].get("tta", False) and not averaged}
+            "without_tta": run_tta and not averaged}
 
 
 def format_report(report: dict[str, Any]) -> str:
