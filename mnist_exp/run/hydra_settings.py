@@ -81,5 +81,10 @@ def check_single_run_settings(hydra_overrides: list[str]) -> None:
     after its own refusal of a key that the chosen sweeper or launcher lacks (hydra/launcher=joblib has n_jobs)."""
     for line in hydra_overrides:
         if line.lstrip("+~").startswith(("hydra.sweeper.", "hydra.launcher.")):
-            raise UserError(f"{line} is for the jobs of a sweep, and this command is one run: add -m for a sweep "
-                            f"(python -m mnist_exp -m {line} ...).")
+            raise only_in_a_sweep(line)
+
+
+def only_in_a_sweep(line: str, where: str = "") -> UserError:
+    """The refusal of an override that only a sweep reads, given to one run; ``where``: what one run takes instead."""
+    return UserError(f"{line} is for the jobs of a sweep, and this command is one run{where}: add -m for a sweep "
+                     f"(python -m mnist_exp -m {line} ...).")

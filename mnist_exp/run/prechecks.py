@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.errors import UserError, disk_full, first_line, full_traceback_asked, release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
-from mnist_exp.run.hydra_settings import BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings
+from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings,
+                                         only_in_a_sweep)
 from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
 from mnist_exp.run.options import group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
@@ -101,8 +102,7 @@ def check_given_values(command: CommandLine) -> None:
             raise UserError(f"{line} is a sweep{sweep_advice(override, command)}")
         if key in SWEEP_ONLY and not (command.prints_only or command.multirun):
             where = f" (hydra.run.dir={given} places one run)" if key == "hydra.sweep.dir" else ""
-            raise UserError(f"{line} is for the jobs of a sweep, and this command is one run{where}: add -m for a "
-                            f"sweep (python -m mnist_exp -m {line} ...).")
+            raise only_in_a_sweep(line, where)
         if override.is_delete() or given is None:
             options = ", ".join(group_options(key, command.config_dir))
             if key in ONE_OPTION_GROUPS:

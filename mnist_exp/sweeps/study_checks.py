@@ -75,10 +75,11 @@ def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
         raise UserError(f"{where} is a search to {', '.join(stored)} {recorded or 'its metric'}, and this command "
                         f"would {', '.join(search.directions)} {metric}. Continue it with its own direction and "
                         f"metric, or {new_place}.")
-    began = study.user_attrs.get("fixed")
-    if began is not None and experiment_overrides(began) != experiment_overrides(fixed):
-        raise UserError(f"{where} searches with {' '.join(experiment_overrides(began)) or 'no fixed overrides'}, and "
-                        f"this command gives {' '.join(experiment_overrides(fixed)) or 'none'}: its trials would be "
+    began = study.user_attrs.get("fixed")  # None: a study from before it was recorded
+    before, now = experiment_overrides(began or []), experiment_overrides(fixed)
+    if began is not None and before != now:
+        raise UserError(f"{where} searches with {' '.join(before) or 'no fixed overrides'}, and "
+                        f"this command gives {' '.join(now) or 'none'}: its trials would be "
                         f"ranked with trials of another experiment. Continue it with the same overrides, or {new_place}.")
     seed = search.sampler.get("seed")
     if seed is not None and study.trials and not search.sampler._target_.endswith(STUDY_AWARE_SAMPLERS):
