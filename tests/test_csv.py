@@ -77,24 +77,30 @@ def test_a_run_on_the_csv_then_a_submission_for_the_test_file(kaggle, tmp_path, 
     ("label,a,b,c,d\n-1,2,3,4,5\n", ", line 2: the label -1 is not a class number (0, 1, 2, ...)."),
     ("label,a,b,c,d\n", "has no rows of images. Give label,pixel0,...,pixel783 (a label, then 28x28 grey levels "
                         "0-255)."),
+    # A header that puts the label elsewhere, or names none: read as written, its first pixel would be the label.
+    ("pixel0,pixel1,pixel2,pixel3,label\n1,2,3,4,5\n", ": its header names the label as column 5, and the label is "
+                                                       "the first column: give label,pixel0,...,pixel783 (a label, "
+                                                       "then 28x28 grey levels 0-255)."),
+    ("pixel0,pixel1,pixel2,pixel3,pixel4\n1,2,3,4,5\n", ": its header names the label nowhere, and the label is the "
+                                                        "first column: give label,pixel0,...,pixel783 (a label, then "
+                                                        "28x28 grey levels 0-255)."),
 ])
 def test_a_csv_in_another_layout_is_one_line(content, message, tmp_path):
     path = tmp_path / "train.csv"
     path.write_text(content)
     with pytest.raises(UserError) as refused:
         read_pixel_csv(path, labelled=True)
-    assert str(refused.value) == f"{path}{'' if message.startswith(',') else ' '}{message}"
+    assert str(refused.value) == f"{path}{'' if message[0] in ',:' else ' '}{message}"
 
 
-def test_a_folder_or_a_file_too_short_to_split_is_one_line(tmp_path):
+def test_a_folder_or_a_file_of_one_class_is_one_line(tmp_path):
     with pytest.raises(UserError) as refused:
         read_pixel_csv(tmp_path)
     assert str(refused.value).startswith(f"{tmp_path} is a folder, not a CSV file: give a CSV file of images")
     (tmp_path / "one.csv").write_text("label,a,b,c,d\n1,2,3,4,5\n")
     with pytest.raises(UserError) as refused:
         build_dataset({"name": "csv", "train": str(tmp_path / "one.csv")})
-    assert str(refused.value) == (f"dataset.train={tmp_path / 'one.csv'} holds 1 image, too few to hold some out for "
-                                  "the test: give it more rows, or a labelled test file as dataset.test=<file>.")
+    assert str(refused.value) == f"dataset.train={tmp_path / 'one.csv'} has one label, 1: a classifier needs at least two."
 
 
 def test_a_labelled_test_file_leaves_the_held_out_test_keys_nothing_to_do(kaggle, tmp_path):

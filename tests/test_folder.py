@@ -2,15 +2,18 @@
 its class names everywhere a class is named; a folder that cannot work is one line."""
 
 import random
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import read_metrics, run_main
 from mnist_exp.data.datasets import build_dataset, fake
+from mnist_exp.data.images import decoded
 from mnist_exp.errors import UserError
 from mnist_exp.paths import default_data_dir
 from mnist_exp.tools import predict
@@ -121,6 +124,49 @@ def test_split_folders_and_what_cannot_work(tmp_path):
     skipped = build_dataset({"name": "folder", "root": str(bad), "skip_unreadable": True})
     assert len(skipped.train) + len(skipped.val) + len(skipped.test) == 60
 
+
+
+def test_a_folder_that_would_be_read_as_something_else_is_one_line(tmp_path, monkeypatch):
+    """Split folders read as classes, one class, a link to nothing, a kept decoding that is damaged: each would train
+    on something other than the folder means, or end in a traceback."""
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "data"))
+    data = fake(num_train=60, val_size=0, num_test=0)
+    for names, message in ((("train", "val"), "has train/, val/ but not both train/ and test/: give train/ and test/"),
+                           (("Train", "Test"), "has Test/, Train/ but not both train/ and test/"),
+                           (("train", "test", "validation"), "has train/ and test/, and validation/ beside them, which "
+                                                              "is no split mnist_exp reads: name a validation split val/")):
+        root = tmp_path / "_".join(names)
+        for name in names:
+            write_images(root / name, data.train.images, data.train.labels)
+        with pytest.raises(UserError, match=f"^{root} {re.escape(message)}"):
+            build_dataset({"name": "folder", "root": str(root)})
+    one = tmp_path / "one"
+    write_images(one, data.train.images[data.train.labels == 3], data.train.labels[data.train.labels == 3])
+    with pytest.raises(UserError, match=rf"^{one} has one class, three/: a classifier needs at least two"):
+        build_dataset({"name": "folder", "root": str(one)})
+    root = tmp_path / "linked"
+    write_images(root, data.train.images, data.train.labels)
+    (root / "one" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(UserError, match=rf"^{root / 'one' / 'gone.png'} is a link to a file that does not exist\. "
+                                        r"Remove it, or set dataset.skip_unreadable=true"):
+        build_dataset({"name": "folder", "root": str(root)})
+    kept = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
+    assert len(kept.train) + len(kept.val) + len(kept.test) == 60
+    [cache] = (tmp_path / "data" / "folders").glob("linked-*.pt")
+    cache.write_bytes(b"not a decoded folder")  # damaged: decoded again, and kept anew
+    again = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
+    assert torch.equal(again.train.images, kept.train.images) and torch.load(cache, weights_only=True)["class_names"]
+
+
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    bar = np.zeros((28, 40), np.uint8)
+    bar[12:16, 4:36] = 255  # a wide bar, stored sideways: EXIF orientation 6 turns it upright
+    image = Image.fromarray(bar)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "photo.jpg", exif=exif)
+    pixels = decoded(tmp_path / "photo.jpg", lambda picture: np.asarray(picture.convert("L")), "predict")
+    assert pixels.shape == (40, 28) and (pixels[4:36, 12:16] > 128).all()
 
 # Pure red and this green are the same grey to PIL (L = 0.299 R + 0.587 G + 0.114 B = 76): in grey the two classes
 # are one picture, in colour two.

@@ -409,7 +409,7 @@ def test_export_refuses_an_out_file_in_a_missing_directory(trained, tmp_path, ca
 @pytest.mark.parametrize("args, message", [
     (["--out", "model.onnx", "--format", "pt2"],
      "--out model.onnx does not end in .pt2, the ending of --format pt2: name it model.pt2, or leave out --format."),
-    (["--out", "README.md"], "--out README.md: end its name in the format's ending: .pt2, .onnx or .pt (torchscript)."),
+    (["--out", "model.md"], "--out model.md: end its name in the format's ending: .pt2, .onnx or .pt (torchscript)."),
     (["--out", ".pt2"], "--out .pt2: give the file a name before its ending, e.g. model.pt2."),
 ])
 def test_export_refuses_an_out_file_named_for_another_format(args, message, trained, tmp_path, monkeypatch, capsys):
@@ -453,6 +453,17 @@ def test_no_tool_writes_over_a_file_of_a_run(trained, tmp_path, capsys):
             1, "", f"python -m mnist_exp.tools.{tool}: {target} is a file of the run {trained}, and a tool writes no "
                    f"file over a run's: give {option} a new name.\n")
     assert {path: path.read_bytes() for path in trained.rglob("*") if path.is_file()} == record
+    # Outside a run too: no file a user has, the tool's own input least of all.
+    notes, picture = tmp_path / "notes.onnx", tmp_path / "picture.png"
+    notes.write_text("mine")
+    picture.write_text("mine too")
+    for tool, option, target in [("predict", "--submission", table), ("export", "--out", notes),
+                                 ("compare", "--plot", picture)]:
+        args = [trained, table] if tool == "predict" else [trained]
+        assert call(tool, *args, option, target, capsys=capsys) == (
+            1, "", f"python -m mnist_exp.tools.{tool}: {option} {target} exists, and a tool writes over no file: give "
+                   "a new name, or delete that file first to replace it.\n")
+    assert table.read_text() == "pixel0\n0\n" and notes.read_text() == "mine" and picture.read_text() == "mine too"
     out = trained / "checkpoints" / "exported.pt2"  # a new file in the run is the tool's to write
     assert call("export", trained, "--out", out, capsys=capsys)[0] == 0 and out.is_file()
     out.unlink()

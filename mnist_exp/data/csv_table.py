@@ -32,6 +32,11 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
     has_header = not columns[0].strip().lstrip("-").replace(".", "", 1).isdigit()
     if labelled is None:
         labelled = math.isqrt(len(columns)) ** 2 != len(columns)
+    names = [name.strip().strip('"').lower() for name in columns] if has_header else []
+    if labelled and names and names[0] != "label" and ("label" in names or names[0].startswith("pixel")):
+        where = f"as column {names.index('label') + 1}" if "label" in names else "nowhere"
+        raise UserError(f"{path}: its header names the label {where}, and the label is the first column: give "
+                        f"{KAGGLE_LAYOUT}.")
     pixels = len(columns) - labelled
     side = math.isqrt(pixels)
     if pixels < 1 or side * side != pixels:

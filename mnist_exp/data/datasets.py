@@ -100,6 +100,8 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
         raise UserError("dataset=csv needs its training file: dataset.train=<path of train.csv> (Kaggle's layout: "
                         "label,pixel0,...,pixel783).")
     images, labels = read_pixel_csv(train, labelled=True)
+    if len(labels.unique()) < 2:
+        raise UserError(f"dataset.train={train} has one label, {int(labels[0])}: a classifier needs at least two.")
     if test:
         test_images, test_labels = read_pixel_csv(test)
         if test_labels is None:
@@ -115,9 +117,6 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
                          "images", split_seed=split_seed)
         rest, test_split = Split(images, labels), Split(test_images, test_labels)
     else:
-        if len(labels) < 2:
-            raise UserError(f"dataset.train={train} holds {len(labels)} image, too few to hold some out for the test: "
-                            "give it more rows, or a labelled test file as dataset.test=<file>.")
         if not 1 <= test_size < len(labels):
             raise UserError(f"dataset.test_size={test_size} is out of range: the test holds out 1 to {len(labels) - 1} "
                             f"of the {len(labels)} images in {train}.")

@@ -24,6 +24,11 @@ from mnist_exp.runs import atomic_file
 
 log = logging.getLogger("mnist_exp")
 SPLITS = ("train", "val", "test")
+# Folder names that mean a split, not a class, whatever their case: read only as train/, val/ and test/.
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing"}
+# The decoded images' form: raised when the decoding changes, so a folder kept from before is decoded again.
+DECODING = 2  # 2: a photo's EXIF orientation applied
+RECORD_KEYS = {"images", "labels", "splits", "class_names", "skipped"}
 MEMORY_SHARE = 0.5  # of the memory available now, at most, for the decoded images
 
 
@@ -45,19 +50,28 @@ def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
     """{split: {class: files}}; one tree is the single split "all"."""
     if not root.is_dir():
         raise UserError(f"dataset.root={root} is not a folder. Give a folder with one subfolder of images per class.")
+    folders = [folder.name for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")]
+    split_named = [name for name in folders if name.lower() in SPLIT_NAMES]
     if (root / "train").is_dir() and (root / "test").is_dir():
+        if others := [name for name in folders if name not in SPLITS]:
+            raise UserError(f"{root} has train/ and test/, and {others[0]}/ beside them, which is no split mnist_exp "
+                            "reads: name a validation split val/, and move anything else out of the folder.")
         splits = {split: class_folders(root / split) for split in SPLITS if (root / split).is_dir()}
         unseen = sorted(set(splits["test"]) - set(splits["train"]) | set(splits.get("val", {})) - set(splits["train"]))
         if unseen:
             raise UserError(f"{root}: class {unseen[0]!r} has test or validation images but none in train/: a model "
                             "cannot learn it. Add its training images, or remove it.")
         return splits
+    if split_named:  # read as one tree, these would be classes
+        raise UserError(f"{root} has {', '.join(name + '/' for name in split_named)} but not both train/ and test/: "
+                        "give train/ and test/ (and val/ if you have one), in lower case, each with one subfolder of "
+                        "images per class; or one subfolder per class, which the dataset splits.")
     return {"all": class_folders(root)}
 
 
 def cache_path(root: Path, files: list[Path], form: tuple) -> Path:
     """Where the decoded folder is kept: named by a hash of each file's path, size and time, and of the form."""
-    digest = hashlib.sha256(repr((str(root.resolve()), form)).encode())
+    digest = hashlib.sha256(repr((str(root.resolve()), form, DECODING)).encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -84,12 +98,20 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
     root = Path(root).expanduser()
     splits = layout(root)
     class_names = sorted({name for classes in splits.values() for name in classes})
+    if len(class_names) < 2:
+        raise UserError(f"{root} has one class, {class_names[0]}/: a classifier needs at least two, each a subfolder "
+                        "of images.")
     entries = [(path, class_names.index(name), SPLITS.index(split) if split in SPLITS else -1)
                for split, classes in splits.items() for name, files in classes.items() for path in files]
+    gone = [str(path) for path, _, _ in entries if not path.exists()]  # links to files that are not there
+    if gone and not skip_unreadable:
+        raise UserError(f"{gone[0]} is a link to a file that does not exist. Remove it, or set "
+                        "dataset.skip_unreadable=true to leave such files out.")
+    entries = [entry for entry in entries if entry[0].exists()]
     form = (image_size, channels, mnist_form, skip_unreadable)
     cache = cache_path(root, [path for path, _, _ in entries], form)
-    if cache.is_file():
-        return torch.load(cache, weights_only=True)
+    if cache.is_file() and (record := kept_record(cache)):
+        return record
     check_memory(len(entries), image_size, channels, root)
     convert = dataset_form({"image_size": image_size, "channels": channels, "mnist_form": mnist_form})
 
@@ -110,10 +132,25 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
     record = {"images": torch.from_numpy(np.stack([decoded_images[i] for i in kept])),
               "labels": torch.tensor([entries[i][1] for i in kept]),
               "splits": torch.tensor([entries[i][2] for i in kept]),
-              "class_names": class_names, "skipped": [image for image in decoded_images if isinstance(image, str)]}
+              "class_names": class_names, "skipped": gone + [image for image in decoded_images if isinstance(image, str)]}
     try:
         with atomic_file(cache, "wb") as f:
             torch.save(record, f)
     except OSError as error:  # a read-only data directory: decoded again next time
         log.warning("dataset=folder: the decoded images could not be kept in %s (%s)", cache, error)
+    return record
+
+
+def kept_record(cache: Path) -> dict | None:
+    """The decoded folder kept in ``cache``; None (it is decoded again and replaced) where the file is damaged or
+    not one of ours."""
+    try:
+        record = torch.load(cache, weights_only=True)
+    except Exception as error:  # torch's unpickling errors have no common base class
+        log.warning("dataset=folder: %s cannot be read (%s): decoding the folder again", cache,
+                    str(error).splitlines()[0][:200])
+        return None
+    if not isinstance(record, dict) or not RECORD_KEYS <= record.keys():
+        log.warning("dataset=folder: %s is not a decoded folder: decoding the folder again", cache)
+        return None
     return record

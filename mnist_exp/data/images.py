@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_exp.errors import UserError
 
@@ -29,7 +29,7 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
             width, height = image.size
             if max(width, height) > MAX_SIDE:
                 raise UserError(too_large(path, f"is {width}x{height} pixels", reader))
-            return convert(image)
+            return convert(ImageOps.exif_transpose(image))  # a photo upright, as a viewer shows it
     except Image.DecompressionBombError as error:  # refused by PIL itself, from the header
         pixels = re.search(r"\((\d+) pixels\)", str(error))
         raise UserError(too_large(path, f"has {int(pixels.group(1)):,} pixels" if pixels else "is huge",

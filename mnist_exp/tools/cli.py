@@ -48,8 +48,8 @@ def positive_int(text: str) -> int:
 
 
 def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
-    """The file a tool writes, given as ``option``: not a directory, in one that exists, and not a file already in
-    a run's directory, which is the run's record (or a one-line refusal)."""
+    """The file a tool writes, given as ``option``: not a directory, in one that exists, and no file that exists
+    (a run's record, the tool's own input, a user's file): a one-line refusal instead."""
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{option} {out} is a directory: give the file to write, e.g. {out / example_name}.")
@@ -58,6 +58,9 @@ def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
     if out.exists() and (run := run_holding(out)):
         raise UserError(f"{out} is a file of the run {run}, and a tool writes no file over a run's: give {option} a "
                         "new name.")
+    if out.exists():
+        raise UserError(f"{option} {out} exists, and a tool writes over no file: give a new name, or delete that "
+                        "file first to replace it.")
     return out
 
 
