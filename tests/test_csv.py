@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import read_metrics, run_main
 from mnist_exp.data.csv_table import read_pixel_csv
@@ -67,6 +68,28 @@ def test_a_run_on_the_csv_then_a_submission_for_the_test_file(kaggle, tmp_path, 
     truth = fake(num_train=1200, val_size=0, num_test=100).test.labels.tolist()
     assert sum(p == t for p, t in zip(predicted, truth)) >= 80  # the run's own model, on images it never saw
 
+
+
+def test_a_model_of_16x16_images_classifies_a_table_and_image_files_of_its_size(tmp_path, monkeypatch, capsys):
+    """A CSV's image size is its file's, not a key: the run records it, and predict brings new images to it."""
+    data = fake(num_train=300, val_size=0, num_test=20, image_size=16)
+    for name, images, labels in (("train.csv", data.train.images, data.train.labels), ("test.csv", data.test.images, None)):
+        rows = images.reshape(len(images), -1).numpy().astype(int)
+        np.savetxt(tmp_path / name, rows if labels is None else np.column_stack([labels.numpy(), rows]), fmt="%d",
+                   delimiter=",")
+    run_dir = tmp_path / "run"
+    code, _, err = run_main("dataset=csv", f"dataset.train={tmp_path / 'train.csv'}", "dataset.val_size=30",
+                            "dataset.test_size=30", "model=mlp", "model.in_features=256", "trainer.epochs=1", "trainer.batch_size=64",
+                            "device=cpu", "device.threads=1", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    out = tmp_path / "submission.csv"
+    assert predict.main([str(run_dir), str(tmp_path / "test.csv"), "--submission", str(out), "--device", "cpu"]) == 0
+    assert len(out.read_text().splitlines()) == 21
+    Image.fromarray(data.test.images[0].numpy()).resize((64, 64)).save(tmp_path / "digit.png")
+    capsys.readouterr()
+    assert predict.main([str(run_dir), str(tmp_path / "digit.png"), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.split("\t")[1] in data.class_names
 
 @pytest.mark.parametrize("content, message", [
     ("label,a,b,c\n1,2,3,4\n", "has 4 columns: after the label, 3 pixels do not make a square image (784 make "

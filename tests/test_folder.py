@@ -217,6 +217,11 @@ def test_a_colour_run_learns_what_grey_cannot_and_predict_and_export_take_colour
     square.save(tmp_path / "green.png")
     assert predict.main([str(run_dir), str(tmp_path / "green.png"), "--device", "cpu"]) == 0
     assert capsys.readouterr().out.split("\t")[1] == "green"
+    (tmp_path / "test.csv").write_text("pixel0,pixel1,pixel2,pixel3\n0,0,0,0\n")  # a table's images are grey
+    assert predict.main([str(run_dir), str(tmp_path / "test.csv"), "--submission", str(tmp_path / "s.csv")]) == 1
+    assert capsys.readouterr().err == (
+        "python -m mnist_exp.tools.predict: This model takes colour images, and a CSV table's are grey: classify image "
+        f"files instead (python -m mnist_exp.tools.predict {run_dir} <images or folders>).\n")
     from mnist_exp.tools.export import export_model
 
     assert export_model(run_dir, "pt2").is_file()  # checked against the checkpoint's predictions on colour images

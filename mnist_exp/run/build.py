@@ -120,9 +120,12 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     trainer = Trainer(model, optimizer, scheduler, settings)
     checkpoints = None
     if writer and cfg.trainer.checkpoint:
-        # The normalisation as used: a dataset may compute it (mean: null), and the tools need the numbers.
+        # The normalisation as used (a dataset may compute it: mean: null) and the images' [C, H, W] (a CSV's size
+        # is its file's): the tools bring new images to that form.
+        shape = list(data.train.images.shape[1:])
         checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names,
-                                                                    "normalisation": [data.mean, data.std]})
+                                                                    "normalisation": [data.mean, data.std],
+                                                                    "image_shape": [1, *shape] if len(shape) == 2 else shape})
         trainer.callbacks.append(checkpoints)
     if resume_from is not None:
         restore(trainer, resumed, checkpoints)

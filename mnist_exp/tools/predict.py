@@ -75,7 +75,7 @@ def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
         try:
             if not path.is_file():
                 raise UserError(f"{path} does not exist. Give image files or folders of them.")
-            images.append(dataset_pixels(path, trained.config["dataset"], as_is))
+            images.append(dataset_pixels(path, trained.image_form, as_is))
             readable.append(path)
         except UserError as error:
             failed.append((path, str(error)))
@@ -106,8 +106,11 @@ def write_submission(checkpoint: str | Path, table: str, out: str | Path, device
     out = cli.file_to_write(out, "--submission", "submission.csv")
     torch_device = select_device(device, "--device ")
     trained = load_trained_model(checkpoint, torch_device)
+    channels, size, _ = trained.image_shape
+    if channels != 1:
+        raise UserError(f"This model takes colour images, and a CSV table's are grey: classify image files instead "
+                        f"(python -m mnist_exp.tools.predict {checkpoint} <images or folders>).")
     images, _ = read_pixel_csv(table)
-    size = trained.config["dataset"].get("image_size", 28)
     if images.shape[-1] != size:
         raise UserError(f"{table} holds {images.shape[-1]}x{images.shape[-1]} images; this model takes {size}x{size} "
                         f"({size * size} pixel columns, a label column before them or not).")

@@ -27,6 +27,13 @@ class TrainedModel:
     epoch: int  # epochs completed when the checkpoint was written
     mean: float  # the normalisation the run trained with
     std: float
+    image_shape: tuple[int, int, int]  # [channels, height, width] of the images it trained on
+
+    @property
+    def image_form(self) -> dict[str, Any]:
+        """The dataset's keys that bring an image file to the model's input, with the channels and size it trained on."""
+        channels, size, _ = self.image_shape
+        return {**self.config["dataset"], "channels": channels, "image_size": size}
 
     def input(self, pixels: torch.Tensor) -> torch.Tensor:
         """``model_input`` with the normalisation the run trained with."""
@@ -58,4 +65,6 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
     check_tta(run_tta, scales, dataset["flatten"])
     if run_tta and tta:
         model = view_averaged(model, mean, std, scales)
-    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"], mean, std)
+    size = dataset.get("image_size", 28)  # where the checkpoint does not record its images' shape
+    shape = checkpoint.get("image_shape") or (dataset.get("channels", 1), size, size)
+    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"], mean, std, tuple(shape))
