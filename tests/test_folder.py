@@ -16,7 +16,7 @@ from mnist_exp.data.datasets import build_dataset, fake
 from mnist_exp.data.images import decoded
 from mnist_exp.errors import UserError
 from mnist_exp.paths import default_data_dir
-from mnist_exp.tools import predict
+from mnist_exp.tools import evaluate, predict
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -157,6 +157,27 @@ def test_a_folder_that_would_be_read_as_something_else_is_one_line(tmp_path, mon
     again = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
     assert torch.equal(again.train.images, kept.train.images) and torch.load(cache, weights_only=True)["class_names"]
 
+
+def test_evaluate_refuses_a_folder_that_changed_since_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "data"))
+    data = fake(num_train=200, val_size=0, num_test=0)
+    root, run_dir = tmp_path / "digits", tmp_path / "run"
+    write_images(root, data.train.images, data.train.labels)
+    code, _, err = run_main("dataset=folder", f"dataset.root={root}", "trainer.epochs=1", "trainer.batch_size=32",
+                            "device=cpu", "device.threads=1", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    assert evaluate.main([str(run_dir)]) == 0 and capsys.readouterr().err == ""
+    extra = fake(num_train=20, val_size=0, num_test=0, seed=7)
+    write_images(root, extra.train.images, extra.train.labels, seed=7)  # the seeded split now holds other images
+    assert evaluate.main([str(run_dir), "--split", "val"]) == 1
+    assert capsys.readouterr().err == (
+        f"python -m mnist_exp.tools.evaluate: {run_dir}: its dataset (dataset.root={root}) gives other val images "
+        "now than the run evaluated: the data changed since it trained, so the figures would not be the run's. Put "
+        "the data back as it was, or train a new run on it.\n")
+    for path in root.rglob("7_*"):
+        path.unlink()
+    assert evaluate.main([str(run_dir), "--split", "val"]) == 0  # put back: the run's own figures again
 
 def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
     bar = np.zeros((28, 40), np.uint8)

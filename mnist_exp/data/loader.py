@@ -5,12 +5,20 @@ the augmentation call and the normalisation (``model_input``, which the tools us
 rank) alone, so a run resumed in the middle of an epoch sees the same batches it would have seen.
 """
 
+import hashlib
 from typing import Callable
 
 import torch
 
 from mnist_exp.data.datasets import Split
 from mnist_exp.errors import UserError
+
+
+def split_fingerprint(split: Split) -> str:
+    """A hash of a split's images and labels, which a run records and its tools check a rebuilt split against."""
+    digest = hashlib.blake2b(split.images.contiguous().numpy().data, digest_size=8)
+    digest.update(split.labels.contiguous().numpy().data)
+    return digest.hexdigest()
 
 
 def model_input(pixels: torch.Tensor, mean: float, std: float, flatten: bool) -> torch.Tensor:

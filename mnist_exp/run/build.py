@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.data import DataBundle, TensorLoader, build_dataset, check_test_split
+from mnist_exp.data import DataBundle, TensorLoader, build_dataset, check_test_split, split_fingerprint
 from mnist_exp.errors import UserError
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
@@ -121,11 +121,13 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     checkpoints = None
     if writer and cfg.trainer.checkpoint:
         # The normalisation as used (a dataset may compute it: mean: null) and the images' [C, H, W] (a CSV's size
-        # is its file's): the tools bring new images to that form.
+        # is its file's): the tools bring new images to that form. The fingerprints of the splits it evaluates:
+        # the tools refuse a dataset that now gives other images (a folder changed since).
         shape = list(data.train.images.shape[1:])
-        checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {"config": config, "class_names": data.class_names,
-                                                                    "normalisation": [data.mean, data.std],
-                                                                    "image_shape": [1, *shape] if len(shape) == 2 else shape})
+        checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {
+            "config": config, "class_names": data.class_names, "normalisation": [data.mean, data.std],
+            "image_shape": [1, *shape] if len(shape) == 2 else shape,
+            "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in ("val", "test")}})
         trainer.callbacks.append(checkpoints)
     if resume_from is not None:
         restore(trainer, resumed, checkpoints)

@@ -14,7 +14,7 @@ import torch
 from mnist_exp.errors import UserError
 from mnist_exp.tools import cli
 from mnist_exp.data import TensorLoader, build_dataset
-from mnist_exp.tools.trained import load_trained_model
+from mnist_exp.tools.trained import check_same_images, load_trained_model
 from mnist_exp.run.debugging import limited
 from mnist_exp.run.runtime import place_model, select_device, set_cpu_threads, use_bf16
 from mnist_exp.run.figures import confusion_matrix
@@ -51,6 +51,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     images = getattr(data, split)
     if not len(images):  # dataset.val_size=0: the run kept no validation images
         raise UserError(f"The run's dataset has no {split} images ({path}): evaluate another split, e.g. --split test.")
+    check_same_images(trained, images, split, path)
     loader = TensorLoader(images, batch_size or trainer["eval_batch_size"], mean=data.mean, std=data.std,
                           flatten=data.flatten, device=device)
     result = evaluate(model, loader, device=device, bf16=bf16, channels_last=channels_last, keep_predictions=True)

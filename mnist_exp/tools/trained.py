@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mnist_exp.data import Split, split_fingerprint
 from mnist_exp.data.loader import model_input
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
@@ -28,6 +29,7 @@ class TrainedModel:
     mean: float  # the normalisation the run trained with
     std: float
     image_shape: tuple[int, int, int]  # [channels, height, width] of the images it trained on
+    fingerprints: dict[str, str]  # {split: split_fingerprint} of the splits it evaluated, where recorded
 
     @property
     def image_form(self) -> dict[str, Any]:
@@ -67,4 +69,20 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
         model = view_averaged(model, mean, std, scales)
     size = dataset.get("image_size", 28)  # where the checkpoint does not record its images' shape
     shape = checkpoint.get("image_shape") or (dataset.get("channels", 1), size, size)
-    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"], mean, std, tuple(shape))
+    return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"], mean, std, tuple(shape),
+                        checkpoint.get("fingerprints", {}))
+
+
+def check_same_images(trained: TrainedModel, images: Split, split: str, path: str | Path) -> None:
+    """Refuse a split that the run's dataset, rebuilt now, gives otherwise than when the run evaluated it."""
+    recorded = trained.fingerprints.get(split)
+    if recorded is None or recorded == split_fingerprint(images):
+        return
+    dataset = trained.config["dataset"]
+    files = {key: str(dataset[key]) for key in ("root", "train", "test") if dataset.get(key)}
+    source = ", ".join(f"dataset.{key}={value}" for key, value in files.items()) or dataset["name"]
+    relative = any(not Path(value).expanduser().is_absolute() for value in files.values())
+    elsewhere = f", or its relative path is read here, in {Path.cwd()}, not where the run was started" if relative else ""
+    raise UserError(f"{path}: its dataset ({source}) gives other {split} images now than the run evaluated: the data "
+                    f"changed since it trained{elsewhere}, so the figures would not be the run's. Put the data back as "
+                    "it was, or train a new run on it.")
