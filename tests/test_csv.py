@@ -100,6 +100,13 @@ def test_a_model_of_16x16_images_classifies_a_table_and_image_files_of_its_size(
     ("label,a,b,c,d\n-1,2,3,4,5\n", ", line 2: the label -1 is not a class number (0, 1, 2, ...)."),
     ("label,a,b,c,d\n", "has no rows of images. Give label,pixel0,...,pixel783 (a label, then 28x28 grey levels "
                         "0-255)."),
+    ("", "is empty, or starts with an empty line. Give label,pixel0,...,pixel783 (a label, then 28x28 grey levels "
+         "0-255)."),
+    ("label;a;b;c;d\n1;2;3;4;5\n", "separates its columns with ';': give a CSV with commas, label,pixel0,...,pixel783 "
+                                  "(a label, then 28x28 grey levels 0-255)."),
+    ("label,a,b,c,d\n1,2,3,4,5\n1,2,3,4,5,6\n", ": the number of columns changed from 5 to 6 at line 3. Every row needs "
+                                             "the same columns: label,pixel0,...,pixel783 (a label, then 28x28 grey "
+                                             "levels 0-255)."),
     # A header that puts the label elsewhere, or names none: read as written, its first pixel would be the label.
     ("pixel0,pixel1,pixel2,pixel3,label\n1,2,3,4,5\n", ": its header names the label as column 5, and the label is "
                                                        "the first column: give label,pixel0,...,pixel783 (a label, "

@@ -153,6 +153,14 @@ def test_a_folder_that_would_be_read_as_something_else_is_one_line(tmp_path, mon
     kept = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
     assert len(kept.train) + len(kept.val) + len(kept.test) == 60
     [cache] = (tmp_path / "data" / "folders").glob("linked-*.pt")
+    (root / "one" / "more").symlink_to(root / "two")  # a linked folder's images are the class's, and a loop ends
+    (root / "two" / "again").symlink_to(root / "two")
+    linked = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
+    assert len(linked.train) + len(linked.val) + len(linked.test) == 60 + len(list((root / "two").glob("*.*")))
+    for link in (root / "one" / "more", root / "two" / "again"):
+        link.unlink()
+    with pytest.raises(UserError, match=r"^dataset.image_size=-5 is out of range: give 4 to 256 pixels a side"):
+        build_dataset({"name": "folder", "root": str(root), "image_size": -5})
     cache.write_bytes(b"not a decoded folder")  # damaged: decoded again, and kept anew
     again = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
     assert torch.equal(again.train.images, kept.train.images) and torch.load(cache, weights_only=True)["class_names"]
@@ -179,7 +187,7 @@ def test_evaluate_refuses_a_folder_that_changed_since_the_run(tmp_path, monkeypa
         path.unlink()
     assert evaluate.main([str(run_dir), "--split", "val"]) == 0  # put back: the run's own figures again
 
-def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
+def test_a_photo_is_read_upright_and_16_bit_grey_in_its_range(tmp_path):
     bar = np.zeros((28, 40), np.uint8)
     bar[12:16, 4:36] = 255  # a wide bar, stored sideways: EXIF orientation 6 turns it upright
     image = Image.fromarray(bar)
@@ -188,6 +196,11 @@ def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
     image.save(tmp_path / "photo.jpg", exif=exif)
     pixels = decoded(tmp_path / "photo.jpg", lambda picture: np.asarray(picture.convert("L")), "predict")
     assert pixels.shape == (40, 28) and (pixels[4:36, 12:16] > 128).all()
+    levels = np.zeros((28, 28), np.uint16)
+    levels[10:18, 6:22] = 40000  # 16 bits a pixel: scaled to 8, not clipped to a white square
+    Image.fromarray(levels).save(tmp_path / "sixteen.png")
+    pixels = decoded(tmp_path / "sixteen.png", lambda picture: np.asarray(picture), "predict")
+    assert pixels.dtype == np.uint8 and pixels[0, 0] == 0 and pixels[12, 12] == round(40000 / 65535 * 255)
 
 # Pure red and this green are the same grey to PIL (L = 0.299 R + 0.587 G + 0.114 B = 76): in grey the two classes
 # are one picture, in colour two.

@@ -220,6 +220,9 @@ def test_export_pt2_is_a_torch_export_program_with_the_checkpoints_predictions(t
         logits = program.module()(test_split.images.unsqueeze(1).float() / 255)  # any batch size
     expected, _ = model_predictions(trained, test_split.images)
     assert logits.shape == (256, 10) and logits.argmax(1).tolist() == expected
+    assert call("evaluate", out, capsys=capsys) == (  # where a checkpoint is read
+        1, "", f"python -m mnist_exp.tools.evaluate: {out} is a torch.export program, an export of a model, not a "
+               "checkpoint: give the run directory or its checkpoints/best.pt.\n")
 
 
 def test_export_torchscript_says_it_is_deprecated_and_gives_the_checkpoints_predictions(trained, test_split,

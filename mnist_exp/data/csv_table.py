@@ -28,7 +28,12 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
     if not path.is_file():
         raise UserError(f"{path} does not exist. Give a CSV file of images, one a row: {KAGGLE_LAYOUT}.")
     with open(path) as f:
-        columns = f.readline().strip().split(",")
+        first = f.readline().strip()
+    if not first:
+        raise UserError(f"{path} is empty, or starts with an empty line. Give {KAGGLE_LAYOUT}.")
+    if "," not in first and (separator := next((s for s in ";\t|" if s in first), None)):
+        raise UserError(f"{path} separates its columns with {separator!r}: give a CSV with commas, {KAGGLE_LAYOUT}.")
+    columns = first.split(",")
     has_header = not columns[0].strip().lstrip("-").replace(".", "", 1).isdigit()
     if labelled is None:
         labelled = math.isqrt(len(columns)) ** 2 != len(columns)
@@ -49,7 +54,8 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
     except ValueError as error:  # numpy names the value, its row (from 0, after the header) and column
         found = re.search(r"string '(.*)' to int64 at row (\d+), column (\d+)", str(error))
         if not found:  # rows of different lengths; numpy's advice (usecols) is not ours
-            said = first_line(error).split(";")[0].rstrip(".")
+            said = re.sub(r"at row (\d+)", lambda row: f"at line {int(row.group(1)) + has_header}",
+                          first_line(error).split(";")[0].rstrip("."))
             raise UserError(f"{path}: {said}. Every row needs the same columns: {KAGGLE_LAYOUT}.") from None
         value, line, column = found.group(1), int(found.group(2)) + 1 + has_header, int(found.group(3))
         what = "the label" if labelled and column == 1 else "a pixel"

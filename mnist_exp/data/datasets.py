@@ -167,6 +167,8 @@ def folder(root: str | None = None, image_size: int = 28, channels: int = 1, mni
         raise UserError("dataset=folder needs its folder: dataset.root=<dir>, with one subfolder of images per class.")
     if channels not in (1, 3):
         raise UserError(f"dataset.channels={channels} is out of range: it takes 1 (grey) or 3 (colour, RGB).")
+    if not 4 <= image_size <= 256:  # before any image is decoded to it
+        raise UserError(f"dataset.image_size={image_size} is out of range: give 4 to 256 pixels a side (28: MNIST's).")
     if channels == 3 and mnist_form:
         raise UserError("dataset.channels=3 keeps each image's colours, and dataset.mnist_form=true makes grey digits "
                         "of them: give dataset.mnist_form=false (the whole image resized) with colour.")

@@ -34,7 +34,7 @@ MEMORY_SHARE = 0.5  # of the memory available now, at most, for the decoded imag
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
     """{class name: its image files}, from the subfolders of ``root``; a subfolder without images is refused."""
-    classes = {folder.name: sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    classes = {folder.name: image_files(folder)
                for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")}
     if not classes:
         raise UserError(f"{root} has no class subfolders: give a folder with one subfolder of images per class "
@@ -44,6 +44,18 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
         raise UserError(f"{root / empty[0]} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): every class folder "
                         "needs some. Remove it or add its images.")
     return classes
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder``, in linked folders too; each real folder once, so a link loop ends."""
+    found, seen = [], set()
+    for directory, subfolders, files in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(directory)) in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        found += [Path(directory, name) for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
 
 
 def layout(root: Path) -> dict[str, dict[str, list[Path]]]:

@@ -29,7 +29,7 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
             width, height = image.size
             if max(width, height) > MAX_SIDE:
                 raise UserError(too_large(path, f"is {width}x{height} pixels", reader))
-            return convert(ImageOps.exif_transpose(image))  # a photo upright, as a viewer shows it
+            return convert(eight_bit(ImageOps.exif_transpose(image)))  # a photo upright, as a viewer shows it
     except Image.DecompressionBombError as error:  # refused by PIL itself, from the header
         pixels = re.search(r"\((\d+) pixels\)", str(error))
         raise UserError(too_large(path, f"has {int(pixels.group(1)):,} pixels" if pixels else "is huge",
@@ -39,6 +39,15 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
                         "Give PNG or JPEG files of digits.") from error
     except ValueError as error:
         raise UserError(f"{path}: {error}. Give an image with a digit in it.") from error
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """Grey levels of 16 or 32 bits scaled to 8 (PIL's own conversion clips them at 255: a white image)."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return image
+    levels = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)
+    return Image.fromarray((levels.clip(0, top) / top * 255).round().astype(np.uint8))
 
 
 def too_large(path: Path, size: str, reader: str) -> str:

@@ -23,6 +23,7 @@ from mnist_exp.runs import atomic_file, best_checkpoint
 CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")
 TRAINER_KEYS = ("model", "optimizer", "scheduler", "state", "rng")
+EXPORTS = {".pt2": "a torch.export program", ".onnx": "an ONNX model"}  # what mnist_exp.tools.export writes
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -82,6 +83,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"No checkpoint at {path}. Give the path of a checkpoints/last.pt or best.pt written by a run.")
+    if export := EXPORTS.get(path.suffix.lower()):
+        raise UserError(f"{path} is {export}, an export of a model, not a checkpoint: give the run directory or its "
+                        "checkpoints/best.pt.")
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols: noise beside the one-line refusal
             warnings.simplefilter("ignore", UserWarning)
