@@ -43,7 +43,7 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
 
 def eight_bit(image: Image.Image) -> Image.Image:
     """Grey levels of 16 or 32 bits scaled to 8 (PIL's own conversion clips them at 255: a white image)."""
-    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
         return image
     levels = np.asarray(image, dtype=np.float64)
     top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)

@@ -55,10 +55,10 @@ def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
         raise UserError(f"{option} {out} is a directory: give the file to write, e.g. {out / example_name}.")
     if not out.parent.is_dir():
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another {option}.")
-    if out.exists() and (run := run_holding(out)):
-        raise UserError(f"{out} is a file of the run {run}, and a tool writes no file over a run's: give {option} a "
-                        "new name.")
     if out.exists():
+        if run := run_holding(out):
+            raise UserError(f"{out} is a file of the run {run}, and a tool writes no file over a run's: give {option} "
+                            "a new name.")
         raise UserError(f"{option} {out} exists, and a tool writes over no file: give a new name, or delete that "
                         "file first to replace it.")
     return out
