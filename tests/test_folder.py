@@ -166,7 +166,7 @@ def test_a_folder_that_would_be_read_as_something_else_is_one_line(tmp_path, mon
     assert torch.equal(again.train.images, kept.train.images) and torch.load(cache, weights_only=True)["class_names"]
 
 
-def test_evaluate_refuses_a_folder_that_changed_since_the_run(tmp_path, monkeypatch, capsys):
+def test_evaluate_refuses_a_folder_that_changed_or_went_since_the_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "data"))
     data = fake(num_train=200, val_size=0, num_test=0)
     root, run_dir = tmp_path / "digits", tmp_path / "run"
@@ -186,6 +186,13 @@ def test_evaluate_refuses_a_folder_that_changed_since_the_run(tmp_path, monkeypa
     for path in root.rglob("7_*"):
         path.unlink()
     assert evaluate.main([str(run_dir), "--split", "val"]) == 0  # put back: the run's own figures again
+    root.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert evaluate.main([str(run_dir)]) == 1
+    assert capsys.readouterr().err == (
+        f"python -m mnist_exp.tools.evaluate: {run_dir}: the run's data cannot be read as the run read it: "
+        f"dataset.root={root} is not a folder. Put it back where the run found it (a relative path: from the "
+        "directory the run was started in).\n")
 
 def test_a_photo_is_read_upright_and_16_bit_grey_in_its_range(tmp_path):
     bar = np.zeros((28, 40), np.uint8)

@@ -13,8 +13,8 @@ import torch
 
 from mnist_exp.errors import UserError
 from mnist_exp.tools import cli
-from mnist_exp.data import TensorLoader, build_dataset
-from mnist_exp.tools.trained import check_same_images, load_trained_model
+from mnist_exp.data import TensorLoader
+from mnist_exp.tools.trained import check_same_images, load_trained_model, rebuilt_dataset
 from mnist_exp.run.debugging import limited
 from mnist_exp.run.runtime import place_model, select_device, set_cpu_threads, use_bf16
 from mnist_exp.run.figures import confusion_matrix
@@ -46,7 +46,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
         channels_last = config["device"]["channels_last"]
     model, channels_last = place_model(trained.model, device, channels_last)
     trainer = config["trainer"]  # a debug run's batches (limit_batches, overfit_batches) are its splits
-    data = limited(build_dataset(config["dataset"]), trainer.get("limit_batches"), trainer.get("overfit_batches"),
+    data = limited(rebuilt_dataset(config, path), trainer.get("limit_batches"), trainer.get("overfit_batches"),
                    trainer["batch_size"], trainer["eval_batch_size"])
     images = getattr(data, split)
     if not len(images):  # dataset.val_size=0: the run kept no validation images

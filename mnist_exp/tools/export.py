@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from mnist_exp.tools import cli
-from mnist_exp.data import build_dataset
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.data.loader import model_input
 from mnist_exp.run.checkpoint import checkpoint_file
-from mnist_exp.tools.trained import load_trained_model
+from mnist_exp.tools.trained import load_trained_model, rebuilt_dataset
 
 FORMATS = ("pt2", "onnx", "torchscript")
 SUFFIXES = {"pt2": ".pt2", "torchscript": ".ts.pt", "onnx": ".onnx"}  # of a file written beside the checkpoint
@@ -41,9 +40,9 @@ class NormalizedModel(nn.Module):
         return self.model(model_input(images, self.mean, self.std, self.flatten))
 
 
-def sample_images(config: dict, count: int = 512) -> torch.Tensor:
+def sample_images(config: dict, path: Path, count: int = 512) -> torch.Tensor:
     """[count, C, H, W] test images in [0, 1] from the run's own dataset."""
-    images = build_dataset(config["dataset"]).test.images[:count]
+    images = rebuilt_dataset(config, path).test.images[:count]
     return (images.unsqueeze(1) if images.dim() == 3 else images).float() / 255
 
 
@@ -70,7 +69,7 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
     out = out or path.with_suffix(SUFFIXES[format])
     trained = load_trained_model(path)
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
-    images = sample_images(trained.config)
+    images = sample_images(trained.config, path)
     with torch.inference_mode():
         expected = wrapped(images)
     if format == "pt2":

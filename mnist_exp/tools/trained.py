@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_exp.data import Split, split_fingerprint
+from mnist_exp.data import DataBundle, Split, build_dataset, split_fingerprint
 from mnist_exp.data.loader import model_input
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
@@ -71,6 +71,17 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
     shape = checkpoint.get("image_shape") or (dataset.get("channels", 1), size, size)
     return TrainedModel(model.to(device).eval(), config, class_names, checkpoint["epoch"], mean, std, tuple(shape),
                         checkpoint.get("fingerprints", {}))
+
+
+def rebuilt_dataset(config: dict[str, Any], path: str | Path) -> DataBundle:
+    """The run's dataset, built again from its config; data that is no longer there is one line without the
+    training-time advice (which names keys a tool does not take)."""
+    try:
+        return build_dataset(config["dataset"])
+    except UserError as error:
+        what = str(error).split(". ")[0].rstrip(".")
+        raise UserError(f"{path}: the run's data cannot be read as the run read it: {what}. Put it back where the run "
+                        "found it (a relative path: from the directory the run was started in).") from None
 
 
 def check_same_images(trained: TrainedModel, images: Split, split: str, path: str | Path) -> None:
