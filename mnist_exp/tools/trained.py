@@ -74,11 +74,14 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
 
 
 def rebuilt_dataset(config: dict[str, Any], path: str | Path) -> DataBundle:
-    """The run's dataset, built again from its config; data that is no longer there is one line without the
-    training-time advice (which names keys a tool does not take)."""
+    """The run's dataset, built again from its config. A user's folder or files that are no longer there are one
+    line without the training-time advice, which names keys a tool does not take (MNIST's own refusals say which
+    files to place, and stand)."""
     try:
         return build_dataset(config["dataset"])
     except UserError as error:
+        if config["dataset"]["name"] not in ("folder", "csv"):
+            raise
         what = str(error).split(". ")[0].rstrip(".")
         raise UserError(f"{path}: the run's data cannot be read as the run read it: {what}. Put it back where the run "
                         "found it (a relative path: from the directory the run was started in).") from None
