@@ -194,6 +194,26 @@ def test_evaluate_refuses_a_folder_that_changed_or_went_since_the_run(tmp_path, 
         f"dataset.root={root} is not a folder. Put it back where the run found it (a relative path: from the "
         "directory the run was started in).\n")
 
+def test_evaluate_from_another_directory_refuses_what_a_relative_root_finds_there(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "data"))
+    first, second = fake(num_train=120, val_size=0, num_test=0), fake(num_train=120, val_size=0, num_test=0, seed=4)
+    write_images(tmp_path / "digits", first.train.images, first.train.labels)
+    write_images(tmp_path / "elsewhere" / "digits", second.train.images, second.train.labels, seed=4)
+    run_dir = tmp_path / "run"
+    code, _, err = run_main("dataset=folder", "dataset.root=digits", "trainer.epochs=1", "trainer.batch_size=32",
+                            "device=cpu", "device.threads=1", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path / "elsewhere")  # where digits/ is another folder
+    assert evaluate.main([str(run_dir)]) == 1
+    assert capsys.readouterr().err == (
+        f"python -m mnist_exp.tools.evaluate: {run_dir}: its dataset (dataset.root=digits) gives other test images now "
+        f"than the run evaluated: the data changed since it trained, or its relative path is read here, in "
+        f"{tmp_path / 'elsewhere'}, not where the run was started, so the figures would not be the run's. Put the "
+        "data back as it was, or train a new run on it.\n")
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main([str(run_dir)]) == 0
+
 def test_a_photo_is_read_upright_and_16_bit_grey_in_its_range(tmp_path):
     bar = np.zeros((28, 40), np.uint8)
     bar[12:16, 4:36] = 255  # a wide bar, stored sideways: EXIF orientation 6 turns it upright
