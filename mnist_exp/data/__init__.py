@@ -4,4 +4,5 @@ from mnist_exp.data.datasets import DataBundle, Split, build_dataset, check_test
 from mnist_exp.data.download import ensure_mnist
 from mnist_exp.data.loader import TensorLoader, split_fingerprint
 
-__all__ = ["DataBundle", "Split", "TensorLoader", "build_dataset", "check_test_split", "ensure_mnist", "split_fingerprint"]
+__all__ = ["DataBundle", "Split", "TensorLoader", "build_dataset", "check_test_split", "ensure_mnist",
+           "split_fingerprint"]

@@ -34,8 +34,7 @@ MEMORY_SHARE = 0.5  # of the memory available now, at most, for the decoded imag
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
     """{class name: its image files}, from the subfolders of ``root``; a subfolder without images is refused."""
-    classes = {folder.name: image_files(folder)
-               for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")}
+    classes = {name: image_files(root / name) for name in subfolders(root)}
     if not classes:
         raise UserError(f"{root} has no class subfolders: give a folder with one subfolder of images per class "
                         "(<root>/<class>/*.png), or train/ and test/ folders laid out so.")
@@ -44,6 +43,11 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
         raise UserError(f"{root / empty[0]} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): every class folder "
                         "needs some. Remove it or add its images.")
     return classes
+
+
+def subfolders(root: Path) -> list[str]:
+    """The names of ``root``'s folders, hidden ones (.git, .ipynb_checkpoints) aside."""
+    return [folder.name for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")]
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -62,7 +66,7 @@ def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
     """{split: {class: files}}; one tree is the single split "all"."""
     if not root.is_dir():
         raise UserError(f"dataset.root={root} is not a folder. Give a folder with one subfolder of images per class.")
-    folders = [folder.name for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")]
+    folders = subfolders(root)
     split_named = [name for name in folders if name.lower() in SPLIT_NAMES]
     if (root / "train").is_dir() and (root / "test").is_dir():
         if others := [name for name in folders if name not in SPLITS]:
@@ -115,11 +119,12 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
                         "of images.")
     entries = [(path, class_names.index(name), SPLITS.index(split) if split in SPLITS else -1)
                for split, classes in splits.items() for name, files in classes.items() for path in files]
-    gone = [str(path) for path, _, _ in entries if not path.exists()]  # links to files that are not there
+    gone = [path for path, _, _ in entries if not path.exists()]  # links to files that are not there
     if gone and not skip_unreadable:
         raise UserError(f"{gone[0]} is a link to a file that does not exist. Remove it, or set "
                         "dataset.skip_unreadable=true to leave such files out.")
-    entries = [entry for entry in entries if entry[0].exists()]
+    missing = set(gone)
+    entries = [entry for entry in entries if entry[0] not in missing]
     form = (image_size, channels, mnist_form, skip_unreadable)
     cache = cache_path(root, [path for path, _, _ in entries], form)
     if cache.is_file() and (record := kept_record(cache)):
@@ -139,12 +144,13 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
         decoded_images = list(tqdm(pool.map(decode, [path for path, _, _ in entries]), total=len(entries),
                                    desc=f"decoding {root.name}", unit="image", leave=False, disable=None))
     kept = [i for i, image in enumerate(decoded_images) if not isinstance(image, str)]
+    unreadable = [*map(str, gone), *(image for image in decoded_images if isinstance(image, str))]
     if not kept:
         raise UserError(f"{root}: none of its {len(entries)} images could be read.")
     record = {"images": torch.from_numpy(np.stack([decoded_images[i] for i in kept])),
               "labels": torch.tensor([entries[i][1] for i in kept]),
               "splits": torch.tensor([entries[i][2] for i in kept]),
-              "class_names": class_names, "skipped": gone + [image for image in decoded_images if isinstance(image, str)]}
+              "class_names": class_names, "skipped": unreadable}
     try:
         with atomic_file(cache, "wb") as f:
             torch.save(record, f)
