@@ -223,6 +223,11 @@ def test_export_pt2_is_a_torch_export_program_with_the_checkpoints_predictions(t
     assert call("evaluate", out, capsys=capsys) == (  # where a checkpoint is read
         1, "", f"python -m mnist_exp.tools.evaluate: {out} is a torch.export program, an export of a model, not a "
                "checkpoint: give the run directory or its checkpoints/best.pt.\n")
+    written = out.read_bytes()
+    assert call("export", trained, capsys=capsys) == (  # a second time: the first export stays as it is
+        1, "", f"python -m mnist_exp.tools.export: {out} exists, an earlier export of best.pt: use it, or give --out "
+               "a new name, or delete it first to export again.\n")
+    assert out.read_bytes() == written
 
 
 def test_export_torchscript_says_it_is_deprecated_and_gives_the_checkpoints_predictions(trained, test_split,
