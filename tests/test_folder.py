@@ -59,7 +59,7 @@ def test_one_tree_is_split_with_its_class_names_and_normalisation(tree):
     assert border < 10  # every image white on black, whichever way it was saved
 
 
-def test_the_folder_is_decoded_once_and_again_when_a_file_changes(tree):
+def test_the_folder_is_decoded_once_and_again_in_its_place_when_a_file_changes(tree):
     kept = default_data_dir() / "folders"
     build_dataset({"name": "folder", "root": str(tree)})
     before = sorted(kept.iterdir())
@@ -69,8 +69,11 @@ def test_the_folder_is_decoded_once_and_again_when_a_file_changes(tree):
     write_images(tree, extra.train.images, extra.train.labels, seed=5)
     try:
         data = build_dataset({"name": "folder", "root": str(tree)})
-        assert len(sorted(kept.iterdir())) == len(before) + 1
+        after = sorted(kept.iterdir())  # the new decoding in place of the old one
+        assert len(after) == len(before) and not set(after) & set(before)
         assert len(data.train) + len(data.val) + len(data.test) == 601
+        build_dataset({"name": "folder", "root": str(tree), "image_size": 20})  # another form is kept beside it
+        assert set(after) < set(kept.iterdir())
     finally:
         for path in tree.rglob("5_*"):
             path.unlink()

@@ -86,12 +86,14 @@ def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
 
 
 def cache_path(root: Path, files: list[Path], form: tuple) -> Path:
-    """Where the decoded folder is kept: named by a hash of each file's path, size and time, and of the form."""
-    digest = hashlib.sha256(repr((str(root.resolve()), form, DECODING)).encode())
+    """Where the decoded folder is kept: ``<folder>-<hash of its path and form>-<hash of each file's path, size and
+    time>.pt``, so that a later decoding of the same folder in the same form replaces the earlier one."""
+    kind = hashlib.sha256(repr((str(root.resolve()), form, DECODING)).encode())
+    content = hashlib.sha256()
     for path in files:
         stat = path.stat()
-        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return default_data_dir() / "folders" / f"{root.name}-{digest.hexdigest()[:16]}.pt"
+        content.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return default_data_dir() / "folders" / f"{root.name}-{kind.hexdigest()[:12]}-{content.hexdigest()[:12]}.pt"
 
 
 def check_memory(count: int, image_size: int, channels: int, root: Path) -> None:
@@ -154,6 +156,9 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
     try:
         with atomic_file(cache, "wb") as f:
             torch.save(record, f)
+        for earlier in cache.parent.glob(cache.name.rsplit("-", 1)[0] + "-*.pt"):  # the folder's files before now
+            if earlier != cache:
+                earlier.unlink(missing_ok=True)
     except OSError as error:  # a read-only data directory: decoded again next time
         log.warning("dataset=folder: the decoded images could not be kept in %s (%s)", cache, error)
     return record
