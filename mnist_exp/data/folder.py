@@ -7,6 +7,7 @@ with a progress bar, and kept in the data directory as uint8 tensors, keyed by e
 the form: an added, removed or changed file decodes the folder again.
 """
 
+import glob
 import hashlib
 import logging
 import os
@@ -156,7 +157,8 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
     try:
         with atomic_file(cache, "wb") as f:
             torch.save(record, f)
-        for earlier in cache.parent.glob(cache.name.rsplit("-", 1)[0] + "-*.pt"):  # the folder's files before now
+        same_kind = glob.escape(cache.name.rsplit("-", 1)[0]) + "-*.pt"
+        for earlier in cache.parent.glob(same_kind):  # this folder in this form, as its files were before
             if earlier != cache:
                 earlier.unlink(missing_ok=True)
     except OSError as error:  # a read-only data directory: decoded again next time
