@@ -50,7 +50,8 @@ def load_study(storage: str, name: str = "search"):
 def test_the_search_space_in_hydra_sweep_syntax():
     space, fixed = search_space(["a=interval(0.1,0.5)", "b=tag(log, interval(1e-5, 1e-1))",
                                  "c=tag(int, interval(8,64))", "d=range(8,33,8)", "e=choice(sgd,adam)", "f=1,2",
-                                 "g=range(0.1,0.35,0.1)", "model.width=choice(8,16)", "model.width=4", "h=5", "h=choice(1,2)"])
+                                 "g=range(0.1,0.35,0.1)", "model.width=choice(8,16)", "model.width=4", "h=5", "h=choice(1,2)",
+                                 "optimizer.lr=interval(1e-4,1e-2)", "++optimizer.lr=0.001"])
     d = optuna.distributions
     assert space["a"] == d.FloatDistribution(0.1, 0.5)
     assert space["b"] == d.FloatDistribution(1e-5, 1e-1, log=True)
@@ -60,7 +61,8 @@ def test_the_search_space_in_hydra_sweep_syntax():
     assert space["f"] == d.CategoricalDistribution([1, 2])
     assert space["g"] == d.FloatDistribution(0.1, 0.3, step=0.1)
     # A later line for a key wins: a fixed value takes a key out of the space, a sweep puts it back in.
-    assert "model.width" not in space and fixed == ["model.width=4"]
+    assert "model.width" not in space and "optimizer.lr" not in space  # ++key=value fixes it as key=value does
+    assert fixed == ["model.width=4", "++optimizer.lr=0.001"]
     assert space["h"] == d.CategoricalDistribution([1, 2])
 
 

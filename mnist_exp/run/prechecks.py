@@ -241,8 +241,11 @@ def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
 
 
 def check_sweep_overrides(command: CommandLine) -> None:
-    """Refuse a sweep that would run no job: one over no values (Hydra launches no job and calls it a success)."""
+    """Refuse a sweep that would run no job (over no values: Hydra calls it a success), or a swept key given again."""
     for override in command.sweeps():
+        if again := [o for o in command.overrides if o.key_or_group == override.key_or_group and o is not override]:
+            raise UserError(f"{override.input_line} sweeps {override.key_or_group}, and {again[0].input_line} gives "
+                            "it again (each job would take the last): give it once.")
         if override.is_interval_sweep():
             continue  # sampled by a search
         line = override.input_line

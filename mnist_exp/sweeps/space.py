@@ -24,7 +24,7 @@ def search_space(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The swept keys' distributions and the fixed overrides, from ``key=value`` lines; a later line for a key wins."""
     space, fixed = {}, {}
     for override in override_parser().parse_overrides(lines):
-        key = override.get_key_element()
+        key = override.get_key_element().lstrip("+")  # ++key=value fixes key as key=value does
         if override.is_sweep_override():
             space[key] = distribution(override)
             fixed.pop(key, None)
