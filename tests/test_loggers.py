@@ -177,6 +177,13 @@ def test_mlflow_not_installed_is_one_line_naming_the_extra(tmp_path, monkeypatch
      "Unknown key 'logger.mlflow.trackinguri'. Did you mean 'logger.mlflow.tracking_uri'? The keys of "
      "logger.mlflow: tracking_uri, experiment_name."),
     (["+logger.wandb={}"], "Unknown logger 'wandb'. Valid logger names: csv, mlflow, tensorboard."),
+    (["+logger.mlflow.tracking_uri=sqlite:///m.db"], "logger.mlflow has tracking_uri without experiment_name: "
+     "choose the mlflow logger, which brings all its keys, then set them, e.g. logger=[tensorboard,mlflow] "
+     "logger.mlflow.tracking_uri=..."),
+    (["logger=[tensorboard,mlflow]", "+logger.mlflow.trackinguri=x"], "Unknown key 'logger.mlflow.trackinguri'. Did "
+     "you mean 'logger.mlflow.tracking_uri'? The keys of logger.mlflow: tracking_uri, experiment_name."),
+    (["+logger.tensorboard.flush_secs=5"], "Unknown key 'logger.tensorboard.flush_secs'. The tensorboard logger has "
+                                           "no keys."),
 ])
 def test_a_wrong_logger_is_one_line(args, message, tmp_path, monkeypatch, capsys):
     code, _, err = run_main(*SMALL, *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

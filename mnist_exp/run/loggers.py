@@ -12,7 +12,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.registry import LOGGERS, config_parameters
 from mnist_exp.run.tracking import TrackedRun, Tracker, Trackers
 
@@ -34,6 +34,14 @@ def check_loggers(logger: Mapping[str, Any]) -> None:
             raise UserError(f"logger.{name}={settings}: logger.{name} holds the {name} logger's keys "
                             f"({', '.join(keys) or 'it has none'}), not a value; loggers are chosen with "
                             f"logger=[...], e.g. logger=[tensorboard,csv].")
+        taken = config_parameters(LOGGERS.get(name))
+        if unknown := [f"logger.{name}.{key}" for key in settings if key not in taken]:
+            raise UserError(f"Unknown key '{unknown[0]}'." + (f"{did_you_mean(unknown[0], keys)} The keys of "
+                            f"logger.{name}: {', '.join(taken)}." if taken else f" The {name} logger has no keys."))
+        if missing := [key for key in taken if key not in settings]:  # a node made by +logger.<name>.<key>=...
+            raise UserError(f"logger.{name} has {', '.join(settings)} without {', '.join(missing)}: choose the {name} "
+                            f"logger, which brings all its keys, then set them, e.g. logger=[tensorboard,{name}] "
+                            f"{keys[0]}=...")
     if "mlflow" in logger and importlib.util.find_spec("mlflow") is None:
         raise UserError("logger=mlflow needs MLflow, which is not installed: pip install -e '.[mlflow]' "
                         "(or pip install mlflow), or choose another logger.")
