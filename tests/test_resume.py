@@ -16,11 +16,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main
+from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main, torch_settings_kept
 from mnist_exp.errors import UserError
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 from mnist_exp.run.run_dir_lock import run_dir_lock
 from mnist_exp.run.resume import refuse_another_config
+from mnist_exp.run.runtime import seed_everything
 
 
 # Dropout, shift augmentation and a weight average: every random draw and every state a resume must restore.
@@ -72,6 +73,15 @@ def test_deterministic_runs_are_bit_identical(uninterrupted, tmp_path, monkeypat
     again, first = (load_checkpoint(run_dir / "checkpoints" / "last.pt")["weights"]
                     for run_dir in (tmp_path / "again", uninterrupted))
     assert all(torch.equal(again[k], v) for k, v in first.items())
+
+
+def test_a_run_without_determinism_turns_off_the_deterministic_mode_of_a_run_before_it():
+    """A sweep's jobs share one process: trainer.deterministic=true,false must run its second job as it says."""
+    with torch_settings_kept():
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        seed_everything(0, deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled()
 
 
 @pytest.mark.slow

@@ -83,8 +83,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         # cuBLAS needs this workspace setting to be deterministic; harmless elsewhere.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)  # both ways: a sweep's jobs share one process
 
 
 def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, bool]:
