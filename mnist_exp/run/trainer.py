@@ -113,6 +113,7 @@ class Trainer:
         # processes), torch.compile wraps that.
         self.train_model = distributed.wrap(model, settings.device)
         if settings.compile:
+            torch._dynamo.reset()  # an earlier job's graphs in this process would count against the recompile limit
             self.train_model = torch.compile(self.train_model)
         self.ema = WeightAverage(model, settings.ema_decay) if settings.ema_decay > 0 else None
         self.state = TrainState()
