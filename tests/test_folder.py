@@ -91,6 +91,15 @@ def test_a_run_and_predict_name_the_folders_classes(tree, tmp_path, monkeypatch,
     assert capsys.readouterr().out.split("\t")[1] == "seven"
 
 
+def test_early_stopping_is_refused_where_the_validation_fraction_holds_out_no_image(tree, tmp_path, monkeypatch,
+                                                                                      capsys):
+    code, _, err = run_main("dataset=folder", f"dataset.root={tree}", "dataset.val_size=0.0005", "trainer.patience=1",
+                            "trainer.epochs=3", "device=cpu", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "trainer.patience=1 watches the validation accuracy, and dataset.val_size=0.0005 holds out no image of this "
+        "dataset: give a larger dataset.val_size, or trainer.patience=null."]
+
+
 def test_split_folders_and_what_cannot_work(tmp_path):
     data = fake(num_train=200, val_size=0, num_test=60)
     write_images(tmp_path / "split" / "train", data.train.images, data.train.labels)

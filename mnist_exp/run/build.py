@@ -106,6 +106,10 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                           world_size=distributed.world_size())
     val_loader = loader(data.val, cfg.trainer.eval_batch_size)
     test_loader = loader(data.test, cfg.trainer.eval_batch_size)
+    if cfg.trainer.patience is not None and not len(data.val) and cfg.trainer.overfit_batches is None:
+        raise UserError(f"trainer.patience={cfg.trainer.patience} watches the validation accuracy, and "
+                        f"dataset.val_size={cfg.dataset.get('val_size')} holds out no image of this dataset: give a "
+                        "larger dataset.val_size, or trainer.patience=null.")
     if cfg.trainer.limit_batches is None and cfg.trainer.overfit_batches is None:  # not a debug run's cut steps
         check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader))
         check_decay(cfg.trainer.ema_decay, cfg.trainer.epochs * len(train_loader))
