@@ -257,6 +257,10 @@ def test_the_cnn_strides_at_once_and_shrinks_its_maps_without_padding():
     ("mlp", {"hidden": [32, 0]}, "model.hidden=[32, 0] is out of range: every size must be at least 1."),
     ("cnn", {"dropout": 1.5}, "model.dropout=1.5 is out of range: it takes a fraction in [0, 1), e.g. 0.2."),
     ("strided_cnn", {"channels": [16, -1]}, "model.channels=[16, -1] is out of range: every size must be at least 1."),
+    ("mlp", {"hidden": [], "dropout": 0.5}, "model.dropout=0.5 takes no effect: model.hidden=[] has no hidden layer "
+                                            "for it to follow. Give model.dropout=0 with it."),
+    ("conv_fc", {"hidden": []}, "model.dropout=0.5 takes no effect: model.hidden=[] has no hidden layer for it to "
+                                "follow. Give model.dropout=0 with it."),
 ])
 def test_sizes_out_of_range_are_refused_before_a_layer_is_built(name, options, message):
     with pytest.raises(UserError) as refused:

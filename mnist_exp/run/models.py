@@ -21,6 +21,13 @@ def check_sizes(dropouts: dict[str, float] | None = None, **sizes) -> None:
         check_range(f"model.{key}", value, 0 <= value < 1, "a fraction in [0, 1), e.g. 0.2")
 
 
+def check_dropout_follows_a_layer(dropout: float, hidden: list[int]) -> None:
+    """Dropout follows each hidden layer: with none it would drop nothing, and a sweep over it would change nothing."""
+    if dropout > 0 and not hidden:
+        raise UserError(f"model.dropout={dropout} takes no effect: model.hidden=[] has no hidden layer for it to "
+                        "follow. Give model.dropout=0 with it.")
+
+
 @MODELS.register("logreg")
 def logreg(num_classes: int, in_features: int = 784) -> nn.Module:
     """Multinomial logistic regression: one linear layer on the flattened image."""
@@ -32,6 +39,7 @@ def logreg(num_classes: int, in_features: int = 784) -> nn.Module:
 def mlp(num_classes: int, hidden: list[int] = (128, 64), in_features: int = 784, dropout: float = 0.0) -> nn.Module:
     """Fully connected layers with ReLU; ``hidden`` lists the widths (the Udacity tutorial's MLP: 128, 64)."""
     check_sizes({"dropout": dropout}, hidden=list(hidden), in_features=in_features)
+    check_dropout_follows_a_layer(dropout, hidden)
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for size in hidden:
@@ -158,6 +166,7 @@ def conv_fc(num_classes: int, channels: list[int] = (32, 64), kernel_sizes: list
     check_sizes({"conv_dropout": conv_dropout, "dropout": dropout}, channels=list(channels),
                 kernel_sizes=list(kernel_sizes), strides=list(strides), hidden=list(hidden), in_channels=in_channels,
                 image_size=image_size)
+    check_dropout_follows_a_layer(dropout, hidden)
     layers: list[nn.Module] = []
     size = image_size
     for out_channels, kernel_size, stride, pooled in zip(channels, kernel_sizes, strides, pool):
