@@ -556,9 +556,9 @@ def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, mon
     ("optimizer.lr=range(0.1,0.5,0.0)", "optimizer.lr=range(0.1,0.5,0.0): range(start,stop,step) needs a step other "
                                         "than 0, e.g. range(8,33,8)."),
     ("optimizer.lr=0.01,0.1 ++optimizer.lr=0.001", "optimizer.lr=0.01,0.1 sweeps optimizer.lr, and "
-     "++optimizer.lr=0.001 gives it again (each job would take the last): give it once."),
-    ("model.width=16 model.width=4,8", "model.width=4,8 sweeps model.width, and model.width=16 gives it again (each "
-                                       "job would take the last): give it once."),
+     "++optimizer.lr=0.001 after it gives it again, which each job would take: give it once."),
+    ("model.width=4,8 model.width=16,32", "model.width=4,8 sweeps model.width, and model.width=16,32 after it gives it "
+                                          "again, which each job would take: give it once."),
 ])
 def test_a_sweep_without_jobs_is_refused_before_it_writes(tmp_path, monkeypatch, capsys, sweep, message):
     code, _, err = run_main("-m", "dataset=fake", *sweep.split(" "), monkeypatch=monkeypatch, capsys=capsys,

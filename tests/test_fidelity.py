@@ -50,7 +50,7 @@ def compose_once(overrides: tuple[str, ...]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-def expected_lr(schedule: dict, lr: float, step: int) -> float:
+def expected_lr(schedule: dict, lr: float, step: int, total: int = TOTAL_STEPS) -> float:
     """The learning rate at ``step`` as each schedule's YAML describes it, computed here independently of torch."""
     name = schedule["name"]
     if name == "none":
@@ -66,10 +66,10 @@ def expected_lr(schedule: dict, lr: float, step: int) -> float:
         return lr * (ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     if name == "onecycle":  # cosine up from lr / div_factor to lr, then down to lr / (div_factor * final_div_factor)
         start, low = lr / schedule["div_factor"], lr / schedule["div_factor"] / schedule["final_div_factor"]
-        peak = schedule["pct_start"] * TOTAL_STEPS - 1
-        if step <= peak:
+        peak = schedule["pct_start"] * total - 1  # at or before step 0 where the warm-up is a step or less
+        if step < peak:
             return low_to_high(start, lr, step / peak)
-        return low_to_high(lr, low, (step - peak) / (TOTAL_STEPS - 1 - peak))
+        return low_to_high(lr, low, (step - peak) / (total - 1 - peak))
     raise AssertionError(f"no expected learning rate for scheduler={name}: add it here")
 
 
@@ -94,10 +94,10 @@ def as_configured(group: dict, optimizer_cfg: dict) -> dict:
             for key in optimizer_cfg if key not in ("name", "lr")}
 
 
-def build(config: dict):
+def build(config: dict, total: int = TOTAL_STEPS):
     model = torch.nn.Linear(3, 2)
     optimizer = OPTIMIZERS.build(config["optimizer"], model.parameters())
-    scheduler = SCHEDULERS.build(config["scheduler"], optimizer, TOTAL_STEPS, STEPS_PER_EPOCH)
+    scheduler = SCHEDULERS.build(config["scheduler"], optimizer, total, min(total, STEPS_PER_EPOCH))
     for parameter in model.parameters():
         parameter.grad = torch.zeros_like(parameter)
     return optimizer, scheduler
@@ -117,6 +117,21 @@ def test_every_optimizer_under_every_schedule_runs_as_configured(optimizer_name,
             assert group["lr"] == pytest.approx(expected_lr(config["scheduler"], lr, step), rel=1e-9), step
         optimizer.step()
         scheduler.step()
+
+
+@pytest.mark.parametrize("total, pct_start", [(16, 0.01), (4, 0.25), (5, 0.1)])
+def test_one_cycle_of_a_short_run_follows_its_curve_to_the_configured_end(total, pct_start):
+    """A warm-up of a step or less (torch divides by zero at exactly one) peaks at or before the first step, and the
+    run's last step is still at lr / (div_factor * final_div_factor): no cycle stretched past the run's end."""
+    config = composed("scheduler=onecycle", f"scheduler.pct_start={pct_start}", "scheduler.final_div_factor=10")
+    optimizer, scheduler = build(config, total)
+    lr, seen = config["optimizer"]["lr"], []
+    for step in range(total):
+        seen.append(optimizer.param_groups[0]["lr"])
+        assert seen[-1] == pytest.approx(expected_lr(config["scheduler"], lr, step, total), rel=1e-9), step
+        optimizer.step()
+        scheduler.step()
+    assert seen[-1] == pytest.approx(lr / 25 / 10)
 
 
 MOMENTUM_OPTIMIZERS = [name for name in group_options("optimizer")

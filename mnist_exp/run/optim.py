@@ -143,8 +143,10 @@ def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float
         check_range("scheduler.base_momentum", base_momentum, 0 <= base_momentum <= top,
                     f"the momentum at the peak learning rate, in [0, {top:g}] (the optimizer's own), e.g. 0.85; "
                     "null holds the optimizer's")
-    # torch's schedule needs a warm-up of at least one step; very short runs (smoke tests) get a longer cycle.
-    total_steps = max(total_steps, math.floor(1 / pct_start) + 2)
+    # torch divides by zero where the warm-up ends at exactly the first step (pct_start * total_steps == 1); a hair
+    # less puts that step at the peak, the schedule's value there. A shorter warm-up peaks before the first step.
+    while float(pct_start * total_steps) == 1:
+        pct_start = math.nextafter(pct_start, 0)
     momentum = ({"cycle_momentum": False} if max_momentum is None
                 else {"base_momentum": base_momentum, "max_momentum": max_momentum})
     return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, div_factor=div_factor,

@@ -241,16 +241,16 @@ def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
 
 
 def check_sweep_overrides(command: CommandLine) -> None:
-    """Refuse a sweep that would run no job (over no values: Hydra calls it a success), or a swept key given again."""
+    """Refuse a sweep that would run no job (over no values: Hydra calls it a success), or one a later value undoes."""
     for override in command.sweeps():
-        if again := [o for o in command.overrides if o.key_or_group == override.key_or_group and o is not override]:
-            raise UserError(f"{override.input_line} sweeps {override.key_or_group}, and {again[0].input_line} gives "
-                            "it again (each job would take the last): give it once.")
+        line, key = override.input_line, override.key_or_group
+        if again := [o for o in command.overrides[command.overrides.index(override) + 1:] if o.key_or_group == key]:
+            raise UserError(f"{line} sweeps {key}, and {again[0].input_line} after it gives it again, which each job "
+                            "would take: give it once.")
         if override.is_interval_sweep():
             continue  # sampled by a search
-        line = override.input_line
         if isinstance(override.value(), Glob):
-            group = override.key_or_group
+            group = key
             options = group_options(group, command.config_dir)
             if options and not override.value().filter(options):
                 raise UserError(f"{line} matches no {group} config: choose from {', '.join(options)}.")
