@@ -128,6 +128,8 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
      "mnist_exp.sweeps.space.momentum_for_sgd."),
     ("hydra.sweeper.storage=.", "hydra.sweeper.storage=. is a directory: give the study's file in it, e.g. "
                                 "hydra.sweeper.storage=journal.log."),
+    ("trainer.epochs=1", "hydra.sweeper.pruner stops a trial between its epochs, and trainer.epochs=1 has none: train 2 "
+                         "epochs or more, or hydra/sweeper/pruner=none."),
     ("+hydra.sweeper.sampler.n_startup_trials=5", "The sampler RandomSampler has no setting n_startup_trials: leave "
      "out hydra.sweeper.sampler.n_startup_trials, or remove it from a config that sets it with "
      "'~hydra.sweeper.sampler.n_startup_trials'."),
@@ -169,13 +171,23 @@ def test_a_launcher_that_would_run_more_jobs_than_the_search_hands_it_is_refused
     assert not run_dirs(tmp_path)
 
 
-def test_heartbeat_settings_with_a_journal_file_are_refused(tmp_path, monkeypatch, capsys):
-    code, _, err = run_main(*PRUNED_SEARCH, f"hydra.sweeper.storage={tmp_path / 'journal.log'}",
-                            "hydra.sweeper.heartbeat_interval=10", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
-    assert code == 1 and err.splitlines()[-1] == (
-        f"hydra.sweeper.heartbeat_interval=10 and max_retry=3 take effect with a database storage, and "
-        f"{tmp_path / 'journal.log'} is a journal file, which has no heartbeats: leave them out, or give a database "
-        "(sqlite:///<file>, postgresql://...).")
+@pytest.mark.parametrize("settings, message", [
+    (["hydra.sweeper.storage={tmp}/journal.log", "hydra.sweeper.heartbeat_interval=10"],
+     "hydra.sweeper.heartbeat_interval=10 and max_retry=3 take effect with a database storage, and {tmp}/journal.log "
+     "is a journal file, which has no heartbeats: leave them out, or give a database (sqlite:///<file>, "
+     "postgresql://...)."),
+    (["hydra.sweeper.storage=null", "hydra.sweeper.max_retry=5"],
+     "hydra.sweeper.heartbeat_interval=60 and max_retry=5 take effect with a database storage, and "
+     "hydra.sweeper.storage=null keeps the study in this process, with no heartbeats: leave them out, or give a "
+     "database (sqlite:///<file>, postgresql://...)."),
+    (["hydra.sweeper.heartbeat_interval=null", "hydra.sweeper.max_retry=5"],
+     "hydra.sweeper.max_retry=5 retries the trials of workers whose heartbeats stopped, and "
+     "hydra.sweeper.heartbeat_interval=null sends none: leave max_retry out, or give both."),
+])
+def test_heartbeat_settings_that_take_no_effect_are_refused(settings, message, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(*PRUNED_SEARCH, *(setting.format(tmp=tmp_path) for setting in settings),
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines()[-1] == message.format(tmp=tmp_path)
     assert not run_dirs(tmp_path)
 
 

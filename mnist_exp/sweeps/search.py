@@ -34,7 +34,7 @@ from mnist_exp.sweeps.space import describe, grid_space, load_function, override
 from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
-from mnist_exp.sweeps.study_checks import check_continued_study, check_settings
+from mnist_exp.sweeps.study_checks import check_continued_study, check_epochs_to_prune, check_settings
 from mnist_exp.sweeps.trial import TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
@@ -89,6 +89,7 @@ class OptunaSearch:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what it does below, in order
         check_settings(self)
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
+        check_epochs_to_prune(self, space)
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
         pruner = build_from_node(self.pruner, "pruner")

@@ -64,6 +64,14 @@ def experiment_overrides(fixed: list[str]) -> list[str]:
     return sorted(line for line in fixed if not f"{split_override(line)[0]}.".startswith(RESUME_MAY_CHANGE))
 
 
+def check_epochs_to_prune(search, space: dict) -> None:
+    """A pruner stops a trial between its epochs: trials of one epoch (not searched over) leave it nothing to do."""
+    epochs = search.config.trainer.epochs if search.own and "trainer.epochs" not in space else 2
+    if not search.pruner._target_.endswith("NopPruner") and epochs < 2:
+        raise UserError(f"hydra.sweeper.pruner stops a trial between its epochs, and trainer.epochs={epochs} has "
+                        "none: train 2 epochs or more, or hydra/sweeper/pruner=none.")
+
+
 def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
     """A study keeps its directions and metric: Optuna loads it as it was, whatever the command says, and would rank
     values of two metrics as one; and its fixed overrides, or it would rank trials of two experiments as one. A

@@ -102,15 +102,21 @@ def check_parallel_trials(launcher_jobs: int | None, n_jobs: int) -> None:
 
 
 def check_heartbeat_settings(storage: str | None, heartbeat_interval: int | None, max_retry: int | None) -> None:
-    """Heartbeats and retries are a database's: with a journal file, a value other than the default changes nothing."""
+    """Heartbeats and retries are a database's (with a journal file or no storage, a value other than the default
+    changes nothing), and retries follow heartbeats."""
     from mnist_exp.errors import UserError
 
     defaults = (OptunaSweeperConf.heartbeat_interval, OptunaSweeperConf.max_retry)
-    if storage and "://" not in storage and (heartbeat_interval, max_retry) != defaults:
-        shown = ["null" if value is None else value for value in (heartbeat_interval, max_retry)]
+    shown = ["null" if value is None else value for value in (heartbeat_interval, max_retry)]
+    if (not storage or "://" not in storage) and (heartbeat_interval, max_retry) != defaults:
+        where = f"{storage} is a journal file, which has" if storage else "hydra.sweeper.storage=null keeps the study " \
+            "in this process, with"
         raise UserError(f"hydra.sweeper.heartbeat_interval={shown[0]} and max_retry={shown[1]} take effect "
-                        f"with a database storage, and {storage} is a journal file, which has no heartbeats: leave "
-                        "them out, or give a database (sqlite:///<file>, postgresql://...).")
+                        f"with a database storage, and {where} no heartbeats: leave them out, or give a database "
+                        "(sqlite:///<file>, postgresql://...).")
+    if heartbeat_interval is None and max_retry != defaults[1]:
+        raise UserError(f"hydra.sweeper.max_retry={shown[1]} retries the trials of workers whose heartbeats stopped, and "
+                        "hydra.sweeper.heartbeat_interval=null sends none: leave max_retry out, or give both.")
     for key, value, least, null in (("heartbeat_interval", heartbeat_interval, 1, "no heartbeats"),
                                     ("max_retry", max_retry, 0, "retries without end")):
         if value is not None and value < least:  # Optuna takes a 0 interval for no heartbeats, and fails on a negative
