@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from conftest import read_events, read_metrics, run_captured, run_dirs, run_main
 from mnist_exp.errors import UserError
@@ -200,6 +201,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["scheduler=step", "scheduler.step_size=0"],
      "scheduler.step_size=0 is out of range: it takes a whole number of epochs, at least 1, e.g. 1."),
     (["scheduler.pct_start=0"], "scheduler.pct_start=0.0 is out of range: it takes a fraction in (0, 1), e.g. 0.25."),
+    (["-m", "experiment=fast", "hparams_search=cnn_optuna"], "experiment=fast chooses optimizer=adam and "
+     "hparams_search=cnn_optuna chooses optimizer=adamw: choose one of them on the command line (optimizer=adam or "
+     "optimizer=adamw)."),
     (["augment=affine", "augment.rotate=400"],
      "augment.rotate=400.0 is out of range: it takes degrees in [0, 180], e.g. 10."),
     (["trainer.label_smoothing=2"], "trainer.label_smoothing=2.0 is out of range: it takes a fraction in [0, 1), e.g. 0.1."),
@@ -432,6 +436,17 @@ def test_an_average_decay_the_warm_up_never_reaches_is_refused_and_the_advice_ru
         "train more steps."]
     code, _, err = run_main(*args, "trainer.ema_decay=0.7857", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err
+
+
+def test_presets_that_choose_a_group_differently_are_refused_and_the_advice_composes(tmp_path, monkeypatch, capsys):
+    """experiment=fast's Adam would have become cnn_optuna's AdamW (the later preset) without a word."""
+    presets = ("experiment=fast", "hparams_search=cnn_optuna")
+    code, _, err = run_main(*presets, "--cfg", "job", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines()[-1].startswith("experiment=fast chooses optimizer=adam and ")
+    for optimizer in ("adam", "adamw"):
+        code, out, err = run_main(*presets, f"optimizer={optimizer}", "--cfg", "job", monkeypatch=monkeypatch,
+                                  capsys=capsys, cwd=tmp_path)
+        assert code == 0 and yaml.safe_load(out)["optimizer"]["name"] == optimizer, err
 
 
 def test_a_refused_run_keeps_a_directory_it_did_not_make(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ A refusal of a value that a chosen preset set, not the command line, names that 
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
 from omegaconf import OmegaConf
 
+from mnist_exp.errors import UserError
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.runs import split_override
 
@@ -53,6 +55,30 @@ def naming_the_preset(message: str, overrides: list[str], choices: dict) -> str:
         if option and preset.is_file() and OmegaConf.select(OmegaConf.load(preset), found[1]) is not None:
             return f"{message} ({group}={option} sets {found[1]}.)"
     return message
+
+
+# Presets that choose options of other groups, in conf/config.yaml's order (a later one's choice wins). A debug
+# preset, last of all, overrides on purpose (debug=overfit: augment=none).
+PRESET_GROUPS = ("experiment", "hparams_search")
+
+
+def check_presets_agree(choices: dict[str, str | None], overrides, config_dir: str | None = None) -> None:
+    """Refuse two presets that choose one group's option differently (experiment=fast's optimizer=adam and
+    hparams_search=cnn_optuna's optimizer=adamw): the later one's would win without a word. A group the command line
+    (Hydra's ``overrides``) chooses itself is its own."""
+    given_groups = {override.key_or_group for override in overrides}
+    chosen: dict[str, tuple[str, str]] = {}
+    for group in PRESET_GROUPS:
+        option = choices.get(group)
+        files = [Path(base) / group / f"{option}.yaml" for base in (CONF_DIR, config_dir) if base and option]
+        for entry in next((OmegaConf.load(file).get("defaults") or [] for file in files if file.is_file()), []):
+            for key, value in (entry.items() if isinstance(entry, Mapping) else []):
+                target = key.removeprefix("override").strip().lstrip("/")
+                earlier = chosen.setdefault(target, (f"{group}={option}", value))
+                if target not in given_groups and earlier[1] != value:
+                    raise UserError(f"{earlier[0]} chooses {target}={earlier[1]} and {group}={option} chooses "
+                                    f"{target}={value}: choose one of them on the command line ({target}="
+                                    f"{earlier[1]} or {target}={value}).")
 
 
 def config_groups_help() -> str:

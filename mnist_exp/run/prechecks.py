@@ -24,7 +24,7 @@ from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings,
                                          only_in_a_sweep)
 from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
-from mnist_exp.run.options import group_options
+from mnist_exp.run.options import PRESET_GROUPS, check_presets_agree, group_options
 from mnist_exp.run.runtime import restarted_by_scheduler, select_device
 from mnist_exp.run.resume import nothing_to_resume
 from mnist_exp.run.run_dir_lock import written_now
@@ -36,6 +36,7 @@ def check_command_line(command: CommandLine) -> None:
     command.resume  # a resume=... that is not a boolean, or swept, is refused first
     check_own_config_dir(command.config_dir)
     check_given_values(command)
+    check_presets_agree({group: command.value(group) for group in PRESET_GROUPS}, command.overrides, command.config_dir)
     if command.prints_only:
         return
     check_hydra_settings(command)
@@ -250,10 +251,9 @@ def check_sweep_overrides(command: CommandLine) -> None:
         if override.is_interval_sweep():
             continue  # sampled by a search
         if isinstance(override.value(), Glob):
-            group = key
-            options = group_options(group, command.config_dir)
+            options = group_options(key, command.config_dir)
             if options and not override.value().filter(options):
-                raise UserError(f"{line} matches no {group} config: choose from {', '.join(options)}.")
+                raise UserError(f"{line} matches no {key} config: choose from {', '.join(options)}.")
         else:
             swept_values(override)
 
