@@ -201,6 +201,8 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["scheduler=step", "scheduler.step_size=0"],
      "scheduler.step_size=0 is out of range: it takes a whole number of epochs, at least 1, e.g. 1."),
     (["scheduler.pct_start=0"], "scheduler.pct_start=0.0 is out of range: it takes a fraction in (0, 1), e.g. 0.25."),
+    (["optimizer.lr=${oc.env:LR}"], "optimizer.lr=${oc.env:LR}: a value from ${oc.env:...} is recorded as that text, "
+     "not as the value the run took: let the shell give the value (optimizer.lr=$LR)."),
     (["-m", "experiment=fast", "hparams_search=cnn_optuna"], "experiment=fast chooses optimizer=adam and "
      "hparams_search=cnn_optuna chooses optimizer=adamw: choose one of them on the command line (optimizer=adam or "
      "optimizer=adamw)."),

@@ -7,6 +7,7 @@ A word Hydra cannot read is left for Hydra to refuse, in its own words (made one
 """
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from omegaconf.nodes import BooleanNode
 
 from mnist_exp.errors import UserError
 
+# Resolvers whose value comes from outside the config: the environment, the clock.
+OUTSIDE_VALUE = re.compile(r"\$\{(oc\.env|now):([^,}]*)")
 # Groups that turn a sweep into an Optuna search.
 SEARCH_GROUPS = ("hparams_search", "hydra/sweeper")
 
@@ -120,6 +123,11 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         if override is None and (mistake := typing_mistake(text)):
             raise UserError(f"Cannot read the override '{text}': {mistake}")
     overrides = tuple(override for _, override in parsed if override is not None)
+    for override in overrides:  # Hydra records a value as typed: the environment's or the clock's would be lost
+        if not override.key_or_group.startswith("hydra") and (found := OUTSIDE_VALUE.search(override.input_line)):
+            shell = f"${found[2]}" if found[1] == "oc.env" else f"$(date +{found[2]})"
+            raise UserError(f"{override.input_line}: a value from ${{{found[1]}:...}} is recorded as that text, not as "
+                            f"the value the run took: let the shell give the value ({override.key_or_group}={shell}).")
     mode = [o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.mode"]
     multirun = args.multirun or (mode[-1].upper() == "MULTIRUN" if mode else False)
     prints_only = version or bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
