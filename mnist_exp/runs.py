@@ -1,5 +1,5 @@
-"""What a run directory holds: its files by name, metrics.json and its status, the test predictions, and
-finding and reading runs for the leaderboard.
+"""What a run directory holds: its files by name, metrics.json and its status, the test predictions (the
+leaderboard reads runs through ``mnist_exp.tools.run_records``).
 
     .hydra/  train.log  events.out.tfevents.*  checkpoints/{last,best}.pt  metrics.json
     test_predictions.npz  *.png
@@ -10,7 +10,6 @@ The app, resume, the sweep's summary and the tools all go through here, so each 
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 import tempfile
 import zipfile
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from mnist_exp.errors import UserError
 
@@ -47,6 +45,9 @@ PREDICTIONS_FILE = "test_predictions.npz"  # each test image's predicted and tru
 # Config keys that say where or how a run goes, not what it trains: a resumed run may change them.
 RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trainer.progress",
                      "trainer.log_interval", "trainer.compile", "trainer.eval_batch_size", "optimized_metric", "logger")
+# Of those, the one that changes what a run computes: compared and recorded as what it ran (a run's metrics.json
+# says what device.precision=auto became).
+PRECISION = "device.precision"
 
 
 def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -63,7 +64,7 @@ def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
 
 def hyperparameters(config: dict) -> dict[str, Any]:
     """The flattened config as the trackers record it, less the keys that only say where or how."""
-    return {key: value for key, value in flatten_config(config).items() if not key.startswith(RESUME_MAY_CHANGE)}
+    return {key: value for key, value in flatten_config(config).items() if not says_where_or_how(key)}
 
 
 def as_override(key: str, value: Any) -> str:
@@ -196,101 +197,9 @@ def current_umask() -> int:
     return mask
 
 
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Run directories under each path (or the path itself); one clear error for a path with none."""
-    runs: dict[Path, None] = {}  # ordered and without duplicates when paths overlap
-    for path in paths:
-        if not path.exists():
-            raise UserError(f"{path} does not exist. Give a run directory or a directory of runs.")
-        if not path.is_dir():
-            raise UserError(f"{path} is not a directory. Give a run directory or a directory of runs.")
-        found = sorted(run_dirs_under(path.resolve()))  # the walk follows no links: its folders are resolved too
-        if not found:
-            raise UserError(f"No runs under {path} (a run directory holds .hydra/ and metrics.json, "
-                            "as python -m mnist_exp writes them).")
-        runs.update((run, None) for run in found)
-    return list(runs)
-
-
-def run_dirs_under(path: Path) -> list[Path]:
-    """The directories holding a ``.hydra/`` under ``path`` (itself included); a run's own folders are not searched."""
-    found = []
-    for folder, subfolders, _ in os.walk(path):
-        if ".hydra" in subfolders:
-            found.append(Path(folder))
-            subfolders.clear()
-    return found
-
-
-def read_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """``read_run`` of each directory; thousands of them on every core, since parsing their configs is most of it."""
-    processes = min(os.cpu_count() or 1, len(run_dirs) // PARALLEL_RUNS)
-    if processes < 2:
-        return [read_run(run_dir) for run_dir in run_dirs]
-    with multiprocessing.Pool(processes) as pool:
-        return pool.map(read_run, run_dirs, chunksize=250)
-
-
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's overrides ({key: value}), what it trains (``trained_settings``), metrics.json ({} while it has none).
-
-    An unreadable metrics.json or config.yaml is named in ``problem``: the run is unreadable, or compared by its
-    overrides alone (as a run without a config.yaml is).
-    """
-    items, record = read_yaml(run_dir / ".hydra" / "overrides.yaml"), run_dir / ".hydra" / "config.yaml"
-    config = read_yaml(record)  # only compared: its values as text
-    overrides = dict(split_override(str(item)) for item in (items if isinstance(items, list) else []))
-    readable = isinstance(config, dict)
-    run = {"dir": run_dir, "overrides": overrides, "settings": trained_settings(config if readable else None, overrides),
-           "problem": None if readable or not record.exists() else
-           f"{record} is not a config; the run is compared by its overrides alone"}
-    try:
-        return {**run, "metrics": read_metrics(run_dir, strict=True)}
-    except UnreadableMetrics as error:
-        reason = str(error).replace(str(run_dir / METRICS_FILE), METRICS_FILE)
-        return {**run, "metrics": {"status": Status.UNREADABLE.value, "error": reason},
-                "problem": f"{error}; the run is listed as unreadable"}
-
-
-# libyaml's parser where PyYAML has it (its wheels do): many times faster than the pure-Python one over thousands of
-# runs. It leaves every value a string: a run's values are only compared with each other, its overrides are text.
-YAML_TEXT_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
-PARALLEL_RUNS = 1000  # runs per process, at least, before read_runs starts processes
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file with every value left as text: libyaml's nodes, turned into dicts and lists here in 0.6 of the
-    time ``yaml.load`` takes with its own constructor (reading configs is most of compare's time over many runs)."""
-    def value(node: yaml.Node) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            return {value(key): value(item) for key, item in node.value}
-        if isinstance(node, yaml.SequenceNode):
-            return [value(item) for item in node.value]
-        return node.value
-
-    try:
-        node = yaml.compose(path.read_text(), Loader=YAML_TEXT_LOADER)
-    except (OSError, yaml.YAMLError):
-        return None
-    return None if node is None else value(node)
-
-
 def says_where_or_how(key: str) -> bool:
     """A config key or override that says where or how a run goes (or Hydra's own), not what it trains."""
-    return key.startswith(("hydra", *RESUME_MAY_CHANGE)) or f"{key}.".startswith(RESUME_MAY_CHANGE)
-
-
-def trained_settings(config: dict | None, overrides: dict[str, str]) -> tuple:
-    """What a run trains, apart from its seed: its composed config (its overrides where the config is missing)."""
-    settings = flatten_config(config) if config is not None else overrides
-    return tuple(sorted((key, repr(value)) for key, value in settings.items()
-                        if key != "seed" and not says_where_or_how(key)))
-
-
-def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
-    """Override keys whose value is not the same in every run (absent counts as a value), in first-seen order."""
-    keys = list(dict.fromkeys(key for run in runs for key in run["overrides"]))
-    return [key for key in keys if len({run["overrides"].get(key) for run in runs}) > 1]
+    return key != PRECISION and (key.startswith(("hydra", *RESUME_MAY_CHANGE)) or f"{key}.".startswith(RESUME_MAY_CHANGE))
 
 
 def number(value: Any) -> float | None:

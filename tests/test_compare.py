@@ -19,7 +19,9 @@ from matplotlib.colors import to_rgb
 from conftest import read_metrics, read_png, run_dirs, run_main
 from mnist_exp.tools import compare
 from mnist_exp.tools import stats
-from mnist_exp.runs import PREDICTIONS_FILE, read_predictions, read_run, read_runs, write_metrics, write_predictions
+from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.runs import PREDICTIONS_FILE, read_predictions, write_metrics, write_predictions
+from mnist_exp.tools.run_records import read_run, read_runs
 
 
 def make_run(run_dir: Path, overrides: list[str], metrics: dict | None) -> Path:
@@ -290,7 +292,7 @@ def test_runs_that_differ_only_in_seed_and_where_they_ran_are_one_row(seeds, cap
 
 def test_thousands_of_runs_read_on_every_core_give_the_same_leaderboard(seeds, monkeypatch, capsys):
     one_process = run_compare(capsys, seeds, "--format", "csv")
-    monkeypatch.setattr("mnist_exp.runs.PARALLEL_RUNS", 2)  # 10 runs: a process a core, as 10,000 runs get
+    monkeypatch.setattr("mnist_exp.tools.run_records.PARALLEL_RUNS", 2)  # 10 runs: a process a core, as 10,000 runs get
     assert read_runs(sorted(seeds.iterdir())) == [read_run(run_dir) for run_dir in sorted(seeds.iterdir())]
     assert run_compare(capsys, seeds, "--format", "csv") == one_process
 
@@ -507,6 +509,22 @@ def test_a_real_seed_sweep_is_two_groups_of_two_and_compares(tmp_path, monkeypat
     assert lines[0].startswith("A  model.width=4: test accuracy") and "exact McNemar test" in lines[2]
     lines = run_compare(capsys, jobs[0], jobs[1], "--vs", jobs[2], jobs[3]).splitlines()
     assert lines[0].startswith("A  model.width=4: 2 runs") and lines[2].startswith("B - A: ")
+
+
+def test_runs_in_bf16_and_in_fp32_are_two_groups_named_by_the_precision_that_ran(tmp_path, monkeypatch, capsys):
+    """bf16 changes a run's numbers: runs that differ in it are not one seed group, and auto is what it became."""
+    code, _, err = run_main("-m", "dataset=fake", "trainer.epochs=1", "model.width=4", "device.precision=fp32,bf16",
+                            "seed=0,1", "device=cpu", "device.threads=1", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    [sweep_dir] = (tmp_path / "outputs" / "multirun").glob("*/*")
+    rows = read_csv(run_compare(capsys, sweep_dir, "--format", "csv"))
+    assert sorted((row["device.precision"], row["n"]) for row in rows) == [("bf16", "2"), ("fp32", "2")]
+    code, out, err = run_main("dataset=fake", "trainer.epochs=1", "model.width=4", "device=cpu", "device.threads=1",
+                              "hydra.run.dir=auto", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    ran = "bf16" if "bf16 autocast" in out + err else "fp32"  # the run's Device line
+    assert code == 0 and read_metrics(tmp_path / "auto")["precision"] == ran
+    assert load_checkpoint(tmp_path / "auto" / "checkpoints" / "best.pt")["config"]["device"]["precision"] == ran
 
 
 def test_help_says_how_to_pick_a_and_b(capsys):

@@ -55,6 +55,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     writer = distributed.rank() == 0
     threads = set_cpu_threads(cfg.device.threads)
     bf16 = use_bf16(cfg.device.precision.value, device)
+    config["device"]["precision"] = "bf16" if bf16 else "fp32"  # what auto became: checkpoints and trackers hold it
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     # Refused before anything is built.

@@ -71,14 +71,22 @@ def check_presets_agree(choices: dict[str, str | None], overrides, config_dir: s
     for group in PRESET_GROUPS:
         option = choices.get(group)
         files = [Path(base) / group / f"{option}.yaml" for base in (CONF_DIR, config_dir) if base and option]
-        for entry in next((OmegaConf.load(file).get("defaults") or [] for file in files if file.is_file()), []):
-            for key, value in (entry.items() if isinstance(entry, Mapping) else []):
-                target = key.removeprefix("override").strip().lstrip("/")
-                earlier = chosen.setdefault(target, (f"{group}={option}", value))
-                if target not in given_groups and earlier[1] != value:
-                    raise UserError(f"{earlier[0]} chooses {target}={earlier[1]} and {group}={option} chooses "
-                                    f"{target}={value}: choose one of them on the command line ({target}="
-                                    f"{earlier[1]} or {target}={value}).")
+        for target, value in next((chosen_options(file) for file in files if file.is_file()), []):
+            earlier = chosen.setdefault(target, (f"{group}={option}", value))
+            if target not in given_groups and earlier[1] != value:
+                raise UserError(f"{earlier[0]} chooses {target}={earlier[1]} and {group}={option} chooses "
+                                f"{target}={value}: choose one of them on the command line ({target}={earlier[1]} "
+                                f"or {target}={value}).")
+
+
+def chosen_options(preset: Path) -> list[tuple[str, str]]:
+    """The (group, option) pairs a preset's defaults list chooses; none from a file Hydra will refuse in its words."""
+    try:
+        defaults = OmegaConf.load(preset).get("defaults") or []
+    except Exception:  # not YAML, or not a mapping: Hydra's composition says what is wrong with it
+        return []
+    return [(key.removeprefix("override").strip().lstrip("/"), value)
+            for entry in defaults if isinstance(entry, Mapping) for key, value in entry.items()]
 
 
 def config_groups_help() -> str:

@@ -42,6 +42,7 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
         "params": count_parameters(trainer.model),
         "startup_s": startup_s,
         "flops_per_image": job.flops_per_image,  # forward; a training step takes about 3x (backward is 2x)
+        "precision": job.config["device"]["precision"],  # bf16 or fp32, what device.precision=auto became
     }
     metrics["train_gflops_per_s"] = 3 * job.flops_per_image * metrics["samples_per_s"] / 1e9
     distributed.cleanup()

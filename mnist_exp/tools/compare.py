@@ -18,9 +18,10 @@ from typing import Any
 
 
 from mnist_exp.errors import UserError
-from mnist_exp.runs import Status, differing_keys, find_runs, number, read_runs
+from mnist_exp.runs import Status, number
 from mnist_exp.tools import cli
 from mnist_exp.tools.groups import seed_groups, summarize_group
+from mnist_exp.tools.run_records import differing_keys, find_runs, read_runs
 
 FORMATS = ("table", "csv", "markdown")
 METRIC_COLUMNS = ("best val acc", "test acc", "epochs", "train s", "params", "status")

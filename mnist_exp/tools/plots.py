@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mnist_exp.errors import UserError
-from mnist_exp.runs import atomic_file, differing_keys
+from mnist_exp.runs import atomic_file
+from mnist_exp.tools.run_records import differing_keys
 
 
 def plot_points(groups: list[dict[str, Any]]) -> list[tuple[str, float, float, float]]:

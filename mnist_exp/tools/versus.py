@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from mnist_exp.errors import UserError
-from mnist_exp.runs import (PREDICTIONS_FILE, Status, differing_keys, find_runs, number, read_predictions, read_runs,
-                            says_where_or_how)
+from mnist_exp.runs import PREDICTIONS_FILE, Status, number, read_predictions, says_where_or_how
 from mnist_exp.tools.groups import seed_groups
+from mnist_exp.tools.run_records import differing_keys, find_runs, read_runs
 from mnist_exp.tools.stats import ACCURACY, mcnemar_p, summarize, welch
 
 SIGNIFICANCE = 0.05
