@@ -1,24 +1,18 @@
-"""User mistakes: the one error type for them, and one line on the terminal for each, Hydra's included.
+"""User mistakes: the one error type for them, and the words shared by the lines that report them.
 
 Raise ``UserError`` anywhere for a mistake a user can fix; its message says what is wrong and how
-to fix it. Every command turns it into that one line and exit code 1, with the traceback only
-under ``HYDRA_FULL_ERROR=1``: the tools through ``mnist_exp.tools.cli``, training through
-``hydra_errors_in_one_line``, which also rewrites Hydra's own multi-line composition errors (an
-unknown option or key, a value of the wrong type, an override it cannot parse) as one line.
+to fix it. Every command turns it into one line and exit code 1, with the traceback only under
+``HYDRA_FULL_ERROR=1``: the tools through ``mnist_exp.tools.cli``, training through
+``mnist_exp.hydra_errors``, which also rewrites Hydra's own multi-line errors as one line.
 """
 
-import contextlib
 import errno
-import io
 import os
-import re
-import sys
+import tempfile
 from difflib import get_close_matches
-from typing import Callable
+from pathlib import Path
 
 from hydra.errors import CompactHydraException
-
-from mnist_exp.paths import CONF_DIR
 
 
 class UserError(CompactHydraException):
@@ -26,9 +20,10 @@ class UserError(CompactHydraException):
 
 
 def did_you_mean(name: str, choices) -> str:
-    """' Did you mean 'cnn'?' for the closest choice, or '' when nothing is close."""
-    match = get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" Did you mean '{match[0]}'?" if match else ""
+    """' Did you mean 'cnn'?' for the closest choice (CNN too), or '' when nothing is close."""
+    by_lower = {str(choice).lower(): str(choice) for choice in choices}
+    match = get_close_matches(str(name).lower(), by_lower, n=1, cutoff=0.6)
+    return f" Did you mean '{by_lower[match[0]]}'?" if match else ""
 
 
 def check_range(key: str, value, ok: bool, allowed: str) -> None:
@@ -47,231 +42,6 @@ def full_traceback_asked() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-# While Hydra composes: the stream its errors are printed to, and the real stderr.
-_held: dict[str, io.TextIOBase] = {}
-
-
-@contextlib.contextmanager
-def hydra_errors_in_one_line(key_names: Callable[[str], list[str]]):
-    """Around ``@hydra.main``: what Hydra prints on stderr before the first job starts is held back; on a
-    failed exit it becomes one line (``one_line``), otherwise it is passed on as it was.
-
-    ``key_names(type_name)`` lists the keys of a config node type, for the close match of a misspelt key.
-    """
-    if full_traceback_asked():
-        yield
-        return
-    real, held = sys.stderr, io.StringIO()
-    sys.stderr, _held["stderr"], _held["real"] = held, held, real
-    try:
-        yield
-    except SystemExit as exit:
-        stopped_by_signal = isinstance(exit.code, int) and exit.code > 128  # its own lines said so, and how to resume
-        if sys.stderr is held and exit.code not in (0, None) and not stopped_by_signal:
-            sys.stderr = real
-            _held.pop("stderr", None)
-            print(one_line(held.getvalue(), key_names), file=real)
-            raise SystemExit(1) from None
-        raise
-    finally:
-        if sys.stderr is held:
-            release_stderr()
-        sys.stderr = real
-
-
-def release_stderr() -> None:
-    """Give stderr back (a job or a sweep starts): its output from now on is the user's to see as it comes."""
-    held, real = _held.pop("stderr", None), _held.pop("real", sys.__stderr__)
-    if held is not None and sys.stderr is held:
-        sys.stderr = real
-        real.write(held.getvalue())
-
-
-TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "text"}
-# Names users know a choice by that spelling does not bring close to it (gpu is nearer cpu than cuda).
-OTHER_NAMES = {"gpu": "cuda", "nvidia": "cuda", "float32": "fp32", "bfloat16": "bf16"}
-
-
-def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) -> str:
-    """Hydra's account of a failure, as the one line that says what is wrong and how to fix it."""
-    full_key = re.search(r"full_key: (\S+)", text)
-    if found := re.search(r"^[\w.-]+: error: (?P<message>.+)$", text, re.M):  # argparse's, after its usage lines
-        stranded = re.fullmatch(r"unrecognized arguments: ([^-].*)", found["message"])  # overrides after an option
-        hint = " Options such as -m go before the overrides: python -m mnist_exp -m key=a,b ..." if stranded else ""
-        from hydra._internal.utils import get_args_parser
-
-        options = get_args_parser()._option_string_actions  # Hydra's own options: --cfg, --multirun ...
-        return f"python -m mnist_exp: {found['message']}.{hint}{misspelt_option(found['message'], options)} See --help."
-    # A single option names the group's options; an option in a list (logger=[a,b]) does not: conf/ has them.
-    if found := re.search(r"Could not (?P<how>find|load) '(?P<group>[\w/]+)/(?P<option>[^']*)'", text):
-        group, option = found["group"], found["option"]
-        options = (re.findall(r"^\t(\S+)$", text, re.M) if found["how"] == "find"
-                   else sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
-        problem = "there is no such option." if option else "give it one of its options."
-        return (f"{group}={option}: {problem}{did_you_mean(option, options)} "
-                f"Options of {group}: {', '.join(options)}.")
-    if found := (re.search(r"Multiple values for (?P<group>[\w/]+)\. To override a value use 'override [\w/]+: "
-                           r"(?P<option>[^']+)'", text)
-                 or re.search(r"force-add of config groups is not supported: '\+\+(?P<group>[\w/]+)=(?P<option>[^']+)'",
-                              text)):  # +group=option: the + adds a key, and a group is chosen as it is
-        return f"{found['group']} is a config group: choose its option without the +, {found['group']}={found['option']}."
-    if found := re.search(r"(?:Sweeping over Hydra's configuration is not supported : |Could not override )"
-                          r"'hydra\.sweeper\.params\.(?P<key>[^=']+)", text):  # a search's space, from the command line
-        return (f"hydra.sweeper.params.{found['key']}: give a key's search space on the command line as the key itself, "
-                f"e.g. '{found['key']}=choice(a,b)' or '{found['key']}=interval(a,b)' (a search's config file lists them "
-                "under hydra.sweeper.params).")
-    if (found := re.search(r"Could not override 'logger\.(?P<key>(?P<first>\w+)[^']*)'", text)) and \
-            f"Key '{found['first']}' is not in struct" in text:
-        return unknown_logger_key(found["key"], key_names("logger"))
-    if (found := re.search(r"In '(?P<group>[\w/]+)/(?P<file>[^']+)': ConfigKeyError raised while composing config:\n"
-                           r"Key '(?P=group)' not in", text)):  # its keys land under the group's name
-        return missing_package_line(f"{found['group']}/{found['file']}", "keys")
-    if (found := re.search(r"In '(?P<group>[\w/]+)/(?P<file>[^']+)': ConfigKeyError raised while composing config:\n"
-                           r"Key '[^']+' not in '(?P<type>[^']+)'", text)) and full_key and "." in full_key[1]:
-        node, recipe = full_key[1].rpartition(".")[0], f"{found['group']}={found['file']}"
-        option = re.fullmatch(rf"{re.escape(node)}_(\w+)_schema", found["type"])  # the option chosen over the recipe's
-        chosen = f"{node}={option[1]}" if option else f"this {node}"
-        return (f"{recipe} sets {full_key[1]}, a key {chosen} does not have (its keys: "
-                f"{', '.join(key_names(found['type']))}): drop what chooses {chosen} (an override of {node}, or a debug "
-                f"preset) to keep the {node} of {recipe}, or write a recipe of your own from "
-                f"{found['group']}/{found['file']}.yaml without that key.")
-    if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
-        if full_key[1].startswith("logger.") and not key_names(found["type"]):  # a logger without keys
-            return unknown_logger_key(full_key[1].removeprefix("logger."), key_names("logger"))
-        keys, (parent, _, key) = key_names(found["type"]), full_key[1].rpartition(".")
-        close = get_close_matches(key, keys, n=1, cutoff=0.6)  # the key alone: a long shared parent matches anything
-        suggestion = f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
-        return (f"Unknown key '{full_key[1]}'.{suggestion}"
-                + (f" The keys of {parent or 'the config'}: {', '.join(keys)}." if keys else "")
-                + (option_with_key(full_key[1]) if not close else ""))
-    if (found := re.search(r"Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<type>\w+)", text)
-            or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
-        wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
-        if item := re.fullmatch(r"(?P<key>[\w.]+)\[(?P<index>\d+)\]", full_key[1]):  # an item of a list
-            return (f"{item['key']}: its item {found['value']} is not {wanted}: give a list of them, e.g. "
-                    f"{item['key']}={LIST_EXAMPLES.get(wanted, '[...]')}.")
-        written = re.search(rf"Error merging override {re.escape(full_key[1])}=(\S+)", text)
-        if wanted == "a whole number" and written and re.fullmatch(r"-?\d+\.0", found["value"]):  # 1e3, 8.0
-            read_as = f" is read as {found['value']}," if written[1] != found["value"] else " is"
-            return (f"{full_key[1]}={written[1]}{read_as} not a whole number: write it without a point or an "
-                    f"exponent, {full_key[1]}={found['value'][:-2]}.")
-        return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
-    if found := re.search(r"package '(?P<package>[^']+)' not found in config", text):  # --cfg job --package <node>
-        package = found["package"]
-        close = "" if "." in package else did_you_mean(package, key_names("Config"))  # a top-level node's name
-        return f"--package {package}: the config has no such node.{close} python -m mnist_exp --cfg job shows them all."
-    if found := re.search(r"Cannot find primary config '(?P<name>[^']*)'", text):
-        return (f"--config-name {found['name']}: there is no such config. mnist_exp's is config: leave out "
-                "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>.")
-    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=null\s+field '[^']+' is not Optional", text):
-        shown_by = "--cfg hydra" if found["key"].startswith("hydra.") else "--cfg job"
-        return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp {shown_by} shows "
-                "its default).")
-    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid value assigned: \w+ is "
-                          r"not a ListConfig", text):
-        key, value = found["key"], found["value"]
-        bracketed = f"[{value},0.999]" if key.endswith(".betas") else f"[{value}]"  # Adam's betas are two numbers
-        return f"{key}={value} is not a list: give one in brackets, e.g. {key}={bracketed}."
-    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid type assigned: \w+ is not a "
-                          r"subclass of (?P<type>\w+)", text):
-        key, keys = found["key"], key_names(found["type"])
-        hint = f": set one, e.g. {key}.{keys[0]}=..." if keys else "."
-        return f"{key}={found['value']}: {key} holds keys ({', '.join(keys) or 'none'}), not a value{hint}"
-    if (found := re.search(r"Invalid value '(?P<value>.*)', expected one of \[(?P<choices>.*)\]", text)) and full_key:
-        choices, value = found["choices"].split(", "), found["value"]
-        meant = OTHER_NAMES.get(value.lower())
-        return (f"{full_key[1]}={value} is not one of: {', '.join(choices)}."
-                + (f" Did you mean '{meant}'?" if meant in choices else did_you_mean(value, choices)))
-    if found := re.search(r"(?:LexerNoViableAltException|mismatched input|no viable alternative)[^:]*: (?P<ov>\S+)", text):
-        key, _, value = found["ov"].partition("=")
-        if value == "~":  # YAML's null, which the override grammar does not take
-            return f"{key}=~: write {key}=null for none (~ means null in YAML files, not on the command line)."
-        return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
-                f"special characters, e.g. '{key}=\"{value}\"' (with the outer single quotes for the shell).")
-    if found := re.search(r"Error parsing override '(?P<line>[^']+)'\nTypeError while evaluating '(?P<call>(?P<name>\w+)"
-                          r"\([^']*\))': mismatch type argument (?P<argument>\w+)", text):
-        return (f"Cannot read the override '{found['line']}': {found['name']}() takes numbers, and its "
-                f"{found['argument']} in {found['call']} is not one, e.g. {found['name']}(1,4).")
-    if re.search(r"^(?:multiprocessing\.context\.)?TimeoutError$", text, re.M):  # joblib's, without a message
-        return ("A job ran past hydra.launcher.timeout, and joblib stopped the sweep: give a timeout in seconds longer "
-                "than a job takes, or leave it out for none.")
-    if re.search(r"\w+ does not support sweep type : INTERVAL_SWEEP", text):
-        return ("interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or hparams_search=cnn_optuna), "
-                "or sweep listed values, e.g. key=4,8 or range(4,9).")
-    if found := re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n\s+in \"(?P<file>[^\"]+)\", line (?P<line>\d+), column \d+"
-                          r"(?:\n(?P<problem>.+)\n\s+in \"[^\"]+\", line (?P<at>\d+))?", text, re.M):
-        problem = f": {found['problem']}" if found["problem"] else ""
-        return (f"{found['file']}, line {found['at'] or found['line']}: not valid YAML ({found['context']}{problem}). "
-                "Fix the file.")
-    if found := re.search(r"In '(?P<file>experiment/[^']+)': Could not override '(?P<group>[\w/]+)@experiment\.", text):
-        return missing_package_line(found["file"], f"the {found['group']} group")
-    if "Traceback (most recent call last)" in text and (raised := re.findall(r"^([\w.]+(?:Error|Exception)): (.+)$", text, re.M)):
-        message = f"{raised[-1][0]}: {raised[-1][1]}"  # the error a traceback ends in, not its first lines
-        if "[Errno 28]" in message:
-            message += " (the disk is full: free some space, or choose another place with hydra.run.dir=<dir>)"
-        return message
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(
-        ("Error executing job with overrides", "Set the environment variable HYDRA_FULL_ERROR", "See https://"))]
-    message = " ".join(lines[:3]) or "Failed (set HYDRA_FULL_ERROR=1 for the details)."
-    if job := re.search(r"Error executing job with overrides: \[(.*)\]", text):  # a sweep's first failed job
-        return f"A job of the sweep failed ({job[1].replace(chr(39), '')}): {message}"
-    return message
-
-
-def missing_package_line(file: str, what: str) -> str:
-    """An experiment file whose keys Hydra puts under the group's name: it lacks its package line."""
-    return (f"{file}.yaml sets {what} of the whole config, which needs '# @package _global_' as the file's first line: "
-            "add it, as each experiment file has.")
-
-
-def option_with_key(full_key: str) -> str:
-    """' hydra/launcher=joblib has n_jobs: choose it.' for a key of another option of a Hydra group, or ''."""
-    parts = full_key.split(".")
-    if len(parts) != 3 or parts[0] != "hydra":
-        return ""
-    from hydra.core.config_store import ConfigStore
-
-    options = ConfigStore.instance().repo.get("hydra", {}).get(parts[1], {})
-    having = [name.removesuffix(".yaml") for name, entry in options.items()
-              if hasattr(entry, "node") and parts[2] in entry.node]
-    others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""
-    return f" hydra/{parts[1]}={having[0]} has {parts[2]}: choose it{others}." if having else ""
-
-
-def misspelt_option(message: str, options) -> str:
-    """' Did you mean '--cfg'?' for argparse's "unrecognized arguments: --cfgg ...", or ''."""
-    found = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
-    return did_you_mean(found[1], options) if found else ""
-
-
-def unknown_logger_key(key: str, known: list[str]) -> str:
-    """``logger.<key>`` that no chosen logger has. ``known``: every logger's name and its keys ('mlflow.tracking_uri')."""
-    loggers = [name for name in known if "." not in name]
-    name, dot, _ = key.partition(".")
-    if dot and name in loggers:
-        setting, keys = key.partition(".")[2], [k.partition(".")[2] for k in known if k.startswith(f"{name}.")]
-        if setting.split(".")[0] not in keys:
-            return (f"logger.{key}: the {name} logger has no key '{setting}'.{did_you_mean(setting, keys)} "
-                    f"Its keys: {', '.join(keys) or 'none'}.")
-        return (f"logger.{key} is a key of the {name} logger, which this run does not use: choose it too, "
-                f"e.g. logger=[tensorboard,{name}] logger.{key}=...")
-    if dot:
-        return f"logger.{key}: there is no logger '{name}'.{did_you_mean(name, loggers)} Loggers: {', '.join(loggers)}."
-    if name in loggers:
-        return f"logger.{key}: the {name} logger is not chosen: choose it with the others, e.g. logger=[tensorboard,{name}]."
-    settings = {known_key.partition(".")[2]: known_key for known_key in known if "." in known_key}
-    close = get_close_matches(name, settings, n=1, cutoff=0.6)
-    suggestion = f" Did you mean 'logger.{settings[close[0]]}'?" if close else ""
-    return f"Unknown key 'logger.{key}': a logger's keys go under its name (logger.<name>.<key>).{suggestion}"
-
-
-LIST_EXAMPLES = {"a whole number": "[1,2]", "a number": "[0.9,0.99]", "true or false": "[true,false]"}
-
-
-def example(wanted: str) -> str:
-    return {"a whole number": "1", "a number": "0.5", "true or false": "true"}.get(wanted, "...")
-
-
 def disk_full(error: BaseException | None) -> bool:
     """Whether an error, or one it was raised from or during, is a full disk or quota."""
     while error is not None:
@@ -279,3 +49,17 @@ def disk_full(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def write_problem(directory: Path) -> str | None:
+    """Why nothing can be written in ``directory``, found by writing there (permissions alone miss /proc, full disks)."""
+    if not directory.is_dir():
+        return "is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=directory) as probe:  # unnamed on Linux: it leaves nothing behind
+            probe.write(bytes(4096))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        return "is on a full disk" if disk_full(error) else f"cannot be written ({error.strerror or error})"
+    return None

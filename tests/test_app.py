@@ -300,6 +300,35 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                                               "python -m mnist_exp --cfg job shows them all."),
     (["--resolve"], "--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
                     "interpolations resolved."),
+    (["trainer.epochs=${nope}"], "${nope}: the config has no key nope: an interpolation names a key by its full path, "
+                                 "e.g. ${trainer.epochs} (python -m mnist_exp --cfg job shows them)."),
+    (["trainer.epochs=${foo:1}"], "${foo:...}: there is no resolver foo: refer to a key of the config instead, e.g. "
+                                  "${trainer.epochs}."),
+    (["model=cnnn", "--help"], "model=cnnn: there is no such option. Did you mean 'cnn'? Options of model: cnn, "
+                               "conv_fc, logreg, mlp, strided_cnn, vgg_cnn."),
+    (["trainer.epochs=abc", "--info", "config"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. "
+                                                 "trainer.epochs=1."),
+    (["--hydra-help"], "--hydra-help shows Hydra's own options, and dataset=fake is a key of the run: leave the "
+                       "overrides out (python -m mnist_exp --hydra-help), or see a run's config with --cfg job."),
+    (["-p", "trainer"], "--package trainer goes with --cfg: python -m mnist_exp --cfg job --package trainer shows that "
+                        "node of the config."),
+    (["--experimental-rerun", "config.pickle"], "--experimental-rerun config.pickle: mnist_exp runs again from "
+     "overrides, not from a pickle: give the overrides listed in the run's .hydra/overrides.yaml."),
+    (["-m", "trainer.epochs=glob(*)"], "trainer.epochs=glob(*): glob() matches a config group's options, and "
+                                       "trainer.epochs is a key: list the values to sweep instead, trainer.epochs=<a>,<b>."),
+    (['hydra.run.dir="~/runs/a"'], "hydra.run.dir=~/runs/a starts with ~, which only the shell expands, and not in "
+                                   f"quotes: give the path from / (e.g. {os.path.expanduser('~/runs/a')})."),
+    (["hydra.job.name="], "hydra.job.name=: give the job a name (its log file is <name>.log), or leave hydra.job.name "
+                          "out."),
+    (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage="], "hydra.sweeper.storage=: give the study's "
+     "database or journal file, leave it out for SQLite in the sweep directory, or give hydra.sweeper.storage=null for "
+     "a study in this process alone."),
+    (["experiment=[fast,best]"], "experiment=[fast,best]: a run has one experiment. Give one (experiment=fast), or "
+                                 "add -m to run one job for each (python -m mnist_exp -m experiment=fast,best ...)."),
+    (["model=CNN"], "model=CNN: there is no such option. Did you mean 'cnn'? Options of model: cnn, conv_fc, logreg, "
+                    "mlp, strided_cnn, vgg_cnn."),
+    (["trainer.tta=true", "trainer.tta_scales=[inf]"], "trainer.tta_scales=[inf] is out of range: it takes a list of "
+     "sizes above 0, e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size."),
     (["--config-name", "conf"], "--config-name conf: there is no such config. mnist_exp's is config: leave out "
                                 "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>."),
     (["resume=true"], "resume=true continues a run: point hydra.run.dir at it (hydra.run.dir=outputs/runs/<date>/<time>"
@@ -484,7 +513,7 @@ def test_flat_vectors_for_a_model_of_images_are_one_line_that_names_the_key(tmp_
 
 
 def test_a_traceback_hydra_prints_becomes_the_error_it_ends_in():
-    from mnist_exp.errors import one_line
+    from mnist_exp.hydra_errors import one_line
 
     text = ('Traceback (most recent call last):\n  File "x.py", line 1, in f\n    raise NoSuchModuleError(...)\n'
             "sqlalchemy.exc.NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:foo\n")

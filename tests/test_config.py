@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from mnist_exp.errors import one_line
+from mnist_exp.hydra_errors import one_line
 from mnist_exp.run.config import CONF_DIR, register_schemas, schema_keys
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
 

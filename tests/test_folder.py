@@ -106,6 +106,10 @@ def test_split_folders_and_what_cannot_work(tmp_path):
     write_images(tmp_path / "split" / "test", data.test.images, data.test.labels)
     split = build_dataset({"name": "folder", "root": str(tmp_path / "split"), "val_size": 20})
     assert (len(split.train), len(split.val), len(split.test)) == (180, 20, 60)
+    for size in (2.5, float("inf"), float("nan"), 200):
+        with pytest.raises(UserError, match=rf"^dataset.val_size={size} is out of range: give a fraction below 1 .* a "
+                                            r"count below the 200 images it is taken from\.$"):
+            build_dataset({"name": "folder", "root": str(tmp_path / "split"), "val_size": size})
     root = tmp_path / "split"  # a split the folders make is not made again by a key
     with pytest.raises(UserError, match=rf"^dataset.test_size=0.3 takes no effect: {root} has its own test/ folder\. "
                                         r"Leave dataset.test_size out\.$"):

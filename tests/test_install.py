@@ -212,11 +212,12 @@ def test_an_optuna_search_from_the_wheel(installed):
 
     sweep_dir = installed.work / "search"
     installed.run(installed.bin / "mnist-exp", "-m", "hparams_search=cnn_optuna", "hydra/sweeper/pruner=median",
-                  "hydra.sweeper.n_trials=2", "dataset=fake", "trainer.epochs=1", "model.width=4", "device=cpu",
+                  "hydra.sweeper.n_trials=2", "dataset=fake", "trainer.epochs=2", "model.width=4", "device=cpu",
                   "device.threads=1", f"hydra.sweep.dir={sweep_dir}")
     import optuna
 
     study = optuna.load_study(study_name="cnn_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
     assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 2
-    assert all(trial.intermediate_values == {1: trial.value} for trial in study.trials)  # the jobs reported
+    assert all(list(trial.intermediate_values) == [1, 2] and trial.intermediate_values[2] == trial.value
+               for trial in study.trials)  # the jobs reported each epoch
     assert yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())["value"] == study.best_value

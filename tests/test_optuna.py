@@ -75,6 +75,10 @@ def test_an_empty_range_in_a_searchs_params_is_refused():
 @pytest.mark.parametrize("line, message", [
     ("d=interval(8,4)", "d=interval(8,4): an interval goes from low to high, e.g. interval(4,8)."),
     ("d=tag(log,interval(0,1))", "d=tag(log,interval(0,1)): a log scale needs both ends above 0."),
+    ("d=tag(loq,interval(1,2))", "d=tag(loq,interval(1,2)): a search reads the tags log and int, and no tag loq. Did "
+                                 "you mean 'log'?"),
+    ("d=tag(log,choice(8,16))", "d=tag(log,choice(8,16)): a search reads tags on an interval alone, e.g. "
+                                "tag(log,interval(0.0001,0.1)), and tries a listed value as listed: leave the tag out."),
 ])
 def test_an_interval_optuna_cannot_sample_is_refused(line, message):
     with pytest.raises(UserError) as refused:

@@ -403,11 +403,14 @@ def test_evaluate_refuses_wrong_options_in_one_line(trained, capsys, args, code,
     assert call("evaluate", trained, *args, capsys=capsys) == (code, "", f"python -m mnist_exp.tools.evaluate: {message}\n")
 
 
-def test_export_refuses_an_out_file_in_a_missing_directory(trained, tmp_path, capsys):
+def test_export_refuses_an_out_file_where_it_cannot_write(trained, tmp_path, capsys):
     out = tmp_path / "no" / "model.ts.pt"
     assert call("export", trained, "--out", out, capsys=capsys) == (
         1, "", f"python -m mnist_exp.tools.export: Cannot write {out}: there is no directory {out.parent}. "
                "Create it, or give another --out.\n")
+    code, _, err = call("export", trained, "--out", "/proc/model.pt2", capsys=capsys)  # even root cannot write there
+    assert (code, err.splitlines()) == (1, ["python -m mnist_exp.tools.export: Cannot write /proc/model.pt2: /proc "
+                                            "cannot be written (No such file or directory). Give another --out."])
     assert call("export", trained, "--out", tmp_path, capsys=capsys) == (
         1, "", f"python -m mnist_exp.tools.export: --out {tmp_path} is a directory: give the file to write, e.g. "
                f"{tmp_path / 'best.pt2'}.\n")

@@ -144,8 +144,9 @@ def check_split_seed_used(builder, val_size: float, split_seed: int) -> None:
 
 def held_out_count(value: float, total: int, key: str) -> int:
     """A split's size from its key: a fraction of ``total`` below 1, else a count."""
-    count = round(value * total) if 0 <= value < 1 else int(value)
-    if value < 0 or value != int(value) and value >= 1 or count >= total:
+    whole_or_fraction = 0 <= value < 1 or value >= 1 and math.isfinite(value) and value == int(value)  # not nan, inf
+    count = (round(value * total) if value < 1 else int(value)) if whole_or_fraction else total
+    if count >= total:
         raise UserError(f"dataset.{key}={value} is out of range: give a fraction below 1 (0.1: a tenth) or a count "
                         f"below the {total} images it is taken from.")
     return count

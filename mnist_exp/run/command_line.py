@@ -115,9 +115,12 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     if args.resolve and not (args.cfg or args.help):
         raise UserError("--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
                         "interpolations resolved.")
-    if args.experimental_rerun and not Path(args.experimental_rerun).is_file():
-        raise UserError(f"--experimental-rerun {args.experimental_rerun}: there is no such file. To run a run "
-                        "again, give the overrides in its .hydra/overrides.yaml.")
+    if args.package and not args.cfg:
+        raise UserError(f"--package {args.package} goes with --cfg: python -m mnist_exp --cfg job --package "
+                        f"{args.package} shows that node of the config.")
+    if args.experimental_rerun:  # Hydra reads a pickle there, which can run any code; runs here write none
+        raise UserError(f"--experimental-rerun {args.experimental_rerun}: mnist_exp runs again from overrides, not "
+                        "from a pickle: give the overrides listed in the run's .hydra/overrides.yaml.")
     parsed = [(text, parse_override(text)) for text in args.overrides or []]
     for text, override in parsed:
         if override is None and (mistake := typing_mistake(text)):
@@ -128,6 +131,9 @@ def parse_command_line(argv: list[str]) -> CommandLine:
             shell = f"${found[2]}" if found[1] == "oc.env" else f"$(date +{found[2]})"
             raise UserError(f"{override.input_line}: a value from ${{{found[1]}:...}} is recorded as that text, not as "
                             f"the value the run took: let the shell give the value ({override.key_or_group}={shell}).")
+    if args.hydra_help and (job_keys := [o.input_line for o in overrides if not o.key_or_group.startswith("hydra")]):
+        raise UserError(f"--hydra-help shows Hydra's own options, and {job_keys[0]} is a key of the run: leave the "
+                        "overrides out (python -m mnist_exp --hydra-help), or see a run's config with --cfg job.")
     mode = [o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.mode"]
     multirun = args.multirun or (mode[-1].upper() == "MULTIRUN" if mode else False)
     prints_only = version or bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)

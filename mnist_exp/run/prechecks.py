@@ -11,14 +11,14 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError, disk_full, first_line, full_traceback_asked, release_stderr
+from mnist_exp.errors import UserError, first_line, full_traceback_asked, write_problem
+from mnist_exp.hydra_errors import release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings,
@@ -80,12 +80,15 @@ def check_builder_names(command: CommandLine) -> None:
 
 # The groups whose option is one component: a list of options (model=[cnn,mlp]) would merge several into one.
 ONE_OPTION_GROUPS = ("dataset", "model", "optimizer", "scheduler", "augment", "device")
-# Keys naming a place, where an empty value would mean the current directory, or nothing without saying so.
+# Keys naming a place or a file, where an empty value would mean the current directory, or nothing without saying so.
 PLACES = {
     "hydra.run.dir": "give the run a directory (hydra.run.dir=outputs/my_run), or leave it out for a new one.",
     "hydra.sweep.dir": "give the sweep a directory (hydra.sweep.dir=outputs/my_sweep), or leave it out for a new one.",
     "ckpt_path": "give the checkpoint to continue from, or leave ckpt_path out to start fresh.",
     "init_from": "give the trained run (or checkpoint) to start from, or leave init_from out.",
+    "hydra.job.name": "give the job a name (its log file is <name>.log), or leave hydra.job.name out.",
+    "hydra.sweeper.storage": "give the study's database or journal file, leave it out for SQLite in the sweep directory, "
+                             "or give hydra.sweeper.storage=null for a study in this process alone.",
 }
 
 
@@ -119,9 +122,12 @@ def check_given_values(command: CommandLine) -> None:
         if any(not isinstance(value, (str, list, type(None))) for value in values) and \
                 (options := group_options(key, command.config_dir)):  # model=5: Hydra's own error names no option
             raise UserError(f"{line}: {key} takes one of its options by name: {', '.join(options)}.")
-        if key in PLACES and (given == "" or given is None and key.startswith("hydra.")):
+        if key in PLACES and (given == "" or given is None and key.endswith(".dir")):
             raise UserError(f"{line}: {PLACES[key]}")  # ckpt_path=null, init_from=null: none, their default
-        if key in ONE_OPTION_GROUPS and isinstance(given, list) and len(given) > 1:
+        if isinstance(given, Glob) and not group_options(key, command.config_dir):
+            raise UserError(f"{line}: glob() matches a config group's options, and {key} is a key: list the values "
+                            f"to sweep instead, {key}=<a>,<b>.")
+        if key in (*ONE_OPTION_GROUPS, "experiment") and isinstance(given, list) and len(given) > 1:
             options = [str(option) for option in given]
             raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
                             f"for each (python -m mnist_exp -m {key}={','.join(options)} ...).")
@@ -142,28 +148,17 @@ def check_output_location(command: CommandLine) -> None:
     outputs = os.environ.get("MNIST_EXP_OUTPUTS", "outputs")
     if not outputs.strip():  # the config's ${oc.env:MNIST_EXP_OUTPUTS,outputs} would put the runs at the root, /runs
         raise UserError("MNIST_EXP_OUTPUTS is set but empty: give it a directory, or unset it for ./outputs.")
-    locations = [path for path in (command.run_dir, command.sweep_dir) if path is not None]
-    locations.append(Path(outputs))
-    for location in locations:
+    places = {"hydra.run.dir": command.run_dir, "hydra.sweep.dir": command.sweep_dir, "MNIST_EXP_OUTPUTS": Path(outputs)}
+    for name, location in places.items():
+        if location is not None and location.parts[0].startswith("~"):  # quoted, so the shell left it as it is
+            raise UserError(f"{name}={location} starts with ~, which only the shell expands, and not in quotes: give "
+                            f"the path from / (e.g. {Path(str(location)).expanduser()}).")
+    for location in filter(None, places.values()):
         path = location.absolute()
         existing = next(p for p in (path, *path.parents) if p.exists())
         if problem := write_problem(existing):
             raise UserError(f"Cannot write run directories to {path}: {existing} {problem}. "
                             "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
-
-
-def write_problem(directory: Path) -> str | None:
-    """Why nothing can be written in ``directory``, found by writing there (permissions alone miss /proc, full disks)."""
-    if not directory.is_dir():
-        return "is not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=directory) as probe:  # unnamed on Linux: it leaves nothing behind
-            probe.write(bytes(4096))
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as error:
-        return "is on a full disk" if disk_full(error) else f"cannot be written ({error.strerror or error})"
-    return None
 
 
 def check_no_overwrite(command: CommandLine) -> None:

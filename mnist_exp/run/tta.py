@@ -3,6 +3,8 @@
 The run's final test and a trained model loaded by the tools both wrap the model in ``ViewAveraged``.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -15,7 +17,7 @@ def check_tta(tta: bool, scales, flatten: bool) -> None:
         raise UserError("trainer.tta=true shifts images, but dataset.flatten=true makes them vectors. "
                         "Use one or the other.")
     scales = list(scales)
-    check_range("trainer.tta_scales", scales, scales and all(isinstance(s, (int, float)) and s > 0 for s in scales),
+    check_range("trainer.tta_scales", scales, scales and all(isinstance(s, (int, float)) and 0 < s < math.inf for s in scales),
                 "a list of sizes above 0, e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size")
     if len(set(scales)) < len(scales):  # a size twice is the same views counted twice
         listed, once = (",".join(str(s) for s in sizes) for sizes in (scales, dict.fromkeys(scales)))

@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.override_parser.types import Override, Transformer
 from omegaconf import DictConfig
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.run.command_line import override_parser
 from mnist_exp.run.prechecks import swept_values
 
@@ -38,6 +38,13 @@ def distribution(override: Override):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     sweep = override.value()
+    tags = sorted(getattr(sweep, "tags", None) or ())
+    if tags and not override.is_interval_sweep():
+        raise UserError(f"{override.input_line}: a search reads tags on an interval alone, e.g. "
+                        f"tag(log,interval(0.0001,0.1)), and tries a listed value as listed: leave the tag out.")
+    if unread := [tag for tag in tags if tag not in ("log", "int")]:
+        raise UserError(f"{override.input_line}: a search reads the tags log and int, and no tag {unread[0]}."
+                        f"{did_you_mean(unread[0], ['log', 'int'])}")
     if override.is_interval_sweep():
         low, high, log_scale = sweep.start, sweep.end, "log" in sweep.tags
         if not low <= high:  # Optuna's own error names neither the key nor the fix

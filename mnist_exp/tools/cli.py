@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mnist_exp.errors import UserError, full_traceback_asked, misspelt_option
+from mnist_exp.errors import UserError, full_traceback_asked, write_problem
+from mnist_exp.hydra_errors import misspelt_option
 from mnist_exp.runs import METRICS_FILE
 
 
@@ -55,6 +56,8 @@ def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
         raise UserError(f"{option} {out} is a directory: give the file to write, e.g. {out / example_name}.")
     if not out.parent.is_dir():
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another {option}.")
+    if problem := write_problem(out.parent):
+        raise UserError(f"Cannot write {out}: {out.parent} {problem}. Give another {option}.")
     if out.exists():
         if run := run_holding(out):
             raise UserError(f"{out} is a file of the run {run}, and a tool writes no file over a run's: give {option} "
