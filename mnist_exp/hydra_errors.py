@@ -146,6 +146,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if found := re.search(r"Interpolation key '(?P<key>[^']+)' not found", text):
         return (f"${{{found['key']}}}: the config has no key {found['key']}: an interpolation names a key by its full "
                 "path, e.g. ${trainer.epochs} (python -m mnist_exp --cfg job shows them).")
+    if "Recursive interpolation detected" in text:
+        return "An interpolation refers to itself (key=${key}), directly or through other keys: give a value instead."
     if found := re.search(r"Unsupported interpolation type (?P<name>[\w.]+)", text):
         return (f"${{{found['name']}:...}}: there is no resolver {found['name']}: refer to a key of the config instead, "
                 "e.g. ${trainer.epochs}.")
@@ -160,10 +162,12 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         shown_by = "--cfg hydra" if found["key"].startswith("hydra.") else "--cfg job"
         return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp {shown_by} shows "
                 "its default).")
-    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid value assigned: \w+ is "
-                          r"not a ListConfig", text):
+    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+(?:Invalid value assigned: \w+ is "
+                          r"not a ListConfig|Cannot merge DictConfig with ListConfig)", text):
         key, value = found["key"], found["value"]
-        bracketed = f"[{value},0.999]" if key.endswith(".betas") else f"[{value}]"  # Adam's betas are two numbers
+        bracketed = (f"[{value},0.999]" if key.endswith(".betas")  # Adam's betas are two numbers
+                     else "[...] (python -m mnist_exp --cfg job shows its default)" if value.startswith("{")
+                     else f"[{value}]")
         return f"{key}={value} is not a list: give one in brackets, e.g. {key}={bracketed}."
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid type assigned: \w+ is not a "
                           r"subclass of (?P<type>\w+)", text):
@@ -175,16 +179,6 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         meant = OTHER_NAMES.get(value.lower())
         return (f"{full_key[1]}={value} is not one of: {', '.join(choices)}."
                 + (f" Did you mean '{meant}'?" if meant in choices else did_you_mean(value, choices)))
-    if found := re.search(r"(?:LexerNoViableAltException|mismatched input|no viable alternative)[^:]*: (?P<ov>\S+)", text):
-        key, _, value = found["ov"].partition("=")
-        if value == "~":  # YAML's null, which the override grammar does not take
-            return f"{key}=~: write {key}=null for none (~ means null in YAML files, not on the command line)."
-        return (f"Cannot read the override '{found['ov']}': quote a value with spaces, non-ASCII letters or other "
-                f"special characters, e.g. '{key}=\"{value}\"' (with the outer single quotes for the shell).")
-    if found := re.search(r"Error parsing override '(?P<line>[^']+)'\nTypeError while evaluating '(?P<call>(?P<name>\w+)"
-                          r"\([^']*\))': mismatch type argument (?P<argument>\w+)", text):
-        return (f"Cannot read the override '{found['line']}': {found['name']}() takes numbers, and its "
-                f"{found['argument']} in {found['call']} is not one, e.g. {found['name']}(1,4).")
     if re.search(r"^(?:multiprocessing\.context\.)?TimeoutError$", text, re.M):  # joblib's, without a message
         return ("A job ran past hydra.launcher.timeout, and joblib stopped the sweep: give a timeout in seconds longer "
                 "than a job takes, or leave it out for none.")

@@ -94,10 +94,10 @@ def check_arguments(builder: Callable[..., Any], kwargs: Mapping[str, Any], pref
     accepted = config_parameters(builder)
     for key in kwargs:
         if key not in accepted:
-            raise UserError(
-                f"Unknown key '{prefix}{key}' for {builder.__name__}.{did_you_mean(key, accepted)} "
-                f"It takes: {', '.join(accepted)}."
-            )
+            if not accepted:
+                raise UserError(f"Unknown key '{prefix}{key}': {prefix.rstrip('.')}={builder.__name__} takes no keys.")
+            raise UserError(f"Unknown key '{prefix}{key}' for {builder.__name__}.{did_you_mean(key, accepted)} "
+                            f"It takes: {', '.join(accepted)}.")
 
 
 MODELS = Registry("model", "mnist_exp.run.models")

@@ -9,6 +9,7 @@ The app, resume, the sweep's summary and the tools all go through here, so each 
 
 import contextlib
 import json
+import re
 import math
 import os
 import tempfile
@@ -67,9 +68,17 @@ def hyperparameters(config: dict) -> dict[str, Any]:
     return {key: value for key, value in flatten_config(config).items() if not says_where_or_how(key)}
 
 
+# The characters of a value Hydra's override grammar reads without quotes.
+PLAIN_VALUE = re.compile(r"[\w/.\-+:@%]*")
+
+
 def as_override(key: str, value: Any) -> str:
-    """``key=value`` as the command line takes it back: null, true, [128,64] (no space to split it)."""
-    return f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+    """``key=value`` as the command line takes it back: null, true, [128,64] (no space to split it), and a text
+    with other characters quoted for Hydra: hydra.run.dir="runs/a (b)"."""
+    if not isinstance(value, str):
+        return f"{key}={json.dumps(value, separators=(',', ':'))}"
+    quote = "'" if '"' in value else '"'
+    return f"{key}={value if PLAIN_VALUE.fullmatch(value) else quote + value + quote}"
 
 
 def split_override(text: str) -> tuple[str, str]:

@@ -168,8 +168,30 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),
-    (["trainer.patience=~"], "trainer.patience=~: write trainer.patience=null for none (~ means null in YAML files, not "
-                             "on the command line)."),
+    (["trainer.patience=~"], "Cannot read the override 'trainer.patience=~': write trainer.patience=null for none (~ "
+                             "means null in YAML files, not on the command line)."),
+    (["model.hidden=[64,32,]"], "Cannot read the override 'model.hidden=[64,32,]': a list or sweep ends in a comma: "
+                                "remove it."),
+    (["trainer.tta=true trainer.epochs=2"], "Cannot read the override 'trainer.tta=true trainer.epochs=2': it holds two "
+                                            "overrides: give each as an argument of its own (no quotes around both)."),
+    (["epochs"], "Cannot read the override 'epochs': an override is key=value, e.g. trainer.epochs=3 (python -m "
+                 "mnist_exp --cfg job shows the keys)."),
+    (["=3"], "Cannot read the override '=3': an override is key=value, e.g. trainer.epochs=3 (python -m mnist_exp --cfg "
+             "job shows the keys)."),
+    (["hydra.run.dir=runs/a,b"], "hydra.run.dir=runs/a,b: a comma makes a sweep of a value: quote a path with one, "
+                                 "'hydra.run.dir=\"runs/a,b\"'."),
+    (["-m", "hydra.run.dir=rd", "seed=0,1"], "hydra.run.dir=rd places one run, and -m runs a sweep: give "
+                                             "hydra.sweep.dir=rd to place the sweep's jobs."),
+    (["--config-path", "cfgs"], "--config-path cfgs would replace mnist_exp's configs: add your own beside them with "
+                                "--config-dir cfgs."),
+    (["optimized_metric=val/loss"], "optimized_metric=val/loss: a search optimises that metric, and one run has no "
+     "search to give it to: leave it out, or give it to a search with -m (hparams_search=<name> or "
+     "hydra/sweeper=optuna)."),
+    (["seed=${seed}"], "An interpolation refers to itself (key=${key}), directly or through other keys: give a value "
+                       "instead."),
+    (["trainer.tta_scales={}"], "trainer.tta_scales={} is not a list: give one in brackets, e.g. trainer.tta_scales=[...] "
+                                "(python -m mnist_exp --cfg job shows its default)."),
+    (["+augment.foo=1"], "Unknown key 'augment.foo': augment=none takes no keys."),
     (["seed=1e3"], "seed=1e3 is read as 1000.0, not a whole number: write it without a point or an exponent, seed=1000."),
     (["trainer.epochs=2.0"], "trainer.epochs=2.0 is not a whole number: write it without a point or an exponent, "
                              "trainer.epochs=2."),
@@ -448,11 +470,14 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
 
 
 @pytest.mark.parametrize("args", [["model.width=0"], ["optimizer.betas=[0.9]"], ["dataset.num_train=0"],
-                                  ["dataset.std=0"], ["hydra.run.dir=new", "model.width=0"]])
+                                  ["dataset.std=0"], ["hydra.run.dir=new", "model.width=0"],
+                                  ["augment=shift", "augment.max_shift=28"]])
 def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsys, args):
     """Values only a builder checks are refused after Hydra made the run's directory: the run takes it away again."""
     code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1, err
+    if "augment.max_shift=28" in args:
+        assert err == "augment.max_shift=28 moves an image out of its 28 pixels: give fewer, e.g. augment.max_shift=2.\n"
     assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]
     assert not run_dirs(tmp_path) and not (tmp_path / "new").exists()
 

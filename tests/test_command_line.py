@@ -5,6 +5,7 @@ and its ``.hydra/`` is not rewritten. ``--help`` and ``glob()`` list every optio
 builders registered in code (``adadelta``) among them.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -98,6 +99,20 @@ def test_a_new_run_written_any_way_is_refused_a_completed_runs_directory(complet
         f"{completed} holds a completed run; a new run there would overwrite it. Start fresh elsewhere (leave out "
         "hydra.run.dir, or give a new one), or see the run with resume=true."]
     assert files_of(completed) == before
+
+
+@pytest.mark.parametrize("record, what", [("metrics.json", "a failed run"), ("metrics.json", "a stopped run"),
+                                          ("multirun.yaml", "a sweep")])
+def test_a_new_run_is_refused_a_directory_of_another_run_or_a_sweep(record, what, tmp_path, monkeypatch, capsys):
+    """A failed run, or one stopped with no checkpoint to continue, keeps its log and events; a sweep, its jobs."""
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / record).write_text(json.dumps({"status": what.split()[1]}) if record == "metrics.json" else "hydra: {}\n")
+    code, _, err = run_main(*TINY, f"hydra.run.dir={held}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{held} holds {what}; a new run there would mix its files with those. Start fresh elsewhere (leave out "
+        "hydra.run.dir, or give a new one), or delete that directory first."]
+    assert [path.name for path in held.iterdir()] == [record]
 
 
 @pytest.mark.parametrize("word", ["resume=on", "resume=1"])

@@ -144,6 +144,9 @@ def test_a_labelled_test_file_leaves_the_held_out_test_keys_nothing_to_do(kaggle
     with pytest.raises(UserError, match=r"^dataset.split_seed=3 takes no effect: .* and dataset.val_size=0 holds out "
                                         r"no validation images\."):
         build_dataset({**given, "val_size": 0, "split_seed": 3})
+    with pytest.raises(UserError, match=r"^dataset.test=.*train.csv is the training file, and a test of the images a "
+                                        r"model trained on measures nothing"):
+        build_dataset({**given, "test": given["train"]})
 
 
 def test_an_unlabelled_test_file_or_no_training_file_is_one_line(kaggle):

@@ -91,13 +91,15 @@ def test_a_run_and_predict_name_the_folders_classes(tree, tmp_path, monkeypatch,
     assert capsys.readouterr().out.split("\t")[1] == "seven"
 
 
-def test_early_stopping_is_refused_where_the_validation_fraction_holds_out_no_image(tree, tmp_path, monkeypatch,
-                                                                                      capsys):
-    code, _, err = run_main("dataset=folder", f"dataset.root={tree}", "dataset.val_size=0.0005", "trainer.patience=1",
-                            "trainer.epochs=3", "device=cpu", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+def test_a_validation_fraction_that_holds_out_no_image_is_refused_and_the_advice_runs(tree, tmp_path, monkeypatch,
+                                                                                        capsys):
+    args = ("dataset=folder", f"dataset.root={tree}", "trainer.epochs=1", "device=cpu")
+    code, _, err = run_main(*args, "dataset.val_size=0.0005", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [
-        "trainer.patience=1 watches the validation accuracy, and dataset.val_size=0.0005 holds out no image of this "
-        "dataset: give a larger dataset.val_size, or trainer.patience=null."]
+        "dataset.val_size=0.0005 holds out no image of the 540: give a count instead, e.g. dataset.val_size=1, or 0 "
+        "for none."]
+    code, out, _ = run_main(*args, "dataset.val_size=1", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0
 
 
 def test_split_folders_and_what_cannot_work(tmp_path):

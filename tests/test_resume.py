@@ -5,6 +5,7 @@ resumes and the refusals run in this process.
 """
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -37,7 +38,7 @@ def same_result(a: dict, b: dict) -> bool:
 
 def start_and_signal(run_dir, signum) -> subprocess.Popen:
     """Start a deterministic run; send it ``signum`` once its first epoch is checkpointed (training is underway)."""
-    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, f'hydra.run.dir="{run_dir}"']
     process = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.pt"
     while not last.exists() and process.poll() is None:
@@ -109,14 +110,14 @@ def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupt
 @pytest.mark.slow
 def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_it(uninterrupted, tmp_path,
                                                                                    monkeypatch, capsys):
-    run_dir = tmp_path / "terminated"
+    run_dir = tmp_path / "terminated (a, b)"  # the printed command quotes the path for the shell and for Hydra
     process = start_and_signal(run_dir, signal.SIGTERM)
     assert process.returncode == 128 + signal.SIGTERM
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]
     assert state["batch_in_epoch"] > 0  # inside an epoch, not at its end
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "stopped" and "Resume with" in (run_dir / "train.log").read_text()
-    command = metrics["resume"].split()
+    command = shlex.split(metrics["resume"])
     assert command[:3] == ["python", "-m", "mnist_exp"] and "resume=true" in command
     # The same command without resume=true would start again over the stopped run: refused, nothing touched.
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
@@ -128,6 +129,8 @@ def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before and read_metrics(run_dir) == metrics
     run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
+    shown = (run_dir / "train.log").read_text().rpartition("TensorBoard: ")[2].splitlines()[0]
+    assert shlex.split(shown) == ["tensorboard", "--logdir", str(run_dir)]
 
 
 def submitit_task(folder: Path) -> int | None:

@@ -1,7 +1,8 @@
 """The datasets, each a registered builder returning a ``DataBundle`` of uint8 image tensors.
 
-``mnist`` (real MNIST, verified by MD5), ``fashion_mnist`` and ``kmnist`` (torchvision's, one
-table-driven builder), and ``fake`` (synthetic, deterministic, learnable: for tests and smoke runs).
+``mnist`` (real MNIST, verified by MD5), ``csv`` and ``folder`` (a user's own images), and ``fake``
+(synthetic, deterministic, learnable: for tests and smoke runs); torchvision's MNIST-like datasets are
+in ``mnist_exp.data.torchvision_sets``.
 The parameters with defaults are each builder's config keys (``conf/dataset/*.yaml``).
 """
 
@@ -13,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from mnist_exp.data.download import MNIST_TRAIN_SIZE, ensure_mnist, ensure_torchvision_dataset
+from mnist_exp.data.download import MNIST_TRAIN_SIZE, ensure_mnist
 from mnist_exp.errors import UserError
-from mnist_exp.paths import default_data_dir
 from mnist_exp.registry import DATASETS
 
 
@@ -103,6 +103,10 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
     if len(labels.unique()) < 2:
         raise UserError(f"dataset.train={train} has one label, {int(labels[0])}: a classifier needs at least two.")
     if test:
+        if Path(test).resolve() == Path(train).resolve():
+            raise UserError(f"dataset.test={test} is the training file, and a test of the images a model trained on "
+                            "measures nothing: give a file of other images, or leave dataset.test=null to hold out "
+                            "dataset.test_size of them.")
         test_images, test_labels = read_pixel_csv(test)
         if test_labels is None:
             raise UserError(f"dataset.test={test} has no label column, so it cannot measure accuracy: predict it "
@@ -149,6 +153,9 @@ def held_out_count(value: float, total: int, key: str) -> int:
     if count >= total:
         raise UserError(f"dataset.{key}={value} is out of range: give a fraction below 1 (0.1: a tenth) or a count "
                         f"below the {total} images it is taken from.")
+    if value > 0 and count == 0:
+        raise UserError(f"dataset.{key}={value} holds out no image of the {total}: give a count instead, e.g. "
+                        f"dataset.{key}=1, or 0 for none.")
     return count
 
 
@@ -196,40 +203,6 @@ def folder(root: str | None = None, image_size: int = 28, channels: int = 1, mni
                                      split_seed)
     mean, std = training_normalisation(train, mean, std)
     return DataBundle("folder", train, val, test, mean, std, flatten, record["class_names"])
-
-
-def register_torchvision_dataset(name: str, class_name: str, title: str, mean: float, std: float, about: str) -> None:
-    """Register the builder of one of torchvision's MNIST-like datasets (same layout, same train/val split)."""
-
-    def build(data_dir: str | None = None, val_size: int = 5000, split_seed: int = 0, mean: float = mean,
-              std: float = std, flatten: bool = False, download: bool = True) -> DataBundle:
-        import torchvision.datasets  # slow to import: only when such a dataset is used
-
-        check_val_size(val_size, MNIST_TRAIN_SIZE)
-        check_split_seed_used(build, val_size, split_seed)
-        dataset_class = getattr(torchvision.datasets, class_name)
-        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-        raw_dir = ensure_torchvision_dataset(dataset_class, title, root, download)
-        try:
-            parts = [dataset_class(root, train=train) for train in (True, False)]
-        except Exception as err:  # torchvision's reader asserts on a foreign or truncated file
-            raise UserError(f"{title}: the files in {raw_dir} are not valid IDX files ({err or type(err).__name__}). "
-                            f"Replace them with the originals.") from err
-        for part in parts:
-            if len(part.data) != len(part.targets):
-                raise UserError(f"{title}: {len(part.data)} images but {len(part.targets)} labels in {raw_dir}.")
-        train, val = split_train_val(parts[0].data.to(torch.uint8), parts[0].targets.long(), val_size, split_seed)
-        test = Split(parts[1].data.to(torch.uint8), parts[1].targets.long())
-        return DataBundle(name, train, val, test, mean, std, flatten, list(dataset_class.classes))
-
-    build.__name__, build.__doc__ = name, about
-    DATASETS.register(name)(build)
-
-
-register_torchvision_dataset("fashion_mnist", "FashionMNIST", "Fashion-MNIST", 0.2860, 0.3530,
-                             "Zalando's Fashion-MNIST: 28x28 grey clothes in 10 classes, 60k train, 10k test.")
-register_torchvision_dataset("kmnist", "KMNIST", "KMNIST", 0.1918, 0.3483,
-                             "Kuzushiji-MNIST: 28x28 cursive Japanese characters, one per row of hiragana, 60k/10k.")
 
 
 FAKE_MAX_IMAGES = 200_000  # per split: 600 MB of float32 while drawn

@@ -89,6 +89,10 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     image_shape = tuple(data.train.images.shape[1:])
     image_shape = image_shape if len(image_shape) == 3 else (1, *image_shape)  # [C, H, W]: grey is one channel
     input_shape = (math.prod(image_shape),) if data.flatten else image_shape
+    for key in ("max_shift", "shift"):  # a move as long as the image's side leaves nothing of it in view
+        if cfg.augment.get(key, 0) >= min(image_shape[1:]):
+            raise UserError(f"augment.{key}={cfg.augment[key]} moves an image out of its {min(image_shape[1:])} pixels: "
+                            f"give fewer, e.g. augment.{key}=2.")
     # A size some nets round away (image_size 30 gives a 28's maps) would be recorded but not run: it is the data's.
     for key, size in (("image_size", image_shape[-1]), ("in_channels", image_shape[0]),
                       ("in_features", math.prod(image_shape))):

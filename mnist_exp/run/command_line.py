@@ -30,12 +30,15 @@ def override_parser() -> OverridesParser:
     return OverridesParser.create()
 
 
-def parse_override(text: str) -> Override | None:
-    """One ``key=value`` as Hydra reads it; None for what is not an override Hydra accepts."""
+def read_override(text: str) -> Override:
+    """One ``key=value`` as Hydra reads it; what Hydra cannot read, refused in a line that says what is mistyped."""
     try:
-        return override_parser().parse_override(text)
-    except HydraException:
-        return None
+        override = override_parser().parse_override(text)
+    except HydraException as error:
+        raise UserError(f"Cannot read the override '{text}': {typing_mistake(text, str(error))}") from None
+    if not override.key_or_group:
+        raise UserError(f"Cannot read the override '{text}': {typing_mistake(text, '')}")
+    return override
 
 
 def as_bool(key: str, value) -> bool:
@@ -115,17 +118,16 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     if args.resolve and not (args.cfg or args.help):
         raise UserError("--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
                         "interpolations resolved.")
+    if args.config_path:
+        raise UserError(f"--config-path {args.config_path} would replace mnist_exp's configs: add your own beside them "
+                        f"with --config-dir {args.config_path}.")
     if args.package and not args.cfg:
         raise UserError(f"--package {args.package} goes with --cfg: python -m mnist_exp --cfg job --package "
                         f"{args.package} shows that node of the config.")
     if args.experimental_rerun:  # Hydra reads a pickle there, which can run any code; runs here write none
         raise UserError(f"--experimental-rerun {args.experimental_rerun}: mnist_exp runs again from overrides, not "
                         "from a pickle: give the overrides listed in the run's .hydra/overrides.yaml.")
-    parsed = [(text, parse_override(text)) for text in args.overrides or []]
-    for text, override in parsed:
-        if override is None and (mistake := typing_mistake(text)):
-            raise UserError(f"Cannot read the override '{text}': {mistake}")
-    overrides = tuple(override for _, override in parsed if override is not None)
+    overrides = tuple(read_override(text) for text in args.overrides or [])
     for override in overrides:  # Hydra records a value as typed: the environment's or the clock's would be lost
         if not override.key_or_group.startswith("hydra") and (found := OUTSIDE_VALUE.search(override.input_line)):
             shell = f"${found[2]}" if found[1] == "oc.env" else f"$(date +{found[2]})"
@@ -140,18 +142,31 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     return CommandLine(overrides, multirun, prints_only, args.config_dir)
 
 
-def typing_mistake(text: str) -> str | None:
-    """What is mistyped in an override Hydra cannot read, and how it reads; None where it is none of these."""
+def typing_mistake(text: str, error: str) -> str:
+    """What is mistyped in an override Hydra cannot read (``error``: how Hydra's grammar put it), and how it reads."""
     key, equals, value = text.partition("=")
+    if found := re.search(r"while evaluating '(?P<call>(?P<name>\w+)\([^']*\))': mismatch type argument (?P<arg>\w+)",
+                          error):
+        return (f"{found['name']}() takes numbers, and its {found['arg']} in {found['call']} is not one, e.g. "
+                f"{found['name']}(1,4).")
+    if value == "~":  # YAML's null, which the override grammar does not take
+        return f"write {key}=null for none (~ means null in YAML files, not on the command line)."
+    if re.search(r"\s[\w.+~/]+=", value):
+        return "it holds two overrides: give each as an argument of its own (no quotes around both)."
+    if re.search(r",\s*(?:[\])]|$)", value):
+        return "a list or sweep ends in a comma: remove it."
     if not equals and ":" in text:
         return f"write key=value, e.g. {text.replace(':', '=', 1)}."
+    if not equals or not key.strip("+~"):
+        return "an override is key=value, e.g. trainer.epochs=3 (python -m mnist_exp --cfg job shows the keys)."
     if value.startswith("="):
         return f"one '=' goes between key and value, e.g. {key}={value.lstrip('=')}."
     if value.count("'") % 2 or value.count('"') % 2:
         return "a quote in its value is not closed: close it, or leave the quotes out."
     if value.count("[") != value.count("]") or value.count("(") != value.count(")"):
         return "a bracket in its value is not closed."
-    return None
+    return (f"quote a value with spaces, non-ASCII letters or other special characters, e.g. "
+            f"'{key}=\"{value}\"' (with the outer single quotes for the shell).")
 
 
 def refuse(message: str):

@@ -1,8 +1,8 @@
 """What is checked on the command line before Hydra writes anything, each check one line for the user.
 
 Every check takes the ``CommandLine`` read once by ``mnist_exp.run.command_line``: one value where
-a run takes one, where the run or sweep writes, whether that would overwrite finished work, whether
-a sweep would run no job. A single run's composed config's values are checked before Hydra makes
+a run takes one, where the run or sweep writes, whether that would overwrite finished work
+(``mnist_exp.run.no_overwrite``), whether a sweep would run no job. A single run's composed config's values are checked before Hydra makes
 its directory (``CheckBeforeWriting``, a Hydra callback), and a run its builders refuse takes away
 the directory it made (``discard_refused_run``).
 """
@@ -17,7 +17,7 @@ from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError, first_line, full_traceback_asked, write_problem
+from mnist_exp.errors import UserError, full_traceback_asked, write_problem
 from mnist_exp.hydra_errors import release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
@@ -25,10 +25,9 @@ from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_setti
                                          only_in_a_sweep)
 from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
 from mnist_exp.run.options import PRESET_GROUPS, check_presets_agree, group_options
-from mnist_exp.run.runtime import restarted_by_scheduler, select_device
-from mnist_exp.run.resume import nothing_to_resume
-from mnist_exp.run.run_dir_lock import written_now
-from mnist_exp.runs import METRICS_FILE, RESUME_MAY_CHANGE, Status, last_checkpoint, run_status, split_override
+from mnist_exp.run.no_overwrite import check_no_overwrite
+from mnist_exp.run.runtime import select_device
+from mnist_exp.runs import METRICS_FILE
 
 
 def check_command_line(command: CommandLine) -> None:
@@ -76,6 +75,10 @@ def check_builder_names(command: CommandLine) -> None:
     metric = command.given("optimized_metric")
     if metric is not None and not metric.is_sweep_override() and "${" not in metric.input_line:
         check_objectives(metric.value())
+        if not (command.multirun or command.prints_only):  # a run returns it to the sweeper that launched it
+            raise UserError(f"{metric.input_line}: a search optimises that metric, and one run has no search to give "
+                            "it to: leave it out, or give it to a search with -m (hparams_search=<name> or "
+                            "hydra/sweeper=optuna).")
 
 
 # The groups whose option is one component: a list of options (model=[cnn,mlp]) would merge several into one.
@@ -102,11 +105,17 @@ def check_given_values(command: CommandLine) -> None:
     removed key, an empty place), or a number or boolean where a group takes an option's name."""
     for override in command.overrides:
         key, line, given = override.key_or_group, override.input_line, override.value()
+        if key in PLACES and override.is_sweep_override():  # a comma in a path
+            raise UserError(f"{line}: a comma makes a sweep of a value: quote a path with one, "
+                            f"'{key}=\"{line.partition('=')[2]}\"'.")
         if override.is_sweep_override() and (command.prints_only or not command.multirun):
             raise UserError(f"{line} is a sweep{sweep_advice(override, command)}")
         if key in SWEEP_ONLY and not (command.prints_only or command.multirun):
             where = f" (hydra.run.dir={given} places one run)" if key == "hydra.sweep.dir" else ""
             raise only_in_a_sweep(line, where)
+        if key == "hydra.run.dir" and command.multirun and not command.prints_only:
+            raise UserError(f"{line} places one run, and -m runs a sweep: give hydra.sweep.dir={given} to place the "
+                            "sweep's jobs.")
         if override.is_delete() or given is None:
             options = ", ".join(group_options(key, command.config_dir))
             if key in ONE_OPTION_GROUPS:
@@ -159,81 +168,6 @@ def check_output_location(command: CommandLine) -> None:
         if problem := write_problem(existing):
             raise UserError(f"Cannot write run directories to {path}: {existing} {problem}. "
                             "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>.")
-
-
-def check_no_overwrite(command: CommandLine) -> None:
-    """Refuse a command line that would overwrite finished work.
-
-    A new run in the directory of a completed run, or of a stopped one with a checkpoint to continue,
-    or a grid sweep run again into a directory holding such jobs, would overwrite them: resume=true
-    continues them instead, and a sweep's resume=true needs the directory of the sweep. A search
-    (``hparams_search=``, ``hydra/sweeper=``) continues its study when run again, without resume=true;
-    its sweeper refuses a directory whose job numbers the study would reuse.
-    """
-    resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
-    if not command.multirun:
-        if resume and command.given("ckpt_path") is None and not restarted_by_scheduler():
-            if run_dir is None:
-                raise UserError("resume=true continues a run: point hydra.run.dir at it "
-                                "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
-            if not last_checkpoint(run_dir).exists() and run_status(run_dir) != Status.COMPLETED:
-                raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
-        # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
-        if not resume and run_dir and not restarted_by_scheduler():
-            if run_status(run_dir) == Status.COMPLETED:
-                raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
-                                "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with "
-                                "resume=true.")
-            if resumable(run_dir) and not written_now(run_dir):  # a run writing there is refused by its lock
-                raise UserError(f"{run_dir} holds a stopped run and its {last_checkpoint(run_dir)}; a new run there "
-                                "would overwrite it. Continue it with resume=true, or start fresh elsewhere (leave "
-                                "out hydra.run.dir, or give a new one).")
-        return
-    if resume and command.search:
-        raise UserError("resume=true continues a grid sweep. A search continues its study when run again: the same "
-                        "command without resume=true (the same hydra.sweep.dir, or storage and study_name).")
-    if resume and sweep_dir is None:
-        raise UserError("resume=true continues a sweep: give the directory of the sweep to continue, "
-                        "hydra.sweep.dir=<dir>.")
-    if resume and not (sweep_dir / "multirun.yaml").exists():
-        raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
-                        "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
-    if resume:
-        check_same_grid(command, sweep_dir)
-    jobs = [] if resume or command.search or sweep_dir is None else sorted(sweep_dir.glob("*/"))
-    completed = sum(run_status(job) == Status.COMPLETED for job in jobs)
-    stopped = sum(resumable(job) for job in jobs)
-    if completed or stopped:
-        held = " and ".join(f"{count} {what}" for count, what in ((completed, "completed"), (stopped, "stopped")) if count)
-        raise UserError(f"{sweep_dir} holds a sweep with {held} job(s); running it there again would overwrite them. "
-                        "Continue it with resume=true, or start fresh with a new hydra.sweep.dir (or leave it out).")
-
-
-def resumable(run_dir: Path) -> bool:
-    """A run stopped or killed before it ended, with a last.pt to continue from (a failed run's is not)."""
-    return last_checkpoint(run_dir).exists() and run_status(run_dir) in (Status.STOPPED, Status.UNFINISHED)
-
-
-def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
-    """A resumed grid sweep is the sweep it continues. Hydra numbers and names the jobs by the grid and the other
-    overrides, so another grid, or one more override, would train completed jobs again under new names."""
-    try:
-        hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
-        recorded, unnamed = list(hydra.overrides.task), set(hydra.job.config.override_dirname.exclude_keys)
-    except Exception as error:  # not YAML, or not Hydra's record of a sweep
-        raise UserError(f"resume=true, but {sweep_dir / 'multirun.yaml'} is not a sweep's record ({first_line(error)})."
-                        " Give the directory of the sweep to continue.") from error
-
-    def grid(overrides: list[str]) -> list[str]:  # less what a resume may change and no job's name holds
-        keys = [split_override(line)[0] for line in overrides]
-        return [line for line, key in zip(overrides, keys)
-                if not (key.startswith("hydra") or key in unnamed and key.startswith(RESUME_MAY_CHANGE))]
-
-    before, now = grid(recorded), grid([override.input_line for override in command.overrides])
-    if before != now:
-        raise UserError(f"resume=true continues the sweep in {sweep_dir} as it started ({' '.join(before)}), and this "
-                        f"command gives {' '.join(now) or 'no overrides'}: resume it with its own overrides (its "
-                        "multirun.yaml has them), or start another sweep with a new hydra.sweep.dir.")
 
 
 def check_sweep_overrides(command: CommandLine) -> None:

@@ -214,7 +214,7 @@ def resume_command(run_dir: Path, overrides: list[str]) -> str:
     kept = without_keys(overrides, ("resume", "ckpt_path", "hydra.run.dir"))
     program = (["torchrun", f"--nproc_per_node={distributed.world_size()}", "-m", "mnist_exp"]
                if distributed.is_distributed() else ["python", "-m", "mnist_exp"])
-    return shlex.join([*program, *kept, "resume=true", f"hydra.run.dir={run_dir}"])
+    return shlex.join([*program, *kept, "resume=true", as_override("hydra.run.dir", str(run_dir))])
 
 
 def sweep_resume_command(sweep_dir: Path) -> str | None:
@@ -225,7 +225,7 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
     except Exception:
         return None
     kept = without_keys(overrides, ("resume", "hydra.sweep.dir"))
-    return shlex.join(["python", "-m", "mnist_exp", "-m", *kept, "resume=true", f"hydra.sweep.dir={sweep_dir}"])
+    return shlex.join(["python", "-m", "mnist_exp", "-m", *kept, "resume=true", as_override("hydra.sweep.dir", str(sweep_dir))])
 
 
 def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool,

@@ -93,7 +93,7 @@ class TensorBoardTracker(Tracker):
         self.writer.close()
 
     def view(self) -> tuple[str, str]:
-        return "TensorBoard", f"tensorboard --logdir {self.run_dir}"
+        return "TensorBoard", shlex.join(["tensorboard", "--logdir", str(self.run_dir)])
 
 
 def picture_summary(tag: str, png: bytes) -> Summary:

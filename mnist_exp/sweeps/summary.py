@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.run.hparams import write_sweep_experiment
-from mnist_exp.runs import Status, as_override, atomic_file, read_metrics, without_resume
+from mnist_exp.runs import Status, as_override, atomic_file, read_metrics, without_keys, without_resume
 
 try:
     import fcntl
@@ -148,4 +148,4 @@ def trial_record(trial, metric: str, program: list[str]) -> dict[str, Any]:
     overrides = trial.user_attrs.get("overrides") or [as_override(key, value) for key, value in trial.params.items()]
     return {"metric": metric, "value": trial.values[0] if len(trial.values) == 1 else None, "values": trial.values,
             "trial": trial.number, "overrides": overrides, "run_dir": trial.user_attrs.get("run_dir"),
-            "command": shlex.join([*program, *overrides])}
+            "command": shlex.join([*program, *without_keys(overrides, ("optimized_metric",))])}  # a search's alone

@@ -1,0 +1,93 @@
+"""What a new run or sweep would overwrite, refused before Hydra writes: a completed run, a stopped one with a
+checkpoint to continue, another run's or a sweep's files, a sweep's completed jobs; and a resume that has nothing to
+continue, or a sweep resumed as another grid."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from mnist_exp.errors import UserError, first_line
+from mnist_exp.run.command_line import CommandLine
+from mnist_exp.run.resume import nothing_to_resume
+from mnist_exp.run.run_dir_lock import written_now
+from mnist_exp.run.runtime import restarted_by_scheduler
+from mnist_exp.runs import METRICS_FILE, RESUME_MAY_CHANGE, Status, last_checkpoint, run_status, split_override
+
+
+def check_no_overwrite(command: CommandLine) -> None:
+    """Refuse a command line that would overwrite finished work.
+
+    A new run in the directory of a completed run, or of a stopped one with a checkpoint to continue,
+    or a grid sweep run again into a directory holding such jobs, would overwrite them: resume=true
+    continues them instead, and a sweep's resume=true needs the directory of the sweep. A search
+    (``hparams_search=``, ``hydra/sweeper=``) continues its study when run again, without resume=true;
+    its sweeper refuses a directory whose job numbers the study would reuse.
+    """
+    resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
+    if not command.multirun:
+        if resume and command.given("ckpt_path") is None and not restarted_by_scheduler():
+            if run_dir is None:
+                raise UserError("resume=true continues a run: point hydra.run.dir at it "
+                                "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+            if not last_checkpoint(run_dir).exists() and run_status(run_dir) != Status.COMPLETED:
+                raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
+        # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
+        if not resume and run_dir and not restarted_by_scheduler():
+            if run_status(run_dir) == Status.COMPLETED:
+                raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
+                                "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with "
+                                "resume=true.")
+            if resumable(run_dir) and not written_now(run_dir):  # a run writing there is refused by its lock
+                raise UserError(f"{run_dir} holds a stopped run and its {last_checkpoint(run_dir)}; a new run there "
+                                "would overwrite it. Continue it with resume=true, or start fresh elsewhere (leave "
+                                "out hydra.run.dir, or give a new one).")
+            if ((run_dir / METRICS_FILE).exists() or (run_dir / "multirun.yaml").exists()) and not written_now(run_dir):
+                what = "a sweep" if (run_dir / "multirun.yaml").exists() else f"a {run_status(run_dir)} run"
+                raise UserError(f"{run_dir} holds {what}; a new run there would mix its files with those. Start fresh "
+                                "elsewhere (leave out hydra.run.dir, or give a new one), or delete that directory first.")
+        return
+    if resume and command.search:
+        raise UserError("resume=true continues a grid sweep. A search continues its study when run again: the same "
+                        "command without resume=true (the same hydra.sweep.dir, or storage and study_name).")
+    if resume and sweep_dir is None:
+        raise UserError("resume=true continues a sweep: give the directory of the sweep to continue, "
+                        "hydra.sweep.dir=<dir>.")
+    if resume and not (sweep_dir / "multirun.yaml").exists():
+        raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
+                        "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
+    if resume:
+        check_same_grid(command, sweep_dir)
+    jobs = [] if resume or command.search or sweep_dir is None else sorted(sweep_dir.glob("*/"))
+    completed = sum(run_status(job) == Status.COMPLETED for job in jobs)
+    stopped = sum(resumable(job) for job in jobs)
+    if completed or stopped:
+        held = " and ".join(f"{count} {what}" for count, what in ((completed, "completed"), (stopped, "stopped")) if count)
+        raise UserError(f"{sweep_dir} holds a sweep with {held} job(s); running it there again would overwrite them. "
+                        "Continue it with resume=true, or start fresh with a new hydra.sweep.dir (or leave it out).")
+
+
+def resumable(run_dir: Path) -> bool:
+    """A run stopped or killed before it ended, with a last.pt to continue from (a failed run's is not)."""
+    return last_checkpoint(run_dir).exists() and run_status(run_dir) in (Status.STOPPED, Status.UNFINISHED)
+
+
+def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
+    """A resumed grid sweep is the sweep it continues. Hydra numbers and names the jobs by the grid and the other
+    overrides, so another grid, or one more override, would train completed jobs again under new names."""
+    try:
+        hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+        recorded, unnamed = list(hydra.overrides.task), set(hydra.job.config.override_dirname.exclude_keys)
+    except Exception as error:  # not YAML, or not Hydra's record of a sweep
+        raise UserError(f"resume=true, but {sweep_dir / 'multirun.yaml'} is not a sweep's record ({first_line(error)})."
+                        " Give the directory of the sweep to continue.") from error
+
+    def grid(overrides: list[str]) -> list[str]:  # less what a resume may change and no job's name holds
+        keys = [split_override(line)[0] for line in overrides]
+        return [line for line, key in zip(overrides, keys)
+                if not (key.startswith("hydra") or key in unnamed and key.startswith(RESUME_MAY_CHANGE))]
+
+    before, now = grid(recorded), grid([override.input_line for override in command.overrides])
+    if before != now:
+        raise UserError(f"resume=true continues the sweep in {sweep_dir} as it started ({' '.join(before)}), and this "
+                        f"command gives {' '.join(now) or 'no overrides'}: resume it with its own overrides (its "
+                        "multirun.yaml has them), or start another sweep with a new hydra.sweep.dir.")
