@@ -530,6 +530,16 @@ def test_a_model_that_does_not_fit_the_images_is_one_line(tmp_path, monkeypatch,
     assert code == 0, err
 
 
+def test_images_too_small_for_the_model_are_refused_with_advice_that_runs(tmp_path, monkeypatch, capsys):
+    small = ("dataset=fake", "dataset.image_size=8", "trainer.epochs=1")
+    code, _, err = run_main(*small, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "model.image_size=8 is too small for the cnn's convs, which take 19 pixels a side or more: give larger images "
+        "(dataset.image_size=28), or model=vgg_cnn, which takes any size."]
+    code, _, err = run_main(*small, "model=vgg_cnn", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+
+
 def test_flat_vectors_for_a_model_of_images_are_one_line_that_names_the_key(tmp_path, monkeypatch, capsys):
     code, _, err = run_main("dataset=fake", "dataset.flatten=true", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1 and err.startswith("The model does not take the dataset's input "

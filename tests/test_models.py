@@ -247,8 +247,12 @@ def test_the_cnn_strides_at_once_and_shrinks_its_maps_without_padding():
     assert [type(m) for m in narrow_stem[0]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] and narrow_stem[0][0].bias is None
     bigger = MODELS.build({"name": "cnn", "width": 8, "image_size": 32}, 10)
     assert bigger(torch.zeros(2, 1, 32, 32)).shape == (2, 10) and bigger[-1].in_features == 32 * 4 * 4
-    with pytest.raises(UserError, match=r"^model.image_size=16 is too small for the cnn's convs: give at least 17\.$"):
+    with pytest.raises(UserError, match=r"^model.image_size=16 is too small for the cnn's convs, which take 19 pixels "
+                                        r"a side or more: give larger images \(dataset.image_size=28\), or model=vgg_cnn"):
         MODELS.build({"name": "cnn", "image_size": 16}, 10)
+    MODELS.build({"name": "cnn", "image_size": 19}, 10)
+    with pytest.raises(UserError, match=r"^model.image_size=18 is too small"):
+        MODELS.build({"name": "cnn", "image_size": 18}, 10)
 
 
 @pytest.mark.parametrize("name, options, message", [

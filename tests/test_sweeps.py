@@ -198,6 +198,8 @@ def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path, mo
                               monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
     assert "Study cnn_optuna in sqlite:///" in out and ": 2 trials so far; 1 more" in out
+    assert ("TPESampler draws at random the study's first 10 trials (hydra.sweeper.sampler.n_startup_trials), and it "
+            "will have 3: give more trials, or a smaller n_startup_trials") in out
 
     study = optuna.load_study(study_name="cnn_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3

@@ -228,6 +228,15 @@ def test_export_pt2_is_a_torch_export_program_with_the_checkpoints_predictions(t
         1, "", f"python -m mnist_exp.tools.export: {out} exists, an earlier export of best.pt: use it, or give --out "
                "a new name, or delete it first to export again.\n")
     assert out.read_bytes() == written
+    best = trained / "checkpoints" / "best.pt"
+    before = best.stat()
+    os.utime(best, (before.st_atime, out.stat().st_mtime + 1))  # as when the run writes a better best.pt
+    try:
+        assert call("export", trained, capsys=capsys) == (
+            1, "", f"python -m mnist_exp.tools.export: {out} exists, an export of an earlier best.pt, which has changed "
+                   "since: delete it first to export again, or give --out a new name.\n")
+    finally:
+        os.utime(best, (before.st_atime, before.st_mtime))
 
 
 def test_export_torchscript_says_it_is_deprecated_and_gives_the_checkpoints_predictions(trained, test_split,

@@ -97,6 +97,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     for key, size in (("image_size", image_shape[-1]), ("in_channels", image_shape[0]),
                       ("in_features", math.prod(image_shape))):
         if cfg.model.get(key, size) != size:
+            MODELS.build({**cfg.model, key: size}, len(data.class_names))  # the advice below: refused where it would be
             raise UserError(f"model.{key}={cfg.model[key]} does not fit the dataset's {'x'.join(map(str, image_shape))} "
                             f"images: give model.{key}={size}.")
     summary, flops = model_summary(model, input_shape)

@@ -112,6 +112,13 @@ class OptunaSearch:
                         "by a later command or shared with other workers")
         log.info("Search space: %s%s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none",
                  f", then {self.custom_search_space}" if self.custom_search_space else "")
+        for part, node, built in (("sampler", self.sampler, study.sampler), ("pruner", self.pruner, study.pruner)):
+            startup, total = (node or {}).get("n_startup_trials"), len(study.trials) + self.n_trials
+            if startup and total <= startup:  # the sampler's first trials are random; the pruner's, never pruned
+                does = "draws at random" if part == "sampler" else "prunes none of"
+                log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.n_startup_trials), and it will have "
+                            "%d: give more trials, or a smaller n_startup_trials", type(built).__name__, does, startup,
+                            part, total)
         remaining, told, failures, last = self.n_trials, 0, 0, ""
         while remaining > 0 and not grid_exhausted(study):
             with warnings.catch_warnings():  # experimental in Optuna, which says so on every call

@@ -68,6 +68,9 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
     format = export_format(format, out)
     if out is None:  # beside the checkpoint; an earlier export there stays, as any file a tool did not just make
         out = path.with_suffix(SUFFIXES[format])
+        if out.exists() and out.stat().st_mtime < path.stat().st_mtime:  # the run wrote a newer checkpoint since
+            raise UserError(f"{out} exists, an export of an earlier {path.name}, which has changed since: delete it "
+                            "first to export again, or give --out a new name.")
         if out.exists():
             raise UserError(f"{out} exists, an earlier export of {path.name}: use it, or give --out a new name, or "
                             "delete it first to export again.")
