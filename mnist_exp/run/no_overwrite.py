@@ -19,7 +19,8 @@ def check_no_overwrite(command: CommandLine) -> None:
 
     A new run in the directory of a completed run, or of a stopped one with a checkpoint to continue,
     or a grid sweep run again into a directory holding such jobs, would overwrite them: resume=true
-    continues them instead, and a sweep's resume=true needs the directory of the sweep. A search
+    continues them instead, and a sweep's resume=true needs the directory of the sweep. A new run in
+    any other run's directory, or a sweep's, would mix its files with theirs. A search
     (``hparams_search=``, ``hydra/sweeper=``) continues its study when run again, without resume=true;
     its sweeper refuses a directory whose job numbers the study would reuse.
     """

@@ -2,9 +2,9 @@
 
 Every check takes the ``CommandLine`` read once by ``mnist_exp.run.command_line``: one value where
 a run takes one, where the run or sweep writes, whether that would overwrite finished work
-(``mnist_exp.run.no_overwrite``), whether a sweep would run no job. A single run's composed config's values are checked before Hydra makes
-its directory (``CheckBeforeWriting``, a Hydra callback), and a run its builders refuse takes away
-the directory it made (``discard_refused_run``).
+(``mnist_exp.run.no_overwrite``), whether a sweep would run no job. A single run's composed config's
+values are checked before Hydra makes its directory (``CheckBeforeWriting``, a Hydra callback), and
+a run its builders refuse takes away the directory it made (``discard_refused_run``).
 """
 
 import os
