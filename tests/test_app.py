@@ -340,6 +340,12 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                                        "trainer.epochs is a key: list the values to sweep instead, trainer.epochs=<a>,<b>."),
     (['hydra.run.dir="~/runs/a"'], "hydra.run.dir=~/runs/a starts with ~, which only the shell expands, and not in "
                                    f"quotes: give the path from / (e.g. {os.path.expanduser('~/runs/a')})."),
+    (["+hydra.job.foo=1"], "+hydra.job.foo=1: the + adds a key to hydra.job, and Hydra reads only its own keys there: "
+                           "set one of those without the + (python -m mnist_exp --cfg hydra -p hydra.job lists them)."),
+    (["-m", "seed=0,1", "hydra/launcher=joblib", f"hydra.launcher.n_jobs=-{os.cpu_count() + 3}"],
+     f"hydra.launcher.n_jobs=-{os.cpu_count() + 3} counts back past this machine's {os.cpu_count()} cores (-1: one job "
+     f"per core, -2: one fewer), and joblib would run one at a time: give at least -{os.cpu_count()}, or a count of "
+     "jobs."),
     (["hydra.job.name="], "hydra.job.name=: give the job a name (its log file is <name>.log), or leave hydra.job.name "
                           "out."),
     (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage="], "hydra.sweeper.storage=: give the study's "

@@ -12,7 +12,7 @@ from mnist_exp.errors import UserError
 
 def payload(value: float) -> dict:
     weights = {"w": torch.full((3,), value)}
-    return {"format": 2, "kind": "last", "config": {"model": {"name": "cnn"}}, "class_names": ["0", "1"],
+    return {"format": 2, "kind": "last", "config": {"model": {"name": "cnn"}, "dataset": {"name": "fake"}}, "class_names": ["0", "1"],
             "weights": weights, "epoch": 1,
             "trainer": {"model": weights, "optimizer": {}, "scheduler": {}, "state": {}, "rng": rng_states()}}
 
@@ -39,6 +39,11 @@ def test_truncated_and_foreign_files_are_refused_with_a_reason(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(UserError, match="is not a checkpoint mnist_exp wrote \\(missing: format, kind, config"):
         load_checkpoint(path)
+    for wrong, what in (({"config": "hello"}, "config"), ({"epoch": "one"}, "epoch"),
+                        ({"config": {"model": [1], "dataset": {}}}, "config.model")):
+        torch.save({**payload(1.0), **wrong}, path)
+        with pytest.raises(UserError, match=rf"is not a checkpoint mnist_exp wrote \({what}: not what a run writes "):
+            load_checkpoint(path)
     torch.save({**payload(1.0), "format": 1}, path)
     with pytest.raises(UserError, match="is a checkpoint of format 1; this version of mnist_exp reads format 2"):
         load_checkpoint(path)

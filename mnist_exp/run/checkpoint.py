@@ -112,6 +112,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise UserError(f"{path} is not a checkpoint mnist_exp wrote (missing: {', '.join(missing)}). "
                         "Use a checkpoints/best.pt or last.pt written by a run.")
+    config = payload["config"]
+    kinds = {"config": dict, "class_names": (list, tuple), "weights": dict, "epoch": int}
+    wrong = [key for key, kind in kinds.items() if not isinstance(payload[key], kind)] or [
+        f"config.{node}" for node in ("model", "dataset") if not isinstance(config.get(node), dict)]
+    if wrong:
+        raise UserError(f"{path} is not a checkpoint mnist_exp wrote ({', '.join(wrong)}: not what a run writes "
+                        "there). Use a checkpoints/best.pt or last.pt written by a run.")
     return payload
 
 

@@ -4,6 +4,9 @@ Each would otherwise run without a word, or end in a traceback: jobs of one swee
 tools cannot find, a launcher setting the launcher ignores, two processes training one run, no job at all.
 """
 
+import os
+import re
+
 from mnist_exp.errors import UserError
 from mnist_exp.run.command_line import CommandLine, as_bool
 
@@ -21,11 +24,19 @@ IN_MEMORY_SQLITE = ("sqlite://", "sqlite:///:memory:")
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 # Nodes that take any key: the above, sbatch's other options, and a search's space (whose keys Hydra cannot add).
 FREE_NODES = (*BUILT_WITH_ANY_KEYS, "hydra.launcher.additional_parameters.", "hydra.sweeper.params.")
+# Hydra's settings of fixed keys (hydra.conf's dataclasses), where a key the + adds is read by nothing.
+FIXED_NODES = ("hydra", "hydra.run", "hydra.sweep", "hydra.job", "hydra.job.config", "hydra.job.config.override_dirname",
+               "hydra.help", "hydra.hydra_help", "hydra.runtime", "hydra.overrides")
 
 
 def check_hydra_settings(command: CommandLine) -> None:
     """Where any command writes; then, in a sweep, what its launcher and sweeper are given (one run's keys of them
     are refused by ``check_single_run_settings``, after Hydra's own refusal of a key the chosen one lacks)."""
+    for override in command.overrides:
+        if override.is_add() and (node := override.key_or_group.rpartition(".")[0]) in FIXED_NODES:
+            raise UserError(f"{override.input_line}: the + adds a key to {node}, and Hydra reads only its own keys "
+                            f"there: set one of those without the + (python -m mnist_exp --cfg hydra -p {node} lists "
+                            "them).")
     chdir = command.value("hydra.job.chdir")
     if chdir is not None and as_bool("hydra.job.chdir", chdir):
         raise UserError("hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
@@ -55,6 +66,10 @@ def check_sweep_settings(command: CommandLine) -> None:
     if command.value("hydra.launcher.n_jobs") == "0":  # joblib's own error is a traceback
         raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                         "(-1: one per core).")
+    if re.fullmatch(r"-\d+", jobs := command.value("hydra.launcher.n_jobs") or "") and int(jobs) < -os.cpu_count():
+        raise UserError(f"hydra.launcher.n_jobs={jobs} counts back past this machine's {os.cpu_count()} cores (-1: "
+                        f"one job per core, -2: one fewer), and joblib would run one at a time: give at least "
+                        f"-{os.cpu_count()}, or a count of jobs.")
     for key, allowed in JOBLIB_FIXED.items():
         if (value := command.value(key)) is not None and value not in allowed:
             raise UserError(f"{key}={value}: joblib's launcher runs each job in a process of its own (loky) whatever "
