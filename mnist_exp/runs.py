@@ -130,11 +130,29 @@ def read_metrics(run_dir: Path, strict: bool = False) -> dict[str, Any]:
         if strict:
             raise UnreadableMetrics(f"{path} is not valid JSON ({error})") from error
         return {}
-    if not isinstance(metrics, dict):
+    problem = "is not a JSON object" if not isinstance(metrics, dict) else metrics_problem(metrics)
+    if problem:
         if strict:
-            raise UnreadableMetrics(f"{path} is not a JSON object")
+            raise UnreadableMetrics(f"{path} {problem}")
         return {}
     return metrics
+
+
+# The metrics a leaderboard ranks by and averages, and the values a run writes for them (or null).
+METRIC_RANGES = {"test/acc": (0, 1), "val/acc": (0, 1), "best_val/acc": (0, 1), "test/loss": (0, math.inf),
+                 "val/loss": (0, math.inf), "train_time_s": (0, math.inf)}
+
+
+def metrics_problem(metrics: dict[str, Any]) -> str | None:
+    """What in a metrics.json no run writes: a status it does not know, a metric that is no number in its range."""
+    if metrics.get("status", Status.COMPLETED.value) not in {status.value for status in Status}:
+        return f"has status {metrics['status']!r}, which no run writes"
+    for key, (low, high) in METRIC_RANGES.items():
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not low <= value <= high):
+            return f"has {key}={json.dumps(value)}, not a value a run writes (a number in [{low}, {high}], or null)"
+    return None
 
 
 def run_status(run_dir: Path) -> str:

@@ -139,6 +139,11 @@ def test_an_unreadable_metrics_json_is_named_and_listed_as_unreadable(sweep, cap
     [line] = [line for line in out.splitlines() if line.startswith(broken.name)]
     assert line.endswith("unreadable: metrics.json is not valid JSON (Unterminated string start...")
     assert err == warning
+    (broken / "metrics.json").write_text('{"status": "completed", "test/acc": "high", "best_val/acc": 2.5}')
+    assert compare.main([str(sweep), "--runs", "--format", "csv"]) == 0
+    rows = read_csv(capsys.readouterr().out)
+    assert rows[-1]["status"] == "unreadable" and rows[-1]["error"] == (
+        'metrics.json has test/acc="high", not a value a run writes (a number in [0, 1], or null)')
 
 
 PROG = "python -m mnist_exp.tools.compare"

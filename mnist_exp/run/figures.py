@@ -56,7 +56,7 @@ def confusion_matrix_figure(cm: torch.Tensor, class_names: list[str]) -> np.ndar
     counts = cm.cpu().numpy()
     total, classes = counts.sum(), len(class_names)
     accuracy = counts.trace() / total if total else 0.0
-    inches = max(5.0, 0.55 * classes + 2.0)
+    inches = min(max(5.0, 0.55 * classes + 2.0), 30.0)  # past about 50 classes the cells shrink instead
     image, draw = canvas(100 * (inches + 1), 100 * inches)
     left, top, bottom, bar = 80, 45, 60, 110
     cell = min((image.width - left - bar - 30) / classes, (image.height - top - bottom) / classes)
@@ -68,9 +68,12 @@ def confusion_matrix_figure(cm: torch.Tensor, class_names: list[str]) -> np.ndar
             x, y = left + col * cell, top + row * cell
             draw.rectangle([x, y, x + cell, y + cell], fill=tuple(int(c) for c in colours[row, col]))
             ink = PAPER if counts[row, col] > peak / 2 else INK  # readable on dark and light cells alike
-            draw.text((x + cell / 2, y + cell / 2), str(counts[row, col]), fill=ink, font=font(label_size), anchor="mm")
+            if cell >= 24:  # a count fits its cell
+                draw.text((x + cell / 2, y + cell / 2), str(counts[row, col]), fill=ink, font=font(label_size),
+                          anchor="mm")
     side = classes * cell
-    for index, name in enumerate(class_names):
+    every = max(1, round(14 / cell))  # a class name every so many cells, where one each would overlap
+    for index, name in list(enumerate(class_names))[::every]:
         draw.text((left + (index + 0.5) * cell, top + side + 4), str(name), fill=INK, font=font(12), anchor="mt")
         draw.text((left - 6, top + (index + 0.5) * cell), str(name), fill=INK, font=font(12), anchor="rm")
     draw.text((left + side / 2, top + side + 24), "predicted", fill=INK, font=font(14), anchor="mt")
