@@ -340,6 +340,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                                        "trainer.epochs is a key: list the values to sweep instead, trainer.epochs=<a>,<b>."),
     (['hydra.run.dir="~/runs/a"'], "hydra.run.dir=~/runs/a starts with ~, which only the shell expands, and not in "
                                    f"quotes: give the path from / (e.g. {os.path.expanduser('~/runs/a')})."),
+    (["+experiment=[fast]"], "experiment is a config group: choose its option without the +, experiment=fast."),
+    (["experiment=[fast]"], "experiment=[fast]: give the option without brackets, experiment=fast (Hydra records a list "
+                            "of one as no choice)."),
     (["+hydra.job.foo=1"], "+hydra.job.foo=1: the + adds a key to hydra.job, and Hydra reads only its own keys there: "
                            "set one of those without the + (python -m mnist_exp --cfg hydra -p hydra.job lists them)."),
     (["-m", "seed=0,1", "hydra/launcher=joblib", f"hydra.launcher.n_jobs=-{os.cpu_count() + 3}"],
