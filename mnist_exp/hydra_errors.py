@@ -34,23 +34,24 @@ def hydra_errors_in_one_line(key_names: Callable[[str], list[str]]):
         return
     real, held = sys.stderr, io.StringIO()
     sys.stderr, _held["stderr"], _held["real"] = held, held, real
+
+    def failed(text: str) -> SystemExit:
+        sys.stderr = real
+        _held.pop("stderr", None)
+        print(one_line(text, key_names), file=real)
+        return SystemExit(1)
+
     try:
         yield
     except SystemExit as exit:
         stopped_by_signal = isinstance(exit.code, int) and exit.code > 128  # its own lines said so, and how to resume
         if sys.stderr is held and exit.code not in (0, None) and not stopped_by_signal:
-            sys.stderr = real
-            _held.pop("stderr", None)
-            print(one_line(held.getvalue(), key_names), file=real)
-            raise SystemExit(1) from None
+            raise failed(held.getvalue()) from None
         raise
     except (HydraException, OmegaConfBaseException) as error:  # where Hydra does not report it: --help, --info
         if sys.stderr is not held:
             raise
-        sys.stderr = real
-        _held.pop("stderr", None)
-        print(one_line(held.getvalue() + "\n" + messages_of(error), key_names), file=real)
-        raise SystemExit(1) from None
+        raise failed(held.getvalue() + "\n" + messages_of(error)) from None
     finally:
         if sys.stderr is held:
             release_stderr()
