@@ -480,13 +480,16 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
 
 @pytest.mark.parametrize("args", [["model.width=0"], ["optimizer.betas=[0.9]"], ["dataset.num_train=0"],
                                   ["dataset.std=0"], ["hydra.run.dir=new", "model.width=0"],
-                                  ["augment=shift", "augment.max_shift=28"]])
+                                  ["augment=shift", "augment.max_shift=28"], ["trainer.log_interval=1000"]])
 def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsys, args):
     """Values only a builder checks are refused after Hydra made the run's directory: the run takes it away again."""
     code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1, err
     if "augment.max_shift=28" in args:
         assert err == "augment.max_shift=28 moves an image out of its 28 pixels: give fewer, e.g. augment.max_shift=2.\n"
+    if "trainer.log_interval=1000" in args:  # 1024 fake images, 4 batches of 256, 2 epochs
+        assert err == ("trainer.log_interval=1000 is more than this run's 8 training steps, so no step would be logged: "
+                       "give at most 8, e.g. trainer.log_interval=1.\n")
     assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]
     assert not run_dirs(tmp_path) and not (tmp_path / "new").exists()
 

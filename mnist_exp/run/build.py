@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset, check_test_split, split_fingerprint
 from mnist_exp.errors import UserError
+from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TrackingCallback
@@ -119,6 +120,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if cfg.trainer.limit_batches is None and cfg.trainer.overfit_batches is None:  # not a debug run's cut steps
         check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader))
         check_decay(cfg.trainer.ema_decay, cfg.trainer.epochs * len(train_loader))
+        check_log_interval(cfg.trainer.log_interval, cfg.trainer.epochs * len(train_loader))
     optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, cfg.trainer.epochs * len(train_loader), len(train_loader))
 
@@ -155,3 +157,11 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         trainer.callbacks.insert(0, TrackingCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
                tracker, in_sweep, flops)
+
+
+def check_log_interval(log_interval: int, steps: int) -> None:
+    """A log interval set longer than the run would log no step at all (the default's is left as it is: a short run
+    of the fake dataset then has its epochs' curves alone)."""
+    if log_interval > steps and log_interval != OmegaConf.load(CONF_DIR / "config.yaml").trainer.log_interval:
+        raise UserError(f"trainer.log_interval={log_interval} is more than this run's {steps} training steps, so no "
+                        f"step would be logged: give at most {steps}, e.g. trainer.log_interval={max(1, steps // 10)}.")
