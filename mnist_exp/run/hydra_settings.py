@@ -63,10 +63,11 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"{subdir.input_line} can give two jobs of one sweep the same directory, where the second "
                         f"writes over the first (override_dirname leaves out keys such as logger): put the job's "
                         f"number in it, e.g. 'hydra.sweep.subdir={JOB_NUMBER}_${{hydra.job.override_dirname}}'.")
-    if command.value("hydra.launcher.n_jobs") == "0":  # joblib's own error is a traceback
+    jobs = command.value("hydra.launcher.n_jobs") or ""
+    if jobs == "0":  # joblib's own error is a traceback
         raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                         "(-1: one per core).")
-    if re.fullmatch(r"-\d+", jobs := command.value("hydra.launcher.n_jobs") or "") and int(jobs) < -os.cpu_count():
+    if re.fullmatch(r"-\d+", jobs) and int(jobs) < -os.cpu_count():
         raise UserError(f"hydra.launcher.n_jobs={jobs} counts back past this machine's {os.cpu_count()} cores (-1: "
                         f"one job per core, -2: one fewer), and joblib would run one at a time: give at least "
                         f"-{os.cpu_count()}, or a count of jobs.")

@@ -139,7 +139,9 @@ class MlflowTracker(Tracker):
         self.attempt("set the run's status", lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS[status]))
 
     def view(self) -> tuple[str, str] | None:
-        return ("MLflow", shlex.join(["mlflow", "ui", "--backend-store-uri", self.tracking_uri])) if self.client is not None else None
+        if self.client is None:
+            return None
+        return "MLflow", shlex.join(["mlflow", "ui", "--backend-store-uri", self.tracking_uri])
 
 
 def check_store(tracking_uri: str) -> None:
