@@ -98,11 +98,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         problem = "there is no such option." if option else "give it one of its options."
         return (f"{group}={option}: {problem}{did_you_mean(option, options)} "
                 f"Options of {group}: {', '.join(options)}.")
-    if found := (re.search(r"Multiple values for (?P<group>[\w/]+)\. To override a value use 'override [\w/]+: "
-                           r"(?P<option>[^']+)'", text)
-                 or re.search(r"force-add of config groups is not supported: '\+\+(?P<group>[\w/]+)=(?P<option>[^']+)'",
-                              text)):  # +group=option: the + adds a key, and a group is chosen as it is
-        return f"{found['group']} is a config group: choose its option without the +, {found['group']}={found['option']}."
+    if found := re.search(r"Multiple values for (?P<group>[\w/]+)\. To override a value use 'override [\w/]+: "
+                          r"(?P<option>[^']+)'", text):  # a recipe's defaults list (the command line's +group: prechecks)
+        return (f"A defaults list chooses {found['group']} again ({found['group']}: {found['option']}): write "
+                f"'- override /{found['group']}: {found['option']}' there, as the experiment files do.")
     if found := re.search(r"(?:Sweeping over Hydra's configuration is not supported : |Could not override )"
                           r"'hydra\.sweeper\.params\.(?P<key>[^=']+)", text):  # a search's space, from the command line
         return (f"hydra.sweeper.params.{found['key']}: give a key's search space on the command line as the key itself, "

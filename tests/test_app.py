@@ -437,6 +437,8 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
                                               "experiment file has."),
     ("trainer:\n  epochs: 3\n", "experiment/mine.yaml sets keys of the whole config, which needs '# @package _global_' "
                                 "as the file's first line: add it, as each experiment file has."),
+    ("# @package _global_\ndefaults:\n  - /model: mlp\n", "A defaults list chooses model again (model: mlp): write "
+                                                          "'- override /model: mlp' there, as the experiment files do."),
 ])
 def test_a_users_broken_experiment_file_is_one_line(text, message, tmp_path, monkeypatch, capsys):
     (tmp_path / "mine" / "experiment").mkdir(parents=True)

@@ -105,7 +105,7 @@ def check_given_values(command: CommandLine) -> None:
     removed key, an empty place), or a number or boolean where a group takes an option's name."""
     for override in command.overrides:
         key, line, given = override.key_or_group, override.input_line, override.value()
-        if override.is_add() and group_options(key, command.config_dir):  # +group=[a]: applied, but recorded as none
+        if (override.is_add() or override.is_force_add()) and group_options(key, command.config_dir):  # recorded as none
             option = given[0] if isinstance(given, list) and len(given) == 1 else given
             raise UserError(f"{key} is a config group: choose its option without the +, {key}={option}.")
         if key in PLACES and override.is_sweep_override():  # a comma in a path
@@ -139,10 +139,10 @@ def check_given_values(command: CommandLine) -> None:
         if isinstance(given, Glob) and not group_options(key, command.config_dir):
             raise UserError(f"{line}: glob() matches a config group's options, and {key} is a key: list the values "
                             f"to sweep instead, {key}=<a>,<b>.")
-        if key in (*ONE_OPTION_GROUPS, "experiment") and isinstance(given, list) and len(given) == 1:
-            raise UserError(f"{line}: give the option without brackets, {key}={given[0]} (Hydra records a list of "
-                            "one as no choice).")
-        if key in (*ONE_OPTION_GROUPS, "experiment") and isinstance(given, list) and len(given) > 1:
+        if key in (*ONE_OPTION_GROUPS, "experiment") and isinstance(given, list) and given:
+            if len(given) == 1:
+                raise UserError(f"{line}: give the option without brackets, {key}={given[0]} (Hydra records a list of "
+                                "one as no choice).")
             options = [str(option) for option in given]
             raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
                             f"for each (python -m mnist_exp -m {key}={','.join(options)} ...).")
