@@ -160,8 +160,13 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
 
 
 def check_log_interval(log_interval: int, steps: int) -> None:
-    """A log interval set longer than the run would log no step at all (the default's is left as it is: a short run
-    of the fake dataset then has its epochs' curves alone)."""
-    if log_interval > steps and log_interval != OmegaConf.load(CONF_DIR / "config.yaml").trainer.log_interval:
+    """A log interval longer than the run logs no step at all: refused where it was set, a warning where it is the
+    default (which a run of the fake dataset, 8 steps, would otherwise have to change)."""
+    if log_interval <= steps:
+        return
+    advice = f"give at most {steps}, e.g. trainer.log_interval={max(1, steps // 10)}"
+    if log_interval != OmegaConf.load(CONF_DIR / "config.yaml").trainer.log_interval:
         raise UserError(f"trainer.log_interval={log_interval} is more than this run's {steps} training steps, so no "
-                        f"step would be logged: give at most {steps}, e.g. trainer.log_interval={max(1, steps // 10)}.")
+                        f"step would be logged: {advice}.")
+    log.warning("trainer.log_interval=%d (the default) is more than this run's %d training steps: no train/ or lr "
+                "point is logged. For them, %s.", log_interval, steps, advice)
