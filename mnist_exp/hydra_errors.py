@@ -77,6 +77,8 @@ def release_stderr() -> None:
 
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "text"}
 # Names users know a choice by that spelling does not bring close to it (gpu is nearer cpu than cuda).
+# Lists of a fixed length, for advice that then composes: Adam's two betas, vgg_cnn's count of convs for each stage.
+FIXED_LENGTH_LISTS = {".betas": "[{0},0.999]", ".convs_per_stage": "[{0},{0},{0}]"}
 OTHER_NAMES = {"gpu": "cuda", "nvidia": "cuda", "float32": "fp32", "bfloat16": "bf16"}
 
 
@@ -165,7 +167,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+(?:Invalid value assigned: \w+ is "
                           r"not a ListConfig|Cannot merge DictConfig with ListConfig)", text):
         key, value = found["key"], found["value"]
-        bracketed = (f"[{value},0.999]" if key.endswith(".betas")  # Adam's betas are two numbers
+        fixed_length = [form for end, form in FIXED_LENGTH_LISTS.items() if key.endswith(end)]
+        bracketed = (fixed_length[0].format(value) if fixed_length
                      else "[...] (python -m mnist_exp --cfg job shows its default)" if value.startswith("{")
                      else f"[{value}]")
         return f"{key}={value} is not a list: give one in brackets, e.g. {key}={bracketed}."

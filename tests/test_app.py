@@ -238,7 +238,7 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["trainer.tta_scales=[0.9,1.1]"], "trainer.tta_scales=[0.9, 1.1] takes effect only with test-time averaging: "
                                        "add trainer.tta=true, or leave trainer.tta_scales at [1.0]."),
     (["model=vgg_cnn", "model.convs_per_stage=2"],
-     "model.convs_per_stage=2 is not a list: give one in brackets, e.g. model.convs_per_stage=[2]."),
+     "model.convs_per_stage=2 is not a list: give one in brackets, e.g. model.convs_per_stage=[2,2,2]."),
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
     (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "
                                    "test/acc, test/loss, val/acc, val/loss, best_val/acc, train_time_s, params, or a list "

@@ -93,6 +93,19 @@ def test_mistakes_fail_at_composition(override, hydra_says, message):
     assert one_line(said, schema_keys) == message
 
 
+@pytest.mark.parametrize("option, given", [("optimizer=adam", "optimizer.betas=0.8"),
+                                           ("model=vgg_cnn", "model.convs_per_stage=2")])
+def test_a_fixed_length_list_given_as_a_number_gets_a_list_that_builds(option, given):
+    """The advice is a list of the length the component takes, so that it then builds."""
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(option, given)
+    message = one_line(str(error.value) + "\n" + str(error.value.__cause__), schema_keys)
+    advised = message.rpartition("e.g. ")[2][:-1]
+    assert message.startswith(f"{given} is not a list") and advised.startswith(given.replace("=", "=["))
+    cfg = compose_config(option, advised)
+    OPTIMIZERS.build(cfg.optimizer, MODELS.build(cfg.model, 10).parameters())
+
+
 def test_overrides_reach_the_components():
     cfg = compose_config("model=mlp", "model.hidden=[32,16]", "optimizer=sgd", "optimizer.lr=0.2", "trainer.epochs=7")
     assert list(cfg.model.hidden) == [32, 16] and cfg.optimizer.lr == 0.2 and cfg.trainer.epochs == 7
