@@ -518,6 +518,16 @@ def test_every_tool_answers_help_in_the_same_style(tool, capsys):
     assert code == 0 and err == "" and out.startswith(f"usage: python -m mnist_exp.tools.{tool} [-h]")
 
 
+@pytest.mark.parametrize("module", sorted({path.stem for path in Path(compare.__file__).parent.glob("[!_]*.py")}
+                                           - set(TOOLS)))
+def test_a_module_of_the_tools_that_is_not_a_command_says_so_when_run(module):
+    result = subprocess.run([sys.executable, "-m", f"mnist_exp.tools.{module}"], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (f"python -m mnist_exp.tools.{module}: this module is a part of the tools, not a command. "
+                             "The commands: python -m mnist_exp.tools.compare, python -m mnist_exp.tools.evaluate, "
+                             "python -m mnist_exp.tools.predict, python -m mnist_exp.tools.export (each with --help).\n")
+
+
 def test_hydra_full_error_shows_the_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(UserError, match="No checkpoint at"):

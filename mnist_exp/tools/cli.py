@@ -20,6 +20,15 @@ from mnist_exp.hydra_errors import misspelt_option
 from mnist_exp.runs import METRICS_FILE
 
 
+COMMANDS = ("compare", "evaluate", "predict", "export")
+
+
+def refuse_as_a_command(module: str) -> None:
+    """What ``python -m`` of a module of the tools that is not a command says, instead of nothing."""
+    sys.exit(f"python -m {module}: this module is a part of the tools, not a command. The commands: "
+             + ", ".join(f"python -m mnist_exp.tools.{command}" for command in COMMANDS) + " (each with --help).")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """A wrong argument is one line, not argparse's usage block and then the error."""
 
@@ -103,3 +112,7 @@ def one_line(error: BaseException) -> str:
         where = f": {error.filename}" if error.filename else ""
         return f"{error.strerror}{where}."
     return " ".join(str(error).split()) or type(error).__name__
+
+
+if __name__ == "__main__":
+    refuse_as_a_command(__spec__.name)

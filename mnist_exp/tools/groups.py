@@ -33,3 +33,9 @@ def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) ->
         return summarize(values, ACCURACY if key.endswith("acc") else ANY_NUMBER) if values else None
     return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
             "seconds": summary("train_time_s"), "not completed": len(members) - len(done)}
+
+
+if __name__ == "__main__":
+    from mnist_exp.tools.cli import refuse_as_a_command
+
+    refuse_as_a_command(__spec__.name)

@@ -73,3 +73,9 @@ def plot_accuracy_vs_time(groups: list[dict[str, Any]], path: Path) -> None:
     with atomic_file(Path(path), "wb") as f:
         fig.savefig(f, format="png")
     fig.clear()
+
+
+if __name__ == "__main__":
+    from mnist_exp.tools.cli import refuse_as_a_command
+
+    refuse_as_a_command(__spec__.name)

@@ -110,3 +110,9 @@ def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
     """Override keys whose value is not the same in every run (absent counts as a value), in first-seen order."""
     keys = list(dict.fromkeys(key for run in runs for key in run["overrides"]))
     return [key for key in keys if len({run["overrides"].get(key) for run in runs}) > 1]
+
+
+if __name__ == "__main__":
+    from mnist_exp.tools.cli import refuse_as_a_command
+
+    refuse_as_a_command(__spec__.name)

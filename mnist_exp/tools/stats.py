@@ -127,3 +127,9 @@ def welch(a: Summary, b: Summary) -> Welch:
     half = t_quantile(0.5 + CONFIDENCE / 2, df) * se
     p = 2.0 * t_cdf(-abs(difference) / se, df)
     return Welch(difference, difference - half, difference + half, df, p)
+
+
+if __name__ == "__main__":
+    from mnist_exp.tools.cli import refuse_as_a_command
+
+    refuse_as_a_command(__spec__.name)

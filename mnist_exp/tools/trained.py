@@ -100,3 +100,9 @@ def check_same_images(trained: TrainedModel, images: Split, split: str, path: st
     raise UserError(f"{path}: its dataset ({source}) gives other {split} images now than the run evaluated: the data "
                     f"changed since it trained{elsewhere}, so the figures would not be the run's. Put the data back as "
                     "it was, or train a new run on it.")
+
+
+if __name__ == "__main__":
+    from mnist_exp.tools.cli import refuse_as_a_command
+
+    refuse_as_a_command(__spec__.name)

@@ -127,3 +127,9 @@ def groups(a: list[dict[str, Any]], b: list[dict[str, Any]], label_a: str, label
         lines.append(f"The difference is within noise: the 95% interval of B - A ({interval}) includes zero, so "
                      "these runs cannot tell which is better.")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from mnist_exp.tools.cli import refuse_as_a_command
+
+    refuse_as_a_command(__spec__.name)
