@@ -12,7 +12,9 @@ from mnist_exp.errors import UserError
 
 def payload(value: float) -> dict:
     weights = {"w": torch.full((3,), value)}
-    return {"format": 2, "kind": "last", "config": {"model": {"name": "cnn"}, "dataset": {"name": "fake"}}, "class_names": ["0", "1"],
+    config = {"model": {"name": "cnn"}, "dataset": {"name": "fake", "flatten": False}, "trainer": {},
+              "device": {"precision": "fp32", "channels_last": True}}
+    return {"format": 2, "kind": "last", "config": config, "class_names": ["0", "1"],
             "weights": weights, "epoch": 1,
             "trainer": {"model": weights, "optimizer": {}, "scheduler": {}, "state": {}, "rng": rng_states()}}
 
@@ -39,8 +41,12 @@ def test_truncated_and_foreign_files_are_refused_with_a_reason(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(UserError, match="is not a checkpoint mnist_exp wrote \\(missing: format, kind, config"):
         load_checkpoint(path)
-    for wrong, what in (({"config": "hello"}, "config"), ({"epoch": "one"}, "epoch"),
-                        ({"config": {"model": [1], "dataset": {}}}, "config.model")):
+    for wrong, what in (({"config": "hello"}, "config"), ({"epoch": "one"}, "epoch"), ({"epoch": True}, "epoch"),
+                        ({"config": {"model": [1], "dataset": {"flatten": 0}, "device": {}}},
+                         "config.model, config.dataset.name, config.dataset.flatten, config.device.precision, "
+                         "config.device.channels_last, config.trainer"),
+                        ({"config": {**payload(1.0)["config"], "device": {"precision": "fp32"}}},
+                         "config.device.channels_last")):
         torch.save({**payload(1.0), **wrong}, path)
         with pytest.raises(UserError, match=rf"is not a checkpoint mnist_exp wrote \({what}: not what a run writes "):
             load_checkpoint(path)

@@ -223,6 +223,9 @@ def test_export_pt2_is_a_torch_export_program_with_the_checkpoints_predictions(t
     assert call("evaluate", out, capsys=capsys) == (  # where a checkpoint is read
         1, "", f"python -m mnist_exp.tools.evaluate: {out} is a torch.export program, an export of a model, not a "
                "checkpoint: give the run directory or its checkpoints/best.pt.\n")
+    assert call("export", out, capsys=capsys)[2] == (  # an export of the export: refused as such, not as written
+        f"python -m mnist_exp.tools.export: {out} is a torch.export program, an export of a model, not a checkpoint: "
+        "give the run directory or its checkpoints/best.pt.\n")
     written = out.read_bytes()
     assert call("export", trained, capsys=capsys) == (  # a second time: the first export stays as it is
         1, "", f"python -m mnist_exp.tools.export: {out} exists, an earlier export of best.pt: use it, or give --out "
@@ -253,6 +256,13 @@ def test_export_torchscript_says_it_is_deprecated_and_gives_the_checkpoints_pred
         logits = exported(test_split.images.unsqueeze(1).float() / 255)  # what a deployment has: pixels in [0, 1]
     expected, _ = model_predictions(trained, test_split.images)
     assert logits.shape == (256, 10) and logits.argmax(1).tolist() == expected
+    assert call("evaluate", out, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.evaluate: {out} is a TorchScript export of a model, not a checkpoint: give "
+               "the run directory or its checkpoints/best.pt.\n")
+    image = write_png(tmp_path / "digit.png", 28, 28)
+    assert call("predict", image, trained, capsys=capsys) == (  # the two paths the wrong way round
+        1, "", f"python -m mnist_exp.tools.predict: {image} is a PNG image, not a checkpoint: give the checkpoint or run "
+               "directory first (e.g. python -m mnist_exp.tools.predict <run dir> <images>).\n")
 
 
 def write_png(path: Path, width: int, height: int, pixels: bool = True) -> Path:

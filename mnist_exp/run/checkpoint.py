@@ -11,6 +11,7 @@ import random
 import re
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")
 TRAINER_KEYS = ("model", "optimizer", "scheduler", "state", "rng")
 EXPORTS = {".pt2": "a torch.export program", ".onnx": "an ONNX model"}  # what mnist_exp.tools.export writes
+IMAGE_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
+# What the tools read of a checkpoint's config by name: a run writes them all.
+CONFIG_KEYS = {"model.name": str, "dataset.name": str, "dataset.flatten": bool, "device.precision": str,
+               "device.channels_last": bool, "trainer": dict}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -61,9 +66,32 @@ def starts_as_pickle(path: Path) -> bool:
 
 
 def unreadable_checkpoint(path: Path) -> UserError:
+    """What torch could not read: an image or a TorchScript export where its first bytes or its archive say so."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    image = next((kind for signature, kind in IMAGE_SIGNATURES.items() if head.startswith(signature)), None)
+    if image:
+        return UserError(f"{path} is a {image} image, not a checkpoint: give the checkpoint or run directory first "
+                         "(e.g. python -m mnist_exp.tools.predict <run dir> <images>).")
+    if zipfile.is_zipfile(path) and any(name.endswith("/constants.pkl") for name in zipfile.ZipFile(path).namelist()):
+        return UserError(f"{path} is a TorchScript export of a model, not a checkpoint: give the run directory or its "
+                         "checkpoints/best.pt.")
     other = "last.pt" if Path(path).name == "best.pt" else "best.pt"
     return UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
                      f"Use another checkpoint, e.g. the run's checkpoints/{other}.")
+
+
+def wrong_config_keys(config: dict) -> list[str]:
+    """The keys of CONFIG_KEYS a config lacks or holds as another type, each named at its first missing node."""
+    wrong: list[str] = []
+    for dotted, kind in CONFIG_KEYS.items():
+        node, keys = config, dotted.split(".")
+        for depth, key in enumerate(keys, 1):
+            node = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(node, kind if depth == len(keys) else dict):
+                wrong += [] if ".".join(keys[:depth]) in wrong else [".".join(keys[:depth])]
+                break
+    return wrong
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -114,8 +142,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                         "Use a checkpoints/best.pt or last.pt written by a run.")
     config = payload["config"]
     kinds = {"config": dict, "class_names": (list, tuple), "weights": dict, "epoch": int}
-    wrong = [key for key, kind in kinds.items() if not isinstance(payload[key], kind)] or [
-        f"config.{node}" for node in ("model", "dataset") if not isinstance(config.get(node), dict)]
+    wrong = [key for key, kind in kinds.items()
+             if not isinstance(payload[key], kind) or isinstance(payload[key], bool)] or [
+        f"config.{key}" for key in wrong_config_keys(config)]
     if wrong:
         raise UserError(f"{path} is not a checkpoint mnist_exp wrote ({', '.join(wrong)}: not what a run writes "
                         "there). Use a checkpoints/best.pt or last.pt written by a run.")
