@@ -115,6 +115,16 @@ def test_a_new_run_is_refused_a_directory_of_another_run_or_a_sweep(record, what
     assert [path.name for path in held.iterdir()] == [record]
 
 
+def test_a_grid_sweep_is_refused_a_runs_directory(completed, tmp_path, monkeypatch, capsys):
+    before = files_of(completed)
+    code, _, err = run_main("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={completed}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{completed} holds a completed run; a grid sweep there would mix its jobs with that. Give the sweep a new "
+        "hydra.sweep.dir, or leave it out."]
+    assert files_of(completed) == before
+
+
 @pytest.mark.parametrize("word", ["resume=on", "resume=1"])
 def test_a_sweep_resumed_any_way_needs_its_sweep(word, tmp_path, monkeypatch, capsys):
     code, _, err = run_main("-m", *TINY, word, f"hydra.sweep.dir={tmp_path / 'none'}", monkeypatch=monkeypatch,

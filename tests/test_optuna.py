@@ -225,6 +225,11 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     ]:
         code, _, err = run_main(*first, *changes, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
         assert code == 1 and err.splitlines()[-1] == message, (changes, err[-2000:])
+    code, _, err = run_main("-m", "model=logreg", "seed=0,1", "dataset=fake", f"hydra.sweep.dir={sweep}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # a grid
+    assert code == 1 and err.splitlines()[-1] == (
+        f"{sweep} holds an Optuna search (optuna.db), which continues when its own command runs again; a grid sweep "
+        "there would mix its jobs with that. Give the sweep a new hydra.sweep.dir, or leave it out.")
     assert run_dirs(sweep) == [job] and (job / "metrics.json").read_bytes() == recorded
     assert optuna.get_all_study_names(f"sqlite:///{sweep}/optuna.db") == ["search"]  # none made by a refused command
     # Continued as it began, less the seed, typed in another order; where and how its trials run may change.

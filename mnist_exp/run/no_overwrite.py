@@ -58,6 +58,8 @@ def check_no_overwrite(command: CommandLine) -> None:
                         "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
     if resume:
         check_same_grid(command, sweep_dir)
+    if not resume and not command.search and sweep_dir is not None:
+        check_no_other_records(sweep_dir)
     jobs = [] if resume or command.search or sweep_dir is None else sorted(sweep_dir.glob("*/"))
     completed = sum(run_status(job) == Status.COMPLETED for job in jobs)
     stopped = sum(resumable(job) for job in jobs)
@@ -65,6 +67,16 @@ def check_no_overwrite(command: CommandLine) -> None:
         held = " and ".join(f"{count} {what}" for count, what in ((completed, "completed"), (stopped, "stopped")) if count)
         raise UserError(f"{sweep_dir} holds a sweep with {held} job(s); running it there again would overwrite them. "
                         "Continue it with resume=true, or start fresh with a new hydra.sweep.dir (or leave it out).")
+
+
+def check_no_other_records(sweep_dir: Path) -> None:
+    """A grid's jobs go beside nothing but a grid's: a run's own files there, or a search's study, are refused."""
+    held = ("an Optuna search (optuna.db), which continues when its own command runs again"
+            if (sweep_dir / "optuna.db").exists() else
+            f"a {run_status(sweep_dir)} run" if (sweep_dir / METRICS_FILE).exists() else None)
+    if held:
+        raise UserError(f"{sweep_dir} holds {held}; a grid sweep there would mix its jobs with that. Give the sweep a "
+                        "new hydra.sweep.dir, or leave it out.")
 
 
 def resumable(run_dir: Path) -> bool:
