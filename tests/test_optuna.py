@@ -134,6 +134,8 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                 "hydra.sweeper.storage=journal.log."),
     ("trainer.epochs=1", "hydra.sweeper.pruner stops a trial between its epochs, and trainer.epochs=1 has none: train 2 "
                          "epochs or more, or hydra/sweeper/pruner=none."),
+    ("trainer.batch_size=interval(32,64)", "trainer.batch_size takes whole numbers, and the search would draw numbers "
+                                           "such as 48.1 for it: give trainer.batch_size=int(interval(32,64))."),
     ("+hydra.sweeper.sampler.n_startup_trials=5", "The sampler RandomSampler has no setting n_startup_trials: leave "
      "out hydra.sweeper.sampler.n_startup_trials, or remove it from a config that sets it with "
      "'~hydra.sweeper.sampler.n_startup_trials'."),
@@ -225,6 +227,13 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     ]:
         code, _, err = run_main(*first, *changes, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
         assert code == 1 and err.splitlines()[-1] == message, (changes, err[-2000:])
+    choices = [arg.replace("interval(0.01,0.1)", "choice(0.01,0.1)") for arg in first]  # another kind of space
+    code, _, err = run_main(*choices, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines()[-1] == (
+        f"optimizer.lr: Study search in sqlite:///{sweep}/optuna.db searched it as numbers in [0.01, 0.1], and this "
+        "command as a choice in [0.01, 0.1], which Optuna cannot mix in one study (Cannot set different distribution kind to the same "
+        "parameter name). Continue it with its own space, or start another in a new hydra.sweep.dir (and a new "
+        "study_name where the storage is not in it).")
     code, _, err = run_main("-m", "model=logreg", "seed=0,1", "dataset=fake", f"hydra.sweep.dir={sweep}",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # a grid
     assert code == 1 and err.splitlines()[-1] == (

@@ -34,7 +34,8 @@ from mnist_exp.sweeps.space import describe, grid_space, load_function, override
 from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
-from mnist_exp.sweeps.study_checks import check_continued_study, check_epochs_to_prune, check_settings
+from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
+                                           check_whole_numbers)
 from mnist_exp.sweeps.trial import TrialPruned, open_storage, without_password
 
 log = logging.getLogger("mnist_exp")
@@ -90,13 +91,14 @@ class OptunaSearch:
         check_settings(self)
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         check_epochs_to_prune(self, space)
+        check_whole_numbers(self.config, space)
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
         pruner = build_from_node(self.pruner, "pruner")
         storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
-        continued = self.continued_trials(optuna, storage, metric, fixed)
+        continued = self.continued_trials(optuna, storage, metric, fixed, space)
         check_free_job_numbers(Path(self.config.hydra.sweep.dir), continued)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
@@ -147,13 +149,13 @@ class OptunaSearch:
         if told and failures == told:  # max_failure_rate=1 lets every trial fail; the command still failed
             raise UserError(f"All {told} trials of this command failed ({last.rstrip('.')}): sweep.csv has each reason.")
 
-    def continued_trials(self, optuna, storage, metric: str, fixed: list[str]) -> int:
+    def continued_trials(self, optuna, storage, metric: str, fixed: list[str], space: dict) -> int:
         """The trial count of the study this command continues (0: a new one), checked before the study is made,
         so a refused command leaves no new study behind."""
         if storage is None or self.study_name not in optuna.get_all_study_names(storage):
             return 0
         study = optuna.load_study(study_name=self.study_name, storage=storage)
-        check_continued_study(study, self, metric, fixed)
+        check_continued_study(study, self, metric, fixed, space)
         return len(study.trials)
 
     def launch(self, trials: list) -> list[JobReturn]:

@@ -1,9 +1,16 @@
-"""What a search checks before it asks its first trial: settings that fit together, and a continued study that is
-the search it continues (its direction, metric and fixed overrides; no seed that would draw its trials again)."""
+"""What a search checks before it asks its first trial: settings that fit together, a space each trial's config
+takes, and a continued study that is the search it continues (its direction, metric, fixed overrides and kinds of
+distribution; no seed that would draw its trials again)."""
 
-from mnist_exp.errors import UserError, did_you_mean
+import copy
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.run.config import check_objectives, objectives
 from mnist_exp.runs import RESUME_MAY_CHANGE, split_override
+from mnist_exp.sweeps.space import describe
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, without_password
 
 DIRECTIONS = ("maximize", "minimize")
@@ -72,10 +79,32 @@ def check_epochs_to_prune(search, space: dict) -> None:
                         "none: train 2 epochs or more, or hydra/sweeper/pruner=none.")
 
 
-def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
+def check_whole_numbers(config, space: dict) -> None:
+    """An interval of numbers over a key that takes whole numbers would fail every trial: refused before the first."""
+    for key, distribution in space.items():
+        if type(distribution).__name__ != "FloatDistribution" or OmegaConf.select(config, key) is None:
+            continue
+        probe = copy.deepcopy(config)
+        try:
+            OmegaConf.update(probe, key, (distribution.low + distribution.high) / 2 + 0.1)
+        except ValidationError:
+            low, high = (f"{end:g}" for end in (distribution.low, distribution.high))
+            raise UserError(f"{key} takes whole numbers, and the search would draw numbers such as "
+                            f"{(distribution.low + distribution.high) / 2 + 0.1:g} for it: give "
+                            f"{key}=int(interval({low},{high})).") from None
+
+
+def kind(distribution) -> str:
+    """A distribution as a user wrote it: a choice, an interval of whole numbers or of numbers."""
+    words = {"CategoricalDistribution": "as a choice", "IntDistribution": "as whole numbers"}
+    return f"{words.get(type(distribution).__name__, 'as numbers')} {describe(distribution)}"
+
+
+def check_continued_study(study, search, metric: str, fixed: list[str], space: dict) -> None:
     """A study keeps its directions and metric: Optuna loads it as it was, whatever the command says, and would rank
     values of two metrics as one; and its fixed overrides, or it would rank trials of two experiments as one. A
-    seeded sampler, made anew, would draw the study's first trials again."""
+    key's kind of distribution stays (Optuna refuses another once a trial has begun). A seeded sampler, made anew,
+    would draw the study's first trials again."""
     where = f"Study {search.study_name} in {without_password(search.storage)}"
     new_place = "start another in a new hydra.sweep.dir (and a new study_name where the storage is not in it)"
     stored, recorded = [direction.name.lower() for direction in study.directions], study.user_attrs.get("metric")
@@ -89,6 +118,17 @@ def check_continued_study(study, search, metric: str, fixed: list[str]) -> None:
         raise UserError(f"{where} searches with {' '.join(before) or 'no fixed overrides'}, and "
                         f"this command gives {' '.join(now) or 'none'}: its trials would be "
                         f"ranked with trials of another experiment. Continue it with the same overrides, or {new_place}.")
+    from optuna.distributions import check_distribution_compatibility  # Optuna is an extra: imported by a search
+
+    searched = {key: distribution for trial in study.trials for key, distribution in trial.distributions.items()}
+    for key, distribution in space.items():
+        try:
+            if key in searched:
+                check_distribution_compatibility(searched[key], distribution)
+        except ValueError as error:
+            raise UserError(f"{key}: {where} searched it {kind(searched[key])}, and this command "
+                            f"{kind(distribution)}, which Optuna cannot mix in one study "
+                            f"({first_line(error).rstrip('.')}). Continue it with its own space, or {new_place}.") from error
     seed = search.sampler.get("seed")
     if seed is not None and study.trials and not search.sampler._target_.endswith(STUDY_AWARE_SAMPLERS):
         raise UserError(f"hydra.sweeper.sampler.seed={seed}: {where} has {len(study.trials)} trial(s), and a sampler "
