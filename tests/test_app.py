@@ -174,6 +174,11 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                                 "remove it."),
     (["trainer.tta=true trainer.epochs=2"], "Cannot read the override 'trainer.tta=true trainer.epochs=2': it holds two "
                                             "overrides: give each as an argument of its own (no quotes around both)."),
+    (["-m", "optimizer.lr=interval(0.1)"], "Cannot read the override 'optimizer.lr=interval(0.1)': interval(0.1): "
+     "missing a required argument: 'end'. Write it as e.g. optimizer.lr=interval(0.001,0.1)."),
+    (["-m", "model.width=intervl(8,16)"], "Cannot read the override 'model.width=intervl(8,16)': there is no function "
+     "intervl(). Did you mean 'interval'? Hydra's functions: bool, choice, float, glob, int, interval, range, shuffle, "
+     "sort, str, tag."),
     (["epochs"], "Cannot read the override 'epochs': an override is key=value, e.g. trainer.epochs=3 (python -m "
                  "mnist_exp --cfg job shows the keys)."),
     (["=3"], "Cannot read the override '=3': an override is key=value, e.g. trainer.epochs=3 (python -m mnist_exp --cfg "

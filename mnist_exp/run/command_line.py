@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import ValidationError
 from omegaconf.nodes import BooleanNode
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, did_you_mean
 
 # Resolvers whose value comes from outside the config: the environment, the clock.
 OUTSIDE_VALUE = re.compile(r"\$\{(oc\.env|now):([^,}]*)")
@@ -142,6 +142,12 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     return CommandLine(overrides, multirun, prints_only, args.config_dir)
 
 
+# Hydra's sweeps, each as it is written.
+SWEEP_EXAMPLES = {"choice": "choice(8,16)", "range": "range(1,4)", "interval": "interval(0.001,0.1)",
+                  "tag": "tag(log,interval(0.001,0.1))", "int": "int(interval(8,16))", "shuffle": "shuffle(1,2,3)",
+                  "sort": "sort(3,1,2)"}
+
+
 def typing_mistake(text: str, error: str) -> str:
     """What is mistyped in an override Hydra cannot read (``error``: how Hydra's grammar put it), and how it reads."""
     key, equals, value = text.partition("=")
@@ -149,6 +155,13 @@ def typing_mistake(text: str, error: str) -> str:
                           error):
         return (f"{found['name']}() takes numbers, and its {found['arg']} in {found['call']} is not one, e.g. "
                 f"{found['name']}(1,4).")
+    if found := re.search(r"while evaluating '(?P<call>(?P<name>\w+)\([^']*\))': (?P<what>[^\n]*)", error):
+        name, what = found["name"], found["what"].rstrip(".")
+        if functions := re.search(r"Available: ([\w,]+)", error):  # an unknown function
+            names = functions[1].split(",")
+            return f"there is no function {name}().{did_you_mean(name, names)} Hydra's functions: {', '.join(names)}."
+        example = f" Write it as e.g. {key}={SWEEP_EXAMPLES[name]}." if name in SWEEP_EXAMPLES else ""
+        return f"{found['call']}: {what[0].lower()}{what[1:]}.{example}"
     if value == "~":  # YAML's null, which the override grammar does not take
         return f"write {key}=null for none (~ means null in YAML files, not on the command line)."
     if re.search(r"\s[\w.+~/]+=", value):
