@@ -223,6 +223,17 @@ def test_a_refused_resume_changes_nothing_of_the_run(best_late, tmp_path, monkey
     assert snapshot(best_late) == before  # .hydra/ (the file the error points to), metrics.json, events: all as they were
 
 
+def test_a_resume_in_another_precision_is_refused_with_the_one_it_ran_in(best_late, tmp_path, monkeypatch, capsys):
+    """device.precision changes what a run computes: half a run in each would be recorded as one."""
+    ran = read_metrics(best_late)["precision"]  # what auto became on this machine
+    other = "fp32" if ran == "bf16" else "bf16"
+    code, _, err = run_main(*BEST_LATE, f"device.precision={other}", f"hydra.run.dir={best_late}", "resume=true",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"Checkpoint {best_late}/checkpoints/last.pt was trained with a different config (device.precision: {ran} -> "
+        f"{other}). Resume with the run's own overrides (see its .hydra/overrides.yaml) and device.precision={ran}."]
+
+
 def test_a_run_saved_before_a_key_existed_ran_with_its_default_and_resumes_as_advised(best_late, tmp_path,
                                                                                       monkeypatch, capsys):
     """A key added to a builder since a run was saved held the builder's default in that run; where a recipe now

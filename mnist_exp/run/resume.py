@@ -26,7 +26,8 @@ from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.runs import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, Status, as_override, flatten_config, last_checkpoint,
-                            read_metrics, run_status, without_keys, without_resume, write_metrics)
+                            read_metrics, run_status, says_where_or_how, without_keys, without_resume,
+                            write_metrics)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
 log = logging.getLogger("mnist_exp")
@@ -152,7 +153,7 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
     """
     before, after = flatten_config(with_builder_defaults(saved)), flatten_config(config)
     changed = sorted(key for key in before.keys() | after.keys()
-                     if before.get(key, UNKNOWN) != after.get(key) and not key.startswith(RESUME_MAY_CHANGE))
+                     if before.get(key, UNKNOWN) != after.get(key) and not says_where_or_how(key))
     if not changed:
         return
     # Name the biggest difference first: a different model explains its other keys.
