@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import run_main
 from mnist_exp.errors import UserError
@@ -113,6 +114,17 @@ def test_a_new_run_is_refused_a_directory_of_another_run_or_a_sweep(record, what
         f"{held} holds {what}; a new run there would mix its files with those. Start fresh elsewhere (leave out "
         "hydra.run.dir, or give a new one), or delete that directory first."]
     assert [path.name for path in held.iterdir()] == [record]
+
+
+@pytest.mark.parametrize("resume", [[], ["resume=true"]])
+def test_a_run_from_a_ckpt_path_is_a_new_run_recorded_in_its_own_directory(resume, completed, tmp_path, monkeypatch,
+                                                                          capsys):
+    before = files_of(completed)
+    code, _, err = run_main(*TINY, f"ckpt_path={completed}", *resume, f"hydra.run.dir={tmp_path / 'new'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    assert f"ckpt_path={completed}" in yaml.safe_load((tmp_path / "new" / ".hydra" / "overrides.yaml").read_text())
+    assert read_metrics(tmp_path / "new")["status"] == "completed" and files_of(completed) == before
 
 
 def test_a_grid_sweep_is_refused_a_runs_directory(completed, tmp_path, monkeypatch, capsys):
