@@ -26,7 +26,7 @@ from mnist_exp.run.runtime import place_model, seed_everything, select_device, s
 from mnist_exp.run.loggers import open_trackers
 from mnist_exp.run.tracking import TrackedRun, Trackers
 from mnist_exp.run.trainer import LoopSettings, Trainer
-from mnist_exp.runs import CHECKPOINT_DIR, without_resume
+from mnist_exp.runs import CHECKPOINT_DIR, split_override, without_resume
 
 log = logging.getLogger("mnist_exp")
 
@@ -120,7 +120,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if cfg.trainer.limit_batches is None and cfg.trainer.overfit_batches is None:  # not a debug run's cut steps
         check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader))
         check_decay(cfg.trainer.ema_decay, cfg.trainer.epochs * len(train_loader))
-        check_log_interval(cfg.trainer.log_interval, cfg.trainer.epochs * len(train_loader))
+        check_log_interval(cfg.trainer.log_interval, cfg.trainer.epochs * len(train_loader),
+                           "trainer.log_interval" in (split_override(line)[0] for line in overrides))
     optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, cfg.trainer.epochs * len(train_loader), len(train_loader))
 
@@ -159,13 +160,13 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                tracker, in_sweep, flops)
 
 
-def check_log_interval(log_interval: int, steps: int) -> None:
-    """A log interval longer than the run logs no step at all: refused where it was set, a warning where it is the
-    default (which a run of the fake dataset, 8 steps, would otherwise have to change)."""
+def check_log_interval(log_interval: int, steps: int, given: bool) -> None:
+    """A log interval longer than the run logs no step at all: refused where it was set (on the command line or in
+    a recipe), a warning where it is the default (which a run of the fake dataset, 8 steps, would have to change)."""
     if log_interval <= steps:
         return
     advice = f"give at most {steps}, e.g. trainer.log_interval={max(1, steps // 10)}"
-    if log_interval != OmegaConf.load(CONF_DIR / "config.yaml").trainer.log_interval:
+    if given or log_interval != OmegaConf.load(CONF_DIR / "config.yaml").trainer.log_interval:
         raise UserError(f"trainer.log_interval={log_interval} is more than this run's {steps} training steps, so no "
                         f"step would be logged: {advice}.")
     log.warning("trainer.log_interval=%d (the default) is more than this run's %d training steps: no train/ or lr "
