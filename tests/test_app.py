@@ -247,6 +247,8 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
     (["trainer.epochs=1", "trainer.log_interval=20"], "trainer.log_interval=20 is more than this run's 4 training "
      "steps, so no step would be logged: give at most 4, e.g. trainer.log_interval=1."),  # given, though the default
+    (["debug=one_batch", "trainer.log_interval=7"], "trainer.log_interval=7 is more than this run's 1 training "
+     "steps, so no step would be logged: give at most 1, e.g. trainer.log_interval=1."),  # a debug run: if given
     (["trainer.epochs=1", "scheduler.div_factor=5"], "scheduler.div_factor=5 sets where the warm-up starts, and "
      "scheduler.pct_start=0.25 warms up for no step of this run's 4 (4 an epoch): give scheduler.pct_start=0.5 or more "
      "(a step of warm-up), or leave div_factor out."),

@@ -117,11 +117,15 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         raise UserError(f"trainer.patience={cfg.trainer.patience} watches the validation accuracy, and "
                         f"dataset.val_size={cfg.dataset.get('val_size')} holds out no image of this dataset: give a "
                         "larger dataset.val_size, or trainer.patience=null.")
-    if cfg.trainer.limit_batches is None and cfg.trainer.overfit_batches is None:  # not a debug run's cut steps
+    steps, given = cfg.trainer.epochs * len(train_loader), {split_override(line)[0] for line in overrides}
+    # A debug run cuts its steps: a recipe's values are left as they are, and those given on its command line checked.
+    debug = cfg.trainer.limit_batches is not None or cfg.trainer.overfit_batches is not None
+    if not debug or any(key.startswith("scheduler") for key in given):
         check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader))
-        check_decay(cfg.trainer.ema_decay, cfg.trainer.epochs * len(train_loader))
-        check_log_interval(cfg.trainer.log_interval, cfg.trainer.epochs * len(train_loader),
-                           "trainer.log_interval" in (split_override(line)[0] for line in overrides))
+    if not debug or "trainer.ema_decay" in given:
+        check_decay(cfg.trainer.ema_decay, steps)
+    if not debug or "trainer.log_interval" in given:
+        check_log_interval(cfg.trainer.log_interval, steps, "trainer.log_interval" in given)
     optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, cfg.trainer.epochs * len(train_loader), len(train_loader))
 
