@@ -120,9 +120,9 @@ def read_metrics(run_dir: Path, strict: bool = False) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         return {}
-    except OSError as error:
+    except (OSError, UnicodeDecodeError) as error:  # the second: bytes that are no text
         if strict:
-            raise UnreadableMetrics(f"{path} is unreadable ({error.strerror or error})") from error
+            raise UnreadableMetrics(f"{path} is unreadable ({getattr(error, 'strerror', None) or error})") from error
         return {}
     try:
         metrics = json.loads(text)

@@ -144,6 +144,14 @@ def test_an_unreadable_metrics_json_is_named_and_listed_as_unreadable(sweep, cap
     rows = read_csv(capsys.readouterr().out)
     assert rows[-1]["status"] == "unreadable" and rows[-1]["error"] == (
         'metrics.json has test/acc="high", not a value a run writes (a number in [0, 1], or null)')
+    (broken / "metrics.json").write_bytes(b'\xff\xfe{"status": 1}')  # bytes that are no text
+    (broken / ".hydra" / "config.yaml").write_bytes(b"\xff\xfe&a [*a]")
+    assert compare.main([str(sweep), "--runs", "--format", "csv"]) == 0
+    rows = read_csv(capsys.readouterr().out)
+    assert rows[-1]["status"] == "unreadable" and rows[-1]["error"] == (
+        "metrics.json is unreadable ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)")
+    (broken / ".hydra" / "config.yaml").write_text("&a [*a]")  # an alias within itself
+    assert compare.main([str(sweep), "--runs", "--format", "csv"]) == 0 and read_csv(capsys.readouterr().out)
 
 
 PROG = "python -m mnist_exp.tools.compare"

@@ -397,3 +397,11 @@ def test_a_completed_run_without_checkpoints_is_matched_by_its_values(tmp_path, 
         f"The run of {run_dir / '.hydra' / 'config.yaml'} was trained with a different config (model.width: 4 -> 8). "
         "Resume with the run's own overrides (see its .hydra/overrides.yaml) and model.width=4."]
     assert (run_dir / "metrics.json").read_bytes() == metrics
+    for record in ("config.yaml", "overrides.yaml"):  # corrupt: nothing says what it trained
+        (run_dir / ".hydra" / record).write_bytes(b"\xff\xfe: [")
+    code, _, err = run_main(*args, "trainer.checkpoint=false", "resume=true", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{run_dir} holds a completed run whose .hydra/config.yaml and overrides.yaml cannot be read, so nothing says "
+        "what it trained: start fresh elsewhere (leave out hydra.run.dir)."]
+    assert (run_dir / "metrics.json").read_bytes() == metrics

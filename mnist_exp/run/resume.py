@@ -72,7 +72,10 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
         refuse_another_config(last, load_checkpoint(last)["config"], config, in_sweep)
     elif record is not None:  # its values, however they were written (trainer.checkpoint=no is false)
         refuse_another_config(Path(run_dir) / ".hydra" / "config.yaml", record, config, in_sweep)
-    elif set(read_run_overrides(run_dir)) != set(without_resume(overrides)):
+    elif (ran := read_run_overrides(run_dir)) is None:
+        raise UserError(f"{run_dir} holds a completed run whose .hydra/config.yaml and overrides.yaml cannot be read, "
+                        "so nothing says what it trained: start fresh elsewhere (leave out hydra.run.dir).")
+    elif set(ran) != set(without_resume(overrides)):
         raise UserError(f"{run_dir} holds a completed run of other overrides than {without_resume(overrides)}. "
                         "Resume with the run's own overrides (see its .hydra/overrides.yaml).")
     log.info("The run in %s is complete (test accuracy %.2f%%): nothing to resume, nothing changed.%s", run_dir,
@@ -88,9 +91,13 @@ def recorded_config(run_dir: Path) -> dict | None:
         return None
 
 
-def read_run_overrides(run_dir: Path) -> list[str]:
+def read_run_overrides(run_dir: Path) -> list[str] | None:
+    """The run's .hydra/overrides.yaml ([] where it has none); None where the file is not a list of overrides."""
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+    try:
+        return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+    except Exception:  # not text, not YAML, not a list
+        return None
 
 
 def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:

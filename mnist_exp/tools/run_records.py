@@ -94,9 +94,9 @@ def read_yaml(path: Path) -> Any:
 
     try:
         node = yaml.compose(path.read_text(), Loader=YAML_TEXT_LOADER)
-    except (OSError, yaml.YAMLError):
+        return None if node is None else value(node)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):  # RecursionError: an alias within itself
         return None
-    return None if node is None else value(node)
 
 
 def trained_settings(config: dict | None, overrides: dict[str, str]) -> tuple:
