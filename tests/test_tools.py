@@ -544,6 +544,24 @@ def test_hydra_full_error_shows_the_traceback(tmp_path, capsys, monkeypatch):
         evaluate.main([str(tmp_path / "nothing.pt")])
 
 
+def test_weights_edited_to_another_shape_are_refused_by_the_tools_and_by_resume(trained, tmp_path, monkeypatch,
+                                                                             capsys):
+    """Its config says cnn at width 8, and one tensor is not that net's: torch's first complaint, not its header."""
+    last = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)
+    for weights in (last["weights"], last["trainer"]["model"]):
+        weights["0.0.weight"] = torch.zeros(3)
+    torch.save(last, tmp_path / "edited.pt")
+    misfit = ("does not fit the model its config names (cnn): size mismatch for 0.0.weight: copying a param with shape "
+              "torch.Size([3]) from checkpoint, the shape in current model is torch.Size([8, 1, 5, 5]).")
+    assert call("evaluate", tmp_path / "edited.pt", capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.evaluate: Checkpoint {tmp_path / 'edited.pt'} {misfit}\n")
+    code, _, err = run_main("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "model.width=8",
+                            "trainer.ema_decay=0.75", "trainer.tta=true", "trainer.tta_scales=[0.9,1.0,1.1]", "device=cpu",
+                            f"ckpt_path={tmp_path / 'edited.pt'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [f"Checkpoint {tmp_path / 'edited.pt'} {misfit[:-1]}. Continue from a "
+                                              "checkpoint the run wrote, or start fresh."]
+
+
 @pytest.mark.parametrize("where", ["checkpoints/last.pt", "."])  # a run directory: its last.pt
 def test_resume_refuses_a_checkpoint_of_another_model(where, trained, tmp_path, monkeypatch, capsys):
     code, _, err = run_main("dataset=fake", "trainer.batch_size=64", "trainer.epochs=2", "model=mlp", "device=cpu",

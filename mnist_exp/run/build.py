@@ -15,6 +15,7 @@ from mnist_exp.paths import CONF_DIR
 from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TrackingCallback
+from mnist_exp.run.checkpoint import misfit
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
 from mnist_exp.run.debugging import limited
 from mnist_exp.run.ema import check_decay
@@ -147,7 +148,11 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
             "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in ("val", "test")}})
         trainer.callbacks.append(checkpoints)
     if resume_from is not None:
-        restore(trainer, resumed, checkpoints)
+        try:
+            restore(trainer, resumed, checkpoints)
+        except RuntimeError as error:  # weights of another shape than its config's model: an edited file
+            raise UserError(f"Checkpoint {resume_from} does not fit the model its config names ({cfg.model.name}): "
+                            f"{misfit(error)}. Continue from a checkpoint the run wrote, or start fresh.") from error
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
         if writer and not cfg.ckpt_path:  # continued in place: its record is this directory's
             record_resume_changes(run_dir, resumed["config"], config, trainer.state.epoch)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_exp.errors import UserError, disk_full
+from mnist_exp.errors import UserError, disk_full, first_line
 from mnist_exp.runs import atomic_file, best_checkpoint
 
 CHECKPOINT_FORMAT = 2
@@ -92,6 +92,12 @@ def wrong_config_keys(config: dict) -> list[str]:
                 wrong += [] if ".".join(keys[:depth]) in wrong else [".".join(keys[:depth])]
                 break
     return wrong
+
+
+def misfit(error: Exception) -> str:
+    """The first problem torch names where weights do not fit a model (its message's first line is only a header)."""
+    problems = [line.strip().rstrip(". ") for line in str(error).splitlines()[1:] if line.strip()]
+    return problems[0] if problems else first_line(error)
 
 
 def checkpoint_file(path: str | Path) -> Path:

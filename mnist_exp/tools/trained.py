@@ -14,8 +14,8 @@ from torch import nn
 
 from mnist_exp.data import DataBundle, Split, build_dataset, split_fingerprint
 from mnist_exp.data.loader import model_input
-from mnist_exp.errors import UserError, first_line
-from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
+from mnist_exp.errors import UserError
+from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint, misfit
 from mnist_exp.run.tta import check_tta, view_averaged
 from mnist_exp.registry import MODELS
 
@@ -59,7 +59,7 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
         model.load_state_dict(checkpoint["weights"])  # the weights the run evaluated
     except RuntimeError as error:
         raise UserError(f"Checkpoint {path} does not fit the model its config names ({config['model']['name']}): "
-                        f"{first_line(error)}") from error
+                        f"{misfit(error)}.") from error
     dataset, trainer = config["dataset"], config.get("trainer", {})
     # As used: a dataset whose config says mean: null computed it (older checkpoints: the config's numbers).
     mean, std = checkpoint.get("normalisation") or (dataset["mean"], dataset["std"])
