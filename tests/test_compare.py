@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import warnings
 from pathlib import Path
 
@@ -301,6 +302,23 @@ def test_runs_that_differ_only_in_seed_and_where_they_ran_are_one_row(seeds, cap
     assert float(eight["95% CI high"]) == pytest.approx(0.961 + 12.706204736 * math.sqrt(2e-6) / math.sqrt(2))
     assert [row["overlaps top"] for row in rows] == ["top", "yes", "-", "no"]
     assert mlp["test std"] == mlp["95% CI low"] == ""  # one run: no spread, no interval
+
+
+def test_a_run_that_repeats_a_seed_counts_once_and_is_named(seeds, capsys):
+    """A copied job directory, or the same command run twice, is not another sample: n and the interval would lie."""
+    shutil.copytree(seeds / "6_seed-0", seeds / "6_seed-0_again")  # width 8, seed 0, again
+    warning = (f"warning: {(seeds / '6_seed-0_again').resolve()} repeats the config and seed of "
+               f"{(seeds / '6_seed-0').resolve()}: its group counts that seed once.\n")
+    assert compare.main([str(seeds), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    eight = read_csv(out)[-1]
+    assert err == warning and (eight["n"], eight["not completed"]) == ("2", "0")
+    assert float(eight["95% CI high"]) == pytest.approx(0.961 + 12.706204736 * math.sqrt(2e-6) / math.sqrt(2))
+    assert compare.main([str(seeds / "6_seed-0"), str(seeds / "6_seed-0_again"), "--vs", str(seeds / "0_seed-0"),
+                         str(seeds / "1_seed-1")]) == 1  # one seed left on A's side: no Welch interval
+    assert capsys.readouterr().err == warning + (
+        "python -m mnist_exp.tools.compare: A has 1 completed run and B 2: compare one run with one run (McNemar's test "
+        "on their predictions), or two seed groups of two runs or more (Welch).\n")
 
 
 def test_thousands_of_runs_read_on_every_core_give_the_same_leaderboard(seeds, monkeypatch, capsys):

@@ -20,7 +20,7 @@ from typing import Any
 from mnist_exp.errors import UserError
 from mnist_exp.runs import Status, number
 from mnist_exp.tools import cli
-from mnist_exp.tools.groups import seed_groups, summarize_group
+from mnist_exp.tools.groups import repeat_warnings, seed_groups, summarize_group
 from mnist_exp.tools.run_records import differing_keys, find_runs, read_runs
 
 FORMATS = ("table", "csv", "markdown")
@@ -217,6 +217,8 @@ def command(args) -> None:
             print(f"warning: {run['problem']}.", file=sys.stderr)
     raw = args.format == "csv"
     groups = None if args.runs else seed_groups(runs)  # a row per run, or per seed group
+    for warning in repeat_warnings(groups or []):
+        print(warning, file=sys.stderr)
     if args.compute and not args.runs:
         raise UserError("--compute shows each run's compute: add --runs.")
     header, table = leaderboard(runs, raw, args.top, args.compute) if args.runs else group_leaderboard(groups, raw,

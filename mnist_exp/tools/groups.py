@@ -25,14 +25,29 @@ def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) -> dict[str, Any]:
-    """Runs with their ``overrides`` and the ``stats.Summary`` of their metrics; only completed runs count."""
-    done = [run for run in members if run["metrics"].get("status") == Status.COMPLETED]
+    """Runs with their ``overrides`` and the ``stats.Summary`` of their metrics; only completed runs count, each
+    seed once: a run that repeats another's seed is the same experiment again, not another sample of it."""
+    done, first_of_seed, repeats = [], {}, []
+    for run in members:
+        if run["metrics"].get("status") == Status.COMPLETED:
+            if run.get("seed") is not None and run["seed"] in first_of_seed:
+                repeats.append((run, first_of_seed[run["seed"]]))
+            else:
+                done.append(run)
+                first_of_seed.setdefault(run.get("seed"), run)
 
     def summary(key: str) -> Summary | None:
         values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
         return summarize(values, ACCURACY if key.endswith("acc") else ANY_NUMBER) if values else None
     return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
-            "seconds": summary("train_time_s"), "not completed": len(members) - len(done)}
+            "seconds": summary("train_time_s"), "not completed": len(members) - len(done) - len(repeats),
+            "repeats": repeats}
+
+
+def repeat_warnings(groups: list[dict[str, Any]]) -> list[str]:
+    """A line for each run its group counts once, as a repeat of an earlier run's seed."""
+    return [f"warning: {run['dir']} repeats the config and seed of {first['dir']}: its group counts that seed once."
+            for group in groups for run, first in group["repeats"]]
 
 
 if __name__ == "__main__":

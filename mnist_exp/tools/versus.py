@@ -7,6 +7,7 @@ their mean test accuracies and its 95% Welch interval: that one counts the seed'
 """
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from mnist_exp.errors import UserError
 from mnist_exp.runs import PREDICTIONS_FILE, Status, number, read_predictions, says_where_or_how
-from mnist_exp.tools.groups import seed_groups
+from mnist_exp.tools.groups import repeat_warnings, seed_groups
 from mnist_exp.tools.run_records import differing_keys, find_runs, read_runs
 from mnist_exp.tools.stats import ACCURACY, mcnemar_p, summarize, welch
 
@@ -45,8 +46,11 @@ def side(name: str, paths: list[Path]) -> list[dict[str, Any]]:
         keys = ", ".join(differing_keys(found)) or "their configs"
         raise UserError(f"{name} holds {len(found)} seed groups, not one (they differ in {keys}): give the runs of "
                         "one group, e.g. the job directories of a sweep that share a setting (sweep/0_* sweep/2_*).")
+    for warning in repeat_warnings(found):
+        print(warning, file=sys.stderr)
+    repeated = [run for run, _ in found[0]["repeats"]]
     runs = [run for run in found[0]["runs"] if run["metrics"].get("status") == Status.COMPLETED
-            and number(run["metrics"].get("test/acc")) is not None]
+            and number(run["metrics"].get("test/acc")) is not None and run not in repeated]
     if not runs:
         statuses = ", ".join(sorted({str(run["metrics"].get("status", Status.UNFINISHED.value)) for run in found[0]["runs"]}))
         raise UserError(f"{name} has no completed run ({statuses}): compare runs that finished their test.")
