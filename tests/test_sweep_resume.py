@@ -120,7 +120,7 @@ def test_a_sweep_into_a_directory_with_completed_jobs_is_refused(uninterrupted, 
     assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
 
 
-@pytest.mark.parametrize("change", [("model.width=4,8", "model.width=4,8,16"),
+@pytest.mark.parametrize("change", [("model.width=4,8", "model.width=4,8,16"), ("model.width=4,8", "model.width=8,4"),
                                     ("device=cpu", "device=cpu dataset.seed=1")])
 def test_a_sweep_resumed_with_another_grid_is_refused(change, uninterrupted, tmp_path, monkeypatch, capsys):
     """Another grid, or one more override, would name and number the jobs anew and train the completed ones again."""
@@ -133,6 +133,16 @@ def test_a_sweep_resumed_with_another_grid_is_refused(change, uninterrupted, tmp
         f"resume=true continues the sweep in {uninterrupted} as it started ({' '.join(SWEEP[1:])}), and this command "
         f"gives {' '.join(changed[1:])}: resume it with its own overrides (its multirun.yaml has them), or start "
         "another sweep with a new hydra.sweep.dir."]
+    assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
+
+
+def test_a_sweep_resumed_with_its_grid_written_another_way_is_the_same_sweep(uninterrupted, tmp_path, monkeypatch,
+                                                                          capsys):
+    before = {job.name: snapshot(job) for job in run_dirs(uninterrupted)}
+    same = ["seed=range(0,2)" if arg == "seed=0,1" else arg for arg in SWEEP]
+    code, _, err = run_main(*same, "resume=yes", f"hydra.sweep.dir={uninterrupted}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
     assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
 
 

@@ -4,10 +4,11 @@ continue, or a sweep resumed as another grid."""
 
 from pathlib import Path
 
+from hydra.core.override_parser.types import Transformer
 from omegaconf import OmegaConf
 
 from mnist_exp.errors import UserError, first_line
-from mnist_exp.run.command_line import CommandLine
+from mnist_exp.run.command_line import CommandLine, read_override
 from mnist_exp.run.resume import nothing_to_resume
 from mnist_exp.run.run_dir_lock import written_now
 from mnist_exp.run.runtime import restarted_by_scheduler
@@ -99,8 +100,14 @@ def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
         return [line for line, key in zip(overrides, keys)
                 if not (key.startswith("hydra") or key in unnamed and key.startswith(RESUME_MAY_CHANGE))]
 
+    def jobs(overrides: list[str]) -> list[str]:  # each sweep as the values it makes, in order: range(0,2) is 0,1
+        values = [read_override(line) for line in overrides]
+        return [line if not value.is_sweep_override() else f"{split_override(line)[0]}="
+                + ",".join(str(item) for item in value.sweep_iterator(transformer=Transformer.encode))
+                for line, value in zip(overrides, values)]
+
     before, now = grid(recorded), grid([override.input_line for override in command.overrides])
-    if before != now:
+    if jobs(before) != jobs(now):
         raise UserError(f"resume=true continues the sweep in {sweep_dir} as it started ({' '.join(before)}), and this "
                         f"command gives {' '.join(now) or 'no overrides'}: resume it with its own overrides (its "
                         "multirun.yaml has them), or start another sweep with a new hydra.sweep.dir.")
