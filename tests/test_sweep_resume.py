@@ -139,11 +139,13 @@ def test_a_sweep_resumed_with_another_grid_is_refused(change, uninterrupted, tmp
 def test_a_sweep_resumed_with_its_grid_written_another_way_is_the_same_sweep(uninterrupted, tmp_path, monkeypatch,
                                                                           capsys):
     before = {job.name: snapshot(job) for job in run_dirs(uninterrupted)}
+    table = (uninterrupted / "sweep.csv").read_text()  # each job's row, with the time it finished
     same = ["seed=range(0,2)" if arg == "seed=0,1" else arg for arg in SWEEP]
     code, _, err = run_main(*same, "resume=yes", f"hydra.sweep.dir={uninterrupted}", monkeypatch=monkeypatch,
                             capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-2000:]
     assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
+    assert (uninterrupted / "sweep.csv").read_text() == table
 
 
 @pytest.mark.parametrize("where, message", [

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.run.hparams import write_sweep_experiment
-from mnist_exp.runs import Status, as_override, atomic_file, read_metrics, without_keys, without_resume
+from mnist_exp.runs import METRICS_FILE, Status, as_override, atomic_file, read_metrics, without_keys, without_resume
 
 try:
     import fcntl
@@ -67,8 +67,16 @@ def job_row(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
         "overrides": " ".join(without_resume(list(config.hydra.overrides.task))),
         "run_dir": os.path.relpath(run_dir, config.hydra.sweep.dir),
         "error": metrics.get("error") or error,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished_at(run_dir))),
     }
+
+
+def finished_at(run_dir: Path) -> float:
+    """When the job's run wrote its record (a completed job a resume returns untouched keeps its time), else now."""
+    try:
+        return (run_dir / METRICS_FILE).stat().st_mtime
+    except OSError:  # a job that failed before its run wrote anything
+        return time.time()
 
 
 def write_row(path: Path, row: dict[str, Any]) -> None:
