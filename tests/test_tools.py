@@ -468,6 +468,11 @@ def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(
     assert call("predict", trained, two_columns, "--submission", tmp_path, capsys=capsys) == (
         1, "", f"{prefix}--submission {tmp_path} is a directory: give the file to write, e.g. "
                f"{tmp_path / 'submission.csv'}.\n")
+    assert call("predict", trained, two_columns, "--submission", "/dev/null", capsys=capsys) == (
+        1, "", f"{prefix}--submission /dev/null is not a regular file: give the name of a file to write, e.g. "
+               "submission.csv.\n")  # written atomically, it would have replaced the device
+    assert call("predict", trained, two_columns, "--submission", "", capsys=capsys) == (  # an unset variable
+        2, "", f"{prefix}argument --submission: an empty name: give the file to write. See --help.\n")
 
 
 def test_no_tool_writes_over_a_file_of_a_run(trained, tmp_path, capsys):

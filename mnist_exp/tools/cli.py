@@ -57,6 +57,13 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def file_name(text: str) -> Path:
+    """An argparse type: the name of a file to write, which an empty argument (a variable left unset) is not."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name: give the file to write")
+    return Path(text)
+
+
 def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
     """The file a tool writes, given as ``option``: not a directory, in one that exists, and no file that exists
     (a run's record, the tool's own input, a user's file): a one-line refusal instead."""
@@ -67,6 +74,8 @@ def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
         raise UserError(f"Cannot write {out}: there is no directory {out.parent}. Create it, or give another {option}.")
     if problem := write_problem(out.parent):
         raise UserError(f"Cannot write {out}: {out.parent} {problem}. Give another {option}.")
+    if out.exists() and not out.is_file():  # a device (/dev/null), a pipe: writing the file would replace it
+        raise UserError(f"{option} {out} is not a regular file: give the name of a file to write, e.g. {example_name}.")
     if out.exists():
         if run := run_holding(out):
             raise UserError(f"{out} is a file of the run {run}, and a tool writes no file over a run's: give {option} "

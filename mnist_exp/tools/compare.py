@@ -192,7 +192,7 @@ def arguments():
     parser.add_argument("--top", type=cli.positive_int, default=None, metavar="N", help="show only the best N rows")
     parser.add_argument("--compute", action="store_true", help="with --runs: each run's forward MFLOPs per image and "
                                                                "training GFLOP/s")
-    parser.add_argument("--plot", type=Path, metavar="file.png",
+    parser.add_argument("--plot", type=cli.file_name, metavar="file.png",
                         help="also draw test accuracy against training seconds, a point per row (error bars: the "
                              "95%% interval of a group's mean)")
     return parser

@@ -134,7 +134,7 @@ def arguments():
     parser.add_argument("--format", choices=FORMATS,
                         help="pt2: torch.export (the default); onnx; torchscript (deprecated by PyTorch); without it, "
                              "the one --out's ending names")
-    parser.add_argument("--out", metavar="FILE",
+    parser.add_argument("--out", type=cli.file_name, metavar="FILE",
                         help="where to write it, ending in .pt2, .onnx or .pt (default: beside the checkpoint, "
                              "best.pt2, best.onnx or best.ts.pt)")
     return parser

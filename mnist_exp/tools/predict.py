@@ -95,7 +95,7 @@ def arguments():
     parser.add_argument("--as-is", action="store_true",
                         help="take images already in the dataset's form and size (MNIST's: 28x28, white on black) "
                              "pixel for pixel")
-    parser.add_argument("--submission", metavar="FILE",
+    parser.add_argument("--submission", type=cli.file_name, metavar="FILE",
                         help="classify a CSV of images (Kaggle's test.csv) and write FILE: ImageId,Label")
     return parser
 
