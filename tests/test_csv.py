@@ -123,6 +123,16 @@ def test_a_csv_in_another_layout_is_one_line(content, message, tmp_path):
     assert str(refused.value) == f"{path}{'' if message[0] in ',:' else ' '}{message}"
 
 
+def test_a_table_of_pixels_a_column_short_is_told_its_count(tmp_path):
+    """Images to classify (a label column or not): named pixel columns alone are not read as a label and pixels."""
+    path = tmp_path / "test.csv"
+    path.write_text(",".join(f"pixel{i}" for i in range(783)) + "\n" + ",".join(["0"] * 783) + "\n")
+    with pytest.raises(UserError) as refused:
+        read_pixel_csv(path)
+    assert str(refused.value) == (f"{path} has 783 pixel columns, which make no square image (784 make 28x28). Give "
+                                  "label,pixel0,...,pixel783 (a label, then 28x28 grey levels 0-255), or the pixels alone.")
+
+
 def test_a_folder_or_a_file_of_one_class_is_one_line(tmp_path):
     with pytest.raises(UserError) as refused:
         read_pixel_csv(tmp_path)

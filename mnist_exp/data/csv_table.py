@@ -35,9 +35,12 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
         raise UserError(f"{path} separates its columns with {separator!r}: give a CSV with commas, {KAGGLE_LAYOUT}.")
     columns = first.split(",")
     has_header = not columns[0].strip().lstrip("-").replace(".", "", 1).isdigit()
+    names = [name.strip().strip('"').lower() for name in columns] if has_header else []
     if labelled is None:
         labelled = math.isqrt(len(columns)) ** 2 != len(columns)
-    names = [name.strip().strip('"').lower() for name in columns] if has_header else []
+        if labelled and names and all(name.startswith("pixel") for name in names):  # pixels alone, a column short
+            raise UserError(f"{path} has {len(columns)} pixel columns, which make no square image (784 make 28x28). "
+                            f"Give {KAGGLE_LAYOUT}, or the pixels alone.")
     if labelled and names and names[0] != "label" and ("label" in names or names[0].startswith("pixel")):
         where = f"as column {names.index('label') + 1}" if "label" in names else "nowhere"
         raise UserError(f"{path}: its header names the label {where}, and the label is the first column: give "
