@@ -76,9 +76,9 @@ def release_stderr() -> None:
 
 
 TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "text"}
-# Names users know a choice by that spelling does not bring close to it (gpu is nearer cpu than cuda).
 # Lists of a fixed length, for advice that then composes: Adam's two betas, vgg_cnn's count of convs for each stage.
 FIXED_LENGTH_LISTS = {".betas": "[{0},0.999]", ".convs_per_stage": "[{0},{0},{0}]"}
+# Names users know a choice by that spelling does not bring close to it (gpu is nearer cpu than cuda).
 OTHER_NAMES = {"gpu": "cuda", "nvidia": "cuda", "float32": "fp32", "bfloat16": "bf16"}
 
 

@@ -317,8 +317,8 @@ def test_a_run_that_repeats_a_seed_counts_once_and_is_named(seeds, capsys):
     assert compare.main([str(seeds / "6_seed-0"), str(seeds / "6_seed-0_again"), "--vs", str(seeds / "0_seed-0"),
                          str(seeds / "1_seed-1")]) == 1  # one seed left on A's side: no Welch interval
     assert capsys.readouterr().err == warning + (
-        "python -m mnist_exp.tools.compare: A has 1 completed run and B 2: compare one run with one run (McNemar's test "
-        "on their predictions), or two seed groups of two runs or more (Welch).\n")
+        "python -m mnist_exp.tools.compare: A has 1 completed run and B 2: compare one run with one run (McNemar's "
+        "test on their predictions), or two seed groups of two runs or more (Welch).\n")
 
 
 def test_thousands_of_runs_read_on_every_core_give_the_same_leaderboard(seeds, monkeypatch, capsys):

@@ -130,7 +130,8 @@ def test_a_table_of_pixels_a_column_short_is_told_its_count(tmp_path):
     with pytest.raises(UserError) as refused:
         read_pixel_csv(path)
     assert str(refused.value) == (f"{path} has 783 pixel columns, which make no square image (784 make 28x28). Give "
-                                  "label,pixel0,...,pixel783 (a label, then 28x28 grey levels 0-255), or the pixels alone.")
+                                  "label,pixel0,...,pixel783 (a label, then 28x28 grey levels 0-255), or the pixels "
+                                  "alone.")
 
 
 def test_a_folder_or_a_file_of_one_class_is_one_line(tmp_path):

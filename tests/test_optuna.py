@@ -231,9 +231,9 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     code, _, err = run_main(*choices, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines()[-1] == (
         f"optimizer.lr: Study search in sqlite:///{sweep}/optuna.db searched it as numbers in [0.01, 0.1], and this "
-        "command as a choice in [0.01, 0.1], which Optuna cannot mix in one study (Cannot set different distribution kind to the same "
-        "parameter name). Continue it with its own space, or start another in a new hydra.sweep.dir (and a new "
-        "study_name where the storage is not in it).")
+        "command as a choice in [0.01, 0.1], which Optuna cannot mix in one study (Cannot set different distribution "
+        "kind to the same parameter name). Continue it with its own space, or start another in a new hydra.sweep.dir "
+        "(and a new study_name where the storage is not in it).")
     code, _, err = run_main("-m", "model=logreg", "seed=0,1", "dataset=fake", f"hydra.sweep.dir={sweep}",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # a grid
     assert code == 1 and err.splitlines()[-1] == (

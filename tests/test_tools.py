@@ -6,6 +6,7 @@ the model exactly as the run tested it to pass.
 
 import os
 import pickle
+import runpy
 import struct
 import subprocess
 import sys
@@ -261,8 +262,8 @@ def test_export_torchscript_says_it_is_deprecated_and_gives_the_checkpoints_pred
                "the run directory or its checkpoints/best.pt.\n")
     image = write_png(tmp_path / "digit.png", 28, 28)
     assert call("predict", image, trained, capsys=capsys) == (  # the two paths the wrong way round
-        1, "", f"python -m mnist_exp.tools.predict: {image} is a PNG image, not a checkpoint: give the checkpoint or run "
-               "directory first (e.g. python -m mnist_exp.tools.predict <run dir> <images>).\n")
+        1, "", f"python -m mnist_exp.tools.predict: {image} is a PNG image, not a checkpoint: give the checkpoint or "
+               "run directory first (e.g. python -m mnist_exp.tools.predict <run dir> <images>).\n")
 
 
 def write_png(path: Path, width: int, height: int, pixels: bool = True) -> Path:
@@ -536,11 +537,14 @@ def test_every_tool_answers_help_in_the_same_style(tool, capsys):
 @pytest.mark.parametrize("module", sorted({path.stem for path in Path(compare.__file__).parent.glob("[!_]*.py")}
                                            - set(TOOLS)))
 def test_a_module_of_the_tools_that_is_not_a_command_says_so_when_run(module):
-    result = subprocess.run([sys.executable, "-m", f"mnist_exp.tools.{module}"], capture_output=True, text=True)
-    assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == (f"python -m mnist_exp.tools.{module}: this module is a part of the tools, not a command. "
-                             "The commands: python -m mnist_exp.tools.compare, python -m mnist_exp.tools.evaluate, "
-                             "python -m mnist_exp.tools.predict, python -m mnist_exp.tools.export (each with --help).\n")
+    """As ``python -m`` runs it (in this process: sys.exit's message is what Python prints, and exit status 1)."""
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as exit:
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy's note that this process imported it already
+        runpy.run_module(f"mnist_exp.tools.{module}", run_name="__main__")
+    assert exit.value.code == (f"python -m mnist_exp.tools.{module}: this module is a part of the tools, not a "
+                               "command. The commands: python -m mnist_exp.tools.compare, python -m "
+                               "mnist_exp.tools.evaluate, python -m mnist_exp.tools.predict, python -m "
+                               "mnist_exp.tools.export (each with --help).")
 
 
 def test_hydra_full_error_shows_the_traceback(tmp_path, capsys, monkeypatch):
@@ -561,8 +565,9 @@ def test_weights_edited_to_another_shape_are_refused_by_the_tools_and_by_resume(
     assert call("evaluate", tmp_path / "edited.pt", capsys=capsys) == (
         1, "", f"python -m mnist_exp.tools.evaluate: Checkpoint {tmp_path / 'edited.pt'} {misfit}\n")
     code, _, err = run_main("dataset=fake", "trainer.epochs=2", "trainer.batch_size=64", "model.width=8",
-                            "trainer.ema_decay=0.75", "trainer.tta=true", "trainer.tta_scales=[0.9,1.0,1.1]", "device=cpu",
-                            f"ckpt_path={tmp_path / 'edited.pt'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+                            "trainer.ema_decay=0.75", "trainer.tta=true", "trainer.tta_scales=[0.9,1.0,1.1]",
+                            "device=cpu", f"ckpt_path={tmp_path / 'edited.pt'}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [f"Checkpoint {tmp_path / 'edited.pt'} {misfit[:-1]}. Continue from a "
                                               "checkpoint the run wrote, or start fresh."]
 

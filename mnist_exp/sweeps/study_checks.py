@@ -128,7 +128,8 @@ def check_continued_study(study, search, metric: str, fixed: list[str], space: d
         except ValueError as error:
             raise UserError(f"{key}: {where} searched it {kind(searched[key])}, and this command "
                             f"{kind(distribution)}, which Optuna cannot mix in one study "
-                            f"({first_line(error).rstrip('.')}). Continue it with its own space, or {new_place}.") from error
+                            f"({first_line(error).rstrip('.')}). Continue it with its own space, or "
+                            f"{new_place}.") from error
     seed = search.sampler.get("seed")
     if seed is not None and study.trials and not search.sampler._target_.endswith(STUDY_AWARE_SAMPLERS):
         raise UserError(f"hydra.sweeper.sampler.seed={seed}: {where} has {len(study.trials)} trial(s), and a sampler "
