@@ -12,7 +12,8 @@ from mnist_exp.errors import UserError
 
 def payload(value: float) -> dict:
     weights = {"w": torch.full((3,), value)}
-    config = {"model": {"name": "cnn"}, "dataset": {"name": "fake", "flatten": False}, "trainer": {},
+    config = {"model": {"name": "cnn"}, "dataset": {"name": "fake", "flatten": False},
+              "trainer": {"epochs": 2, "batch_size": 64, "eval_batch_size": 500},
               "device": {"precision": "fp32", "channels_last": True}}
     return {"format": 2, "kind": "last", "config": config, "class_names": ["0", "1"],
             "weights": weights, "epoch": 1,

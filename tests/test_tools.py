@@ -109,7 +109,7 @@ def test_evaluate_reproduces_the_runs_test_accuracy(trained, tmp_path, monkeypat
     assert (code, err) == (0, "")
     correct = round(metrics["test/acc"] * 256)
     assert f"test: loss {metrics['test/loss']:.4f}  accuracy {100 * metrics['test/acc']:.2f}% ({correct}/256)  " \
-           "after epoch 2" in out
+           "after epoch 2 of 2" in out
     assert "accuracy per class" in out and "confusion matrix" in out
     assert list(tmp_path.iterdir()) == []  # a report: nothing written where it ran
 

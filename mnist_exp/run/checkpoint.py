@@ -28,7 +28,8 @@ EXPORTS = {".pt2": "a torch.export program", ".onnx": "an ONNX model"}  # what m
 IMAGE_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
 # What the tools read of a checkpoint's config by name: a run writes them all.
 CONFIG_KEYS = {"model.name": str, "dataset.name": str, "dataset.flatten": bool, "device.precision": str,
-               "device.channels_last": bool, "trainer": dict}
+               "device.channels_last": bool, "trainer.epochs": int, "trainer.batch_size": int,
+               "trainer.eval_batch_size": int}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
     return {"split": split, "loss": result["loss"], "acc": result["acc"], "count": len(images),
             "per_class_acc": dict(zip(data.class_names, per_class.tolist())), "confusion_matrix": matrix.tolist(),
-            "class_names": data.class_names, "epoch": trained.epoch,
+            "class_names": data.class_names, "epoch": trained.epoch, "epochs": trainer.get("epochs"),
             "without_tta": run_tta and not averaged}
 
 
@@ -68,7 +68,8 @@ def format_report(report: dict[str, Any]) -> str:
     width = max(6, *(len(n) + 1 for n in names))
     correct = round(report["acc"] * report["count"])
     lines = [f"{report['split']}: loss {report['loss']:.4f}  accuracy {100 * report['acc']:.2f}% "
-             f"({correct}/{report['count']})  after epoch {report['epoch']}", "", "accuracy per class:"]
+             f"({correct}/{report['count']})  after epoch {report['epoch']} of {report['epochs']}", "",
+             "accuracy per class:"]
     lines += [f"  {name:<{width}}{100 * acc:6.2f}%" for name, acc in report["per_class_acc"].items()]
     lines += ["", "confusion matrix (rows: true class, columns: predicted):",
               " " * width + "".join(f"{name[:width - 1]:>{width}}" for name in names)]
