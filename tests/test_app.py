@@ -249,11 +249,6 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "steps, so no step would be logged: give at most 4, e.g. trainer.log_interval=1."),  # given, though the default
     (["debug=one_batch", "trainer.log_interval=7"], "trainer.log_interval=7 is more than this run's 1 training "
      "steps, so no step would be logged: give at most 1, e.g. trainer.log_interval=1."),  # a debug run: if given
-    (["debug=overfit", "dataset.val_size=100"], "dataset.val_size=100 takes no effect with trainer.overfit_batches, "
-     "which validates on the batches it trains on: leave dataset.val_size out."),
-    (["trainer.epochs=1", "scheduler.div_factor=5"], "scheduler.div_factor=5 sets where the warm-up starts, and "
-     "scheduler.pct_start=0.25 warms up for no step of this run's 4 (4 an epoch): give scheduler.pct_start=0.5 or more "
-     "(a step of warm-up), or leave div_factor out."),
     (["optimized_metric=val_acc"], "optimized_metric=val_acc is not a metric. Did you mean 'val/acc'? Choose one of: "
                                    "test/acc, test/loss, val/acc, val/loss, best_val/acc, train_time_s, params, or a list "
                                        "of them for several objectives."),

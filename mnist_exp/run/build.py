@@ -121,9 +121,6 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     steps, given = cfg.trainer.epochs * len(train_loader), {split_override(line)[0] for line in overrides}
     # A debug run cuts its steps: a recipe's values are left as they are, and those given on its command line checked.
     debug = cfg.trainer.limit_batches is not None or cfg.trainer.overfit_batches is not None
-    if cfg.trainer.overfit_batches is not None and "dataset.val_size" in given:
-        raise UserError(f"dataset.val_size={cfg.dataset.val_size} takes no effect with trainer.overfit_batches, which "
-                        "validates on the batches it trains on: leave dataset.val_size out.")
     if not debug or any(key.startswith("scheduler") for key in given):
         check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader))
     if not debug or "trainer.ema_decay" in given:

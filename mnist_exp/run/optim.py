@@ -81,18 +81,11 @@ def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epo
         fix = f"give a step_size below {epochs}" if epochs > 1 else "train 2 epochs or more"
         raise UserError(f"scheduler.step_size={step_size}: the rate first changes after epoch {step_size}, and this run "
                         f"has {epochs}: {fix}, or scheduler=none for a constant rate.")
-    total = epochs * steps_per_epoch
-    # One-cycle starts at optimizer.lr / div_factor where its warm-up has a step; else at its peak, div_factor unused.
-    if scheduler["name"] == "onecycle" and scheduler["pct_start"] * total <= 1 and scheduler["div_factor"] != 25:
-        raise UserError(f"scheduler.div_factor={scheduler['div_factor']:g} sets where the warm-up starts, and "
-                        f"scheduler.pct_start={scheduler['pct_start']:g} warms up for no step of this run's {total} "
-                        f"({steps_per_epoch} an epoch): give scheduler.pct_start={2 / total:.3g} or more (a step of "
-                        "warm-up), or leave div_factor out.")
     warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
     warmup = int(warmup_epochs * steps_per_epoch)  # as cosine() counts it
-    if warmup_epochs > 0 and not 1 <= warmup < total:
+    if warmup_epochs > 0 and not 1 <= warmup < epochs * steps_per_epoch:
         raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of "
-                        f"this run's {total} steps ({steps_per_epoch} an epoch): give 0 for none, "
+                        f"this run's {epochs * steps_per_epoch} steps ({steps_per_epoch} an epoch): give 0 for none, "
                         f"or from {1 / steps_per_epoch:.4g} to below the run's {epochs} epochs.")
 
 
