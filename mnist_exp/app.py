@@ -34,7 +34,8 @@ from mnist_exp.run.prechecks import check_command_line, discard_refused_run
 from mnist_exp.run.run_dir_lock import RunDirInUse, held_run_dir, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
-from mnist_exp.run.runtime import restarted_by_scheduler, seconds_since_process_start, stop_on_signals
+from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
+                                   stop_on_signals, use_bf16)
 from mnist_exp.run.trainer import TrainingStopped
 from mnist_exp.runs import Status, read_metrics
 from mnist_exp.sweeps.search import register_optuna_sweeper
@@ -129,6 +130,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_missing_run_record(run_dir, cfg, hydra_cfg)
         if (cfg.resume or restarted_by_scheduler()) and not cfg.ckpt_path:  # a completed run is returned as it is
             config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            bf16 = use_bf16(cfg.device.precision.value, select_device(cfg.device.name.value))
+            config["device"]["precision"] = "bf16" if bf16 else "fp32"  # what auto becomes, as last.pt holds it
             recorded = completed_run(run_dir, config, overrides, in_sweep)
             if recorded:
                 return recorded

@@ -234,6 +234,19 @@ def test_a_resume_in_another_precision_is_refused_with_the_one_it_ran_in(best_la
         f"{other}). Resume with the run's own overrides (see its .hydra/overrides.yaml) and device.precision={ran}."]
 
 
+@pytest.mark.parametrize("checkpoint", ["true", "false"])  # last.pt's config, or .hydra/config.yaml's (auto)
+def test_a_completed_run_of_precision_auto_resumes_as_complete(checkpoint, tmp_path, monkeypatch, capsys):
+    """device.precision=auto, the default: the record holds what it became, and resume=true compares that."""
+    run_dir = tmp_path / "run"
+    args = ("dataset=fake", "trainer.epochs=1", "model.width=4", f"trainer.checkpoint={checkpoint}",
+            f"hydra.run.dir={run_dir}")
+    run(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    metrics = (run_dir / "metrics.json").read_bytes()
+    run(*args, "resume=true", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert "is complete (test accuracy" in (run_dir / "train.log").read_text().splitlines()[-1]
+    assert (run_dir / "metrics.json").read_bytes() == metrics
+
+
 def test_a_run_saved_before_a_key_existed_ran_with_its_default_and_resumes_as_advised(best_late, tmp_path,
                                                                                       monkeypatch, capsys):
     """A key added to a builder since a run was saved held the builder's default in that run; where a recipe now

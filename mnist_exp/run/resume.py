@@ -25,9 +25,9 @@ from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
-from mnist_exp.runs import (BEST_CHECKPOINT, RESUME_MAY_CHANGE, Status, as_override, flatten_config, last_checkpoint,
-                            read_metrics, run_status, says_where_or_how, without_keys, without_resume,
-                            write_metrics)
+from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, as_override, flatten_config,
+                            last_checkpoint, read_metrics, run_status, says_where_or_how, without_keys,
+                            without_resume, write_metrics)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
 log = logging.getLogger("mnist_exp")
@@ -159,6 +159,8 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
     overrides name its jobs' directories, so there such a value makes new jobs, and the advice says so.
     """
     before, after = flatten_config(with_builder_defaults(saved)), flatten_config(config)
+    if before.get(PRECISION) == "auto":  # written before a run recorded what auto became: not known
+        before[PRECISION] = after.get(PRECISION)
     changed = sorted(key for key in before.keys() | after.keys()
                      if before.get(key, UNKNOWN) != after.get(key) and not says_where_or_how(key))
     if not changed:
