@@ -33,8 +33,9 @@ def test_one_batch_of_every_split_goes_through_the_whole_pipeline(tmp_path, monk
 def test_one_batch_runs_a_recipe_whose_schedule_or_average_needs_a_longer_run(recipe, tmp_path, monkeypatch, capsys):
     """Outside a debug run, best's ema_decay=0.998 and examples_mnist's step schedule are refused in a run of one
     step (the average's warm-up and the first step of the rate come later); a debug run's cut steps are not held
-    to the run's length."""
-    run_dir = run(tmp_path, monkeypatch, capsys, f"experiment={recipe}", "debug=one_batch", "trainer.tta=false")
+    to the run's length (nor by another key given beside: gamma leaves the step where the recipe put it)."""
+    given = ["scheduler.gamma=0.5"] if recipe == "examples_mnist" else []
+    run_dir = run(tmp_path, monkeypatch, capsys, f"experiment={recipe}", "debug=one_batch", "trainer.tta=false", *given)
     assert read_metrics(run_dir)["status"] == "completed"
     code, _, err = run_main(*SMALL, f"experiment={recipe}", "trainer.epochs=1", "trainer.tta=false",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
