@@ -146,6 +146,12 @@ def test_a_sweep_resumed_with_its_grid_written_another_way_is_the_same_sweep(uni
     assert code == 0, err[-2000:]
     assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
     assert (uninterrupted / "sweep.csv").read_text() == table
+    shuffled = ["seed=shuffle(0,1)" if arg == "seed=0,1" else arg for arg in SWEEP]
+    code, _, err = run_main(*shuffled, "resume=yes", f"hydra.sweep.dir={uninterrupted}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "seed=shuffle(0,1): shuffle() orders the jobs anew on each start, so resume=true cannot tell which are done: "
+        "start the sweep again with a new hydra.sweep.dir."]
 
 
 @pytest.mark.parametrize("where, message", [

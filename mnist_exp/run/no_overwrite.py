@@ -4,7 +4,7 @@ continue, or a sweep resumed as another grid."""
 
 from pathlib import Path
 
-from hydra.core.override_parser.types import Transformer
+from hydra.core.override_parser.types import Glob
 from omegaconf import OmegaConf
 
 from mnist_exp.errors import UserError, first_line
@@ -100,11 +100,17 @@ def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
         return [line for line, key in zip(overrides, keys)
                 if not (key.startswith("hydra") or key in unnamed and key.startswith(RESUME_MAY_CHANGE))]
 
-    def jobs(overrides: list[str]) -> list[str]:  # each sweep as the values it makes, in order: range(0,2) is 0,1
-        values = [read_override(line) for line in overrides]
-        return [line if not value.is_sweep_override() else f"{split_override(line)[0]}="
-                + ",".join(str(item) for item in value.sweep_iterator(transformer=Transformer.encode))
-                for line, value in zip(overrides, values)]
+    def jobs(overrides: list[str]) -> list[tuple]:  # as the jobs they make, in order: range(0,2) is 0,1
+        made = []
+        for override in map(read_override, overrides):
+            value = override.value()
+            if getattr(value, "shuffle", False):
+                raise UserError(f"{override.input_line}: shuffle() orders the jobs anew on each start, so resume=true "
+                                "cannot tell which are done: start the sweep again with a new hydra.sweep.dir.")
+            made.append((override.get_key_element(), override.input_line if isinstance(value, Glob)
+                         else tuple(override.sweep_string_iterator()) if override.is_sweep_override()
+                         else override.get_value_element_as_str()))
+        return made
 
     before, now = grid(recorded), grid([override.input_line for override in command.overrides])
     if jobs(before) != jobs(now):
