@@ -58,7 +58,7 @@ def main() -> None:
         if full_traceback_asked():
             raise
         sys.exit(str(error))
-    if (command.resume and command.given("ckpt_path") is None) or restarted_by_scheduler():
+    if (command.resume and not command.from_checkpoint) or restarted_by_scheduler():
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it. (From a
         # ckpt_path, resume=true or not, the run is a new one in a new directory, recorded as any.)
         sys.argv.append("hydra.output_subdir=null")

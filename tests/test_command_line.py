@@ -127,6 +127,18 @@ def test_a_run_from_a_ckpt_path_is_a_new_run_recorded_in_its_own_directory(resum
     assert read_metrics(tmp_path / "new")["status"] == "completed" and files_of(completed) == before
 
 
+def test_a_ckpt_path_of_null_resumes_in_place_and_one_into_a_runs_directory_is_refused(completed, tmp_path,
+                                                                                        monkeypatch, capsys):
+    before = files_of(completed)
+    code, _, err = run_main(*TINY, "resume=true", "ckpt_path=null", f"hydra.run.dir={completed}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    code, _, err = run_main(*TINY, "resume=true", f"ckpt_path={completed}", f"hydra.run.dir={completed}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines()[0].startswith(f"{completed} holds a completed run; a new run there")
+    assert files_of(completed) == before  # .hydra/ as its first start wrote it
+
+
 def test_a_grid_sweep_is_refused_a_runs_directory(completed, tmp_path, monkeypatch, capsys):
     before = files_of(completed)
     code, _, err = run_main("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={completed}", monkeypatch=monkeypatch,

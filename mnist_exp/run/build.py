@@ -151,6 +151,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         try:
             restore(trainer, resumed, checkpoints)
         except RuntimeError as error:  # weights of another shape than its config's model: an edited file
+            if not str(error).startswith("Error(s) in loading state_dict"):
+                raise
             raise UserError(f"Checkpoint {resume_from} does not fit the model its config names ({cfg.model.name}): "
                             f"{misfit(error)}. Continue from a checkpoint the run wrote, or start fresh.") from error
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)

@@ -74,12 +74,21 @@ def unreadable_checkpoint(path: Path) -> UserError:
     if image:
         return UserError(f"{path} is a {image} image, not a checkpoint: give the checkpoint or run directory first "
                          "(e.g. python -m mnist_exp.tools.predict <run dir> <images>).")
-    if zipfile.is_zipfile(path) and any(name.endswith("/constants.pkl") for name in zipfile.ZipFile(path).namelist()):
+    if any(name.endswith("/constants.pkl") for name in archive_names(path)):
         return UserError(f"{path} is a TorchScript export of a model, not a checkpoint: give the run directory or its "
                          "checkpoints/best.pt.")
     other = "last.pt" if Path(path).name == "best.pt" else "best.pt"
     return UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
                      f"Use another checkpoint, e.g. the run's checkpoints/{other}.")
+
+
+def archive_names(path: Path) -> list[str]:
+    """The names in a zip archive (torch's files are zips); none where the file is not one, or a damaged one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
 
 
 def wrong_config_keys(config: dict) -> list[str]:

@@ -83,6 +83,12 @@ class CommandLine:
         return self.path("hydra.sweep.dir")
 
     @property
+    def from_checkpoint(self) -> bool:
+        """Whether the run starts from a checkpoint (``ckpt_path``, not null), in a directory of its own."""
+        override = self.given("ckpt_path")
+        return override is not None and not override.is_delete() and override.value() not in (None, "")
+
+    @property
     def resume(self) -> bool:
         override = self.given("resume")
         if override is None or override.is_delete():
@@ -142,10 +148,11 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     return CommandLine(overrides, multirun, prints_only, args.config_dir)
 
 
-# Hydra's sweeps, each as it is written.
+# Hydra's functions, each as it is written (glob: a group's options by name).
 SWEEP_EXAMPLES = {"choice": "choice(8,16)", "range": "range(1,4)", "interval": "interval(0.001,0.1)",
-                  "tag": "tag(log,interval(0.001,0.1))", "int": "int(interval(8,16))", "shuffle": "shuffle(1,2,3)",
-                  "sort": "sort(3,1,2)"}
+                  "tag": "tag(log,interval(0.001,0.1))", "int": "int(interval(8,16))", "float": "float(range(1,4))",
+                  "str": "str(1)", "bool": "bool(1)", "shuffle": "shuffle(1,2,3)", "sort": "sort(3,1,2)",
+                  "glob": "glob(c*)"}
 
 
 def typing_mistake(text: str, error: str) -> str:
@@ -156,7 +163,7 @@ def typing_mistake(text: str, error: str) -> str:
         return (f"{found['name']}() takes numbers, and its {found['arg']} in {found['call']} is not one, e.g. "
                 f"{found['name']}(1,4).")
     if found := re.search(r"while evaluating '(?P<call>(?P<name>\w+)\([^']*\))': (?P<what>[^\n]*)", error):
-        name, what = found["name"], found["what"].rstrip(".")
+        name, what = found["name"], found["what"].rstrip(".") or "Hydra cannot evaluate it"
         if functions := re.search(r"Available: ([\w,]+)", error):  # an unknown function
             names = functions[1].split(",")
             return f"there is no function {name}().{did_you_mean(name, names)} Hydra's functions: {', '.join(names)}."

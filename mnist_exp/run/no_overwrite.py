@@ -27,14 +27,14 @@ def check_no_overwrite(command: CommandLine) -> None:
     """
     resume, run_dir, sweep_dir = command.resume, command.run_dir, command.sweep_dir
     if not command.multirun:
-        if resume and command.given("ckpt_path") is None and not restarted_by_scheduler():
+        if resume and not command.from_checkpoint and not restarted_by_scheduler():
             if run_dir is None:
                 raise UserError("resume=true continues a run: point hydra.run.dir at it "
                                 "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
             if not last_checkpoint(run_dir).exists() and run_status(run_dir) != Status.COMPLETED:
                 raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
         # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
-        if not resume and run_dir and not restarted_by_scheduler():
+        if (not resume or command.from_checkpoint) and run_dir and not restarted_by_scheduler():  # a new run
             if run_status(run_dir) == Status.COMPLETED:
                 raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
                                 "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with "

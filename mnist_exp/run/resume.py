@@ -18,7 +18,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
@@ -95,9 +95,10 @@ def read_run_overrides(run_dir: Path) -> list[str] | None:
     """The run's .hydra/overrides.yaml ([] where it has none); None where the file is not a list of overrides."""
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     try:
-        return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
-    except Exception:  # not text, not YAML, not a list
+        overrides = OmegaConf.load(path) if path.exists() else []
+    except Exception:  # not text, not YAML
         return None
+    return [str(o) for o in overrides] if isinstance(overrides, (list, ListConfig)) else None
 
 
 def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:

@@ -59,7 +59,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
     per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
     return {"split": split, "loss": result["loss"], "acc": result["acc"], "count": len(images),
             "per_class_acc": dict(zip(data.class_names, per_class.tolist())), "confusion_matrix": matrix.tolist(),
-            "class_names": data.class_names, "epoch": trained.epoch, "epochs": trainer.get("epochs"),
+            "class_names": data.class_names, "epoch": trained.epoch, "epochs": trainer["epochs"],
             "without_tta": run_tta and not averaged}
 
 

@@ -30,18 +30,18 @@ def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) ->
     done, first_of_seed, repeats = [], {}, []
     for run in members:
         if run["metrics"].get("status") == Status.COMPLETED:
-            if run.get("seed") is not None and run["seed"] in first_of_seed:
+            if run["seed"] in first_of_seed:
                 repeats.append((run, first_of_seed[run["seed"]]))
             else:
                 done.append(run)
-                first_of_seed.setdefault(run.get("seed"), run)
+                first_of_seed[run["seed"]] = run
 
     def summary(key: str) -> Summary | None:
         values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
         return summarize(values, ACCURACY if key.endswith("acc") else ANY_NUMBER) if values else None
     return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
             "seconds": summary("train_time_s"), "not completed": len(members) - len(done) - len(repeats),
-            "repeats": repeats}
+            "counted": done, "repeats": repeats}
 
 
 def repeat_warnings(groups: list[dict[str, Any]]) -> list[str]:

@@ -73,7 +73,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         if readable and isinstance(config.get("device"), dict):
             config["device"]["precision"] = precision
     return {"dir": run_dir, "overrides": overrides, "settings": trained_settings(config if readable else None, overrides),
-            "seed": config.get("seed") if readable else overrides.get("seed"), "problem": problem, "metrics": metrics}
+            "seed": config.get("seed") if readable else overrides.get("seed", "the config's"), "problem": problem,
+            "metrics": metrics}
 
 
 # libyaml's parser where PyYAML has it (its wheels do): many times faster than the pure-Python one over thousands of

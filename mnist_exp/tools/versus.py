@@ -48,9 +48,7 @@ def side(name: str, paths: list[Path]) -> list[dict[str, Any]]:
                         "one group, e.g. the job directories of a sweep that share a setting (sweep/0_* sweep/2_*).")
     for warning in repeat_warnings(found):
         print(warning, file=sys.stderr)
-    repeated = [run for run, _ in found[0]["repeats"]]
-    runs = [run for run in found[0]["runs"] if run["metrics"].get("status") == Status.COMPLETED
-            and number(run["metrics"].get("test/acc")) is not None and run not in repeated]
+    runs = [run for run in found[0]["counted"] if number(run["metrics"].get("test/acc")) is not None]
     if not runs:
         statuses = ", ".join(sorted({str(run["metrics"].get("status", Status.UNFINISHED.value)) for run in found[0]["runs"]}))
         raise UserError(f"{name} has no completed run ({statuses}): compare runs that finished their test.")
