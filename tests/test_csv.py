@@ -69,6 +69,27 @@ def test_a_run_on_the_csv_then_a_submission_for_the_test_file(kaggle, tmp_path, 
     assert sum(p == t for p, t in zip(predicted, truth)) >= 80  # the run's own model, on images it never saw
 
 
+def test_a_run_is_not_continued_on_a_table_that_changed_since(kaggle, tmp_path, monkeypatch, capsys):
+    table = tmp_path / "train.csv"
+    table.write_text((kaggle / "train.csv").read_text())
+    args = ("dataset=csv", f"dataset.train={table}", "dataset.val_size=200", "dataset.test_size=100",
+            "trainer.epochs=1", "device=cpu", "device.threads=1")
+    code, _, err = run_main(*args, f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    for rows, said in ((1300, "900 train images, now 1000"),
+                       (1200, "other val images, other test images")):  # more rows; the same count, one changed
+        data = fake(num_train=rows, val_size=0, num_test=1, seed=1 if rows == 1200 else 0)
+        write_csv(table, data.train.images, data.train.labels)
+        code, _, err = run_main(*args, f"ckpt_path={last}", f"hydra.run.dir={tmp_path / str(rows)}",
+                                monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert code == 1 and err.splitlines() == [
+            f"Checkpoint {last} was trained on other data than the dataset gives now ({said}): continued, the run "
+            "would train and be tested on other images. Put the data back as it was, or start a new run (without "
+            "resume=true or ckpt_path)."]
+
+
 
 def test_a_model_of_16x16_images_classifies_a_table_and_image_files_of_its_size(tmp_path, monkeypatch, capsys):
     """A CSV's image size is its file's, not a key: the run records it, and predict brings new images to it."""

@@ -22,7 +22,8 @@ from mnist_exp.run.ema import check_decay
 from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
 from mnist_exp.run.optim import check_schedule_fits
-from mnist_exp.run.resume import checkpoint_to_resume, load_resumable, record_resume_changes, restore
+from mnist_exp.run.resume import (check_same_data, checkpoint_to_resume, load_resumable, record_resume_changes,
+                                  restore)
 from mnist_exp.run.runtime import place_model, seed_everything, select_device, set_cpu_threads, use_bf16
 from mnist_exp.run.loggers import open_trackers
 from mnist_exp.run.tracking import TrackedRun, Trackers
@@ -71,6 +72,11 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         data = limited(build_dataset(cfg.dataset), cfg.trainer.limit_batches, cfg.trainer.overfit_batches,
                        cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     check_test_split(data)
+    # What the run trains and is tested on: a resume refuses data that changed since, and so do the tools.
+    data_record = {"split_sizes": {split: len(getattr(data, split)) for split in ("train", "val", "test")},
+                   "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in ("val", "test")}}
+    if resumed is not None:
+        check_same_data(resume_from, resumed, data_record)
     if cfg.trainer.batch_size > len(data.train):  # every larger batch would be the same single batch
         raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is more than the {len(data.train)} training "
                         f"images: give at most {len(data.train)}.")
@@ -139,13 +145,11 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     checkpoints = None
     if writer and cfg.trainer.checkpoint:
         # The normalisation as used (a dataset may compute it: mean: null) and the images' [C, H, W] (a CSV's size
-        # is its file's): the tools bring new images to that form. The fingerprints of the splits it evaluates:
-        # the tools refuse a dataset that now gives other images (a folder changed since).
+        # is its file's): the tools bring new images to that form.
         shape = list(data.train.images.shape[1:])
         checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {
             "config": config, "class_names": data.class_names, "normalisation": [data.mean, data.std],
-            "image_shape": [1, *shape] if len(shape) == 2 else shape,
-            "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in ("val", "test")}})
+            "image_shape": [1, *shape] if len(shape) == 2 else shape, **data_record})
         trainer.callbacks.append(checkpoints)
     if resume_from is not None:
         try:

@@ -132,6 +132,18 @@ def load_resumable(path: Path, config: dict, in_sweep: bool = False) -> dict:
     return checkpoint
 
 
+def check_same_data(path: Path, checkpoint: dict, now: dict) -> None:
+    """A run continues on the images it started on; a dataset's files (a folder, a CSV) may have changed since."""
+    changed = [f"{before} {split} images, now {now['split_sizes'][split]}"
+               for split, before in checkpoint.get("split_sizes", {}).items() if before != now["split_sizes"][split]]
+    changed = changed or [f"other {split} images" for split, before in checkpoint.get("fingerprints", {}).items()
+                          if before != now["fingerprints"][split]]
+    if changed:
+        raise UserError(f"Checkpoint {path} was trained on other data than the dataset gives now ({', '.join(changed)})"
+                        ": continued, the run would train and be tested on other images. Put the data back as it was, "
+                        "or start a new run (without resume=true or ckpt_path).")
+
+
 def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -> None:
     """Continue ``trainer`` from a checkpoint of ``load_resumable``.
 
