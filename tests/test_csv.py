@@ -165,6 +165,26 @@ def test_a_folder_or_a_file_of_one_class_is_one_line(tmp_path):
     assert str(refused.value) == f"dataset.train={tmp_path / 'one.csv'} has one label, 1: a classifier needs at least two."
 
 
+def test_labels_with_gaps_or_a_test_class_training_lacks_are_one_line(kaggle, tmp_path):
+    """Each label up to the largest would be an output of the model: one of 1000000 made a net of 577M parameters."""
+    data = fake(num_train=40, val_size=0, num_test=10)
+    labels = data.train.labels.clone()
+    labels[0] = 1000000
+    wide = write_csv(tmp_path / "wide.csv", data.train.images, labels)
+    with pytest.raises(UserError) as refused:
+        build_dataset({"name": "csv", "train": str(wide), "val_size": 5, "test_size": 5})
+    missing = 1000001 - len(labels.unique())
+    assert str(refused.value) == (f"dataset.train={wide} has labels up to 1000000 and no image of {missing} of those "
+                                  f"classes (10, 11, 12, 13, 14, ...): labels are class numbers 0, 1, 2, ...; number "
+                                  "the classes from 0 without gaps.")
+    few = write_csv(tmp_path / "few.csv", data.train.images, data.train.labels % 5)  # classes 0-4
+    test = write_csv(tmp_path / "test.csv", data.test.images, data.test.labels)  # classes 0-9
+    with pytest.raises(UserError) as refused:
+        build_dataset({"name": "csv", "train": str(few), "test": str(test), "val_size": 5})
+    assert str(refused.value).startswith(f"dataset.test={test} has images of label 5, a class no image of "
+                                         f"dataset.train={few} has")
+
+
 def test_a_labelled_test_file_leaves_the_held_out_test_keys_nothing_to_do(kaggle, tmp_path):
     data = fake(num_train=300, val_size=0, num_test=50)
     test = write_csv(tmp_path / "labelled.csv", data.test.images, data.test.labels)

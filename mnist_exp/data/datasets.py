@@ -100,8 +100,15 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
         raise UserError("dataset=csv needs its training file: dataset.train=<path of train.csv> (Kaggle's layout: "
                         "label,pixel0,...,pixel783).")
     images, labels = read_pixel_csv(train, labelled=True)
-    if len(labels.unique()) < 2:
+    present = labels.unique()
+    if len(present) < 2:
         raise UserError(f"dataset.train={train} has one label, {int(labels[0])}: a classifier needs at least two.")
+    if len(present) != int(present.max()) + 1:  # each label up to the largest is a class the model gets an output for
+        missing = sorted(set(range(int(present.max()) + 1)) - set(present.tolist()))
+        raise UserError(f"dataset.train={train} has labels up to {int(present.max())} and no image of "
+                        f"{len(missing)} of those classes ({', '.join(map(str, missing[:5]))}"
+                        f"{', ...' if len(missing) > 5 else ''}): labels are class numbers 0, 1, 2, ...; number the "
+                        "classes from 0 without gaps.")
     if test:
         if Path(test).resolve() == Path(train).resolve():
             raise UserError(f"dataset.test={test} is the training file, and a test of the images a model trained on "
@@ -112,6 +119,10 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
             raise UserError(f"dataset.test={test} has no label column, so it cannot measure accuracy: predict it "
                             "(python -m mnist_exp.tools.predict <run> <file> --submission submission.csv), and leave "
                             "dataset.test=null to hold out dataset.test_size training images for the test.")
+        if unknown := sorted(set(test_labels.unique().tolist()) - set(present.tolist())):
+            raise UserError(f"dataset.test={test} has images of label {unknown[0]}, a class no image of "
+                            f"dataset.train={train} has: the model could never predict it. Give a test file of the "
+                            "training file's classes.")
         if test_images.shape[1:] != images.shape[1:]:
             raise UserError(f"dataset.test={test} has {test_images.shape[1]}x{test_images.shape[2]} images, "
                             f"dataset.train={train} {images.shape[1]}x{images.shape[2]}: give files of one size.")
@@ -127,8 +138,7 @@ def csv(train: str | None = None, test: str | None = None, val_size: int = 4200,
         rest, test_split = split_train_val(images, labels, test_size, split_seed + 1)
     train_split, val = split_train_val(rest.images, rest.labels, val_size, split_seed)
     mean, std = training_normalisation(train_split, mean, std)
-    classes = int(max(labels.max(), test_split.labels.max())) + 1
-    return DataBundle("csv", train_split, val, test_split, mean, std, flatten, [str(c) for c in range(classes)])
+    return DataBundle("csv", train_split, val, test_split, mean, std, flatten, [str(c) for c in range(len(present))])
 
 
 def check_unused(builder, reason: str, **given) -> None:
