@@ -144,7 +144,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
             read_as = f" is read as {found['value']}," if written[1] != found["value"] else " is"
             return (f"{full_key[1]}={written[1]}{read_as} not a whole number: write it without a point or an "
                     f"exponent, {full_key[1]}={found['value'][:-2]}.")
-        return f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. {full_key[1]}={example(wanted)}."
+        return (f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. "
+                f"{full_key[1]}={example(wanted, found['value'])}.")
     if found := re.search(r"Interpolation key '(?P<key>[^']+)' not found", text):
         return (f"${{{found['key']}}}: the config has no key {found['key']}: an interpolation names a key by its full "
                 "path, e.g. ${trainer.epochs} (python -m mnist_exp --cfg job shows them).")
@@ -258,5 +259,8 @@ def unknown_logger_key(key: str, known: list[str]) -> str:
 LIST_EXAMPLES = {"a whole number": "[1,2]", "a number": "[0.9,0.99]", "true or false": "[true,false]"}
 
 
-def example(wanted: str) -> str:
+def example(wanted: str, given: str = "") -> str:
+    """A value of the type wanted: the whole number nearest a number given (28.5: 28), else a plain one."""
+    if wanted == "a whole number" and re.fullmatch(r"-?\d+\.\d+", given):
+        return str(round(float(given)))
     return {"a whole number": "1", "a number": "0.5", "true or false": "true"}.get(wanted, "...")

@@ -168,6 +168,7 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["+trainer.foo=1"], f"Unknown key 'trainer.foo': mnist_exp does not read it. The trainer keys: {TRAINER_KEYS}."),
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),
+    (["trainer.epochs=2.5"], "trainer.epochs=2.5 is not a whole number: give a whole number, e.g. trainer.epochs=2."),
     (["trainer.patience=~"], "Cannot read the override 'trainer.patience=~': write trainer.patience=null for none (~ "
                              "means null in YAML files, not on the command line)."),
     (["model.hidden=[64,32,]"], "Cannot read the override 'model.hidden=[64,32,]': a list or sweep ends in a comma: "

@@ -100,6 +100,9 @@ def test_a_validation_fraction_that_holds_out_no_image_is_refused_and_the_advice
         "for none."]
     code, out, _ = run_main(*args, "dataset.val_size=1", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0
+    with pytest.raises(UserError) as refused:  # a run is tested: no "0 for none" for its test split
+        build_dataset({"name": "folder", "root": str(tree), "test_size": 0.0005})
+    assert str(refused.value).endswith("give a count instead, e.g. dataset.test_size=1.")
 
 
 def test_split_folders_and_what_cannot_work(tmp_path):
@@ -108,9 +111,10 @@ def test_split_folders_and_what_cannot_work(tmp_path):
     write_images(tmp_path / "split" / "test", data.test.images, data.test.labels)
     split = build_dataset({"name": "folder", "root": str(tmp_path / "split"), "val_size": 20})
     assert (len(split.train), len(split.val), len(split.test)) == (180, 20, 60)
-    for size in (2.5, float("inf"), float("nan"), 200):
-        with pytest.raises(UserError, match=rf"^dataset.val_size={size} is out of range: give a fraction below 1 .* a "
-                                            r"count below the 200 images it is taken from\.$"):
+    for size in (2.5, float("inf"), float("nan"), 200, 0.999):  # 0.999 of 200: all of them
+        said = "holds out all 200 images it is taken from" if size == 0.999 else "is out of range"
+        with pytest.raises(UserError, match=rf"^dataset.val_size={size} {said}: give a fraction below 1 .* a "
+                                            r"count below 200\.$"):
             build_dataset({"name": "folder", "root": str(tmp_path / "split"), "val_size": size})
     root = tmp_path / "split"  # a split the folders make is not made again by a key
     with pytest.raises(UserError, match=rf"^dataset.test_size=0.3 takes no effect: {root} has its own test/ folder\. "

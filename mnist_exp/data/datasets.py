@@ -161,11 +161,13 @@ def held_out_count(value: float, total: int, key: str) -> int:
     whole_or_fraction = 0 <= value < 1 or value >= 1 and math.isfinite(value) and value == int(value)  # not nan, inf
     count = (round(value * total) if value < 1 else int(value)) if whole_or_fraction else total
     if count >= total:
-        raise UserError(f"dataset.{key}={value} is out of range: give a fraction below 1 (0.1: a tenth) or a count "
-                        f"below the {total} images it is taken from.")
+        said = f"holds out all {total} images it is taken from" if 0 <= value < 1 else "is out of range"
+        raise UserError(f"dataset.{key}={value} {said}: give a fraction below 1 (0.1: a tenth) or a count below "
+                        f"{total}.")
     if value > 0 and count == 0:
+        none = ", or 0 for none" if key == "val_size" else ""  # a run is tested: its test split holds images
         raise UserError(f"dataset.{key}={value} holds out no image of the {total}: give a count instead, e.g. "
-                        f"dataset.{key}=1, or 0 for none.")
+                        f"dataset.{key}=1{none}.")
     return count
 
 
