@@ -264,6 +264,23 @@ def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatc
     assert steps == sorted(set(steps)) and len([r for r in read_csv(run_dir / "metrics.csv") if r["val/acc"]]) == 3
 
 
+def test_a_damaged_record_of_the_mlflow_run_is_refused_not_written_over(tmp_path):
+    from mnist_exp.errors import UserError
+    from mnist_exp.run.mlflow_tracking import RUN_ID_FILE, read_run_id
+
+    record, store = tmp_path / RUN_ID_FILE, "sqlite:///mlflow.db"
+    assert read_run_id(record, store) is None  # none yet: the run starts its MLflow run
+    record.write_text(json.dumps({"tracking_uri": store, "run_id": "ab12"}))
+    assert read_run_id(record, store) == "ab12" and read_run_id(record, "sqlite:///other.db") is None
+    for damaged in ('{"run_id": 5', '{"run_id": 5, "tracking_uri": "sqlite:///mlflow.db"}'):
+        record.write_text(damaged)
+        with pytest.raises(UserError, match=f"^{record} is not the record of this run's MLflow run that mnist_exp "
+                                            r"writes \(.*\): put it back, or delete it to give the rest of this run a "
+                                            r"new MLflow run\.$"):
+            read_run_id(record, store)
+        assert record.read_text() == damaged
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real tracking server on a local port, its store in a temporary directory."""

@@ -47,6 +47,8 @@ class MlflowTracker(Tracker):
         self.logged_keys: set[str] = set()
         try:
             self.open_run(run, experiment_name)
+        except UserError:  # the run's own record of its MLflow run is damaged: refused before it trains
+            raise
         except Exception as error:  # as in ``attempt``
             self.give_up("open its run", error)
 
@@ -176,12 +178,19 @@ def reason(error: Exception) -> str:
 
 
 def read_run_id(path: Path, tracking_uri: str) -> str | None:
-    """The MLflow run a resumed run continues: the one it started in this store, if it started one."""
+    """The MLflow run a resumed run continues: the one it started in this store, if it started one. A record that
+    cannot be read is refused, not written over: it may be all that ties the run to its MLflow history."""
+    if not path.exists():
+        return None
     try:
         recorded = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return recorded.get("run_id") if recorded.get("tracking_uri") == tracking_uri else None
+    except (OSError, ValueError) as error:
+        recorded = first_line(error)
+    keys = ("run_id", "tracking_uri")
+    if not (isinstance(recorded, dict) and all(isinstance(recorded.get(key), str) for key in keys)):
+        raise UserError(f"{path} is not the record of this run's MLflow run that mnist_exp writes ({recorded!r:.80}): "
+                        "put it back, or delete it to give the rest of this run a new MLflow run.")
+    return recorded["run_id"] if recorded["tracking_uri"] == tracking_uri else None
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
