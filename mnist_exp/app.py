@@ -18,12 +18,12 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, disk_full, full_traceback_asked
 from mnist_exp.hydra_errors import hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
-from mnist_exp.run.build import Job, build_job
+from mnist_exp.run.build import Job, build_job, config_as_run
 from mnist_exp.run.checkpoint import full_disk_error
 from mnist_exp.run.command_line import parse_command_line
 from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, objectives, register_schemas,
@@ -35,7 +35,7 @@ from mnist_exp.run.run_dir_lock import RunDirInUse, held_run_dir, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
-                                   stop_on_signals, use_bf16)
+                                   stop_on_signals)
 from mnist_exp.run.trainer import TrainingStopped
 from mnist_exp.runs import Status, read_metrics
 from mnist_exp.sweeps.search import register_optuna_sweeper
@@ -129,9 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if in_sweep and cfg.resume:
             write_missing_run_record(run_dir, cfg, hydra_cfg)
         if (cfg.resume or restarted_by_scheduler()) and not cfg.ckpt_path:  # a completed run is returned as it is
-            config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-            bf16 = use_bf16(cfg.device.precision.value, select_device(cfg.device.name.value))
-            config["device"]["precision"] = "bf16" if bf16 else "fp32"  # what auto becomes, as last.pt holds it
+            config = config_as_run(cfg, select_device(cfg.device.name.value))  # as its last.pt holds it
             recorded = completed_run(run_dir, config, overrides, in_sweep)
             if recorded:
                 return recorded

@@ -9,9 +9,9 @@ The app, resume, the sweep's summary and the tools all go through here, so each 
 
 import contextlib
 import json
-import re
 import math
 import os
+import re
 import tempfile
 import zipfile
 import zlib

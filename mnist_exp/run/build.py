@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.data import DataBundle, TensorLoader, build_dataset, check_test_split, split_fingerprint
@@ -48,17 +49,24 @@ class Job:
     flops_per_image: int  # of the model's forward pass
 
 
+def config_as_run(cfg: DictConfig, device: torch.device) -> dict:
+    """The composed config as plain values, as checkpoints and trackers hold it: device.precision as it runs on
+    ``device`` (what auto becomes there)."""
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config["device"]["precision"] = "bf16" if use_bf16(cfg.device.precision.value, device) else "fp32"
+    return config
+
+
 def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[str] = (),
               sweep_dir: Path | None = None) -> Job:
     """Check, build and (where asked) restore everything of the run."""
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain values: checkpoints hold it
     check_ranges(cfg)
     device = distributed.setup(select_device(cfg.device.name.value), cfg.trainer.batch_size)
     run_dir = Path(distributed.broadcast(str(run_dir)))  # rank 0's, where the others find checkpoints to resume
     writer = distributed.rank() == 0
     threads = set_cpu_threads(cfg.device.threads)
-    bf16 = use_bf16(cfg.device.precision.value, device)
-    config["device"]["precision"] = "bf16" if bf16 else "fp32"  # what auto became: checkpoints and trackers hold it
+    config = config_as_run(cfg, device)
+    bf16 = config["device"]["precision"] == "bf16"
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     # Refused before anything is built.

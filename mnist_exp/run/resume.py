@@ -248,7 +248,8 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
     except Exception:
         return None
     kept = without_keys(overrides, ("resume", "hydra.sweep.dir"))
-    return shlex.join(["python", "-m", "mnist_exp", "-m", *kept, "resume=true", as_override("hydra.sweep.dir", str(sweep_dir))])
+    return shlex.join(["python", "-m", "mnist_exp", "-m", *kept, "resume=true",
+                       as_override("hydra.sweep.dir", str(sweep_dir))])
 
 
 def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool,
