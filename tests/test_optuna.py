@@ -202,6 +202,9 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     first = ("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
              "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake", "trainer.epochs=1", "device=cpu",
              "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}")
+    code, _, err = run_main(*first, "hydra.sweeper.n_trials=0", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines()[-1] == ("hydra.sweeper.n_trials=0 runs no trial, and study search has none "
+                                                  "to report: give hydra.sweeper.n_trials=1 or more.")
     code, _, err = run_main(*first, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
     (job,) = run_dirs(sweep)
@@ -246,6 +249,10 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     code, _, err = run_main("-m", *reversed(unseeded), "device.threads=1", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
     assert code == 0 and len(load_study(f"sqlite:///{sweep}/optuna.db").trials) == 2, err[-3000:]
+    code, out, err = run_main("-m", *unseeded, "hydra.sweeper.n_trials=0", monkeypatch=monkeypatch, capsys=capsys,
+                              cwd=tmp_path)  # the best trial so far, nothing run
+    assert code == 0 and "Study search: 2 trials (2 complete)" in out and "Best trial: " in out, err[-3000:]
+    assert len(run_dirs(sweep)) == 2
     code, _, err = run_main(*first, "hydra.sweeper.direction=minimize", "optimized_metric=val/loss",  # the advice
                             f"hydra.sweep.dir={tmp_path / 'another'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]

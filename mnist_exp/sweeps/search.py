@@ -99,6 +99,9 @@ class OptunaSearch:
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
         continued = self.continued_trials(optuna, storage, metric, fixed, space)
+        if not continued and self.n_trials == 0:  # 0 reports the best trial of a study that has trials
+            raise UserError(f"hydra.sweeper.n_trials=0 runs no trial, and study {self.study_name} has none to report: "
+                            "give hydra.sweeper.n_trials=1 or more.")
         check_free_job_numbers(Path(self.config.hydra.sweep.dir), continued)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
