@@ -186,6 +186,10 @@ def test_a_folder_that_would_be_read_as_something_else_is_one_line(tmp_path, mon
     cache.write_bytes(b"not a decoded folder")  # damaged: decoded again, and kept anew
     again = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
     assert torch.equal(again.train.images, kept.train.images) and torch.load(cache, weights_only=True)["class_names"]
+    record = torch.load(cache, weights_only=True)
+    torch.save({**record, "images": record["images"][:, :20, :20]}, cache)  # of another form: never half-used
+    again = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
+    assert torch.equal(again.train.images, kept.train.images)
 
 
 def test_evaluate_refuses_a_folder_that_changed_or_went_since_the_run(tmp_path, monkeypatch, capsys):

@@ -130,7 +130,8 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
     entries = [entry for entry in entries if entry[0] not in missing]
     form = (image_size, channels, mnist_form, skip_unreadable)
     cache = cache_path(root, [path for path, _, _ in entries], form)
-    if cache.is_file() and (record := kept_record(cache)):
+    shape = (image_size, image_size) if channels == 1 else (channels, image_size, image_size)
+    if cache.is_file() and (record := kept_record(cache, class_names, shape)):
         return record
     check_memory(len(entries), image_size, channels, root)
     convert = dataset_form({"image_size": image_size, "channels": channels, "mnist_form": mnist_form})
@@ -166,9 +167,9 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
     return record
 
 
-def kept_record(cache: Path) -> dict | None:
-    """The decoded folder kept in ``cache``; None (it is decoded again and replaced) where the file is damaged or
-    not one of ours."""
+def kept_record(cache: Path, class_names: list[str], shape: tuple) -> dict | None:
+    """The decoded folder kept in ``cache``; None (it is decoded again and replaced) where the file is damaged, not
+    one of ours, or not of these classes and images of this shape."""
     try:
         record = torch.load(cache, weights_only=True)
     except Exception as error:  # torch's unpickling errors have no common base class
@@ -177,5 +178,12 @@ def kept_record(cache: Path) -> dict | None:
         return None
     if not isinstance(record, dict) or not RECORD_KEYS <= record.keys():
         log.warning("dataset=folder: %s is not a decoded folder: decoding the folder again", cache)
+        return None
+    images, labels, splits = record["images"], record["labels"], record["splits"]
+    tensors = all(isinstance(t, torch.Tensor) for t in (images, labels, splits))
+    if not (tensors and images.dtype == torch.uint8 and tuple(images.shape[1:]) == shape
+            and labels.shape == splits.shape == images.shape[:1] and record["class_names"] == class_names
+            and (len(labels) == 0 or 0 <= int(labels.min()) <= int(labels.max()) < len(class_names))):
+        log.warning("dataset=folder: %s is not this folder's decoding: decoding the folder again", cache)
         return None
     return record
