@@ -29,3 +29,9 @@ def default_data_dir() -> Path:
         return CHECKOUT_DIR / "data"
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache).expanduser() / "mnist_exp"
+
+
+def outputs_dir() -> str:
+    """Where runs and sweeps go when no directory is given: ``$MNIST_EXP_OUTPUTS``, else ``outputs`` (conf/config.yaml
+    says the same), as advice names it."""
+    return os.environ.get("MNIST_EXP_OUTPUTS") or "outputs"

@@ -372,8 +372,8 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "sizes above 0, e.g. [0.92,1.0,1.08]; [1.0] views each image at its own size."),
     (["--config-name", "conf"], "--config-name conf: there is no such config. mnist_exp's is config: leave out "
                                 "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>."),
-    (["resume=true"], "resume=true continues a run: point hydra.run.dir at it (hydra.run.dir=outputs/runs/<date>/<time>"
-                      "...) or give ckpt_path=<checkpoint>."),
+    (["resume=true"], "resume=true continues a run: point hydra.run.dir at it (hydra.run.dir={outputs}/runs/<date>/"
+                      "<time>...) or give ckpt_path=<checkpoint>."),  # run_main sets MNIST_EXP_OUTPUTS
     (["hydra.run.dir=/dev/null/run"], "Cannot write run directories to /dev/null/run: /dev/null is not a directory. "
                                       "Choose another place with hydra.run.dir=<dir> or MNIST_EXP_OUTPUTS=<dir>."),
     (["hydra.run.dir=r\u00fcn"], "Cannot read the override 'hydra.run.dir=r\u00fcn': quote a value with spaces, non-ASCII "
@@ -436,7 +436,7 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys, args, message):
     code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1
-    assert err.splitlines() == [message]
+    assert err.splitlines() == [message.replace("{outputs}", str(tmp_path / "outputs"))]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -618,7 +618,7 @@ def test_resume_of_a_directory_without_a_run_says_how(tmp_path, monkeypatch, cap
     assert code == 1
     assert err.splitlines() == [
         f"resume=true, but {tmp_path / 'nothing'}/checkpoints/last.pt does not exist. Point hydra.run.dir at the run "
-        "to continue (hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>."]
+        f"to continue (hydra.run.dir={tmp_path}/outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>."]
     assert not (tmp_path / "nothing").exists()  # refused before anything is written
 
 

@@ -155,7 +155,7 @@ def test_a_sweep_resumed_any_way_needs_its_sweep(word, tmp_path, monkeypatch, ca
                             capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [
         f"resume=true, but {tmp_path / 'none'} holds no sweep (no multirun.yaml). Give the directory of the sweep to "
-        "continue, hydra.sweep.dir=outputs/multirun/<date>/<time>."]
+        f"continue, hydra.sweep.dir={tmp_path}/outputs/multirun/<date>/<time>."]  # where MNIST_EXP_OUTPUTS puts them
 
 
 def test_print_the_config_of_a_completed_runs_directory_writes_nothing(completed, tmp_path, monkeypatch, capsys):

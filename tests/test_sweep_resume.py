@@ -157,12 +157,12 @@ def test_a_sweep_resumed_with_its_grid_written_another_way_is_the_same_sweep(uni
 @pytest.mark.parametrize("where, message", [
     (None, "resume=true continues a sweep: give the directory of the sweep to continue, hydra.sweep.dir=<dir>."),
     ("nothing", "resume=true, but {dir} holds no sweep (no multirun.yaml). Give the directory of the sweep to "
-                "continue, hydra.sweep.dir=outputs/multirun/<date>/<time>."),
+                "continue, hydra.sweep.dir={outputs}/multirun/<date>/<time>."),
 ])
 def test_resuming_a_sweep_needs_the_sweeps_directory(where, message, tmp_path, monkeypatch, capsys):
     args = [*SWEEP, "resume=true", *([f"hydra.sweep.dir={tmp_path / where}"] if where else [])]
     code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
-    assert code == 1 and err.splitlines() == [message.format(dir=tmp_path / str(where))]
+    assert code == 1 and err.splitlines() == [message.format(dir=tmp_path / str(where), outputs=tmp_path / "outputs")]
     assert not (tmp_path / "outputs").exists()
 
 

@@ -8,6 +8,7 @@ from hydra.core.override_parser.types import Glob
 from omegaconf import OmegaConf
 
 from mnist_exp.errors import UserError, first_line
+from mnist_exp.paths import outputs_dir
 from mnist_exp.run.command_line import CommandLine, read_override
 from mnist_exp.run.resume import nothing_to_resume
 from mnist_exp.run.run_dir_lock import written_now
@@ -30,7 +31,7 @@ def check_no_overwrite(command: CommandLine) -> None:
         if resume and not command.from_checkpoint and not restarted_by_scheduler():
             if run_dir is None:
                 raise UserError("resume=true continues a run: point hydra.run.dir at it "
-                                "(hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+                                f"(hydra.run.dir={outputs_dir()}/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
             if not last_checkpoint(run_dir).exists() and run_status(run_dir) != Status.COMPLETED:
                 raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
         # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
@@ -56,7 +57,7 @@ def check_no_overwrite(command: CommandLine) -> None:
                         "hydra.sweep.dir=<dir>.")
     if resume and not (sweep_dir / "multirun.yaml").exists():
         raise UserError(f"resume=true, but {sweep_dir} holds no sweep (no multirun.yaml). Give the directory of the "
-                        "sweep to continue, hydra.sweep.dir=outputs/multirun/<date>/<time>.")
+                        f"sweep to continue, hydra.sweep.dir={outputs_dir()}/multirun/<date>/<time>.")
     if resume:
         check_same_grid(command, sweep_dir)
     if not resume and not command.search and sweep_dir is not None:

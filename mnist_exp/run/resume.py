@@ -25,6 +25,7 @@ from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
+from mnist_exp.paths import outputs_dir
 from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, as_override, flatten_config,
                             last_checkpoint, read_metrics, run_status, says_where_or_how, without_keys,
                             without_resume, write_metrics)
@@ -54,7 +55,7 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
 
 def nothing_to_resume(run_dir: Path) -> UserError:
     return UserError(f"resume=true, but {last_checkpoint(run_dir)} does not exist. Point hydra.run.dir at the run to "
-                     "continue (hydra.run.dir=outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+                     f"continue (hydra.run.dir={outputs_dir()}/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
 
 
 def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: bool) -> dict | None:
