@@ -8,7 +8,7 @@ a resumed run continues its own MLflow run.
 The default store is an SQLite file in the outputs directory: no server, and ``mlflow ui --backend-store-uri
 sqlite:///outputs/mlflow.db`` shows it. A URI MLflow would not open (``check_store``) is refused before the run;
 a store that cannot be reached, at the start or later, costs the run nothing but this tracker: it says so once and
-the run goes on with its other loggers.
+the run goes on, with its other loggers and its own records.
 """
 
 import contextlib
@@ -64,8 +64,8 @@ class MlflowTracker(Tracker):
             return False
 
     def give_up(self, doing: str, error: Exception) -> None:
-        log.warning("MLflow at %s: could not %s (%s). This run goes on without MLflow, with its other loggers.",
-                    self.tracking_uri, doing, reason(error))
+        log.warning("MLflow at %s: could not %s (%s). This run goes on without MLflow; metrics.json and train.log "
+                    "in %s keep its results.", self.tracking_uri, doing, reason(error), self.run_dir)
         self.client = None
 
     def open_run(self, run: TrackedRun, experiment_name: str) -> None:
