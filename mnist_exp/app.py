@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_exp.errors import UserError, disk_full, full_traceback_asked
+from mnist_exp.errors import UserError, disk_full, full_traceback_asked, print_refusal
 from mnist_exp.hydra_errors import hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job, config_as_run
@@ -57,7 +57,8 @@ def main() -> None:
     except UserError as error:
         if full_traceback_asked():
             raise
-        sys.exit(str(error))
+        print_refusal(error)
+        sys.exit(1)
     if (command.resume and not command.from_checkpoint) or restarted_by_scheduler():
         # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it. (From a
         # ckpt_path, resume=true or not, the run is a new one in a new directory, recorded as any.)
@@ -67,7 +68,8 @@ def main() -> None:
         with run_dir_lock(held_run_dir(command)), hydra_errors_in_one_line(schema_keys):
             hydra_main()
     except RunDirInUse as error:
-        sys.exit(str(error))
+        print_refusal(error)
+        sys.exit(1)
 
 
 def cli() -> None:
@@ -106,7 +108,7 @@ def hydra_main(cfg: DictConfig) -> float | tuple[float, ...]:
     except UserError as error:
         if not single_run or full_traceback_asked():
             raise  # in a sweep the other jobs still run; the sweep's exit says one failed
-        print(error, file=sys.stderr)
+        print_refusal(error)
         sys.exit(1)
     if metrics["status"] == Status.PRUNED:
         raise TrialPruned(f"pruned by the search after epoch {metrics['epoch']}")  # the sweeper tells Optuna so

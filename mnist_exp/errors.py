@@ -8,11 +8,16 @@ to fix it. Every command turns it into one line and exit code 1, with the traceb
 
 import errno
 import os
+import sys
 import tempfile
+import time
 from difflib import get_close_matches
 from pathlib import Path
 
 from hydra.errors import CompactHydraException
+
+
+OTHER_RANKS_WAIT_S = 5  # torchrun stops the other processes within a second of process 0's exit
 
 
 class UserError(CompactHydraException):
@@ -40,6 +45,15 @@ def first_line(error: BaseException) -> str:
 
 def full_traceback_asked() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def print_refusal(message, stream=None) -> None:
+    """A refusal's line, on stderr. Under torchrun every process composes the same command and refuses it alike,
+    and the first process to end has torchrun stop the others: process 0 (torchrun's RANK) says it at once, the
+    others only where they are still running seconds later (a refusal of their own)."""
+    if os.environ.get("RANK", "0") != "0":
+        time.sleep(OTHER_RANKS_WAIT_S)
+    print(message, file=stream or sys.stderr)
 
 
 def disk_full(error: BaseException | None) -> bool:

@@ -15,7 +15,7 @@ from typing import Callable
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_exp.errors import did_you_mean, full_traceback_asked
+from mnist_exp.errors import did_you_mean, full_traceback_asked, print_refusal
 from mnist_exp.paths import CONF_DIR
 
 # While Hydra composes: the stream its errors are printed to, and the real stderr.
@@ -38,7 +38,7 @@ def hydra_errors_in_one_line(key_names: Callable[[str], list[str]]):
     def failed(text: str) -> SystemExit:
         sys.stderr = real
         _held.pop("stderr", None)
-        print(one_line(text, key_names), file=real)
+        print_refusal(one_line(text, key_names), real)
         return SystemExit(1)
 
     try:

@@ -56,8 +56,21 @@ def test_only_rank_zero_writes_the_run_directory(two_processes):
     assert not list(two_processes.parent.glob("outputs"))  # the other process created no directory of its own
 
 
-def test_a_global_batch_that_does_not_divide_is_refused(tmp_path):
-    result = torchrun(*ARGS, "trainer.batch_size=63", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
-                      expect_ok=False)
-    assert result.returncode != 0
-    assert "trainer.batch_size=63 is the global batch: it must divide among the 2 processes" in result.stderr
+@pytest.mark.parametrize("override, refusal", [
+    ("trainer.batch_size=63", "trainer.batch_size=63 is the global batch: it must divide among the 2 processes"),
+    ("model.widht=8", "Unknown key 'model.widht'. The keys of model: name, in_features."),  # Hydra's, in one line
+])
+def test_a_refusal_is_said_once_for_all_processes(override, refusal, tmp_path):
+    result = torchrun(*ARGS, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, expect_ok=False)
+    assert result.returncode != 0 and result.stderr.count(refusal) == 1, result.stderr[-3000:]
+
+
+def test_data_refused_to_process_0_is_one_line_from_it_alone(tmp_path):
+    """Process 0 reads the data first and refuses it; process 1, waiting for it, stops without a traceback."""
+    (tmp_path / "bad.csv").write_text("label,pixel0\n1,0\nx,3\n")
+    result = torchrun("dataset=csv", f"dataset.train={tmp_path / 'bad.csv'}", "model=logreg", "device=cpu",
+                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, expect_ok=False)
+    refusal = f"{tmp_path / 'bad.csv'}, line 3, column 1: the label 'x' is not a whole number"
+    assert result.returncode != 0 and result.stderr.count(refusal) == 1, result.stderr[-3000:]
+    assert "Error executing job" not in result.stderr and "Connection closed" not in result.stderr
+    assert not (tmp_path / "run").exists()

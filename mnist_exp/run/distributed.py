@@ -12,7 +12,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, first_line
 
 
 def rank() -> int:
@@ -59,7 +59,10 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 def rank_zero_first():
     """Rank 0 runs the block first (fetching the data, say); the others then find what it left."""
     if is_distributed() and rank() > 0:
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as error:  # gloo and nccl: process 0 failed in the block and its own line says why
+            raise UserError(f"process {rank()} stopped: process 0 ended before it ({first_line(error)}).") from None
     yield
     if is_distributed() and rank() == 0:
         dist.barrier()

@@ -10,14 +10,13 @@ a run its builders refuse takes away the directory it made (``discard_refused_ru
 import os
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import UserError, full_traceback_asked, write_problem
+from mnist_exp.errors import UserError, full_traceback_asked, print_refusal, write_problem
 from mnist_exp.hydra_errors import release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
@@ -229,7 +228,7 @@ class CheckBeforeWriting(Callback):
             if full_traceback_asked():
                 return  # the run raises it again, with its traceback (Hydra turns a callback's error into a warning)
             release_stderr()
-            print(error, file=sys.stderr)
+            print_refusal(error)
             raise SystemExit(1) from None
         except Exception:  # not a user's value: the run meets it again and reports it as it does every error
             return
