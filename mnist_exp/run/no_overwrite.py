@@ -30,8 +30,8 @@ def check_no_overwrite(command: CommandLine) -> None:
     if not command.multirun:
         if resume and not command.from_checkpoint and not restarted_by_scheduler():
             if run_dir is None:
-                raise UserError("resume=true continues a run: point hydra.run.dir at it "
-                                f"(hydra.run.dir={outputs_dir()}/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
+                raise UserError(f"resume=true continues a run: point hydra.run.dir at it (hydra.run.dir="
+                                f"{outputs_dir()}/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
             if not last_checkpoint(run_dir).exists() and run_status(run_dir) != Status.COMPLETED:
                 raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
         # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
