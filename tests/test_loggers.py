@@ -237,9 +237,10 @@ def test_the_advice_for_a_key_of_an_unchosen_logger_works(tmp_path, monkeypatch,
 
 @pytest.mark.slow
 def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatch, capsys):
+    """From another directory too: the relative path of the store names the file it named at the start."""
     run_dir = tmp_path / "run"
     args = ("dataset=fake", "dataset.num_train=4096", "trainer.epochs=3", "logger=[csv,mlflow]", "device=cpu",
-            "device.threads=1")
+            "device.threads=1", "logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db")
     process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                                env={**os.environ, "MNIST_EXP_OUTPUTS": str(tmp_path / "outputs")},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -251,9 +252,11 @@ def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatc
     [stopped] = mlflow_runs(store, "mnist_exp")
     assert stopped.info.status == "KILLED"
 
+    (tmp_path / "elsewhere").mkdir()
     code, _, err = run_main(*args, "resume=true", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch, capsys=capsys,
-                            cwd=tmp_path)
+                            cwd=tmp_path / "elsewhere")
     assert code == 0, err
+    assert not (tmp_path / "elsewhere" / "outputs" / "mlflow.db").exists()
     [run] = mlflow_runs(store, "mnist_exp")
     assert run.info.run_id == stopped.info.run_id and run.info.status == "FINISHED"
     for points in (history(store, run.info.run_id, "val/acc"), history(store, run.info.run_id, "train/loss")):
@@ -266,18 +269,19 @@ def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatc
 
 def test_a_damaged_record_of_the_mlflow_run_is_refused_not_written_over(tmp_path):
     from mnist_exp.errors import UserError
-    from mnist_exp.run.mlflow_tracking import RUN_ID_FILE, read_run_id
+    from mnist_exp.run.mlflow_tracking import RUN_ID_FILE, read_run_record
 
     record, store = tmp_path / RUN_ID_FILE, "sqlite:///mlflow.db"
-    assert read_run_id(record, store) is None  # none yet: the run starts its MLflow run
-    record.write_text(json.dumps({"tracking_uri": store, "run_id": "ab12"}))
-    assert read_run_id(record, store) == "ab12" and read_run_id(record, "sqlite:///other.db") is None
-    for damaged in ('{"run_id": 5', '{"run_id": 5, "tracking_uri": "sqlite:///mlflow.db"}'):
+    assert read_run_record(record) is None  # none yet: the run starts its MLflow run
+    record.write_text(json.dumps({"tracking_uri": store, "run_id": "ab12"}))  # as written before the store was kept
+    assert read_run_record(record) == {"tracking_uri": store, "run_id": "ab12"}
+    for damaged in ('{"run_id": 5', '{"run_id": 5, "tracking_uri": "sqlite:///mlflow.db"}',
+                    '{"run_id": "ab12", "tracking_uri": "sqlite:///mlflow.db", "store": 5}'):
         record.write_text(damaged)
         with pytest.raises(UserError, match=f"^{record} is not the record of this run's MLflow run that mnist_exp "
                                             r"writes \(.*\): put it back, or delete it to give the rest of this run a "
                                             r"new MLflow run\.$"):
-            read_run_id(record, store)
+            read_run_record(record)
         assert record.read_text() == damaged
 
 

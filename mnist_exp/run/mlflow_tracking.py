@@ -40,7 +40,9 @@ class MlflowTracker(Tracker):
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a retry's warning: the failure says it
-        self.run_dir, self.tracking_uri = run.run_dir, tracking_uri
+        # A relative SQLite path names a file in the directory the run started from: a resume from elsewhere, of
+        # the same config, goes on in that file (the record keeps both).
+        self.run_dir, self.given_uri, self.tracking_uri = run.run_dir, tracking_uri, absolute_store(tracking_uri)
         self.client = None
         self.run_id: str | None = None
         self.pending: list = []  # scalars not yet sent: they go as one batch at each flush
@@ -71,10 +73,15 @@ class MlflowTracker(Tracker):
     def open_run(self, run: TrackedRun, experiment_name: str) -> None:
         from mlflow import MlflowClient
 
+        recorded = read_run_record(run.run_dir / RUN_ID_FILE) if run.resumed_step is not None else None
+        if recorded is not None and recorded["tracking_uri"] == self.given_uri:
+            self.run_id, self.tracking_uri = recorded["run_id"], recorded.get("store", self.tracking_uri)
+        elif recorded is not None:
+            log.warning("MLflow: this run's MLflow run %s is at %s, and logger.mlflow.tracking_uri is now %s: the "
+                        "rest of the run goes to a new MLflow run there", recorded["run_id"], recorded["tracking_uri"],
+                        self.given_uri)
         with store_lock(self.tracking_uri):  # the first client of an SQLite store creates its tables
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            if run.resumed_step is not None:
-                self.run_id = read_run_id(run.run_dir / RUN_ID_FILE, self.tracking_uri)
             if self.run_id is not None:
                 self.client.update_run(self.run_id, status="RUNNING")
                 log.info("MLflow: continuing run %s at %s", self.run_id, self.tracking_uri)
@@ -83,7 +90,7 @@ class MlflowTracker(Tracker):
             self.run_id = self.client.create_run(experiment_id, run_name=run.run_dir.name,
                                                  tags={"run_dir": str(run.run_dir.resolve())}).info.run_id
         with atomic_file(run.run_dir / RUN_ID_FILE, "w") as f:
-            json.dump({"tracking_uri": self.tracking_uri, "run_id": self.run_id}, f)
+            json.dump({"tracking_uri": self.given_uri, "store": self.tracking_uri, "run_id": self.run_id}, f)
         log.info("MLflow: run %s in experiment '%s' at %s", self.run_id, experiment_name, self.tracking_uri)
 
     def experiment_id(self, name: str) -> str:
@@ -177,9 +184,10 @@ def reason(error: Exception) -> str:
     return found[0].strip() if found else first_line(error)
 
 
-def read_run_id(path: Path, tracking_uri: str) -> str | None:
-    """The MLflow run a resumed run continues: the one it started in this store, if it started one. A record that
-    cannot be read is refused, not written over: it may be all that ties the run to its MLflow history."""
+def read_run_record(path: Path) -> dict | None:
+    """The record of the MLflow run a run started: its id, the tracking URI as the config gave it and the store it
+    named then (``store``: absent in records written before it was kept). A record that cannot be read is refused,
+    not written over: it may be all that ties the run to its MLflow history."""
     if not path.exists():
         return None
     try:
@@ -187,10 +195,17 @@ def read_run_id(path: Path, tracking_uri: str) -> str | None:
     except (OSError, ValueError) as error:
         recorded = first_line(error)
     keys = ("run_id", "tracking_uri")
-    if not (isinstance(recorded, dict) and all(isinstance(recorded.get(key), str) for key in keys)):
+    if not (isinstance(recorded, dict) and all(isinstance(recorded.get(key), str) for key in keys)
+            and isinstance(recorded.get("store", ""), str)):
         raise UserError(f"{path} is not the record of this run's MLflow run that mnist_exp writes ({recorded!r:.80}): "
                         "put it back, or delete it to give the rest of this run a new MLflow run.")
-    return recorded["run_id"] if recorded["tracking_uri"] == tracking_uri else None
+    return recorded
+
+
+def absolute_store(tracking_uri: str) -> str:
+    """The URI with an SQLite file's relative path made absolute (from this directory); any other as it is."""
+    database = sqlite_path(tracking_uri)
+    return f"sqlite:///{database.resolve()}" if database is not None and not database.is_absolute() else tracking_uri
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
