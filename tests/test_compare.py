@@ -341,7 +341,7 @@ def test_group_table_and_markdown_carry_the_csv_columns(seeds, capsys):
     assert list(read_csv(run_compare(capsys, seeds, "--format", "csv"))[0]) == header
     table = run_compare(capsys, seeds).splitlines()
     assert table[2].split() == ["0_seed-0", "+3", "16", "-", "3", "98.50%", "0.10%", "98.40%", "98.25%", "98.75%",
-                                "99.20%", "0.20%", "11.0", "top", "1"]
+                                "99.20%", "0.20%", "11.0", "top", "1", "failed"]  # seed 3 failed
     markdown = run_compare(capsys, seeds, "--format", "markdown", "--top", "2").splitlines()
     assert markdown[0] == "| " + " | ".join(header) + " |" and len(markdown) == 2 + 2
     assert markdown[3].startswith("| 3_seed-0 +2 | 12 | - | 3 | 98.00% | 0.20% | 97.80% | 97.50% | 98.50% |")

@@ -29,6 +29,7 @@ from mnist_exp.registry import MODELS
 from mnist_exp.run.checkpoint import load_checkpoint
 from mnist_exp.run.trainer import evaluate
 from mnist_exp.runs import read_predictions
+from mnist_exp.tools import compare
 
 optuna = pytest.importorskip("optuna")
 
@@ -318,7 +319,7 @@ def pruned_search(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.mark.slow
-def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search):
+def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search, capsys):
     sweep_dir, stdout = pruned_search
     study = load_study(f"sqlite:///{sweep_dir}/optuna.db")
     jobs = run_dirs(sweep_dir)
@@ -345,6 +346,8 @@ def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search):
         else:
             assert metrics["test/acc"] > 0.35
     assert f"Trial {states.index('PRUNED')}: pruned by the search after epoch 1" in stdout
+    assert compare.main([str(sweep_dir)]) == 0  # the leaderboard names them in its hopeless group's row
+    assert re.search(rf"  {states.count('PRUNED')} pruned$", capsys.readouterr().out, re.MULTILINE)
     best = yaml.safe_load((sweep_dir / "best_trial.yaml").read_text())
     assert best["value"] == study.best_value and f"optimizer.lr={GOOD}" in best["overrides"]
 

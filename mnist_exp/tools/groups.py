@@ -3,6 +3,7 @@
 The leaderboard, ``--vs`` and ``--plot`` all rank and compare these.
 """
 
+from collections import Counter
 from typing import Any
 
 from mnist_exp.runs import Status, number, says_where_or_how
@@ -39,8 +40,10 @@ def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) ->
     def summary(key: str) -> Summary | None:
         values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
         return summarize(values, ACCURACY if key.endswith("acc") else ANY_NUMBER) if values else None
+    counted = {id(run) for run in done} | {id(run) for run, _ in repeats}
+    unfinished = Counter(str(run["metrics"].get("status", Status.UNFINISHED.value)) for run in members if id(run) not in counted)
     return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
-            "seconds": summary("train_time_s"), "not completed": len(members) - len(done) - len(repeats),
+            "seconds": summary("train_time_s"), "not completed": sum(unfinished.values()), "unfinished": unfinished,
             "counted": done, "repeats": repeats}
 
 
