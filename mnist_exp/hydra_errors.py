@@ -216,13 +216,19 @@ def missing_package_line(file: str, what: str) -> str:
 
 
 def option_with_key(full_key: str) -> str:
-    """' hydra/launcher=joblib has n_jobs: choose it.' for a key of another option of a Hydra group, or ''."""
-    parts = full_key.split(".")
-    if len(parts) != 3 or parts[0] != "hydra":
-        return ""
+    """' hydra/launcher=joblib has n_jobs: choose it.' for a key of another option of a Hydra group; for a key of
+    one at the top of the config, where it goes; or ''."""
     from hydra.core.config_store import ConfigStore
 
-    options = ConfigStore.instance().repo.get("hydra", {}).get(parts[1], {})
+    parts, groups = full_key.split("."), ConfigStore.instance().repo.get("hydra", {})
+    if len(parts) == 1:  # custom_search_space=...: a sweeper's or launcher's key, given without its place
+        places = [f"hydra.{group}.{full_key} (hydra/{group}={name.removesuffix('.yaml')})"
+                  for group, options in groups.items() if isinstance(options, dict)
+                  for name, entry in options.items() if hasattr(entry, "node") and full_key in entry.node]
+        return f" It is a key of Hydra's: {' or '.join(places)}." if places else ""
+    if len(parts) != 3 or parts[0] != "hydra":
+        return ""
+    options = groups.get(parts[1], {})
     having = [name.removesuffix(".yaml") for name, entry in options.items()
               if hasattr(entry, "node") and parts[2] in entry.node]
     others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""

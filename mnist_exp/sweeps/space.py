@@ -9,6 +9,7 @@
 
 import contextlib
 import inspect
+import logging
 import re
 from typing import Any
 
@@ -106,11 +107,15 @@ def load_function(path: str):
     """The function a dotted path names ('my_module.my_space'); a path that names none is one line."""
     from hydra.utils import get_method
 
+    hydra_log = logging.getLogger("hydra.utils")  # get_method logs the error it raises in three lines: ours says it
     try:
+        hydra_log.disabled = True
         function = get_method(path)
     except Exception as error:  # Hydra's ImportError or ValueError, naming what it could not find
         raise UserError(f"hydra.sweeper.custom_search_space={path} names no function ({' '.join(str(error).split())}). "
                         "Give the dotted path of one, e.g. mnist_exp.sweeps.space.momentum_for_sgd.") from None
+    finally:
+        hydra_log.disabled = False
     with contextlib.suppress(ValueError):  # a builtin may have no signature to check
         try:
             inspect.signature(function).bind(None, None)
