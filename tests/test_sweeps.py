@@ -245,6 +245,18 @@ def test_submitit_local_runs_the_cluster_code_path(tmp_path, monkeypatch, capsys
     assert list((sweep_dir / ".submitit").iterdir())  # submitit's own logs and pickles, beside the jobs
 
 
+def test_the_slurm_launcher_off_a_cluster_is_one_line_before_the_sweep_writes(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch or srun, whatever this machine has
+    code, _, err = run_main("-m", "hydra/launcher=slurm", "model=logreg", "seed=0,1", *FAST, monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "hydra/launcher=slurm hands each job to SLURM, and this machine has no sbatch or srun on its PATH: run the "
+        "sweep on a login node of the cluster, or on this machine with hydra/launcher=submitit_local (the same code "
+        "path, without SLURM)."]
+    assert not (tmp_path / "outputs").exists()  # no sweep without jobs for compare to find
+
+
 def test_the_slurm_launcher_file_composes_with_its_cluster_values(tmp_path, monkeypatch, capsys):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     code, out, _ = run_main("hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher", monkeypatch=monkeypatch,

@@ -6,6 +6,7 @@ tools cannot find, a launcher setting the launcher ignores, two processes traini
 
 import os
 import re
+import shutil
 
 from mnist_exp.errors import UserError
 from mnist_exp.run.command_line import CommandLine, as_bool
@@ -19,6 +20,8 @@ JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.pref
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
 # submitit_local applies these to no job (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
 LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
+# The launchers that submit to SLURM, and what submitit calls there.
+SLURM_LAUNCHERS, SLURM_TOOLS = ("slurm", "submitit_slurm"), ("sbatch", "srun")
 IN_MEMORY_SQLITE = ("sqlite://", "sqlite:///:memory:")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be added or removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
@@ -80,6 +83,11 @@ def check_sweep_settings(command: CommandLine) -> None:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
                             f"same run side by side in one directory: give {key}=1. To train one run on several "
                             "GPUs, start it with torchrun (README: several processes).")
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if command.value("hydra/launcher") in SLURM_LAUNCHERS and missing:  # submitit's own error is a traceback
+        raise UserError(f"hydra/launcher={command.value('hydra/launcher')} hands each job to SLURM, and this machine has "
+                        f"no {' or '.join(missing)} on its PATH: run the sweep on a login node of the cluster, or on "
+                        "this machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
     if command.value("hydra/launcher") == "submitit_local":
         for given in filter(None, map(command.given, LOCAL_IGNORES)):
             raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no "
