@@ -2,6 +2,9 @@
 batches learnt by heart) and ``debug=profile`` (torch's profiler into the run directory)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -69,6 +72,17 @@ def test_profile_writes_a_trace_and_logs_the_top_operators(tmp_path, monkeypatch
     assert any(str(name).startswith("aten::") for name in names)
     log = (run_dir / "train.log").read_text()
     assert f"Profile: {run_dir / 'profile.json'}" in log and "Self CPU time total" in log
+
+
+@pytest.mark.slow  # a process of its own: the profiler's library writes to the process's stderr itself
+def test_profile_on_a_cpu_machine_prints_none_of_the_profilers_own_lines(tmp_path):
+    environment = {key: value for key, value in os.environ.items() if key != "KINETO_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "mnist_exp", *SMALL, "debug=profile", "trainer.limit_batches=3",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "profile.json").is_file()
+    assert "USDT:" not in result.stderr and "gpuGetDeviceCount" not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("key", ["limit_batches", "overfit_batches"])
