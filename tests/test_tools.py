@@ -442,6 +442,8 @@ def test_export_refuses_an_out_file_where_it_cannot_write(trained, tmp_path, cap
      "--out model.onnx does not end in .pt2, the ending of --format pt2: name it model.pt2, or leave out --format."),
     (["--out", "model.md"], "--out model.md: end its name in the format's ending: .pt2, .onnx or .pt (torchscript)."),
     (["--out", ".pt2"], "--out .pt2: give the file a name before its ending, e.g. model.pt2."),
+    (["--out", "../m.ts", "--format", "torchscript"], "--out ../m.ts does not end in .pt, the ending of --format "
+     "torchscript: name it ../m.pt, or leave out --format."),  # in the folder given
 ])
 def test_export_refuses_an_out_file_named_for_another_format(args, message, trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -55,7 +55,7 @@ def export_format(format: str | None, out: Path | None) -> str:
         raise UserError(f"--out {out}: give the file a name before its ending, e.g. {out.with_name('model' + out.name)}.")
     if format and named != format:
         raise UserError(f"--out {out} does not end in {ENDINGS[format]}, the ending of --format {format}: name it "
-                        f"{out.stem}{ENDINGS[format]}, or leave out --format.")
+                        f"{out.with_name(out.stem + ENDINGS[format])}, or leave out --format.")
     if not named:
         raise UserError(f"--out {out}: end its name in the format's ending: .pt2, .onnx or .pt (torchscript).")
     return named
