@@ -140,6 +140,9 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("+hydra.sweeper.sampler.n_startup_trials=5", "The sampler RandomSampler has no setting n_startup_trials: leave "
      "out hydra.sweeper.sampler.n_startup_trials, or remove it from a config that sets it with "
      "'~hydra.sweeper.sampler.n_startup_trials'."),
+    ("hydra.sweeper.sampler.seed=abc", "hydra.sweeper.sampler.seed=abc is not a seed: give a whole number from 0 to "
+     "2**32-1, e.g. hydra.sweeper.sampler.seed=0, or leave it out for a random start."),
+    ("hydra.sweeper.sampler.seed=1.5", "hydra.sweeper.sampler.seed=1.5 is not a seed"),
 ])
 def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

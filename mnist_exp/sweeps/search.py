@@ -192,6 +192,10 @@ def import_optuna():
 
 def build_from_node(node: DictConfig, part: str, **extra: Any) -> Any:
     """The sampler or pruner ``hydra.sweeper.<part>`` describes; a value Optuna refuses is one line naming them all."""
+    seed = node.get("seed") if node else None  # NumPy's words for another: "Cannot cast scalar from dtype('<U3')..."
+    if seed is not None and not (type(seed) is int and 0 <= seed < 2**32):
+        raise UserError(f"hydra.sweeper.{part}.seed={seed} is not a seed: give a whole number from 0 to 2**32-1, e.g. "
+                        f"hydra.sweeper.{part}.seed=0, or leave it out for a random start.")
     try:
         with warnings.catch_warnings():  # QMC, GP...: "experimental", on the line of any refusal of their settings
             warnings.simplefilter("ignore", import_optuna().exceptions.ExperimentalWarning)
