@@ -128,11 +128,11 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         if full_key[1].startswith("logger.") and not key_names(found["type"]):  # a logger without keys
             return unknown_logger_key(full_key[1].removeprefix("logger."), key_names("logger"))
         keys, (parent, _, key) = key_names(found["type"]), full_key[1].rpartition(".")
-        close = get_close_matches(key, keys, n=1, cutoff=0.6)  # the key alone: a long shared parent matches anything
+        elsewhere = option_with_key(full_key[1])  # the exact key of another option: before a close match here
+        close = [] if elsewhere else get_close_matches(key, keys, n=1, cutoff=0.6)  # the key alone, not its parent
         suggestion = f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
         return (f"Unknown key '{full_key[1]}'.{suggestion}"
-                + (f" The keys of {parent or 'the config'}: {', '.join(keys)}." if keys else "")
-                + (option_with_key(full_key[1]) if not close else ""))
+                + (f" The keys of {parent or 'the config'}: {', '.join(keys)}." if keys else "") + elsewhere)
     if (found := re.search(r"Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<type>\w+)", text)
             or re.search(r"Value '(?P<value>.*)' is not a valid (?P<type>bool)", text)) and full_key:
         wanted = TYPE_WORDS.get(found["type"], "true or false" if found["type"] == "bool" else found["type"])
@@ -222,10 +222,11 @@ def option_with_key(full_key: str) -> str:
 
     parts, groups = full_key.split("."), ConfigStore.instance().repo.get("hydra", {})
     if len(parts) == 1:  # custom_search_space=...: a sweeper's or launcher's key, given without its place
-        places = [f"hydra.{group}.{full_key} (hydra/{group}={name.removesuffix('.yaml')})"
-                  for group, options in groups.items() if isinstance(options, dict)
-                  for name, entry in options.items() if hasattr(entry, "node") and full_key in entry.node]
-        return f" It is a key of Hydra's: {' or '.join(places)}." if places else ""
+        places = {group: [name.removesuffix(".yaml") for name, entry in options.items()
+                          if hasattr(entry, "node") and full_key in entry.node]
+                  for group, options in groups.items() if isinstance(options, dict)}
+        said = [f"hydra.{group}.{full_key} (hydra/{group}={' or '.join(names)})" for group, names in places.items() if names]
+        return f" It is a key of Hydra's: {' or '.join(said)}." if said else ""
     if len(parts) != 3 or parts[0] != "hydra":
         return ""
     options = groups.get(parts[1], {})

@@ -146,6 +146,10 @@ def on_fake_data(args: list[str]) -> list[str]:
 ])
 def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    for tool in ("sbatch", "srun"):  # SLURM's commands, as on a cluster's login node (the checks look for them)
+        (tmp_path / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     check_command_line(parse_command_line(args))  # refuses nothing
 
 

@@ -209,6 +209,7 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     code, _, err = run_main(*first, "hydra.sweeper.n_trials=0", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines()[-1] == ("hydra.sweeper.n_trials=0 runs no trial, and study search has none "
                                                   "to report: give hydra.sweeper.n_trials=1 or more.")
+    assert not sweep.exists()  # no empty study for make compare or make dashboard to pick
     code, _, err = run_main(*first, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
     (job,) = run_dirs(sweep)

@@ -120,10 +120,12 @@ def test_the_grid_sampler_refuses_a_continuous_interval_in_one_line(tmp_path, mo
 
 
 def test_a_sampler_setting_optuna_refuses_is_one_line_naming_the_settings(tmp_path, monkeypatch, capsys):
-    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=random",
-                              "hydra.sweeper.sampler.seed=abc", "x=choice(1,2)")
-    refusal = "Cannot build the sampler RandomSampler from hydra.sweeper.sampler.seed=abc: "
-    assert code == 1 and any(line.startswith(refusal) for line in err.splitlines()), err
+    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=qmc",
+                              "hydra.sweeper.sampler.qmc_type=x", "x=choice(1,2)")
+    refusal = "Cannot build the sampler QMCSampler from "
+    assert code == 1 and any(line.startswith(refusal) and "hydra.sweeper.sampler.qmc_type=x" in line
+                             and line.endswith("The `qmc_type='x'` is invalid. Choose either `halton` or `sobol`.")
+                             for line in err.splitlines()), err
 
 
 @pytest.mark.parametrize("sampler, name", [("nsgaii", "NSGAIISampler"), ("qmc", "QMCSampler")])

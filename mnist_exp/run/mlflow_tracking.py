@@ -74,8 +74,12 @@ class MlflowTracker(Tracker):
         from mlflow import MlflowClient
 
         recorded = read_run_record(run.run_dir / RUN_ID_FILE) if run.resumed_step is not None else None
-        if recorded is not None and recorded["tracking_uri"] == self.given_uri:
-            self.run_id, self.tracking_uri = recorded["run_id"], recorded.get("store", self.tracking_uri)
+        store = recorded and recorded.get("store", recorded["tracking_uri"])
+        if recorded is not None and (self.given_uri == recorded["tracking_uri"] or self.tracking_uri == store):
+            self.run_id = recorded["run_id"]
+            # The file the run began in; where it has gone (its outputs moved), the one the same URI names from here.
+            if (database := sqlite_path(store)) is None or database.is_file():
+                self.tracking_uri = store
         elif recorded is not None:
             log.warning("MLflow: this run's MLflow run %s is at %s, and logger.mlflow.tracking_uri is now %s: the "
                         "rest of the run goes to a new MLflow run there", recorded["run_id"], recorded["tracking_uri"],

@@ -36,7 +36,7 @@ from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
                                            check_whole_numbers)
-from mnist_exp.sweeps.trial import TrialPruned, open_storage, without_password
+from mnist_exp.sweeps.trial import TrialPruned, open_storage, storage_file, without_password
 
 log = logging.getLogger("mnist_exp")
 
@@ -95,13 +95,15 @@ class OptunaSearch:
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
         pruner = build_from_node(self.pruner, "pruner")
+        new_file = self.storage and (file := storage_file(self.storage)) and not Path(file).exists()
+        if self.n_trials == 0 and (not self.storage or new_file):  # refused before a file is made
+            raise self.nothing_to_report()
         storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
         continued = self.continued_trials(optuna, storage, metric, fixed, space)
         if not continued and self.n_trials == 0:  # 0 reports the best trial of a study that has trials
-            raise UserError(f"hydra.sweeper.n_trials=0 runs no trial, and study {self.study_name} has none to report: "
-                            "give hydra.sweeper.n_trials=1 or more.")
+            raise self.nothing_to_report()
         check_free_job_numbers(Path(self.config.hydra.sweep.dir), continued)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
@@ -151,6 +153,10 @@ class OptunaSearch:
         report_best_trials(Path(self.config.hydra.sweep.dir), metric, study, self.program)
         if told and failures == told:  # max_failure_rate=1 lets every trial fail; the command still failed
             raise UserError(f"All {told} trials of this command failed ({last.rstrip('.')}): sweep.csv has each reason.")
+
+    def nothing_to_report(self) -> UserError:
+        return UserError(f"hydra.sweeper.n_trials=0 runs no trial, and study {self.study_name} has none to report: "
+                         "give hydra.sweeper.n_trials=1 or more.")
 
     def continued_trials(self, optuna, storage, metric: str, fixed: list[str], space: dict) -> int:
         """The trial count of the study this command continues (0: a new one), checked before the study is made,

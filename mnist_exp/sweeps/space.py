@@ -108,14 +108,14 @@ def load_function(path: str):
     from hydra.utils import get_method
 
     hydra_log = logging.getLogger("hydra.utils")  # get_method logs the error it raises in three lines: ours says it
+    was_disabled, hydra_log.disabled = hydra_log.disabled, True
     try:
-        hydra_log.disabled = True
         function = get_method(path)
     except Exception as error:  # Hydra's ImportError or ValueError, naming what it could not find
         raise UserError(f"hydra.sweeper.custom_search_space={path} names no function ({' '.join(str(error).split())}). "
                         "Give the dotted path of one, e.g. mnist_exp.sweeps.space.momentum_for_sgd.") from None
     finally:
-        hydra_log.disabled = False
+        hydra_log.disabled = was_disabled
     with contextlib.suppress(ValueError):  # a builtin may have no signature to check
         try:
             inspect.signature(function).bind(None, None)

@@ -49,6 +49,11 @@ def with_driver(url: str) -> str:
     return url
 
 
+def storage_file(storage: str) -> str | None:
+    """The file of an SQLite or journal storage; None for a database server."""
+    return storage.removeprefix("sqlite:///") if "://" not in storage or storage.startswith("sqlite:///") else None
+
+
 def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry: int | None = None):
     """A database URL as Optuna's RDB storage; a path without '://' as its journal file (one shared filesystem).
 
@@ -59,7 +64,7 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
     import optuna
     import sqlalchemy
 
-    path = storage.removeprefix("sqlite:///") if "://" not in storage or storage.startswith("sqlite:///") else None
+    path = storage_file(storage)
     if path and Path(path).is_dir():
         example = Path(path) / ("journal.log" if "://" not in storage else "optuna.db")
         raise UserError(f"hydra.sweeper.storage={storage} is a directory: give the study's file in it, e.g. "
