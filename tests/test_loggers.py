@@ -267,26 +267,23 @@ def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatc
     assert steps == sorted(set(steps)) and len([r for r in read_csv(run_dir / "metrics.csv") if r["val/acc"]]) == 3
 
 
-@pytest.mark.slow
-def test_a_run_moved_with_its_store_continues_its_mlflow_run_there(tmp_path, monkeypatch, capsys):
+def test_a_run_moved_with_its_store_continues_its_mlflow_run_there(tmp_path, monkeypatch):
     """Outputs copied from a cluster, say: the file the run began in has gone, and the same URI names the moved one."""
-    args = ("dataset=fake", "dataset.num_train=4096", "trainer.epochs=3", "logger=mlflow", "device=cpu",
-            "device.threads=1", "logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db", "hydra.run.dir=outputs/run")
-    (tmp_path / "a").mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args], cwd=tmp_path / "a",
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (tmp_path / "a" / "outputs" / "run" / "checkpoints" / "last.pt").exists() and process.poll() is None:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM, "the run ended before it could be stopped"
+    from mnist_exp.run.mlflow_tracking import MlflowTracker
+    from mnist_exp.run.tracking import TrackedRun
+
+    uri = "sqlite:///outputs/mlflow.db"
+    (tmp_path / "a" / "run").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    started = MlflowTracker(TrackedRun(tmp_path / "a" / "run", resumed_step=None, sweep_dir=None), uri, "mnist_exp")
+    started.close("stopped")
     (tmp_path / "a").rename(tmp_path / "b")
-    code, _, err = run_main(*args, "resume=true", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path / "b")
-    assert code == 0, err
+    monkeypatch.chdir(tmp_path / "b")
+    resumed = MlflowTracker(TrackedRun(tmp_path / "b" / "run", resumed_step=5, sweep_dir=None), uri, "mnist_exp")
+    resumed.close("completed")
     [run] = mlflow_runs(store_of(tmp_path / "b" / "outputs"), "mnist_exp")
-    assert run.info.status == "FINISHED" and len(history(store_of(tmp_path / "b" / "outputs"), run.info.run_id,
-                                                         "val/acc")) == 3
-    # No store made where it began (its pictures still go to the artifact folder MLflow recorded for the experiment)
-    assert not (tmp_path / "a" / "outputs" / "mlflow.db").exists()
+    assert run.info.run_id == started.run_id == resumed.run_id and run.info.status == "FINISHED"
+    assert not (tmp_path / "a").exists()  # no store made where it began
 
 
 def test_a_damaged_record_of_the_mlflow_run_is_refused_not_written_over(tmp_path):
