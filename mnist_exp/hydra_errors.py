@@ -225,7 +225,8 @@ def option_with_key(full_key: str) -> str:
         places = {group: [name.removesuffix(".yaml") for name, entry in options.items()
                           if hasattr(entry, "node") and full_key in entry.node]
                   for group, options in groups.items() if isinstance(options, dict)}
-        said = [f"hydra.{group}.{full_key} (hydra/{group}={' or '.join(names)})" for group, names in places.items() if names]
+        said = [f"hydra.{group}.{full_key} (hydra/{group}={' or '.join(names)})"
+                for group, names in places.items() if names]
         return f" It is a key of Hydra's: {' or '.join(said)}." if said else ""
     if len(parts) != 3 or parts[0] != "hydra":
         return ""

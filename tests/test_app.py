@@ -432,8 +432,8 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "///:memory: is a database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the "
      "sweep directory), or give hydra.sweeper.storage=null for a study in this process alone."),
     (["-m", "hparams_search=cnn_optuna", "custom_search_space=my.space"], "Unknown key 'custom_search_space'. The keys "
-     "of the config: dataset, model, optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, init_from, "
-     "optimized_metric, logger, experiment, hparams_search, debug. It is a key of Hydra's: "
+     "of the config: dataset, model, optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, "
+     "init_from, optimized_metric, logger, experiment, hparams_search, debug. It is a key of Hydra's: "
      "hydra.sweeper.custom_search_space (hydra/sweeper=optuna)."),
     (["hydra.sweeper.max_batch_size=2"], "hydra.sweeper.max_batch_size=2 is for the jobs of a sweep, and this command "
      "is one run: add -m for a sweep (python -m mnist_exp -m hydra.sweeper.max_batch_size=2 ...)."),

@@ -83,11 +83,11 @@ def check_sweep_settings(command: CommandLine) -> None:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
                             f"same run side by side in one directory: give {key}=1. To train one run on several "
                             "GPUs, start it with torchrun (README: several processes).")
-    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
-    if command.value("hydra/launcher") in SLURM_LAUNCHERS and missing:  # submitit's own error is a traceback
-        raise UserError(f"hydra/launcher={command.value('hydra/launcher')} hands each job to SLURM, and this machine has "
-                        f"no {' or '.join(missing)} on its PATH: run the sweep on a login node of the cluster, or on "
-                        "this machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
+    launcher, missing = command.value("hydra/launcher"), [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if launcher in SLURM_LAUNCHERS and missing:  # submitit's own error is a traceback
+        raise UserError(f"hydra/launcher={launcher} hands each job to SLURM, and this machine has no "
+                        f"{' or '.join(missing)} on its PATH: run the sweep on a login node of the cluster, or on this "
+                        "machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
     if command.value("hydra/launcher") == "submitit_local":
         for given in filter(None, map(command.given, LOCAL_IGNORES)):
             raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no "

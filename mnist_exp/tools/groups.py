@@ -41,7 +41,8 @@ def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) ->
         values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
         return summarize(values, ACCURACY if key.endswith("acc") else ANY_NUMBER) if values else None
     counted = {id(run) for run in done} | {id(run) for run, _ in repeats}
-    unfinished = Counter(str(run["metrics"].get("status", Status.UNFINISHED.value)) for run in members if id(run) not in counted)
+    unfinished = Counter(str(run["metrics"].get("status", Status.UNFINISHED.value))
+                         for run in members if id(run) not in counted)
     return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
             "seconds": summary("train_time_s"), "not completed": sum(unfinished.values()), "unfinished": unfinished,
             "counted": done, "repeats": repeats}
