@@ -222,19 +222,22 @@ def option_with_key(full_key: str) -> str:
 
     parts, groups = full_key.split("."), ConfigStore.instance().repo.get("hydra", {})
     if len(parts) == 1:  # custom_search_space=...: a sweeper's or launcher's key, given without its place
-        places = {group: [name.removesuffix(".yaml") for name, entry in options.items()
-                          if hasattr(entry, "node") and full_key in entry.node]
-                  for group, options in groups.items() if isinstance(options, dict)}
+        places = {group: options_having(options, full_key) for group, options in groups.items()
+                  if isinstance(options, dict)}
         said = [f"hydra.{group}.{full_key} (hydra/{group}={' or '.join(names)})"
                 for group, names in places.items() if names]
         return f" It is a key of Hydra's: {' or '.join(said)}." if said else ""
     if len(parts) != 3 or parts[0] != "hydra":
         return ""
-    options = groups.get(parts[1], {})
-    having = [name.removesuffix(".yaml") for name, entry in options.items()
-              if hasattr(entry, "node") and parts[2] in entry.node]
+    having = options_having(groups.get(parts[1], {}), parts[2])
     others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""
     return f" hydra/{parts[1]}={having[0]} has {parts[2]}: choose it{others}." if having else ""
+
+
+def options_having(options: dict, key: str) -> list[str]:
+    """The options of a Hydra group (its ConfigStore entries) whose config has ``key``."""
+    return [name.removesuffix(".yaml") for name, entry in options.items()
+            if hasattr(entry, "node") and key in entry.node]
 
 
 def misspelt_option(message: str, options) -> str:

@@ -83,12 +83,13 @@ def check_sweep_settings(command: CommandLine) -> None:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
                             f"same run side by side in one directory: give {key}=1. To train one run on several "
                             "GPUs, start it with torchrun (README: several processes).")
-    launcher, missing = command.value("hydra/launcher"), [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
-    if launcher in SLURM_LAUNCHERS and missing:  # submitit's own error is a traceback
+    launcher = command.value("hydra/launcher")
+    # submitit's own error, without SLURM's commands, is a traceback.
+    if launcher in SLURM_LAUNCHERS and (missing := [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]):
         raise UserError(f"hydra/launcher={launcher} hands each job to SLURM, and this machine has no "
                         f"{' or '.join(missing)} on its PATH: run the sweep on a login node of the cluster, or on this "
                         "machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
-    if command.value("hydra/launcher") == "submitit_local":
+    if launcher == "submitit_local":
         for given in filter(None, map(command.given, LOCAL_IGNORES)):
             raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no "
                             f"{given.key_or_group.rpartition('.')[2]} to it (SLURM does, hydra/launcher=slurm): leave it "

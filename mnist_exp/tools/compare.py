@@ -61,8 +61,8 @@ def group_leaderboard(groups: list[dict[str, Any]], raw: bool, top: int | None =
             runs_cell = runs[0] + (f" +{len(runs) - 1}" if len(runs) > 1 else "")
         cells.insert(0, test.n if test else 0)
         overrides = [group["overrides"].get(key, "" if raw else "-") for key in keys]
-        unfinished = group["not completed"] if raw else ", ".join(f"{n} {status}" for status, n in
-                                                                 sorted(group["unfinished"].items())) or 0
+        counts = sorted(group["unfinished"].items())
+        unfinished = sum(n for _, n in counts) if raw else ", ".join(f"{n} {status}" for status, n in counts) or 0
         rows.append([runs_cell, *overrides, *cells, overlap_mark(group, groups[0]), unfinished])
     if any(run["metrics"].get("stopped_early") for run in every_run):  # early stopping: the epochs each ended at
         header.append("stopped at")

@@ -28,24 +28,22 @@ def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) -> dict[str, Any]:
     """Runs with their ``overrides`` and the ``stats.Summary`` of their metrics; only completed runs count, each
     seed once: a run that repeats another's seed is the same experiment again, not another sample of it."""
-    done, first_of_seed, repeats = [], {}, []
+    done, first_of_seed, repeats, unfinished = [], {}, [], Counter()  # unfinished: how many runs of each status
     for run in members:
-        if run["metrics"].get("status") == Status.COMPLETED:
-            if run["seed"] in first_of_seed:
-                repeats.append((run, first_of_seed[run["seed"]]))
-            else:
-                done.append(run)
-                first_of_seed[run["seed"]] = run
+        status = str(run["metrics"].get("status", Status.UNFINISHED.value))
+        if status != Status.COMPLETED:
+            unfinished[status] += 1
+        elif run["seed"] in first_of_seed:
+            repeats.append((run, first_of_seed[run["seed"]]))
+        else:
+            done.append(run)
+            first_of_seed[run["seed"]] = run
 
     def summary(key: str) -> Summary | None:
         values = [v for v in (number(run["metrics"].get(key)) for run in done) if v is not None]
         return summarize(values, ACCURACY if key.endswith("acc") else ANY_NUMBER) if values else None
-    counted = {id(run) for run in done} | {id(run) for run, _ in repeats}
-    unfinished = Counter(str(run["metrics"].get("status", Status.UNFINISHED.value))
-                         for run in members if id(run) not in counted)
     return {"runs": members, "overrides": overrides, "test": summary("test/acc"), "val": summary("best_val/acc"),
-            "seconds": summary("train_time_s"), "not completed": sum(unfinished.values()), "unfinished": unfinished,
-            "counted": done, "repeats": repeats}
+            "seconds": summary("train_time_s"), "unfinished": unfinished, "counted": done, "repeats": repeats}
 
 
 def repeat_warnings(groups: list[dict[str, Any]]) -> list[str]:
