@@ -271,7 +271,10 @@ LIST_EXAMPLES = {"a whole number": "[1,2]", "a number": "[0.9,0.99]", "true or f
 
 
 def example(wanted: str, given: str = "") -> str:
-    """A value of the type wanted: the whole number nearest a number given (28.5: 28), else a plain one."""
+    """A value of the type wanted: the whole number nearest a number given (28.5: 28; 0.1: 1, as 0 would often be
+    out of range, and is not what a fraction meant), else a plain one."""
     if wanted == "a whole number" and re.fullmatch(r"-?\d+\.\d+", given):
-        return str(round(float(given)))
+        value = float(given)
+        nearest = round(value)
+        return str(nearest if nearest or not value else 1 if value > 0 else -1)
     return {"a whole number": "1", "a number": "0.5", "true or false": "true"}.get(wanted, "...")

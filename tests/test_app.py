@@ -173,6 +173,7 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["trainer.epochs=abc"], "trainer.epochs=abc is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["seed=abc"], "seed=abc is not a whole number: give a whole number, e.g. seed=1."),
     (["trainer.epochs=2.5"], "trainer.epochs=2.5 is not a whole number: give a whole number, e.g. trainer.epochs=2."),
+    (["trainer.epochs=0.4"], "trainer.epochs=0.4 is not a whole number: give a whole number, e.g. trainer.epochs=1."),
     (["trainer.patience=~"], "Cannot read the override 'trainer.patience=~': write trainer.patience=null for none (~ "
                              "means null in YAML files, not on the command line)."),
     (["model.hidden=[64,32,]"], "Cannot read the override 'model.hidden=[64,32,]': a list or sweep ends in a comma: "
@@ -579,7 +580,7 @@ def test_images_too_small_for_the_model_are_refused_with_advice_that_runs(tmp_pa
     code, _, err = run_main(*small, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [
         "model.image_size=8 is too small for the cnn's convs, which take 19 pixels a side or more: give larger images "
-        "(dataset.image_size=28), or model=vgg_cnn, which takes any size."]
+        "(dataset.image_size=28 in the datasets that have the key), or model=vgg_cnn, which takes any size."]
     code, _, err = run_main(*small, "model=vgg_cnn", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err
 

@@ -78,11 +78,18 @@ def test_a_run_is_not_continued_on_a_table_that_changed_since(kaggle, tmp_path, 
                             cwd=tmp_path)
     assert code == 0, err
     last = tmp_path / "run" / "checkpoints" / "last.pt"
-    for rows, said in ((1300, "900 train images, now 1000"),
-                       (1200, "other val images, other test images")):  # more rows; the same count, one changed
+    # One pixel of one training image: the rows' places, and so the splits, stay as they were.
+    lines = table.read_text().splitlines()
+    trained_on = build_dataset({"name": "csv", "train": str(table), "val_size": 200, "test_size": 100}).train
+    pixels = ",".join(str(value) for value in trained_on.images[0].flatten().tolist())
+    [row] = [i for i, line in enumerate(lines) if line.endswith("," + pixels)]
+    one_pixel = lines[row].rsplit(",", 1)[0] + f",{255 - int(lines[row].rsplit(',', 1)[1])}"
+    for rows, said, text in ((1300, "900 train images, now 1000", None), (1200, "other train images, other val "
+                             "images, other test images", None),  # more rows; the same count, others
+                             (1200, "other train images", "\n".join([*lines[:row], one_pixel, *lines[row + 1:]]))):
         data = fake(num_train=rows, val_size=0, num_test=1, seed=1 if rows == 1200 else 0)
-        write_csv(table, data.train.images, data.train.labels)
-        code, _, err = run_main(*args, f"ckpt_path={last}", f"hydra.run.dir={tmp_path / str(rows)}",
+        write_csv(table, data.train.images, data.train.labels) if text is None else table.write_text(text + "\n")
+        code, _, err = run_main(*args, f"ckpt_path={last}", f"hydra.run.dir={tmp_path / str(len(said))}",
                                 monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
         assert code == 1 and err.splitlines() == [
             f"Checkpoint {last} was trained on other data than the dataset gives now ({said}): continued, the run "

@@ -103,6 +103,11 @@ def test_a_validation_fraction_that_holds_out_no_image_is_refused_and_the_advice
     with pytest.raises(UserError) as refused:  # a run is tested: no "0 for none" for its test split
         build_dataset({"name": "folder", "root": str(tree), "test_size": 0.0005})
     assert str(refused.value).endswith("give a count instead, e.g. dataset.test_size=1.")
+    with pytest.raises(UserError) as refused:  # the test split has taken all but one image: no count would do
+        build_dataset({"name": "folder", "root": str(tree), "test_size": 599})
+    assert str(refused.value) == ("dataset.val_size=0.1 holds out no image of the 1 that dataset.test_size leaves: "
+                                  "give dataset.val_size=0, or a smaller dataset.test_size.")
+    assert len(build_dataset({"name": "folder", "root": str(tree), "test_size": 599, "val_size": 0}).train) == 1
 
 
 def test_split_folders_and_what_cannot_work(tmp_path):
@@ -145,6 +150,11 @@ def test_split_folders_and_what_cannot_work(tmp_path):
         build_dataset({"name": "folder", "root": str(bad)})
     skipped = build_dataset({"name": "folder", "root": str(bad), "skip_unreadable": True})
     assert len(skipped.train) + len(skipped.val) + len(skipped.test) == 60
+    (bad / "eleven").mkdir()  # a class whose every file is unreadable: left out, it would leave a class unlearnt
+    (bad / "eleven" / "a.png").write_text("not a picture")
+    with pytest.raises(UserError, match=r"bad: every training image of class eleven/ is unreadable, so no model could "
+                                        r"learn it: fix or remove those files, or the class's folder\.$"):
+        build_dataset({"name": "folder", "root": str(bad), "skip_unreadable": True})
 
 
 

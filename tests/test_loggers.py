@@ -199,6 +199,11 @@ SCHEMES = "file://, databricks://, http://, https://, postgresql://, mysql://, s
                               "'postgresql'?"),
     ("mlruns", "MLflow keeps runs in a folder only where MLFLOW_ALLOW_FILE_STORE=true is set; give a database "
                "instead, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db."),
+    ("sqlite://mlflow.db", "Invalid SQLite URL: sqlite://mlflow.db: give it e.g. sqlite:///outputs/mlflow.db (three "
+                           "slashes before a relative path, four before an absolute one)."),
+    pytest.param("mysql://me@db/runs", "the Python driver for mysql is not installed (No module named 'MySQLdb'): "
+                                       "install it, or give another store.",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="MySQLdb installed")),
 ])
 def test_a_store_mlflow_would_not_open_is_refused_before_the_run(uri, message, tmp_path, monkeypatch, capsys):
     """Not a run that goes on without the tracker it was given: a URI that cannot work is refused in one line."""
@@ -267,6 +272,21 @@ def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatc
     assert steps == sorted(set(steps)) and len([r for r in read_csv(run_dir / "metrics.csv") if r["val/acc"]]) == 3
 
 
+@pytest.mark.parametrize("text, said", [("epoch,loss\n1,0.5\n", "it has no step column"),
+                                        ("step,val/acc\n1,abc\n", "could not convert string to float: 'abc'")])
+def test_a_resume_refuses_a_metrics_csv_it_did_not_write_and_keeps_it(tmp_path, text, said):
+    from mnist_exp.errors import UserError
+    from mnist_exp.run.csv_metrics import CsvTracker
+
+    path = tmp_path / "metrics.csv"
+    path.write_text(text)
+    with pytest.raises(UserError) as refused:
+        CsvTracker(path, resumed_step=3)
+    assert str(refused.value) == (f"{path} is not the metrics.csv this run writes ({said}): move it away, and the "
+                                  "resumed run starts a new one.")
+    assert path.read_text() == text
+
+
 def test_a_run_moved_with_its_store_continues_its_mlflow_run_there(tmp_path, monkeypatch):
     """Outputs copied from a cluster, say: the file the run began in has gone, and the same URI names the moved one."""
     from mnist_exp.run.mlflow_tracking import MlflowTracker
@@ -284,6 +304,56 @@ def test_a_run_moved_with_its_store_continues_its_mlflow_run_there(tmp_path, mon
     [run] = mlflow_runs(store_of(tmp_path / "b" / "outputs"), "mnist_exp")
     assert run.info.run_id == started.run_id == resumed.run_id and run.info.status == "FINISHED"
     assert not (tmp_path / "a").exists()  # no store made where it began
+
+
+def test_a_resume_records_its_params_wherever_its_mlflow_run_is_new(tmp_path, monkeypatch, caplog):
+    """Continued: the MLflow run has them. Begun without MLflow, or given another experiment: a new MLflow run, with
+    the run's params and command as a fresh run's."""
+    from mnist_exp.run.mlflow_tracking import MlflowTracker
+    from mnist_exp.run.tracking import TrackedRun
+
+    monkeypatch.chdir(tmp_path)
+    uri, config = "sqlite:///mlflow.db", {"model": {"name": "cnn", "width": 8}, "seed": 3}
+
+    def tracker(run: str, resumed_step: int | None, experiment: str) -> MlflowTracker:
+        (tmp_path / run).mkdir(exist_ok=True)
+        opened = MlflowTracker(TrackedRun(tmp_path / run, resumed_step, sweep_dir=None), uri, experiment)
+        opened.run_record(config, ["seed=3"])
+        opened.close("stopped")
+        return opened
+
+    started = tracker("run", None, "first")
+    assert tracker("run", 5, "first").run_id == started.run_id  # continued: its params as they were
+    moved = tracker("run", 9, "second")
+    assert "in another experiment than 'second', which logger.mlflow.experiment_name now names" in caplog.text
+    began_without = tracker("csv_only", 5, "first")  # a run begun with logger=csv, resumed with logger=mlflow
+    for run_id in (started.run_id, moved.run_id, began_without.run_id):
+        run = mlflow_client(uri).get_run(run_id)
+        assert run.data.params == {"model.name": "cnn", "model.width": "8", "seed": "3"}
+        assert run.data.tags["command"] == "python -m mnist_exp seed=3"
+    assert moved.run_id != started.run_id and [r.info.run_id for r in mlflow_runs(uri, "second")] == [moved.run_id]
+
+
+def test_a_deleted_mlflow_experiment_is_refused_with_the_command_that_restores_it(tmp_path, monkeypatch):
+    from mnist_exp.errors import UserError
+    from mnist_exp.run.mlflow_tracking import MlflowTracker
+    from mnist_exp.run.tracking import TrackedRun
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = mlflow_client(uri).create_experiment("gone")
+    mlflow_client(uri).delete_experiment(experiment_id)
+    with pytest.raises(UserError) as refused:
+        MlflowTracker(TrackedRun(tmp_path, None, None), uri, "gone")
+    restore = f"MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {experiment_id}"
+    assert str(refused.value) == (f"MLflow experiment 'gone' at {uri} is deleted: restore it ({restore}), or name "
+                                  "another: logger.mlflow.experiment_name=<name>.")
+    [_, mlflow, *args] = restore.split()  # mlflow: the one beside this Python
+    restored = subprocess.run([str(Path(sys.executable).parent / mlflow), *args], capture_output=True, text=True,
+                              env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path)
+    assert restored.returncode == 0, restored.stderr
+    MlflowTracker(TrackedRun(tmp_path, None, None), uri, "gone").close("completed")  # the advice, followed, works
+    assert len(mlflow_runs(uri, "gone")) == 1
 
 
 def test_a_damaged_record_of_the_mlflow_run_is_refused_not_written_over(tmp_path):

@@ -248,7 +248,8 @@ def test_the_cnn_strides_at_once_and_shrinks_its_maps_without_padding():
     bigger = MODELS.build({"name": "cnn", "width": 8, "image_size": 32}, 10)
     assert bigger(torch.zeros(2, 1, 32, 32)).shape == (2, 10) and bigger[-1].in_features == 32 * 4 * 4
     with pytest.raises(UserError, match=r"^model.image_size=16 is too small for the cnn's convs, which take 19 pixels "
-                                        r"a side or more: give larger images \(dataset.image_size=28\), or model=vgg_cnn"):
+                                        r"a side or more: give larger images \(dataset.image_size=28 in the datasets "
+                                        r"that have the key\), or model=vgg_cnn"):
         MODELS.build({"name": "cnn", "image_size": 16}, 10)
     MODELS.build({"name": "cnn", "image_size": 19}, 10)
     with pytest.raises(UserError, match=r"^model.image_size=18 is too small"):

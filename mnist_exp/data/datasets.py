@@ -164,6 +164,9 @@ def held_out_count(value: float, total: int, key: str) -> int:
         said = f"holds out all {total} images it is taken from" if 0 <= value < 1 else "is out of range"
         raise UserError(f"dataset.{key}={value} {said}: give a fraction below 1 (0.1: a tenth) or a count below "
                         f"{total}.")
+    if value > 0 and count == 0 and total < 2:  # val_size: dataset.test_size has left a single image
+        raise UserError(f"dataset.{key}={value} holds out no image of the {total} that dataset.test_size leaves: give "
+                        f"dataset.{key}=0, or a smaller dataset.test_size.")
     if value > 0 and count == 0:
         none = ", or 0 for none" if key == "val_size" else ""  # a run is tested: its test split holds images
         raise UserError(f"dataset.{key}={value} holds out no image of the {total}: give a count instead, e.g. "

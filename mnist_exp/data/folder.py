@@ -151,6 +151,10 @@ def read_folder(root: str, image_size: int, channels: int, mnist_form: bool, ski
     unreadable = [*map(str, gone), *(image for image in decoded_images if isinstance(image, str))]
     if not kept:
         raise UserError(f"{root}: none of its {len(entries)} images could be read.")
+    learnt = {entries[i][1] for i in kept if entries[i][2] in (-1, SPLITS.index("train"))}
+    if lost := [name for label, name in enumerate(class_names) if label not in learnt]:
+        raise UserError(f"{root}: every training image of class {lost[0]}/ is unreadable, so no model could learn it: "
+                        "fix or remove those files, or the class's folder.")
     record = {"images": torch.from_numpy(np.stack([decoded_images[i] for i in kept])),
               "labels": torch.tensor([entries[i][1] for i in kept]),
               "splits": torch.tensor([entries[i][2] for i in kept]),

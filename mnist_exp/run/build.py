@@ -82,7 +82,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     check_test_split(data)
     # What the run trains and is tested on: a resume refuses data that changed since, and so do the tools.
     data_record = {"split_sizes": {split: len(getattr(data, split)) for split in ("train", "val", "test")},
-                   "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in ("val", "test")}}
+                   "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in ("train", "val", "test")}}
     if resumed is not None:
         check_same_data(resume_from, resumed, data_record)
     if cfg.trainer.batch_size > len(data.train):  # every larger batch would be the same single batch
@@ -175,8 +175,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if writer:
         tracker = open_trackers(config["logger"], TrackedRun(run_dir, trainer.state.step if resume_from else None,
                                                              sweep_dir))
-        if resume_from is None:
-            tracker.run_record(config, without_resume(list(overrides)))
+        tracker.run_record(config, without_resume(list(overrides)))
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TrackingCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},

@@ -10,6 +10,7 @@ import csv
 import math
 from pathlib import Path
 
+from mnist_exp.errors import UserError, first_line
 from mnist_exp.run.tracking import Tracker
 from mnist_exp.runs import atomic_file
 
@@ -42,6 +43,12 @@ def format_value(value: float) -> str:
 
 
 def read_rows(path: Path) -> dict[int, dict[str, float]]:
-    with path.open(newline="") as f:
-        return {int(row.pop("step")): {tag: float(value) for tag, value in row.items() if value != ""}
-                for row in csv.DictReader(f)}
+    """The rows a run wrote; a file of another form is refused, not half-used (a resume would write over it)."""
+    try:
+        with path.open(newline="") as f:
+            return {int(row.pop("step")): {tag: float(value) for tag, value in row.items() if value != ""}
+                    for row in csv.DictReader(f)}
+    except (OSError, UnicodeError, csv.Error, KeyError, TypeError, ValueError) as error:
+        said = "it has no step column" if isinstance(error, KeyError) else first_line(error)
+        raise UserError(f"{path} is not the metrics.csv this run writes ({said}): move it away, and the resumed run "
+                        "starts a new one.") from None

@@ -47,6 +47,7 @@ class MlflowTracker(Tracker):
         self.run_id: str | None = None
         self.pending: list = []  # scalars not yet sent: they go as one batch at each flush
         self.logged_keys: set[str] = set()
+        self.continued = False  # a resumed run's own MLflow run, which already holds its params
         try:
             self.open_run(run, experiment_name)
         except UserError:  # the run's own record of its MLflow run is damaged: refused before it trains
@@ -75,8 +76,9 @@ class MlflowTracker(Tracker):
 
         recorded = read_run_record(run.run_dir / RUN_ID_FILE) if run.resumed_step is not None else None
         store = recorded and recorded.get("store", recorded["tracking_uri"])
+        continued = None
         if recorded is not None and (self.given_uri == recorded["tracking_uri"] or self.tracking_uri == store):
-            self.run_id = recorded["run_id"]
+            continued = recorded["run_id"]
             # The file the run began in; where it has gone (its outputs moved), the one the same URI names from here.
             if (database := sqlite_path(store)) is None or database.is_file():
                 self.tracking_uri = store
@@ -86,11 +88,17 @@ class MlflowTracker(Tracker):
                         self.given_uri)
         with store_lock(self.tracking_uri):  # the first client of an SQLite store creates its tables
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            if self.run_id is not None:
+            experiment_id = self.experiment_id(experiment_name)
+            if continued is not None and self.client.get_run(continued).info.experiment_id != experiment_id:
+                log.warning("MLflow: this run's MLflow run %s is in another experiment than '%s', which "
+                            "logger.mlflow.experiment_name now names: the rest of the run goes to a new MLflow run "
+                            "there", continued, experiment_name)
+                continued = None
+            if continued is not None:
+                self.run_id, self.continued = continued, True
                 self.client.update_run(self.run_id, status="RUNNING")
                 log.info("MLflow: continuing run %s at %s", self.run_id, self.tracking_uri)
                 return
-            experiment_id = self.experiment_id(experiment_name)
             self.run_id = self.client.create_run(experiment_id, run_name=run.run_dir.name,
                                                  tags={"run_dir": str(run.run_dir.resolve())}).info.run_id
         with atomic_file(run.run_dir / RUN_ID_FILE, "w") as f:
@@ -101,6 +109,10 @@ class MlflowTracker(Tracker):
         from mlflow.exceptions import MlflowException
 
         experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":  # MLflow records no run in it
+            raise UserError(f"MLflow experiment '{name}' at {self.tracking_uri} is deleted: restore it "
+                            f"(MLFLOW_TRACKING_URI={self.tracking_uri} mlflow experiments restore --experiment-id "
+                            f"{experiment.experiment_id}), or name another: logger.mlflow.experiment_name=<name>.")
         if experiment is not None:
             return experiment.experiment_id
         try:
@@ -113,6 +125,9 @@ class MlflowTracker(Tracker):
 
     def run_record(self, config: dict, overrides: list[str]) -> None:
         from mlflow.entities import Param, RunTag
+
+        if self.continued:
+            return
 
         params = [Param(key, str(value)) for key, value in hyperparameters(config).items()]
         command = shlex.join(["python", "-m", "mnist_exp", *overrides])
@@ -175,10 +190,29 @@ def check_store(tracking_uri: str) -> None:
                         f"{', '.join(known + '://' for known in schemes)}.{did_you_mean(scheme, schemes)}") from None
     except MlflowException as error:
         raise UserError(f"{setting}: {first_line(error)}") from None
+    if scheme.split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):  # MLflow's SQLAlchemy stores
+        check_database_uri(setting, tracking_uri, scheme)
     allow_folder = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
     if scheme in ("", "file") and allow_folder is not None and not allow_folder.get():
         raise UserError(f"{setting}: MLflow keeps runs in a folder only where MLFLOW_ALLOW_FILE_STORE=true is set; "
                         "give a database instead, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db.")
+
+
+def check_database_uri(setting: str, tracking_uri: str, scheme: str) -> None:
+    """SQLAlchemy reads the URI and loads its driver without connecting: a malformed URI or a missing driver is a
+    mistake to fix before the run, not a store out of reach."""
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(tracking_uri).dispose()
+    except ImportError as error:
+        extra = " (PostgreSQL: pip install 'mnist_exp[postgres]')" if scheme.startswith("postgresql") else ""
+        raise UserError(f"{setting}: the Python driver for {scheme} is not installed ({first_line(error)}): install "
+                        f"it{extra}, or give another store.") from None
+    except Exception as error:  # SQLAlchemy's ArgumentError and its kin: the URI's form
+        example = "e.g. sqlite:///outputs/mlflow.db (three slashes before a relative path, four before an absolute one)"
+        said = example if scheme == "sqlite" else "as <scheme>://<user>:<password>@<host>:<port>/<database>"
+        raise UserError(f"{setting}: {first_line(error)}: give it {said}.") from None
 
 
 def reason(error: Exception) -> str:

@@ -31,6 +31,8 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, run_dir: str | Path, purge_step: int | None = None):
         self.run_dir = Path(run_dir)
+        # A resumed run's events hold its config already, unless it began without this tracker.
+        self.recorded = purge_step is not None and purge_step > 0 and any(self.run_dir.glob("events.out.tfevents.*"))
         # purge_step: a resumed run hides the events the crashed run wrote after its checkpoint.
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
 
@@ -47,6 +49,8 @@ class TensorBoardTracker(Tracker):
 
     def run_record(self, config: dict, overrides: list[str]) -> None:
         """The TEXT tab: the composed config as YAML and the overrides as a command; the curves' layout."""
+        if self.recorded:
+            return
         self.writer.add_text("config", f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```", 0)
         self.writer.add_text("overrides", f"```\n{shlex.join(['python', '-m', 'mnist_exp', *overrides])}\n```", 0)
         self.writer.add_custom_scalars(CURVES_LAYOUT)
