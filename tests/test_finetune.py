@@ -1,10 +1,12 @@
 """``init_from=<run directory or checkpoint>``: a new run starts from a trained run's weights, with its own data,
 optimizer and epochs; another number of classes gives a new classifier; weights that do not fit are one line."""
 
+import shutil
+
 import pytest
 import torch
 
-from conftest import run_main
+from conftest import read_metrics, run_main
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 
 SMALL = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device=cpu", "device.threads=1")
@@ -69,3 +71,19 @@ def test_weights_that_do_not_fit_are_one_line(trained, tmp_path, monkeypatch, ca
     code, _, err = run_main(*SMALL, f"init_from={tmp_path / 'notes.pt'}", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
     assert code == 1 and err.strip().startswith(f"Checkpoint {tmp_path / 'notes.pt'} is unreadable")
+
+
+def test_a_stopped_fine_tuning_resumes_without_its_source(trained, tmp_path, monkeypatch, capsys):
+    """The checkpoint holds the weights a resume continues from: the run it started from may have moved since."""
+    source = tmp_path / "source"
+    shutil.copytree(trained, source)
+    args = (*SMALL, f"init_from={source}", f"hydra.run.dir={tmp_path / 'tuned'}")
+    code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    tuned = weights_after(tmp_path / "tuned")
+    (tmp_path / "tuned" / "metrics.json").unlink()  # as a run killed after its last checkpoint
+    shutil.rmtree(source)
+    code, _, err = run_main(*args, "resume=true", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    assert read_metrics(tmp_path / "tuned")["status"] == "completed"
+    assert all(torch.equal(value, tuned[key]) for key, value in weights_after(tmp_path / "tuned").items())

@@ -509,12 +509,18 @@ def test_no_tool_writes_over_a_file_of_a_run(trained, tmp_path, capsys):
 
 def test_evaluate_reproduces_a_debug_run_on_its_own_batches(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
-    code, _, err = run_main("dataset=fake", "trainer.epochs=1", "trainer.limit_batches=1", "trainer.eval_batch_size=64",
+    code, _, err = run_main("dataset=fake", "trainer.epochs=1", "trainer.limit_batches=1", "trainer.eval_batch_size=8",
                             "model.width=4", "device=cpu", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
                             capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
     report = evaluate.evaluate_checkpoint(run_dir)
-    assert report["count"] == 64 and report["acc"] == read_metrics(run_dir)["test/acc"]
+    assert report["count"] == 8 and report["acc"] == read_metrics(run_dir)["test/acc"]
+    # 8 images of 10 classes: a class without any has no accuracy, not 0%
+    absent = [name for name, row in zip(report["class_names"], report["confusion_matrix"]) if sum(row) == 0]
+    assert absent and all(report["per_class_acc"][name] is None for name in absent)
+    assert all(report["per_class_acc"][name] is not None for name in report["class_names"] if name not in absent)
+    code, out, _ = call("evaluate", run_dir, capsys=capsys)
+    assert code == 0 and f"  {absent[0]:<6}   n/a (no images in this split)" in out.splitlines()
 
 
 def test_evaluate_of_a_split_the_run_has_not_is_one_line(tmp_path, monkeypatch, capsys):

@@ -96,7 +96,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     augment = AUGMENTATIONS.build(cfg.augment)
     model, channels_last = place_model(MODELS.build(cfg.model, len(data.class_names)), device,
                                        cfg.device.channels_last)
-    if cfg.init_from:  # before the optimizer takes the parameters: a new classifier is a new layer
+    if cfg.init_from and resumed is None:  # a resumed run's weights are its checkpoint's, the source may have gone
         load_initial_weights(model, cfg.init_from, len(data.class_names))
     speed = [f"{threads} CPU threads", *(["bf16 autocast"] if bf16 else []), *(["channels-last"] if channels_last else []),
              *(["torch.compile"] if cfg.trainer.compile else [])]

@@ -56,9 +56,10 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", *, device: torch.
                           flatten=data.flatten, device=device)
     result = evaluate(model, loader, device=device, bf16=bf16, channels_last=channels_last, keep_predictions=True)
     matrix = confusion_matrix(images.labels, result["predictions"], len(data.class_names))
-    per_class = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
+    counts = matrix.sum(dim=1)
+    per_class = [None if count == 0 else right / count for right, count in zip(matrix.diag().tolist(), counts.tolist())]
     return {"split": split, "loss": result["loss"], "acc": result["acc"], "count": len(images),
-            "per_class_acc": dict(zip(data.class_names, per_class.tolist())), "confusion_matrix": matrix.tolist(),
+            "per_class_acc": dict(zip(data.class_names, per_class)), "confusion_matrix": matrix.tolist(),
             "class_names": data.class_names, "epoch": trained.epoch, "epochs": trainer["epochs"],
             "without_tta": run_tta and not averaged}
 
@@ -70,7 +71,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['split']}: loss {report['loss']:.4f}  accuracy {100 * report['acc']:.2f}% "
              f"({correct}/{report['count']})  after epoch {report['epoch']} of {report['epochs']}", "",
              "accuracy per class:"]
-    lines += [f"  {name:<{width}}{100 * acc:6.2f}%" for name, acc in report["per_class_acc"].items()]
+    lines += [f"  {name:<{width}}" + ("   n/a (no images in this split)" if acc is None else f"{100 * acc:6.2f}%")
+              for name, acc in report["per_class_acc"].items()]
     lines += ["", "confusion matrix (rows: true class, columns: predicted):",
               " " * width + "".join(f"{name[:width - 1]:>{width}}" for name in names)]
     lines += [f"{name[:width - 1]:<{width}}" + "".join(f"{n:>{width}}" for n in row)
