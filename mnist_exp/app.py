@@ -25,7 +25,7 @@ from mnist_exp.hydra_errors import hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job, config_as_run
 from mnist_exp.run.checkpoint import full_disk_error
-from mnist_exp.run.command_line import parse_command_line
+from mnist_exp.run.command_line import parse_command_line, with_overrides
 from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, objectives, register_schemas,
                                    schema_keys)
 from mnist_exp.run.debugging import profiled
@@ -59,11 +59,12 @@ def main() -> None:
             raise
         print_refusal(error)
         sys.exit(1)
-    if (command.resume and not command.from_checkpoint) or restarted_by_scheduler():
-        # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it. (From a
-        # ckpt_path, resume=true or not, the run is a new one in a new directory, recorded as any.)
-        sys.argv.append("hydra.output_subdir=null")
-    sys.argv += distributed.non_writer_overrides()  # under torchrun, ranks other than 0 write nothing
+    # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it. (From a
+    # ckpt_path, resume=true or not, the run is a new one in a new directory, recorded as any.)
+    continued = (command.resume and not command.from_checkpoint) or restarted_by_scheduler()
+    # Under torchrun, ranks other than 0 write nothing.
+    sys.argv = with_overrides(sys.argv, command, [*(["hydra.output_subdir=null"] if continued else []),
+                                                  *distributed.non_writer_overrides()])
     try:
         with run_dir_lock(held_run_dir(command)), hydra_errors_in_one_line(schema_keys):
             hydra_main()

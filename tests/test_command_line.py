@@ -160,9 +160,10 @@ def test_a_sweep_resumed_any_way_needs_its_sweep(word, tmp_path, monkeypatch, ca
 
 def test_print_the_config_of_a_completed_runs_directory_writes_nothing(completed, tmp_path, monkeypatch, capsys):
     before = files_of(completed)
-    code, out, _ = run_main(*TINY, f"hydra.run.dir={completed}", "--cfg", "job", monkeypatch=monkeypatch,
-                            capsys=capsys, cwd=tmp_path)
-    assert code == 0 and "model:\n  name: logreg" in out and files_of(completed) == before
+    for resume in ([], ["resume=true"]):  # with resume=true, the overrides the app adds go beside the user's
+        code, out, err = run_main(*TINY, f"hydra.run.dir={completed}", *resume, "--cfg", "job",
+                                  monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert code == 0 and "model:\n  name: logreg" in out and files_of(completed) == before, err
 
 
 def test_help_lists_every_option_of_every_group(tmp_path, monkeypatch, capsys):

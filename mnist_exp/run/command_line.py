@@ -107,6 +107,14 @@ class CommandLine:
         return [override for override in self.overrides if override.is_sweep_override()]
 
 
+def with_overrides(argv: list[str], command: CommandLine, more: list[str]) -> list[str]:
+    """``argv`` with ``more`` overrides right after the user's last one, so that they win: Hydra's parser takes the
+    overrides as one run of words, and refuses words after a flag that follows them (``a=1 --cfg job b=2``)."""
+    words = [override.input_line for override in command.overrides]
+    at = max((i for i, word in enumerate(argv) if i > 0 and word in words), default=len(argv) - 1) + 1
+    return [*argv[:at], *more, *argv[at:]]
+
+
 def parse_command_line(argv: list[str]) -> CommandLine:
     """``sys.argv[1:]`` of ``python -m mnist_exp``, read with Hydra's argument parser and override grammar."""
     from hydra._internal.utils import get_args_parser  # Hydra's own, so flags mean here what they mean to Hydra
