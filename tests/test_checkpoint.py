@@ -47,7 +47,12 @@ def test_truncated_and_foreign_files_are_refused_with_a_reason(tmp_path):
                          "config.model, config.dataset.name, config.dataset.flatten, config.device.precision, "
                          "config.device.channels_last, config.trainer"),
                         ({"config": {**payload(1.0)["config"], "device": {"precision": "fp32"}}},
-                         "config.device.channels_last")):
+                         "config.device.channels_last"),
+                        ({"normalisation": "xx"}, "normalisation"), ({"normalisation": [0.1, 0]}, "normalisation"),
+                        ({"image_shape": [1, 28]}, "image_shape"),  # the tools bring new images to these
+                        ({"image_shape": [1, 14, 14], "config": {**payload(1.0)["config"],
+                                                                 "model": {"name": "cnn", "image_size": 28}}},
+                         "image_shape")):
         torch.save({**payload(1.0), **wrong}, path)
         with pytest.raises(UserError, match=rf"is not a checkpoint mnist_exp wrote \({what}: not what a run writes "):
             load_checkpoint(path)

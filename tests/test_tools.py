@@ -375,13 +375,18 @@ def bad_checkpoint(case: str, trained: Path, tmp_path: Path) -> tuple[Path, str]
         torch.save(torch.nn.Linear(2, 2), path)
         return path, (f"{path} is not a checkpoint mnist_exp wrote (it holds a pickled torch.nn.modules.linear.Linear, "
                       f"which mnist_exp checkpoints never do; it was not loaded). {ours}")
+    if case == "saved_code":  # the same in torch's own archive, as torch.save writes it
+        torch.save({"weights": RunsCode(tmp_path / "code_ran")}, path)
+        return path, (f"{path} is not a checkpoint mnist_exp wrote (it holds a pickled {os.system.__module__}.system, "
+                      f"which mnist_exp checkpoints never do; it was not loaded). {ours}")
     with open(path, "wb") as f:  # "runs_code"
         pickle.dump(RunsCode(tmp_path / "code_ran"), f)
     return path, (f"{path} is not a checkpoint mnist_exp wrote (it holds pickled Python code, which mnist_exp "
                   f"checkpoints never do; it was not loaded). {ours}")
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "garbage", "foreign_dict", "pickled_module", "runs_code"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "garbage", "foreign_dict", "pickled_module", "runs_code",
+                                  "saved_code"])
 def test_evaluate_refuses_a_bad_checkpoint_in_one_line_and_keeps_the_file(trained, tmp_path, capsys, case):
     path, message = bad_checkpoint(case, trained, tmp_path)
     before = path.read_bytes() if path.exists() else None
@@ -397,7 +402,7 @@ def test_an_absent_device_is_named_as_the_tools_take_it(trained, capsys):
                "(torch.cuda.is_available() is False). Use --device auto or --device cpu.\n")
 
 
-@pytest.mark.parametrize("case", ["truncated", "runs_code"])
+@pytest.mark.parametrize("case", ["truncated", "runs_code", "saved_code"])
 def test_training_from_a_bad_checkpoint_is_refused_in_one_line(trained, tmp_path, monkeypatch, capsys, case):
     path, message = bad_checkpoint(case, trained, tmp_path)
     code, _, err = run_main("dataset=fake", "device=cpu", "device.threads=1", f"ckpt_path={path}",

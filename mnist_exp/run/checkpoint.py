@@ -6,6 +6,7 @@ it without unpickling arbitrary objects. Both kinds hold the composed ``config``
 ``trainer``'s whole state (``Trainer.state_dict()``), from which a run continues.
 """
 
+import math
 import pickle
 import random
 import re
@@ -104,6 +105,27 @@ def wrong_config_keys(config: dict) -> list[str]:
     return wrong
 
 
+def wrong_image_record(payload: dict) -> list[str]:
+    """``normalisation`` ([mean, std]) and ``image_shape`` ([C, H, W], as its model takes them), where recorded: the
+    tools bring new images to that form."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    wrong = []
+    norm, shape = payload.get("normalisation"), payload.get("image_shape")
+    if norm is not None and not (isinstance(norm, (list, tuple)) and len(norm) == 2 and all(map(number, norm))
+                                 and norm[1] > 0):
+        wrong.append("normalisation")
+    if shape is not None:
+        whole = isinstance(shape, (list, tuple)) and len(shape) == 3 and all(
+            isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in shape)
+        model = payload["config"]["model"]
+        fits = whole and {"image_size": shape[-1], "in_channels": shape[0], "in_features": math.prod(shape)}
+        if not whole or any(model.get(key, size) != size for key, size in fits.items()):
+            wrong.append("image_shape")
+    return wrong
+
+
 def misfit(error: Exception) -> str:
     """The first problem torch names where weights do not fit a model (its message's first line is only a header)."""
     problems = [line.strip().rstrip(". ") for line in str(error).splitlines()[1:] if line.strip()]
@@ -137,7 +159,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as error:
         # A pickle of objects other than tensors and primitives. torch's message advises loading it with
         # weights_only=False, which would run whatever code the file holds: not passed on.
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)", str(error))
         if not found and not starts_as_pickle(path):  # garbage the unpickler tripped on
             raise unreadable_checkpoint(path) from error
         what = f"a pickled {found.group(1)}" if found else "pickled Python code"
@@ -160,7 +182,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     kinds = {"config": dict, "class_names": (list, tuple), "weights": dict, "epoch": int}
     wrong = [key for key, kind in kinds.items()
              if not isinstance(payload[key], kind) or isinstance(payload[key], bool)] or [
-        f"config.{key}" for key in wrong_config_keys(config)]
+        f"config.{key}" for key in wrong_config_keys(config)] or wrong_image_record(payload)
     if wrong:
         raise UserError(f"{path} is not a checkpoint mnist_exp wrote ({', '.join(wrong)}: not what a run writes "
                         "there). Use a checkpoints/best.pt or last.pt written by a run.")
