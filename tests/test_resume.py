@@ -223,6 +223,24 @@ def test_a_refused_resume_changes_nothing_of_the_run(best_late, tmp_path, monkey
     assert snapshot(best_late) == before  # .hydra/ (the file the error points to), metrics.json, events: all as they were
 
 
+def test_a_truncated_last_pt_is_refused_with_advice_that_starts_anew_from_the_best_weights(best_late, tmp_path,
+                                                                                           monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(best_late, run_dir)
+    (run_dir / "metrics.json").unlink()  # as a run killed after its checkpoints
+    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    code, _, err = run_main(*BEST_LATE, f"hydra.run.dir={run_dir}", "resume=true", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"Checkpoint {last} is unreadable: it is truncated or corrupt, and a run continues only from its last.pt. "
+        f"Start a new run (without resume=true or ckpt_path, in a new directory), or from its best weights: "
+        f"init_from={best}."]
+    run(*BEST_LATE, f"init_from={best}", f"hydra.run.dir={tmp_path / 'anew'}", cwd=tmp_path, monkeypatch=monkeypatch,
+        capsys=capsys)
+    assert read_metrics(tmp_path / "anew")["status"] == "completed"
+
+
 def test_a_resume_in_another_precision_is_refused_with_the_one_it_ran_in(best_late, tmp_path, monkeypatch, capsys):
     """device.precision changes what a run computes: half a run in each would be recorded as one."""
     ran = read_metrics(best_late)["precision"]  # what auto became on this machine

@@ -405,6 +405,9 @@ def test_an_absent_device_is_named_as_the_tools_take_it(trained, capsys):
 @pytest.mark.parametrize("case", ["truncated", "runs_code", "saved_code"])
 def test_training_from_a_bad_checkpoint_is_refused_in_one_line(trained, tmp_path, monkeypatch, capsys, case):
     path, message = bad_checkpoint(case, trained, tmp_path)
+    if case == "truncated":  # a run continues only from a last.pt: no other checkpoint to advise
+        message = (f"Checkpoint {path} is unreadable: it is truncated or corrupt, and a run continues only from its "
+                   "last.pt. Start a new run (without resume=true or ckpt_path, in a new directory).")
     code, _, err = run_main("dataset=fake", "device=cpu", "device.threads=1", f"ckpt_path={path}",
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [message]

@@ -67,6 +67,10 @@ def starts_as_pickle(path: Path) -> bool:
         return f.read(1) == b"\x80"  # pickle's PROTO opcode, first in every pickle of protocol 2 or later
 
 
+class UnreadableCheckpoint(UserError):
+    """A checkpoint file torch cannot read: truncated, corrupt, or not a checkpoint at all."""
+
+
 def unreadable_checkpoint(path: Path) -> UserError:
     """What torch could not read: an image or a TorchScript export where its first bytes or its archive say so."""
     with open(path, "rb") as f:
@@ -79,8 +83,8 @@ def unreadable_checkpoint(path: Path) -> UserError:
         return UserError(f"{path} is a TorchScript export of a model, not a checkpoint: give the run directory or its "
                          "checkpoints/best.pt.")
     other = "last.pt" if Path(path).name == "best.pt" else "best.pt"
-    return UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch archive). "
-                     f"Use another checkpoint, e.g. the run's checkpoints/{other}.")
+    return UnreadableCheckpoint(f"Checkpoint {path} is unreadable: it is truncated or corrupt (not a complete torch "
+                                f"archive). Use another checkpoint, e.g. the run's checkpoints/{other}.")
 
 
 def archive_names(path: Path) -> list[str]:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
-from mnist_exp.run.checkpoint import load_checkpoint
+from mnist_exp.run.checkpoint import UnreadableCheckpoint, load_checkpoint
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.paths import outputs_dir
@@ -125,7 +125,13 @@ def load_resumable(path: Path, config: dict, in_sweep: bool = False) -> dict:
     """The checkpoint at ``path``, refused unless it is a last.pt of this config: checked before anything is built."""
     if not Path(path).exists():
         raise UserError(f"ckpt_path={path}: there is no such file. Give a run's checkpoints/last.pt, or its directory.")
-    checkpoint = load_checkpoint(path)
+    try:
+        checkpoint = load_checkpoint(path)
+    except UnreadableCheckpoint:
+        best = Path(path).with_name(BEST_CHECKPOINT)
+        start = f", or from its best weights: init_from={best}" if best.is_file() and path != best else ""
+        raise UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt, and a run continues only from "
+                        f"its last.pt. Start a new run (without resume=true or ckpt_path, in a new directory){start}.") from None
     if checkpoint["kind"] != "last":
         raise UserError(f"{path} is a {checkpoint['kind']}.pt: it holds the weights, not the training state. "
                         f"Continue from the run's checkpoints/last.pt.")
