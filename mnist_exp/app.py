@@ -37,7 +37,7 @@ from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_r
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
                                    stop_on_signals)
 from mnist_exp.run.trainer import TrainingStopped
-from mnist_exp.runs import Status, read_metrics
+from mnist_exp.runs import METRICS_FILE, Status
 from mnist_exp.sweeps.search import register_optuna_sweeper
 from mnist_exp.sweeps.trial import TrialPruned, trial_callbacks
 
@@ -144,7 +144,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             error.args = (naming_the_preset(str(error), overrides, hydra_cfg.runtime.choices),)
         # Refused before training: a run's existing record stays as it is (a changed config on resume, say); a new
         # single run refused by a builder leaves no directory, any other refusal or error is recorded as failed.
-        if not read_metrics(run_dir):
+        if not (run_dir / METRICS_FILE).exists():  # a record it cannot read is refused, and kept as it is
             refused = isinstance(error, UserError) and not in_sweep and distributed.rank() == 0
             if not (refused and discard_refused_run(run_dir)):
                 record_failure(run_dir, error)

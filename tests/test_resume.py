@@ -241,6 +241,24 @@ def test_a_truncated_last_pt_is_refused_with_advice_that_starts_anew_from_the_be
     assert read_metrics(tmp_path / "anew")["status"] == "completed"
 
 
+def test_a_hand_edited_record_of_a_completed_run_is_refused_and_kept_and_the_advice_runs(best_late, tmp_path,
+                                                                                       monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(best_late, run_dir)
+    metrics = run_dir / "metrics.json"
+    edited = metrics.read_text().replace('"test/acc": ', '"test/acc": "96%", "was": ')
+    metrics.write_text(edited)
+    code, _, err = run_main(*BEST_LATE, f"hydra.run.dir={run_dir}", "resume=true", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f'{metrics} has test/acc="96%", not a value a run writes (a number in [0, 1], or null): it is not the record '
+        "this run wrote. Put it back as the run wrote it, or move it away to continue the run from its checkpoint."]
+    assert metrics.read_text() == edited
+    metrics.rename(tmp_path / "edited.json")
+    run(*BEST_LATE, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert same_result(read_metrics(run_dir), read_metrics(best_late))
+
+
 def test_a_resume_in_another_precision_is_refused_with_the_one_it_ran_in(best_late, tmp_path, monkeypatch, capsys):
     """device.precision changes what a run computes: half a run in each would be recorded as one."""
     ran = read_metrics(best_late)["precision"]  # what auto became on this machine

@@ -26,8 +26,8 @@ from mnist_exp.run.checkpoint import UnreadableCheckpoint, load_checkpoint
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.paths import outputs_dir
-from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, as_override, flatten_config,
-                            last_checkpoint, read_metrics, run_status, says_where_or_how, without_keys,
+from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, UnreadableMetrics, as_override,
+                            flatten_config, last_checkpoint, read_metrics, run_status, says_where_or_how, without_keys,
                             without_resume, write_metrics)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
@@ -65,7 +65,11 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
     The config is last.pt's; a run without checkpoints (trainer.checkpoint=false) has its .hydra/config.yaml, else
     its overrides. A completed run of another config is refused, as a checkpoint of another config is.
     """
-    recorded = read_metrics(run_dir)
+    try:
+        recorded = read_metrics(run_dir, strict=True)
+    except UnreadableMetrics as error:  # edited by hand, or another program's: not the run's record to write over
+        raise UserError(f"{error}: it is not the record this run wrote. Put it back as the run wrote it, or move it "
+                        "away to continue the run from its checkpoint.") from None
     if recorded.get("status") != Status.COMPLETED:
         return None
     last, record = last_checkpoint(run_dir), recorded_config(run_dir)
