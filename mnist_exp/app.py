@@ -31,7 +31,7 @@ from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, obj
 from mnist_exp.run.debugging import profiled
 from mnist_exp.run.options import naming_the_preset
 from mnist_exp.run.prechecks import check_command_line, discard_refused_run
-from mnist_exp.run.run_dir_lock import RunDirInUse, held_run_dir, run_dir_lock
+from mnist_exp.run.run_dir_lock import RunDirInUse, held_run_dir, job_dir_lock, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
@@ -105,7 +105,8 @@ def hydra_main(cfg: DictConfig) -> float | tuple[float, ...]:
     if single_run:
         release_stderr()  # composed: from here on the run's own output (its progress bar) goes out as it comes
     try:
-        metrics = train(cfg)
+        with job_dir_lock(Path(HydraConfig.get().runtime.output_dir)):
+            metrics = train(cfg)
     except UserError as error:
         if not single_run or full_traceback_asked():
             raise  # in a sweep the other jobs still run; the sweep's exit says one failed

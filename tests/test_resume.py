@@ -370,6 +370,26 @@ def test_a_run_is_refused_a_directory_another_run_is_writing(tmp_path, monkeypat
     assert not run_dir.exists()  # the holder made it and wrote nothing there: an empty directory is not left behind
 
 
+@pytest.mark.slow
+def test_a_run_holds_the_directory_it_named_itself_while_it_writes_there(tmp_path, monkeypatch, capsys):
+    """A resume given its directory meanwhile would train beside it in the same files."""
+    outputs = tmp_path / "outputs"
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *DETERMINISTIC, "trainer.epochs=50"], cwd=tmp_path,
+                               env={**os.environ, "MNIST_EXP_OUTPUTS": str(outputs)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        while not list(outputs.glob("runs/*/*/checkpoints/last.pt")) and process.poll() is None:
+            time.sleep(0.01)
+        [run_dir] = run_dirs(outputs)
+        code, _, err = run_main(*DETERMINISTIC, "trainer.epochs=50", "resume=true", f"hydra.run.dir={run_dir}",
+                                monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert process.poll() is None, "the run ended before the resume was tried"
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert code == 1 and err.splitlines()[0].startswith(f"Another run is writing to {run_dir} right now")
+
+
 def test_a_new_run_in_a_completed_runs_directory_is_refused(best_late, tmp_path, monkeypatch, capsys):
     before = snapshot(best_late)
     code, _, err = run_main(*BEST_LATE, f"hydra.run.dir={best_late}", monkeypatch=monkeypatch, capsys=capsys,

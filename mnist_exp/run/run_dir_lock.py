@@ -1,5 +1,6 @@
-"""A single run given its directory by name (``hydra.run.dir=<dir>``) holds it while it writes there, so a second
-run given the same directory meanwhile is refused rather than interleaving its files with the first's."""
+"""A run holds its directory while it writes there, so a second run given the same directory meanwhile (a resume,
+say) is refused rather than interleaving its files with the first's. A directory given by name
+(``hydra.run.dir=<dir>``) is held before Hydra writes there; one the run names itself, as its job starts."""
 
 import contextlib
 import os
@@ -14,6 +15,9 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks
     fcntl = None
+
+
+HELD: set[Path] = set()  # the directories this process holds
 
 
 class RunDirInUse(UserError):
@@ -63,9 +67,19 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
             raise RunDirInUse(f"Another run is writing to {run_dir} right now: give this one its own "
                               "hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), "
                               "or wait for that one to end.") from None
+        HELD.add(run_dir.resolve())
         yield
     finally:
+        HELD.discard(run_dir.resolve())
         os.close(fd)
         if created:  # a run refused before it wrote there leaves no empty directory (rmdir takes only an empty one)
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
+
+
+def job_dir_lock(run_dir: Path) -> contextlib.AbstractContextManager:
+    """``run_dir_lock`` for a job's directory that no lock holds yet (a flock from a second descriptor of the same
+    process would wait for the first); none under torchrun but on rank 0, the one that writes."""
+    if os.environ.get("RANK", "0") != "0" or run_dir.resolve() in HELD:
+        return contextlib.nullcontext()
+    return run_dir_lock(run_dir)
