@@ -143,6 +143,10 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("hydra.sweeper.sampler.seed=abc", "hydra.sweeper.sampler.seed=abc is not a seed: give a whole number from 0 to "
      "2**32-1, e.g. hydra.sweeper.sampler.seed=0, or leave it out for a random start."),
     ("hydra.sweeper.sampler.seed=1.5", "hydra.sweeper.sampler.seed=1.5 is not a seed"),
+    ("trainer.batch_size=choice(32,48.5)", "trainer.batch_size=48.5 is not a whole number: give a whole number, e.g. "
+                                           "trainer.batch_size=48."),  # as a grid sweep's values are, before any trial
+    ("hydra.sweeper.trial=7", "hydra.sweeper.trial=7 is the search's to set, in each job to the number of the trial it "
+                              "runs: leave it out."),
 ])
 def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
@@ -229,6 +233,9 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
          "trainer.epochs=1, and this command gives dataset=fake model=logreg trainer.epochs=2: its trials would be "
          "ranked with trials of another experiment. Continue it with the same overrides, or start another in a new "
          "hydra.sweep.dir (and a new study_name where the storage is not in it)."),
+        (["device.precision=bf16"], f"Study search in sqlite:///{sweep}/optuna.db trains its trials in fp32, and this "
+         "command would in bf16: continue it with device.precision=fp32, or start another in a new hydra.sweep.dir "
+         "(and a new study_name where the storage is not in it)."),  # device=cpu: fp32
         ([], f"hydra.sweeper.sampler.seed=0: Study search in sqlite:///{sweep}/optuna.db has 1 trial(s), and a sampler "
              "made anew with a seed repeats its draws, proposing trials the study has run: leave the seed out to "
              "continue it."),  # the random sampler would draw trial 0's learning rate again
@@ -423,3 +430,11 @@ def test_a_storage_optuna_cannot_open_is_one_line_without_its_password():
     message = str(refused.value)
     assert message.startswith("hydra.sweeper.storage=foo://user:***@host/db cannot be opened (")
     assert "secret" not in message and "\n" not in message
+
+
+def test_one_metric_given_as_a_list_is_searched_as_one(tmp_path, monkeypatch, capsys):
+    code, out, err = run_main("-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)",
+                              "dataset=fake", "trainer.epochs=1", "device=cpu", "hydra.sweeper.n_trials=1",
+                              "optimized_metric=[best_val/acc]", f"hydra.sweep.dir={tmp_path / 'search'}",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "Trial 0: best_val/acc " in out, err[-3000:]

@@ -35,7 +35,7 @@ from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
-                                           check_whole_numbers)
+                                           check_whole_numbers, trials_precision)
 from mnist_exp.sweeps.trial import TrialPruned, open_storage, storage_file, without_password
 
 log = logging.getLogger("mnist_exp")
@@ -110,6 +110,7 @@ class OptunaSearch:
         study.set_user_attr("metric", metric)
         if not continued:
             study.set_user_attr("fixed", fixed)
+            study.set_user_attr("precision", trials_precision(self, space))
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
         log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s; direction %s, "
                  "metric %s", self.study_name, where, len(study.trials), self.n_trials, self.n_jobs,
@@ -267,7 +268,8 @@ def grid_exhausted(study) -> bool:
 
 def objective_numbers(value: Any, count: int) -> list[float] | None:
     """A job's return value as the ``count`` finite numbers Optuna is told, or None where it is not that."""
-    values = [value] if count == 1 else list(value) if isinstance(value, (list, tuple)) else []
+    # A sequence holds one value an objective (optimized_metric=[best_val/acc]: one, as a list)
+    values = list(value) if isinstance(value, (list, tuple)) else [value] if count == 1 else []
     numbers = [objective_number(item) for item in values]
     return numbers if len(numbers) == count and None not in numbers else None
 

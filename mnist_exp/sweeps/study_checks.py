@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from mnist_exp.errors import UserError, did_you_mean, first_line
+from mnist_exp.hydra_errors import one_line
 from mnist_exp.run.config import check_objectives, objectives
 from mnist_exp.runs import RESUME_MAY_CHANGE, split_override
 from mnist_exp.sweeps.space import describe
@@ -80,9 +81,17 @@ def check_epochs_to_prune(search, space: dict) -> None:
 
 
 def check_whole_numbers(config, space: dict) -> None:
-    """An interval of numbers over a key that takes whole numbers would fail every trial: refused before the first."""
+    """An interval of numbers over a key that takes whole numbers would fail every trial, a choice the key does not
+    take the trials that draw it: refused before the first, as a grid sweep's values are."""
     for key, distribution in space.items():
-        if type(distribution).__name__ != "FloatDistribution" or OmegaConf.select(config, key) is None:
+        if OmegaConf.select(config, key) is None or OmegaConf.is_config(OmegaConf.select(config, key)):  # a group's
+            continue
+        for choice in getattr(distribution, "choices", ()):
+            try:
+                OmegaConf.update(copy.deepcopy(config), key, choice)
+            except ValidationError as error:
+                raise UserError(one_line(str(error))) from None
+        if type(distribution).__name__ != "FloatDistribution":
             continue
         probe = copy.deepcopy(config)
         try:
@@ -92,6 +101,18 @@ def check_whole_numbers(config, space: dict) -> None:
             raise UserError(f"{key} takes whole numbers, and the search would draw numbers such as "
                             f"{(distribution.low + distribution.high) / 2 + 0.1:g} for it: give "
                             f"{key}=int(interval({low},{high})).") from None
+
+
+def trials_precision(search, space: dict) -> str | None:
+    """What a mnist_exp search's trials compute in (what auto becomes on this machine); None for another app's, or
+    where the search draws it."""
+    device = search.config.get("device") if search.own else None
+    if device is None or any(key == "device" or key.startswith("device.") for key in space):
+        return None
+    from mnist_exp.run.runtime import select_device, use_bf16  # torch: a mnist_exp search trains in this process
+
+    precision, name = (getattr(value, "value", value) for value in (device.precision, device.name))  # enums
+    return "bf16" if use_bf16(precision, select_device(name)) else "fp32"
 
 
 def kind(distribution) -> str:
@@ -118,6 +139,10 @@ def check_continued_study(study, search, metric: str, fixed: list[str], space: d
         raise UserError(f"{where} searches with {' '.join(before) or 'no fixed overrides'}, and "
                         f"this command gives {' '.join(now) or 'none'}: its trials would be "
                         f"ranked with trials of another experiment. Continue it with the same overrides, or {new_place}.")
+    before, now = study.user_attrs.get("precision"), trials_precision(search, space)
+    if None not in (before, now) and before != now:  # bf16 and fp32 trials ranked as one: the kernels differ
+        raise UserError(f"{where} trains its trials in {before}, and this command would in {now}: continue it with "
+                        f"device.precision={before}, or {new_place}.")
     from optuna.distributions import check_distribution_compatibility  # Optuna is an extra: imported by a search
 
     searched = {key: distribution for trial in study.trials for key, distribution in trial.distributions.items()}

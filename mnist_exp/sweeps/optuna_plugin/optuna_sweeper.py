@@ -78,7 +78,7 @@ class OptunaSweeper(Sweeper):
     def __init__(self, **config: Any) -> None:
         from mnist_exp.sweeps.search import OptunaSearch
 
-        config.pop("trial", None)  # a job's own key: the search itself runs no one trial
+        self.trial = config.pop("trial", None)  # a job's own key: the search itself runs no one trial
         self.search = OptunaSearch(**config)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
@@ -86,6 +86,11 @@ class OptunaSweeper(Sweeper):
         self.launcher_jobs = config.hydra.launcher.get("n_jobs")
 
     def sweep(self, arguments: list[str]) -> None:
+        from mnist_exp.errors import UserError
+
+        if self.trial is not None:
+            raise UserError(f"hydra.sweeper.trial={self.trial} is the search's to set, in each job to the number of "
+                            "the trial it runs: leave it out.")
         check_heartbeat_settings(self.search.storage, self.search.heartbeat_interval, self.search.max_retry)
         check_parallel_trials(self.launcher_jobs, self.search.n_jobs)
         self.search.sweep(arguments)
