@@ -124,6 +124,9 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                 f"{', '.join(key_names(found['type']))}): drop what chooses {chosen} (an override of {node}, or a debug "
                 f"preset) to keep the {node} of {recipe}, or write a recipe of your own from "
                 f"{found['group']}/{found['file']}.yaml without that key.")
+    found = re.search(r"Could not override '(?P<key>hydra\.[\w.]+)'.*Key '[^']+' is not in struct", text, re.S)
+    if found and (said := unknown_option_key(found["key"])):  # a sampler's or pruner's options: dicts, no schema
+        return said
     if (found := re.search(r"Key '(?P<key>[^']+)' not in '(?P<type>[^']+)'", text)) and full_key:
         if full_key[1].startswith("logger.") and not key_names(found["type"]):  # a logger without keys
             return unknown_logger_key(full_key[1].removeprefix("logger."), key_names("logger"))
@@ -218,20 +221,39 @@ def missing_package_line(file: str, what: str) -> str:
 def option_with_key(full_key: str) -> str:
     """' hydra/launcher=joblib has n_jobs: choose it.' for a key of another option of a Hydra group; for a key of
     one at the top of the config, where it goes; or ''."""
+    parts = full_key.split(".")
+    if len(parts) == 1:  # custom_search_space=...: a sweeper's or launcher's key, given without its place
+        said = [f"hydra.{group}.{full_key} (hydra/{group}={' or '.join(names)})"
+                for group, options in hydra_group_options([]).items()
+                if isinstance(options, dict) and (names := options_having(options, full_key))]
+        return f" It is a key of Hydra's: {' or '.join(said)}." if said else ""
+    if len(parts) < 3 or parts[0] != "hydra":
+        return ""
+    having = options_having(hydra_group_options(parts[1:-1]), parts[-1])
+    others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""
+    return f" hydra/{'/'.join(parts[1:-1])}={having[0]} has {parts[-1]}: choose it{others}." if having else ""
+
+
+def unknown_option_key(full_key: str) -> str:
+    """A key of a schema-less Hydra group's option (a sampler's, a pruner's); '' where the path is no such group."""
+    *path, key = full_key.split(".")
+    options = hydra_group_options(path[1:])
+    keys = sorted({name for entry in options.values() if hasattr(entry, "node") for name in entry.node} - {"_target_"})
+    if not keys or (elsewhere := option_with_key(full_key)):  # another option has it: that option
+        return f"{full_key} is not a key of the {path[-1]} chosen.{elsewhere}" if keys else ""
+    close = get_close_matches(key, keys, n=1, cutoff=0.6)
+    suggestion = f" Did you mean '{'.'.join(path)}.{close[0]}'?" if close else ""
+    return f"Unknown key '{full_key}'.{suggestion} The keys of hydra/{'/'.join(path[1:])}'s options: {', '.join(keys)}."
+
+
+def hydra_group_options(path: list[str]) -> dict:
+    """The ConfigStore entries of Hydra's group hydra/<path> ({} where there is none)."""
     from hydra.core.config_store import ConfigStore
 
-    parts, groups = full_key.split("."), ConfigStore.instance().repo.get("hydra", {})
-    if len(parts) == 1:  # custom_search_space=...: a sweeper's or launcher's key, given without its place
-        places = {group: options_having(options, full_key) for group, options in groups.items()
-                  if isinstance(options, dict)}
-        said = [f"hydra.{group}.{full_key} (hydra/{group}={' or '.join(names)})"
-                for group, names in places.items() if names]
-        return f" It is a key of Hydra's: {' or '.join(said)}." if said else ""
-    if len(parts) != 3 or parts[0] != "hydra":
-        return ""
-    having = options_having(groups.get(parts[1], {}), parts[2])
-    others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""
-    return f" hydra/{parts[1]}={having[0]} has {parts[2]}: choose it{others}." if having else ""
+    options = ConfigStore.instance().repo.get("hydra", {})
+    for part in path:
+        options = options.get(part, {}) if isinstance(options, dict) else {}
+    return options
 
 
 def options_having(options: dict, key: str) -> list[str]:
@@ -271,10 +293,8 @@ LIST_EXAMPLES = {"a whole number": "[1,2]", "a number": "[0.9,0.99]", "true or f
 
 
 def example(wanted: str, given: str = "") -> str:
-    """A value of the type wanted: the whole number nearest a number given (28.5: 28; 0.1: 1, as 0 would often be
-    out of range, and is not what a fraction meant), else a plain one."""
+    """A value of the type wanted: the whole number nearest a number given (28.5: 28; 0.1: 1, not 0, which a
+    fraction did not mean and is often out of range), else a plain one."""
     if wanted == "a whole number" and re.fullmatch(r"-?\d+\.\d+", given):
-        value = float(given)
-        nearest = round(value)
-        return str(nearest if nearest or not value else 1 if value > 0 else -1)
+        return str(round(value := float(given)) or (0 if not value else 1 if value > 0 else -1))
     return {"a whole number": "1", "a number": "0.5", "true or false": "true"}.get(wanted, "...")
