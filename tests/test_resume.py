@@ -133,6 +133,34 @@ def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_
     assert shlex.split(shown) == ["tensorboard", "--logdir", str(run_dir)]
 
 
+@pytest.mark.slow
+def test_the_printed_command_resumes_a_run_of_an_own_config_dir(tmp_path, monkeypatch, capsys):
+    """The experiment is in the user's --config-dir: the command that resumes the run names it too."""
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "own.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 3\n")
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", "--config-dir", "mine", "experiment=own",
+                                *DETERMINISTIC, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (run_dir / "checkpoints" / "last.pt").exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, "the run ended before it could be stopped"
+    command = shlex.split(read_metrics(run_dir)["resume"])
+    assert command[:5] == ["python", "-m", "mnist_exp", "--config-dir", str(tmp_path / "mine")], command
+    run(*command[3:], cwd=tmp_path / "run", monkeypatch=monkeypatch, capsys=capsys)  # from elsewhere too
+    assert read_metrics(run_dir)["status"] == "completed"
+
+
+def test_the_printed_command_starts_as_the_users_own_script_started(monkeypatch):
+    """A script that registers the user's own builders, then calls mnist_exp's main: model=tiny exists only there."""
+    from mnist_exp.run.commands import resume_command
+
+    monkeypatch.setattr(sys, "argv", ["my_train.py", "model=tiny"])
+    assert resume_command(Path("/runs/a"), ["model=tiny", "resume=false"]) == (
+        "python my_train.py model=tiny resume=true hydra.run.dir=/runs/a")
+
+
 def submitit_task(folder: Path) -> int | None:
     """The pid of the submitit task (the process running the job) whose files are under ``folder``."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):

@@ -23,11 +23,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import UnreadableCheckpoint, load_checkpoint
+from mnist_exp.run.commands import resume_command, sweep_resume_command
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.paths import outputs_dir
 from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, UnreadableMetrics, as_override,
-                            flatten_config, last_checkpoint, read_metrics, run_status, says_where_or_how, without_keys,
+                            flatten_config, last_checkpoint, read_metrics, run_status, says_where_or_how,
                             without_resume, write_metrics)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
@@ -241,26 +242,6 @@ def best_epoch_of(path: Path) -> int | None:
         return load_checkpoint(path)["epoch"] if path.exists() else None
     except UserError:
         return None
-
-
-def resume_command(run_dir: Path, overrides: list[str]) -> str:
-    """The shell command that continues the run, quoted where the shell needs it."""
-    kept = without_keys(overrides, ("resume", "ckpt_path", "hydra.run.dir"))
-    program = (["torchrun", f"--nproc_per_node={distributed.world_size()}", "-m", "mnist_exp"]
-               if distributed.is_distributed() else ["python", "-m", "mnist_exp"])
-    return shlex.join([*program, *kept, "resume=true", as_override("hydra.run.dir", str(run_dir))])
-
-
-def sweep_resume_command(sweep_dir: Path) -> str | None:
-    """The command that continues a grid sweep, from the overrides its multirun.yaml records; None where there is
-    none (a search, which continues when its own command runs again)."""
-    try:
-        overrides = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
-    except Exception:
-        return None
-    kept = without_keys(overrides, ("resume", "hydra.sweep.dir"))
-    return shlex.join(["python", "-m", "mnist_exp", "-m", *kept, "resume=true",
-                       as_override("hydra.sweep.dir", str(sweep_dir))])
 
 
 def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpointed: bool,

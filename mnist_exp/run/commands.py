@@ -1,0 +1,41 @@
+"""The commands a run prints for its user to type again: the one that resumes it, the one that resumes its sweep.
+Each starts as this process was started (``python -m mnist_exp``, a user's own script, torchrun), with the
+``--config-dir`` Hydra was given."""
+
+import shlex
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from mnist_exp.run import distributed
+from mnist_exp.runs import as_override, without_keys
+
+
+def program() -> list[str]:
+    """How this process was started, as a user types it: ``python -m mnist_exp`` or their own script (which registers
+    their builders), under torchrun where it runs there; with the ``--config-dir`` Hydra was given."""
+    own = Path(sys.argv[0]).name in ("__main__.py", "mnist_exp", "mnist-exp")
+    started = ["torchrun", f"--nproc_per_node={distributed.world_size()}"] if distributed.is_distributed() else ["python"]
+    sources = HydraConfig.get().runtime.config_sources if HydraConfig.initialized() else []
+    config_dir = [["--config-dir", str(Path(source.path).absolute())] for source in sources
+                  if source.provider == "command-line"]
+    return [*started, *(["-m", "mnist_exp"] if own else [sys.argv[0]]), *(config_dir[0] if config_dir else [])]
+
+
+def resume_command(run_dir: Path, overrides: list[str]) -> str:
+    """The shell command that continues the run, quoted where the shell needs it."""
+    kept = without_keys(overrides, ("resume", "ckpt_path", "hydra.run.dir"))
+    return shlex.join([*program(), *kept, "resume=true", as_override("hydra.run.dir", str(run_dir))])
+
+
+def sweep_resume_command(sweep_dir: Path) -> str | None:
+    """The command that continues a grid sweep, from the overrides its multirun.yaml records; None where there is
+    none (a search, which continues when its own command runs again)."""
+    try:
+        overrides = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except Exception:
+        return None
+    kept = without_keys(overrides, ("resume", "hydra.sweep.dir"))
+    return shlex.join([*program(), "-m", *kept, "resume=true", as_override("hydra.sweep.dir", str(sweep_dir))])
