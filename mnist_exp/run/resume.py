@@ -18,6 +18,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.run import distributed
@@ -267,6 +268,9 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
     elif checkpointed and restarted_by_scheduler():
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Where the scheduler requeues the job, it "
                     "continues from there; otherwise resume with: %s", name, where, command)
+    elif sweep_dir is not None and HydraConfig.get().sweeper.get("trial") is not None:  # a search's trial
+        log.warning("Stopped by %s in %s. The study queues this trial's settings to train again: run the search's own "
+                    "command again to continue it.", name, where)
     elif checkpointed and sweep_dir is not None and (sweep_command := sweep_resume_command(sweep_dir)):
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume the sweep with: %s", name, where,
                     sweep_command)

@@ -139,9 +139,11 @@ class OptunaSearch:
                 trial.set_user_attr("overrides", [*fixed, *(f"{k}={override_value(v)}" for k, v in values.items())])
             try:
                 returns = self.launch(trials)
-            except BaseException:  # a stopped search: its trials did not finish
-                for trial in trials:
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            except BaseException:  # a stopped search: its unfinished trials fail, their params queued to run again
+                finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+                for trial in (trial for trial in trials if trial.number not in finished):
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    study.enqueue_trial(trial.params)
                 raise
             reasons = [tell(study, trial, ret, metric, len(self.directions)) for trial, ret in zip(trials, returns)]
             told, failures = told + len(reasons), failures + sum(reason is not None for reason in reasons)
