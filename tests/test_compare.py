@@ -116,6 +116,20 @@ def test_a_run_whose_config_is_not_yaml_is_named_and_compared_by_its_overrides(s
     assert [row["run"] for row in read_csv(out)].count(broken.name) == 1
 
 
+def test_another_programs_run_is_named_and_left_out(sweep, capsys):
+    """Another Hydra app's outputs beside ours: not a run to rank, nor an unfinished one of ours."""
+    foreign = make_run(sweep / "9_other", [], {"accuracy": 0.9})
+    (foreign / ".hydra" / "config.yaml").write_text("db:\n  driver: mysql\n")
+    assert compare.main([str(sweep), "--runs", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"warning: {foreign.resolve() / '.hydra' / 'config.yaml'} is not a mnist_exp run's config (no "
+                   "model, dataset or trainer): the run is left out.\n")
+    assert foreign.name not in [row["run"] for row in read_csv(out)]
+    assert compare.main([str(foreign)]) == 1
+    assert capsys.readouterr().err.endswith(f"No runs of mnist_exp under {foreign}: their configs are another "
+                                            "program's.\n")
+
+
 def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     single = make_run(tmp_path / "runs" / "2026-01-01" / "09-00-00", [], completed(0.99, 0.98))
     rows = read_csv(run_compare(capsys, sweep, single, sweep / "1_model-mlp", "--runs", "--format", "csv"))

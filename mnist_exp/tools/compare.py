@@ -21,7 +21,7 @@ from mnist_exp.errors import UserError
 from mnist_exp.runs import Status, number
 from mnist_exp.tools import cli
 from mnist_exp.tools.groups import repeat_warnings, seed_groups, summarize_group
-from mnist_exp.tools.run_records import differing_keys, find_runs, read_runs
+from mnist_exp.tools.run_records import differing_keys, runs_under
 
 FORMATS = ("table", "csv", "markdown")
 METRIC_COLUMNS = ("best val acc", "test acc", "epochs", "train s", "params", "status")
@@ -213,10 +213,7 @@ def command(args) -> None:
         raise UserError(f"--plot {args.plot}: give a file name ending in .png.")
     if args.plot:
         cli.file_to_write(args.plot, "--plot", "tradeoff.png")
-    runs = read_runs(find_runs(args.paths))
-    for run in runs:
-        if run["problem"]:
-            print(f"warning: {run['problem']}.", file=sys.stderr)
+    runs = runs_under(args.paths)
     raw = args.format == "csv"
     groups = None if args.runs else seed_groups(runs)  # a row per run, or per seed group
     for warning in repeat_warnings(groups or []):

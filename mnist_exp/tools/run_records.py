@@ -6,6 +6,7 @@ leaderboard over many runs").
 
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ def run_dirs_under(path: Path) -> list[Path]:
     return found
 
 
+def runs_under(paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs under ``paths``, read, each problem said on stderr; another program's runs (a config without a model,
+    a dataset or a trainer) are left out."""
+    runs = read_runs(find_runs(paths))
+    for run in runs:
+        if run["problem"]:
+            print(f"warning: {run['problem']}.", file=sys.stderr)
+    if not (ours := [run for run in runs if not run["foreign"]]):
+        raise UserError(f"No runs of mnist_exp under {', '.join(map(str, paths))}: their configs are another "
+                        "program's.")
+    return ours
+
+
 def read_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     """``read_run`` of each directory; thousands of them on every core, since parsing their configs is most of it."""
     processes = min(os.cpu_count() or 1, len(run_dirs) // PARALLEL_RUNS)
@@ -63,6 +77,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     readable = isinstance(config, dict)
     problem = None if readable or not record.exists() else f"{record} is not a config; the run is compared by its " \
         "overrides alone"
+    if foreign := readable and not {"model", "dataset", "trainer"} & config.keys():
+        problem = f"{record} is not a mnist_exp run's config (no model, dataset or trainer): the run is left out"
     try:
         metrics = read_metrics(run_dir, strict=True)
     except UnreadableMetrics as error:
@@ -74,7 +90,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             config["device"]["precision"] = precision
     return {"dir": run_dir, "overrides": overrides, "settings": trained_settings(config if readable else None, overrides),
             "seed": config.get("seed") if readable else overrides.get("seed", "the config's"), "problem": problem,
-            "metrics": metrics}
+            "metrics": metrics, "foreign": foreign}
 
 
 # libyaml's parser where PyYAML has it (its wheels do): many times faster than the pure-Python one over thousands of

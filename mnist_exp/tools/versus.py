@@ -16,7 +16,7 @@ import numpy as np
 from mnist_exp.errors import UserError
 from mnist_exp.runs import PREDICTIONS_FILE, Status, number, read_predictions, says_where_or_how
 from mnist_exp.tools.groups import repeat_warnings, seed_groups
-from mnist_exp.tools.run_records import differing_keys, find_runs, read_runs
+from mnist_exp.tools.run_records import differing_keys, runs_under
 from mnist_exp.tools.stats import ACCURACY, mcnemar_p, summarize, welch
 
 SIGNIFICANCE = 0.05
@@ -41,7 +41,7 @@ def versus(a_paths: list[Path], b_paths: list[Path]) -> str:
 
 def side(name: str, paths: list[Path]) -> list[dict[str, Any]]:
     """The completed runs of one side, which must form one seed group."""
-    found = seed_groups(read_runs(find_runs(paths)))
+    found = seed_groups(runs_under(paths))
     if len(found) > 1:
         keys = ", ".join(differing_keys(found)) or "their configs"
         raise UserError(f"{name} holds {len(found)} seed groups, not one (they differ in {keys}): give the runs of "
