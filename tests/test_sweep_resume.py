@@ -186,3 +186,41 @@ def test_ctrl_c_in_a_sweep_prints_the_command_that_resumes_the_sweep(uninterrupt
     assert code == 0, err
     assert [read_metrics(sweep_dir / name)["status"] for name in names] == ["completed"] * 4
     assert leaderboard(sweep_dir) == leaderboard(uninterrupted)
+
+
+@pytest.mark.slow  # a sweep of its own, its workers, a signal
+def test_sigterm_to_a_joblib_sweeps_process_stops_its_workers_runs_and_the_printed_command_resumes_it(tmp_path,
+                                                                                                   monkeypatch,
+                                                                                                   capsys):
+    """kill <pid>, or a scheduler's SIGTERM, reaches the sweep's own process alone: its workers' runs stop too."""
+    import time
+
+    from mnist_exp.run.runtime import processes
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "model=logreg", "dataset=fake",
+            "dataset.num_train=20000", "trainer.epochs=4", "trainer.batch_size=16", f"hydra.sweep.dir={sweep_dir}"]
+    with open(tmp_path / "output.txt", "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args], cwd=tmp_path, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        while len(list(sweep_dir.glob("*/checkpoints/last.pt"))) < 2 and process.poll() is None:
+            time.sleep(0.01)
+        workers = [pid for pid, (parent, _) in processes().items() if parent == process.pid]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    output = (tmp_path / "output.txt").read_text()
+    assert process.returncode == -signal.SIGTERM and "Traceback" not in output and "leaked" not in output, output[-3000:]
+    for _ in range(100):  # no worker left training on, or idle (they end within moments of the sweep's process)
+        if not set(workers) & set(processes()):
+            break
+        time.sleep(0.1)
+    assert workers and not set(workers) & set(processes()), [open(f"/proc/{pid}/cmdline").read() for pid in workers
+                                                             if pid in processes()]
+    jobs = run_dirs(sweep_dir)
+    assert [read_metrics(job)["status"] for job in jobs] == ["stopped", "stopped"]
+    [line, _] = [line for line in output.splitlines() if "Resume the sweep with: " in line]
+    command = shlex.split(line.split("Resume the sweep with: ")[1])
+    assert command == ["python", "-m", "mnist_exp", "-m", *args[1:-1], "resume=true", f"hydra.sweep.dir={sweep_dir}"]
+    code, _, err = run_main(*command[3:], monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    assert [read_metrics(job)["status"] for job in jobs] == ["completed", "completed"]

@@ -34,8 +34,9 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
     """The command that continues a grid sweep, from the overrides its multirun.yaml records; None where there is
     none (a search, which continues when its own command runs again)."""
     try:
-        overrides = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+        recorded = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides
+        overrides = [*recorded.hydra, *recorded.task]  # Hydra's own first: the launcher and its settings
     except Exception:
         return None
-    kept = without_keys(overrides, ("resume", "hydra.sweep.dir"))
+    kept = without_keys(overrides, ("resume", "hydra.sweep.dir", "hydra.mode"))
     return shlex.join([*program(), "-m", *kept, "resume=true", as_override("hydra.sweep.dir", str(sweep_dir))])
