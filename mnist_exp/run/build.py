@@ -81,8 +81,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                        cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     check_test_split(data)
     # What the run trains and is tested on: a resume refuses data that changed since, and so do the tools.
-    data_record = {"split_sizes": {split: len(getattr(data, split)) for split in ("train", "val", "test")},
-                   "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in ("train", "val", "test")}}
+    splits = ("train", "val", "test")
+    data_record = {"split_sizes": {split: len(getattr(data, split)) for split in splits},
+                   "fingerprints": {split: split_fingerprint(getattr(data, split)) for split in splits}}
     if resumed is not None:
         check_same_data(resume_from, resumed, data_record)
     if cfg.trainer.batch_size > len(data.train):  # every larger batch would be the same single batch

@@ -17,7 +17,8 @@ def program() -> list[str]:
     """How this process was started, as a user types it: ``python -m mnist_exp`` or their own script (which registers
     their builders), under torchrun where it runs there; with the ``--config-dir`` Hydra was given."""
     own = Path(sys.argv[0]).name in ("__main__.py", "mnist_exp", "mnist-exp")
-    started = ["torchrun", f"--nproc_per_node={distributed.world_size()}"] if distributed.is_distributed() else ["python"]
+    started = (["torchrun", f"--nproc_per_node={distributed.world_size()}"] if distributed.is_distributed()
+               else ["python"])
     sources = HydraConfig.get().runtime.config_sources if HydraConfig.initialized() else []
     config_dir = [["--config-dir", str(Path(source.path).absolute())] for source in sources
                   if source.provider == "command-line"]

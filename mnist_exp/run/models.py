@@ -92,8 +92,8 @@ def cnn(num_classes: int, width: int = 16, stem_width: int | None = None, in_cha
     if (size := map_size(image_size)) < 1:
         smallest = next(side for side in range(image_size, 64) if map_size(side) >= 1)
         raise UserError(f"model.image_size={image_size} is too small for the cnn's convs, which take {smallest} pixels a "
-                        "side or more: give larger images (dataset.image_size=28 in the datasets that have the key), or "
-                        "model=vgg_cnn, which takes any size.")
+                        "side or more: give larger images (dataset.image_size=28 in the datasets that have the key), "
+                        "or model=vgg_cnn, which takes any size.")
     return nn.Sequential(conv_bn_relu(in_channels, stem_width, kernel_size=5, stride=2, padding=0, norm=stem_norm),
                          conv_bn_relu(stem_width, 2 * width, padding=0, pool=True),
                          conv_bn_relu(2 * width, 4 * width, padding=0),

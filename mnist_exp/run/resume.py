@@ -137,7 +137,8 @@ def load_resumable(path: Path, config: dict, in_sweep: bool = False) -> dict:
         best = Path(path).with_name(BEST_CHECKPOINT)
         start = f", or from its best weights: init_from={best}" if best.is_file() and path != best else ""
         raise UserError(f"Checkpoint {path} is unreadable: it is truncated or corrupt, and a run continues only from "
-                        f"its last.pt. Start a new run (without resume=true or ckpt_path, in a new directory){start}.") from None
+                        f"its last.pt. Start a new run (without resume=true or ckpt_path, in a new directory)"
+                        f"{start}.") from None
     if checkpoint["kind"] != "last":
         raise UserError(f"{path} is a {checkpoint['kind']}.pt: it holds the weights, not the training state. "
                         f"Continue from the run's checkpoints/last.pt.")

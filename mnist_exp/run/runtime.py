@@ -187,7 +187,10 @@ def stop_signals_to_workers():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        os.environ.pop("PYTHONWARNINGS") if warnings_before is None else os.environ.update(PYTHONWARNINGS=warnings_before)
+        if warnings_before is None:
+            os.environ.pop("PYTHONWARNINGS")
+        else:
+            os.environ["PYTHONWARNINGS"] = warnings_before
 
 
 def child_processes() -> list[int]:
@@ -206,7 +209,8 @@ def processes() -> dict[int, tuple[int, int]]:
 
 
 def wait_until_idle(pids: list[int], quiet_s: float = 0.5, limit_s: float = 120) -> None:
-    """Until none of ``pids`` has used the CPU for ``quiet_s``: each has done what it was asked (at most ``limit_s``)."""
+    """Until none of ``pids`` has used the CPU for ``quiet_s``: each has done what it was asked (at most
+    ``limit_s``)."""
     deadline, before = time.monotonic() + limit_s, None
     while time.monotonic() < deadline:
         now = {pid: used for pid, (_, used) in processes().items() if pid in pids}

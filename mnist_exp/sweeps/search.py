@@ -35,7 +35,7 @@ from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
-                                           check_whole_numbers, trials_precision)
+                                           check_space_fits, trials_precision)
 from mnist_exp.sweeps.trial import TrialPruned, open_storage, storage_file, without_password
 
 log = logging.getLogger("mnist_exp")
@@ -91,7 +91,7 @@ class OptunaSearch:
         check_settings(self)
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         check_epochs_to_prune(self, space)
-        check_whole_numbers(self.config, space)
+        check_space_fits(self.config, space)
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
         pruner = build_from_node(self.pruner, "pruner")
@@ -270,7 +270,7 @@ def grid_exhausted(study) -> bool:
 
 def objective_numbers(value: Any, count: int) -> list[float] | None:
     """A job's return value as the ``count`` finite numbers Optuna is told, or None where it is not that."""
-    # A sequence holds one value an objective (optimized_metric=[best_val/acc]: one, as a list)
+    # A sequence: a value per objective (optimized_metric=[best_val/acc] is one objective, given as a list).
     values = list(value) if isinstance(value, (list, tuple)) else [value] if count == 1 else []
     numbers = [objective_number(item) for item in values]
     return numbers if len(numbers) == count and None not in numbers else None

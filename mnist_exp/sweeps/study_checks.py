@@ -80,11 +80,11 @@ def check_epochs_to_prune(search, space: dict) -> None:
                         "none: train 2 epochs or more, or hydra/sweeper/pruner=none.")
 
 
-def check_whole_numbers(config, space: dict) -> None:
+def check_space_fits(config, space: dict) -> None:
     """An interval of numbers over a key that takes whole numbers would fail every trial, a choice the key does not
     take the trials that draw it: refused before the first, as a grid sweep's values are."""
     for key, distribution in space.items():
-        if OmegaConf.select(config, key) is None or OmegaConf.is_config(OmegaConf.select(config, key)):  # a group's
+        if (value := OmegaConf.select(config, key)) is None or OmegaConf.is_config(value):  # a group: its options
             continue
         for choice in getattr(distribution, "choices", ()):
             try:
