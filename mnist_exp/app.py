@@ -7,7 +7,6 @@ module only puts them in order, and returns the metric ``optimized_metric`` name
 """
 
 import atexit
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -32,11 +31,11 @@ from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, obj
 from mnist_exp.run.debugging import profiled
 from mnist_exp.run.options import naming_the_preset
 from mnist_exp.run.prechecks import check_command_line, discard_refused_run
-from mnist_exp.run.run_dir_lock import RunDirInUse, held_run_dir, job_dir_lock, run_dir_lock
+from mnist_exp.run.run_dir_lock import OWN_DIR, WAIT, RunDirInUse, held_run_dir, job_dir_lock, run_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
-                                   stop_on_signals, stop_signals_to_workers)
+                                   stop_on_signals)
 from mnist_exp.run.trainer import TrainingStopped
 from mnist_exp.runs import METRICS_FILE, Status
 from mnist_exp.sweeps.search import register_optuna_sweeper
@@ -67,8 +66,8 @@ def main() -> None:
     sys.argv = with_overrides(sys.argv, command, [*(["hydra.output_subdir=null"] if continued else []),
                                                   *distributed.non_writer_overrides()])
     try:
-        with run_dir_lock(held_run_dir(command)), hydra_errors_in_one_line(schema_keys), \
-                (stop_signals_to_workers() if command.multirun else contextlib.nullcontext()):
+        with run_dir_lock(held_run_dir(command), WAIT if command.resume else OWN_DIR), \
+                hydra_errors_in_one_line(schema_keys):
             hydra_main()
     except RunDirInUse as error:
         print_refusal(error)

@@ -118,12 +118,12 @@ def test_a_run_whose_config_is_not_yaml_is_named_and_compared_by_its_overrides(s
 
 def test_another_programs_run_is_named_and_left_out(sweep, capsys):
     """Another Hydra app's outputs beside ours: not a run to rank, nor an unfinished one of ours."""
-    foreign = make_run(sweep / "9_other", [], {"accuracy": 0.9})
-    (foreign / ".hydra" / "config.yaml").write_text("db:\n  driver: mysql\n")
+    foreign = make_run(sweep / "9_other", [], {"test/acc": "high"})  # lightning-hydra-template's nodes, say
+    (foreign / ".hydra" / "config.yaml").write_text("model: {_target_: my.Net}\ndata: {batch_size: 64}\ntrainer: {}\n")
     assert compare.main([str(sweep), "--runs", "--format", "csv"]) == 0
     out, err = capsys.readouterr()
-    assert err == (f"warning: {foreign.resolve() / '.hydra' / 'config.yaml'} is not a mnist_exp run's config (no "
-                   "model, dataset or trainer): the run is left out.\n")
+    assert err == (f"warning: {foreign.resolve() / '.hydra' / 'config.yaml'} is not a mnist_exp run's config (it "
+                   "names no model and dataset): the run is left out.\n")
     assert foreign.name not in [row["run"] for row in read_csv(out)]
     assert compare.main([str(foreign)]) == 1
     assert capsys.readouterr().err.endswith(f"No runs of mnist_exp under {foreign}: their configs are another "

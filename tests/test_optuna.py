@@ -445,19 +445,21 @@ def test_one_metric_given_as_a_list_is_searched_as_one(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.slow  # Ctrl-C goes to a process of its own
-def test_a_stopped_search_queues_its_stopped_trial_to_train_again_when_it_continues(tmp_path, monkeypatch, capsys):
+def test_a_stopped_search_keeps_what_finished_and_queues_its_stopped_trial_to_train_again(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Two trials a batch, one after the other: Ctrl-C in the second. The first has its result in the study."""
     import signal
 
     from optuna.trial import TrialState
 
     sweep = tmp_path / "search"
     args = ["-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake",
-            "dataset.num_train=20000", "trainer.epochs=4", "device=cpu", "device.threads=1", "hydra.sweeper.n_trials=2",
-            f"hydra.sweep.dir={sweep}"]
+            "dataset.num_train=8000", "trainer.epochs=4", "device=cpu", "device.threads=1", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}"]
     with open(tmp_path / "output.txt", "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args], cwd=tmp_path, stdout=out,
                                    stderr=subprocess.STDOUT)
-        while not list(sweep.glob("*/checkpoints/last.pt")) and process.poll() is None:
+        while not list(sweep.glob("1_*/checkpoints/last.pt")) and process.poll() is None:
             time.sleep(0.01)
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
@@ -465,10 +467,13 @@ def test_a_stopped_search_queues_its_stopped_trial_to_train_again_when_it_contin
     assert process.returncode == 130, output[-2000:]
     assert ("The study queues this trial's settings to train again: run the search's own command again to continue "
             "it.") in output and "resume=true" not in output
-    [stopped, queued] = load_study(f"sqlite:///{sweep}/optuna.db").trials
+    [done, stopped, queued] = load_study(f"sqlite:///{sweep}/optuna.db").trials
+    [job] = sweep.glob("0_*")
+    assert done.state == TrialState.COMPLETE and done.value == read_metrics(job)["best_val/acc"]
     assert (stopped.state, queued.state) == (TrialState.FAIL, TrialState.WAITING)
     assert queued.system_attrs["fixed_params"] == stopped.params  # Optuna's record of an enqueued trial's params
-    code, _, err = run_main(*args, "hydra.sweeper.n_trials=1", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    code, _, err = run_main(*args, "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
-    retried = load_study(f"sqlite:///{sweep}/optuna.db").trials[1]
+    retried = load_study(f"sqlite:///{sweep}/optuna.db").trials[2]
     assert retried.state == TrialState.COMPLETE and retried.params == stopped.params

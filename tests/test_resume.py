@@ -415,7 +415,8 @@ def test_a_run_holds_the_directory_it_named_itself_while_it_writes_there(tmp_pat
     finally:
         process.kill()
         process.wait(timeout=60)
-    assert code == 1 and err.splitlines()[0].startswith(f"Another run is writing to {run_dir} right now")
+    assert code == 1 and err.splitlines() == [
+        f"Another run is writing to {run_dir} right now: wait for that one to end, then run this again."]
 
 
 def test_a_new_run_in_a_completed_runs_directory_is_refused(best_late, tmp_path, monkeypatch, capsys):

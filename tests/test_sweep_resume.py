@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import kill_at_creation, read_metrics, run_dirs, run_main
 from mnist_exp.tools import compare
@@ -188,39 +189,14 @@ def test_ctrl_c_in_a_sweep_prints_the_command_that_resumes_the_sweep(uninterrupt
     assert leaderboard(sweep_dir) == leaderboard(uninterrupted)
 
 
-@pytest.mark.slow  # a sweep of its own, its workers, a signal
-def test_sigterm_to_a_joblib_sweeps_process_stops_its_workers_runs_and_the_printed_command_resumes_it(tmp_path,
-                                                                                                   monkeypatch,
-                                                                                                   capsys):
-    """kill <pid>, or a scheduler's SIGTERM, reaches the sweep's own process alone: its workers' runs stop too."""
-    import time
 
-    from mnist_exp.run.runtime import processes
+def test_the_sweeps_resume_command_keeps_its_launcher_and_leaves_out_what_the_app_adds(tmp_path, monkeypatch):
+    from mnist_exp.run.commands import sweep_resume_command
 
-    sweep_dir = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "model=logreg", "dataset=fake",
-            "dataset.num_train=20000", "trainer.epochs=4", "trainer.batch_size=16", f"hydra.sweep.dir={sweep_dir}"]
-    with open(tmp_path / "output.txt", "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args], cwd=tmp_path, stdout=out,
-                                   stderr=subprocess.STDOUT)
-        while len(list(sweep_dir.glob("*/checkpoints/last.pt"))) < 2 and process.poll() is None:
-            time.sleep(0.01)
-        workers = [pid for pid, (parent, _) in processes().items() if parent == process.pid]
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
-    output = (tmp_path / "output.txt").read_text()
-    assert process.returncode == -signal.SIGTERM and "Traceback" not in output and "leaked" not in output, output[-3000:]
-    for _ in range(100):  # no worker left training on, or idle (they end within moments of the sweep's process)
-        if not set(workers) & set(processes()):
-            break
-        time.sleep(0.1)
-    assert workers and not set(workers) & set(processes()), [open(f"/proc/{pid}/cmdline").read() for pid in workers
-                                                             if pid in processes()]
-    jobs = run_dirs(sweep_dir)
-    assert [read_metrics(job)["status"] for job in jobs] == ["stopped", "stopped"]
-    [line, _] = [line for line in output.splitlines() if "Resume the sweep with: " in line]
-    command = shlex.split(line.split("Resume the sweep with: ")[1])
-    assert command == ["python", "-m", "mnist_exp", "-m", *args[1:-1], "resume=true", f"hydra.sweep.dir={sweep_dir}"]
-    code, _, err = run_main(*command[3:], monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
-    assert code == 0, err[-3000:]
-    assert [read_metrics(job)["status"] for job in jobs] == ["completed", "completed"]
+    monkeypatch.setattr(sys, "argv", ["mnist_exp"])
+    recorded = {"hydra": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}",
+                          "hydra.mode=MULTIRUN", "hydra.output_subdir=null"],  # as a resumed sweep's record has it
+                "task": ["seed=0,1", "resume=true"]}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": recorded}}))
+    assert sweep_resume_command(tmp_path) == ("python -m mnist_exp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 "
+                                              f"seed=0,1 resume=true hydra.sweep.dir={tmp_path}")

@@ -13,16 +13,20 @@ from mnist_exp.run import distributed
 from mnist_exp.runs import as_override, without_keys
 
 
+MAIN = Path(__file__).resolve().parents[1] / "__main__.py"  # python -m mnist_exp
+
+
 def program() -> list[str]:
     """How this process was started, as a user types it: ``python -m mnist_exp`` or their own script (which registers
-    their builders), under torchrun where it runs there; with the ``--config-dir`` Hydra was given."""
-    own = Path(sys.argv[0]).name in ("__main__.py", "mnist_exp", "mnist-exp")
+    their builders), under torchrun where it runs there; with the ``--config-dir`` and ``--config-name`` given."""
+    own = Path(sys.argv[0]).resolve() == MAIN or Path(sys.argv[0]).name in ("mnist_exp", "mnist-exp")
     started = (["torchrun", f"--nproc_per_node={distributed.world_size()}"] if distributed.is_distributed()
                else ["python"])
-    sources = HydraConfig.get().runtime.config_sources if HydraConfig.initialized() else []
-    config_dir = [["--config-dir", str(Path(source.path).absolute())] for source in sources
-                  if source.provider == "command-line"]
-    return [*started, *(["-m", "mnist_exp"] if own else [sys.argv[0]]), *(config_dir[0] if config_dir else [])]
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    config_dir = next((["--config-dir", str(Path(source.path).absolute())] for source in
+                       (hydra.runtime.config_sources if hydra else []) if source.provider == "command-line"), [])
+    config_name = ["--config-name", hydra.job.config_name] if hydra and hydra.job.config_name != "config" else []
+    return [*started, *(["-m", "mnist_exp"] if own else [sys.argv[0]]), *config_dir, *config_name]
 
 
 def resume_command(run_dir: Path, overrides: list[str]) -> str:
@@ -39,5 +43,5 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
         overrides = [*recorded.hydra, *recorded.task]  # Hydra's own first: the launcher and its settings
     except Exception:
         return None
-    kept = without_keys(overrides, ("resume", "hydra.sweep.dir", "hydra.mode"))
+    kept = without_keys(overrides, ("resume", "hydra.sweep.dir", "hydra.mode", "hydra.output_subdir"))  # the app's
     return shlex.join([*program(), "-m", *kept, "resume=true", as_override("hydra.sweep.dir", str(sweep_dir))])

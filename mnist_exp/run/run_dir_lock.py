@@ -18,6 +18,9 @@ except ImportError:  # Windows: no advisory locks
 
 
 HELD: set[Path] = set()  # the directories this process holds
+OWN_DIR = ("give this one its own hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), or "
+           "wait for that one to end.")
+WAIT = "wait for that one to end, then run this again."  # a resume, or a sweep's job: the directory is theirs
 
 
 class RunDirInUse(UserError):
@@ -46,7 +49,7 @@ def written_now(run_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
+def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR) -> Iterator[None]:
     """Hold ``run_dir`` (a directory given by name) for one run; a second run given it meanwhile is refused.
 
     A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
@@ -64,9 +67,7 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirInUse(f"Another run is writing to {run_dir} right now: give this one its own "
-                              "hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), "
-                              "or wait for that one to end.") from None
+            raise RunDirInUse(f"Another run is writing to {run_dir} right now: {advice}") from None
         HELD.add(run_dir.resolve())
         yield
     finally:
@@ -78,8 +79,8 @@ def run_dir_lock(run_dir: Path | None) -> Iterator[None]:
 
 
 def job_dir_lock(run_dir: Path) -> contextlib.AbstractContextManager:
-    """``run_dir_lock`` for a job's directory that no lock holds yet (a flock from a second descriptor of the same
-    process would wait for the first); none under torchrun but on rank 0, the one that writes."""
+    """``run_dir_lock`` for a job's directory that no lock holds yet (a flock from a second descriptor of this
+    process would be refused); none under torchrun but on rank 0, the one that writes (as ``held_run_dir``)."""
     if os.environ.get("RANK", "0") != "0" or run_dir.resolve() in HELD:
         return contextlib.nullcontext()
-    return run_dir_lock(run_dir)
+    return run_dir_lock(run_dir, WAIT)

@@ -6,7 +6,6 @@ import random
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -132,16 +131,12 @@ def stop_on_signals(request_stop: Callable[[], None]):
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield received
         return
-    first = []  # when the first came: the same signal again within a second is the same stop (a sweep's process
-    # passes on what it gets, and a terminal's Ctrl-C or scancel reaches every process already)
 
     def handle(signum, _frame):
-        if received and (signum != received[0] or time.monotonic() - first[0] > 1):
+        if received:
             raise KeyboardInterrupt
-        if not received:
-            received.append(signum)
-            first.append(time.monotonic())
-            request_stop()
+        received.append(signum)
+        request_stop()
 
     previous = {signum: signal.signal(signum, handle) for signum in stop_signals()}
     try:
@@ -149,72 +144,3 @@ def stop_on_signals(request_stop: Callable[[], None]):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def stop_signals_to_workers():
-    """Around a sweep: SIGTERM or SIGINT sent to this process alone (``kill``, a scheduler) goes on to the processes
-    that run its jobs (joblib's workers), which stop as a run does, at the next batch with a checkpoint; once they
-    have, they and this process end. Where the jobs run in this process (the basic launcher), a job's own handler is
-    in place; between jobs, and with no worker, the signal acts as it would without this."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def forward(signum, _frame):
-        workers = child_processes()
-        if not workers:  # as before: Ctrl-C's KeyboardInterrupt, SIGTERM's end
-            signal.signal(signum, previous[signum])
-            os.kill(os.getpid(), signum)
-            return
-        for pid in workers:  # each stops its run (a second copy, from a Ctrl-C to them all, is the same stop)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-        wait_until_idle(workers)
-        for pid in workers:  # between runs now: SIGTERM ends them (the trackers of their resources ignore it)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        signal.signal(signum, signal.SIG_DFL)  # ended by the signal, as the shell and a scheduler expect
-        os.kill(os.getpid(), signum)
-
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
-    # Their trackers clean up the semaphores joblib gave the workers, each with a warning after the stop's own lines:
-    # the trackers start from this environment.
-    warnings_before = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [warnings_before, "ignore:resource_tracker:UserWarning"]))
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if warnings_before is None:
-            os.environ.pop("PYTHONWARNINGS")
-        else:
-            os.environ["PYTHONWARNINGS"] = warnings_before
-
-
-def child_processes() -> list[int]:
-    """The processes this one started and that still run, from /proc (none where there is no /proc)."""
-    return [pid for pid, (parent, _) in processes().items() if parent == os.getpid()]
-
-
-def processes() -> dict[int, tuple[int, int]]:
-    """{pid: (its parent's pid, its CPU time in clock ticks)} of every process, from /proc."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the name: state, parent, ... (proc(5))
-            found[int(stat.parent.name)] = int(fields[1]), int(fields[11]) + int(fields[12])
-    return found
-
-
-def wait_until_idle(pids: list[int], quiet_s: float = 0.5, limit_s: float = 120) -> None:
-    """Until none of ``pids`` has used the CPU for ``quiet_s``: each has done what it was asked (at most
-    ``limit_s``)."""
-    deadline, before = time.monotonic() + limit_s, None
-    while time.monotonic() < deadline:
-        now = {pid: used for pid, (_, used) in processes().items() if pid in pids}
-        if now == before:
-            return
-        before = now
-        time.sleep(quiet_s)

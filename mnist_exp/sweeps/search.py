@@ -17,7 +17,6 @@
 import logging
 import math
 import re
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,12 +30,13 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
+from mnist_exp.run.commands import program
 from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
                                            check_space_fits, trials_precision)
-from mnist_exp.sweeps.trial import TrialPruned, open_storage, storage_file, without_password
+from mnist_exp.sweeps.trial import TrialPruned, end_stopped_trial, open_storage, storage_file, without_password
 
 log = logging.getLogger("mnist_exp")
 
@@ -81,7 +81,7 @@ class OptunaSearch:
         self.config = config
         # How the best trial runs again: this package's entry point, or the script of another Hydra app.
         self.own = task_function.__module__.startswith("mnist_exp")
-        self.program = ["python", "-m", "mnist_exp"] if self.own else ["python", sys.argv[0]]
+        self.program = program()
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
@@ -140,10 +140,9 @@ class OptunaSearch:
             try:
                 returns = self.launch(trials)
             except BaseException:  # a stopped search: its unfinished trials fail, their params queued to run again
-                finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-                for trial in (trial for trial in trials if trial.number not in finished):
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    study.enqueue_trial(trial.params)
+                for trial in trials:
+                    end_stopped_trial(study, trial, Path(self.config.hydra.sweep.dir),
+                                      objectives(self.config.get("optimized_metric") or []))
                 raise
             reasons = [tell(study, trial, ret, metric, len(self.directions)) for trial, ret in zip(trials, returns)]
             told, failures = told + len(reasons), failures + sum(reason is not None for reason in reasons)

@@ -104,15 +104,19 @@ def check_space_fits(config, space: dict) -> None:
 
 
 def trials_precision(search, space: dict) -> str | None:
-    """What a mnist_exp search's trials compute in (what auto becomes on this machine); None for another app's, or
-    where the search draws it."""
+    """What a mnist_exp search's trials compute in (what auto becomes on this machine); None for another app's,
+    where the search draws it, where its trials run on other machines (SLURM) or on a device this one lacks."""
     device = search.config.get("device") if search.own else None
-    if device is None or any(key == "device" or key.startswith("device.") for key in space):
+    on_cluster = "slurm" in str(search.config.hydra.launcher.get("_target_", "")).lower()
+    if device is None or on_cluster or any(key == "device" or key.startswith("device.") for key in space):
         return None
     from mnist_exp.run.runtime import select_device, use_bf16  # torch: a mnist_exp search trains in this process
 
     precision, name = (getattr(value, "value", value) for value in (device.precision, device.name))  # enums
-    return "bf16" if use_bf16(precision, select_device(name)) else "fp32"
+    try:
+        return "bf16" if use_bf16(precision, select_device(name)) else "fp32"
+    except UserError:  # device=cuda here without one: each trial says so
+        return None
 
 
 def kind(distribution) -> str:

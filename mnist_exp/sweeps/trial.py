@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import Callback
 from mnist_exp.errors import UserError
+from mnist_exp.runs import METRICS_FILE, Status, number, read_metrics
 
 log = logging.getLogger("mnist_exp")
 
@@ -145,3 +146,22 @@ class ReportToStudy(Callback):
         if epoch < trainer.settings.epochs and self.trial.should_prune():
             log.info("Pruned by the search after epoch %d (%s %.4f)", epoch, self.objective, value)
             raise TrialPruned(f"pruned by the search after epoch {epoch}")
+
+
+def end_stopped_trial(study, trial, sweep_dir: Path, metrics: list[str]) -> None:
+    """A trial of a search that a signal stopped: its result where its job had ended (the jobs of a batch report
+    together), else failed, with its params queued to train again when the search continues."""
+    from optuna.trial import TrialState
+
+    if study.get_trials(deepcopy=False)[trial.number].state.is_finished():
+        return
+    jobs = [*sweep_dir.glob(f"{trial.number}_*"), sweep_dir / str(trial.number)]
+    recorded = next((read_metrics(job) for job in jobs if (job / METRICS_FILE).exists()), {})
+    values = [number(recorded.get(metric)) for metric in metrics]
+    if recorded.get("status") == Status.COMPLETED and values and None not in values:
+        study.tell(trial, values[0] if len(values) == 1 else values)
+    elif recorded.get("status") == Status.PRUNED:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params)

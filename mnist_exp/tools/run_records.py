@@ -77,13 +77,15 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     readable = isinstance(config, dict)
     problem = None if readable or not record.exists() else f"{record} is not a config; the run is compared by its " \
         "overrides alone"
-    if foreign := readable and not {"model", "dataset", "trainer"} & config.keys():
-        problem = f"{record} is not a mnist_exp run's config (no model, dataset or trainer): the run is left out"
     try:
         metrics = read_metrics(run_dir, strict=True)
     except UnreadableMetrics as error:
         reason = str(error).replace(str(run_dir / METRICS_FILE), METRICS_FILE)
         metrics, problem = {"status": Status.UNREADABLE.value, "error": reason}, f"{error}; the run is listed as unreadable"
+    # Every config a run of ours writes names its model and dataset (another Hydra app's may have a model node too).
+    if foreign := readable and not (isinstance(config.get("model"), dict) and "name" in config["model"]
+                                    and isinstance(config.get("dataset"), dict)):
+        problem = f"{record} is not a mnist_exp run's config (it names no model and dataset): the run is left out"
     if isinstance(precision := metrics.get("precision"), str):  # what device.precision=auto became
         overrides[PRECISION] = precision
         if readable and isinstance(config.get("device"), dict):
