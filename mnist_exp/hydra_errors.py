@@ -12,6 +12,7 @@ import sys
 from difflib import get_close_matches
 from typing import Callable
 
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
@@ -241,15 +242,14 @@ def unknown_option_key(full_key: str) -> str:
     keys = sorted({name for entry in options.values() if hasattr(entry, "node") for name in entry.node} - {"_target_"})
     if not keys or (elsewhere := option_with_key(full_key)):  # another option has it: that option
         return f"{full_key} is not a key of the {path[-1]} chosen.{elsewhere}" if keys else ""
-    close = get_close_matches(key, keys, n=1, cutoff=0.6)
-    suggestion = f" Did you mean '{'.'.join(path)}.{close[0]}'?" if close else ""
-    return f"Unknown key '{full_key}'.{suggestion} The keys of hydra/{'/'.join(path[1:])}'s options: {', '.join(keys)}."
+    close, group = get_close_matches(key, keys, n=1, cutoff=0.6), f"hydra/{'/'.join(path[1:])}"
+    suggestion = (f" Did you mean '{'.'.join(path)}.{close[0]}' (a key of {group}="  # the option that has it
+                  f"{' or '.join(options_having(options, close[0]))})?" if close else "")
+    return f"Unknown key '{full_key}'.{suggestion} The keys of {group}'s options: {', '.join(keys)}."
 
 
 def hydra_group_options(path: list[str]) -> dict:
     """The ConfigStore entries of Hydra's group hydra/<path> ({} where there is none)."""
-    from hydra.core.config_store import ConfigStore
-
     options = ConfigStore.instance().repo.get("hydra", {})
     for part in path:
         options = options.get(part, {}) if isinstance(options, dict) else {}

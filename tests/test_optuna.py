@@ -146,7 +146,8 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("trainer.batch_size=choice(32,48.5)", "trainer.batch_size=48.5 is not a whole number: give a whole number, e.g. "
                                            "trainer.batch_size=48."),  # as a grid sweep's values are, before any trial
     ("hydra.sweeper.pruner.n_startup_trails=2", "Unknown key 'hydra.sweeper.pruner.n_startup_trails'. Did you mean "
-     "'hydra.sweeper.pruner.n_startup_trials'? The keys of hydra/sweeper/pruner's options: interval_steps, "),
+     "'hydra.sweeper.pruner.n_startup_trials' (a key of hydra/sweeper/pruner=median)? The keys of "
+     "hydra/sweeper/pruner's options: interval_steps, "),
     ("hydra.sweeper.pruner.min_resource=1", "hydra.sweeper.pruner.min_resource is not a key of the pruner chosen. "
                                             "hydra/sweeper/pruner=hyperband has min_resource: choose it."),
     ("hydra.sweeper.trial=7", "hydra.sweeper.trial=7 is the search's to set, in each job to the number of the trial it "
