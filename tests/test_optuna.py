@@ -478,3 +478,25 @@ def test_a_stopped_search_keeps_what_finished_and_queues_its_stopped_trial_to_tr
     assert code == 0, err[-3000:]
     retried = load_study(f"sqlite:///{sweep}/optuna.db").trials[2]
     assert retried.state == TrialState.COMPLETE and retried.params == stopped.params
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random"])
+def test_a_stopped_trial_is_failed_and_queued_again_but_a_grids_point_stays_failed(sampler, tmp_path):
+    """A grid's last point told: Optuna's grid sampler stops the study there, which is no error here; it counts a
+    failed point as visited and takes no queued one, so none is queued."""
+    from optuna.trial import TrialState
+
+    from mnist_exp.sweeps.trial import end_stopped_trial
+
+    space = {"optimizer.lr": [0.01, 0.1]}
+    chosen = optuna.samplers.GridSampler(space) if sampler == "grid" else optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(sampler=chosen)
+    distribution = optuna.distributions.CategoricalDistribution([0.01, 0.1])
+    finished, stopped = (study.ask({"optimizer.lr": distribution}) for _ in range(2))
+    (tmp_path / "0_a").mkdir()  # the batch's first job ended before the stop: its result is told
+    (tmp_path / "0_a" / "metrics.json").write_text('{"status": "completed", "best_val/acc": 0.5}')
+    for trial in (finished, stopped):
+        end_stopped_trial(study, trial, tmp_path, ["best_val/acc"])
+    states = [trial.state for trial in study.get_trials()]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.FAIL] and study.trials[0].value == 0.5
+    assert states[2:] == ([] if sampler == "grid" else [TrialState.WAITING])

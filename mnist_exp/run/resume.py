@@ -269,9 +269,11 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
     elif checkpointed and restarted_by_scheduler():
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Where the scheduler requeues the job, it "
                     "continues from there; otherwise resume with: %s", name, where, command)
-    elif sweep_dir is not None and HydraConfig.get().sweeper.get("trial") is not None:  # a search's trial
-        log.warning("Stopped by %s in %s. The study queues this trial's settings to train again: run the search's own "
-                    "command again to continue it.", name, where)
+    elif sweep_dir is not None and (sweeper := HydraConfig.get().sweeper).get("trial") is not None:  # a search's
+        grid = str(sweeper.get("sampler", {}).get("_target_")).endswith("GridSampler")  # a failed point stays so
+        log.warning("Stopped by %s in %s. %s: run the search's own command again to continue it.", name, where,
+                    "The study keeps this grid point as failed" if grid else
+                    "The study queues this trial's settings to train again")
     elif checkpointed and sweep_dir is not None and (sweep_command := sweep_resume_command(sweep_dir)):
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume the sweep with: %s", name, where,
                     sweep_command)

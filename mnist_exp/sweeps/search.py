@@ -36,7 +36,8 @@ from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
                                            check_space_fits, trials_precision)
-from mnist_exp.sweeps.trial import TrialPruned, end_stopped_trial, open_storage, storage_file, without_password
+from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, told,
+                                    without_password)
 
 log = logging.getLogger("mnist_exp")
 
@@ -251,16 +252,6 @@ def tell(study, trial, ret: JobReturn, metric: str, count: int = 1) -> str | Non
     # Printed, not logged: in this process the logging goes to the last job's train.log.
     print(f"Trial {trial.number}: {outcome}", flush=True)
     return reason
-
-
-def told(study, trial, *args, **kwargs) -> None:
-    """``study.tell``; the grid sampler's stop once every point is told (meant for ``study.optimize``) is no error:
-    the trial is recorded before it, and the search asks no more (``grid_exhausted``)."""
-    try:
-        study.tell(trial, *args, **kwargs)
-    except RuntimeError as error:
-        if "Study.stop" not in str(error):
-            raise
 
 
 def grid_exhausted(study) -> bool:

@@ -148,9 +148,20 @@ class ReportToStudy(Callback):
             raise TrialPruned(f"pruned by the search after epoch {epoch}")
 
 
+def told(study, trial, *args, **kwargs) -> None:
+    """``study.tell``; the grid sampler's stop once every point is told (meant for ``study.optimize``) is no error:
+    the trial is recorded before it, and the search asks no more (``grid_exhausted``)."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
+
+
 def end_stopped_trial(study, trial, sweep_dir: Path, metrics: list[str]) -> None:
     """A trial of a search that a signal stopped: its result where its job had ended (the jobs of a batch report
-    together), else failed, with its params queued to train again when the search continues."""
+    together), else failed, with its params queued to train again when the search continues (not a grid's point:
+    Optuna's grid sampler counts a failed point as visited, and takes no queued one without every key)."""
     from optuna.trial import TrialState
 
     if study.get_trials(deepcopy=False)[trial.number].state.is_finished():
@@ -159,9 +170,10 @@ def end_stopped_trial(study, trial, sweep_dir: Path, metrics: list[str]) -> None
     recorded = next((read_metrics(job) for job in jobs if (job / METRICS_FILE).exists()), {})
     values = [number(recorded.get(metric)) for metric in metrics]
     if recorded.get("status") == Status.COMPLETED and values and None not in values:
-        study.tell(trial, values[0] if len(values) == 1 else values)
+        told(study, trial, values[0] if len(values) == 1 else values)
     elif recorded.get("status") == Status.PRUNED:
-        study.tell(trial, state=TrialState.PRUNED)
+        told(study, trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)
+        told(study, trial, state=TrialState.FAIL)
+        if type(study.sampler).__name__ != "GridSampler":
+            study.enqueue_trial(trial.params)
