@@ -47,11 +47,16 @@ def full_traceback_asked() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+def other_rank() -> bool:
+    """A torchrun process other than rank 0, which writes nothing: torchrun's RANK, read without importing torch."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def print_refusal(message, stream=None) -> None:
     """A refusal's line, on stderr. Under torchrun every process composes the same command and refuses it alike,
     and the first process to end has torchrun stop the others: process 0 (torchrun's RANK) says it at once, the
     others only where they are still running seconds later (a refusal of their own)."""
-    if os.environ.get("RANK", "0") != "0":
+    if other_rank():
         time.sleep(OTHER_RANKS_WAIT_S)
     print(message, file=stream or sys.stderr)
 

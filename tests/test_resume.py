@@ -36,9 +36,10 @@ def same_result(a: dict, b: dict) -> bool:
     return {k: a[k] for k in keys} == {k: b[k] for k in keys}
 
 
-def start_and_signal(run_dir, signum) -> subprocess.Popen:
-    """Start a deterministic run; send it ``signum`` once its first epoch is checkpointed (training is underway)."""
-    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, f'hydra.run.dir="{run_dir}"']
+def start_and_signal(run_dir, signum, *options: str) -> subprocess.Popen:
+    """Start a deterministic run (with ``options`` first); send it ``signum`` once its first epoch is checkpointed
+    (training is underway)."""
+    command = [sys.executable, "-m", "mnist_exp", *options, *DETERMINISTIC, f'hydra.run.dir="{run_dir}"']
     process = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.pt"
     while not last.exists() and process.poll() is None:
@@ -139,13 +140,8 @@ def test_the_printed_command_resumes_a_run_of_an_own_config_dir(tmp_path, monkey
     (tmp_path / "mine" / "experiment").mkdir(parents=True)
     (tmp_path / "mine" / "experiment" / "own.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 3\n")
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", "--config-dir", "mine", "experiment=own",
-                                *DETERMINISTIC, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (run_dir / "checkpoints" / "last.pt").exists() and process.poll() is None:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM, "the run ended before it could be stopped"
+    process = start_and_signal(run_dir, signal.SIGTERM, "--config-dir", "mine", "experiment=own")
+    assert process.returncode == 128 + signal.SIGTERM, "the run ended before it could be stopped"
     command = shlex.split(read_metrics(run_dir)["resume"])
     assert command[:5] == ["python", "-m", "mnist_exp", "--config-dir", str(tmp_path / "mine")], command
     run(*command[3:], cwd=tmp_path / "run", monkeypatch=monkeypatch, capsys=capsys)  # from elsewhere too

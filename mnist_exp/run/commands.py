@@ -1,6 +1,6 @@
 """The commands a run prints for its user to type again: the one that resumes it, the one that resumes its sweep.
 Each starts as this process was started (``python -m mnist_exp``, a user's own script, torchrun), with the
-``--config-dir`` Hydra was given."""
+``--config-dir`` and ``--config-name`` Hydra was given."""
 
 import shlex
 import sys

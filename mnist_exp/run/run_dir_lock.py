@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, other_rank
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.run.config import MADE_RUN_DIRS
 
@@ -29,7 +29,7 @@ class RunDirInUse(UserError):
 
 def held_run_dir(command: CommandLine) -> Path | None:
     """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
-    if os.environ.get("RANK", "0") != "0" or command.multirun or command.prints_only:
+    if other_rank() or command.multirun or command.prints_only:
         return None
     return command.run_dir
 
@@ -50,10 +50,11 @@ def written_now(run_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR) -> Iterator[None]:
-    """Hold ``run_dir`` (a directory given by name) for one run; a second run given it meanwhile is refused.
+    """Hold ``run_dir`` for one run; a second run given it meanwhile is refused, told ``advice``.
 
     A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
-    not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself) holds nothing.
+    not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself, held by
+    ``job_dir_lock`` once its job starts) holds nothing here.
     """
     if run_dir is None or fcntl is None:
         yield
@@ -80,7 +81,7 @@ def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR) -> Iterator[None]:
 
 def job_dir_lock(run_dir: Path) -> contextlib.AbstractContextManager:
     """``run_dir_lock`` for a job's directory that no lock holds yet (a flock from a second descriptor of this
-    process would be refused); none under torchrun but on rank 0, the one that writes (as ``held_run_dir``)."""
-    if os.environ.get("RANK", "0") != "0" or run_dir.resolve() in HELD:
+    process would be refused); none under torchrun but on rank 0, the one that writes."""
+    if other_rank() or run_dir.resolve() in HELD:
         return contextlib.nullcontext()
     return run_dir_lock(run_dir, WAIT)

@@ -44,8 +44,8 @@ def run_dirs_under(path: Path) -> list[Path]:
 
 
 def runs_under(paths: list[Path]) -> list[dict[str, Any]]:
-    """The runs under ``paths``, read, each problem said on stderr; another program's runs (a config without a model,
-    a dataset or a trainer) are left out."""
+    """The runs under ``paths``, read, each problem said on stderr; another program's runs (a config that names no
+    model and dataset, ``read_run``'s ``foreign``) are left out."""
     runs = read_runs(find_runs(paths))
     for run in runs:
         if run["problem"]:
