@@ -318,7 +318,7 @@ def test_a_resume_records_its_params_wherever_its_mlflow_run_is_new(tmp_path, mo
     def tracker(run: str, resumed_step: int | None, experiment: str) -> MlflowTracker:
         (tmp_path / run).mkdir(exist_ok=True)
         opened = MlflowTracker(TrackedRun(tmp_path / run, resumed_step, sweep_dir=None), uri, experiment)
-        opened.run_record(config, ["seed=3"])
+        opened.run_record(config, "python -m mnist_exp seed=3")
         opened.close("stopped")
         return opened
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import read_metrics, run_dirs, run_module
+from conftest import read_events, read_metrics, run_dirs, run_module
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry
 from mnist_exp.tools import evaluate
@@ -85,6 +85,11 @@ def test_a_users_own_model_trains_through_the_entry_point(tmp_path, capsys):
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed"
     assert metrics["params"] == 784 * 12 + 12 + 12 * 10 + 10
+    # The command TensorBoard records is the one that ran: the user's script, which registers tiny.
+    [command] = read_events(run_dir).Tensors("overrides/text_summary")
+    assert command.tensor_proto.string_val[0].decode().endswith(
+        f"python {tmp_path / 'my_models.py'} model=tiny model.width=12 dataset=fake trainer.epochs=1 device=cpu "
+        "device.threads=1\n```")
     # A typo in the new model's key fails at composition, as for the built-in ones: one line, the close match
     # among the keys its builder takes.
     result = run_module("my_models", "model=tiny", "model.widht=12", "dataset=fake", cwd=tmp_path, expect_ok=False)

@@ -129,7 +129,7 @@ def write_job(run_dir: Path, params: dict, steps: int) -> None:
     """A sweep job's TensorBoard record as app.fit_and_test writes it: text, curves, hparams at the final step."""
     tracker = TensorBoardTracker(run_dir)
     config = {"model": {"name": params["model.name"]}, "optimizer": {"nesterov": params["optimizer.nesterov"]}}
-    tracker.run_record(config, [f"model={params['model.name']}", "dataset=fake"])
+    tracker.run_record(config, f"python -m mnist_exp model={params['model.name']} dataset=fake")
     for step in range(1, steps + 1):
         tracker.scalars({"train/loss": 1 / step, "val/loss": 1.1 / step, "train/acc": 0.5, "val/acc": 0.4}, step)
     tracker.hparams(params, {"test/acc": 0.9, "best_val/acc": 0.8}, step=steps)

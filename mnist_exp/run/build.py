@@ -17,6 +17,7 @@ from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TrackingCallback
 from mnist_exp.run.checkpoint import misfit
+from mnist_exp.run.commands import run_command
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
 from mnist_exp.run.debugging import limited
 from mnist_exp.run.ema import check_decay
@@ -176,7 +177,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if writer:
         tracker = open_trackers(config["logger"], TrackedRun(run_dir, trainer.state.step if resume_from else None,
                                                              sweep_dir))
-        tracker.run_record(config, without_resume(list(overrides)))
+        tracker.run_record(config, run_command(without_resume(list(overrides))))
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TrackingCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},

@@ -1,4 +1,5 @@
-"""The commands a run prints for its user to type again: the one that resumes it, the one that resumes its sweep.
+"""The commands a run records and prints for its user to type again: the one that ran it, the one that resumes it,
+the one that resumes its sweep.
 Each starts as this process was started (``python -m mnist_exp``, a user's own script, torchrun), with the
 ``--config-dir`` and ``--config-name`` Hydra was given."""
 
@@ -27,6 +28,11 @@ def program() -> list[str]:
                        (hydra.runtime.config_sources if hydra else []) if source.provider == "command-line"), [])
     config_name = ["--config-name", hydra.job.config_name] if hydra and hydra.job.config_name != "config" else []
     return [*started, *(["-m", "mnist_exp"] if own else [sys.argv[0]]), *config_dir, *config_name]
+
+
+def run_command(overrides: list[str]) -> str:
+    """The shell command that runs this job as it was started, with its overrides: what trackers record."""
+    return shlex.join([*program(), *overrides])
 
 
 def resume_command(run_dir: Path, overrides: list[str]) -> str:

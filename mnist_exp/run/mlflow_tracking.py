@@ -123,14 +123,13 @@ class MlflowTracker(Tracker):
                 raise
             return experiment.experiment_id
 
-    def run_record(self, config: dict, overrides: list[str]) -> None:
+    def run_record(self, config: dict, command: str) -> None:
         from mlflow.entities import Param, RunTag
 
         if self.continued:
             return
 
         params = [Param(key, str(value)) for key, value in hyperparameters(config).items()]
-        command = shlex.join(["python", "-m", "mnist_exp", *overrides])
         self.attempt("record the params", lambda: self.client.log_batch(
             self.run_id, params=params, tags=[RunTag("command", command)]))
 

@@ -47,12 +47,12 @@ class TensorBoardTracker(Tracker):
         for tag, value in values.items():
             self.writer.add_scalar(tag, float(value), step)
 
-    def run_record(self, config: dict, overrides: list[str]) -> None:
-        """The TEXT tab: the composed config as YAML and the overrides as a command; the curves' layout."""
+    def run_record(self, config: dict, command: str) -> None:
+        """The TEXT tab: the composed config as YAML and the command that ran it; the curves' layout."""
         if self.recorded:
             return
         self.writer.add_text("config", f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```", 0)
-        self.writer.add_text("overrides", f"```\n{shlex.join(['python', '-m', 'mnist_exp', *overrides])}\n```", 0)
+        self.writer.add_text("overrides", f"```\n{command}\n```", 0)
         self.writer.add_custom_scalars(CURVES_LAYOUT)
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float], step: int,

@@ -20,9 +20,9 @@ class TrackedRun:
 class Tracker:
     """The calls a run makes of its trackers; a tracker overrides those its store records."""
 
-    def run_record(self, config: dict, overrides: list[str]) -> None:
-        """The run's composed config and its overrides, where this tracker's record of the run is new: a fresh
-        run's, or a resumed run's that began without this tracker (or in another store)."""
+    def run_record(self, config: dict, command: str) -> None:
+        """The run's composed config and the command that ran it, where this tracker's record of the run is new: a
+        fresh run's, or a resumed run's that began without this tracker (or in another store)."""
 
     def scalars(self, values: dict[str, float], step: int) -> None: ...
 
