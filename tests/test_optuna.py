@@ -456,11 +456,11 @@ def test_a_stopped_search_keeps_what_finished_and_queues_its_stopped_trial_to_tr
     sweep = tmp_path / "search"
     args = ["-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake",
             "dataset.num_train=8000", "trainer.epochs=4", "device=cpu", "device.threads=1", "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+            "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=trial${hydra.job.num}"]
     with open(tmp_path / "output.txt", "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args], cwd=tmp_path, stdout=out,
                                    stderr=subprocess.STDOUT)
-        while not list(sweep.glob("1_*/checkpoints/last.pt")) and process.poll() is None:
+        while not (sweep / "trial1" / "checkpoints" / "last.pt").exists() and process.poll() is None:
             time.sleep(0.01)
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
@@ -469,8 +469,8 @@ def test_a_stopped_search_keeps_what_finished_and_queues_its_stopped_trial_to_tr
     assert ("The study queues this trial's settings to train again: run the search's own command again to continue "
             "it.") in output and "resume=true" not in output
     [done, stopped, queued] = load_study(f"sqlite:///{sweep}/optuna.db").trials
-    [job] = sweep.glob("0_*")
-    assert done.state == TrialState.COMPLETE and done.value == read_metrics(job)["best_val/acc"]
+    # Found by the directory its job recorded in the trial, whatever hydra.sweep.subdir names it.
+    assert done.state == TrialState.COMPLETE and done.value == read_metrics(sweep / "trial0")["best_val/acc"]
     assert (stopped.state, queued.state) == (TrialState.FAIL, TrialState.WAITING)
     assert queued.system_attrs["fixed_params"] == stopped.params  # Optuna's record of an enqueued trial's params
     code, _, err = run_main(*args, "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", monkeypatch=monkeypatch,
@@ -493,10 +493,11 @@ def test_a_stopped_trial_is_failed_and_queued_again_but_a_grids_point_stays_fail
     study = optuna.create_study(sampler=chosen)
     distribution = optuna.distributions.CategoricalDistribution([0.01, 0.1])
     finished, stopped = (study.ask({"optimizer.lr": distribution}) for _ in range(2))
-    (tmp_path / "0_a").mkdir()  # the batch's first job ended before the stop: its result is told
-    (tmp_path / "0_a" / "metrics.json").write_text('{"status": "completed", "best_val/acc": 0.5}')
-    for trial in (finished, stopped):
-        end_stopped_trial(study, trial, tmp_path, ["best_val/acc"])
+    (tmp_path / "a").mkdir()  # the batch's first job ended before the stop: its result is told
+    (tmp_path / "a" / "metrics.json").write_text('{"status": "completed", "best_val/acc": 0.5}')
+    for trial, run_dir in ((finished, tmp_path / "a"), (stopped, tmp_path / "b")):
+        trial.set_user_attr("run_dir", str(run_dir))  # as the trial's job records it
+        end_stopped_trial(study, trial, ["best_val/acc"])
     states = [trial.state for trial in study.get_trials()]
     assert states[:2] == [TrialState.COMPLETE, TrialState.FAIL] and study.trials[0].value == 0.5
     assert states[2:] == ([] if sampler == "grid" else [TrialState.WAITING])

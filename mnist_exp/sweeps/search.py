@@ -142,8 +142,7 @@ class OptunaSearch:
                 returns = self.launch(trials)
             except BaseException:  # a stopped search: its unfinished trials fail, their params queued to run again
                 for trial in trials:
-                    end_stopped_trial(study, trial, Path(self.config.hydra.sweep.dir),
-                                      objectives(self.config.get("optimized_metric") or []))
+                    end_stopped_trial(study, trial, objectives(self.config.get("optimized_metric") or []))
                 raise
             reasons = [tell(study, trial, ret, metric, len(self.directions)) for trial, ret in zip(trials, returns)]
             told, failures = told + len(reasons), failures + sum(reason is not None for reason in reasons)

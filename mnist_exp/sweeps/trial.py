@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import Callback
 from mnist_exp.errors import UserError
-from mnist_exp.runs import METRICS_FILE, Status, number, read_metrics
+from mnist_exp.runs import Status, number, read_metrics
 
 log = logging.getLogger("mnist_exp")
 
@@ -109,6 +109,9 @@ def trial_callbacks(hydra_cfg: DictConfig, objective) -> list[Callback]:
     storage = open_storage(sweeper.storage, OmegaConf.select(sweeper, "heartbeat_interval"))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(sweeper.study_name),
                                                                number)
+    if not storage.get_trial(trial_id).state.is_finished():  # a requeued job's trial may have been failed since
+        # Where the job writes its record, which a stopped search reads whatever hydra.sweep.subdir names the job.
+        storage.set_trial_user_attr(trial_id, "run_dir", hydra_cfg.runtime.output_dir)
     if getattr(storage, "get_heartbeat_interval", lambda: None)():  # a database with heartbeats (not a journal)
         start_heartbeat(storage, trial_id)
     if not isinstance(objective, str) or objective not in EPOCH_OBJECTIVES or distributed.is_distributed():
@@ -158,16 +161,18 @@ def told(study, trial, *args, **kwargs) -> None:
             raise
 
 
-def end_stopped_trial(study, trial, sweep_dir: Path, metrics: list[str]) -> None:
+def end_stopped_trial(study, trial, metrics: list[str]) -> None:
     """A trial of a search that a signal stopped: its result where its job had ended (the jobs of a batch report
-    together), else failed, with its params queued to train again when the search continues (not a grid's point:
-    Optuna's grid sampler counts a failed point as visited, and takes no queued one without every key)."""
+    together; the job named its directory in the trial), else failed, with its params queued to train again when
+    the search continues (not a grid's point: Optuna's grid sampler counts a failed point as visited, and takes no
+    queued one without every key)."""
     from optuna.trial import TrialState
 
-    if study.get_trials(deepcopy=False)[trial.number].state.is_finished():
+    stored = study.get_trials(deepcopy=False)[trial.number]
+    if stored.state.is_finished():
         return
-    jobs = [*sweep_dir.glob(f"{trial.number}_*"), sweep_dir / str(trial.number)]
-    recorded = next((read_metrics(job) for job in jobs if (job / METRICS_FILE).exists()), {})
+    run_dir = stored.user_attrs.get("run_dir")
+    recorded = read_metrics(Path(run_dir)) if run_dir else {}
     values = [number(recorded.get(metric)) for metric in metrics]
     if recorded.get("status") == Status.COMPLETED and values and None not in values:
         told(study, trial, values[0] if len(values) == 1 else values)
