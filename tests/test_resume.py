@@ -135,15 +135,18 @@ def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_
 
 
 @pytest.mark.slow
-def test_the_printed_command_resumes_a_run_of_an_own_config_dir(tmp_path, monkeypatch, capsys):
-    """The experiment is in the user's --config-dir: the command that resumes the run names it too."""
+@pytest.mark.parametrize("where", [("--config-dir", "mine"), ("hydra.searchpath=[file://mine]",)])
+def test_the_printed_command_resumes_a_run_of_an_own_config_folder(where, tmp_path, monkeypatch, capsys):
+    """The experiment is in the user's --config-dir or on hydra.searchpath: the command that resumes the run names
+    that folder too, as an absolute path."""
     (tmp_path / "mine" / "experiment").mkdir(parents=True)
     (tmp_path / "mine" / "experiment" / "own.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 3\n")
     run_dir = tmp_path / "run"
-    process = start_and_signal(run_dir, signal.SIGTERM, "--config-dir", "mine", "experiment=own")
+    process = start_and_signal(run_dir, signal.SIGTERM, *where, "experiment=own")
     assert process.returncode == 128 + signal.SIGTERM, "the run ended before it could be stopped"
     command = shlex.split(read_metrics(run_dir)["resume"])
-    assert command[:5] == ["python", "-m", "mnist_exp", "--config-dir", str(tmp_path / "mine")], command
+    assert command[3:5] == (["--config-dir", str(tmp_path / "mine")] if len(where) == 2 else
+                            [f'hydra.searchpath=["file://{tmp_path / "mine"}"]', "experiment=own"]), command
     run(*command[3:], cwd=tmp_path / "run", monkeypatch=monkeypatch, capsys=capsys)  # from elsewhere too
     assert read_metrics(run_dir)["status"] == "completed"
 

@@ -1,7 +1,7 @@
 """The commands a run records and prints for its user to type again: the one that ran it, the one that resumes it,
 the one that resumes its sweep.
 Each starts as this process was started (``python -m mnist_exp``, a user's own script, torchrun), with the
-``--config-dir`` and ``--config-name`` Hydra was given."""
+``--config-dir``, ``--config-name`` and ``hydra.searchpath`` Hydra was given."""
 
 import shlex
 import sys
@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from mnist_exp.run import distributed
-from mnist_exp.runs import as_override, without_keys
+from mnist_exp.runs import as_override, split_override, without_keys
 
 
 MAIN = Path(__file__).resolve().parents[1] / "__main__.py"  # python -m mnist_exp
@@ -30,15 +30,26 @@ def program() -> list[str]:
     return [*started, *(["-m", "mnist_exp"] if own else [sys.argv[0]]), *config_dir, *config_name]
 
 
+def searchpath() -> list[str]:
+    """The ``hydra.searchpath`` override this process was given, if any, its folders made absolute as --config-dir's
+    are: the configs found there (a user's ``experiment=mine``) compose only with it. An override: it goes after a
+    flag such as ``-m``."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    if not hydra or not any(split_override(text)[0] == "hydra.searchpath" for text in hydra.overrides.hydra):
+        return []
+    return [as_override("hydra.searchpath", [f"file://{Path(entry.removeprefix('file://')).absolute()}"
+                                             if entry.startswith("file://") else entry for entry in hydra.searchpath])]
+
+
 def run_command(overrides: list[str]) -> str:
     """The shell command that runs this job as it was started, with its overrides: what trackers record."""
-    return shlex.join([*program(), *overrides])
+    return shlex.join([*program(), *searchpath(), *overrides])
 
 
 def resume_command(run_dir: Path, overrides: list[str]) -> str:
     """The shell command that continues the run, quoted where the shell needs it."""
     kept = without_keys(overrides, ("resume", "ckpt_path", "hydra.run.dir"))
-    return shlex.join([*program(), *kept, "resume=true", as_override("hydra.run.dir", str(run_dir))])
+    return shlex.join([*program(), *searchpath(), *kept, "resume=true", as_override("hydra.run.dir", str(run_dir))])
 
 
 def sweep_resume_command(sweep_dir: Path) -> str | None:

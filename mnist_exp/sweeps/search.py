@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
-from mnist_exp.run.commands import program
+from mnist_exp.run.commands import program, searchpath
 from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
@@ -82,7 +82,7 @@ class OptunaSearch:
         self.config = config
         # How the best trial runs again: this package's entry point, or the script of another Hydra app.
         self.own = task_function.__module__.startswith("mnist_exp")
-        self.program = program()
+        self.program = [*program(), *searchpath()]  # a best trial's command runs it alone
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
