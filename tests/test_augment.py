@@ -31,6 +31,16 @@ def test_shift_augmentation_moves_each_image_reproducibly():
     assert moved > 32  # most move: 24 of 25 offsets do
 
 
+def test_every_seed_a_run_takes_draws_its_own_augmentation():
+    """Seeds up to 2**32 - 1 (the range check's) give generators; a seed below 28,821,309 keeps the draws it had."""
+    data = fake(num_train=8)
+    batches = {seed: next(TensorLoader(data.train, 8, mean=0.0, std=1.0, shuffle=False, augment=shift(max_shift=2),
+                                       seed=seed).epoch_batches(3))[0] for seed in (5, 123_456_789, 2**32 - 1)}
+    assert not torch.equal(batches[123_456_789], batches[2**32 - 1]) and not torch.equal(batches[5], batches[2**32 - 1])
+    generator = torch.Generator().manual_seed(((5 * 100_003 + 3) * 100_003 + 0) * 64)
+    assert torch.equal(batches[5], shift(max_shift=2)(data.train.images[:8].float().div(255).unsqueeze(1), generator))
+
+
 @pytest.mark.parametrize("augment", [shift(max_shift=2), affine(), elastic()], ids=["shift", "affine", "elastic"])
 def test_colour_images_move_as_their_grey_channels_would_each(augment):
     """[B, 3, H, W]: every channel moved as the same draw moves a grey image; the channels stay together."""

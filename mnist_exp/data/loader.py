@@ -75,5 +75,7 @@ class TensorLoader:
         return self.epoch_batches(0)
 
     def augment_generator(self, epoch: int, batch: int) -> torch.Generator:
-        """Draws that depend on (seed, epoch, batch, rank) alone, so a resumed run sees the same images."""
-        return torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 100_003 + batch) * 64 + self.rank)
+        """Draws that depend on (seed, epoch, batch, rank) alone, so a resumed run sees the same images. The number
+        wraps at 2**64, the most a generator takes (a seed from 28,821,309 on would pass it)."""
+        return torch.Generator().manual_seed((((self.seed * 100_003 + epoch) * 100_003 + batch) * 64 + self.rank)
+                                             % 2**64)
