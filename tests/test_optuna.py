@@ -445,6 +445,20 @@ def test_one_metric_given_as_a_list_is_searched_as_one(tmp_path, monkeypatch, ca
     assert code == 0 and "Trial 0: best_val/acc " in out, err[-3000:]
 
 
+def test_a_search_on_the_validation_split_is_refused_where_there_is_none(tmp_path, monkeypatch, capsys):
+    """Refused before any trial trains (each would return nan); the advice, followed, searches."""
+    args = ["-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake",
+            "trainer.epochs=1", "device=cpu", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'search'}"]
+    code, _, err = run_main(*args, "dataset.val_size=0", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err) == (1, "optimized_metric=best_val/acc is measured on the validation split, and "
+                              "dataset.val_size=0 leaves none: give dataset.val_size=256, so that the trials are "
+                              "compared on images none of them trained on.\n")
+    assert not (tmp_path / "search" / "0").exists() and not list((tmp_path / "search").glob("0_*"))
+    code, out, err = run_main(*args, "dataset.val_size=0", "dataset.val_size=256", monkeypatch=monkeypatch,
+                              capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "Trial 0: best_val/acc " in out, err[-3000:]
+
+
 @pytest.mark.slow  # Ctrl-C goes to a process of its own
 def test_a_stopped_search_keeps_what_finished_and_queues_its_stopped_trial_to_train_again(tmp_path, monkeypatch,
                                                                                         capsys):

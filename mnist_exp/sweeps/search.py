@@ -35,7 +35,7 @@ from mnist_exp.run.config import objectives
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
-                                           check_space_fits, trials_precision)
+                                           check_space_fits, check_validation_split, trials_precision)
 from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, told,
                                     without_password)
 
@@ -93,6 +93,7 @@ class OptunaSearch:
         space, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         check_epochs_to_prune(self, space)
         check_space_fits(self.config, space)
+        check_validation_split(self, space)
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
         sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
         pruner = build_from_node(self.pruner, "pruner")

@@ -9,6 +9,7 @@ from omegaconf.errors import ValidationError
 
 from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.hydra_errors import one_line
+from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.config import check_objectives, objectives
 from mnist_exp.runs import RESUME_MAY_CHANGE, split_override
 from mnist_exp.sweeps.space import describe
@@ -78,6 +79,24 @@ def check_epochs_to_prune(search, space: dict) -> None:
     if not search.pruner._target_.endswith("NopPruner") and epochs < 2:
         raise UserError(f"hydra.sweeper.pruner stops a trial between its epochs, and trainer.epochs={epochs} has "
                         "none: train 2 epochs or more, or hydra/sweeper/pruner=none.")
+
+
+VAL = ("val", "best_val")  # the prefixes of the metrics measured on the validation split
+
+
+def check_validation_split(search, space: dict) -> None:
+    """A validation metric needs a validation split: without one every trial would train, then return nan."""
+    config = search.config
+    metric = next((m for m in objectives(config.get("optimized_metric") or []) if m.split("/")[0] in VAL), None)
+    if (not search.own or metric is None or OmegaConf.select(config, "dataset.val_size") != 0
+            or OmegaConf.select(config, "trainer.overfit_batches") is not None
+            or {"dataset", "dataset.val_size"} & set(space)):
+        return
+    option = CONF_DIR / "dataset" / f"{OmegaConf.select(config, 'hydra.runtime.choices.dataset')}.yaml"
+    default = OmegaConf.load(option).get("val_size") if option.is_file() else None
+    example = f"dataset.val_size={default}" if default else "a size above 0"
+    raise UserError(f"optimized_metric={metric} is measured on the validation split, and dataset.val_size=0 leaves "
+                    f"none: give {example}, so that the trials are compared on images none of them trained on.")
 
 
 def check_space_fits(config, space: dict) -> None:
