@@ -26,8 +26,7 @@ from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job, config_as_run
 from mnist_exp.run.checkpoint import full_disk_error
 from mnist_exp.run.command_line import parse_command_line, with_overrides
-from mnist_exp.run.config import (CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, objectives, register_schemas,
-                                   schema_keys)
+from mnist_exp.run.config import CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, register_schemas, schema_keys
 from mnist_exp.run.debugging import profiled
 from mnist_exp.run.options import naming_the_preset
 from mnist_exp.run.prechecks import check_command_line, discard_refused_run
@@ -37,7 +36,7 @@ from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_r
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
                                    stop_on_signals)
 from mnist_exp.run.trainer import TrainingStopped
-from mnist_exp.runs import METRICS_FILE, Status
+from mnist_exp.runs import METRICS_FILE, Status, objectives
 from mnist_exp.sweeps.search import register_optuna_sweeper
 from mnist_exp.sweeps.trial import TrialPruned, trial_callbacks
 

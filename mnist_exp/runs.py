@@ -15,14 +15,14 @@ import re
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, did_you_mean
 
 
 class Status(str, Enum):
@@ -234,3 +234,24 @@ def number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
+
+
+# The metrics.json keys a run can return to a sweeper; a list of them makes a multi-objective search.
+OBJECTIVES = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc", "train_time_s", "params")
+
+
+def objectives(optimized_metric) -> list[str]:
+    """``optimized_metric`` as a list: one key, or several (a multi-objective search)."""
+    return [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
+
+
+def check_objectives(optimized_metric) -> None:
+    """``optimized_metric`` is one of ``OBJECTIVES``, or a list of them."""
+    metrics = optimized_metric
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:  # one, or null, 5, []: refused
+        metrics = [optimized_metric]
+    for metric in metrics:
+        if metric not in OBJECTIVES:
+            shown = "null" if metric is None else metric
+            raise UserError(f"optimized_metric={shown} is not a metric.{did_you_mean(shown, OBJECTIVES)} Choose "
+                            f"one of: {', '.join(OBJECTIVES)}, or a list of them for several objectives.")

@@ -231,6 +231,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["scheduler=cosine", "scheduler.warmup_epochs=2"],
      "scheduler.warmup_epochs=2.0 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
      "below the run's 2 epochs."),
+    (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
+     "scheduler.warmup_epochs=inf is not a number training can use: give a finite one."),
+    (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is not a number training can use: give a finite one."),
     (["scheduler=step", "scheduler.step_size=0"],
      "scheduler.step_size=0 is out of range: it takes a whole number of epochs, at least 1, e.g. 1."),
     (["scheduler.pct_start=0"], "scheduler.pct_start=0.0 is out of range: it takes a fraction in (0, 1), e.g. 0.25."),
@@ -297,8 +300,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "logger.tensorboard=null: leave a logger out by choosing the others, logger=[csv]."),
     (["dataset.num_test=0"], "dataset=fake leaves no test images (1024 training, 256 validation): give it "
                              "dataset.num_test=256, say."),
-    (["dataset.mean=nan"], "dataset.mean=nan is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
-                           "(MNIST's)."),
+    (["dataset.mean=nan"], "dataset.mean=nan is not a number training can use: give a finite one."),
+    (["dataset.mean=2"], "dataset.mean=2.0 is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
+                         "(MNIST's)."),
     (["dataset.std=0"], "dataset.std=0.0 is out of range: it takes the pixels' standard deviation, above 0, e.g. "
                         "0.3081 (MNIST's)."),
     ([f"device.threads={CORES + 1}"], f"device.threads={CORES + 1} is more than the {CORES} cores this process may "

@@ -19,7 +19,6 @@ at composition with Hydra's own message. Two kinds of schema:
 import hashlib
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from pathlib import Path
@@ -35,6 +34,7 @@ from mnist_exp.run.loggers import check_loggers
 from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import config_groups_help, hydra_settings_keys
+from mnist_exp.runs import check_objectives
 from mnist_exp.registry import (AUGMENTATIONS, DATASETS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, Registry,
                                 config_parameters)
 
@@ -230,6 +230,19 @@ def check_ranges(cfg) -> None:
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
     check_objectives(cfg.optimized_metric)
+    check_finite(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def check_finite(node, key: str) -> None:
+    """inf and nan: floats OmegaConf takes and no key here does (each then fails later, or trains on nonsense)."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            check_finite(value, f"{key}.{name}" if key else name)
+    elif isinstance(node, list):
+        for value in node:
+            check_finite(value, key)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{key}={str(node).lower()} is not a number training can use: give a finite one.")
 
 
 def check_patience(patience: int | None, val_size: int | None, epochs: int) -> None:
@@ -245,27 +258,6 @@ def check_patience(patience: int | None, val_size: int | None, epochs: int) -> N
     if val_size == 0:
         raise UserError(f"trainer.patience={patience} watches the validation accuracy, and dataset.val_size=0 leaves "
                         "no validation split: give dataset.val_size a size above 0, or trainer.patience=null.")
-
-
-# The metrics.json keys a run can return to a sweeper; a list of them makes a multi-objective search.
-OBJECTIVES = ("test/acc", "test/loss", "val/acc", "val/loss", "best_val/acc", "train_time_s", "params")
-
-
-def objectives(optimized_metric) -> list[str]:
-    """``optimized_metric`` as a list: one key, or several (a multi-objective search)."""
-    return [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
-
-
-def check_objectives(optimized_metric) -> None:
-    """``optimized_metric`` is one of ``OBJECTIVES``, or a list of them."""
-    metrics = optimized_metric
-    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:  # one, or null, 5, []: refused
-        metrics = [optimized_metric]
-    for metric in metrics:
-        if metric not in OBJECTIVES:
-            shown = "null" if metric is None else metric
-            raise UserError(f"optimized_metric={shown} is not a metric.{did_you_mean(shown, OBJECTIVES)} Choose "
-                            f"one of: {', '.join(OBJECTIVES)}, or a list of them for several objectives.")
 
 
 def schema_keys(type_name: str) -> list[str]:

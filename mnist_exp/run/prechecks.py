@@ -22,11 +22,11 @@ from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings,
                                          only_in_a_sweep)
-from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_objectives, check_ranges, named
+from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_ranges, named
 from mnist_exp.run.options import PRESET_GROUPS, check_presets_agree, group_options
 from mnist_exp.run.no_overwrite import check_no_overwrite
 from mnist_exp.run.runtime import select_device
-from mnist_exp.runs import METRICS_FILE
+from mnist_exp.runs import METRICS_FILE, check_objectives
 
 
 def check_command_line(command: CommandLine) -> None:

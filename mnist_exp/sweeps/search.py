@@ -31,8 +31,7 @@ from omegaconf import DictConfig
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
 from mnist_exp.run.commands import program, searchpath
-from mnist_exp.run.config import objectives
-from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override
+from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
                                            check_space_fits, check_validation_split, trials_precision)

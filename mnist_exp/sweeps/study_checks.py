@@ -10,8 +10,7 @@ from omegaconf.errors import ValidationError
 from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.hydra_errors import one_line
 from mnist_exp.paths import CONF_DIR
-from mnist_exp.run.config import check_objectives, objectives
-from mnist_exp.runs import RESUME_MAY_CHANGE, split_override
+from mnist_exp.runs import RESUME_MAY_CHANGE, check_objectives, objectives, split_override
 from mnist_exp.sweeps.space import describe
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, without_password
 
