@@ -49,6 +49,9 @@ RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trai
 # Of those, the one that changes what a run computes: compared and recorded as what it ran (a run's metrics.json
 # says what device.precision=auto became).
 PRECISION = "device.precision"
+# And those that change how fast a run trains, and its numbers in their last bits (the order of a sum): a run that
+# differs from another in one of them only is no repeat of it.
+HOW_FAST = ("device.", "trainer.compile", "trainer.eval_batch_size")
 
 
 def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:

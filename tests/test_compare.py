@@ -335,6 +335,15 @@ def test_a_run_that_repeats_a_seed_counts_once_and_is_named(seeds, capsys):
         "test on their predictions), or two seed groups of two runs or more (Welch).\n")
 
 
+def test_a_sweep_of_the_thread_count_is_a_row_for_each_count(tmp_path, capsys):
+    """device.threads=1,2 over seeds 0 and 1: each seed ran twice, at two speeds; the rows keep the speeds apart."""
+    for number, (threads, seed) in enumerate([(1, 0), (1, 1), (2, 0), (2, 1)]):
+        make_job(tmp_path / "sweep", f"{number}_threads-{threads}_seed-{seed}",
+                 {"device.threads": threads, "seed": seed}, done(0.98 + seed / 1000, 0.99, 10 / threads))
+    rows = read_csv(run_compare(capsys, tmp_path / "sweep", "--format", "csv"))
+    assert [(row["device.threads"], row["n"], float(row["train s"])) for row in rows] == [("1", "2", 10), ("2", "2", 5)]
+
+
 def test_thousands_of_runs_read_on_every_core_give_the_same_leaderboard(seeds, monkeypatch, capsys):
     one_process = run_compare(capsys, seeds, "--format", "csv")
     monkeypatch.setattr("mnist_exp.tools.run_records.PARALLEL_RUNS", 2)  # 10 runs: a process a core, as 10,000 runs get
@@ -569,6 +578,7 @@ def test_runs_in_bf16_and_in_fp32_are_two_groups_named_by_the_precision_that_ran
                               "hydra.run.dir=auto", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     ran = "bf16" if "bf16 autocast" in out + err else "fp32"  # the run's Device line
     assert code == 0 and read_metrics(tmp_path / "auto")["precision"] == ran
+    assert {read_metrics(run)["threads"] for run in [tmp_path / "auto", *run_dirs(sweep_dir)]} == {1}  # what ran
     assert load_checkpoint(tmp_path / "auto" / "checkpoints" / "best.pt")["config"]["device"]["precision"] == ran
 
 

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job
 from mnist_exp.run.figures import write_final_figures
@@ -43,6 +45,7 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
         "startup_s": startup_s,
         "flops_per_image": job.flops_per_image,  # forward; a training step takes about 3x (backward is 2x)
         "precision": job.config["device"]["precision"],  # bf16 or fp32, what device.precision=auto became
+        "threads": torch.get_num_threads(),  # what device.threads=0 became (where resumed, the last part's)
     }
     metrics["train_gflops_per_s"] = 3 * job.flops_per_image * metrics["samples_per_s"] / 1e9
     distributed.cleanup()
