@@ -49,7 +49,7 @@ class TrainerConfig:
     ema_decay: float = MISSING  # evaluate an exponential moving average of the weights (e.g. 0.999); 0: off
     tta: bool = MISSING  # test on the image and its 1-pixel shifts, averaged (validation stays plain)
     tta_scales: list[float] = MISSING  # with tta: the sizes each image is also viewed at, e.g. [0.92, 1.0, 1.08]
-    deterministic: bool = MISSING  # bit-identical results for the same seed (CPU), at some cost in speed
+    deterministic: bool = MISSING  # bit-identical results for the same seed and device.threads (CPU), a bit slower
     compile: bool = MISSING  # torch.compile the model
     progress: bool | None = MISSING  # progress bar; null: only on a terminal and not in a sweep
     checkpoint: bool = MISSING  # write checkpoints/last.pt and best.pt
