@@ -91,7 +91,8 @@ def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupt
     run_dir = tmp_path / "killed"
     process = start_and_signal(run_dir, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    epoch_at_kill = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]["epoch"]
+    state_at_kill = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]
+    epoch_at_kill = state_at_kill["epoch"]
     assert epoch_at_kill < 3
     # A resume may change how the run goes (here how often it logs): the change is said and recorded.
     out = run(*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", "trainer.log_interval=5",
@@ -100,8 +101,8 @@ def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupt
     assert ("other settings than before: logger: [tensorboard] -> [tensorboard,csv]; trainer.log_interval: 20 -> 5"
             in out)
     assert yaml.safe_load((run_dir / ".hydra" / "resumes.yaml").read_text()) == [
-        {"after_epoch": epoch_at_kill, "changed": {"logger": [["tensorboard"], ["tensorboard", "csv"]],
-                                                   "trainer.log_interval": [20, 5]}}]
+        {"after_epoch": epoch_at_kill, "after_step": state_at_kill["step"],
+         "changed": {"logger": [["tensorboard"], ["tensorboard", "csv"]], "trainer.log_interval": [20, 5]}}]
     assert same_result(read_metrics(run_dir), read_metrics(uninterrupted))
     # TensorBoard shows each epoch once, not the killed run's points twice.
     steps = sorted(e.step for e in read_events(run_dir).Scalars("val/acc"))  # two event files, in either order

@@ -171,7 +171,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                             f"{misfit(error)}. Continue from a checkpoint the run wrote, or start fresh.") from error
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
         if writer and not cfg.ckpt_path:  # continued in place: its record is this directory's
-            record_resume_changes(run_dir, resumed["config"], config, trainer.state.epoch)
+            record_resume_changes(run_dir, resumed["config"], config, trainer.state.epoch, trainer.state.step)
 
     tracker = None
     if writer:

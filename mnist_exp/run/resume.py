@@ -211,9 +211,10 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
 RESUMES_FILE = "resumes.yaml"  # in the run's .hydra/: what each resume ran with that its first start did not
 
 
-def record_resume_changes(run_dir: Path, saved: dict, config: dict, epoch: int) -> None:
+def record_resume_changes(run_dir: Path, saved: dict, config: dict, epoch: int, step: int) -> None:
     """A resume may change where or how the run goes (``RESUME_MAY_CHANGE``); .hydra/config.yaml keeps the first
-    start's config, so each change is logged and added to .hydra/resumes.yaml, with the epoch it took effect after."""
+    start's config, so each change is logged and added to .hydra/resumes.yaml, with the last epoch completed before
+    it and the step it took effect after (a stop within an epoch resumes there)."""
     # The loggers as the list they are chosen by: one without keys (csv) leaves no key of its own.
     before, after = ({**flatten_config(c), "logger": list(c.get("logger") or {})} for c in (saved, config))
     changed = {key: [before.get(key), after.get(key)] for key in sorted(before.keys() | after.keys())
@@ -226,7 +227,7 @@ def record_resume_changes(run_dir: Path, saved: dict, config: dict, epoch: int) 
     record = Path(run_dir) / ".hydra" / RESUMES_FILE
     earlier = OmegaConf.to_container(OmegaConf.load(record)) if record.exists() else []
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(OmegaConf.to_yaml(earlier + [{"after_epoch": epoch, "changed": changed}]))
+    record.write_text(OmegaConf.to_yaml(earlier + [{"after_epoch": epoch, "after_step": step, "changed": changed}]))
 
 
 def shown_value(value: Any) -> str:
