@@ -57,8 +57,8 @@ def test_a_run_on_the_csv_then_a_submission_for_the_test_file(kaggle, tmp_path, 
     assert code == 0, err
     assert read_metrics(run_dir)["test/acc"] > 0.8
     data = build_dataset({"name": "csv", "train": str(kaggle / "train.csv"), "val_size": 200, "test_size": 100})
-    assert (f"Normalisation: mean {data.mean:.4f}, std {data.std:.4f} (dataset.mean/std null: the training "
-            "split's)") in (run_dir / "train.log").read_text()  # what --cfg job shows as null, the run names
+    assert (f"Normalisation: mean {data.mean:.4f}, std {data.std:.4f} (dataset.mean and dataset.std null: the "
+            "training split's)") in (run_dir / "train.log").read_text()  # what --cfg job shows as null, the run names
     out = tmp_path / "submission.csv"
     assert predict.main([str(run_dir), str(kaggle / "test.csv"), "--submission", str(out), "--device", "cpu"]) == 0
     assert capsys.readouterr().out == f"Wrote {out}: 100 rows of ImageId,Label\n"

@@ -92,9 +92,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                         f"images: give at most {len(data.train)}.")
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
-    if None in (cfg.dataset.get("mean", 0), cfg.dataset.get("std", 0)):  # the config says null: what the run uses
-        log.info("Normalisation: mean %.4f, std %.4f (dataset.mean/std null: the training split's)", data.mean,
-                 data.std)
+    if nulls := [key for key in ("mean", "std") if cfg.dataset.get(key, 0) is None]:  # what the run uses for them
+        log.info("Normalisation: mean %.4f, std %.4f (%s null: the training split's)", data.mean, data.std,
+                 " and ".join(f"dataset.{key}" for key in nulls))
     augment = AUGMENTATIONS.build(cfg.augment)
     model, channels_last = place_model(MODELS.build(cfg.model, len(data.class_names)), device,
                                        cfg.device.channels_last)
