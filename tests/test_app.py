@@ -231,6 +231,8 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["scheduler=cosine", "scheduler.warmup_epochs=2"],
      "scheduler.warmup_epochs=2.0 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
      "below the run's 2 epochs."),
+    (["model.width=${oc.decode:'[1,2]'}"], "model.width=[1, 2] is not a whole number: give a whole number, e.g. "
+                                           "model.width=1."),
     (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
      "scheduler.warmup_epochs=inf is not a number training can use: give a finite one."),
     (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is not a number training can use: give a finite one."),
@@ -493,7 +495,9 @@ def test_an_own_option_named_as_a_packaged_one_is_refused_not_shadowed(tmp_path,
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
                                   ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="],
                                   ["hydra.run.dir=new", "trainer.epochs=-1"], ["logger.tensorboard=null"],
-                                  ["logger.tensorboard=1"], ["-m", "seed=1,2", "optimized_metric=[val/acc,foo]"]])
+                                  ["logger.tensorboard=1"], ["-m", "seed=1,2", "optimized_metric=[val/acc,foo]"],
+                                  ["model.width=${oc.decode:'[1,2]'}"],
+                                  ["model.width=${model.stem_width}", "model.stem_width=${model.width}"]])
 def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     """Refused before Hydra makes the run's directory: the values of the composed config, then the run's."""
     if args == ["device=cuda"] and torch.cuda.is_available():

@@ -15,9 +15,10 @@ from pathlib import Path
 from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from mnist_exp.errors import UserError, full_traceback_asked, print_refusal, write_problem
-from mnist_exp.hydra_errors import release_stderr
+from mnist_exp.hydra_errors import one_line, release_stderr
 from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings,
@@ -214,6 +215,16 @@ def discard_refused_run(run_dir: Path) -> bool:
     return not run_dir.exists()
 
 
+def check_resolves(run: DictConfig) -> None:
+    """Interpolations that resolve to a value their key does not take (``model.width=${trainer}``), or to themselves
+    through others: refused here, in one line, rather than in the run's first step."""
+    try:
+        OmegaConf.to_container(run, resolve=True)
+    except (ValidationError, InterpolationResolutionError) as error:  # not a resolver's own (${hydra:...}) failure
+        if isinstance(error, ValidationError) or "Recursive interpolation" in str(error):
+            raise UserError(one_line(str(error))) from error
+
+
 class CheckBeforeWriting(Callback):
     """A single run's composed config checked before Hydra makes its directory: a value refused there leaves
     nothing behind. (The run checks it again, and so does each job of a sweep, which records a refusal as failed.)"""
@@ -221,6 +232,7 @@ class CheckBeforeWriting(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         run = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
         try:
+            check_resolves(run)
             check_ranges(run)
             check_single_run_settings(config.hydra.overrides.hydra)
             select_device(run.device.name.value)
