@@ -572,6 +572,18 @@ def test_a_refused_run_keeps_a_directory_it_did_not_make(tmp_path, monkeypatch, 
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
+def test_a_new_run_is_refused_inside_a_run_and_among_runs_and_the_advice_runs(tmp_path, monkeypatch, capsys):
+    """Its files would mix with a run's, or hide the runs of the directory from compare; a directory inside works."""
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
+    assert run_main(*args, "hydra.run.dir=runs/a", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)[0] == 0
+    for place, message in (("runs/a/.hydra", f"runs/a/.hydra is inside the run {tmp_path / 'runs/a'}"),
+                           ("runs", "runs holds runs (a); a new run there would hide them from compare.")):
+        code, _, err = run_main(*args, f"hydra.run.dir={place}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert code == 1 and err.startswith(message) and len(err.splitlines()) == 1, err
+    assert run_main(*args, "hydra.run.dir=runs/b", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)[0] == 0
+    assert sorted(path.name for path in run_dirs(tmp_path / "runs")) == ["a", "b"]
+
+
 @pytest.mark.parametrize("model, fix", [(["model=cnn", "model.in_channels=3"], "model.in_channels=1"),
                                         (["model=logreg", "model.in_features=100"], "model.in_features=784"),
                                         (["model=cnn", "model.image_size=30"], "model.image_size=28")])  # rounded away

@@ -16,6 +16,20 @@ from mnist_exp.run.runtime import restarted_by_scheduler
 from mnist_exp.runs import METRICS_FILE, RESUME_MAY_CHANGE, Status, last_checkpoint, run_status, split_override
 
 
+def check_not_among_runs(run_dir: Path) -> None:
+    """A new run's directory is its own: not inside a run (its .hydra/), not one that holds runs, which the run's
+    files would hide from compare (it reads a directory with .hydra/ as one run)."""
+    parent = run_dir.resolve().parent
+    if (parent / ".hydra").is_dir():
+        raise UserError(f"{run_dir} is inside the run {parent}; a new run there would mix its files with that run's. "
+                        "Give a directory of its own (leave out hydra.run.dir, or give a new one).")
+    held = sorted(child.name for child in run_dir.iterdir() if (child / ".hydra").is_dir()) if run_dir.is_dir() else []
+    if held:
+        raise UserError(f"{run_dir} holds runs ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); a new run "
+                        "there would hide them from compare. Give a directory of its own (leave out hydra.run.dir, or "
+                        "give a new one, e.g. inside it).")
+
+
 def check_no_overwrite(command: CommandLine) -> None:
     """Refuse a command line that would overwrite finished work.
 
@@ -44,6 +58,7 @@ def check_no_overwrite(command: CommandLine) -> None:
                 raise UserError(f"{run_dir} holds a stopped run and its {last_checkpoint(run_dir)}; a new run there "
                                 "would overwrite it. Continue it with resume=true, or start fresh elsewhere (leave "
                                 "out hydra.run.dir, or give a new one).")
+            check_not_among_runs(run_dir)
             if ((run_dir / METRICS_FILE).exists() or (run_dir / "multirun.yaml").exists()) and not written_now(run_dir):
                 what = "a sweep" if (run_dir / "multirun.yaml").exists() else f"a {run_status(run_dir)} run"
                 raise UserError(f"{run_dir} holds {what}; a new run there would mix its files with those. Start fresh "
