@@ -53,6 +53,7 @@ def main() -> None:
     try:
         command = parse_command_line(sys.argv[1:])
         check_command_line(command)
+        non_writer = distributed.non_writer_overrides()  # reads torchrun's RANK, which must be a number
     except UserError as error:
         if full_traceback_asked():
             raise
@@ -63,7 +64,7 @@ def main() -> None:
     continued = (command.resume and not command.from_checkpoint) or restarted_by_scheduler()
     # Under torchrun, ranks other than 0 write nothing.
     sys.argv = with_overrides(sys.argv, command, [*(["hydra.output_subdir=null"] if continued else []),
-                                                  *distributed.non_writer_overrides()])
+                                                  *non_writer])
     try:
         with run_dir_lock(held_run_dir(command), WAIT if command.resume else OWN_DIR), \
                 hydra_errors_in_one_line(schema_keys):

@@ -49,7 +49,8 @@ def full_traceback_asked() -> bool:
 
 def other_rank() -> bool:
     """A torchrun process other than rank 0, which writes nothing: torchrun's RANK, read without importing torch."""
-    return os.environ.get("RANK", "0") != "0"
+    rank = os.environ.get("RANK", "0")
+    return rank.isdigit() and int(rank) > 0  # not a number: refused by the one process there is
 
 
 def print_refusal(message, stream=None) -> None:

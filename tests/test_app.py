@@ -572,6 +572,14 @@ def test_a_refused_run_keeps_a_directory_it_did_not_make(tmp_path, monkeypatch, 
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("name", ["RANK", "WORLD_SIZE"])
+def test_a_torchrun_variable_that_is_no_number_is_refused_in_one_line(name, tmp_path):
+    code, _, err = run_captured("dataset=fake", "hydra.run.dir=run", cwd=tmp_path, env={name: "abc"})
+    assert (code, err) == (1, f"{name}=abc in the environment is not a whole number: torchrun sets it in the processes "
+                              f"it starts; outside torchrun, unset it (unset {name}).\n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_new_run_is_refused_inside_a_run_and_among_runs_and_the_advice_runs(tmp_path, monkeypatch, capsys):
     """Its files would mix with a run's, or hide the runs of the directory from compare; a directory inside works."""
     args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")

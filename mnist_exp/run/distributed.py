@@ -15,12 +15,21 @@ import torch.distributed as dist
 from mnist_exp.errors import UserError, first_line
 
 
+def torchrun_number(name: str, default: int) -> int:
+    """A count torchrun sets in each process's environment (``RANK``, ``WORLD_SIZE``); ``default`` outside it."""
+    text = os.environ.get(name, str(default))
+    if not text.strip().isdigit():
+        raise UserError(f"{name}={text} in the environment is not a whole number: torchrun sets it in the processes it "
+                        f"starts; outside torchrun, unset it (unset {name}).")
+    return int(text)
+
+
 def rank() -> int:
-    return int(os.environ.get("RANK", 0))
+    return torchrun_number("RANK", 0)
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1))
+    return torchrun_number("WORLD_SIZE", 1)
 
 
 def is_distributed() -> bool:
