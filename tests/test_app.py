@@ -233,6 +233,8 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "below the run's 2 epochs."),
     (["model.width=${oc.decode:'[1,2]'}"], "model.width=[1, 2] is not a whole number: give a whole number, e.g. "
                                            "model.width=1."),
+    (["dataset=mnist", "dataset.data_dir="], "dataset.data_dir=: give the directory of the datasets, or leave it out "
+                                             "for the default (data/ in a checkout)."),
     (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
      "scheduler.warmup_epochs=inf is not a number training can use: give a finite one."),
     (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is not a number training can use: give a finite one."),

@@ -262,14 +262,14 @@ def test_data_command_on_verified_dir(monkeypatch, capsys):
     assert capsys.readouterr().out == f"MNIST ready and verified in {default_data_dir() / 'MNIST' / 'raw'}\n"
 
 
-@pytest.mark.parametrize("arguments", [["dataset.data_dir=x"], ["--dir", "x"], ["x", "y"]])
+@pytest.mark.parametrize("arguments", [["dataset.data_dir=x"], ["--dir", "x"], ["x", "y"], [""]])
 def test_the_data_command_refuses_what_is_not_one_directory(arguments, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["mnist_exp.data", *arguments])
     with pytest.raises(SystemExit) as refused:
         runpy.run_module("mnist_exp.data", run_name="__main__", alter_sys=True)
-    assert refused.value.code == (f"python -m mnist_exp.data takes a directory, not {' '.join(arguments)}: python -m "
-                                  "mnist_exp.data [DIR]. See --help.")
+    assert refused.value.code == (f"python -m mnist_exp.data takes a directory, not {' '.join(arguments) or repr('')}: "
+                                  "python -m mnist_exp.data [DIR]. See --help.")
     assert not any(tmp_path.iterdir())
 
 

@@ -13,9 +13,9 @@ arguments = sys.argv[1:]
 if arguments in (["-h"], ["--help"]):
     print(USAGE)
     sys.exit(0)
-if len(arguments) > 1 or arguments and (arguments[0].startswith("-") or "=" in arguments[0]):
-    sys.exit(f"python -m mnist_exp.data takes a directory, not {' '.join(arguments)}: python -m mnist_exp.data [DIR]. "
-             "See --help.")
+if len(arguments) > 1 or arguments and (arguments[0].startswith("-") or "=" in arguments[0] or not arguments[0].strip()):
+    sys.exit(f"python -m mnist_exp.data takes a directory, not {' '.join(arguments) or repr('')}: python -m "
+             "mnist_exp.data [DIR]. See --help.")
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 try:
     ready = ensure_mnist(arguments[0] if arguments else None)

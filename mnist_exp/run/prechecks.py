@@ -89,6 +89,7 @@ PLACES = {
     "hydra.sweep.dir": "give the sweep a directory (hydra.sweep.dir=outputs/my_sweep), or leave it out for a new one.",
     "ckpt_path": "give the checkpoint to continue from, or leave ckpt_path out to start fresh.",
     "init_from": "give the trained run (or checkpoint) to start from, or leave init_from out.",
+    "dataset.data_dir": "give the directory of the datasets, or leave it out for the default (data/ in a checkout).",
     "hydra.job.name": "give the job a name (its log file is <name>.log), or leave hydra.job.name out.",
     "hydra.sweeper.storage": "give the study's database or journal file, leave it out for SQLite in the sweep directory, "
                              "or give hydra.sweeper.storage=null for a study in this process alone.",
