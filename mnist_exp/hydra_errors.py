@@ -12,11 +12,11 @@ import sys
 from difflib import get_close_matches
 from typing import Callable
 
-from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_exp.errors import did_you_mean, full_traceback_asked, print_refusal
+from mnist_exp.hydra_keys import option_with_key, unknown_logger_key, unknown_option_key
 from mnist_exp.paths import CONF_DIR
 
 # While Hydra composes: the stream its errors are printed to, and the real stderr.
@@ -99,7 +99,9 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
         options = (re.findall(r"^\t(\S+)$", text, re.M) if found["how"] == "find"
                    else sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
         problem = "there is no such option." if option else "give it one of its options."
-        return (f"{group}={option}: {problem}{did_you_mean(option, options)} "
+        meant = OTHER_NAMES.get(option.lower())
+        close = f" Did you mean '{meant}'?" if meant in options else did_you_mean(option, options)
+        return (f"{group}={option}: {problem}{close} "
                 f"Options of {group}: {', '.join(options)}.")
     if found := re.search(r"Multiple values for (?P<group>[\w/]+)\. To override a value use 'override [\w/]+: "
                           r"(?P<option>[^']+)'", text):  # a recipe's defaults list (the command line's +group: prechecks)
@@ -148,6 +150,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
             read_as = f" is read as {found['value']}," if written[1] != found["value"] else " is"
             return (f"{full_key[1]}={written[1]}{read_as} not a whole number: write it without a point or an "
                     f"exponent, {full_key[1]}={found['value'][:-2]}.")
+        if found["value"] in ("None", "none", "NULL", "Null", "nil"):  # Python's word, or another language's
+            return (f"{full_key[1]}={found['value']} is not {wanted}: YAML writes no value as null, "
+                    f"{full_key[1]}=null, where the key takes none; else {wanted}, e.g. "
+                    f"{full_key[1]}={example(wanted, found['value'])}.")
         return (f"{full_key[1]}={found['value']} is not {wanted}: give {wanted}, e.g. "
                 f"{full_key[1]}={example(wanted, found['value'])}.")
     if found := re.search(r"Interpolation key '(?P<key>[^']+)' not found", text):
@@ -165,6 +171,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if found := re.search(r"Cannot find primary config '(?P<name>[^']*)'", text):
         return (f"--config-name {found['name']}: there is no such config. mnist_exp's is config: leave out "
                 "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>.")
+    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Cannot convert '(?P<type>list|dict)' "
+                          r"to string", text):
+        return (f"{found['key']}={found['value']} is a {found['type']}, and {found['key']} takes one text: give one "
+                f"value (a text with a comma in quotes, '{found['key']}=\"a,b\"').")
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=null\s+field '[^']+' is not Optional", text):
         shown_by = "--cfg hydra" if found["key"].startswith("hydra.") else "--cfg job"
         return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp {shown_by} shows "
@@ -173,9 +183,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                           r"not a ListConfig|Cannot merge DictConfig with ListConfig)", text):
         key, value = found["key"], found["value"]
         fixed_length = [form for end, form in FIXED_LENGTH_LISTS.items() if key.endswith(end)]
-        bracketed = (fixed_length[0].format(value) if fixed_length
-                     else "[...] (python -m mnist_exp --cfg job shows its default)" if value.startswith("{")
-                     else f"[{value}]")
+        bracketed = ("[...] (python -m mnist_exp --cfg job shows its default)" if value.startswith("{")
+                     else fixed_length[0].format(value) if fixed_length else f"[{value}]")
         return f"{key}={value} is not a list: give one in brackets, e.g. {key}={bracketed}."
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid type assigned: \w+ is not a "
                           r"subclass of (?P<type>\w+)", text):
@@ -193,8 +202,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if re.search(r"\w+ does not support sweep type : INTERVAL_SWEEP", text):
         return ("interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or hparams_search=cnn_optuna), "
                 "or sweep listed values, e.g. key=4,8 or range(4,9).")
-    if found := re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n\s+in \"(?P<file>[^\"]+)\", line (?P<line>\d+), column \d+"
-                          r"(?:\n(?P<problem>.+)\n\s+in \"[^\"]+\", line (?P<at>\d+))?", text, re.M):
+    if found := (re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n\s+in \"(?P<file>[^\"]+)\", line (?P<line>\d+), column \d+"
+                           r"(?:\n(?P<problem>.+)\n\s+in \"[^\"]+\", line (?P<at>\d+))?", text, re.M)
+                 or re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n(?P<problem>[^\s].*)\n\s+in \"(?P<file>[^\"]+)\", "
+                              r"line (?P<line>\d+)(?P<at>)", text, re.M)):  # libyaml's: the problem, then where
         problem = f": {found['problem']}" if found["problem"] else ""
         return (f"{found['file']}, line {found['at'] or found['line']}: not valid YAML ({found['context']}{problem}). "
                 "Fix the file.")
@@ -219,74 +230,10 @@ def missing_package_line(file: str, what: str) -> str:
             "add it, as each experiment file has.")
 
 
-def option_with_key(full_key: str) -> str:
-    """' hydra/launcher=joblib has n_jobs: choose it.' for a key of another option of a Hydra group; for a key of
-    one at the top of the config, where it goes; or ''."""
-    parts = full_key.split(".")
-    if len(parts) == 1:  # custom_search_space=...: a sweeper's or launcher's key, given without its place
-        said = [f"hydra.{group}.{full_key} (hydra/{group}={' or '.join(names)})"
-                for group, options in hydra_group_options([]).items()
-                if isinstance(options, dict) and (names := options_having(options, full_key))]
-        return f" It is a key of Hydra's: {' or '.join(said)}." if said else ""
-    if len(parts) < 3 or parts[0] != "hydra":
-        return ""
-    having = options_having(hydra_group_options(parts[1:-1]), parts[-1])
-    others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""
-    return f" hydra/{'/'.join(parts[1:-1])}={having[0]} has {parts[-1]}: choose it{others}." if having else ""
-
-
-def unknown_option_key(full_key: str) -> str:
-    """A key of a schema-less Hydra group's option (a sampler's, a pruner's); '' where the path is no such group."""
-    *path, key = full_key.split(".")
-    options = hydra_group_options(path[1:])
-    keys = sorted({name for entry in options.values() if hasattr(entry, "node") for name in entry.node} - {"_target_"})
-    if not keys or (elsewhere := option_with_key(full_key)):  # another option has it: that option
-        return f"{full_key} is not a key of the {path[-1]} chosen.{elsewhere}" if keys else ""
-    close, group = get_close_matches(key, keys, n=1, cutoff=0.6), f"hydra/{'/'.join(path[1:])}"
-    suggestion = (f" Did you mean '{'.'.join(path)}.{close[0]}' (a key of {group}="  # the option that has it
-                  f"{' or '.join(options_having(options, close[0]))})?" if close else "")
-    return f"Unknown key '{full_key}'.{suggestion} The keys of {group}'s options: {', '.join(keys)}."
-
-
-def hydra_group_options(path: list[str]) -> dict:
-    """The ConfigStore entries of Hydra's group hydra/<path> ({} where there is none)."""
-    options = ConfigStore.instance().repo.get("hydra", {})
-    for part in path:
-        options = options.get(part, {}) if isinstance(options, dict) else {}
-    return options
-
-
-def options_having(options: dict, key: str) -> list[str]:
-    """The options of a Hydra group (its ConfigStore entries) whose config has ``key``."""
-    return [name.removesuffix(".yaml") for name, entry in options.items()
-            if hasattr(entry, "node") and key in entry.node]
-
-
 def misspelt_option(message: str, options) -> str:
     """' Did you mean '--cfg'?' for argparse's "unrecognized arguments: --cfgg ...", or ''."""
     found = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
     return did_you_mean(found[1], options) if found else ""
-
-
-def unknown_logger_key(key: str, known: list[str]) -> str:
-    """``logger.<key>`` that no chosen logger has. ``known``: every logger's name and its keys ('mlflow.tracking_uri')."""
-    loggers = [name for name in known if "." not in name]
-    name, dot, _ = key.partition(".")
-    if dot and name in loggers:
-        setting, keys = key.partition(".")[2], [k.partition(".")[2] for k in known if k.startswith(f"{name}.")]
-        if setting.split(".")[0] not in keys:
-            return (f"logger.{key}: the {name} logger has no key '{setting}'.{did_you_mean(setting, keys)} "
-                    f"Its keys: {', '.join(keys) or 'none'}.")
-        return (f"logger.{key} is a key of the {name} logger, which this run does not use: choose it too, "
-                f"e.g. logger=[tensorboard,{name}] logger.{key}=...")
-    if dot:
-        return f"logger.{key}: there is no logger '{name}'.{did_you_mean(name, loggers)} Loggers: {', '.join(loggers)}."
-    if name in loggers:
-        return f"logger.{key}: the {name} logger is not chosen: choose it with the others, e.g. logger=[tensorboard,{name}]."
-    settings = {known_key.partition(".")[2]: known_key for known_key in known if "." in known_key}
-    close = get_close_matches(name, settings, n=1, cutoff=0.6)
-    suggestion = f" Did you mean 'logger.{settings[close[0]]}'?" if close else ""
-    return f"Unknown key 'logger.{key}': a logger's keys go under its name (logger.<name>.<key>).{suggestion}"
 
 
 LIST_EXAMPLES = {"a whole number": "[1,2]", "a number": "[0.9,0.99]", "true or false": "[true,false]"}

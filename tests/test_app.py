@@ -235,6 +235,14 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                                            "model.width=1."),
     (["dataset=mnist", "dataset.data_dir="], "dataset.data_dir=: give the directory of the datasets, or leave it out "
                                              "for the default (data/ in a checkout)."),
+    (["device=gpu"], "device=gpu: there is no such option. Did you mean 'cuda'? Options of device: auto, cpu, cuda, mps."),
+    (["optimizer=adam", "optimizer.betas={a:1}"], "optimizer.betas={a:1} is not a list: give one in brackets, e.g. "
+                                                  "optimizer.betas=[...] (python -m mnist_exp --cfg job shows its default)."),
+    (["trainer.patience=None"], "trainer.patience=None is not a whole number: YAML writes no value as null, "
+                                "trainer.patience=null, where the key takes none; else a whole number, e.g. "
+                                "trainer.patience=1."),
+    (["ckpt_path=[a]"], "ckpt_path=[a] is a list, and ckpt_path takes one text: give one value (a text with a comma in "
+                        "quotes, 'ckpt_path=\"a,b\"')."),
     (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
      "scheduler.warmup_epochs=inf is not a number training can use: give a finite one."),
     (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is not a number training can use: give a finite one."),
@@ -459,6 +467,8 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, monkeypatch, c
 @pytest.mark.parametrize("text, message", [
     ("# @package _global_\ntrainer: {epochs: 1\n", "{file}, line 3: not valid YAML (while parsing a flow mapping: "
                                                     "did not find expected ',' or '}}'). Fix the file."),  # libyaml's words
+    ("foo: [\n", "{file}, line 2: not valid YAML (while parsing a flow node: did not find expected node content). Fix "
+                 "the file."),  # libyaml's problem before its place
     ("defaults:\n  - override /model: mlp\n", "experiment/mine.yaml sets the model group of the whole config, which "
                                               "needs '# @package _global_' as the file's first line: add it, as each "
                                               "experiment file has."),
