@@ -171,8 +171,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if found := re.search(r"Cannot find primary config '(?P<name>[^']*)'", text):
         return (f"--config-name {found['name']}: there is no such config. mnist_exp's is config: leave out "
                 "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>.")
-    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Cannot convert '(?P<type>list|dict)' "
-                          r"to string", text):
+    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+"
+                          r"Cannot convert '(?P<type>list|dict)' to string", text):
         return (f"{found['key']}={found['value']} is a {found['type']}, and {found['key']} takes one text: give one "
                 f"value (a text with a comma in quotes, '{found['key']}=\"a,b\"').")
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=null\s+field '[^']+' is not Optional", text):
@@ -202,8 +202,8 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if re.search(r"\w+ does not support sweep type : INTERVAL_SWEEP", text):
         return ("interval(low,high) is sampled only by a search: add hydra/sweeper=optuna (or hparams_search=cnn_optuna), "
                 "or sweep listed values, e.g. key=4,8 or range(4,9).")
-    if found := (re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n\s+in \"(?P<file>[^\"]+)\", line (?P<line>\d+), column \d+"
-                           r"(?:\n(?P<problem>.+)\n\s+in \"[^\"]+\", line (?P<at>\d+))?", text, re.M)
+    if found := (re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n\s+in \"(?P<file>[^\"]+)\", line (?P<line>\d+), "
+                           r"column \d+(?:\n(?P<problem>.+)\n\s+in \"[^\"]+\", line (?P<at>\d+))?", text, re.M)
                  or re.search(r"^yaml\.[\w.]+Error: (?P<context>.+)\n(?P<problem>[^\s].*)\n\s+in \"(?P<file>[^\"]+)\", "
                               r"line (?P<line>\d+)(?P<at>)", text, re.M)):  # libyaml's: the problem, then where
         problem = f": {found['problem']}" if found["problem"] else ""
