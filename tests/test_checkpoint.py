@@ -39,6 +39,13 @@ def test_truncated_and_foreign_files_are_refused_with_a_reason(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(UserError, match="is unreadable: it is truncated or corrupt \\(not a complete torch archive\\)"):
             load_checkpoint(path)
+    # Whole, but with bytes of a tensor changed (a failing disk): torch would load the changed weights.
+    save_checkpoint(path, {**payload(1.0), "weights": {"w": torch.full((4096,), 1.0)}})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="is unreadable: it is truncated or corrupt"):
+        load_checkpoint(path)
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(UserError, match="is not a checkpoint mnist_exp wrote \\(missing: format, kind, config"):
         load_checkpoint(path)

@@ -96,6 +96,18 @@ def archive_names(path: Path) -> list[str]:
         return []
 
 
+def failed_checksum(path: Path) -> bool:
+    """Whether a member of the zip archive holds other bytes than its CRC-32 says: torch.load reads a tensor's bytes
+    unchecked, so a flipped byte would load as a changed weight. False where the file is no zip (torch's to judge)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is not None
+    except zipfile.BadZipFile as error:
+        return "CRC" in str(error) or "Bad magic number" in str(error)
+    except (OSError, EOFError, ValueError):
+        return False
+
+
 def wrong_config_keys(config: dict) -> list[str]:
     """The keys of CONFIG_KEYS a config lacks or holds as another type, each named at its first missing node."""
     wrong: list[str] = []
@@ -156,6 +168,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if export := EXPORTS.get(path.suffix.lower()):
         raise UserError(f"{path} is {export}, an export of a model, not a checkpoint: give the run directory or its "
                         "checkpoints/best.pt.")
+    if failed_checksum(path):
+        raise unreadable_checkpoint(path)
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols: noise beside the one-line refusal
             warnings.simplefilter("ignore", UserWarning)
