@@ -10,6 +10,7 @@ import atexit
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -36,7 +37,7 @@ from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_r
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
                                    stop_on_signals)
 from mnist_exp.run.trainer import TrainingStopped
-from mnist_exp.runs import METRICS_FILE, Status, objectives
+from mnist_exp.runs import METRICS_FILE, Status, last_checkpoint, objectives
 from mnist_exp.sweeps.search import register_optuna_sweeper
 from mnist_exp.sweeps.trial import TrialPruned, trial_callbacks
 
@@ -156,6 +157,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except SystemExit:  # stopped by a signal: metrics.json already says how to resume
         close_trackers(job, Status.STOPPED)
         raise
+    except KeyboardInterrupt:  # Ctrl-C twice, or in the test: a stop as the first's, continued from last.pt
+        close_trackers(job, Status.STOPPED)
+        record_stop(job.trainer.state, job.run_dir, overrides, signal.SIGINT,
+                    job.tracker is not None and last_checkpoint(job.run_dir).exists(), sweep_dir)
     except BaseException as error:
         record_failure(job.run_dir, error)
         close_trackers(job, Status.FAILED)
