@@ -53,6 +53,18 @@ def check_summary_matches_jobs(sweep_dir: Path, jobs: list[Path]) -> list[dict]:
     return rows
 
 
+@pytest.mark.parametrize("text", [b"\xff\xfe garbled", b"name,value\nx,1\n", b""])
+def test_an_unreadable_sweep_summary_is_kept_aside_and_begun_anew(text, tmp_path, caplog):
+    """Garbled, foreign or empty: not half-read; the next job's row starts a new one, the old file kept beside it."""
+    from mnist_exp.sweeps.summary import write_row
+
+    (tmp_path / "sweep.csv").write_bytes(text)
+    write_row(tmp_path / "sweep.csv", {"job": "3", "status": "completed", "run_dir": "3_seed-3"})
+    assert [(row["job"], row["status"]) for row in read_summary(tmp_path)] == [("3", "completed")]
+    assert (tmp_path / "sweep.csv.unreadable").read_bytes() == text
+    assert "is no sweep summary this tool wrote" in caplog.text
+
+
 def check_grid(sweep_dir: Path, models: tuple[str, str], optimizers: tuple[str, str]) -> None:
     jobs = run_dirs(sweep_dir)
     assert len(jobs) == 4

@@ -13,6 +13,7 @@ Hydra turns an exception in a callback into a warning, so bookkeeping never fail
 """
 
 import csv
+import logging
 import os
 import shlex
 import time
@@ -32,6 +33,8 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; rows of parallel jobs could interleave
     fcntl = None
+
+log = logging.getLogger("mnist_exp")
 
 SUMMARY_FILE = "sweep.csv"
 BEST_TRIAL_FILE = "best_trial.yaml"
@@ -115,8 +118,17 @@ def edit_rows(path: Path, edit) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                rows, columns = list(reader), reader.fieldnames or []
+            if "job" not in columns:
+                raise csv.Error("no job column")
         except FileNotFoundError:
+            rows = []
+        except (UnicodeDecodeError, csv.Error) as error:  # kept aside, not half-read: the jobs' rows are written anew
+            kept = path.with_name(f"{path.name}.unreadable")
+            path.replace(kept)
+            log.warning("%s is no sweep summary this tool wrote (%s): kept as %s; a new one lists each job as it "
+                        "ends (a resumed sweep's, all of them)", path, error, kept.name)
             rows = []
         edit(rows)
         rows.sort(key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else -1)  # parallel jobs end in any order
