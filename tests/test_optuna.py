@@ -445,6 +445,18 @@ def test_one_metric_given_as_a_list_is_searched_as_one(tmp_path, monkeypatch, ca
     assert code == 0 and "Trial 0: best_val/acc " in out, err[-3000:]
 
 
+def test_a_study_file_that_is_no_database_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "optuna.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    code, _, err = run_main("-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)",
+                            "dataset=fake", "trainer.epochs=1", "hydra.sweeper.n_trials=1",
+                            f"hydra.sweep.dir={tmp_path / 'search'}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert (code, err) == (1, f"hydra.sweeper.storage=sqlite:///{tmp_path / 'search' / 'optuna.db'} is not a database "
+                              "Optuna can read (file is not a database): restore the study's file from a copy, or give "
+                              "another storage (a new hydra.sweep.dir).\n")
+
+
 def test_a_search_on_the_validation_split_is_refused_where_there_is_none(tmp_path, monkeypatch, capsys):
     """Refused before any trial trains (each would return nan); the advice, followed, searches."""
     args = ["-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake",
