@@ -669,6 +669,14 @@ def test_resume_of_a_directory_without_a_run_says_how(tmp_path, monkeypatch, cap
         f"resume=true, but {tmp_path / 'nothing'}/checkpoints/last.pt does not exist. Point hydra.run.dir at the run "
         f"to continue (hydra.run.dir={tmp_path}/outputs/runs/<date>/<time>...) or give ckpt_path=<checkpoint>."]
     assert not (tmp_path / "nothing").exists()  # refused before anything is written
+    (tmp_path / "early" / ".hydra").mkdir(parents=True)  # a run killed before its first checkpoint
+    code, _, err = run_main("dataset=fake", "resume=true", "hydra.run.dir=early", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert (code, err) == (1, "resume=true, but the run in early stopped before its first checkpoint: there is nothing "
+                              "to continue. Start it afresh: its command without resume=true, with a new hydra.run.dir "
+                              "(or leave it out).\n")
+    code, _, err = run_main("dataset=fake", "hydra.run.dir=afresh", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
 
 
 def test_a_full_traceback_only_when_asked(tmp_path, monkeypatch, capsys):

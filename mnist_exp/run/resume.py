@@ -56,6 +56,10 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
 
 
 def nothing_to_resume(run_dir: Path) -> UserError:
+    if (run_dir / ".hydra").is_dir():  # the run, stopped before it wrote one
+        return UserError(f"resume=true, but the run in {run_dir} stopped before its first checkpoint: there is nothing "
+                         "to continue. Start it afresh: its command without resume=true, with a new hydra.run.dir (or "
+                         "leave it out).")
     return UserError(f"resume=true, but {last_checkpoint(run_dir)} does not exist. Point hydra.run.dir at the run to "
                      f"continue (hydra.run.dir={outputs_dir()}/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
 
@@ -259,8 +263,10 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
         raise SystemExit(128 + signum)
     command = resume_command(run_dir, overrides)
     where = f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
+    sweeper = HydraConfig.get().sweeper if sweep_dir is not None else {}
+    searched = sweeper.get("trial") is not None  # a search's trial: the search trains it again, not a resume
     write_metrics(run_dir, {"status": Status.STOPPED.value, "epoch": state.epoch, "step": state.step,
-                            "resume": command if checkpointed else None})  # trainer.checkpoint=false: nothing to resume
+                            "resume": command if checkpointed and not searched else None})
     name = signal.Signals(signum).name
     submitit_handler = signal.getsignal(signum)
     if checkpointed and is_submitit_preemption(signum) and callable(submitit_handler):
@@ -270,7 +276,7 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
     elif checkpointed and restarted_by_scheduler():
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Where the scheduler requeues the job, it "
                     "continues from there; otherwise resume with: %s", name, where, command)
-    elif sweep_dir is not None and (sweeper := HydraConfig.get().sweeper).get("trial") is not None:  # a search's
+    elif searched:
         grid = str(sweeper.get("sampler", {}).get("_target_")).endswith("GridSampler")  # a failed point stays so
         log.warning("Stopped by %s in %s. %s: run the search's own command again to continue it.", name, where,
                     "The study keeps this grid point as failed" if grid else
@@ -281,6 +287,7 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
     elif checkpointed:
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume with: %s", name, where, command)
     else:
-        log.warning("Stopped by %s in %s (trainer.checkpoint=false: nothing to resume from).", name, where)
+        log.warning("Stopped by %s in %s, with no checkpoints/last.pt to resume from (trainer.checkpoint=false, or "
+                    "stopped before the first).", name, where)
     # SystemExit, not an error: in a sweep it ends the whole sweep, as a signal should.
     raise SystemExit(128 + signum)
