@@ -153,6 +153,29 @@ def test_the_printed_command_resumes_a_run_of_an_own_config_folder(where, tmp_pa
     assert read_metrics(run_dir)["status"] == "completed"
 
 
+@pytest.mark.slow
+def test_a_run_record_changed_since_the_stop_is_refused_and_the_advice_writes_it_back(tmp_path, monkeypatch, capsys):
+    """compare and the tools read .hydra/config.yaml: a resume refuses one that no longer says what last.pt trains."""
+    run_dir = tmp_path / "run"
+    process = start_and_signal(run_dir, signal.SIGTERM)
+    assert process.returncode == 128 + signal.SIGTERM, "the run ended before it could be stopped"
+    record = run_dir / ".hydra" / "config.yaml"
+    written = record.read_text()
+    resume = (*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true")
+    for edited, said in ((written.replace("width: 8", "width: 64"), "was changed since the run wrote it "
+                                                                    "(model.width=64 there, 8 in last.pt)"),
+                         ("foo: [\n", "is unreadable (while parsing a flow node)")):
+        record.write_text(edited)
+        code, _, err = run_main(*resume, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert code == 1 and err.startswith(f"{record} {said}") and len(err.splitlines()) == 1, err
+    command = shlex.split(err.partition("Write it again, ")[2].partition(" > ")[0])
+    code, out, _ = run_main(*command[3:], monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and out == written  # --cfg job prints the record as the run wrote it
+    record.write_text(out)
+    run(*resume, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert read_metrics(run_dir)["status"] == "completed"
+
+
 INTERRUPTED_IN_TEST = '''
 import os
 from torch import nn
