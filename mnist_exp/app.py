@@ -7,6 +7,7 @@ module only puts them in order, and returns the metric ``optimized_metric`` name
 """
 
 import atexit
+import errno
 import logging
 import multiprocessing
 import os
@@ -55,10 +56,11 @@ def main() -> None:
         command = parse_command_line(sys.argv[1:])
         check_command_line(command)
         non_writer = distributed.non_writer_overrides()  # reads torchrun's RANK, which must be a number
-    except UserError as error:
-        if full_traceback_asked():
+    except (UserError, OSError) as error:
+        if full_traceback_asked() or isinstance(error, OSError) and error.errno != errno.ENAMETOOLONG:
             raise
-        print_refusal(error)
+        print_refusal(error if isinstance(error, UserError) else "A name on the command line is longer than the "
+                      f"filesystem takes ({str(error.filename)[:80]}...): give a shorter one.")
         sys.exit(1)
     # A continued run keeps the .hydra/ its first start wrote: a refused resume must not rewrite it. (From a
     # ckpt_path, resume=true or not, the run is a new one in a new directory, recorded as any.)

@@ -53,7 +53,8 @@ def options_having(options: dict, key: str) -> list[str]:
 
 
 def unknown_logger_key(key: str, known: list[str]) -> str:
-    """``logger.<key>`` that no chosen logger has. ``known``: every logger's name and its keys ('mlflow.tracking_uri')."""
+    """``logger.<key>`` that no chosen logger has. ``known``: every logger's name and its keys
+    ('mlflow.tracking_uri')."""
     loggers = [name for name in known if "." not in name]
     name, dot, _ = key.partition(".")
     if dot and name in loggers:
@@ -66,7 +67,8 @@ def unknown_logger_key(key: str, known: list[str]) -> str:
     if dot:
         return f"logger.{key}: there is no logger '{name}'.{did_you_mean(name, loggers)} Loggers: {', '.join(loggers)}."
     if name in loggers:
-        return f"logger.{key}: the {name} logger is not chosen: choose it with the others, e.g. logger=[tensorboard,{name}]."
+        return (f"logger.{key}: the {name} logger is not chosen: choose it with the others, e.g. "
+                f"logger=[tensorboard,{name}].")
     settings = {known_key.partition(".")[2]: known_key for known_key in known if "." in known_key}
     close = get_close_matches(name, settings, n=1, cutoff=0.6)
     suggestion = f" Did you mean 'logger.{settings[close[0]]}'?" if close else ""

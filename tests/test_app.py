@@ -235,9 +235,11 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                                            "model.width=1."),
     (["dataset=mnist", "dataset.data_dir="], "dataset.data_dir=: give the directory of the datasets, or leave it out "
                                              "for the default (data/ in a checkout)."),
-    (["device=gpu"], "device=gpu: there is no such option. Did you mean 'cuda'? Options of device: auto, cpu, cuda, mps."),
+    (["device=gpu"], "device=gpu: there is no such option. Did you mean 'cuda'? Options of device: auto, cpu, cuda, "
+                     "mps."),
     (["optimizer=adam", "optimizer.betas={a:1}"], "optimizer.betas={a:1} is not a list: give one in brackets, e.g. "
-                                                  "optimizer.betas=[...] (python -m mnist_exp --cfg job shows its default)."),
+                                                  "optimizer.betas=[...] (python -m mnist_exp --cfg job shows its "
+                                                  "default)."),
     (["trainer.patience=None"], "trainer.patience=None is not a whole number: YAML writes no value as null, "
                                 "trainer.patience=null, where the key takes none; else a whole number, e.g. "
                                 "trainer.patience=1."),
@@ -349,6 +351,15 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["optimizer.lr='0.1"], "Cannot read the override 'optimizer.lr='0.1': a quote in its value is not closed: close "
                             "it, or leave the quotes out."),
     (["optimizer.lr=[0.1"], "Cannot read the override 'optimizer.lr=[0.1': a bracket in its value is not closed."),
+    (["hydra.job.name=my/job"], "hydra.job.name=my/job: the job's name names its log file (<name>.log), which is no "
+                                "path: give one without '/', e.g. hydra.job.name=my_job."),
+    ([f"hydra.run.dir=/tmp/{'a' * 300}"], f"A name on the command line is longer than the filesystem takes "
+                                          f"(/tmp/{'a' * 75}...): give a shorter one."),
+    (["trainer.epochs = 1"], "Cannot read the override 'trainer.epochs = 1': no spaces around '=': trainer.epochs=1."),
+    (["tr\u00e4iner.epochs=1"], "Cannot read the override 'tr\u00e4iner.epochs=1': a key is the config's path to it, "
+                               "in ASCII letters, digits, '_' and '.' (python -m mnist_exp --cfg job shows them)."),
+    (["model.width=${"], "Cannot read the override 'model.width=${': an interpolation ${...} in its value is not "
+                         "closed: close it, e.g. ${trainer.epochs}."),
     (["--cfg", "job", "--package", "trainr"], "--package trainr: the config has no such node. Did you mean 'trainer'? "
                                               "python -m mnist_exp --cfg job shows them all."),
     (["--resolve"], "--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
@@ -675,7 +686,8 @@ def test_resume_of_a_directory_without_a_run_says_how(tmp_path, monkeypatch, cap
     assert (code, err) == (1, "resume=true, but the run in early stopped before its first checkpoint: there is nothing "
                               "to continue. Start it afresh: its command without resume=true, with a new hydra.run.dir "
                               "(or leave it out).\n")
-    code, _, err = run_main("dataset=fake", "hydra.run.dir=afresh", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    code, _, err = run_main("dataset=fake", "hydra.run.dir=afresh", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
     assert code == 0, err
 
 

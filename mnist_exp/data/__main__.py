@@ -13,7 +13,8 @@ arguments = sys.argv[1:]
 if arguments in (["-h"], ["--help"]):
     print(USAGE)
     sys.exit(0)
-if len(arguments) > 1 or arguments and (arguments[0].startswith("-") or "=" in arguments[0] or not arguments[0].strip()):
+if len(arguments) > 1 or arguments and (arguments[0].startswith("-") or "=" in arguments[0]
+                                        or not arguments[0].strip()):
     sys.exit(f"python -m mnist_exp.data takes a directory, not {' '.join(arguments) or repr('')}: python -m "
              "mnist_exp.data [DIR]. See --help.")
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -193,6 +193,13 @@ def typing_mistake(text: str, error: str) -> str:
         return "a quote in its value is not closed: close it, or leave the quotes out."
     if value.count("[") != value.count("]") or value.count("(") != value.count(")"):
         return "a bracket in its value is not closed."
+    if key != key.strip() or value != value.lstrip():
+        return f"no spaces around '=': {key.strip()}={value.strip()}."
+    if not re.fullmatch(r"[+~]{0,2}[\w./@-]+", key) or not key.isascii():
+        return ("a key is the config's path to it, in ASCII letters, digits, '_' and '.' (python -m mnist_exp --cfg "
+                "job shows them).")
+    if "${" in value and value.count("${") != value.count("}"):
+        return "an interpolation ${...} in its value is not closed: close it, e.g. ${trainer.epochs}."
     return (f"quote a value with spaces, non-ASCII letters or other special characters, e.g. "
             f"'{key}=\"{value}\"' (with the outer single quotes for the shell).")
 

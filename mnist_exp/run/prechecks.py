@@ -137,6 +137,9 @@ def check_given_values(command: CommandLine) -> None:
             raise UserError(f"{line}: {key} takes one of its options by name: {', '.join(options)}.")
         if key in PLACES and (given == "" or given is None and key.endswith(".dir")):
             raise UserError(f"{line}: {PLACES[key]}")  # ckpt_path=null, init_from=null: none, their default
+        if key == "hydra.job.name" and isinstance(given, str) and "/" in given:
+            raise UserError(f"{line}: the job's name names its log file (<name>.log), which is no path: give one "
+                            f"without '/', e.g. hydra.job.name={given.replace('/', '_')}.")
         if isinstance(given, Glob) and not group_options(key, command.config_dir):
             raise UserError(f"{line}: glob() matches a config group's options, and {key} is a key: list the values "
                             f"to sweep instead, {key}=<a>,<b>.")

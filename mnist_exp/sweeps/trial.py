@@ -91,9 +91,10 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
                             "'.[postgres]'), mysql://..., or a journal file's path.") from error
         except sqlalchemy.exc.DatabaseError as error:
             if not isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)):
+                reason = str(getattr(error, "orig", error)).strip()
                 raise UserError(f"hydra.sweeper.storage={without_password(storage)} is not a database Optuna can read "
-                                f"({str(getattr(error, 'orig', error)).strip()}): restore the study's file from a copy, "
-                                "or give another storage (a new hydra.sweep.dir).") from error
+                                f"({reason}): restore the study's file from a copy, or give another storage (a new "
+                                "hydra.sweep.dir).") from error
             # Workers that start together on a new database both create its tables: one wins, the others retry.
             if attempt == 5:
                 reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
