@@ -402,6 +402,17 @@ def test_resuming_a_completed_run_says_so_and_changes_nothing(best_late, tmp_pat
     assert snapshot(best_late) == before  # no second event file, no re-test
 
 
+def test_a_completed_run_whose_last_checkpoint_is_corrupt_is_shown_from_its_record(tmp_path, monkeypatch, capsys):
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1", "hydra.run.dir=run")
+    run(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a failed disk's byte
+    last.write_bytes(bytes(data))
+    out = run(*args, "resume=true", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert f"The run in {tmp_path / 'run'} is complete (test accuracy " in out
+
+
 def test_in_a_sweep_the_refusal_says_that_a_restored_value_runs_the_jobs_again(best_late, tmp_path):
     """A sweep's overrides name its jobs' directories: a value added to resume one as it ran makes new jobs."""
     ran = load_checkpoint(best_late / "checkpoints" / "last.pt")["config"]

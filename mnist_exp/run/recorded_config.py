@@ -9,6 +9,11 @@ from mnist_exp.errors import UserError, first_line
 from mnist_exp.runs import flatten_config, says_where_or_how
 
 
+def load_recorded_config(run_dir: Path) -> dict:
+    """The run's .hydra/config.yaml, resolved as the run resolved it; raises where it cannot be read."""
+    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"), resolve=True)
+
+
 def check_recorded_config(run_dir: Path, trained: dict, rewrite: str) -> None:
     """``trained``: the config of the run's last.pt; ``rewrite``: the command that prints the record as the run
     wrote it (``--cfg job``). Where and how a run goes may change on resume (device.*, loggers): not compared."""
@@ -16,7 +21,7 @@ def check_recorded_config(run_dir: Path, trained: dict, rewrite: str) -> None:
     if not record.exists():
         return
     try:
-        recorded = flatten_config(OmegaConf.to_container(OmegaConf.load(record), resolve=True))
+        recorded = flatten_config(load_recorded_config(run_dir))
     except Exception as error:  # garbled YAML, or an interpolation that no longer resolves
         raise UserError(f"{record} is unreadable ({first_line(error)}): it is the run's record of what it trains. "
                         f"Write it again, {rewrite} > {record}, then resume.") from None

@@ -25,6 +25,7 @@ from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import UnreadableCheckpoint, load_checkpoint
 from mnist_exp.run.commands import resume_command, sweep_resume_command
+from mnist_exp.run.recorded_config import load_recorded_config
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.paths import outputs_dir
@@ -78,9 +79,15 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
                         "away to continue the run from its checkpoint.") from None
     if recorded.get("status") != Status.COMPLETED:
         return None
-    last, record = last_checkpoint(run_dir), recorded_config(run_dir)
-    if last.exists():
-        refuse_another_config(last, load_checkpoint(last)["config"], config, in_sweep)
+    last, record, trained = last_checkpoint(run_dir), recorded_config(run_dir), None
+    try:
+        trained = load_checkpoint(last)["config"] if last.exists() else None
+    except UnreadableCheckpoint:  # a completed run is shown from its record; its weights are best.pt's
+        if record is None:
+            raise
+        log.warning("%s is unreadable: the run's .hydra/config.yaml says what it trained", last)
+    if trained is not None:
+        refuse_another_config(last, trained, config, in_sweep)
     elif record is not None:  # its values, however they were written (trainer.checkpoint=no is false)
         refuse_another_config(Path(run_dir) / ".hydra" / "config.yaml", record, config, in_sweep)
     elif (ran := read_run_overrides(run_dir)) is None:
@@ -97,7 +104,7 @@ def completed_run(run_dir: Path, config: dict, overrides: list[str], in_sweep: b
 def recorded_config(run_dir: Path) -> dict | None:
     """The run's .hydra/config.yaml, resolved as the run resolved it; None where it has none this process can read."""
     try:
-        return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"), resolve=True)
+        return load_recorded_config(run_dir)
     except Exception:  # none, not YAML, or an interpolation only its own run could resolve
         return None
 
