@@ -106,6 +106,9 @@ def check_given_values(command: CommandLine) -> None:
     removed key, an empty place), or a number or boolean where a group takes an option's name."""
     for override in command.overrides:
         key, line, given = override.key_or_group, override.input_line, override.value()
+        if override.package is not None and not key.startswith("hydra"):  # model@foo=cnn: a second model elsewhere
+            raise UserError(f"{line}: a group's option goes where the config reads it, not elsewhere (@): choose it "
+                            f"as {key}={given}.")
         if (override.is_add() or override.is_force_add()) and group_options(key, command.config_dir):  # recorded as none
             option = given[0] if isinstance(given, list) and len(given) == 1 else given
             raise UserError(f"{key} is a config group: choose its option without the +, {key}={option}.")
