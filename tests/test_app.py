@@ -351,6 +351,7 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["optimizer.lr='0.1"], "Cannot read the override 'optimizer.lr='0.1': a quote in its value is not closed: close "
                             "it, or leave the quotes out."),
     (["optimizer.lr=[0.1"], "Cannot read the override 'optimizer.lr=[0.1': a bracket in its value is not closed."),
+    (["resume=null"], "resume=null: resume needs a value, not null: give true or false, e.g. resume=true."),
     (["model@foo=cnn"], "model@foo=cnn: a group's option goes where the config reads it, not elsewhere (@): choose it "
                         "as model=cnn."),
     (["hydra.job.name=my/job"], "hydra.job.name=my/job: the job's name names its log file (<name>.log), which is no "

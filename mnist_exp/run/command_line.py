@@ -43,6 +43,8 @@ def read_override(text: str) -> Override:
 
 def as_bool(key: str, value) -> bool:
     """A value as OmegaConf reads a boolean (true, yes, on, 1, ...); a UserError for one it does not take."""
+    if value is None:  # BooleanNode takes null; the key does not
+        raise UserError(f"{key}=null: {key} needs a value, not null: give true or false, e.g. {key}=true.")
     try:
         return bool(BooleanNode(value=value)._value())
     except ValidationError:
