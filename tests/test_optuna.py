@@ -9,6 +9,7 @@ the dashboard is a server: those tests are slow.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -505,6 +506,27 @@ def test_a_stopped_search_keeps_what_finished_and_queues_its_stopped_trial_to_tr
     assert code == 0, err[-3000:]
     retried = load_study(f"sqlite:///{sweep}/optuna.db").trials[2]
     assert retried.state == TrialState.COMPLETE and retried.params == stopped.params
+
+
+def test_a_killed_searchs_finished_job_is_told_when_the_search_continues_not_trained_again(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A trial left running by a search killed after its job ended (a joblib worker outlives its parent): the next
+    command tells the study the job's result, where the trial would fail once its heartbeats stopped and retrain."""
+    sweep = tmp_path / "search"
+    args = ["-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake",
+            "trainer.epochs=1", "device=cpu", "device.threads=1", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"]
+    assert run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)[0] == 0
+    [first] = run_dirs(sweep)
+    shutil.copytree(first, sweep / "1_killed")  # the finished job of a trial the killed search never told
+    study = load_study(f"sqlite:///{sweep}/optuna.db")
+    left = study.ask(study.trials[0].distributions)
+    left.set_user_attr("run_dir", str(sweep / "1_killed"))
+    code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    trials = load_study(f"sqlite:///{sweep}/optuna.db").trials
+    assert [trial.state.name for trial in trials] == ["COMPLETE"] * 3  # the told one, and one trained now
+    assert trials[1].value == read_metrics(sweep / "1_killed")["best_val/acc"]
+    assert len(run_dirs(sweep)) == 3
 
 
 @pytest.mark.parametrize("sampler", ["grid", "random"])

@@ -35,8 +35,8 @@ from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
                                            check_space_fits, check_validation_split, trials_precision)
-from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, told,
-                                    without_password)
+from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, tell_recorded,
+                                    told, without_password)
 
 log = logging.getLogger("mnist_exp")
 
@@ -128,6 +128,11 @@ class OptunaSearch:
                 log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.n_startup_trials), and it will have "
                             "%d: give more trials, or a smaller n_startup_trials", type(built).__name__, does, startup,
                             part, total)
+        # A killed search's trials whose jobs had finished (joblib's workers go on after their parent): told, not
+        # failed when their heartbeats stop and trained again.
+        recorded_metrics = objectives(self.config.get("optimized_metric") or [])  # the keys of a job's metrics.json
+        for running in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            tell_recorded(study, running.number, recorded_metrics)
         remaining, told, failures, last = self.n_trials, 0, 0, ""
         while remaining > 0 and not grid_exhausted(study):
             with warnings.catch_warnings():  # experimental in Optuna, which says so on every call
@@ -142,7 +147,7 @@ class OptunaSearch:
                 returns = self.launch(trials)
             except BaseException:  # a stopped search: its unfinished trials fail, their params queued to run again
                 for trial in trials:
-                    end_stopped_trial(study, trial, objectives(self.config.get("optimized_metric") or []))
+                    end_stopped_trial(study, trial, recorded_metrics)
                 raise
             reasons = [tell(study, trial, ret, metric, len(self.directions)) for trial, ret in zip(trials, returns)]
             told, failures = told + len(reasons), failures + sum(reason is not None for reason in reasons)

@@ -158,9 +158,10 @@ class ReportToStudy(Callback):
 
 def told(study, trial, *args, **kwargs) -> None:
     """``study.tell``; the grid sampler's stop once every point is told (meant for ``study.optimize``) is no error:
-    the trial is recorded before it, and the search asks no more (``grid_exhausted``)."""
+    the trial is recorded before it, and the search asks no more (``grid_exhausted``). A trial told already (its
+    finished job's result, by a search continued after a kill) keeps that result."""
     try:
-        study.tell(trial, *args, **kwargs)
+        study.tell(trial, *args, skip_if_finished=True, **kwargs)
     except RuntimeError as error:
         if "Study.stop" not in str(error):
             raise
@@ -173,17 +174,26 @@ def end_stopped_trial(study, trial, metrics: list[str]) -> None:
     queued one without every key)."""
     from optuna.trial import TrialState
 
-    stored = study.get_trials(deepcopy=False)[trial.number]
-    if stored.state.is_finished():
+    if study.get_trials(deepcopy=False)[trial.number].state.is_finished() or tell_recorded(study, trial.number,
+                                                                                            metrics):
         return
-    run_dir = stored.user_attrs.get("run_dir")
+    told(study, trial, state=TrialState.FAIL)
+    if type(study.sampler).__name__ != "GridSampler":
+        study.enqueue_trial(trial.params)
+
+
+def tell_recorded(study, trial_number: int, metrics: list[str]) -> bool:
+    """Tell the study the result its trial's job recorded (metrics.json, in the directory the job named in the
+    trial), completed or pruned; False where the job recorded none."""
+    from optuna.trial import TrialState
+
+    run_dir = study.get_trials(deepcopy=False)[trial_number].user_attrs.get("run_dir")
     recorded = read_metrics(Path(run_dir)) if run_dir else {}
     values = [number(recorded.get(metric)) for metric in metrics]
     if recorded.get("status") == Status.COMPLETED and values and None not in values:
-        told(study, trial, values[0] if len(values) == 1 else values)
+        told(study, trial_number, values[0] if len(values) == 1 else values)
     elif recorded.get("status") == Status.PRUNED:
-        told(study, trial, state=TrialState.PRUNED)
+        told(study, trial_number, state=TrialState.PRUNED)
     else:
-        told(study, trial, state=TrialState.FAIL)
-        if type(study.sampler).__name__ != "GridSampler":
-            study.enqueue_trial(trial.params)
+        return False
+    return True
