@@ -1,18 +1,22 @@
 """Continuing a killed sweep with resume=true, and refusing to run a sweep over its completed jobs."""
 
+import contextlib
 import csv
 import io
+import os
 import shlex
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import kill_at_creation, read_metrics, run_dirs, run_main
 from mnist_exp.tools import compare
-from mnist_exp.runs import write_metrics
+from mnist_exp.runs import run_status, write_metrics
 
 # Four deterministic jobs of two epochs each: a kill inside job 2 leaves two completed jobs, one with an
 # epoch-1 last.pt and one never started (then marked failed, as a job that raised at once is).
@@ -188,6 +192,39 @@ def test_ctrl_c_in_a_sweep_prints_the_command_that_resumes_the_sweep(uninterrupt
     assert [read_metrics(sweep_dir / name)["status"] for name in names] == ["completed"] * 4
     assert leaderboard(sweep_dir) == leaderboard(uninterrupted)
 
+
+
+@pytest.mark.slow  # the sweep that is killed is a process of its own
+@pytest.mark.skipif(not joblib_installed(), reason="hydra-joblib-launcher is not installed")
+def test_joblib_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_the_sweep_resumes(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """SIGKILL to the sweep's process leaves its workers behind: each stops its job at the next batch, as a
+    terminal's end would (SIGHUP), rather than train on unseen holding the job's directory."""
+    sweep = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "dataset=fake",
+             "dataset.num_train=2048", "model.width=4", "trainer.epochs=60", "device.threads=1")
+    sweep_dir = tmp_path / "sweep"
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *sweep, f"hydra.sweep.dir={sweep_dir}"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while len(list(sweep_dir.glob("*/checkpoints/last.pt"))) < 2 and process.poll() is None:
+            time.sleep(0.05)
+        process.kill()
+        process.wait()
+        jobs = run_dirs(sweep_dir)
+        deadline = time.monotonic() + 60
+        while {run_status(job) for job in jobs} != {"stopped"} and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):  # the idle workers: loky ends them after 5 minutes
+            with contextlib.suppress(OSError):
+                if b"popen_loky" in cmdline.read_bytes() and Path(cmdline.parent, "cwd").resolve() == tmp_path:
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+    assert [read_metrics(job)["status"] for job in jobs] == ["stopped", "stopped"]
+    assert all("Stopped by SIGHUP" in (job / "train.log").read_text() for job in jobs)
+    code, _, err = run_main(*sweep, "resume=true", f"hydra.sweep.dir={sweep_dir}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    assert [read_metrics(job)["status"] for job in jobs] == ["completed", "completed"]
 
 
 def test_the_sweeps_resume_command_keeps_its_launcher_and_leaves_out_what_the_app_adds(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The process's set-up for a run: which device, how many CPU threads, seeds, determinism, signals."""
 
 import contextlib
+import multiprocessing
 import os
 import random
 import signal
@@ -139,8 +140,28 @@ def stop_on_signals(request_stop: Callable[[], None]):
         request_stop()
 
     previous = {signum: signal.signal(signum, handle) for signum in stop_signals()}
+    done = threading.Event()
+    watch_parent(lambda: received or handle(signal.SIGHUP, None), done)  # a signal seen first is the stop
     try:
         yield received
     finally:
+        done.set()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def watch_parent(hang_up: Callable[[], None], done: threading.Event) -> None:
+    """In a process a launcher started (a joblib worker): ``hang_up`` where that parent dies before ``done``, as a
+    terminal's end sends SIGHUP. A sweep's process killed outright leaves its workers training on unseen, holding
+    their jobs' directories; so they stop at the next batch with a checkpoint and record how to resume the sweep."""
+    if multiprocessing.parent_process() is None:
+        return
+    parent = os.getppid()  # loky's workers have no sentinel of their parent: a dead one's children are adopted
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            if os.getppid() != parent:
+                hang_up()
+                return
+
+    threading.Thread(target=watch, name="mnist-exp-parent-watch", daemon=True).start()
