@@ -514,7 +514,8 @@ def test_a_killed_searchs_finished_job_is_told_when_the_search_continues_not_tra
     command tells the study the job's result, where the trial would fail once its heartbeats stopped and retrain."""
     sweep = tmp_path / "search"
     args = ["-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake",
-            "trainer.epochs=1", "device=cpu", "device.threads=1", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"]
+            "trainer.epochs=1", "device=cpu", "device.threads=1", "hydra.sweeper.n_trials=1",
+            f"hydra.sweep.dir={sweep}"]
     assert run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)[0] == 0
     [first] = run_dirs(sweep)
     shutil.copytree(first, sweep / "1_killed")  # the finished job of a trial the killed search never told
