@@ -9,6 +9,7 @@ the dashboard is a server: those tests are slow.
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -444,6 +445,23 @@ def test_one_metric_given_as_a_list_is_searched_as_one(tmp_path, monkeypatch, ca
                               "optimized_metric=[best_val/acc]", f"hydra.sweep.dir={tmp_path / 'search'}",
                               monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0 and "Trial 0: best_val/acc " in out, err[-3000:]
+
+
+def test_the_best_trials_command_finds_the_users_own_experiment_again(tmp_path, monkeypatch, capsys):
+    """experiment=mine lies on the user's hydra.searchpath: the printed command names that folder, absolute."""
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "mine.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 1\n")
+    code, out, err = run_main("-m", "hydra/sweeper=optuna", "hydra.searchpath=[file://conf]", "experiment=mine",
+                              "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake", "device=cpu",
+                              "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'search'}",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    command = shlex.split(out.partition("Run it again: ")[2].splitlines()[0])
+    assert command[3] == f'hydra.searchpath=["file://{tmp_path / "conf"}"]', command
+    (tmp_path / "elsewhere").mkdir()
+    code, _, err = run_main(*command[3:], "hydra.run.dir=best", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path / "elsewhere")
+    assert code == 0, err[-2000:]
 
 
 def test_a_study_file_that_is_no_database_is_refused_in_one_line(tmp_path, monkeypatch, capsys):

@@ -61,13 +61,15 @@ def test_register_with_a_decorator_and_refuse_a_second_builder_under_one_name():
 
 
 USER_SCRIPT = '''
+import math
+
 from torch import nn
 from mnist_exp.registry import MODELS
 from mnist_exp.app import main
 
 
 @MODELS.register("tiny")
-def tiny(num_classes: int, width: int = 8) -> nn.Module:
+def tiny(num_classes: int, width: int = 8, max_norm: float = math.inf) -> nn.Module:  # inf: the user's "off"
     return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, num_classes))
 
 
@@ -94,7 +96,7 @@ def test_a_users_own_model_trains_through_the_entry_point(tmp_path, capsys):
     # among the keys its builder takes.
     result = run_module("my_models", "model=tiny", "model.widht=12", "dataset=fake", cwd=tmp_path, expect_ok=False)
     assert (result.returncode, result.stderr) == (
-        1, "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width.\n")
+        1, "Unknown key 'model.widht'. Did you mean 'model.width'? The keys of model: name, width, max_norm.\n")
     # The tools, where tiny is not registered (this process), say how to reach it; the advice, followed, works.
     assert evaluate.main([str(run_dir)]) == 1
     assert capsys.readouterr().err == (

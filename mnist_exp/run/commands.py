@@ -17,24 +17,30 @@ from mnist_exp.runs import as_override, split_override, without_keys
 MAIN = Path(__file__).resolve().parents[1] / "__main__.py"  # python -m mnist_exp
 
 
-def program() -> list[str]:
+def this_hydra(hydra=None):
+    """``hydra``, else the running job's Hydra config (None outside one)."""
+    return hydra if hydra is not None else HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def program(hydra=None) -> list[str]:
     """How this process was started, as a user types it: ``python -m mnist_exp`` or their own script (which registers
-    their builders), under torchrun where it runs there; with the ``--config-dir`` and ``--config-name`` given."""
+    their builders), under torchrun where it runs there; with the ``--config-dir`` and ``--config-name`` given.
+    ``hydra``: the Hydra config to read them from, where it is not yet the running job's (a sweeper's setup)."""
     own = Path(sys.argv[0]).resolve() == MAIN or Path(sys.argv[0]).name in ("mnist_exp", "mnist-exp")
     started = (["torchrun", f"--nproc_per_node={distributed.world_size()}"] if distributed.is_distributed()
                else ["python"])
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    hydra = this_hydra(hydra)
     config_dir = next((["--config-dir", str(Path(source.path).absolute())] for source in
                        (hydra.runtime.config_sources if hydra else []) if source.provider == "command-line"), [])
     config_name = ["--config-name", hydra.job.config_name] if hydra and hydra.job.config_name != "config" else []
     return [*started, *(["-m", "mnist_exp"] if own else [sys.argv[0]]), *config_dir, *config_name]
 
 
-def searchpath() -> list[str]:
+def searchpath(hydra=None) -> list[str]:
     """The ``hydra.searchpath`` override this process was given, if any, its folders made absolute as --config-dir's
     are: the configs found there (a user's ``experiment=mine``) compose only with it. An override: it goes after a
     flag such as ``-m``."""
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    hydra = this_hydra(hydra)
     if not hydra or not any(split_override(text)[0] == "hydra.searchpath" for text in hydra.overrides.hydra):
         return []
     return [as_override("hydra.searchpath", [f"file://{Path(entry.removeprefix('file://')).absolute()}"
@@ -60,5 +66,8 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
         overrides = [*recorded.hydra, *recorded.task]  # Hydra's own first: the launcher and its settings
     except Exception:
         return None
-    kept = without_keys(overrides, ("resume", "hydra.sweep.dir", "hydra.mode", "hydra.output_subdir"))  # the app's
-    return shlex.join([*program(), "-m", *kept, "resume=true", as_override("hydra.sweep.dir", str(sweep_dir))])
+    # The app's own, and the search path: searchpath() gives it with its folders absolute.
+    kept = without_keys(overrides, ("resume", "hydra.sweep.dir", "hydra.mode", "hydra.output_subdir",
+                                    "hydra.searchpath"))
+    return shlex.join([*program(), "-m", *searchpath(), *kept, "resume=true",
+                       as_override("hydra.sweep.dir", str(sweep_dir))])

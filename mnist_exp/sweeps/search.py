@@ -81,7 +81,7 @@ class OptunaSearch:
         self.config = config
         # How the best trial runs again: this package's entry point, or the script of another Hydra app.
         self.own = task_function.__module__.startswith("mnist_exp")
-        self.program = [*program(), *searchpath()]  # a best trial's command runs it alone
+        self.program = [*program(config.hydra), *searchpath(config.hydra)]  # a best trial's command runs it alone
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
