@@ -49,9 +49,6 @@ RESUME_MAY_CHANGE = ("resume", "ckpt_path", "dataset.data_dir", "device.", "trai
 # Of those, the one that changes what a run computes: compared and recorded as what it ran (a run's metrics.json
 # says what device.precision=auto became).
 PRECISION = "device.precision"
-# And those that change how fast a run trains, and its numbers in their last bits (the order of a sum): a run that
-# differs from another in one of them only is no repeat of it.
-HOW_FAST = ("device.", "trainer.compile", "trainer.eval_batch_size")
 
 
 def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -225,6 +222,12 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def changes_speed(key: str) -> bool:
+    """A key that changes how fast a run trains, and its numbers in their last bits (the order of a sum): the device
+    and its keys, compiling, the test's batches. A run that differs from another in one of them only is no repeat."""
+    return key == "device" or key.startswith(("device.", "trainer.compile", "trainer.eval_batch_size"))
 
 
 def says_where_or_how(key: str) -> bool:

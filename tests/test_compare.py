@@ -336,12 +336,21 @@ def test_a_run_that_repeats_a_seed_counts_once_and_is_named(seeds, capsys):
 
 
 def test_a_sweep_of_the_thread_count_is_a_row_for_each_count(tmp_path, capsys):
-    """device.threads=1,2 over seeds 0 and 1: each seed ran twice, at two speeds; the rows keep the speeds apart."""
+    """device.threads=1,2 over seeds 0 and 1: each seed ran twice, at two speeds; the rows keep the speeds apart.
+    Beside them, width 8's three seeds ran with different threads, each once: samples of one setting, one row."""
     for number, (threads, seed) in enumerate([(1, 0), (1, 1), (2, 0), (2, 1)]):
         make_job(tmp_path / "sweep", f"{number}_threads-{threads}_seed-{seed}",
                  {"device.threads": threads, "seed": seed}, done(0.98 + seed / 1000, 0.99, 10 / threads))
+    for seed, threads in enumerate([1, 2, 1]):
+        make_job(tmp_path / "sweep", f"{4 + seed}_width-8_seed-{seed}",
+                 {"model.width": 8, "device.threads": threads, "seed": seed}, done(0.97, 0.98, 3))
+    for number, device in enumerate(["cpu", "cuda"], start=7):  # the device group's option: a speed too
+        make_job(tmp_path / "sweep", f"{number}_device-{device}", {"model.width": 4, "device": device, "seed": 0},
+                 done(0.96, 0.97, 4 if device == "cpu" else 1))
     rows = read_csv(run_compare(capsys, tmp_path / "sweep", "--format", "csv"))
-    assert [(row["device.threads"], row["n"], float(row["train s"])) for row in rows] == [("1", "2", 10), ("2", "2", 5)]
+    assert [(row["model.width"], row["device.threads"], row["device"], row["n"], float(row["train s"]))
+            for row in rows] == [("", "1", "", "2", 10), ("", "2", "", "2", 5), ("8", "", "", "3", 3),
+                                 ("4", "", "cpu", "1", 4), ("4", "", "cuda", "1", 1)]
 
 
 def test_thousands_of_runs_read_on_every_core_give_the_same_leaderboard(seeds, monkeypatch, capsys):

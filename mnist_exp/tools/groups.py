@@ -6,7 +6,7 @@ The leaderboard, ``--vs`` and ``--plot`` all rank and compare these.
 from collections import Counter
 from typing import Any
 
-from mnist_exp.runs import HOW_FAST, Status, number, says_where_or_how
+from mnist_exp.runs import Status, changes_speed, number, says_where_or_how
 from mnist_exp.tools.run_records import differing_keys
 from mnist_exp.tools.stats import ACCURACY, ANY_NUMBER, Summary, summarize
 
@@ -17,26 +17,30 @@ def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Test accuracy ranks them: the intervals, the plot and --vs are all of test accuracy. A sweep of a key that
     changes how fast runs train (``swept_speed_keys``) keeps its values apart, that key shown.
     """
-    apart = swept_speed_keys(runs)
     by_settings: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
-        by_settings.setdefault((run["settings"], *(run["overrides"].get(key) for key in apart)), []).append(run)
-    groups = [summarize_group(members, {k: v for k, v in members[0]["overrides"].items()
-                                        if k != "seed" and (k in apart or not says_where_or_how(k))})
-              for members in by_settings.values()]
+        by_settings.setdefault(run["settings"], []).append(run)
+    groups = []
+    for members in by_settings.values():
+        apart, parts = swept_speed_keys(members), {}
+        for run in members:
+            parts.setdefault(tuple(run["overrides"].get(key) for key in apart), []).append(run)
+        groups += [summarize_group(part, {k: v for k, v in part[0]["overrides"].items()
+                                          if k != "seed" and (k in apart or not says_where_or_how(k))})
+                   for part in parts.values()]
     return sorted(groups, key=lambda g: (g["test"] is None, -(g["test"].mean if g["test"] else 0.0),
                                          str(g["runs"][0]["dir"])))  # ties in the order of the runs' names
 
 
-def swept_speed_keys(runs: list[dict[str, Any]]) -> list[str]:
-    """The keys that change how fast a run trains (``HOW_FAST``) given different values in runs of one setting and
-    one seed: a sweep of that key (``device.threads=1,2``), whose values are then rows of their own, not repeats.
-    Runs of different seeds that ran with different threads are samples of one setting as before."""
-    same: dict[tuple, list[dict[str, Any]]] = {}
-    for run in runs:
-        same.setdefault((run["settings"], run["seed"]), []).append(run)
-    return list(dict.fromkeys(key for repeats in same.values() if len(repeats) > 1
-                              for key in differing_keys(repeats) if key.startswith(HOW_FAST)))
+def swept_speed_keys(members: list[dict[str, Any]]) -> list[str]:
+    """Of runs that train the same, the keys that change how fast a run trains (``changes_speed``) given different
+    values in runs of one seed: a sweep of that key (``device.threads=1,2``), whose values are then rows of their
+    own, not repeats. Runs of different seeds that ran with different threads are samples of one setting."""
+    same_seed: dict[Any, list[dict[str, Any]]] = {}
+    for run in members:
+        same_seed.setdefault(run["seed"], []).append(run)
+    return list(dict.fromkeys(key for repeats in same_seed.values() if len(repeats) > 1
+                              for key in differing_keys(repeats) if changes_speed(key)))
 
 
 def summarize_group(members: list[dict[str, Any]], overrides: dict[str, str]) -> dict[str, Any]:
