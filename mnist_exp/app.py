@@ -38,7 +38,7 @@ from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_r
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
                                    stop_on_signals)
 from mnist_exp.run.trainer import TrainingStopped
-from mnist_exp.runs import METRICS_FILE, Status, last_checkpoint, objectives
+from mnist_exp.runs import METRICS_FILE, Status, last_checkpoint, objectives, run_status
 from mnist_exp.sweeps.search import register_optuna_sweeper
 from mnist_exp.sweeps.trial import TrialPruned, trial_callbacks
 
@@ -160,11 +160,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         close_trackers(job, Status.STOPPED)
         raise
     except KeyboardInterrupt:  # Ctrl-C twice, or in the test: a stop as the first's, continued from last.pt
+        if run_status(job.run_dir) == Status.COMPLETED:  # after the run's record: complete, and so it stays
+            close_trackers(job, Status.COMPLETED)
+            raise SystemExit(128 + signal.SIGINT) from None
         close_trackers(job, Status.STOPPED)
         record_stop(job.trainer.state, job.run_dir, overrides, signal.SIGINT,
                     job.tracker is not None and last_checkpoint(job.run_dir).exists(), sweep_dir)
     except BaseException as error:
-        record_failure(job.run_dir, error)
+        if run_status(job.run_dir) != Status.COMPLETED:  # an error after the run's record leaves the record
+            record_failure(job.run_dir, error)
         close_trackers(job, Status.FAILED)
         if disk_full(error):  # the event file, the log or a checkpoint: one line, whichever hit it first
             raise full_disk_error(job.run_dir, "the run stopped; its last checkpoint is kept") from None

@@ -214,6 +214,22 @@ def test_ctrl_c_in_the_final_test_is_a_stop_that_resumes(tmp_path):
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
+def test_ctrl_c_after_the_runs_record_leaves_it_completed(tmp_path, monkeypatch, capsys):
+    """In the trackers' last writes (an MLflow upload, say): the run is complete, and its record says so."""
+    from mnist_exp.run.tensorboard import TensorBoardTracker
+
+    close = TensorBoardTracker.close
+
+    def close_then_ctrl_c(self, *args, **kwargs):
+        close(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TensorBoardTracker, "close", close_then_ctrl_c)
+    code, _, _ = run_main("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1", "hydra.run.dir=run",
+                          monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 130 and read_metrics(tmp_path / "run")["status"] == "completed"
+
+
 def test_the_printed_command_starts_as_the_users_own_script_started(monkeypatch):
     """A script that registers the user's own builders, then calls mnist_exp's main: model=tiny exists only there."""
     from mnist_exp.run.commands import resume_command
