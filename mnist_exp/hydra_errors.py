@@ -150,7 +150,7 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
             read_as = f" is read as {found['value']}," if written[1] != found["value"] else " is"
             return (f"{full_key[1]}={written[1]}{read_as} not a whole number: write it without a point or an "
                     f"exponent, {full_key[1]}={found['value'][:-2]}.")
-        if found["value"] in ("None", "none", "NULL", "Null", "nil"):  # Python's word, or another language's
+        if found["value"] in ("None", "none", "nil"):  # Python's word, or another language's (YAML's Null is null)
             return (f"{full_key[1]}={found['value']} is not {wanted}: YAML writes no value as null, "
                     f"{full_key[1]}=null, where the key takes none; else {wanted}, e.g. "
                     f"{full_key[1]}={example(wanted, found['value'])}.")
@@ -175,7 +175,7 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                           r"Cannot convert '(?P<type>list|dict)' to string", text):
         return (f"{found['key']}={found['value']} is a {found['type']}, and {found['key']} takes one text: give one "
                 f"value (a text with a comma in quotes, '{found['key']}=\"a,b\"').")
-    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=null\s+field '[^']+' is not Optional", text):
+    if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?i:null)\s+field '[^']+' is not Optional", text):
         shown_by = "--cfg hydra" if found["key"].startswith("hydra.") else "--cfg job"
         return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp {shown_by} shows "
                 "its default).")

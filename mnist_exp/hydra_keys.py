@@ -1,7 +1,6 @@
 """Unknown keys that Hydra names without a close match: a key of one of Hydra's own groups (a launcher's, a
 sampler's, a pruner's option, which have no schema), a logger's key. Each says which option or logger has it."""
 
-import re
 from difflib import get_close_matches
 
 from hydra.core.config_store import ConfigStore

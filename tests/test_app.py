@@ -686,9 +686,9 @@ def test_resume_of_a_directory_without_a_run_says_how(tmp_path, monkeypatch, cap
     (tmp_path / "early" / ".hydra").mkdir(parents=True)  # a run killed before its first checkpoint
     code, _, err = run_main("dataset=fake", "resume=true", "hydra.run.dir=early", monkeypatch=monkeypatch,
                             capsys=capsys, cwd=tmp_path)
-    assert (code, err) == (1, "resume=true, but the run in early stopped before its first checkpoint: there is nothing "
-                              "to continue. Start it afresh: its command without resume=true, with a new hydra.run.dir "
-                              "(or leave it out).\n")
+    assert (code, err) == (1, "resume=true, but the run in early has no checkpoints/last.pt to continue from (it ended "
+                              "before its first, or ran with trainer.checkpoint=false). Start it afresh: its command "
+                              "without resume=true, with a new hydra.run.dir (or leave it out).\n")
     code, _, err = run_main("dataset=fake", "hydra.run.dir=afresh", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
     assert code == 0, err

@@ -200,8 +200,10 @@ def typing_mistake(text: str, error: str) -> str:
     if not re.fullmatch(r"[+~]{0,2}[\w./@-]+", key) or not key.isascii():
         return ("a key is the config's path to it, in ASCII letters, digits, '_' and '.' (python -m mnist_exp --cfg "
                 "job shows them).")
-    if "${" in value and value.count("${") != value.count("}"):
+    if value.count("${") > value.count("}"):
         return "an interpolation ${...} in its value is not closed: close it, e.g. ${trainer.epochs}."
+    if value.count("}") > value.count("{"):
+        return "a '}' in its value closes nothing: remove it."
     return (f"quote a value with spaces, non-ASCII letters or other special characters, e.g. "
             f"'{key}=\"{value}\"' (with the outer single quotes for the shell).")
 

@@ -18,7 +18,7 @@ from mnist_exp.errors import UserError, first_line
 def torchrun_number(name: str, default: int) -> int:
     """A count torchrun sets in each process's environment (``RANK``, ``WORLD_SIZE``); ``default`` outside it."""
     text = os.environ.get(name, str(default))
-    if not text.strip().isdigit():
+    if not text.isdigit():  # as mnist_exp.errors.other_rank reads it
         raise UserError(f"{name}={text} in the environment is not a whole number: torchrun sets it in the processes it "
                         f"starts; outside torchrun, unset it (unset {name}).")
     return int(text)

@@ -58,9 +58,9 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
 
 def nothing_to_resume(run_dir: Path) -> UserError:
     if (run_dir / ".hydra").is_dir():  # the run, stopped before it wrote one
-        return UserError(f"resume=true, but the run in {run_dir} stopped before its first checkpoint: there is nothing "
-                         "to continue. Start it afresh: its command without resume=true, with a new hydra.run.dir (or "
-                         "leave it out).")
+        return UserError(f"resume=true, but the run in {run_dir} has no checkpoints/last.pt to continue from (it "
+                         "ended before its first, or ran with trainer.checkpoint=false). Start it afresh: its command "
+                         "without resume=true, with a new hydra.run.dir (or leave it out).")
     return UserError(f"resume=true, but {last_checkpoint(run_dir)} does not exist. Point hydra.run.dir at the run to "
                      f"continue (hydra.run.dir={outputs_dir()}/runs/<date>/<time>...) or give ckpt_path=<checkpoint>.")
 

@@ -35,6 +35,7 @@ except ImportError:  # Windows: no advisory locks; rows of parallel jobs could i
     fcntl = None
 
 log = logging.getLogger("mnist_exp")
+csv.field_size_limit(2**31 - 1)  # a failed job's error is a field: the 131,072 characters csv reads by default are few
 
 SUMMARY_FILE = "sweep.csv"
 BEST_TRIAL_FILE = "best_trial.yaml"
@@ -125,7 +126,8 @@ def edit_rows(path: Path, edit) -> None:
         except FileNotFoundError:
             rows = []
         except (UnicodeDecodeError, csv.Error) as error:  # kept aside, not half-read: the jobs' rows are written anew
-            kept = path.with_name(f"{path.name}.unreadable")
+            kept = next(kept for number in range(1, 1000) if not (kept := path.with_name(
+                f"{path.name}.unreadable{'' if number == 1 else f'-{number}'}")).exists())
             path.replace(kept)
             log.warning("%s is no sweep summary this tool wrote (%s): kept as %s; a new one lists each job as it "
                         "ends (a resumed sweep's, all of them)", path, error, kept.name)

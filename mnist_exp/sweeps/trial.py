@@ -90,7 +90,8 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
                             "sqlite:///<file>, postgresql://user:password@host/db (with its driver: pip install -e "
                             "'.[postgres]'), mysql://..., or a journal file's path.") from error
         except sqlalchemy.exc.DatabaseError as error:
-            if not isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)):
+            retried = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)
+            if storage.startswith("sqlite") and not isinstance(error, retried):  # a file that is no database
                 reason = str(getattr(error, "orig", error)).strip()
                 raise UserError(f"hydra.sweeper.storage={without_password(storage)} is not a database Optuna can read "
                                 f"({reason}): restore the study's file from a copy, or give another storage (a new "
