@@ -232,8 +232,10 @@ def test_the_sweeps_resume_command_keeps_its_launcher_and_leaves_out_what_the_ap
 
     monkeypatch.setattr(sys, "argv", ["mnist_exp"])
     recorded = {"hydra": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}",
-                          "hydra.mode=MULTIRUN", "hydra.output_subdir=null"],  # as a resumed sweep's record has it
+                          "hydra.mode=MULTIRUN", "hydra.output_subdir=null",  # as a resumed sweep's record has it
+                          "hydra.sweep.subdir=${hydra.job.num}"],  # as typed, not resolved
                 "task": ["seed=0,1", "resume=true"]}
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": recorded}}))
     assert sweep_resume_command(tmp_path) == ("python -m mnist_exp -m hydra/launcher=joblib hydra.launcher.n_jobs=2 "
-                                              f"seed=0,1 resume=true hydra.sweep.dir={tmp_path}")
+                                              "'hydra.sweep.subdir=${hydra.job.num}' seed=0,1 resume=true "
+                                              f"hydra.sweep.dir={tmp_path}")

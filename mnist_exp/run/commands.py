@@ -41,7 +41,8 @@ def searchpath(hydra=None) -> list[str]:
     are: the configs found there (a user's ``experiment=mine``) compose only with it. An override: it goes after a
     flag such as ``-m``."""
     hydra = this_hydra(hydra)
-    if not hydra or not any(split_override(text)[0] == "hydra.searchpath" for text in hydra.overrides.hydra):
+    given = OmegaConf.to_container(hydra.overrides.hydra, resolve=False) if hydra else []  # as typed: ${...} too
+    if not any(split_override(text)[0] == "hydra.searchpath" for text in given):
         return []
     return [as_override("hydra.searchpath", [f"file://{Path(entry.removeprefix('file://')).absolute()}"
                                              if entry.startswith("file://") else entry for entry in hydra.searchpath])]
@@ -63,7 +64,8 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
     none (a search, which continues when its own command runs again)."""
     try:
         recorded = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides
-        overrides = [*recorded.hydra, *recorded.task]  # Hydra's own first: the launcher and its settings
+        # Hydra's own first (the launcher and its settings), as typed: hydra.sweep.subdir=${hydra.job.num}...
+        overrides = [*OmegaConf.to_container(recorded.hydra), *OmegaConf.to_container(recorded.task)]
     except Exception:
         return None
     # The app's own, and the search path: searchpath() gives it with its folders absolute.
