@@ -123,7 +123,8 @@ def restarted_by_scheduler() -> bool:
 
 @contextlib.contextmanager
 def stop_on_signals(request_stop: Callable[[], None]):
-    """While inside, ``stop_signals()`` call ``request_stop`` (a second one stops at once); yields the signals seen.
+    """While inside, ``stop_signals()`` call ``request_stop`` (a second one stops at once), and so does a launcher
+    worker's parent dying (``watch_parent``, as SIGHUP); yields the signals seen.
 
     A preempted job should leave a checkpoint to resume from rather than die mid-batch. On the way
     out the previous handlers come back (submitit's among them, which then requeues the job).
