@@ -17,8 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import (kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main, run_module,
-                      torch_settings_kept)
+from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main, torch_settings_kept
 from mnist_exp.errors import UserError
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 from mnist_exp.run.run_dir_lock import run_dir_lock
@@ -176,41 +175,23 @@ def test_a_run_record_changed_since_the_stop_is_refused_and_the_advice_writes_it
     assert read_metrics(run_dir)["status"] == "completed"
 
 
-INTERRUPTED_IN_TEST = '''
-import os
-from torch import nn
-from mnist_exp.registry import MODELS
-from mnist_exp.app import main
-
-
-class Interrupted(nn.Sequential):
-    def forward(self, x):
-        if not self.training and len(x) > 1 and os.environ.get("CTRL_C_IN_TEST"):  # no validation: the test's batch
-            raise KeyboardInterrupt
-        return super().forward(x)
-
-
-MODELS.register("ctrl_c")(lambda num_classes: Interrupted(nn.Flatten(), nn.Linear(784, num_classes)))
-
-if __name__ == "__main__":
-    main()
-'''
-
-
-@pytest.mark.slow  # the user's own script, run as its own process
-def test_ctrl_c_in_the_final_test_is_a_stop_that_resumes(tmp_path):
+def test_ctrl_c_in_the_final_test_is_a_stop_that_resumes(tmp_path, monkeypatch, capsys):
     """The second Ctrl-C, or one after training (in the test): stopped as by the first, not failed; resume tests it."""
-    (tmp_path / "ctrl_c_model.py").write_text(INTERRUPTED_IN_TEST)
-    args = ("model=ctrl_c", "dataset=fake", "dataset.val_size=0", "trainer.epochs=2", "device.threads=1",
-            "hydra.run.dir=run")
-    stopped = run_module("ctrl_c_model", *args, cwd=tmp_path, expect_ok=False, env={"CTRL_C_IN_TEST": "1"})
+    import mnist_exp.app
+
+    def ctrl_c_in_the_test(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=2", "device.threads=1", "hydra.run.dir=run")
+    with monkeypatch.context() as patched:
+        patched.setattr(mnist_exp.app, "test_and_record", ctrl_c_in_the_test)
+        code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     metrics = read_metrics(tmp_path / "run")
-    assert stopped.returncode == 130 and metrics["status"] == "stopped" and metrics["epoch"] == 2, stopped.stderr
-    assert "Traceback" not in stopped.stderr + stopped.stdout
+    assert code == 130 and metrics["status"] == "stopped" and metrics["epoch"] == 2, err[-2000:]
+    assert "Traceback" not in err
     command = shlex.split(metrics["resume"])
-    assert command == ["python", str(tmp_path / "ctrl_c_model.py"), *args[:-1], "resume=true",
-                       f"hydra.run.dir={tmp_path / 'run'}"]
-    run_module("ctrl_c_model", *command[2:], cwd=tmp_path)
+    assert command == ["python", "-m", "mnist_exp", *args[:-1], "resume=true", f"hydra.run.dir={tmp_path / 'run'}"]
+    run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
