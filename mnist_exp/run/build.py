@@ -17,7 +17,7 @@ from mnist_exp.registry import AUGMENTATIONS, MODELS, OPTIMIZERS, SCHEDULERS
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TrackingCallback
 from mnist_exp.run.checkpoint import misfit
-from mnist_exp.run.commands import run_command
+from mnist_exp.run.commands import config_command, run_command
 from mnist_exp.run.recorded_config import check_recorded_config
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
 from mnist_exp.run.debugging import limited
@@ -31,7 +31,7 @@ from mnist_exp.run.runtime import place_model, seed_everything, select_device, s
 from mnist_exp.run.loggers import open_trackers
 from mnist_exp.run.tracking import TrackedRun, Trackers
 from mnist_exp.run.trainer import LoopSettings, Trainer
-from mnist_exp.runs import CHECKPOINT_DIR, split_override, without_keys, without_resume
+from mnist_exp.runs import CHECKPOINT_DIR, split_override, without_resume
 
 log = logging.getLogger("mnist_exp")
 
@@ -74,8 +74,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     # Refused before anything is built.
     resumed = load_resumable(resume_from, config, in_sweep) if resume_from is not None else None
     if resumed and writer and not cfg.ckpt_path:  # continued in place: the record there must say what it trains
-        first_start = without_keys(list(overrides), ("resume", "ckpt_path", "hydra.run.dir"))
-        check_recorded_config(run_dir, resumed["config"], f"{run_command(first_start)} --cfg job")
+        check_recorded_config(run_dir, resumed["config"], config_command(list(overrides)))
     log.info("Run directory: %s", run_dir)
     taken = [given for given, claimed in CLAIMED_RUN_DIRS.items() if Path(claimed) == run_dir and claimed != given]
     if taken:

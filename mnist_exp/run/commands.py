@@ -1,5 +1,5 @@
-"""The commands a run records and prints for its user to type again: the one that ran it, the one that resumes it,
-the one that resumes its sweep.
+"""The commands a run records and prints for its user to type again: the one that ran it, the one that prints its
+config, the one that resumes it, the one that resumes its sweep.
 Each starts as this process was started (``python -m mnist_exp``, a user's own script, torchrun), with the
 ``--config-dir``, ``--config-name`` and ``hydra.searchpath`` Hydra was given."""
 
@@ -15,6 +15,7 @@ from mnist_exp.runs import as_override, split_override, without_keys
 
 
 MAIN = Path(__file__).resolve().parents[1] / "__main__.py"  # python -m mnist_exp
+CONTINUED = ("resume", "ckpt_path", "hydra.run.dir")  # how a run goes on, not how it began
 
 
 def this_hydra(hydra=None):
@@ -53,9 +54,14 @@ def run_command(overrides: list[str]) -> str:
     return shlex.join([*program(), *searchpath(), *overrides])
 
 
+def config_command(overrides: list[str]) -> str:
+    """The shell command that prints the run's config as its first start recorded it in .hydra/config.yaml."""
+    return f"{run_command(without_keys(overrides, CONTINUED))} --cfg job"
+
+
 def resume_command(run_dir: Path, overrides: list[str]) -> str:
     """The shell command that continues the run, quoted where the shell needs it."""
-    kept = without_keys(overrides, ("resume", "ckpt_path", "hydra.run.dir"))
+    kept = without_keys(overrides, CONTINUED)
     return shlex.join([*program(), *searchpath(), *kept, "resume=true", as_override("hydra.run.dir", str(run_dir))])
 
 

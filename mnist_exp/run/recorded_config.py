@@ -26,6 +26,7 @@ def check_recorded_config(run_dir: Path, trained: dict, rewrite: str) -> None:
         raise UserError(f"{record} is unreadable ({first_line(error)}): it is the run's record of what it trains. "
                         f"Write it again, {rewrite} > {record}, then resume.") from None
     saved = flatten_config(trained)
+    # device.precision too: the record keeps "auto", last.pt what it became.
     changed = [key for key in sorted(recorded.keys() | saved.keys()) if not key.startswith("device.")
                and not says_where_or_how(key) and recorded.get(key) != saved.get(key)]
     if changed:

@@ -80,13 +80,11 @@ def check_epochs_to_prune(search, space: dict) -> None:
                         "none: train 2 epochs or more, or hydra/sweeper/pruner=none.")
 
 
-VAL = ("val", "best_val")  # the prefixes of the metrics measured on the validation split
-
-
 def check_validation_split(search, space: dict) -> None:
-    """A validation metric needs a validation split: without one every trial would train, then return nan."""
+    """A validation metric (one a trial reports after every epoch) needs a validation split: without one every trial
+    would train, then return nan."""
     config = search.config
-    metric = next((m for m in objectives(config.get("optimized_metric") or []) if m.split("/")[0] in VAL), None)
+    metric = next((m for m in objectives(config.get("optimized_metric") or []) if m in EPOCH_OBJECTIVES), None)
     if (not search.own or metric is None or OmegaConf.select(config, "dataset.val_size") != 0
             or OmegaConf.select(config, "trainer.overfit_batches") is not None
             or {"dataset", "dataset.val_size"} & set(space)):

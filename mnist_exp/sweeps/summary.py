@@ -126,8 +126,10 @@ def edit_rows(path: Path, edit) -> None:
         except FileNotFoundError:
             rows = []
         except (UnicodeDecodeError, csv.Error) as error:  # kept aside, not half-read: the jobs' rows are written anew
-            kept = next(kept for number in range(1, 1000) if not (kept := path.with_name(
-                f"{path.name}.unreadable{'' if number == 1 else f'-{number}'}")).exists())
+            kept, number = path.with_name(f"{path.name}.unreadable"), 1
+            while kept.exists():  # an earlier one kept aside stays too
+                number += 1
+                kept = path.with_name(f"{path.name}.unreadable-{number}")
             path.replace(kept)
             log.warning("%s is no sweep summary this tool wrote (%s): kept as %s; a new one lists each job as it "
                         "ends (a resumed sweep's, all of them)", path, error, kept.name)
