@@ -16,7 +16,7 @@ import yaml
 
 from conftest import kill_at_creation, read_metrics, run_dirs, run_main
 from mnist_exp.tools import compare
-from mnist_exp.runs import last_checkpoint, run_status, write_metrics
+from mnist_exp.runs import last_checkpoint, write_metrics
 
 # Four deterministic jobs of two epochs each: a kill inside job 2 leaves two completed jobs, one with an
 # epoch-1 last.pt and one never started (then marked failed, as a job that raised at once is).
@@ -211,8 +211,9 @@ def test_joblib_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_say_how_to_
         process.kill()
         process.wait()
         jobs = run_dirs(sweep_dir)
-        deadline = time.monotonic() + 60
-        while {run_status(job) for job in jobs} != {"stopped"} and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # the log's last line comes after the record's status: wait for both
+        while time.monotonic() < deadline and not all(
+                "Resume the sweep with: " in (job / "train.log").read_text() for job in jobs):
             time.sleep(0.2)
     finally:
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):  # the idle workers: loky ends them after 5 minutes
