@@ -32,7 +32,7 @@ from mnist_exp.run.config import CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, regi
 from mnist_exp.run.debugging import profiled
 from mnist_exp.run.options import naming_the_preset
 from mnist_exp.run.prechecks import check_command_line, discard_refused_run
-from mnist_exp.run.run_dir_lock import OWN_DIR, WAIT, RunDirInUse, held_run_dir, job_dir_lock, run_dir_lock
+from mnist_exp.run.run_dir_lock import RunDirInUse, command_lock, job_dir_lock
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
@@ -69,8 +69,7 @@ def main() -> None:
     sys.argv = with_overrides(sys.argv, command, [*(["hydra.output_subdir=null"] if continued else []),
                                                   *non_writer])
     try:
-        with run_dir_lock(held_run_dir(command), WAIT if command.resume else OWN_DIR), \
-                hydra_errors_in_one_line(schema_keys):
+        with command_lock(command), hydra_errors_in_one_line(schema_keys):
             hydra_main()
     except RunDirInUse as error:
         print_refusal(error)

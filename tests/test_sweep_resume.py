@@ -16,6 +16,7 @@ import yaml
 
 from conftest import kill_at_creation, read_metrics, run_dirs, run_main
 from mnist_exp.tools import compare
+from mnist_exp.run.run_dir_lock import run_dir_lock
 from mnist_exp.runs import last_checkpoint, write_metrics
 
 # Four deterministic jobs of two epochs each: a kill inside job 2 leaves two completed jobs, one with an
@@ -105,6 +106,20 @@ def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_compl
         rows = list(csv.DictReader(f))
     assert [row["run_dir"] for row in rows] == names and {row["status"] for row in rows} == {"completed"}
     assert "resume=" not in " ".join(row["overrides"] for row in rows)
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_sweep_is_refused_the_directory_of_a_sweep_still_writing_there(uninterrupted, resume, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Two resumes of one grid sweep at once would split its jobs, then each fail on the other's: the second waits."""
+    before = {job.name: snapshot(job) for job in run_dirs(uninterrupted)}
+    with run_dir_lock(uninterrupted, holder="sweep"):  # held as a running sweep holds its hydra.sweep.dir
+        code, _, err = run_main(*SWEEP, *(["resume=true"] if resume else []), f"hydra.sweep.dir={uninterrupted}",
+                                monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [f"Another sweep is writing to {uninterrupted} right now: " + (
+        "wait for that one to end, then run this again." if resume else
+        "give this sweep its own hydra.sweep.dir (or leave it out), or wait for that one to end.")]
+    assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
 
 
 def joblib_installed() -> bool:

@@ -80,7 +80,7 @@ def check_no_overwrite(command: CommandLine) -> None:
     jobs = [] if resume or command.search or sweep_dir is None else sorted(sweep_dir.glob("*/"))
     completed = sum(run_status(job) == Status.COMPLETED for job in jobs)
     stopped = sum(resumable(job) for job in jobs)
-    if completed or stopped:
+    if (completed or stopped) and not written_now(sweep_dir):  # a sweep writing there is refused by its lock
         held = " and ".join(f"{count} {what}" for count, what in ((completed, "completed"), (stopped, "stopped")) if count)
         raise UserError(f"{sweep_dir} holds a sweep with {held} job(s); running it there again would overwrite them. "
                         "Continue it with resume=true, or start fresh with a new hydra.sweep.dir (or leave it out).")

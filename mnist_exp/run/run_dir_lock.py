@@ -1,6 +1,7 @@
 """A run holds its directory while it writes there, so a second run given the same directory meanwhile (a resume,
 say) is refused rather than interleaving its files with the first's. A directory given by name
-(``hydra.run.dir=<dir>``) is held before Hydra writes there; one the run names itself, as its job starts."""
+(``hydra.run.dir=<dir>``) is held before Hydra writes there; one the run names itself, as its job starts. A grid
+sweep given its ``hydra.sweep.dir`` holds it likewise: two resumes of one sweep would split its jobs between them."""
 
 import contextlib
 import os
@@ -20,6 +21,7 @@ except ImportError:  # Windows: no advisory locks
 HELD: set[Path] = set()  # the directories this process holds
 OWN_DIR = ("give this one its own hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), or "
            "wait for that one to end.")
+OWN_SWEEP_DIR = "give this sweep its own hydra.sweep.dir (or leave it out), or wait for that one to end."
 WAIT = "wait for that one to end, then run this again."  # a resume, or a sweep's job: the directory is theirs
 
 
@@ -27,11 +29,21 @@ class RunDirInUse(UserError):
     """The run directory is held by a run that is still going."""
 
 
-def held_run_dir(command: CommandLine) -> Path | None:
-    """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
-    if other_rank() or command.multirun or command.prints_only:
+def held_dir(command: CommandLine) -> Path | None:
+    """The directory a command was given and holds while it writes there (rank 0 only): a single run's
+    ``hydra.run.dir``, a grid sweep's ``hydra.sweep.dir`` (a search's workers share theirs, and its study)."""
+    if other_rank() or command.prints_only:
         return None
+    if command.multirun:
+        return None if command.search else command.sweep_dir
     return command.run_dir
+
+
+def command_lock(command: CommandLine) -> contextlib.AbstractContextManager:
+    """``run_dir_lock`` of the directory the command holds (``held_dir``), with the advice for a second one."""
+    if command.multirun:
+        return run_dir_lock(held_dir(command), WAIT if command.resume else OWN_SWEEP_DIR, "sweep")
+    return run_dir_lock(held_dir(command), WAIT if command.resume else OWN_DIR)
 
 
 def written_now(run_dir: Path) -> bool:
@@ -49,8 +61,8 @@ def written_now(run_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR) -> Iterator[None]:
-    """Hold ``run_dir`` for one run; a second run given it meanwhile is refused, told ``advice``.
+def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR, holder: str = "run") -> Iterator[None]:
+    """Hold ``run_dir`` for one run (or sweep: ``holder``); a second one given it meanwhile is refused, told ``advice``.
 
     A lock on the directory itself (``flock``): the system drops it when the process ends, killed or
     not, so a stale lock never blocks a resume. ``None`` (a name the run claims itself, held by
@@ -68,7 +80,7 @@ def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirInUse(f"Another run is writing to {run_dir} right now: {advice}") from None
+            raise RunDirInUse(f"Another {holder} is writing to {run_dir} right now: {advice}") from None
         HELD.add(run_dir.resolve())
         yield
     finally:
