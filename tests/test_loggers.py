@@ -334,6 +334,7 @@ def test_a_resume_records_its_params_wherever_its_mlflow_run_is_new(tmp_path, mo
     assert moved.run_id != started.run_id and [r.info.run_id for r in mlflow_runs(uri, "second")] == [moved.run_id]
 
 
+@pytest.mark.slow  # follows the advice: mlflow's own command, a process of its own
 def test_a_deleted_mlflow_experiment_is_refused_with_the_command_that_restores_it(tmp_path, monkeypatch):
     from mnist_exp.errors import UserError
     from mnist_exp.run.mlflow_tracking import MlflowTracker
