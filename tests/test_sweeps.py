@@ -269,6 +269,30 @@ def test_the_slurm_launcher_off_a_cluster_is_one_line_before_the_sweep_writes(tm
     assert not (tmp_path / "outputs").exists()  # no sweep without jobs for compare to find
 
 
+PREEMPT_SIGNAL_REFUSED = ("SUBMITIT_PREEMPT_SIGNAL=SIGUSR2 in the environment is not a signal a job can catch. Did you "
+                          "mean 'USR2'? Give a signal's name as submitit reads it, in capitals without SIG (USR2, its "
+                          "default, or USR1, TERM, ...), or unset SUBMITIT_PREEMPT_SIGNAL.")
+
+
+def test_a_preemption_signal_that_names_none_is_one_line_and_the_advice_runs(tmp_path, monkeypatch, capsys):
+    """submitit reads SUBMITIT_PREEMPT_SIGNAL in each job (a traceback there); refused before the sweep writes, and in
+    a run inside a submitit job (SUBMITIT_EXECUTOR) before it trains."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "SIGUSR2")
+    code, _, err = run_main("-m", "hydra/launcher=submitit_local", "seed=0,1", *FAST, monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [PREEMPT_SIGNAL_REFUSED])
+    assert not (tmp_path / "outputs").exists()
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")  # what submitit sets in its jobs
+    run = ("model.width=4", *FAST, *ONE_THREAD, "hydra.run.dir=run")
+    code, _, err = run_main(*run, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [PREEMPT_SIGNAL_REFUSED])
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR2")  # the advice
+    code, _, err = run_main(*run, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and read_metrics(tmp_path / "run")["status"] == "completed", err[-2000:]
+
+
 def test_the_slurm_launcher_file_composes_with_its_cluster_values(tmp_path, monkeypatch, capsys):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     code, out, _ = run_main("hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher", monkeypatch=monkeypatch,

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, did_you_mean
 
 
 def select_device(name: str, option: str = "device=") -> torch.device:
@@ -107,8 +107,28 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return submitit_signal(), signal.SIGTERM, signal.SIGINT
 
 
+# The launchers whose jobs submitit runs, which read SUBMITIT_PREEMPT_SIGNAL.
+SUBMITIT_LAUNCHERS = ("submitit_local", "submitit_slurm", "slurm")
+
+
 def submitit_signal() -> signal.Signals:
-    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")]
+    """submitit's preemption signal, named as submitit reads it: SUBMITIT_PREEMPT_SIGNAL without the SIG (USR2)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    catchable = [full.removeprefix("SIG") for full, number in signal.Signals.__members__.items()  # aliases: IOT
+                 if number not in (signal.SIGKILL, signal.SIGSTOP)]
+    if name not in catchable:
+        close = "" if f"SIG{name}" in signal.Signals.__members__ else did_you_mean(name, catchable)  # KILL: none
+        raise UserError(f"SUBMITIT_PREEMPT_SIGNAL={name} in the environment is not a signal a job can catch.{close} "
+                        "Give a signal's name as submitit reads it, in capitals without SIG (USR2, its default, or "
+                        "USR1, TERM, ...), or unset SUBMITIT_PREEMPT_SIGNAL.")
+    return signal.Signals["SIG" + name]
+
+
+def check_preempt_signal(launcher: str | None) -> None:
+    """A submitit job reads SUBMITIT_PREEMPT_SIGNAL as it starts (submitit's own error is a traceback in each job):
+    checked before a sweep a submitit launcher runs, or a run inside a submitit job, starts."""
+    if os.environ.get("SUBMITIT_EXECUTOR") or launcher in SUBMITIT_LAUNCHERS:
+        submitit_signal()
 
 
 def is_submitit_preemption(signum: int) -> bool:
