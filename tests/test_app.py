@@ -96,6 +96,18 @@ def test_the_logged_learning_rate_is_the_one_each_step_used(fake_run):
     assert all(logged[step] == pytest.approx(used[step - 1], rel=1e-6) for step in logged), (logged, used)
 
 
+def test_a_warm_up_of_part_of_a_step_takes_the_nearest_whole_step_and_the_log_says_so(tmp_path, monkeypatch, capsys):
+    """0.45 of an epoch of 4 steps is 1.8 steps: a warm-up of 2 (the first step at half the rate), not 1 (at all of it)."""
+    code, _, err = run_main("dataset=fake", "model.width=4", "scheduler=cosine", "scheduler.warmup_epochs=0.45",
+                            "optimizer.lr=0.01", "trainer.epochs=2", "trainer.log_interval=1", "device.threads=1",
+                            "hydra.run.dir=run", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    logged = {event.step: event.value for event in read_events(tmp_path / "run").Scalars("lr")}
+    assert logged[1] == pytest.approx(0.005) and logged[2] == pytest.approx(0.01)
+    assert ("scheduler.warmup_epochs=0.45 is 1.8 of this run's steps (4 an epoch): it warms up for the nearest whole "
+            "number, 2 steps (0.5 epochs)") in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_checkpoints_reload_and_reproduce_the_test_accuracy(fake_run):
     run_dir, _, _ = fake_run
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
@@ -226,11 +238,14 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "scheduler.step_size=3: the rate first changes after epoch 3, and this run has 3: give a step_size below 3, or "
      "scheduler=none for a constant rate."),
     (["scheduler=cosine", "scheduler.warmup_epochs=0.1"],
-     "scheduler.warmup_epochs=0.1 warms up for 0 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
-     "below the run's 2 epochs."),
+     "scheduler.warmup_epochs=0.1 warms up for 0 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
+     "step) to 1.75 (7 steps)."),
     (["scheduler=cosine", "scheduler.warmup_epochs=2"],
-     "scheduler.warmup_epochs=2.0 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
-     "below the run's 2 epochs."),
+     "scheduler.warmup_epochs=2.0 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
+     "step) to 1.75 (7 steps)."),
+    (["scheduler=cosine", "scheduler.warmup_epochs=1.9"],  # 7.6 steps: the nearest, 8, is the whole run
+     "scheduler.warmup_epochs=1.9 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
+     "step) to 1.75 (7 steps)."),
     (["model.width=${oc.decode:'[1,2]'}"], "model.width=[1, 2] is not a whole number: give a whole number, e.g. "
                                            "model.width=1."),
     (["dataset=mnist", "dataset.data_dir="], "dataset.data_dir=: give the directory of the datasets, or leave it out "
