@@ -329,7 +329,10 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "logger.tensorboard=null: leave a logger out by choosing the others, logger=[csv]."),
     (["dataset.num_test=0"], "dataset=fake leaves no test images (1024 training, 256 validation): give it "
                              "dataset.num_test=256, say."),
-    (["dataset.mean=nan"], "dataset.mean=nan is not a number training can use: give a finite one."),
+    (["dataset.mean=nan"], "dataset.mean=nan is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
+                           "(MNIST's)."),
+    (["dataset.std=nan"], "dataset.std=nan is out of range: it takes the pixels' standard deviation, above 0, e.g. "
+                          "0.3081 (MNIST's)."),
     (["dataset.mean=2"], "dataset.mean=2.0 is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
                          "(MNIST's)."),
     (["dataset.std=0"], "dataset.std=0.0 is out of range: it takes the pixels' standard deviation, above 0, e.g. "

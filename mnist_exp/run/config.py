@@ -27,6 +27,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from mnist_exp.data.datasets import check_normalisation
 from mnist_exp.errors import UserError, check_range, did_you_mean
 from mnist_exp.run import hydra_speedups  # noqa: F401  (before any composition)
 from mnist_exp.run.debugging import check_batch_limits
@@ -230,6 +231,7 @@ def check_ranges(cfg) -> None:
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optimizer.lr={lr} is out of range: it must be a positive number, e.g. optimizer.lr=1e-3.")
     check_objectives(cfg.optimized_metric)
+    check_normalisation(cfg.dataset.get("mean"), cfg.dataset.get("std"))  # before check_finite: nan gets the range
     config = OmegaConf.to_container(cfg, resolve=False)
     for registry in REGISTRIES:  # a user's own builder's keys are theirs to check: inf may mean "off" there
         if named(registry) and isinstance(node := config.get(registry.kind), dict) and node.get("name") in registry \
