@@ -97,7 +97,8 @@ def test_the_logged_learning_rate_is_the_one_each_step_used(fake_run):
 
 
 def test_a_warm_up_of_part_of_a_step_takes_the_nearest_whole_step_and_the_log_says_so(tmp_path, monkeypatch, capsys):
-    """0.45 of an epoch of 4 steps is 1.8 steps: a warm-up of 2 (the first step at half the rate), not 1 (at all of it)."""
+    """0.45 of an epoch of 4 steps is 1.8 steps: a warm-up of 2 (the first step at half the rate), not 1 (at the full
+    rate)."""
     code, _, err = run_main("dataset=fake", "model.width=4", "scheduler=cosine", "scheduler.warmup_epochs=0.45",
                             "optimizer.lr=0.01", "trainer.epochs=2", "trainer.log_interval=1", "device.threads=1",
                             "hydra.run.dir=run", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
@@ -262,7 +263,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                         "quotes, 'ckpt_path=\"a,b\"')."),
     (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
      "scheduler.warmup_epochs=inf is not a number training can use: give a finite one."),
-    (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is not a number training can use: give a finite one."),
+    (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is out of range: it takes 0 or more pixels, e.g. 1."),
+    (["optimizer=sgd", "optimizer.momentum=nan"],
+     "optimizer.momentum=nan is out of range: it takes a fraction in [0, 1), e.g. 0.9."),
     (["scheduler=step", "scheduler.step_size=0"],
      "scheduler.step_size=0 is out of range: it takes a whole number of epochs, at least 1, e.g. 1."),
     (["scheduler.pct_start=0"], "scheduler.pct_start=0.0 is out of range: it takes a fraction in (0, 1), e.g. 0.25."),
@@ -549,6 +552,28 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     code, _, err = run_main(*on_fake_data(args), monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1
     assert not any(tmp_path.iterdir())  # no outputs/, nothing in the directory the run started in
+
+
+@pytest.mark.parametrize("args, message", [
+    (["optimizer=sgd", "optimizer.momentum=1.5"],
+     "optimizer.momentum=1.5 is out of range: it takes a fraction in [0, 1), e.g. 0.9."),
+    (["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"],  # torch's own check
+     "Cannot build optimizer 'sgd' from optimizer.lr=0.01, optimizer.momentum=0.0, optimizer.weight_decay=0.0, "
+     "optimizer.nesterov=True: Nesterov momentum requires a momentum and zero dampening"),
+    (["optimizer=sgd", "optimizer.momentum=0", "scheduler.base_momentum=0.85"],
+     "scheduler.base_momentum=0.85 cycles the optimizer's momentum, but SGD has none to cycle: set "
+     "scheduler.base_momentum=null, or give the optimizer a momentum (optimizer.momentum=0.9, optimizer=adamw)."),
+    (["scheduler=step", "scheduler.gamma=0"],
+     "scheduler.gamma=0.0 is out of range: it takes a factor above 0, e.g. 0.7."),
+    (["augment=affine", "augment.rotate=400"],
+     "augment.rotate=400.0 is out of range: it takes degrees in [0, 180], e.g. 10."),
+])
+def test_an_optimizer_schedule_or_augmentation_its_builder_refuses_is_refused_before_the_run_logs(
+        tmp_path, monkeypatch, capsys, args, message):
+    """Built for a throwaway parameter with the config's other checks: no run directory, no log line before it."""
+    code, out, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, out, err.splitlines()) == (1, "", [message])
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("args", [["model.width=0"], ["optimizer.betas=[0.9]"], ["dataset.num_train=0"],

@@ -24,7 +24,7 @@ from mnist_exp.run.debugging import limited
 from mnist_exp.run.ema import check_decay
 from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
-from mnist_exp.run.optim import check_schedule_fits
+from mnist_exp.run.optim import check_schedule_fits, log_warmup_steps
 from mnist_exp.run.resume import (check_same_data, checkpoint_to_resume, load_resumable, record_resume_changes,
                                   restore)
 from mnist_exp.run.runtime import place_model, seed_everything, select_device, set_cpu_threads, use_bf16
@@ -152,6 +152,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         check_log_interval(cfg.trainer.log_interval, steps, "trainer.log_interval" in given)
     optimizer = OPTIMIZERS.build(cfg.optimizer, model.parameters())
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, cfg.trainer.epochs * len(train_loader), len(train_loader))
+    log_warmup_steps(cfg.scheduler, len(train_loader))
 
     settings = LoopSettings(epochs=cfg.trainer.epochs, device=device, label_smoothing=cfg.trainer.label_smoothing,
                             bf16=bf16, channels_last=channels_last, compile=cfg.trainer.compile,

@@ -13,7 +13,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from mnist_exp.errors import UserError, check_range
-from mnist_exp.registry import OPTIMIZERS, SCHEDULERS
+from mnist_exp.registry import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS
 
 log = logging.getLogger("mnist_exp")
 
@@ -97,6 +97,30 @@ def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
     return math.floor(warmup_epochs * steps_per_epoch + 0.5)
 
 
+def log_warmup_steps(scheduler: Mapping[str, Any], steps_per_epoch: int) -> None:
+    """The run's log says what a warm-up of part of a step became."""
+    warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
+    if (warmup := warmup_steps(warmup_epochs, steps_per_epoch)) != warmup_epochs * steps_per_epoch:
+        log.info("scheduler.warmup_epochs=%g is %.4g of this run's steps (%d an epoch): it warms up for the nearest "
+                 "whole number, %d steps (%.4g epochs)", warmup_epochs, warmup_epochs * steps_per_epoch,
+                 steps_per_epoch, warmup, warmup / steps_per_epoch)
+
+
+def check_by_building(optimizer: Mapping[str, Any], scheduler: Mapping[str, Any], augment: Mapping[str, Any],
+                      epochs: int) -> None:
+    """The values only the builders of the optimizer, the schedule and the augmentation (and torch) check, refused
+    before the run writes anything: each built, the optimizer for one throwaway parameter. A user's own builders are
+    theirs to check, as the run builds them."""
+    def own(registry, node) -> bool:
+        return registry.get(node["name"]).__module__.startswith("mnist_exp")
+
+    if own(AUGMENTATIONS, augment):
+        AUGMENTATIONS.build(augment)
+    if own(OPTIMIZERS, optimizer) and own(SCHEDULERS, scheduler):
+        built = OPTIMIZERS.build(optimizer, [torch.zeros(1, requires_grad=True)])
+        SCHEDULERS.build(scheduler, built, epochs * 100, 100)  # any length: the run's own is checked as it is built
+
+
 @SCHEDULERS.register("none")
 def constant(optimizer, total_steps: int, steps_per_epoch: int) -> LRScheduler:
     """The optimizer's learning rate, unchanged."""
@@ -117,10 +141,6 @@ def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: flo
     check_range("scheduler.warmup_epochs", warmup_epochs, warmup_epochs >= 0, "0 or more epochs, e.g. 1")
     check_range("scheduler.min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "a fraction in [0, 1], e.g. 0.01")
     warmup = warmup_steps(warmup_epochs, steps_per_epoch)
-    if warmup != warmup_epochs * steps_per_epoch:  # the run's log says what the config's value became
-        log.info("scheduler.warmup_epochs=%g is %.4g of this run's steps (%d an epoch): it warms up for the nearest "
-                 "whole number, %d steps (%.4g epochs)", warmup_epochs, warmup_epochs * steps_per_epoch,
-                 steps_per_epoch, warmup, warmup / steps_per_epoch)
 
     def factor(s: int) -> float:
         if s < warmup:
