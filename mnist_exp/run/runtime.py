@@ -175,14 +175,17 @@ def watch_parent(hang_up: Callable[[], None], done: threading.Event) -> None:
     """In a process a launcher started (a joblib worker): ``hang_up`` where that parent dies before ``done``, as a
     terminal's end sends SIGHUP. A sweep's process killed outright leaves its workers training on unseen, holding
     their jobs' directories; so they stop at the next batch with a checkpoint and record how to resume the sweep."""
-    if multiprocessing.parent_process() is None:
+    if (launcher := multiprocessing.parent_process()) is None:
         return
-    parent = os.getppid()  # loky's workers have no sentinel of their parent: a dead one's children are adopted
+    # The pid the worker was started by, not os.getppid() now: a parent ended while the job was being built (a SIGTERM
+    # or kill during the sweep's start-up) has had its workers adopted already. loky's workers have no sentinel of
+    # their parent: an adopted worker's getppid() is another process's.
+    parent = launcher.pid
 
     def watch() -> None:
-        while not done.wait(1.0):
-            if os.getppid() != parent:
-                hang_up()
+        while os.getppid() == parent:
+            if done.wait(1.0):
                 return
+        hang_up()
 
     threading.Thread(target=watch, name="mnist-exp-parent-watch", daemon=True).start()
