@@ -27,6 +27,7 @@ from mnist_exp.hydra_errors import hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job, config_as_run
 from mnist_exp.run.checkpoint import full_disk_error
+from mnist_exp.run.commands import sweep_resume_command
 from mnist_exp.run.command_line import parse_command_line, with_overrides
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, register_schemas, schema_keys
 from mnist_exp.run.debugging import profiled
@@ -38,7 +39,7 @@ from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_r
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
                                    stop_on_signals)
 from mnist_exp.run.trainer import TrainingStopped
-from mnist_exp.runs import METRICS_FILE, Status, last_checkpoint, objectives, run_status
+from mnist_exp.runs import METRICS_FILE, Status, last_checkpoint, objectives, run_status, write_metrics
 from mnist_exp.sweeps.search import register_optuna_sweeper
 from mnist_exp.sweeps.trial import TrialPruned, trial_callbacks
 
@@ -52,8 +53,21 @@ def main() -> None:
     CLAIMED_RUN_DIRS.clear()  # a command's own: a later command in this process claims and makes its own
     MADE_RUN_DIRS.clear()
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error says it once)
+    JOBS_STARTED.clear()
+    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
     try:
-        command = parse_command_line(sys.argv[1:])
+        start(sys.argv[1:])
+    except KeyboardInterrupt as stop:  # Ctrl-C before training (once it trains, the run records the stop itself)
+        if full_traceback_asked() or not isinstance(stop, StoppedBeforeTraining) and JOBS_STARTED:
+            raise
+        print_refusal(stop if isinstance(stop, StoppedBeforeTraining) else stopped_before_any_job(multirun))
+        sys.exit(128 + signal.SIGINT)
+
+
+def start(args: list[str]) -> None:
+    """Check the command line, then hand it to Hydra, which composes and runs each job (``hydra_main``)."""
+    try:
+        command = parse_command_line(args)
         check_command_line(command)
         non_writer = distributed.non_writer_overrides()  # reads torchrun's RANK, which must be a number
     except (UserError, OSError) as error:
@@ -74,6 +88,24 @@ def main() -> None:
     except RunDirInUse as error:
         print_refusal(error)
         sys.exit(1)
+
+
+# The jobs of this command that began to build their run, which records a Ctrl-C from then on.
+JOBS_STARTED: list[Path] = []
+STOPPED = "Stopped by Ctrl-C before training started"
+
+
+class StoppedBeforeTraining(KeyboardInterrupt):
+    """Ctrl-C while a job was built; its message says what the job left."""
+
+
+def stopped_before_any_job(multirun: bool) -> str:
+    """Ctrl-C while the command was read or composed: a single run's directory made already goes again."""
+    if multirun:
+        return f"{STOPPED}: the sweep trained no job. Run the command again to start it afresh."
+    for run_dir in list(MADE_RUN_DIRS):
+        discard_refused_run(run_dir)
+    return f"{STOPPED}: nothing was written."
 
 
 def cli() -> None:
@@ -132,6 +164,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if search and not in_sweep:  # a search's best trial reruns so; a forgotten -m would search nothing
         log.warning("hparams_search=%s without -m trains one run with its settings; to search, add -m: "
                     "python -m mnist_exp -m hparams_search=%s ...", search, search)
+    JOBS_STARTED.append(run_dir)
     try:
         if in_sweep and cfg.resume:
             write_missing_run_record(run_dir, cfg, hydra_cfg)
@@ -143,6 +176,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         job = build_job(cfg, run_dir, in_sweep, overrides, sweep_dir)
         if job.tracker is not None:  # last: the epoch is tracked and in last.pt before a pruner stops it there
             job.trainer.callbacks += trial_callbacks(hydra_cfg, cfg.optimized_metric)
+    except KeyboardInterrupt as error:
+        raise StoppedBeforeTraining(stop_before_training(run_dir, sweep_dir)) from error
     except BaseException as error:
         if isinstance(error, UserError):
             error.args = (naming_the_preset(str(error), overrides, hydra_cfg.runtime.choices),)
@@ -172,6 +207,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if disk_full(error):  # the event file, the log or a checkpoint: one line, whichever hit it first
             raise full_disk_error(job.run_dir, "the run stopped; its last checkpoint is kept") from None
         raise
+
+
+def stop_before_training(run_dir: Path, sweep_dir: Path | None) -> str:
+    """What a job stopped while it was built leaves, and the line that says so. A record there (a resumed run's) stays
+    as it is; a single run's directory this command made goes; a sweep's job is recorded as stopped, for the sweep's
+    resume to train it from the start."""
+    if (run_dir / METRICS_FILE).exists() or distributed.rank() > 0:
+        return f"{STOPPED}: the run in {run_dir} is as it was; run the command again to continue it."
+    if sweep_dir is None:
+        if discard_refused_run(run_dir):
+            return f"{STOPPED}: nothing was written."
+        return (f"{STOPPED}: {run_dir} holds this start's config and log, and no record; run the command again to "
+                "train it.")
+    write_metrics(run_dir, {"status": Status.STOPPED.value, "epoch": 0, "step": 0, "resume": None})
+    searched = HydraConfig.get().sweeper.get("trial") is not None  # a search's trial: the search trains it again
+    command = None if searched else sweep_resume_command(sweep_dir)
+    advice = f"resume the sweep with: {command}" if command else "run the search's own command again to continue it."
+    return f"{STOPPED} in the job {run_dir.name}, recorded as stopped: {advice}"
 
 
 def close_trackers(job: Job, status: Status) -> None:

@@ -96,6 +96,19 @@ def test_the_logged_learning_rate_is_the_one_each_step_used(fake_run):
     assert all(logged[step] == pytest.approx(used[step - 1], rel=1e-6) for step in logged), (logged, used)
 
 
+def test_a_warm_up_of_part_of_a_step_takes_the_nearest_whole_step_and_the_log_says_so(tmp_path, monkeypatch, capsys):
+    """0.45 of an epoch of 4 steps is 1.8 steps: a warm-up of 2 (the first step at half the rate), not 1 (at the full
+    rate)."""
+    code, _, err = run_main("dataset=fake", "model.width=4", "scheduler=cosine", "scheduler.warmup_epochs=0.45",
+                            "optimizer.lr=0.01", "trainer.epochs=2", "trainer.log_interval=1", "device.threads=1",
+                            "hydra.run.dir=run", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    logged = {event.step: event.value for event in read_events(tmp_path / "run").Scalars("lr")}
+    assert logged[1] == pytest.approx(0.005) and logged[2] == pytest.approx(0.01)
+    assert ("scheduler.warmup_epochs=0.45 is 1.8 of this run's steps (4 an epoch): it warms up for the nearest whole "
+            "number, 2 steps (0.5 epochs)") in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_checkpoints_reload_and_reproduce_the_test_accuracy(fake_run):
     run_dir, _, _ = fake_run
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
@@ -226,11 +239,14 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "scheduler.step_size=3: the rate first changes after epoch 3, and this run has 3: give a step_size below 3, or "
      "scheduler=none for a constant rate."),
     (["scheduler=cosine", "scheduler.warmup_epochs=0.1"],
-     "scheduler.warmup_epochs=0.1 warms up for 0 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
-     "below the run's 2 epochs."),
+     "scheduler.warmup_epochs=0.1 warms up for 0 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
+     "step) to 1.75 (7 steps)."),
     (["scheduler=cosine", "scheduler.warmup_epochs=2"],
-     "scheduler.warmup_epochs=2.0 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 to "
-     "below the run's 2 epochs."),
+     "scheduler.warmup_epochs=2.0 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
+     "step) to 1.75 (7 steps)."),
+    (["scheduler=cosine", "scheduler.warmup_epochs=1.9"],  # 7.6 steps: the nearest, 8, is the whole run
+     "scheduler.warmup_epochs=1.9 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
+     "step) to 1.75 (7 steps)."),
     (["model.width=${oc.decode:'[1,2]'}"], "model.width=[1, 2] is not a whole number: give a whole number, e.g. "
                                            "model.width=1."),
     (["dataset=mnist", "dataset.data_dir="], "dataset.data_dir=: give the directory of the datasets, or leave it out "
@@ -247,7 +263,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
                         "quotes, 'ckpt_path=\"a,b\"')."),
     (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
      "scheduler.warmup_epochs=inf is not a number training can use: give a finite one."),
-    (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is not a number training can use: give a finite one."),
+    (["augment=elastic", "augment.warp=nan"], "augment.warp=nan is out of range: it takes 0 or more pixels, e.g. 1."),
+    (["optimizer=sgd", "optimizer.momentum=nan"],
+     "optimizer.momentum=nan is out of range: it takes a fraction in [0, 1), e.g. 0.9."),
     (["scheduler=step", "scheduler.step_size=0"],
      "scheduler.step_size=0 is out of range: it takes a whole number of epochs, at least 1, e.g. 1."),
     (["scheduler.pct_start=0"], "scheduler.pct_start=0.0 is out of range: it takes a fraction in (0, 1), e.g. 0.25."),
@@ -314,7 +332,10 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "logger.tensorboard=null: leave a logger out by choosing the others, logger=[csv]."),
     (["dataset.num_test=0"], "dataset=fake leaves no test images (1024 training, 256 validation): give it "
                              "dataset.num_test=256, say."),
-    (["dataset.mean=nan"], "dataset.mean=nan is not a number training can use: give a finite one."),
+    (["dataset.mean=nan"], "dataset.mean=nan is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
+                           "(MNIST's)."),
+    (["dataset.std=nan"], "dataset.std=nan is out of range: it takes the pixels' standard deviation, above 0, e.g. "
+                          "0.3081 (MNIST's)."),
     (["dataset.mean=2"], "dataset.mean=2.0 is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
                          "(MNIST's)."),
     (["dataset.std=0"], "dataset.std=0.0 is out of range: it takes the pixels' standard deviation, above 0, e.g. "
@@ -533,6 +554,28 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
     assert not any(tmp_path.iterdir())  # no outputs/, nothing in the directory the run started in
 
 
+@pytest.mark.parametrize("args, message", [
+    (["optimizer=sgd", "optimizer.momentum=1.5"],
+     "optimizer.momentum=1.5 is out of range: it takes a fraction in [0, 1), e.g. 0.9."),
+    (["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"],  # torch's own check
+     "Cannot build optimizer 'sgd' from optimizer.lr=0.01, optimizer.momentum=0.0, optimizer.weight_decay=0.0, "
+     "optimizer.nesterov=True: Nesterov momentum requires a momentum and zero dampening"),
+    (["optimizer=sgd", "optimizer.momentum=0", "scheduler.base_momentum=0.85"],
+     "scheduler.base_momentum=0.85 cycles the optimizer's momentum, but SGD has none to cycle: set "
+     "scheduler.base_momentum=null, or give the optimizer a momentum (optimizer.momentum=0.9, optimizer=adamw)."),
+    (["scheduler=step", "scheduler.gamma=0"],
+     "scheduler.gamma=0.0 is out of range: it takes a factor above 0, e.g. 0.7."),
+    (["augment=affine", "augment.rotate=400"],
+     "augment.rotate=400.0 is out of range: it takes degrees in [0, 180], e.g. 10."),
+])
+def test_an_optimizer_schedule_or_augmentation_its_builder_refuses_is_refused_before_the_run_logs(
+        tmp_path, monkeypatch, capsys, args, message):
+    """Built for a throwaway parameter with the config's other checks: no run directory, no log line before it."""
+    code, out, err = run_main("dataset=fake", *args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, out, err.splitlines()) == (1, "", [message])
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("args", [["model.width=0"], ["optimizer.betas=[0.9]"], ["dataset.num_train=0"],
                                   ["dataset.std=0"], ["hydra.run.dir=new", "model.width=0"],
                                   ["augment=shift", "augment.max_shift=28"], ["trainer.log_interval=1000"]])
@@ -547,6 +590,26 @@ def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsy
                        "give at most 8, e.g. trainer.log_interval=1.\n")
     assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]
     assert not run_dirs(tmp_path) and not (tmp_path / "new").exists()
+
+
+def test_a_log_interval_nothing_would_use_is_refused_and_the_advice_runs(tmp_path, monkeypatch, capsys):
+    """No logger, and no progress bar (stderr is no terminal here): the interval would pace nothing. Its default is no
+    choice of the user's, and passes."""
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
+    code, _, err = run_main(*args, "logger=[]", "trainer.log_interval=2", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "trainer.log_interval=2 paces the train/loss, train/acc and lr points of the loggers and the progress bar's "
+        "figures, and this run has neither (logger=[], no progress bar, which trainer.progress=null shows only on a "
+        "terminal and not in a sweep): choose a logger, e.g. logger=[csv], or trainer.progress=true, or leave "
+        "trainer.log_interval out."]
+    assert not run_dirs(tmp_path)
+    for advice in (["logger=[csv]", "trainer.log_interval=2"], ["logger=[]", "trainer.progress=true",
+                                                                 "trainer.log_interval=2"], ["logger=[]"]):
+        code, _, err = run_main(*args, *advice, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert code == 0, (advice, err[-2000:])
+    [with_csv] = [run_dir for run_dir in run_dirs(tmp_path) if (run_dir / "metrics.csv").exists()]
+    assert "train/loss" in (with_csv / "metrics.csv").read_text()
 
 
 def test_the_default_log_interval_longer_than_a_run_warns(tmp_path, monkeypatch, capsys):

@@ -58,7 +58,7 @@ def expected_lr(schedule: dict, lr: float, step: int, total: int = TOTAL_STEPS) 
     if name == "step":
         return lr * schedule["gamma"] ** ((step // STEPS_PER_EPOCH) // schedule["step_size"])
     if name == "cosine":
-        warmup = int(schedule["warmup_epochs"] * STEPS_PER_EPOCH)
+        warmup = math.floor(schedule["warmup_epochs"] * STEPS_PER_EPOCH + 0.5)  # the nearest whole step
         if step < warmup:
             return lr * (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, TOTAL_STEPS - warmup))

@@ -211,6 +211,75 @@ def test_ctrl_c_after_the_runs_record_leaves_it_completed(tmp_path, monkeypatch,
     assert code == 130 and read_metrics(tmp_path / "run")["status"] == "completed"
 
 
+def ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+STOPPED_AT_START = "Stopped by Ctrl-C before training started: nothing was written."
+
+
+@pytest.mark.parametrize("module, function", [("mnist_exp.app", "check_command_line"),  # the command line read
+                                              ("mnist_exp.run.prechecks", "check_resolves"),  # composed by Hydra
+                                              ("mnist_exp.run.build", "build_dataset")])  # the run built
+def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(module, function, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys.modules[module], function, ctrl_c)
+    code, _, err = run_main("dataset=fake", "model.width=4", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 130 and err.splitlines()[-1] == STOPPED_AT_START and "Traceback" not in err, err[-2000:]
+    assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]
+
+
+def test_ctrl_c_while_python_imports_the_app_is_one_line(monkeypatch, capsys):
+    """python -m mnist_exp spends seconds importing torch and Hydra before any of its code runs."""
+    import importlib.abc
+    import runpy
+
+    class CtrlCOnImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "mnist_exp.app":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "mnist_exp.app")  # put back afterwards, as the other tests imported it
+    monkeypatch.setattr(sys, "meta_path", [CtrlCOnImport(), *sys.meta_path])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("mnist_exp", run_name="__main__")
+    assert stop.value.code == 130 and capsys.readouterr().err == STOPPED_AT_START + "\n"
+
+
+def test_ctrl_c_while_a_run_in_a_given_directory_is_built_says_what_it_holds_and_the_advice_runs(tmp_path, monkeypatch,
+                                                                                                 capsys):
+    """A directory that was there before stays; the new run's config and log are in it, and no record to refuse."""
+    (tmp_path / "mine").mkdir()
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1", "hydra.run.dir=mine")
+    with monkeypatch.context() as patched:
+        patched.setattr(sys.modules["mnist_exp.run.build"], "build_dataset", ctrl_c)
+        code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 130 and err.splitlines()[-1] == (
+        f"Stopped by Ctrl-C before training started: {tmp_path / 'mine'} holds this start's config and log, and no "
+        "record; run the command again to train it."), err[-2000:]
+    run(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert read_metrics(tmp_path / "mine")["status"] == "completed"
+
+
+def test_ctrl_c_while_a_sweeps_job_is_built_records_it_stopped_and_the_printed_resume_trains_it(tmp_path, monkeypatch,
+                                                                                                capsys):
+    args = ("-m", "dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1", "seed=0,1",
+            "hydra.sweep.dir=sweep")
+    with monkeypatch.context() as patched:
+        patched.setattr(sys.modules["mnist_exp.run.build"], "build_dataset", ctrl_c)
+        code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    [job] = run_dirs(tmp_path / "sweep")
+    assert code == 130 and read_metrics(job)["status"] == "stopped" and "Traceback" not in err, err[-2000:]
+    line = err.splitlines()[-1]
+    prefix = (f"Stopped by Ctrl-C before training started in the job {job.name}, recorded as stopped: resume the sweep "
+              "with: ")
+    assert line.startswith(prefix), line
+    command = shlex.split(line.removeprefix(prefix))
+    assert command[:3] == ["python", "-m", "mnist_exp"]
+    run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert [read_metrics(job)["status"] for job in run_dirs(tmp_path / "sweep")] == ["completed", "completed"]
+
+
 def test_the_printed_command_starts_as_the_users_own_script_started(monkeypatch):
     """A script that registers the user's own builders, then calls mnist_exp's main: model=tiny exists only there."""
     from mnist_exp.run.commands import resume_command

@@ -243,6 +243,41 @@ def test_joblib_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_say_how_to_
             *sweep, "resume=true", f"hydra.sweep.dir={sweep_dir}"]
 
 
+@pytest.mark.slow  # the sweep that is stopped is a process of its own
+@pytest.mark.skipif(not joblib_installed(), reason="hydra-joblib-launcher is not installed")
+def test_joblib_workers_of_a_sweep_sigtermed_as_its_jobs_start_stop_with_a_checkpoint(tmp_path):
+    """SIGTERM to the sweep's process alone (kill <pid>) ends it while its workers still build their jobs: they stop
+    at their first batch as when it is killed later on, not train on (the workers' parent is the one that started
+    them, not the process that has adopted them by the time they train)."""
+    sweep = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "dataset=fake", "model.width=4",
+             "trainer.epochs=20", "device.threads=1")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()  # to watch for the jobs' directories, which each worker makes as its job starts
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *sweep, f"hydra.sweep.dir={sweep_dir}"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        kill_at_creation(process, sweep_dir, "1_", 1, sig=signal.SIGTERM)
+        deadline = time.monotonic() + 60  # each job's log ends in its stop's line, or its test's (trained on)
+        while time.monotonic() < deadline and not all(
+                any(end in (job / "train.log").read_text() for end in ("Resume the sweep with: ", "Test accuracy"))
+                for job in run_dirs(sweep_dir)):
+            time.sleep(0.2)
+    finally:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):  # the idle workers: loky ends them after 5 minutes
+            with contextlib.suppress(OSError):
+                if b"popen_loky" in cmdline.read_bytes() and Path(cmdline.parent, "cwd").resolve() == tmp_path:
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+    assert process.returncode == -signal.SIGTERM
+    jobs = run_dirs(sweep_dir)
+    assert [read_metrics(job)["status"] for job in jobs] == ["stopped", "stopped"]
+    for job in jobs:
+        log = (job / "train.log").read_text()
+        assert last_checkpoint(job).exists() and "Stopped by SIGHUP in epoch 1, batch 1; " in log
+        [line] = [line for line in log.splitlines() if "Resume the sweep with: " in line]
+        assert shlex.split(line.split("Resume the sweep with: ")[1])[3:] == [
+            *sweep, "resume=true", f"hydra.sweep.dir={sweep_dir}"]
+
+
 def test_the_sweeps_resume_command_keeps_its_launcher_and_leaves_out_what_the_app_adds(tmp_path, monkeypatch):
     from mnist_exp.run.commands import sweep_resume_command
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from conftest import free_port, read_events, read_metrics, run_captured, run_dirs, run_main, run_module
+from mnist_exp.run.commands import sweep_resume_command
 from mnist_exp.run.runtime import set_cpu_threads
 
 FAST = ("dataset=fake", "trainer.epochs=1")
@@ -205,6 +207,20 @@ def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path, mo
     assert code == 0, err[-3000:]
     sweep_dir = sweep_dir_of(tmp_path / "outputs")
     assert (sweep_dir / "optuna.db").is_file()
+    # The command's composed config with its hydra node, as Hydra's own sweeper records a sweep. A search continues
+    # when its own command runs again (below), not with a grid's resume=true, which is neither offered nor taken.
+    multirun = OmegaConf.load(sweep_dir / "multirun.yaml")
+    assert OmegaConf.to_container(multirun.hydra.sweep)["dir"].endswith("/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}")
+    assert multirun.hydra.sweeper.n_trials == 2
+    assert multirun.hydra.sweeper._target_.endswith("OptunaSweeper") and multirun.trainer.epochs == 1
+    assert multirun.hydra.overrides.task == list(search[1:])
+    assert "hydra.sweeper.n_trials=2" in multirun.hydra.overrides.hydra
+    assert sweep_resume_command(sweep_dir) is None
+    code, _, err = run_main("-m", *FAST, "resume=true", f"hydra.sweep.dir={sweep_dir}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [f"resume=true, but {sweep_dir} holds a search ({' '.join(search[1:])}), "
+                                            "which continues its study when its own command runs again, without "
+                                            "resume=true."])
     # Continue the same study in the same directory: one trial more.
     code, out, err = run_main(*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}",
                               monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
@@ -267,6 +283,30 @@ def test_the_slurm_launcher_off_a_cluster_is_one_line_before_the_sweep_writes(tm
         "sweep on a login node of the cluster, or on this machine with hydra/launcher=submitit_local (the same code "
         "path, without SLURM)."]
     assert not (tmp_path / "outputs").exists()  # no sweep without jobs for compare to find
+
+
+PREEMPT_SIGNAL_REFUSED = ("SUBMITIT_PREEMPT_SIGNAL=SIGUSR2 in the environment is not a signal a job can catch. Did you "
+                          "mean 'USR2'? Give a signal's name as submitit reads it, in capitals without SIG (USR2, its "
+                          "default, or USR1, TERM, ...), or unset SUBMITIT_PREEMPT_SIGNAL.")
+
+
+def test_a_preemption_signal_that_names_none_is_one_line_and_the_advice_runs(tmp_path, monkeypatch, capsys):
+    """submitit reads SUBMITIT_PREEMPT_SIGNAL in each job (a traceback there); refused before the sweep writes, and in
+    a run inside a submitit job (SUBMITIT_EXECUTOR) before it trains."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "SIGUSR2")
+    code, _, err = run_main("-m", "hydra/launcher=submitit_local", "seed=0,1", *FAST, monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [PREEMPT_SIGNAL_REFUSED])
+    assert not (tmp_path / "outputs").exists()
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")  # what submitit sets in its jobs
+    run = ("model.width=4", *FAST, *ONE_THREAD, "hydra.run.dir=run")
+    code, _, err = run_main(*run, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [PREEMPT_SIGNAL_REFUSED])
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR2")  # the advice
+    code, _, err = run_main(*run, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and read_metrics(tmp_path / "run")["status"] == "completed", err[-2000:]
 
 
 def test_the_slurm_launcher_file_composes_with_its_cluster_values(tmp_path, monkeypatch, capsys):

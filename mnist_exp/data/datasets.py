@@ -267,14 +267,19 @@ def fake(num_train: int = 1024, val_size: int = 256, num_test: int = 256, seed: 
 
 def build_dataset(cfg) -> DataBundle:
     """The dataset a config node names (``name`` plus the builder's keyword arguments)."""
-    mean, std = cfg.get("mean"), cfg.get("std")  # null: the training pixels' own, computed
+    check_normalisation(cfg.get("mean"), cfg.get("std"))
+    return DATASETS.build(cfg)
+
+
+def check_normalisation(mean: float | None, std: float | None) -> None:
+    """The ranges of ``dataset.mean`` and ``dataset.std`` (null: the training pixels' own, computed); nan is out of
+    them too."""
     if mean is not None and not 0 <= mean <= 1:
         raise UserError(f"dataset.mean={mean} is out of range: it takes the pixels' mean in [0, 1], e.g. 0.1307 "
                         "(MNIST's).")
     if std is not None and not 0 < std < math.inf:
         raise UserError(f"dataset.std={std} is out of range: it takes the pixels' standard deviation, above 0, e.g. "
                         "0.3081 (MNIST's).")
-    return DATASETS.build(cfg)
 
 
 def check_test_split(data: DataBundle) -> None:

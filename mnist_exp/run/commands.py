@@ -69,7 +69,10 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
     """The command that continues a grid sweep, from the overrides its multirun.yaml records; None where there is
     none (a search, which continues when its own command runs again)."""
     try:
-        recorded = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides
+        hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+        if not records_a_grid(hydra):
+            return None
+        recorded = hydra.overrides
         # Hydra's own first (the launcher and its settings), as typed: hydra.sweep.subdir=${hydra.job.num}...
         overrides = [*OmegaConf.to_container(recorded.hydra), *OmegaConf.to_container(recorded.task)]
     except Exception:
@@ -79,3 +82,9 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
                                     "hydra.searchpath"))
     return shlex.join([*program(), "-m", *searchpath(), *kept, "resume=true",
                        as_override("hydra.sweep.dir", str(sweep_dir))])
+
+
+def records_a_grid(hydra) -> bool:
+    """Whether a sweep's multirun.yaml (its ``hydra`` node) is a grid's, Hydra's own sweeper's (a record without the
+    sweeper: one), and not a search's, which continues when its own command runs again."""
+    return OmegaConf.select(hydra, "sweeper._target_", default=".BasicSweeper").endswith(".BasicSweeper")

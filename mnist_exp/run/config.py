@@ -27,10 +27,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from mnist_exp.data.datasets import check_normalisation
 from mnist_exp.errors import UserError, check_range, did_you_mean
 from mnist_exp.run import hydra_speedups  # noqa: F401  (before any composition)
 from mnist_exp.run.debugging import check_batch_limits
 from mnist_exp.run.loggers import check_loggers
+from mnist_exp.run.optim import check_by_building
 from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import config_groups_help, hydra_settings_keys
@@ -235,17 +237,22 @@ def check_ranges(cfg) -> None:
         if named(registry) and isinstance(node := config.get(registry.kind), dict) and node.get("name") in registry \
                 and not registry.get(node["name"]).__module__.startswith("mnist_exp"):
             del config[registry.kind]
-    check_finite(config, "")
+    check_finite(config, "", math.isinf)
+    # The values the builders check, before nan is refused as no number: nan gets its key's range.
+    check_normalisation(cfg.dataset.get("mean"), cfg.dataset.get("std"))
+    check_by_building(cfg.optimizer, cfg.scheduler, cfg.augment, trainer.epochs)
+    check_finite(config, "", math.isnan)
 
 
-def check_finite(node, key: str) -> None:
-    """inf and nan: floats OmegaConf takes and no key of mnist_exp's does (each fails later, or trains on nonsense)."""
+def check_finite(node, key: str, bad) -> None:
+    """inf and nan (``bad`` says which): floats OmegaConf takes and no key of mnist_exp's does (each fails later, or
+    trains on nonsense)."""
     if isinstance(node, dict):
         for name, value in node.items():
-            check_finite(value, f"{key}.{name}" if key else name)
+            check_finite(value, f"{key}.{name}" if key else name, bad)
         return
     values = node if isinstance(node, list) else [node]
-    if any(isinstance(value, float) and not math.isfinite(value) for value in values):
+    if any(isinstance(value, float) and bad(value) for value in values):
         shown = f"[{','.join(str(value).lower() for value in node)}]" if isinstance(node, list) else str(node).lower()
         raise UserError(f"{key}={shown} is not a number training can use: give a finite one.")
 

@@ -4,6 +4,7 @@ Every schedule is stepped once per optimizer step, so one rule serves per-epoch 
 ``step`` schedule counts epochs as ``steps // steps_per_epoch``) and per-batch ones (one-cycle).
 """
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,9 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from mnist_exp.errors import UserError, check_range
-from mnist_exp.registry import OPTIMIZERS, SCHEDULERS
+from mnist_exp.registry import AUGMENTATIONS, OPTIMIZERS, SCHEDULERS
+
+log = logging.getLogger("mnist_exp")
 
 
 @OPTIMIZERS.register("sgd")
@@ -82,11 +85,40 @@ def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epo
         raise UserError(f"scheduler.step_size={step_size}: the rate first changes after epoch {step_size}, and this run "
                         f"has {epochs}: {fix}, or scheduler=none for a constant rate.")
     warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
-    warmup = int(warmup_epochs * steps_per_epoch)  # as cosine() counts it
-    if warmup_epochs > 0 and not 1 <= warmup < epochs * steps_per_epoch:
-        raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of "
-                        f"this run's {epochs * steps_per_epoch} steps ({steps_per_epoch} an epoch): give 0 for none, "
-                        f"or from {1 / steps_per_epoch:.4g} to below the run's {epochs} epochs.")
+    warmup, total = warmup_steps(warmup_epochs, steps_per_epoch), epochs * steps_per_epoch
+    if warmup_epochs > 0 and not 1 <= warmup < total:
+        raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of this run's {total} steps "
+                        f"({steps_per_epoch} an epoch): give 0 for none, or from {1 / steps_per_epoch:.4g} (1 step) to "
+                        f"{(total - 1) / steps_per_epoch:.4g} ({total - 1} steps).")
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
+    """A warm-up's length in whole steps: the nearest to ``warmup_epochs`` (0.45 of 4 steps an epoch: 2; a half up)."""
+    return math.floor(warmup_epochs * steps_per_epoch + 0.5)
+
+
+def log_warmup_steps(scheduler: Mapping[str, Any], steps_per_epoch: int) -> None:
+    """The run's log says what a warm-up of part of a step became."""
+    warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
+    if (warmup := warmup_steps(warmup_epochs, steps_per_epoch)) != warmup_epochs * steps_per_epoch:
+        log.info("scheduler.warmup_epochs=%g is %.4g of this run's steps (%d an epoch): it warms up for the nearest "
+                 "whole number, %d steps (%.4g epochs)", warmup_epochs, warmup_epochs * steps_per_epoch,
+                 steps_per_epoch, warmup, warmup / steps_per_epoch)
+
+
+def check_by_building(optimizer: Mapping[str, Any], scheduler: Mapping[str, Any], augment: Mapping[str, Any],
+                      epochs: int) -> None:
+    """The values only the builders of the optimizer, the schedule and the augmentation (and torch) check, refused
+    before the run writes anything: each built, the optimizer for one throwaway parameter. A user's own builders are
+    theirs to check, as the run builds them."""
+    def own(registry, node) -> bool:
+        return registry.get(node["name"]).__module__.startswith("mnist_exp")
+
+    if own(AUGMENTATIONS, augment):
+        AUGMENTATIONS.build(augment)
+    if own(OPTIMIZERS, optimizer) and own(SCHEDULERS, scheduler):
+        built = OPTIMIZERS.build(optimizer, [torch.zeros(1, requires_grad=True)])
+        SCHEDULERS.build(scheduler, built, epochs * 100, 100)  # any length: the run's own is checked as it is built
 
 
 @SCHEDULERS.register("none")
@@ -108,7 +140,7 @@ def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: flo
     """Linear warm-up, then cosine decay to ``min_lr_ratio`` times the optimizer's learning rate."""
     check_range("scheduler.warmup_epochs", warmup_epochs, warmup_epochs >= 0, "0 or more epochs, e.g. 1")
     check_range("scheduler.min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "a fraction in [0, 1], e.g. 0.01")
-    warmup = int(warmup_epochs * steps_per_epoch)
+    warmup = warmup_steps(warmup_epochs, steps_per_epoch)
 
     def factor(s: int) -> float:
         if s < warmup:

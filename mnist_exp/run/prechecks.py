@@ -26,7 +26,7 @@ from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_setti
 from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_ranges, named
 from mnist_exp.run.options import PRESET_GROUPS, check_presets_agree, group_options
 from mnist_exp.run.no_overwrite import check_no_overwrite
-from mnist_exp.run.runtime import select_device
+from mnist_exp.run.runtime import check_preempt_signal, select_device
 from mnist_exp.runs import METRICS_FILE, check_objectives
 
 
@@ -39,6 +39,7 @@ def check_command_line(command: CommandLine) -> None:
     if command.prints_only:
         return
     check_hydra_settings(command)
+    check_preempt_signal(command.value("hydra/launcher") if command.multirun else None)
     check_builder_names(command)
     check_output_location(command)
     check_no_overwrite(command)

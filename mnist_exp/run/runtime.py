@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, did_you_mean
 
 
 def select_device(name: str, option: str = "device=") -> torch.device:
@@ -107,8 +107,28 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return submitit_signal(), signal.SIGTERM, signal.SIGINT
 
 
+# The launchers whose jobs submitit runs, which read SUBMITIT_PREEMPT_SIGNAL.
+SUBMITIT_LAUNCHERS = ("submitit_local", "submitit_slurm", "slurm")
+
+
 def submitit_signal() -> signal.Signals:
-    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")]
+    """submitit's preemption signal, named as submitit reads it: SUBMITIT_PREEMPT_SIGNAL without the SIG (USR2)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    catchable = [full.removeprefix("SIG") for full, number in signal.Signals.__members__.items()  # aliases: IOT
+                 if number not in (signal.SIGKILL, signal.SIGSTOP)]
+    if name not in catchable:
+        close = "" if f"SIG{name}" in signal.Signals.__members__ else did_you_mean(name, catchable)  # KILL: none
+        raise UserError(f"SUBMITIT_PREEMPT_SIGNAL={name} in the environment is not a signal a job can catch.{close} "
+                        "Give a signal's name as submitit reads it, in capitals without SIG (USR2, its default, or "
+                        "USR1, TERM, ...), or unset SUBMITIT_PREEMPT_SIGNAL.")
+    return signal.Signals["SIG" + name]
+
+
+def check_preempt_signal(launcher: str | None) -> None:
+    """A submitit job reads SUBMITIT_PREEMPT_SIGNAL as it starts (submitit's own error is a traceback in each job):
+    checked before a sweep a submitit launcher runs, or a run inside a submitit job, starts."""
+    if os.environ.get("SUBMITIT_EXECUTOR") or launcher in SUBMITIT_LAUNCHERS:
+        submitit_signal()
 
 
 def is_submitit_preemption(signum: int) -> bool:
@@ -155,14 +175,17 @@ def watch_parent(hang_up: Callable[[], None], done: threading.Event) -> None:
     """In a process a launcher started (a joblib worker): ``hang_up`` where that parent dies before ``done``, as a
     terminal's end sends SIGHUP. A sweep's process killed outright leaves its workers training on unseen, holding
     their jobs' directories; so they stop at the next batch with a checkpoint and record how to resume the sweep."""
-    if multiprocessing.parent_process() is None:
+    if (launcher := multiprocessing.parent_process()) is None:
         return
-    parent = os.getppid()  # loky's workers have no sentinel of their parent: a dead one's children are adopted
+    # The pid the worker was started by, not os.getppid() now: a parent ended while the job was being built (a SIGTERM
+    # or kill during the sweep's start-up) has had its workers adopted already. loky's workers have no sentinel of
+    # their parent: an adopted worker's getppid() is another process's.
+    parent = launcher.pid
 
     def watch() -> None:
-        while not done.wait(1.0):
-            if os.getppid() != parent:
-                hang_up()
+        while os.getppid() == parent:
+            if done.wait(1.0):
                 return
+        hang_up()
 
     threading.Thread(target=watch, name="mnist-exp-parent-watch", daemon=True).start()

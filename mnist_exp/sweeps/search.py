@@ -26,7 +26,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
@@ -109,6 +109,9 @@ class OptunaSearch:
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("metric", metric)
+        sweep_dir = Path(self.config.hydra.sweep.dir)  # the command's config where Hydra's own sweeper writes it
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if not continued:
             study.set_user_attr("fixed", fixed)
             study.set_user_attr("precision", trials_precision(self, space))
