@@ -592,26 +592,6 @@ def test_a_run_refused_by_its_builder_leaves_no_run(tmp_path, monkeypatch, capsy
     assert not run_dirs(tmp_path) and not (tmp_path / "new").exists()
 
 
-def test_a_log_interval_nothing_would_use_is_refused_and_the_advice_runs(tmp_path, monkeypatch, capsys):
-    """No logger, and no progress bar (stderr is no terminal here): the interval would pace nothing. Its default is no
-    choice of the user's, and passes."""
-    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
-    code, _, err = run_main(*args, "logger=[]", "trainer.log_interval=2", monkeypatch=monkeypatch, capsys=capsys,
-                            cwd=tmp_path)
-    assert code == 1 and err.splitlines() == [
-        "trainer.log_interval=2 paces the train/loss, train/acc and lr points of the loggers and the progress bar's "
-        "figures, and this run has neither (logger=[], no progress bar, which trainer.progress=null shows only on a "
-        "terminal and not in a sweep): choose a logger, e.g. logger=[csv], or trainer.progress=true, or leave "
-        "trainer.log_interval out."]
-    assert not run_dirs(tmp_path)
-    for advice in (["logger=[csv]", "trainer.log_interval=2"], ["logger=[]", "trainer.progress=true",
-                                                                 "trainer.log_interval=2"], ["logger=[]"]):
-        code, _, err = run_main(*args, *advice, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
-        assert code == 0, (advice, err[-2000:])
-    [with_csv] = [run_dir for run_dir in run_dirs(tmp_path) if (run_dir / "metrics.csv").exists()]
-    assert "train/loss" in (with_csv / "metrics.csv").read_text()
-
-
 def test_the_default_log_interval_longer_than_a_run_warns(tmp_path, monkeypatch, capsys):
     """The default's 20 steps against a fake epoch's 4: the run goes on and tells why it has no train/ curve (an
     interval within the run draws it: test_tensorboard_events_read_back)."""

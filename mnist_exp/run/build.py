@@ -75,10 +75,6 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     resumed = load_resumable(resume_from, config, in_sweep) if resume_from is not None else None
     if resumed and writer and not cfg.ckpt_path:  # continued in place: the record there must say what it trains
         check_recorded_config(run_dir, resumed["config"], config_command(list(overrides)))
-    given = {split_override(line)[0] for line in overrides}
-    progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty() and not in_sweep
-    check_log_interval_used(cfg.trainer.log_interval, "trainer.log_interval" in given, cfg.logger, cfg.trainer.progress,
-                            progress)
     log.info("Run directory: %s", run_dir)
     taken = [given for given, claimed in CLAIMED_RUN_DIRS.items() if Path(claimed) == run_dir and claimed != given]
     if taken:
@@ -141,7 +137,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         raise UserError(f"trainer.patience={cfg.trainer.patience} watches the validation accuracy, and "
                         f"dataset.val_size={cfg.dataset.get('val_size')} holds out no image of this dataset: give a "
                         "larger dataset.val_size, or trainer.patience=null.")
-    steps = cfg.trainer.epochs * len(train_loader)
+    steps, given = cfg.trainer.epochs * len(train_loader), {split_override(line)[0] for line in overrides}
     # A debug run cuts its steps: a recipe's values are left as they are, and those given on its command line checked.
     debug = cfg.trainer.limit_batches is not None or cfg.trainer.overfit_batches is not None
     if not debug or given & {"scheduler.step_size", "scheduler.warmup_epochs"}:  # the keys it judges
@@ -154,6 +150,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     scheduler = SCHEDULERS.build(cfg.scheduler, optimizer, cfg.trainer.epochs * len(train_loader), len(train_loader))
     log_warmup_steps(cfg.scheduler, len(train_loader))
 
+    progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty() and not in_sweep
     settings = LoopSettings(epochs=cfg.trainer.epochs, device=device, label_smoothing=cfg.trainer.label_smoothing,
                             bf16=bf16, channels_last=channels_last, compile=cfg.trainer.compile,
                             log_interval=cfg.trainer.log_interval, progress=progress, ema_decay=cfg.trainer.ema_decay,
@@ -202,15 +199,3 @@ def check_log_interval(log_interval: int, steps: int, given: bool) -> None:
                         f"step would be logged: {advice}.")
     log.warning("trainer.log_interval=%d (the default) is more than this run's %d training steps: no train/ or lr "
                 "point is logged. For them, %s.", log_interval, steps, advice)
-
-
-def check_log_interval_used(log_interval: int, given: bool, logger, progress_setting: bool | None, progress: bool):
-    """A log interval paces the loggers' train/ and lr points and the progress bar's figures: given on the command
-    line to a run with neither, it would change nothing."""
-    if not given or logger or progress:
-        return
-    bar = ("trainer.progress=false" if progress_setting is False else
-           "no progress bar, which trainer.progress=null shows only on a terminal and not in a sweep")
-    raise UserError(f"trainer.log_interval={log_interval} paces the train/loss, train/acc and lr points of the loggers "
-                    f"and the progress bar's figures, and this run has neither (logger=[], {bar}): choose a logger, "
-                    "e.g. logger=[csv], or trainer.progress=true, or leave trainer.log_interval out.")
