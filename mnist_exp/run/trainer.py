@@ -52,7 +52,7 @@ class LoopSettings:
 
     epochs: int
     label_smoothing: float
-    log_interval: int  # optimizer steps between train/loss points
+    log_interval: int  # optimizer steps between train/loss points and checks that the loss is finite
     ema_decay: float  # evaluate a moving average of the weights; 0: the weights themselves
     compile: bool  # torch.compile the training forward pass
     progress: bool  # a tqdm bar per epoch
