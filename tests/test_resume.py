@@ -4,6 +4,7 @@ The runs that are killed or signalled are processes of their own (slow); the run
 resumes and the refusals run in this process.
 """
 
+import importlib
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ import yaml
 
 from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main, torch_settings_kept
 from mnist_exp.errors import UserError
+from mnist_exp.run import build
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 from mnist_exp.run.run_dir_lock import run_dir_lock
 from mnist_exp.run.resume import refuse_another_config
@@ -222,7 +224,7 @@ STOPPED_AT_START = "Stopped by Ctrl-C before training started: nothing was writt
                                               ("mnist_exp.run.prechecks", "check_resolves"),  # composed by Hydra
                                               ("mnist_exp.run.build", "build_dataset")])  # the run built
 def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(module, function, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys.modules[module], function, ctrl_c)
+    monkeypatch.setattr(importlib.import_module(module), function, ctrl_c)
     code, _, err = run_main("dataset=fake", "model.width=4", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 130 and err.splitlines()[-1] == STOPPED_AT_START and "Traceback" not in err, err[-2000:]
     assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]
@@ -232,6 +234,8 @@ def test_ctrl_c_while_python_imports_the_app_is_one_line(monkeypatch, capsys):
     """python -m mnist_exp spends seconds importing torch and Hydra before any of its code runs."""
     import importlib.abc
     import runpy
+
+    import mnist_exp.app  # noqa: F401  (imported, to be taken away and imported again)
 
     class CtrlCOnImport(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
@@ -252,7 +256,7 @@ def test_ctrl_c_while_a_run_in_a_given_directory_is_built_says_what_it_holds_and
     (tmp_path / "mine").mkdir()
     args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1", "hydra.run.dir=mine")
     with monkeypatch.context() as patched:
-        patched.setattr(sys.modules["mnist_exp.run.build"], "build_dataset", ctrl_c)
+        patched.setattr(build, "build_dataset", ctrl_c)
         code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 130 and err.splitlines()[-1] == (
         f"Stopped by Ctrl-C before training started: {tmp_path / 'mine'} holds this start's config and log, and no "
@@ -266,7 +270,7 @@ def test_ctrl_c_while_a_sweeps_job_is_built_records_it_stopped_and_the_printed_r
     args = ("-m", "dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1", "seed=0,1",
             "hydra.sweep.dir=sweep")
     with monkeypatch.context() as patched:
-        patched.setattr(sys.modules["mnist_exp.run.build"], "build_dataset", ctrl_c)
+        patched.setattr(build, "build_dataset", ctrl_c)
         code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     [job] = run_dirs(tmp_path / "sweep")
     assert code == 130 and read_metrics(job)["status"] == "stopped" and "Traceback" not in err, err[-2000:]
