@@ -57,10 +57,11 @@ def main() -> None:
     multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
     try:
         start(sys.argv[1:])
-    except KeyboardInterrupt as stop:  # Ctrl-C before training (once it trains, the run records the stop itself)
-        if full_traceback_asked() or not isinstance(stop, StoppedBeforeTraining) and JOBS_STARTED:
+    except KeyboardInterrupt as stop:  # Ctrl-C outside training (once it trains, the run records the stop itself)
+        said = stop if isinstance(stop, StoppedBeforeTraining) else stopped_outside_a_job(multirun)
+        if full_traceback_asked() or said is None:
             raise
-        print_refusal(stop if isinstance(stop, StoppedBeforeTraining) else stopped_before_any_job(multirun))
+        print_refusal(said)
         sys.exit(128 + signal.SIGINT)
 
 
@@ -90,8 +91,8 @@ def start(args: list[str]) -> None:
         sys.exit(1)
 
 
-# The jobs of this command that began to build their run, which records a Ctrl-C from then on.
-JOBS_STARTED: list[Path] = []
+# The jobs of this command that began to build their run (run and sweep directory): each records a Ctrl-C from then on.
+JOBS_STARTED: list[tuple[Path, Path | None]] = []
 STOPPED = "Stopped by Ctrl-C before training started"
 
 
@@ -99,10 +100,17 @@ class StoppedBeforeTraining(KeyboardInterrupt):
     """Ctrl-C while a job was built; its message says what the job left."""
 
 
-def stopped_before_any_job(multirun: bool) -> str:
-    """Ctrl-C while the command was read or composed: a single run's directory made already goes again."""
+def stopped_outside_a_job(multirun: bool) -> str | None:
+    """Ctrl-C while the command was read or composed (a single run's directory made already goes again), or between
+    a sweep's jobs; None after a single run's job, which recorded the run."""
+    if JOBS_STARTED and JOBS_STARTED[-1][1] is not None:
+        command = sweep_resume_command(JOBS_STARTED[-1][1])
+        return ("Stopped by Ctrl-C between the sweep's jobs: " + (f"resume the sweep with: {command}" if command else
+                "run the search's own command again to continue it."))
+    if JOBS_STARTED:
+        return None
     if multirun:
-        return f"{STOPPED}: the sweep trained no job. Run the command again to start it afresh."
+        return f"{STOPPED}: the sweep trained no job. Run the command again to start it."
     for run_dir in list(MADE_RUN_DIRS):
         discard_refused_run(run_dir)
     return f"{STOPPED}: nothing was written."
@@ -164,7 +172,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if search and not in_sweep:  # a search's best trial reruns so; a forgotten -m would search nothing
         log.warning("hparams_search=%s without -m trains one run with its settings; to search, add -m: "
                     "python -m mnist_exp -m hparams_search=%s ...", search, search)
-    JOBS_STARTED.append(run_dir)
+    JOBS_STARTED.append((run_dir, sweep_dir))
     try:
         if in_sweep and cfg.resume:
             write_missing_run_record(run_dir, cfg, hydra_cfg)

@@ -284,6 +284,29 @@ def test_ctrl_c_while_a_sweeps_job_is_built_records_it_stopped_and_the_printed_r
     assert [read_metrics(job)["status"] for job in run_dirs(tmp_path / "sweep")] == ["completed", "completed"]
 
 
+def test_ctrl_c_between_a_sweeps_jobs_is_one_line_whose_resume_trains_the_rest(tmp_path, monkeypatch, capsys):
+    from mnist_exp.sweeps.summary import SweepSummary
+
+    args = ("-m", "dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1", "seed=0,1",
+            "hydra.sweep.dir=sweep")
+    on_job_end = SweepSummary.on_job_end
+
+    def then_ctrl_c(self, *args, **kwargs):  # as the first job's end is recorded: the second is not begun
+        on_job_end(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SweepSummary, "on_job_end", then_ctrl_c)
+        code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    prefix = "Stopped by Ctrl-C between the sweep's jobs: resume the sweep with: "
+    assert code == 130 and err.splitlines()[-1].startswith(prefix) and "Traceback" not in err, err[-2000:]
+    [done] = run_dirs(tmp_path / "sweep")
+    command = shlex.split(err.splitlines()[-1].removeprefix(prefix))
+    run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert [read_metrics(job)["status"] for job in run_dirs(tmp_path / "sweep")] == ["completed", "completed"]
+    assert "is complete" in (done / "train.log").read_text()  # kept, not trained again
+
+
 def test_the_printed_command_starts_as_the_users_own_script_started(monkeypatch):
     """A script that registers the user's own builders, then calls mnist_exp's main: model=tiny exists only there."""
     from mnist_exp.run.commands import resume_command

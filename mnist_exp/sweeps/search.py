@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
 from mnist_exp.run.commands import program, searchpath
-from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, objectives
+from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_file, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
                                            check_space_fits, check_validation_split, trials_precision)
@@ -109,9 +109,9 @@ class OptunaSearch:
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("metric", metric)
-        sweep_dir = Path(self.config.hydra.sweep.dir)  # the command's config where Hydra's own sweeper writes it
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        # The command's config where Hydra's own sweeper writes it; whole, as workers sharing the directory write it.
+        with atomic_file(Path(self.config.hydra.sweep.dir) / "multirun.yaml", "w") as f:
+            f.write(OmegaConf.to_yaml(self.config))
         if not continued:
             study.set_user_attr("fixed", fixed)
             study.set_user_attr("precision", trials_precision(self, space))
