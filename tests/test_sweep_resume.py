@@ -231,16 +231,8 @@ def test_joblib_workers_of_a_killed_sweep_stop_with_a_checkpoint_and_say_how_to_
                 "Resume the sweep with: " in (job / "train.log").read_text() for job in jobs):
             time.sleep(0.2)
     finally:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):  # the idle workers: loky ends them after 5 minutes
-            with contextlib.suppress(OSError):
-                if b"popen_loky" in cmdline.read_bytes() and Path(cmdline.parent, "cwd").resolve() == tmp_path:
-                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
-    assert [read_metrics(job)["status"] for job in jobs] == ["stopped", "stopped"]
-    for job in jobs:
-        assert last_checkpoint(job).exists() and "Stopped by SIGHUP in epoch " in (job / "train.log").read_text()
-        [line] = [line for line in (job / "train.log").read_text().splitlines() if "Resume the sweep with: " in line]
-        assert shlex.split(line.split("Resume the sweep with: ")[1])[3:] == [
-            *sweep, "resume=true", f"hydra.sweep.dir={sweep_dir}"]
+        end_idle_workers(tmp_path)
+    assert_stopped_with_the_sweeps_resume(sweep_dir, sweep, "Stopped by SIGHUP in epoch ")
 
 
 @pytest.mark.slow  # the sweep that is stopped is a process of its own
@@ -263,16 +255,26 @@ def test_joblib_workers_of_a_sweep_sigtermed_as_its_jobs_start_stop_with_a_check
                 for job in run_dirs(sweep_dir)):
             time.sleep(0.2)
     finally:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):  # the idle workers: loky ends them after 5 minutes
-            with contextlib.suppress(OSError):
-                if b"popen_loky" in cmdline.read_bytes() and Path(cmdline.parent, "cwd").resolve() == tmp_path:
-                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        end_idle_workers(tmp_path)
     assert process.returncode == -signal.SIGTERM
+    assert_stopped_with_the_sweeps_resume(sweep_dir, sweep, "Stopped by SIGHUP in epoch 1, batch 1; ")
+
+
+def end_idle_workers(cwd: Path) -> None:
+    """The joblib workers a killed sweep started in ``cwd``, idle now: loky would end them after 5 minutes."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if b"popen_loky" in cmdline.read_bytes() and Path(cmdline.parent, "cwd").resolve() == cwd:
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+
+
+def assert_stopped_with_the_sweeps_resume(sweep_dir: Path, sweep: tuple[str, ...], stop: str) -> None:
+    """Each job stopped with its last.pt, its log naming the ``stop`` and the command that resumes the sweep."""
     jobs = run_dirs(sweep_dir)
     assert [read_metrics(job)["status"] for job in jobs] == ["stopped", "stopped"]
     for job in jobs:
         log = (job / "train.log").read_text()
-        assert last_checkpoint(job).exists() and "Stopped by SIGHUP in epoch 1, batch 1; " in log
+        assert last_checkpoint(job).exists() and stop in log
         [line] = [line for line in log.splitlines() if "Resume the sweep with: " in line]
         assert shlex.split(line.split("Resume the sweep with: ")[1])[3:] == [
             *sweep, "resume=true", f"hydra.sweep.dir={sweep_dir}"]
