@@ -245,8 +245,14 @@ def test_ctrl_c_while_python_imports_the_app_is_one_line(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "mnist_exp.app")  # put back afterwards, as the other tests imported it
     monkeypatch.setattr(sys, "meta_path", [CtrlCOnImport(), *sys.meta_path])
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delitem(sys.modules, "mnist_exp.__main__", raising=False)  # python -m runs it anew
     with pytest.raises(SystemExit) as stop:
         runpy.run_module("mnist_exp", run_name="__main__")
+    assert stop.value.code == 130 and capsys.readouterr().err == STOPPED_AT_START + "\n"
+    from mnist_exp.__main__ import main  # the mnist-exp script's entry point: importing it runs nothing
+
+    with pytest.raises(SystemExit) as stop:
+        main()
     assert stop.value.code == 130 and capsys.readouterr().err == STOPPED_AT_START + "\n"
 
 
