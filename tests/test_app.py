@@ -1,5 +1,6 @@
 """The real entry point on fake data, in this process (the code path of ``python -m mnist_exp``)."""
 
+import logging
 import os
 import re
 import sys
@@ -107,6 +108,15 @@ def test_a_warm_up_of_part_of_a_step_takes_the_nearest_whole_step_and_the_log_sa
     assert logged[1] == pytest.approx(0.005) and logged[2] == pytest.approx(0.01)
     assert ("scheduler.warmup_epochs=0.45 is 1.8 of this run's steps (4 an epoch): it warms up for the nearest whole "
             "number, 2 steps (0.5 epochs)") in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("warmup_epochs, steps_per_epoch, said", [(0.07, 100, False), (0.45, 4, True)])
+def test_the_log_says_a_warm_up_was_rounded_only_where_it_was(warmup_epochs, steps_per_epoch, said, caplog):
+    from mnist_exp.run.optim import log_warmup_steps
+
+    with caplog.at_level(logging.INFO, logger="mnist_exp"):
+        log_warmup_steps({"name": "cosine", "warmup_epochs": warmup_epochs}, steps_per_epoch)  # 0.07 * 100: 7.000...1
+    assert bool(caplog.records) == said
 
 
 def test_checkpoints_reload_and_reproduce_the_test_accuracy(fake_run):

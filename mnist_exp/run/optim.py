@@ -100,7 +100,7 @@ def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
 def log_warmup_steps(scheduler: Mapping[str, Any], steps_per_epoch: int) -> None:
     """The run's log says what a warm-up of part of a step became."""
     warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
-    if (warmup := warmup_steps(warmup_epochs, steps_per_epoch)) != warmup_epochs * steps_per_epoch:
+    if not math.isclose(warmup := warmup_steps(warmup_epochs, steps_per_epoch), warmup_epochs * steps_per_epoch):
         log.info("scheduler.warmup_epochs=%g is %.4g of this run's steps (%d an epoch): it warms up for the nearest "
                  "whole number, %d steps (%.4g epochs)", warmup_epochs, warmup_epochs * steps_per_epoch,
                  steps_per_epoch, warmup, warmup / steps_per_epoch)
