@@ -27,13 +27,14 @@ from mnist_exp.hydra_errors import hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job, config_as_run
 from mnist_exp.run.checkpoint import full_disk_error
-from mnist_exp.run.commands import sweep_resume_command
+from mnist_exp.run.commands import continue_the_sweep
 from mnist_exp.run.command_line import parse_command_line, with_overrides
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, register_schemas, schema_keys
 from mnist_exp.run.debugging import profiled
 from mnist_exp.run.options import naming_the_preset
 from mnist_exp.run.prechecks import check_command_line, discard_refused_run
-from mnist_exp.run.run_dir_lock import RunDirInUse, command_lock, job_dir_lock
+from mnist_exp.run.run_dir_lock import (OWN_DIR, SWEEP_DIRS, SWEEP_LOCK, WAIT, RunDirInUse, held_run_dir,
+                                        job_dir_lock, run_dir_lock)
 from mnist_exp.run.record import record_failure, test_and_record
 from mnist_exp.run.resume import completed_run, record_stop, write_missing_run_record
 from mnist_exp.run.runtime import (restarted_by_scheduler, seconds_since_process_start, select_device,
@@ -54,11 +55,11 @@ def main() -> None:
     MADE_RUN_DIRS.clear()
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error says it once)
     JOBS_STARTED.clear()
-    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
+    SWEEP_DIRS.clear()
     try:
         start(sys.argv[1:])
     except KeyboardInterrupt as stop:  # Ctrl-C outside training (once it trains, the run records the stop itself)
-        said = stop if isinstance(stop, StoppedBeforeTraining) else stopped_outside_a_job(multirun)
+        said = stop if isinstance(stop, StoppedBeforeTraining) else stopped_outside_a_job(sys.argv[1:])
         if full_traceback_asked() or said is None:
             raise
         print_refusal(said)
@@ -84,7 +85,8 @@ def start(args: list[str]) -> None:
     sys.argv = with_overrides(sys.argv, command, [*(["hydra.output_subdir=null"] if continued else []),
                                                   *non_writer])
     try:
-        with command_lock(command), hydra_errors_in_one_line(schema_keys):
+        with run_dir_lock(held_run_dir(command), WAIT if command.resume else OWN_DIR), SWEEP_LOCK, \
+                hydra_errors_in_one_line(schema_keys):
             hydra_main()
     except RunDirInUse as error:
         print_refusal(error)
@@ -100,20 +102,28 @@ class StoppedBeforeTraining(KeyboardInterrupt):
     """Ctrl-C while a job was built; its message says what the job left."""
 
 
-def stopped_outside_a_job(multirun: bool) -> str | None:
-    """Ctrl-C while the command was read or composed (a single run's directory made already goes again), or between
-    a sweep's jobs; None after a single run's job, which recorded the run."""
-    if JOBS_STARTED and JOBS_STARTED[-1][1] is not None:
-        command = sweep_resume_command(JOBS_STARTED[-1][1])
-        return ("Stopped by Ctrl-C between the sweep's jobs: " + (f"resume the sweep with: {command}" if command else
-                "run the search's own command again to continue it."))
+def stopped_outside_a_job(args: list[str]) -> str | None:
+    """Ctrl-C while the command was read or composed (a single run's directory made already goes again), or while a
+    sweep ran outside its jobs (between them, or in a launcher's workers); None after a single run's job, which
+    recorded the run."""
+    sweep_dir = next((sweep for _, sweep in reversed(JOBS_STARTED) if sweep), None) or next(iter(SWEEP_DIRS), None)
+    if sweep_dir is not None and (sweep_dir / "multirun.yaml").exists():
+        return f"Stopped by Ctrl-C: {continue_the_sweep(sweep_dir)}"
     if JOBS_STARTED:
         return None
-    if multirun:
+    if SWEEP_DIRS or multirun(args):
         return f"{STOPPED}: the sweep trained no job. Run the command again to start it."
     for run_dir in list(MADE_RUN_DIRS):
         discard_refused_run(run_dir)
     return f"{STOPPED}: nothing was written."
+
+
+def multirun(args: list[str]) -> bool:
+    """Whether the command is a sweep, as far as it could be read (a Ctrl-C may come while it is)."""
+    try:
+        return parse_command_line(args).multirun
+    except Exception:
+        return any(arg in ("-m", "--multirun") for arg in args)
 
 
 def cli() -> None:
@@ -229,10 +239,7 @@ def stop_before_training(run_dir: Path, sweep_dir: Path | None) -> str:
         return (f"{STOPPED}: {run_dir} holds this start's config and log, and no record; run the command again to "
                 "train it.")
     write_metrics(run_dir, {"status": Status.STOPPED.value, "epoch": 0, "step": 0, "resume": None})
-    searched = HydraConfig.get().sweeper.get("trial") is not None  # a search's trial: the search trains it again
-    command = None if searched else sweep_resume_command(sweep_dir)
-    advice = f"resume the sweep with: {command}" if command else "run the search's own command again to continue it."
-    return f"{STOPPED} in the job {run_dir.name}, recorded as stopped: {advice}"
+    return f"{STOPPED} in the job {run_dir.name}, recorded as stopped: {continue_the_sweep(sweep_dir)}"
 
 
 def close_trackers(job: Job, status: Status) -> None:

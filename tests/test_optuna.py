@@ -511,8 +511,9 @@ def test_a_stopped_search_keeps_what_finished_and_queues_its_stopped_trial_to_tr
         process.wait(timeout=120)
     output = (tmp_path / "output.txt").read_text()
     assert process.returncode == 130, output[-2000:]
-    assert ("The study queues this trial's settings to train again: run the search's own command again to continue "
-            "it.") in output and "resume=true" not in output
+    [line] = [line for line in output.splitlines() if "The study queues this trial's settings to train again" in line]
+    command = shlex.split(line.split("continue the search with: ")[1])  # Hydra's own overrides first
+    assert sorted(command[3:]) == sorted(args) and "resume=true" not in output
     assert read_metrics(sweep / "trial1")["resume"] is None  # nor in its record: the search trains it again
     [done, stopped, queued] = load_study(f"sqlite:///{sweep}/optuna.db").trials
     # Found by the directory its job recorded in the trial, whatever hydra.sweep.subdir names it.

@@ -304,7 +304,7 @@ def test_ctrl_c_between_a_sweeps_jobs_is_one_line_whose_resume_trains_the_rest(t
     with monkeypatch.context() as patched:
         patched.setattr(SweepSummary, "on_job_end", then_ctrl_c)
         code, _, err = run_main(*args, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
-    prefix = "Stopped by Ctrl-C between the sweep's jobs: resume the sweep with: "
+    prefix = "Stopped by Ctrl-C: resume the sweep with: "
     assert code == 130 and err.splitlines()[-1].startswith(prefix) and "Traceback" not in err, err[-2000:]
     [done] = run_dirs(tmp_path / "sweep")
     command = shlex.split(err.splitlines()[-1].removeprefix(prefix))

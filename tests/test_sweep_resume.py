@@ -118,7 +118,7 @@ def test_a_sweep_is_refused_the_directory_of_a_sweep_still_writing_there(uninter
                                 monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [f"Another sweep is writing to {uninterrupted} right now: " + (
         "wait for that one to end, then run this again." if resume else
-        "give this sweep its own hydra.sweep.dir (or leave it out), or wait for that one to end.")]
+        "give this sweep its own hydra.sweep.dir (or leave it out).")]
     assert {job.name: snapshot(job) for job in run_dirs(uninterrupted)} == before
 
 

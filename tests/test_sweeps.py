@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -215,12 +216,12 @@ def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path, mo
     assert multirun.hydra.sweeper._target_.endswith("OptunaSweeper") and multirun.trainer.epochs == 1
     assert multirun.hydra.overrides.task == list(search[1:])
     assert "hydra.sweeper.n_trials=2" in multirun.hydra.overrides.hydra
-    assert sweep_resume_command(sweep_dir) is None
+    command = sweep_resume_command(sweep_dir)  # the search's own, in its directory: no resume=true
+    assert shlex.split(command)[3:] == ["-m", "hydra.sweeper.n_trials=2", *search[1:], f"hydra.sweep.dir={sweep_dir}"]
     code, _, err = run_main("-m", *FAST, "resume=true", f"hydra.sweep.dir={sweep_dir}", monkeypatch=monkeypatch,
                             capsys=capsys, cwd=tmp_path)
-    assert (code, err.splitlines()) == (1, [f"resume=true, but {sweep_dir} holds a search ({' '.join(search[1:])}), "
-                                            "which continues its study when its own command runs again, without "
-                                            "resume=true."])
+    assert (code, err.splitlines()) == (1, [f"resume=true, but {sweep_dir} holds a search, which continues its study "
+                                            f"when its own command runs again, without resume=true: {command}"])
     # Continue the same study in the same directory: one trial more.
     code, out, err = run_main(*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}",
                               monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

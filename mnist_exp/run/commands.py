@@ -66,12 +66,10 @@ def resume_command(run_dir: Path, overrides: list[str]) -> str:
 
 
 def sweep_resume_command(sweep_dir: Path) -> str | None:
-    """The command that continues a grid sweep, from the overrides its multirun.yaml records; None where there is
-    none (a search, which continues when its own command runs again)."""
+    """The command that continues a sweep, from the overrides its multirun.yaml records: a grid's with resume=true, a
+    search's as it ran (its study continues); None where there is no readable record."""
     try:
         hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
-        if not records_a_grid(hydra):
-            return None
         recorded = hydra.overrides
         # Hydra's own first (the launcher and its settings), as typed: hydra.sweep.subdir=${hydra.job.num}...
         overrides = [*OmegaConf.to_container(recorded.hydra), *OmegaConf.to_container(recorded.task)]
@@ -80,8 +78,16 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
     # The app's own, and the search path: searchpath() gives it with its folders absolute.
     kept = without_keys(overrides, ("resume", "hydra.sweep.dir", "hydra.mode", "hydra.output_subdir",
                                     "hydra.searchpath"))
-    return shlex.join([*program(), "-m", *searchpath(), *kept, "resume=true",
+    return shlex.join([*program(), "-m", *searchpath(), *kept, *(["resume=true"] if records_a_grid(hydra) else []),
                        as_override("hydra.sweep.dir", str(sweep_dir))])
+
+
+def continue_the_sweep(sweep_dir: Path) -> str:
+    """The advice that continues a stopped sweep: a grid's resume command, or a search's own command."""
+    command = sweep_resume_command(sweep_dir)
+    if command is None:
+        return "run the sweep's own command again to continue it."
+    return f"{'resume the sweep' if 'resume=true' in shlex.split(command) else 'continue the search'} with: {command}"
 
 
 def records_a_grid(hydra) -> bool:

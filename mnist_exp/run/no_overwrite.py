@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.paths import outputs_dir
 from mnist_exp.run.command_line import CommandLine, read_override
-from mnist_exp.run.commands import records_a_grid
+from mnist_exp.run.commands import records_a_grid, sweep_resume_command
 from mnist_exp.run.resume import nothing_to_resume
 from mnist_exp.run.run_dir_lock import written_now
 from mnist_exp.run.runtime import restarted_by_scheduler
@@ -112,8 +112,8 @@ def check_same_grid(command: CommandLine, sweep_dir: Path) -> None:
         raise UserError(f"resume=true, but {sweep_dir / 'multirun.yaml'} is not a sweep's record ({first_line(error)})."
                         " Give the directory of the sweep to continue.") from error
     if not records_a_grid(hydra):
-        raise UserError(f"resume=true, but {sweep_dir} holds a search ({' '.join(recorded)}), which continues its "
-                        "study when its own command runs again, without resume=true.")
+        raise UserError(f"resume=true, but {sweep_dir} holds a search, which continues its study when its own command "
+                        f"runs again, without resume=true: {sweep_resume_command(sweep_dir)}")
 
     def grid(overrides: list[str]) -> list[str]:  # less what a resume may change and no job's name holds
         keys = [split_override(line)[0] for line in overrides]

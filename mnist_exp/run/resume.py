@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import UnreadableCheckpoint, load_checkpoint
-from mnist_exp.run.commands import resume_command, sweep_resume_command
+from mnist_exp.run.commands import continue_the_sweep, resume_command, sweep_resume_command
 from mnist_exp.run.recorded_config import load_recorded_config
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
@@ -285,9 +285,8 @@ def record_stop(state, run_dir: Path, overrides: list[str], signum: int, checkpo
                     "continues from there; otherwise resume with: %s", name, where, command)
     elif searched:
         grid = str(sweeper.get("sampler", {}).get("_target_")).endswith("GridSampler")  # a failed point stays so
-        log.warning("Stopped by %s in %s. %s: run the search's own command again to continue it.", name, where,
-                    "The study keeps this grid point as failed" if grid else
-                    "The study queues this trial's settings to train again")
+        log.warning("Stopped by %s in %s. %s: %s", name, where, "The study keeps this grid point as failed" if grid
+                    else "The study queues this trial's settings to train again", continue_the_sweep(sweep_dir))
     elif checkpointed and sweep_dir is not None and (sweep_command := sweep_resume_command(sweep_dir)):
         log.warning("Stopped by %s in %s; checkpoints/last.pt written. Resume the sweep with: %s", name, where,
                     sweep_command)

@@ -1,15 +1,20 @@
 """A run holds its directory while it writes there, so a second run given the same directory meanwhile (a resume,
 say) is refused rather than interleaving its files with the first's. A directory given by name
 (``hydra.run.dir=<dir>``) is held before Hydra writes there; one the run names itself, as its job starts. A grid
-sweep given its ``hydra.sweep.dir`` holds it likewise: two resumes of one sweep would split its jobs between them."""
+sweep holds its ``hydra.sweep.dir`` from its start (``HoldSweepDir``): two resumes of one sweep would split its jobs."""
 
 import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from mnist_exp.errors import UserError, other_rank
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from mnist_exp.errors import UserError, other_rank, print_refusal
+from mnist_exp.hydra_errors import release_stderr
 from mnist_exp.run.command_line import CommandLine
+from mnist_exp.run.commands import records_a_grid
 from mnist_exp.run.config import MADE_RUN_DIRS
 
 try:
@@ -21,7 +26,7 @@ except ImportError:  # Windows: no advisory locks
 HELD: set[Path] = set()  # the directories this process holds
 OWN_DIR = ("give this one its own hydra.run.dir (in a job array, e.g. with ${oc.env:SLURM_ARRAY_TASK_ID} in it), or "
            "wait for that one to end.")
-OWN_SWEEP_DIR = "give this sweep its own hydra.sweep.dir (or leave it out), or wait for that one to end."
+OWN_SWEEP_DIR = "give this sweep its own hydra.sweep.dir (or leave it out)."
 WAIT = "wait for that one to end, then run this again."  # a resume, or a sweep's job: the directory is theirs
 
 
@@ -29,21 +34,35 @@ class RunDirInUse(UserError):
     """The run directory is held by a run that is still going."""
 
 
-def held_dir(command: CommandLine) -> Path | None:
-    """The directory a command was given and holds while it writes there (rank 0 only): a single run's
-    ``hydra.run.dir``, a grid sweep's ``hydra.sweep.dir`` (a search's workers share theirs, and its study)."""
-    if other_rank() or command.prints_only:
+def held_run_dir(command: CommandLine) -> Path | None:
+    """The ``hydra.run.dir`` a single run was given, which it holds while it writes there (rank 0 only)."""
+    if other_rank() or command.multirun or command.prints_only:
         return None
-    if command.multirun:
-        return None if command.search else command.sweep_dir
     return command.run_dir
 
 
-def command_lock(command: CommandLine) -> contextlib.AbstractContextManager:
-    """``run_dir_lock`` of the directory the command holds (``held_dir``), with the advice for a second one."""
-    if command.multirun:
-        return run_dir_lock(held_dir(command), WAIT if command.resume else OWN_SWEEP_DIR, "sweep")
-    return run_dir_lock(held_dir(command), WAIT if command.resume else OWN_DIR)
+# The sweep this command started, as Hydra resolved its directory, and the lock a grid's holds (released by app.main).
+SWEEP_DIRS: list[Path] = []
+SWEEP_LOCK = contextlib.ExitStack()
+
+
+class HoldSweepDir(Callback):
+    """A grid sweep holds its directory from its start: a second sweep or resume there meanwhile would split its
+    jobs, then each fail on the other's. (A search's workers share theirs, and its study.)"""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        SWEEP_DIRS.append(Path(config.hydra.sweep.dir))
+        if other_rank() or not records_a_grid(config.hydra):
+            return
+        try:
+            SWEEP_LOCK.enter_context(run_dir_lock(SWEEP_DIRS[-1], WAIT if config.resume else OWN_SWEEP_DIR, "sweep"))
+        except RunDirInUse as error:  # before Hydra writes its multirun.yaml there
+            release_stderr()
+            print_refusal(error)
+            raise SystemExit(1) from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        SWEEP_LOCK.close()
 
 
 def written_now(run_dir: Path) -> bool:
@@ -73,7 +92,7 @@ def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR, holder: str = "run
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if created:
+    if created and holder == "run":
         MADE_RUN_DIRS.add(run_dir.resolve())  # a run refused while it is built takes it away again
     fd = os.open(run_dir, os.O_RDONLY)
     try:
