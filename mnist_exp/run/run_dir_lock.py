@@ -90,7 +90,8 @@ def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR, holder: str = "run
     if run_dir is None or fcntl is None:
         yield
         return
-    created = not run_dir.exists()
+    made = [path for path in [run_dir, *run_dir.parents] if not path.exists()]  # the leaf first
+    created = bool(made)
     run_dir.mkdir(parents=True, exist_ok=True)
     if created and holder == "run":
         MADE_RUN_DIRS.add(run_dir.resolve())  # a run refused while it is built takes it away again
@@ -105,9 +106,10 @@ def run_dir_lock(run_dir: Path | None, advice: str = OWN_DIR, holder: str = "run
     finally:
         HELD.discard(run_dir.resolve())
         os.close(fd)
-        if created:  # a run refused before it wrote there leaves no empty directory (rmdir takes only an empty one)
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
+        # One refused before it wrote there leaves no empty directory behind (rmdir takes only an empty one).
+        with contextlib.suppress(OSError):
+            for path in made:
+                path.rmdir()
 
 
 def job_dir_lock(run_dir: Path) -> contextlib.AbstractContextManager:
