@@ -54,6 +54,10 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         return name in self.builders
 
+    def shipped(self, name: str) -> bool:
+        """Whether the builder of ``name`` is one mnist_exp ships, not a user's own."""
+        return self.get(name).__module__.split(".")[0] == "mnist_exp"
+
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self.builders:
             raise UserError(

@@ -586,6 +586,29 @@ def test_an_optimizer_schedule_or_augmentation_its_builder_refuses_is_refused_be
     assert not any(tmp_path.iterdir())
 
 
+def test_a_shipped_optimizers_refusal_comes_first_beside_a_users_own_schedule(tmp_path, monkeypatch, capsys):
+    """A user's own schedule is the run's to build; the shipped optimizer beside it is still checked first."""
+    from hydra.core.config_store import ConfigStore
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from mnist_exp.registry import SCHEDULERS
+
+    def flat(optimizer, total_steps: int, steps_per_epoch: int):
+        return LambdaLR(optimizer, lambda step: 1.0)
+
+    # As a user's script registers it, for this test only: the registry, and the options and schema that the run
+    # stores in Hydra's ConfigStore from it, are taken away again after.
+    monkeypatch.setitem(SCHEDULERS.builders, "flat", flat)
+    repo = ConfigStore.instance().repo
+    monkeypatch.setitem(repo.setdefault("scheduler", {}), "flat.yaml", None)
+    monkeypatch.setitem(repo.setdefault("schema", {}).setdefault("scheduler", {}), "flat.yaml", None)
+    code, out, err = run_main("dataset=fake", "optimizer=sgd", "optimizer.momentum=1.5", "scheduler=flat",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, out, err.splitlines()) == (1, "", ["optimizer.momentum=1.5 is out of range: it takes a fraction in "
+                                                     "[0, 1), e.g. 0.9."])
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("args", [["model.width=0"], ["optimizer.betas=[0.9]"], ["dataset.num_train=0"],
                                   ["dataset.std=0"], ["hydra.run.dir=new", "model.width=0"],
                                   ["augment=shift", "augment.max_shift=28"], ["trainer.log_interval=1000"]])

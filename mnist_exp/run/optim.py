@@ -84,12 +84,17 @@ def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epo
         fix = f"give a step_size below {epochs}" if epochs > 1 else "train 2 epochs or more"
         raise UserError(f"scheduler.step_size={step_size}: the rate first changes after epoch {step_size}, and this run "
                         f"has {epochs}: {fix}, or scheduler=none for a constant rate.")
-    warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
+    warmup_epochs = cosine_warmup(scheduler)
     warmup, total = warmup_steps(warmup_epochs, steps_per_epoch), epochs * steps_per_epoch
     if warmup_epochs > 0 and not 1 <= warmup < total:
         raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of this run's {total} steps "
                         f"({steps_per_epoch} an epoch): give 0 for none, or from {1 / steps_per_epoch:.4g} (1 step) to "
                         f"{(total - 1) / steps_per_epoch:.4g} ({total - 1} steps).")
+
+
+def cosine_warmup(scheduler: Mapping[str, Any]) -> float:
+    """The warm-up in epochs that a schedule's config gives: only cosine has one."""
+    return scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
 
 
 def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
@@ -99,7 +104,7 @@ def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
 
 def log_warmup_steps(scheduler: Mapping[str, Any], steps_per_epoch: int) -> None:
     """The run's log says what a warm-up of part of a step became."""
-    warmup_epochs = scheduler.get("warmup_epochs", 0) if scheduler["name"] == "cosine" else 0
+    warmup_epochs = cosine_warmup(scheduler)
     if not math.isclose(warmup := warmup_steps(warmup_epochs, steps_per_epoch), warmup_epochs * steps_per_epoch):
         log.info("scheduler.warmup_epochs=%g is %.4g of this run's steps (%d an epoch): it warms up for the nearest "
                  "whole number, %d steps (%.4g epochs)", warmup_epochs, warmup_epochs * steps_per_epoch,
@@ -111,14 +116,12 @@ def check_by_building(optimizer: Mapping[str, Any], scheduler: Mapping[str, Any]
     """The values only the builders of the optimizer, the schedule and the augmentation (and torch) check, refused
     before the run writes anything: each built, the optimizer for one throwaway parameter. A user's own builders are
     theirs to check, as the run builds them."""
-    def own(registry, node) -> bool:
-        return registry.get(node["name"]).__module__.startswith("mnist_exp")
-
-    if own(AUGMENTATIONS, augment):
+    if AUGMENTATIONS.shipped(augment["name"]):
         AUGMENTATIONS.build(augment)
-    if own(OPTIMIZERS, optimizer) and own(SCHEDULERS, scheduler):
+    if OPTIMIZERS.shipped(optimizer["name"]):
         built = OPTIMIZERS.build(optimizer, [torch.zeros(1, requires_grad=True)])
-        SCHEDULERS.build(scheduler, built, epochs * 100, 100)  # any length: the run's own is checked as it is built
+        if SCHEDULERS.shipped(scheduler["name"]):  # any length: the run's own is checked as it is built
+            SCHEDULERS.build(scheduler, built, epochs * 100, 100)
 
 
 @SCHEDULERS.register("none")
