@@ -68,6 +68,21 @@ def resume_command(run_dir: Path, overrides: list[str]) -> str:
 def sweep_resume_command(sweep_dir: Path) -> str | None:
     """The command that continues a sweep, from the overrides its multirun.yaml records: a grid's with resume=true, a
     search's as it ran (its study continues); None where there is no readable record."""
+    found = continuing_command(sweep_dir)
+    return found[1] if found else None
+
+
+def continue_the_sweep(sweep_dir: Path) -> str:
+    """The advice that continues a stopped sweep: a grid's resume command, or a search's own command."""
+    found = continuing_command(sweep_dir)
+    if found is None:
+        return "run the sweep's own command again to continue it."
+    grid, command = found
+    return f"{'resume the sweep' if grid else 'continue the search'} with: {command}"
+
+
+def continuing_command(sweep_dir: Path) -> tuple[bool, str] | None:
+    """Whether the sweep is a grid, and the command that continues it (``sweep_resume_command``)."""
     try:
         hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
         recorded = hydra.overrides
@@ -78,16 +93,9 @@ def sweep_resume_command(sweep_dir: Path) -> str | None:
     # The app's own, and the search path: searchpath() gives it with its folders absolute.
     kept = without_keys(overrides, ("resume", "hydra.sweep.dir", "hydra.mode", "hydra.output_subdir",
                                     "hydra.searchpath"))
-    return shlex.join([*program(), "-m", *searchpath(), *kept, *(["resume=true"] if records_a_grid(hydra) else []),
-                       as_override("hydra.sweep.dir", str(sweep_dir))])
-
-
-def continue_the_sweep(sweep_dir: Path) -> str:
-    """The advice that continues a stopped sweep: a grid's resume command, or a search's own command."""
-    command = sweep_resume_command(sweep_dir)
-    if command is None:
-        return "run the sweep's own command again to continue it."
-    return f"{'resume the sweep' if 'resume=true' in shlex.split(command) else 'continue the search'} with: {command}"
+    grid = records_a_grid(hydra)
+    return grid, shlex.join([*program(), "-m", *searchpath(), *kept, *(["resume=true"] if grid else []),
+                             as_override("hydra.sweep.dir", str(sweep_dir))])
 
 
 def records_a_grid(hydra) -> bool:
