@@ -47,7 +47,8 @@ def test_two_processes_train_like_one(two_processes, tmp_path, monkeypatch, caps
 
 
 def test_only_rank_zero_writes_the_run_directory(two_processes):
-    assert len(list(two_processes.glob("events.out.tfevents.*"))) == 1
+    # One process's event files: its training's, and its final record's.
+    assert sorted(path.suffix == ".final" for path in two_processes.glob("events.out.tfevents.*")) == [False, True]
     assert [e.step for e in read_events(two_processes).Scalars("val/acc")] == [16, 32]  # 1024 images / 64 per step
     assert "process 0 of 2 (DDP)" in (two_processes / "train.log").read_text()
     checkpoint = load_checkpoint(two_processes / "checkpoints" / "last.pt")

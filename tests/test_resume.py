@@ -395,6 +395,29 @@ def test_a_kill_between_the_checkpoints_of_a_best_epoch_resumes_to_the_right_mod
         assert "best.pt holds epoch 3, last.pt's best is epoch 1: best.pt written from last.pt" in out
 
 
+@pytest.mark.slow
+def test_a_run_killed_as_it_records_its_test_records_it_once_when_resumed(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # watched from the start
+    args = ["dataset=fake", "model=logreg", "trainer.epochs=1", "device=cpu", "device.threads=1",
+            f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    kill_at_creation(process, run_dir, ".metrics.json.", 1)  # the test, pictures and hparams were recorded
+    step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]["step"]
+    assert [event.step for event in read_events(run_dir).Scalars("test/acc")] == [step]
+    run(*args, "resume=true", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    events = read_events(run_dir)
+    assert read_metrics(run_dir)["status"] == "completed"
+    for tag in events.Tags()["scalars"]:
+        steps = [event.step for event in events.Scalars(tag)]
+        assert len(steps) == len(set(steps)), (tag, steps)
+    assert [event.step for event in events.Scalars("test/acc")] == [step]
+    assert {tag: len(events.Images(tag)) for tag in events.Tags()["images"]} == dict.fromkeys(
+        ["train/samples", "test/confusion_matrix", "test/misclassified", "test/predictions", "curves"], 1)
+    assert len(list(run_dir.glob("events.out.tfevents.*.final"))) == 1
+
+
 def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
     """Every file of a run (the log aside) with its bytes and modification time."""
     return {str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)
@@ -553,7 +576,7 @@ def test_two_runs_started_together_each_own_a_directory(tmp_path):
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["same", "same-2"]
     for run_dir in (tmp_path / "runs").iterdir():
         assert read_metrics(run_dir)["status"] == "completed"
-        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+        assert sorted(path.suffix == ".final" for path in run_dir.glob("events.out.tfevents.*")) == [False, True]
     [second] = [out for out in outputs if "same-2" in out.split("Run directory: ")[1].splitlines()[0]]
     assert f"{tmp_path / 'runs' / 'same'} was taken by a run started in the same second: this run is in " in second
 

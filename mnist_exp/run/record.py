@@ -51,6 +51,7 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
     distributed.cleanup()
     if tracker is None:
         return metrics
+    tracker.final_record()
     tracker.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
     tracker.images("train/samples", data.train.images[:64])  # here, not at the start: it imports torchvision
     figures = write_final_figures(tracker, run_dir, test_images=data.test.images, true=data.test.labels,
@@ -60,6 +61,7 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
     tracker.hparams(params, {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")}, state.step,
                     columns=None if job.in_sweep else single_run_columns(params, overrides))
     write_predictions(run_dir, test["predictions"].cpu(), data.test.labels.cpu())  # for compare's paired test
+    tracker.flush()  # the record on disk before metrics.json says the run completed
     write_metrics(run_dir, metrics)
     tracker.close(status.value)  # after metrics.json: MLflow keeps a copy
 

@@ -20,8 +20,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mnist_exp.run import hparams as hparams_tab
 from mnist_exp.run.tracking import Tracker
+from mnist_exp.runs import Status
 
 # Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
+# The event file of a run's final record (its test, pictures, hparams): a resumed run that records them again
+# replaces an earlier attempt's file, so TensorBoard shows them once.
+FINAL_RECORD_SUFFIX = ".final"
 CURVES_LAYOUT = {"curves": {"loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
                             "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]]}}
 
@@ -35,6 +39,7 @@ class TensorBoardTracker(Tracker):
         self.recorded = purge_step is not None and purge_step > 0 and any(self.run_dir.glob("events.out.tfevents.*"))
         # purge_step: a resumed run hides the events the crashed run wrote after its checkpoint.
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        self.earlier_final_records: list[Path] = []
 
     @classmethod
     def for_run(cls, run_dir: Path, resumed_step: int | None) -> "TensorBoardTracker":
@@ -46,6 +51,11 @@ class TensorBoardTracker(Tracker):
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, float(value), step)
+
+    def final_record(self) -> None:
+        self.writer.close()
+        self.earlier_final_records = list(self.run_dir.glob(f"events.out.tfevents.*{FINAL_RECORD_SUFFIX}"))
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), filename_suffix=FINAL_RECORD_SUFFIX)
 
     def run_record(self, config: dict, command: str) -> None:
         """The TEXT tab: the composed config as YAML and the command that ran it; the curves' layout."""
@@ -95,6 +105,9 @@ class TensorBoardTracker(Tracker):
 
     def close(self, status: str = "completed") -> None:
         self.writer.close()
+        if status in (Status.COMPLETED, Status.PRUNED):  # this run's final record is whole: an earlier one goes
+            for earlier in self.earlier_final_records:
+                earlier.unlink(missing_ok=True)
 
     def view(self) -> tuple[str, str]:
         return "TensorBoard", shlex.join(["tensorboard", "--logdir", str(self.run_dir)])

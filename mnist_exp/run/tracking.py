@@ -26,6 +26,10 @@ class Tracker:
 
     def scalars(self, values: dict[str, float], step: int) -> None: ...
 
+    def final_record(self) -> None:
+        """The run's final record follows: its test's scalars, pictures and hparams, once the training is over. A run
+        killed while recording them, then resumed, records them again."""
+
     def hparams(self, params: dict[str, Any], metrics: dict[str, float], step: int,
                 columns: dict[str, bool] | None = None) -> None:
         """The run's hyperparameters with its final metrics (``columns``: see mnist_exp.run.hparams)."""
