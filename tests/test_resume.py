@@ -197,6 +197,39 @@ def test_ctrl_c_in_the_final_test_is_a_stop_that_resumes(tmp_path, monkeypatch, 
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
+def test_another_runs_last_pt_of_the_same_config_is_refused_and_the_advice_continues_it_elsewhere(tmp_path, monkeypatch,
+                                                                                                    capsys):
+    import mnist_exp.app
+
+    def ctrl_c_in_the_test(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
+    with monkeypatch.context() as patched:  # two runs of one config, each stopped with its last.pt
+        patched.setattr(mnist_exp.app, "test_and_record", ctrl_c_in_the_test)
+        for name in ("ours", "theirs"):
+            assert run_main(*args, f"hydra.run.dir={name}", monkeypatch=monkeypatch, cwd=tmp_path)[0] == 130
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    shutil.copy(theirs / "checkpoints" / "last.pt", ours / "checkpoints" / "last.pt")
+    before = snapshot(ours)
+    code, _, err = run_main(*args, "resume=true", f"hydra.run.dir={ours}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    [line] = err.splitlines()
+    last = ours / "checkpoints" / "last.pt"
+    prefix = (f"{last} is another run's last.pt (run {(theirs / '.hydra' / 'run_id').read_text().strip()}; the run in "
+              f"{ours} is {(ours / '.hydra' / 'run_id').read_text().strip()}): put the run's own back, or continue that "
+              "one in a new run directory: ")
+    assert code == 1 and line.startswith(prefix), err[-2000:]
+    assert snapshot(ours) == before
+    command = shlex.split(line.removeprefix(prefix))
+    assert command == ["python", "-m", "mnist_exp", *args, f"ckpt_path={last}"]
+    out = run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    [elsewhere] = run_dirs(tmp_path / "outputs")
+    assert read_metrics(elsewhere)["status"] == "completed" and f"Resumed from {last} at epoch 1" in out
+    run(*args, "resume=true", f"hydra.run.dir={theirs}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert read_metrics(theirs)["status"] == "completed"  # its own last.pt, where it was
+
+
 def test_ctrl_c_after_the_runs_record_leaves_it_completed(tmp_path, monkeypatch, capsys):
     """In the trackers' last writes (an MLflow upload, say): the run is complete, and its record says so."""
     from mnist_exp.run.tensorboard import TensorBoardTracker

@@ -18,7 +18,7 @@ from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback, TrackingCallback
 from mnist_exp.run.checkpoint import misfit
 from mnist_exp.run.commands import config_command, run_command
-from mnist_exp.run.recorded_config import check_recorded_config
+from mnist_exp.run.recorded_config import check_recorded_config, record_run_identity, run_identity
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
 from mnist_exp.run.debugging import limited
 from mnist_exp.run.ema import check_decay
@@ -73,8 +73,10 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     # Refused before anything is built.
     resumed = load_resumable(resume_from, config, in_sweep) if resume_from is not None else None
-    if resumed and writer and not cfg.ckpt_path:  # continued in place: the record there must say what it trains
+    in_place = resume_from if resumed and not cfg.ckpt_path else None
+    if in_place and writer:  # the record there must say what it trains
         check_recorded_config(run_dir, resumed["config"], config_command(list(overrides)))
+    run_id = run_identity(run_dir, in_place, resumed, list(overrides))
     log.info("Run directory: %s", run_dir)
     taken = [given for given, claimed in CLAIMED_RUN_DIRS.items() if Path(claimed) == run_dir and claimed != given]
     if taken:
@@ -161,8 +163,9 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         # The normalisation as used (a dataset may compute it: mean: null) and the images' [C, H, W] (a CSV's size
         # is its file's): the tools bring new images to that form.
         shape = list(data.train.images.shape[1:])
+        record_run_identity(run_dir, run_id)
         checkpoints = CheckpointCallback(run_dir / CHECKPOINT_DIR, {
-            "config": config, "class_names": data.class_names, "normalisation": [data.mean, data.std],
+            "run_id": run_id, "config": config, "class_names": data.class_names, "normalisation": [data.mean, data.std],
             "image_shape": [1, *shape] if len(shape) == 2 else shape, **data_record})
         trainer.callbacks.append(checkpoints)
     if resume_from is not None:

@@ -1,12 +1,14 @@
-"""A continued run's ``.hydra/config.yaml`` against its checkpoint: the record that compare and the tools read says
-what the run trains, or the resume is refused with what differs."""
+"""A continued run's ``.hydra/`` record against its checkpoint: ``config.yaml``, which compare and the tools read, says
+what the run trains, and ``run_id`` that the checkpoint is the run's own; or the resume is refused with what differs."""
 
+import uuid
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from mnist_exp.errors import UserError, first_line
-from mnist_exp.runs import flatten_config, says_where_or_how
+from mnist_exp.run.commands import CONTINUED, run_command
+from mnist_exp.runs import as_override, flatten_config, says_where_or_how, without_keys
 
 
 def load_recorded_config(run_dir: Path) -> dict:
@@ -33,3 +35,29 @@ def check_recorded_config(run_dir: Path, trained: dict, rewrite: str) -> None:
         shown = ", ".join(f"{key}={recorded.get(key)} there, {saved.get(key)} in last.pt" for key in changed[:3])
         raise UserError(f"{record} was changed since the run wrote it ({shown}): the run trains what its checkpoint "
                         f"holds. Write the record back, {rewrite} > {record}, or start a new run with the new values.")
+
+
+RUN_ID_FILE = "run_id"  # in the run's .hydra/, and in each checkpoint it writes as "run_id"
+
+
+def run_identity(run_dir: Path, continued: Path | None, checkpoint: dict | None, overrides: list[str]) -> str:
+    """The run's id: a new one for a run that starts; a run continued in place (``continued``: its last.pt) keeps its
+    own, and a last.pt of another run put there (of the same config, or the config check would have refused it) is
+    refused, with the command that continues it into a new run directory instead."""
+    record = Path(run_dir) / ".hydra" / RUN_ID_FILE
+    if continued is None:
+        return uuid.uuid4().hex
+    ours = record.read_text().strip() if record.is_file() else None
+    theirs = checkpoint.get("run_id")
+    if ours and theirs and ours != theirs:
+        elsewhere = run_command([*without_keys(overrides, CONTINUED), as_override("ckpt_path", str(continued))])
+        raise UserError(f"{continued} is another run's last.pt (run {theirs}; the run in {run_dir} is {ours}): put "
+                        f"the run's own back, or continue that one in a new run directory: {elsewhere}")
+    return theirs or ours or uuid.uuid4().hex  # a run from before run ids gets one now
+
+
+def record_run_identity(run_dir: Path, run_id: str) -> None:
+    record = Path(run_dir) / ".hydra" / RUN_ID_FILE
+    if not record.is_file() or record.read_text().strip() != run_id:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(run_id + "\n")
