@@ -216,9 +216,9 @@ def test_another_runs_last_pt_of_the_same_config_is_refused_and_the_advice_conti
                             cwd=tmp_path)
     [line] = err.splitlines()
     last = ours / "checkpoints" / "last.pt"
-    prefix = (f"{last} is another run's last.pt (run {(theirs / '.hydra' / 'run_id').read_text().strip()}; the run in "
-              f"{ours} is {(ours / '.hydra' / 'run_id').read_text().strip()}): put the run's own back, or continue that "
-              "one in a new run directory: ")
+    their_id, our_id = ((run_dir / ".hydra" / "run_id").read_text().strip() for run_dir in (theirs, ours))
+    prefix = (f"{last} is another run's last.pt (run {their_id}; the run in {ours} is {our_id}): put the run's own "
+              "back, or continue that one in a new run directory: ")
     assert code == 1 and line.startswith(prefix), err[-2000:]
     assert snapshot(ours) == before
     command = shlex.split(line.removeprefix(prefix))
