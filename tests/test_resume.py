@@ -230,6 +230,21 @@ def test_another_runs_last_pt_of_the_same_config_is_refused_and_the_advice_conti
     assert read_metrics(theirs)["status"] == "completed"  # its own last.pt, where it was
 
 
+@pytest.mark.parametrize("record", [None, b"", b"\xff\xfe not text", b"0123 not an id"])
+def test_a_run_without_a_readable_run_id_takes_its_last_pts(record, tmp_path):
+    from mnist_exp.run.recorded_config import record_run_identity, run_identity
+
+    if record is not None:
+        (tmp_path / ".hydra").mkdir()
+        (tmp_path / ".hydra" / "run_id").write_bytes(record)
+    theirs = "0123456789abcdef" * 2
+    assert run_identity(tmp_path, tmp_path / "last.pt", {"run_id": theirs}, []) == theirs
+    record_run_identity(tmp_path, theirs)
+    assert (tmp_path / ".hydra" / "run_id").read_text() == theirs + "\n"
+    with pytest.raises(UserError, match=f"is another run's last.pt .run {'f' * 32}; the run in {tmp_path} is {theirs}"):
+        run_identity(tmp_path, tmp_path / "last.pt", {"run_id": "f" * 32}, [])
+
+
 def test_ctrl_c_after_the_runs_record_leaves_it_completed(tmp_path, monkeypatch, capsys):
     """In the trackers' last writes (an MLflow upload, say): the run is complete, and its record says so."""
     from mnist_exp.run.tensorboard import TensorBoardTracker

@@ -1,6 +1,7 @@
 """A continued run's ``.hydra/`` record against its checkpoint: ``config.yaml``, which compare and the tools read, says
 what the run trains, and ``run_id`` that the checkpoint is the run's own; or the resume is refused with what differs."""
 
+import re
 import uuid
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from omegaconf import OmegaConf
 
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.run.commands import CONTINUED, run_command
-from mnist_exp.runs import as_override, flatten_config, says_where_or_how, without_keys
+from mnist_exp.runs import as_override, atomic_file, flatten_config, says_where_or_how, without_keys
 
 
 def load_recorded_config(run_dir: Path) -> dict:
@@ -47,7 +48,7 @@ def run_identity(run_dir: Path, continued: Path | None, checkpoint: dict | None,
     record = Path(run_dir) / ".hydra" / RUN_ID_FILE
     if continued is None:
         return uuid.uuid4().hex
-    ours = record.read_text().strip() if record.is_file() else None
+    ours = recorded_run_id(record)
     theirs = checkpoint.get("run_id")
     if ours and theirs and ours != theirs:
         elsewhere = run_command([*without_keys(overrides, CONTINUED), as_override("ckpt_path", str(continued))])
@@ -58,6 +59,16 @@ def run_identity(run_dir: Path, continued: Path | None, checkpoint: dict | None,
 
 def record_run_identity(run_dir: Path, run_id: str) -> None:
     record = Path(run_dir) / ".hydra" / RUN_ID_FILE
-    if not record.is_file() or record.read_text().strip() != run_id:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(run_id + "\n")
+    if recorded_run_id(record) != run_id:
+        with atomic_file(record, "w") as f:
+            f.write(run_id + "\n")
+
+
+def recorded_run_id(record: Path) -> str | None:
+    """The id in a run's .hydra/run_id; None where it has none, or holds no id (a damaged file: the checkpoint's id is
+    taken, as for a run from before run ids)."""
+    try:
+        text = record.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{32}", text) else None
