@@ -41,6 +41,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 PREDICTIONS_FILE = "test_predictions.npz"  # each test image's predicted and true label, for paired comparisons
+RUN_ID_FILE = ".hydra/run_id"  # the run's id, which each checkpoint it writes holds as "run_id"
 
 
 # Config keys that say where or how a run goes, not what it trains: a resumed run may change them.
@@ -103,6 +104,16 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 def best_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / BEST_CHECKPOINT
+
+
+def recorded_run_id(run_dir: Path) -> str | None:
+    """The id in a run's .hydra/run_id; None where it has none, or holds no id (a damaged file, or a run from before
+    run ids: its checkpoints are taken as its own)."""
+    try:
+        text = (Path(run_dir) / RUN_ID_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{32}", text) else None
 
 
 class UnreadableMetrics(ValueError):

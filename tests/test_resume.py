@@ -197,22 +197,29 @@ def test_ctrl_c_in_the_final_test_is_a_stop_that_resumes(tmp_path, monkeypatch, 
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
-def test_another_runs_last_pt_of_the_same_config_is_refused_and_the_advice_continues_it_elsewhere(tmp_path, monkeypatch,
-                                                                                                    capsys):
+SAME_CONFIG = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
+
+
+def two_stopped_runs(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """Two runs of one config in tmp_path/ours and tmp_path/theirs, each stopped by Ctrl-C in its test: a last.pt."""
     import mnist_exp.app
 
     def ctrl_c_in_the_test(*args, **kwargs):
         raise KeyboardInterrupt
 
-    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
-    with monkeypatch.context() as patched:  # two runs of one config, each stopped with its last.pt
+    with monkeypatch.context() as patched:
         patched.setattr(mnist_exp.app, "test_and_record", ctrl_c_in_the_test)
         for name in ("ours", "theirs"):
-            assert run_main(*args, f"hydra.run.dir={name}", monkeypatch=monkeypatch, cwd=tmp_path)[0] == 130
-    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+            assert run_main(*SAME_CONFIG, f"hydra.run.dir={name}", monkeypatch=monkeypatch, cwd=tmp_path)[0] == 130
+    return tmp_path / "ours", tmp_path / "theirs"
+
+
+def test_another_runs_last_pt_of_the_same_config_is_refused_and_the_advice_continues_it_elsewhere(tmp_path, monkeypatch,
+                                                                                                    capsys):
+    ours, theirs = two_stopped_runs(tmp_path, monkeypatch)
     shutil.copy(theirs / "checkpoints" / "last.pt", ours / "checkpoints" / "last.pt")
     before = snapshot(ours)
-    code, _, err = run_main(*args, "resume=true", f"hydra.run.dir={ours}", monkeypatch=monkeypatch, capsys=capsys,
+    code, _, err = run_main(*SAME_CONFIG, "resume=true", f"hydra.run.dir={ours}", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
     [line] = err.splitlines()
     last = ours / "checkpoints" / "last.pt"
@@ -222,12 +229,34 @@ def test_another_runs_last_pt_of_the_same_config_is_refused_and_the_advice_conti
     assert code == 1 and line.startswith(prefix), err[-2000:]
     assert snapshot(ours) == before
     command = shlex.split(line.removeprefix(prefix))
-    assert command == ["python", "-m", "mnist_exp", *args, f"ckpt_path={last}"]
+    assert command == ["python", "-m", "mnist_exp", *SAME_CONFIG, f"ckpt_path={last}"]
     out = run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     [elsewhere] = run_dirs(tmp_path / "outputs")
     assert read_metrics(elsewhere)["status"] == "completed" and f"Resumed from {last} at epoch 1" in out
-    run(*args, "resume=true", f"hydra.run.dir={theirs}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    run(*SAME_CONFIG, "resume=true", f"hydra.run.dir={theirs}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert read_metrics(theirs)["status"] == "completed"  # its own last.pt, where it was
+
+
+def test_another_runs_best_pt_is_refused_by_the_tools_and_init_from_and_a_resume_writes_its_own_back(tmp_path,
+                                                                                                      monkeypatch, capsys):
+    from mnist_exp.tools import evaluate
+
+    ours, theirs = two_stopped_runs(tmp_path, monkeypatch)
+    best = ours / "checkpoints" / "best.pt"
+    shutil.copy(theirs / "checkpoints" / "best.pt", best)
+    capsys.readouterr()
+    assert evaluate.main([str(ours), "--device", "cpu"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"python -m mnist_exp.tools.evaluate: {best} is another run's best.pt (run ") and line.endswith(
+        f"): put the run's own back, or give that file itself ({best}) to use it."), line
+    assert evaluate.main([str(best), "--device", "cpu"]) == 0  # the file itself, as advised
+    code, _, err = run_main(*SAME_CONFIG, f"init_from={ours}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and f"{best} is another run's best.pt" in err.splitlines()[-1], err[-2000:]
+    out = run(*SAME_CONFIG, "resume=true", f"hydra.run.dir={ours}", cwd=tmp_path, monkeypatch=monkeypatch,
+              capsys=capsys)
+    assert "best.pt is another run's, last.pt's best is epoch 1: best.pt written from last.pt" in out
+    assert load_checkpoint(best)["run_id"] == (ours / ".hydra" / "run_id").read_text().strip()
+    assert evaluate.main([str(ours), "--device", "cpu"]) == 0
 
 
 @pytest.mark.parametrize("record", [None, b"", b"\xff\xfe not text", b"0123 not an id"])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mnist_exp.errors import UserError, disk_full, first_line
-from mnist_exp.runs import atomic_file, best_checkpoint
+from mnist_exp.runs import atomic_file, best_checkpoint, recorded_run_id
 
 CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")
@@ -158,6 +158,18 @@ def checkpoint_file(path: str | Path) -> Path:
         raise UserError(f"{path} is a directory without {best.relative_to(path)}: give a run directory that has "
                         "finished an epoch with trainer.checkpoint=true, or a checkpoint file.")
     return best
+
+
+def load_run_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or a run directory's best.pt, and what it holds; the run directory's must be the run's own:
+    another run's best.pt put there is refused."""
+    file = checkpoint_file(path)
+    checkpoint = load_checkpoint(file)
+    ours, theirs = recorded_run_id(path) if Path(path).is_dir() else None, checkpoint.get("run_id")
+    if ours and theirs and ours != theirs:
+        raise UserError(f"{file} is another run's {file.name} (run {theirs}; the run in {path} is {ours}): put the "
+                        f"run's own back, or give that file itself ({file}) to use it.")
+    return file, checkpoint
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -10,7 +10,7 @@ import logging
 from torch import nn
 
 from mnist_exp.errors import UserError
-from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint
+from mnist_exp.run.checkpoint import load_run_checkpoint
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.runs import as_override
 
@@ -27,8 +27,7 @@ def classifier_keys(model: nn.Module) -> list[str]:
 def load_initial_weights(model: nn.Module, init_from: str, num_classes: int) -> None:
     """Copy a checkpoint's weights into ``model``, all of them, or all but the classifier's where the number of
     classes differs; anything else that does not fit is refused in one line, naming the first difference."""
-    path = checkpoint_file(init_from)
-    checkpoint = load_checkpoint(path)
+    path, checkpoint = load_run_checkpoint(init_from)
     weights, own = checkpoint["weights"], model.state_dict()
     trained_classes = len(checkpoint["class_names"])
     differ = [key for key in own if key in weights and weights[key].shape != own[key].shape]

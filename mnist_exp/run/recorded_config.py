@@ -1,7 +1,6 @@
 """A continued run's ``.hydra/`` record against its checkpoint: ``config.yaml``, which compare and the tools read, says
 what the run trains, and ``run_id`` that the checkpoint is the run's own; or the resume is refused with what differs."""
 
-import re
 import uuid
 from pathlib import Path
 
@@ -9,7 +8,8 @@ from omegaconf import OmegaConf
 
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.run.commands import CONTINUED, run_command
-from mnist_exp.runs import as_override, atomic_file, flatten_config, says_where_or_how, without_keys
+from mnist_exp.runs import (RUN_ID_FILE, as_override, atomic_file, flatten_config, recorded_run_id, says_where_or_how,
+                            without_keys)
 
 
 def load_recorded_config(run_dir: Path) -> dict:
@@ -38,17 +38,13 @@ def check_recorded_config(run_dir: Path, trained: dict, rewrite: str) -> None:
                         f"holds. Write the record back, {rewrite} > {record}, or start a new run with the new values.")
 
 
-RUN_ID_FILE = "run_id"  # in the run's .hydra/, and in each checkpoint it writes as "run_id"
-
-
 def run_identity(run_dir: Path, continued: Path | None, checkpoint: dict | None, overrides: list[str]) -> str:
     """The run's id: a new one for a run that starts; a run continued in place (``continued``: its last.pt) keeps its
     own, and a last.pt of another run put there (of the same config, or the config check would have refused it) is
     refused, with the command that continues it into a new run directory instead."""
-    record = Path(run_dir) / ".hydra" / RUN_ID_FILE
     if continued is None:
         return uuid.uuid4().hex
-    ours = recorded_run_id(record)
+    ours = recorded_run_id(run_dir)
     theirs = checkpoint.get("run_id")
     if ours and theirs and ours != theirs:
         elsewhere = run_command([*without_keys(overrides, CONTINUED), as_override("ckpt_path", str(continued))])
@@ -58,17 +54,7 @@ def run_identity(run_dir: Path, continued: Path | None, checkpoint: dict | None,
 
 
 def record_run_identity(run_dir: Path, run_id: str) -> None:
-    record = Path(run_dir) / ".hydra" / RUN_ID_FILE
-    if recorded_run_id(record) != run_id:
-        with atomic_file(record, "w") as f:
+    if recorded_run_id(run_dir) != run_id:
+        with atomic_file(Path(run_dir) / RUN_ID_FILE, "w") as f:
             f.write(run_id + "\n")
 
-
-def recorded_run_id(record: Path) -> str | None:
-    """The id in a run's .hydra/run_id; None where it has none, or holds no id (a damaged file: the checkpoint's id is
-    taken, as for a run from before run ids)."""
-    try:
-        text = record.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text if re.fullmatch(r"[0-9a-f]{32}", text) else None

@@ -172,16 +172,17 @@ def check_same_data(path: Path, checkpoint: dict, now: dict) -> None:
 def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -> None:
     """Continue ``trainer`` from a checkpoint of ``load_resumable``.
 
-    Then best.pt is made to agree with last.pt's best epoch: a kill between the two writes of an
-    epoch can leave it one best behind or ahead; last.pt carries the best weights, so they win.
+    Then best.pt is made to agree with last.pt's best epoch: a kill between the two writes of an epoch can leave it
+    one best behind or ahead, or another run's may have been put there; last.pt carries the best weights, so they win.
     """
     trainer.load_state_dict(checkpoint["trainer"])
     state = trainer.state
     if checkpoints is not None and trainer.best_weights is not None:
-        best = checkpoints.directory / BEST_CHECKPOINT
-        best_epoch = best_epoch_of(best)
-        if best_epoch != state.best_epoch:
-            held = "best.pt is missing or unreadable" if best_epoch is None else f"best.pt holds epoch {best_epoch}"
+        best = best_held(checkpoints.directory / BEST_CHECKPOINT)
+        own = best is not None and best.get("run_id") in (None, checkpoints.metadata["run_id"])  # None: an older run's
+        if not own or best["epoch"] != state.best_epoch:
+            held = ("best.pt is missing or unreadable" if best is None else "best.pt is another run's" if not own
+                    else f"best.pt holds epoch {best['epoch']}")
             log.info("%s, last.pt's best is epoch %d: best.pt written from last.pt", held, state.best_epoch)
             checkpoints.save_best(trainer.best_weights, state.best_epoch)
 
@@ -250,10 +251,10 @@ def shown_value(value: Any) -> str:
     return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
-def best_epoch_of(path: Path) -> int | None:
-    """The epoch a best.pt holds; None where it is missing or unreadable (it is then written anew)."""
+def best_held(path: Path) -> dict | None:
+    """A best.pt; None where it is missing or unreadable (it is then written anew)."""
     try:
-        return load_checkpoint(path)["epoch"] if path.exists() else None
+        return load_checkpoint(path) if path.exists() else None
     except UserError:
         return None
 

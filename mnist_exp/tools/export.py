@@ -66,7 +66,7 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
     path = checkpoint_file(checkpoint)
     out = cli.file_to_write(out, "--out", path.with_suffix(SUFFIXES[format or "pt2"]).name) if out else None
     format = export_format(format, out)
-    trained = load_trained_model(path)  # first: a file that is no checkpoint is refused as such
+    trained = load_trained_model(checkpoint)  # first: a file that is no checkpoint is refused as such
     if out is None:  # beside the checkpoint; an earlier export there stays, as any file a tool did not just make
         out = path.with_suffix(SUFFIXES[format])
         if out.exists() and out.stat().st_mtime < path.stat().st_mtime:  # the run wrote a newer checkpoint since

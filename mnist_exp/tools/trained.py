@@ -15,7 +15,7 @@ from torch import nn
 from mnist_exp.data import DataBundle, Split, build_dataset, split_fingerprint
 from mnist_exp.data.loader import model_input
 from mnist_exp.errors import UserError
-from mnist_exp.run.checkpoint import checkpoint_file, load_checkpoint, misfit
+from mnist_exp.run.checkpoint import load_run_checkpoint, misfit
 from mnist_exp.run.tta import check_tta, view_averaged
 from mnist_exp.registry import MODELS
 
@@ -46,8 +46,7 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu", *,
                        tta: bool = True) -> TrainedModel:
     """The model of a checkpoint (or of a run directory's best.pt), rebuilt from its config, as the run tested it
     (``tta=False``: without the test-time averaging a run with ``trainer.tta`` tested with)."""
-    path = checkpoint_file(path)
-    checkpoint = load_checkpoint(path)
+    path, checkpoint = load_run_checkpoint(path)
     config = checkpoint["config"]
     class_names = checkpoint["class_names"]
     if (name := config["model"]["name"]) not in MODELS.names():  # a user's own, registered by the script that trained
