@@ -3,6 +3,8 @@ and through the HTTP routes of a TensorBoard server, as its TEXT, HPARAMS and CU
 
 import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -243,3 +245,34 @@ def test_write_final_figures(tmp_path, mistakes):
     loss, accuracy = pictures["curves"][:, :500], pictures["curves"][:, 500:]
     assert count_colour(loss, "C0") > 300 and 20 < count_colour(loss, "C1") < 200
     assert count_colour(accuracy, "C0") > 300 and count_colour(accuracy, "C1") > 300
+
+
+def test_a_final_record_named_before_its_training_file_is_not_purged_by_the_resume(tmp_path, monkeypatch):
+    """TensorBoard reads a run's event files in name order; in one second a process's writers 9 and 10 name
+    "....10.final" before "....9", whose purge_step (a resumed run's) would hide the final record."""
+    from tensorboard.summary.writer import event_file_writer
+
+    import mnist_exp.run.tensorboard as tensorboard
+
+    class Clock:  # the same second for every writer, until the tracker waits for the next
+        now = 1_800_000_000.0
+
+        def time(self):
+            return self.now
+
+        def sleep(self, seconds):
+            self.now += seconds
+
+    clock = Clock()
+    monkeypatch.setattr(event_file_writer, "time", clock)
+    monkeypatch.setattr(tensorboard, "time", clock)
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(9))
+    tracker = TensorBoardTracker.for_run(tmp_path, resumed_step=4)  # writer 9, purge_step 5
+    tracker.scalars({"val/acc": 0.9}, 8)
+    tracker.final_record()
+    tracker.scalars({"test/acc": 0.9}, 8)
+    tracker.close()
+    assert [event.step for event in read_events(tmp_path).Scalars("test/acc")] == [8]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        f"events.out.tfevents.{clock_second}.{socket.gethostname()}.{os.getpid()}.{writer}"
+        for clock_second, writer in (("1800000000", "9"), ("1800000001", "11.final"))]

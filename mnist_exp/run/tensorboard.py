@@ -10,6 +10,7 @@ The figures themselves are drawn by ``mnist_exp.run.figures``.
 
 import shlex
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mnist_exp.run import hparams as hparams_tab
 from mnist_exp.run.tracking import Tracker
-from mnist_exp.runs import Status
 
 # Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
 # The event file of a run's final record (its test, pictures, hparams): a resumed run that records them again
@@ -38,8 +38,15 @@ class TensorBoardTracker(Tracker):
         # A resumed run's events hold its config already, unless it began without this tracker.
         self.recorded = purge_step is not None and purge_step > 0 and any(self.run_dir.glob("events.out.tfevents.*"))
         # purge_step: a resumed run hides the events the crashed run wrote after its checkpoint.
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        self.writer, self.training_file = self.open_writer(purge_step=purge_step)
         self.earlier_final_records: list[Path] = []
+
+    def open_writer(self, **options) -> tuple[SummaryWriter, Path]:
+        """A writer into the run directory, and the event file it opened (TensorBoard keeps its name private)."""
+        before = set(self.run_dir.glob("events.out.tfevents.*"))
+        writer = SummaryWriter(log_dir=str(self.run_dir), **options)
+        [opened] = set(self.run_dir.glob("events.out.tfevents.*")) - before
+        return writer, opened
 
     @classmethod
     def for_run(cls, run_dir: Path, resumed_step: int | None) -> "TensorBoardTracker":
@@ -55,7 +62,16 @@ class TensorBoardTracker(Tracker):
     def final_record(self) -> None:
         self.writer.close()
         self.earlier_final_records = list(self.run_dir.glob(f"events.out.tfevents.*{FINAL_RECORD_SUFFIX}"))
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), filename_suffix=FINAL_RECORD_SUFFIX)
+        while True:
+            self.writer, final = self.open_writer(filename_suffix=FINAL_RECORD_SUFFIX)
+            # TensorBoard reads a run's files in name order (<second>.<host>.<pid>.<writer number>), and a resumed
+            # run's training file purges what was read before it from its first step on: in one second, writer 10's
+            # final record would come before writer 9's training file. The next second's name comes after it.
+            if final.name > self.training_file.name:
+                return
+            self.writer.close()
+            final.unlink()
+            time.sleep(1.01 - time.time() % 1)
 
     def run_record(self, config: dict, command: str) -> None:
         """The TEXT tab: the composed config as YAML and the command that ran it; the curves' layout."""
@@ -102,12 +118,12 @@ class TensorBoardTracker(Tracker):
 
     def flush(self) -> None:
         self.writer.flush()
+        for earlier in self.earlier_final_records:  # the final record is whole on disk (record.py flushes it)
+            earlier.unlink(missing_ok=True)
+        self.earlier_final_records = []
 
     def close(self, status: str = "completed") -> None:
         self.writer.close()
-        if status in (Status.COMPLETED, Status.PRUNED):  # this run's final record is whole: an earlier one goes
-            for earlier in self.earlier_final_records:
-                earlier.unlink(missing_ok=True)
 
     def view(self) -> tuple[str, str]:
         return "TensorBoard", shlex.join(["tensorboard", "--logdir", str(self.run_dir)])

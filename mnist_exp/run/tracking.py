@@ -27,8 +27,8 @@ class Tracker:
     def scalars(self, values: dict[str, float], step: int) -> None: ...
 
     def final_record(self) -> None:
-        """The run's final record follows: its test's scalars, pictures and hparams, once the training is over. A run
-        killed while recording them, then resumed, records them again."""
+        """The run's final record follows: its test's scalars, pictures and hparams, once the training is over, then
+        a flush that has it whole on disk. A run killed while recording them, then resumed, records them again."""
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float], step: int,
                 columns: dict[str, bool] | None = None) -> None:
