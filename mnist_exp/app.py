@@ -186,7 +186,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if in_sweep and cfg.resume:
             write_missing_run_record(run_dir, cfg, hydra_cfg)
-        if (cfg.resume or restarted_by_scheduler()) and not cfg.ckpt_path:  # a completed run is returned as it is
+        if cfg.resume and not cfg.ckpt_path or restarted_by_scheduler():  # a completed run is returned as it is
             config = config_as_run(cfg, select_device(cfg.device.name.value))  # as its last.pt holds it
             recorded = completed_run(run_dir, config, overrides, in_sweep)
             if recorded:

@@ -259,6 +259,36 @@ def test_another_runs_best_pt_is_refused_by_the_tools_and_init_from_and_a_resume
     assert evaluate.main([str(ours), "--device", "cpu"]) == 0
 
 
+@pytest.mark.slow
+def test_a_requeued_job_begun_from_a_checkpoint_continues_from_its_own(tmp_path, monkeypatch, capsys):
+    """A scheduler starts the job again with its command, ckpt_path and all: the run goes on from its own last.pt, and
+    a run that had completed is returned as it is, not trained again from the checkpoint it began from."""
+    import mnist_exp.app
+
+    def ctrl_c_in_the_test(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    config = ("dataset=fake", "model.width=4", "trainer.epochs=3", "device=cpu", "device.threads=1")
+    source = tmp_path / "source"
+    (source / "checkpoints").mkdir(parents=True)  # watched from the start
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *config, f"hydra.run.dir={source}"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_at_creation(process, source / "checkpoints", ".last.pt.", 2)  # epoch 1's last.pt is whole
+    command = (*config, f"ckpt_path={source}", "hydra.run.dir=job")
+    with monkeypatch.context() as patched:  # the job trains epochs 2 and 3, then is stopped in its test
+        patched.setattr(mnist_exp.app, "test_and_record", ctrl_c_in_the_test)
+        assert run_main(*command, monkeypatch=monkeypatch, cwd=tmp_path)[0] == 130
+    job = tmp_path / "job"
+    first = (job / ".hydra" / "run_id").read_text()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    out = run(*command, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert f"Resumed from {job / 'checkpoints' / 'last.pt'} at epoch 3" in out, out[-3000:]
+    assert read_metrics(job)["status"] == "completed" and (job / ".hydra" / "run_id").read_text() == first
+    before = snapshot(job)
+    out = run(*command, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)  # requeued as it ended
+    assert "is complete" in out and snapshot(job) == before
+
+
 @pytest.mark.parametrize("record", [None, b"", b"\xff\xfe not text", b"0123 not an id"])
 def test_a_run_without_a_readable_run_id_takes_its_last_pts(record, tmp_path):
     from mnist_exp.run.recorded_config import record_run_identity, run_identity

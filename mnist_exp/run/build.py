@@ -31,7 +31,7 @@ from mnist_exp.run.runtime import place_model, seed_everything, select_device, s
 from mnist_exp.run.loggers import open_trackers
 from mnist_exp.run.tracking import TrackedRun, Trackers
 from mnist_exp.run.trainer import LoopSettings, Trainer
-from mnist_exp.runs import CHECKPOINT_DIR, split_override, without_resume
+from mnist_exp.runs import CHECKPOINT_DIR, last_checkpoint, split_override, without_resume
 
 log = logging.getLogger("mnist_exp")
 
@@ -73,7 +73,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     resume_from = checkpoint_to_resume(cfg.ckpt_path, cfg.resume, run_dir, in_sweep)
     # Refused before anything is built.
     resumed = load_resumable(resume_from, config, in_sweep) if resume_from is not None else None
-    in_place = resume_from if resumed and not cfg.ckpt_path else None
+    in_place = resume_from if resumed and resume_from.resolve() == last_checkpoint(run_dir).resolve() else None
     if in_place and writer:  # the record there must say what it trains
         check_recorded_config(run_dir, resumed["config"], config_command(list(overrides)))
     run_id = run_identity(run_dir, in_place, resumed, list(overrides))
@@ -177,7 +177,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
             raise UserError(f"Checkpoint {resume_from} does not fit the model its config names ({cfg.model.name}): "
                             f"{misfit(error)}. Continue from a checkpoint the run wrote, or start fresh.") from error
         log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
-        if writer and not cfg.ckpt_path:  # continued in place: its record is this directory's
+        if writer and in_place:  # its record is this directory's
             record_resume_changes(run_dir, resumed["config"], config, trainer.state.epoch, trainer.state.step)
 
     tracker = None

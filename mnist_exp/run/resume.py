@@ -39,12 +39,12 @@ log = logging.getLogger("mnist_exp")
 
 def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_sweep: bool = False) -> Path | None:
     """The checkpoint this run continues from, or None for a fresh run."""
-    if ckpt_path:  # a run directory means the checkpoint it continues from
-        return last_checkpoint(ckpt_path) if Path(ckpt_path).is_dir() else Path(ckpt_path)
     last = last_checkpoint(run_dir)
-    if requeued(run_dir):
+    if requeued(run_dir):  # its own last.pt, also where its command names the checkpoint it began from
         log.info("A requeued job: continuing the run in %s", run_dir)
         return last
+    if ckpt_path:  # a run directory means the checkpoint it continues from
+        return last_checkpoint(ckpt_path) if Path(ckpt_path).is_dir() else Path(ckpt_path)
     if resume and in_sweep and (not last.exists() or run_status(run_dir) == Status.FAILED):
         log.info("Resumed sweep: the job in %s has %s, so it runs from the start", run_dir,
                  "failed" if last.exists() else "no checkpoint")
