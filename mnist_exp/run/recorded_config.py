@@ -57,4 +57,3 @@ def record_run_identity(run_dir: Path, run_id: str) -> None:
     if recorded_run_id(run_dir) != run_id:
         with atomic_file(Path(run_dir) / RUN_ID_FILE, "w") as f:
             f.write(run_id + "\n")
-

@@ -22,10 +22,10 @@ from torch.utils.tensorboard import SummaryWriter
 from mnist_exp.run import hparams as hparams_tab
 from mnist_exp.run.tracking import Tracker
 
-# Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
 # The event file of a run's final record (its test, pictures, hparams): a resumed run that records them again
 # replaces an earlier attempt's file, so TensorBoard shows them once.
 FINAL_RECORD_SUFFIX = ".final"
+# Tags are regular expressions; anchored, so "val/acc" does not also draw "hparams/val/acc".
 CURVES_LAYOUT = {"curves": {"loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
                             "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]]}}
 
