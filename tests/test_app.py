@@ -710,8 +710,25 @@ def test_images_too_small_for_the_model_are_refused_with_advice_that_runs(tmp_pa
     code, _, err = run_main(*small, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.splitlines() == [
         "model.image_size=8 is too small for the cnn's convs, which take 19 pixels a side or more: give larger images "
-        "(dataset.image_size=28 in the datasets that have the key), or model=vgg_cnn, which takes any size."]
+        "(dataset.image_size=28 in the datasets that have the key), or model=vgg_cnn, which takes 8 pixels a side or "
+        "more."]
     code, _, err = run_main(*small, "model=vgg_cnn", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+
+
+def test_images_too_small_for_the_vgg_cnn_too_are_advised_a_model_that_takes_them(tmp_path, monkeypatch, capsys):
+    """vgg_cnn's three pools leave nothing of 7x7: the cnn's advice named it anyway, and its refusal named keys it
+    does not have."""
+    small = ("dataset=fake", "dataset.image_size=7", "trainer.epochs=1")
+    code, _, err = run_main(*small, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "model.image_size=7 is too small for the cnn's convs, which take 19 pixels a side or more: give larger images "
+        "(dataset.image_size=28 in the datasets that have the key), or model=strided_cnn, which takes any size."]
+    code, _, err = run_main(*small, "model=vgg_cnn", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and len(err.splitlines()) == 1 and err.endswith(
+        "Its pools leave nothing of the images: give larger ones (dataset.image_size where the dataset has the key), "
+        "or model=strided_cnn, which takes any size.\n"), err
+    code, _, err = run_main(*small, "model=strided_cnn", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err
 
 

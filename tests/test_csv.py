@@ -1,6 +1,7 @@
 """``dataset=csv``: Kaggle's "Digit Recognizer" layout in, a run, and ``predict --submission`` out; a CSV that is not
 that layout is one line naming the file and the line."""
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,29 @@ def test_a_csv_in_another_layout_is_one_line(content, message, tmp_path):
     with pytest.raises(UserError) as refused:
         read_pixel_csv(path, labelled=True)
     assert str(refused.value) == f"{path}{'' if message[0] in ',:' else ' '}{message}"
+
+
+def test_a_byte_order_mark_is_no_header_and_every_row_is_an_image(tmp_path):
+    """Excel's "CSV UTF-8": read as text, the mark made a header-less file's first row a header, skipped."""
+    rows = "1,0,0,0,9\n2,5,6,7,8\n"
+    for name, text in (("bare.csv", rows), ("header.csv", "label,a,b,c,d\n" + rows)):
+        (tmp_path / name).write_text(text, encoding="utf-8-sig")
+        images, labels = read_pixel_csv(tmp_path / name)
+        assert labels.tolist() == [1, 2] and images.flatten().tolist() == [0, 0, 0, 9, 5, 6, 7, 8]
+
+
+def test_a_compressed_file_or_a_header_of_other_columns_than_its_rows_is_one_line(tmp_path):
+    compressed = tmp_path / "train.csv"
+    compressed.write_bytes(gzip.compress(b"label,a,b,c,d\n1,2,3,4,5\n"))
+    with pytest.raises(UserError) as refused:
+        read_pixel_csv(compressed)
+    assert str(refused.value).startswith(f"{compressed} is not UTF-8 text (a compressed or binary file, or another "
+                                         "encoding): unpack it")
+    shifted = tmp_path / "test.csv"  # a label named, the pixels alone below it: its pixels were read as 2x2 minus one
+    shifted.write_text("label,a,b,c,d\n1,2,3,4\n")
+    with pytest.raises(UserError) as refused:
+        read_pixel_csv(shifted)
+    assert str(refused.value).startswith(f"{shifted}: its header names 5 columns and its rows have 4. Every row")
 
 
 def test_a_table_of_pixels_a_column_short_is_told_its_count(tmp_path):

@@ -12,6 +12,9 @@ import torch
 from mnist_exp.errors import UserError, first_line
 
 KAGGLE_LAYOUT = "label,pixel0,...,pixel783 (a label, then 28x28 grey levels 0-255)"
+# Excel's "CSV UTF-8" starts the file with a byte-order mark: read as text, it would make a header-less file's first
+# value no number, so its first image would be skipped as a header (and a submission's ImageIds shifted by one).
+ENCODING = "utf-8-sig"
 
 
 def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -27,8 +30,11 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
                         "or use the folder's images with dataset=folder dataset.root=<folder>.")
     if not path.is_file():
         raise UserError(f"{path} does not exist. Give a CSV file of images, one a row: {KAGGLE_LAYOUT}.")
-    with open(path) as f:
-        first = f.readline().strip()
+    try:
+        with open(path, encoding=ENCODING) as f:
+            first = f.readline().strip()
+    except UnicodeDecodeError:
+        raise not_text(path) from None
     if not first:
         raise UserError(f"{path} is empty, or starts with an empty line. Give {KAGGLE_LAYOUT}.")
     if "," not in first and (separator := next((s for s in ";\t|" if s in first), None)):
@@ -53,7 +59,10 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
     try:  # whole numbers: numpy parses them about 7x faster than floats
         with warnings.catch_warnings():  # numpy's warning of no rows: refused below, in one line
             warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.int64, ndmin=2)
+            table = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.int64, ndmin=2,
+                               encoding=ENCODING)
+    except UnicodeDecodeError:  # a ValueError too, whose message has no row to name
+        raise not_text(path) from None
     except ValueError as error:  # numpy names the value, its row (from 0, after the header) and column
         found = re.search(r"string '(.*)' to int64 at row (\d+), column (\d+)", str(error))
         if not found:  # rows of different lengths; numpy's advice (usecols) is not ours
@@ -66,6 +75,9 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
                         "class numbers 0, 1, 2, ...; pixels grey levels 0-255).") from None
     if len(table) == 0:
         raise UserError(f"{path} has no rows of images. Give {KAGGLE_LAYOUT}.")
+    if table.shape[1] != len(columns):  # the header's count chose the label column and the side: the rows must agree
+        raise UserError(f"{path}: its header names {len(columns)} columns and its rows have {table.shape[1]}. Every "
+                        f"row needs the header's columns: {KAGGLE_LAYOUT}.")
     values = table[:, int(labelled):]
     wrong = np.flatnonzero(((values < 0) | (values > 255)).any(axis=1))
     if wrong.size:
@@ -78,3 +90,8 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
         raise UserError(f"{path}, line {wrong[0] + 1 + has_header}: the label {table[wrong[0], 0]} is not a class "
                         "number (0, 1, 2, ...).")
     return images, torch.from_numpy(table[:, 0].copy())
+
+
+def not_text(path: Path) -> UserError:
+    return UserError(f"{path} is not UTF-8 text (a compressed or binary file, or another encoding): unpack it, "
+                     f"or save it as UTF-8, a CSV file of {KAGGLE_LAYOUT}.")

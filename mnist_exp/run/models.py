@@ -93,11 +93,21 @@ def cnn(num_classes: int, width: int = 16, stem_width: int | None = None, in_cha
         smallest = next(side for side in range(image_size, 64) if map_size(side) >= 1)
         raise UserError(f"model.image_size={image_size} is too small for the cnn's convs, which take {smallest} pixels a "
                         "side or more: give larger images (dataset.image_size=28 in the datasets that have the key), "
-                        "or model=vgg_cnn, which takes any size.")
+                        f"or {model_for_small_images(image_size)}.")
     return nn.Sequential(conv_bn_relu(in_channels, stem_width, kernel_size=5, stride=2, padding=0, norm=stem_norm),
                          conv_bn_relu(stem_width, 2 * width, padding=0, pool=True),
                          conv_bn_relu(2 * width, 4 * width, padding=0),
                          nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width * size * size, num_classes))
+
+
+VGG_SMALLEST = 8  # vgg_cnn's three 2x2 pools leave a pixel of 8x8 and nothing of 7x7
+
+
+def model_for_small_images(side: int) -> str:
+    """A shipped model of images that take no cnn: each image side at least 1 is someone's."""
+    if side >= VGG_SMALLEST:
+        return f"model=vgg_cnn, which takes {VGG_SMALLEST} pixels a side or more"
+    return "model=strided_cnn, which takes any size"
 
 
 @MODELS.register("vgg_cnn")
@@ -228,11 +238,8 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, 
             first = next(model.parameters(), torch.empty(0))
             model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
     except RuntimeError as error:  # the first forward pass of a run: sizes that do not fit the data show here
-        advice = ("Give it images: leave dataset.flatten out (dataset.flatten=true makes flat vectors of them)."
-                  if len(input_shape) == 1 else
-                  "Check the model's sizes (in_features, in_channels, image_size) against the dataset.")
         raise UserError(f"The model does not take the dataset's input of shape {tuple(input_shape)}: "
-                        f"{first_line(error)}. {advice}") from error
+                        f"{first_line(error)}. {misfit_advice(input_shape, error)}") from error
     finally:
         model.train(was_training)
         for handle in handles:
@@ -242,3 +249,13 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, 
     lines += [f"{name:<14}{kind:<20}{shape:<18}{params:>10,}" for name, kind, shape, params in rows]
     lines.append(f"{'total':<52}{count_parameters(model):>10,}")
     return "\n".join(lines), flops.get_total_flops()
+
+
+def misfit_advice(input_shape: tuple[int, ...], error: RuntimeError) -> str:
+    """What to change where a model's first forward pass fails on the dataset's input."""
+    if len(input_shape) == 1:
+        return "Give it images: leave dataset.flatten out (dataset.flatten=true makes flat vectors of them)."
+    if "Output size is too small" in str(error):  # torch's words for a pool of a map smaller than its window
+        return (f"Its pools leave nothing of the images: give larger ones (dataset.image_size where the dataset has "
+                f"the key), or {model_for_small_images(min(input_shape[1:]))}.")
+    return "Check the model's sizes (in_features, in_channels, image_size) against the dataset."
