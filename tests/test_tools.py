@@ -243,6 +243,32 @@ def test_export_pt2_is_a_torch_export_program_with_the_checkpoints_predictions(t
         os.utime(best, (before.st_atime, before.st_mtime))
 
 
+def test_an_export_that_disagrees_with_its_checkpoint_or_is_stopped_leaves_no_file(trained, tmp_path, monkeypatch,
+                                                                                    capsys):
+    from mnist_exp.tools import export
+
+    write_program = export.export_program
+    out = tmp_path / "model.pt2"
+
+    def flawed(model, images, path):  # an exporter whose program is written whole but computes other classes
+        return -write_program(model, images, path)
+
+    monkeypatch.setattr(export, "export_program", flawed)
+    assert call("export", trained, "--out", out, capsys=capsys) == (
+        1, "", "python -m mnist_exp.tools.export: The pt2 export disagrees with the checkpoint on 256 of 256 test "
+               f"images: not safe to use, so {out} was not written.\n")
+
+    def stopped(model, images, path):  # Ctrl-C as the exporter writes
+        path.write_bytes(b"half a program")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_program", stopped)
+    assert call("export", trained, "--out", out, capsys=capsys)[0] == 130
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export, "export_program", write_program)
+    assert call("export", trained, "--out", out, capsys=capsys)[0] == 0 and list(tmp_path.iterdir()) == [out]
+
+
 def test_export_torchscript_says_it_is_deprecated_and_gives_the_checkpoints_predictions(trained, test_split,
                                                                                           tmp_path, capsys):
     out = tmp_path / "model.ts.pt"

@@ -12,6 +12,7 @@ predictions as the checkpoint's model.
 
 import contextlib
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -79,24 +80,41 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
     images = sample_images(trained.config, path)
     with torch.inference_mode():
         expected = wrapped(images)
-    if format == "pt2":
-        exported = export_program(wrapped, images, out)
-    elif format == "torchscript":
-        print("TorchScript is deprecated in PyTorch; --format pt2 (torch.export) is its successor. Written for "
-              "libtorch (C++) loaders.")
-        with warnings.catch_warnings(), torch.no_grad():  # the deprecation, said once above
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.trace(wrapped, images[:2]).save(str(out))
-            exported = torch.jit.load(str(out))(images)
-    else:
-        exported = export_onnx(wrapped, images, out)
-    same = int((exported.argmax(1) == expected.argmax(1)).sum())
-    if same != len(images):
-        raise UserError(f"The {format} export at {out} disagrees with the checkpoint on {len(images) - same} of "
-                        f"{len(images)} test images; it is not safe to use.")
+    with checked_file(out) as written:
+        exported = export_as(format, wrapped, images, written)
+        same = int((exported.argmax(1) == expected.argmax(1)).sum())
+        if same != len(images):
+            raise UserError(f"The {format} export disagrees with the checkpoint on {len(images) - same} of "
+                            f"{len(images)} test images: not safe to use, so {out} was not written.")
     print(f"Wrote {out}; it predicts the same class as the checkpoint on {len(images)} test images (largest logit "
           f"difference {float((exported - expected).abs().max()):.2g}).")
     return out
+
+
+@contextlib.contextmanager
+def checked_file(out: Path):
+    """A temporary path beside ``out`` to write the export to and check it at: renamed to ``out`` once checked, and
+    removed otherwise, so a refused or interrupted export leaves no file to be taken for a good one."""
+    written = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
+    try:
+        yield written
+        os.replace(written, out)
+    finally:
+        written.unlink(missing_ok=True)
+
+
+def export_as(format: str, model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tensor:
+    """Write ``model`` in ``format`` to ``out``; returns what the written file computes for ``images``."""
+    if format == "pt2":
+        return export_program(model, images, out)
+    if format == "onnx":
+        return export_onnx(model, images, out)
+    print("TorchScript is deprecated in PyTorch; --format pt2 (torch.export) is its successor. Written for "
+          "libtorch (C++) loaders.")
+    with warnings.catch_warnings(), torch.no_grad():  # the deprecation, said once above
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.trace(model, images[:2]).save(str(out))
+        return torch.jit.load(str(out))(images)
 
 
 def export_program(model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tensor:
