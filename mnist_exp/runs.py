@@ -178,17 +178,19 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
         json.dump(clean, f, indent=2)
 
 
-def write_predictions(run_dir: Path, predicted, true) -> None:
-    """test_predictions.npz, replaced atomically: the predicted and the true label of each test image."""
+def write_predictions(run_dir: Path, predicted, true, images: str | None = None) -> None:
+    """test_predictions.npz, replaced atomically: the predicted and the true label of each test image, and the test
+    images' fingerprint (``images``, the data's split_fingerprint)."""
     predicted, true = np.asarray(predicted), np.asarray(true)
     dtype = np.uint8 if max(predicted.max(initial=0), true.max(initial=0)) < 256 else np.int32  # 10k bytes for MNIST
     predicted, true = predicted.astype(dtype), true.astype(dtype)
     with atomic_file(Path(run_dir) / PREDICTIONS_FILE, "wb") as f:
-        np.savez_compressed(f, predicted=predicted, true=true)
+        np.savez_compressed(f, predicted=predicted, true=true, **({} if images is None else {"images": images}))
 
 
-def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A run's (predicted, true) test labels; a missing, corrupt or foreign file is a UserError naming it."""
+def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """A run's (predicted, true) test labels and its test images' fingerprint (None where the file has none); a
+    missing, corrupt or foreign file is a UserError naming it."""
     path = Path(run_dir) / PREDICTIONS_FILE
     if not path.exists():
         raise UserError(f"{run_dir} has no {PREDICTIONS_FILE}: a run writes it when it completes its test. "
@@ -196,6 +198,7 @@ def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as saved:
             predicted, true = saved["predicted"], saved["true"]
+            images = str(saved["images"]) if "images" in saved else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UserError(f"{path} is not a predictions file that python -m mnist_exp wrote "
                         f"({' '.join(str(error).split()) or type(error).__name__}).") from None
@@ -203,7 +206,7 @@ def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
             or true.dtype.kind not in "iu"):
         raise UserError(f"{path} is not a predictions file that python -m mnist_exp wrote (predicted labels "
                         f"{predicted.dtype}{list(predicted.shape)}, true labels {true.dtype}{list(true.shape)}).")
-    return predicted, true
+    return predicted, true, images
 
 
 @contextlib.contextmanager

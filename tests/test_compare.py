@@ -525,7 +525,7 @@ def test_wrong_comparisons_are_one_line(seeds, tmp_path, capsys):
 
 def test_a_foreign_or_corrupt_predictions_file_is_refused(tmp_path, capsys):
     a, b = paired_runs(tmp_path, only_a=1, only_b=9)
-    predicted, true = read_predictions(b)
+    predicted, true, _ = read_predictions(b)
     write_predictions(b, predicted[:50], true[:50])  # another test set, and the accuracy still 89/100 in metrics
     write_metrics(b, done(float((predicted[:50] == true[:50]).mean()), 0.9, 1))
     assert wrong_vs(capsys, a, "--vs", b) == ("A and B were tested on different test sets (100 and 50 images): "
@@ -540,6 +540,20 @@ def test_a_foreign_or_corrupt_predictions_file_is_refused(tmp_path, capsys):
     assert wrong_vs(capsys, a, "--vs", b) == (f"{b / PREDICTIONS_FILE} is not a predictions file that python -m "
                                               "mnist_exp wrote (predicted labels int64[2, 2], true labels "
                                               "int64[2, 2]).")
+
+
+def test_runs_tested_on_other_images_with_the_same_labels_are_not_paired(tmp_path, capsys):
+    a, b = paired_runs(tmp_path, only_a=1, only_b=9)
+    predicted_a, true, _ = read_predictions(a)
+    predicted_b, _, _ = read_predictions(b)
+    write_predictions(a, predicted_a, true, "0123456789abcdef")
+    write_predictions(b, predicted_b, true, "fedcba9876543210")  # other images behind the same labels
+    assert wrong_vs(capsys, a, "--vs", b) == (
+        "A and B were tested on different images with the same labels (their test images' fingerprints differ: other "
+        "files, or the same ones in another form, e.g. another dataset.image_size): compare runs tested on the same "
+        "images.")
+    write_predictions(b, predicted_b, true, "0123456789abcdef")
+    assert "exact McNemar test" in run_compare(capsys, a, "--vs", b)
 
 
 # --- a real sweep ---
@@ -559,7 +573,8 @@ def test_a_real_seed_sweep_is_two_groups_of_two_and_compares(tmp_path, monkeypat
         assert float(row["test acc"]) == pytest.approx(sum(tests) / 2) and float(row["test min"]) == min(tests)
         assert sorted(row["runs"].split(";")) == sorted(job.name for job in members)
     for job in jobs:  # each run's predictions are its test: 256 fake images, its recorded accuracy
-        predicted, true = read_predictions(job)
+        predicted, true, images = read_predictions(job)
+        assert images == read_predictions(jobs[0])[2]  # one test set: its fingerprint
         assert len(true) == 256 and float((predicted == true).mean()) == pytest.approx(read_metrics(job)["test/acc"])
     runs = read_csv(run_compare(capsys, sweep_dir, "--runs", "--format", "csv"))
     assert sorted(row["run"] for row in runs) == sorted(job.name for job in jobs)

@@ -356,7 +356,7 @@ def test_hopeless_trials_are_pruned_after_their_first_epoch(pruned_search, capsy
         # A pruned run is still tested: its best.pt (epoch 1's weights) on the 256 test images gives its test/acc,
         # and so do the predictions it recorded.
         assert metrics["test/acc"] == accuracy_of_best_checkpoint(Path(trial.user_attrs["run_dir"]))
-        predicted, true = read_predictions(Path(trial.user_attrs["run_dir"]))
+        predicted, true, _ = read_predictions(Path(trial.user_attrs["run_dir"]))
         assert len(true) == 256 and float((predicted == true).mean()) == pytest.approx(metrics["test/acc"], abs=1e-12)
         # A learning rate of 1e-9 leaves the model untrained; 0.05 learns (measured ~0.43 after one epoch).
         if trial.params["optimizer.lr"] == HOPELESS:

@@ -66,26 +66,35 @@ def labels(a: list[dict[str, Any]], b: list[dict[str, Any]], keep_seed: bool) ->
                  for s, runs in zip(sides, (a, b)))
 
 
-def checked_predictions(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """A run's (predicted, true) test labels, refused where they disagree with its recorded test accuracy."""
-    predicted, true = read_predictions(run["dir"])
+def checked_predictions(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """A run's (predicted, true) test labels and test images' fingerprint, refused where they disagree with its
+    recorded test accuracy."""
+    predicted, true, images = read_predictions(run["dir"])
     accuracy, recorded = float((predicted == true).mean()) if len(true) else 0.0, number(run["metrics"]["test/acc"])
     if abs(accuracy - recorded) > 0.5 / max(len(true), 1):
         raise UserError(f"{run['dir'] / PREDICTIONS_FILE} does not belong to its run: its accuracy is "
                         f"{100 * accuracy:.2f}%, the run's metrics.json says {100 * recorded:.2f}%.")
-    return predicted, true
+    return predicted, true, images
 
 
-def same_test_set(true_a: np.ndarray, true_b: np.ndarray) -> None:
+def same_test_set(a: tuple[np.ndarray, np.ndarray, str | None], b: tuple[np.ndarray, np.ndarray, str | None]) -> None:
+    """Two runs' (predicted, true, images) of ``read_predictions``: the same test images in the same order, as far
+    as their labels and, where both recorded it, their images' fingerprint tell."""
+    (_, true_a, images_a), (_, true_b, images_b) = a, b
     if true_a.shape != true_b.shape or (true_a != true_b).any():
         what = (f"{len(true_a)} and {len(true_b)} images" if true_a.shape != true_b.shape
                 else f"the labels of {int((true_a != true_b).sum())} of {len(true_a)} images differ")
         raise UserError(f"A and B were tested on different test sets ({what}): compare runs of the same dataset.")
+    if images_a and images_b and images_a != images_b:  # the same labels are no proof of the same images
+        raise UserError("A and B were tested on different images with the same labels (their test images' "
+                        "fingerprints differ: other files, or the same ones in another form, e.g. another "
+                        "dataset.image_size): compare runs tested on the same images.")
 
 
 def paired(a: dict[str, Any], b: dict[str, Any], label_a: str, label_b: str) -> str:
-    (predicted_a, true), (predicted_b, true_b) = checked_predictions(a), checked_predictions(b)
-    same_test_set(true, true_b)
+    run_a, run_b = checked_predictions(a), checked_predictions(b)
+    same_test_set(run_a, run_b)
+    (predicted_a, true, _), (predicted_b, _, _) = run_a, run_b
     right_a, right_b = predicted_a == true, predicted_b == true
     only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
     p = mcnemar_p(only_a, only_b)
@@ -110,9 +119,9 @@ def paired(a: dict[str, Any], b: dict[str, Any], label_a: str, label_b: str) -> 
 
 def groups(a: list[dict[str, Any]], b: list[dict[str, Any]], label_a: str, label_b: str) -> str:
     """The difference of the mean test accuracies with Welch's interval; the test sets checked where stored."""
-    stored = [read_predictions(run["dir"])[1] for run in a + b if (run["dir"] / PREDICTIONS_FILE).exists()]
-    for true in stored[1:]:
-        same_test_set(stored[0], true)
+    stored = [read_predictions(run["dir"]) for run in a + b if (run["dir"] / PREDICTIONS_FILE).exists()]
+    for other in stored[1:]:
+        same_test_set(stored[0], other)
     summaries = [summarize([number(run["metrics"]["test/acc"]) for run in runs], ACCURACY) for runs in (a, b)]
     lines = [f"{name}  {label}: {s.n} runs, mean test accuracy {100 * s.mean:.2f}% (std {100 * s.std:.2f}, 95% "
              f"interval {100 * s.low:.2f}% to {100 * s.high:.2f}%)"
