@@ -197,6 +197,31 @@ def test_ctrl_c_in_the_final_test_is_a_stop_that_resumes(tmp_path, monkeypatch, 
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
+def test_a_stop_between_epochs_of_one_batch_stops_there_and_resumes_to_the_same_result(tmp_path, monkeypatch, capsys):
+    """A whole training split in one batch: SIGTERM after an epoch (in its checkpoints) stops before the next one,
+    where a stop inside an epoch has no batch to come after; the printed resume ends as an uninterrupted run."""
+    from mnist_exp.run.callbacks import CheckpointCallback
+
+    args = ("dataset=fake", "trainer.batch_size=1024", "trainer.epochs=3", "trainer.deterministic=true",
+            "model.width=4", "device=cpu", "device.threads=1")
+    run(*args, "hydra.run.dir=uninterrupted", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    epoch_end = CheckpointCallback.on_epoch_end
+
+    def sigterm_after_epoch_1(self, trainer, metrics, is_best):
+        epoch_end(self, trainer, metrics, is_best)
+        if trainer.state.epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler's preemption does
+
+    with monkeypatch.context() as patched:
+        patched.setattr(CheckpointCallback, "on_epoch_end", sigterm_after_epoch_1)
+        code, _, err = run_main(*args, "hydra.run.dir=run", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "run")
+    assert code == 128 + signal.SIGTERM and metrics["status"] == "stopped" and metrics["epoch"] == 1, err[-2000:]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["trainer"]["state"]["epoch"] == 1
+    run(*shlex.split(metrics["resume"])[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert same_result(read_metrics(tmp_path / "run"), read_metrics(tmp_path / "uninterrupted"))
+
+
 SAME_CONFIG = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
 
 
