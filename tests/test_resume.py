@@ -314,6 +314,24 @@ def test_a_requeued_job_begun_from_a_checkpoint_continues_from_its_own(tmp_path,
     assert "is complete" in out and snapshot(job) == before
 
 
+@pytest.mark.parametrize("scheduler", [{"SUBMITIT_EXECUTOR": "local"}, {"SLURM_RESTART_COUNT": "1"}])
+def test_a_run_or_sweep_started_inside_a_schedulers_job_records_its_config(scheduler, tmp_path, monkeypatch, capsys):
+    """Inside a job its scheduler may start again, Hydra is kept from rewriting an earlier start's .hydra/; the start
+    that has none (a submitit job's first, a requeued sbatch job's new sweep) still records what it ran."""
+    config = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device=cpu", "device.threads=1")
+    run(*config, "hydra.run.dir=plain", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    for key, value in scheduler.items():
+        monkeypatch.setenv(key, value)
+    run(*config, "hydra.run.dir=job", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    run("-m", *config, "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    for run_dir in (tmp_path / "job", *sorted((tmp_path / "sweep").glob("*_seed-*"))):
+        record = {name: yaml.safe_load((run_dir / ".hydra" / name).read_text()) for name in ("config.yaml",
+                                                                                             "overrides.yaml")}
+        seed = [f"seed={record['config.yaml']['seed']}"] if "seed-" in run_dir.name else []
+        assert record == {"config.yaml": yaml.safe_load((tmp_path / "plain" / ".hydra" / "config.yaml").read_text())
+                          | {"seed": record["config.yaml"]["seed"]}, "overrides.yaml": [*config, *seed]}, run_dir
+
+
 @pytest.mark.parametrize("record", [None, b"", b"\xff\xfe not text", b"0123 not an id"])
 def test_a_run_without_a_readable_run_id_takes_its_last_pts(record, tmp_path):
     from mnist_exp.run.recorded_config import record_run_identity, run_identity

@@ -120,14 +120,14 @@ def read_run_overrides(run_dir: Path) -> list[str] | None:
 
 
 def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
-    """A resumed sweep's job without ``.hydra/`` (it never started) gets the one its first start would have written."""
+    """A job Hydra wrote no ``.hydra/`` for, to keep an earlier start's (``app.start``), gets the one its first start
+    would have written where it has none: a resumed sweep's job that never started, a scheduler's job on its first."""
     record = Path(run_dir) / ".hydra"
-    if record.exists() or distributed.rank() > 0:
+    if (record / "config.yaml").exists() or distributed.rank() > 0:
         return
-    record.mkdir(parents=True)
-    first_start = OmegaConf.merge(cfg, {"resume": False})
+    record.mkdir(parents=True, exist_ok=True)
     hydra_node = OmegaConf.create({"hydra": OmegaConf.merge(hydra_cfg, {"output_subdir": ".hydra"})})
-    for name, node in (("config.yaml", first_start), ("hydra.yaml", hydra_node),
+    for name, node in (("config.yaml", OmegaConf.merge(cfg, {"resume": False})), ("hydra.yaml", hydra_node),
                        ("overrides.yaml", OmegaConf.create(without_resume(list(hydra_cfg.overrides.task))))):
         (record / name).write_text(OmegaConf.to_yaml(node))
 
