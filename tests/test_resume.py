@@ -222,6 +222,30 @@ def test_a_stop_between_epochs_of_one_batch_stops_there_and_resumes_to_the_same_
     assert same_result(read_metrics(tmp_path / "run"), read_metrics(tmp_path / "uninterrupted"))
 
 
+def test_a_resume_with_another_eval_batch_size_that_cuts_other_images_is_refused_with_advice_that_runs(
+        tmp_path, monkeypatch, capsys):
+    """trainer.eval_batch_size may change on resume, but with trainer.limit_batches it says how many validation and
+    test images a run has: refused as a change of config, not as data changed since, which nobody could put back."""
+    import mnist_exp.app
+
+    def ctrl_c_in_the_test(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "trainer.limit_batches=2", "device.threads=1",
+            "hydra.run.dir=run")
+    with monkeypatch.context() as patched:
+        patched.setattr(mnist_exp.app, "test_and_record", ctrl_c_in_the_test)
+        assert run_main(*args, "trainer.eval_batch_size=64", monkeypatch=monkeypatch, cwd=tmp_path)[0] == 130
+    resume = (*args, "trainer.eval_batch_size=32", "resume=true")
+    code, _, err = run_main(*resume, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [
+        f"Checkpoint {tmp_path / 'run' / 'checkpoints' / 'last.pt'} was trained with a different config "
+        "(trainer.eval_batch_size: 64 -> 32). Resume with the run's own overrides (see its .hydra/overrides.yaml) and "
+        "trainer.eval_batch_size=64."])
+    run(*resume, "trainer.eval_batch_size=64", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert read_metrics(tmp_path / "run")["status"] == "completed"
+
+
 SAME_CONFIG = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
 
 

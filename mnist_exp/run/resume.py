@@ -49,11 +49,9 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
         log.info("Resumed sweep: the job in %s has %s, so it runs from the start", run_dir,
                  "failed" if last.exists() else "no checkpoint")
         return None
-    if resume:
-        if not last.exists():
-            raise nothing_to_resume(run_dir)
-        return last
-    return None
+    if resume and not last.exists():
+        raise nothing_to_resume(run_dir)
+    return last if resume else None
 
 
 def nothing_to_resume(run_dir: Path) -> UserError:
@@ -200,8 +198,9 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
     before, after = flatten_config(with_builder_defaults(saved)), flatten_config(config)
     if before.get(PRECISION) == "auto":  # written before a run recorded what auto became: not known
         before[PRECISION] = after.get(PRECISION)
-    changed = sorted(key for key in before.keys() | after.keys()
-                     if before.get(key, UNKNOWN) != after.get(key) and not says_where_or_how(key))
+    cut = after.get("trainer.limit_batches") is not None  # then trainer.eval_batch_size cuts the val and test splits
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key, UNKNOWN) != after.get(key)
+                     and (not says_where_or_how(key) or cut and key == "trainer.eval_batch_size"))
     if not changed:
         return
     # Name the biggest difference first: a different model explains its other keys.
