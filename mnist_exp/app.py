@@ -184,7 +184,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     "python -m mnist_exp -m hparams_search=%s ...", search, search)
     JOBS_STARTED.append((run_dir, sweep_dir))
     try:
-        if in_sweep and cfg.resume:
+        if in_sweep and cfg.resume or restarted_by_scheduler():  # Hydra wrote no .hydra/ for it (start())
             write_missing_run_record(run_dir, cfg, hydra_cfg)
         if cfg.resume and not cfg.ckpt_path or restarted_by_scheduler():  # a completed run is returned as it is
             config = config_as_run(cfg, select_device(cfg.device.name.value))  # as its last.pt holds it

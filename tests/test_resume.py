@@ -197,6 +197,55 @@ def test_ctrl_c_in_the_final_test_is_a_stop_that_resumes(tmp_path, monkeypatch, 
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
+def test_a_stop_between_epochs_of_one_batch_stops_there_and_resumes_to_the_same_result(tmp_path, monkeypatch, capsys):
+    """A whole training split in one batch: SIGTERM after an epoch (in its checkpoints) stops before the next one,
+    where a stop inside an epoch has no batch to come after; the printed resume ends as an uninterrupted run."""
+    from mnist_exp.run.callbacks import CheckpointCallback
+
+    args = ("dataset=fake", "trainer.batch_size=1024", "trainer.epochs=3", "trainer.deterministic=true",
+            "model.width=4", "device=cpu", "device.threads=1")
+    run(*args, "hydra.run.dir=uninterrupted", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    epoch_end = CheckpointCallback.on_epoch_end
+
+    def sigterm_after_epoch_1(self, trainer, metrics, is_best):
+        epoch_end(self, trainer, metrics, is_best)
+        if trainer.state.epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler's preemption does
+
+    with monkeypatch.context() as patched:
+        patched.setattr(CheckpointCallback, "on_epoch_end", sigterm_after_epoch_1)
+        code, _, err = run_main(*args, "hydra.run.dir=run", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "run")
+    assert code == 128 + signal.SIGTERM and metrics["status"] == "stopped" and metrics["epoch"] == 1, err[-2000:]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["trainer"]["state"]["epoch"] == 1
+    run(*shlex.split(metrics["resume"])[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert same_result(read_metrics(tmp_path / "run"), read_metrics(tmp_path / "uninterrupted"))
+
+
+def test_a_resume_with_another_eval_batch_size_that_cuts_other_images_is_refused_with_advice_that_runs(
+        tmp_path, monkeypatch, capsys):
+    """trainer.eval_batch_size may change on resume, but with trainer.limit_batches it says how many validation and
+    test images a run has: refused as a change of config, not as data changed since, which nobody could put back."""
+    import mnist_exp.app
+
+    def ctrl_c_in_the_test(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    args = ("dataset=fake", "model.width=4", "trainer.epochs=1", "trainer.limit_batches=2", "device.threads=1",
+            "hydra.run.dir=run")
+    with monkeypatch.context() as patched:
+        patched.setattr(mnist_exp.app, "test_and_record", ctrl_c_in_the_test)
+        assert run_main(*args, "trainer.eval_batch_size=64", monkeypatch=monkeypatch, cwd=tmp_path)[0] == 130
+    resume = (*args, "trainer.eval_batch_size=32", "resume=true")
+    code, _, err = run_main(*resume, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [
+        f"Checkpoint {tmp_path / 'run' / 'checkpoints' / 'last.pt'} was trained with a different config "
+        "(trainer.eval_batch_size: 64 -> 32). Resume with the run's own overrides (see its .hydra/overrides.yaml) and "
+        "trainer.eval_batch_size=64."])
+    run(*resume, "trainer.eval_batch_size=64", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert read_metrics(tmp_path / "run")["status"] == "completed"
+
+
 SAME_CONFIG = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device.threads=1")
 
 
@@ -287,6 +336,24 @@ def test_a_requeued_job_begun_from_a_checkpoint_continues_from_its_own(tmp_path,
     before = snapshot(job)
     out = run(*command, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)  # requeued as it ended
     assert "is complete" in out and snapshot(job) == before
+
+
+@pytest.mark.parametrize("scheduler", [{"SUBMITIT_EXECUTOR": "local"}, {"SLURM_RESTART_COUNT": "1"}])
+def test_a_run_or_sweep_started_inside_a_schedulers_job_records_its_config(scheduler, tmp_path, monkeypatch, capsys):
+    """Inside a job its scheduler may start again, Hydra is kept from rewriting an earlier start's .hydra/; the start
+    that has none (a submitit job's first, a requeued sbatch job's new sweep) still records what it ran."""
+    config = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device=cpu", "device.threads=1")
+    run(*config, "hydra.run.dir=plain", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    for key, value in scheduler.items():
+        monkeypatch.setenv(key, value)
+    run(*config, "hydra.run.dir=job", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    run("-m", *config, "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    for run_dir in (tmp_path / "job", *sorted((tmp_path / "sweep").glob("*_seed-*"))):
+        record = {name: yaml.safe_load((run_dir / ".hydra" / name).read_text()) for name in ("config.yaml",
+                                                                                             "overrides.yaml")}
+        seed = [f"seed={record['config.yaml']['seed']}"] if "seed-" in run_dir.name else []
+        assert record == {"config.yaml": yaml.safe_load((tmp_path / "plain" / ".hydra" / "config.yaml").read_text())
+                          | {"seed": record["config.yaml"]["seed"]}, "overrides.yaml": [*config, *seed]}, run_dir
 
 
 @pytest.mark.parametrize("record", [None, b"", b"\xff\xfe not text", b"0123 not an id"])

@@ -1,7 +1,7 @@
 """Hooks on the training loop: checkpoints and the trackers' curves.
 
 The trainer calls ``on_train_log`` every ``log_interval`` steps, ``on_epoch_end`` after each
-epoch's validation, and ``on_stop`` when a signal stops it inside an epoch.
+epoch's validation, and ``on_stop`` when a signal stops it inside an epoch or before the next.
 """
 
 import logging

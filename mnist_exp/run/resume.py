@@ -49,11 +49,9 @@ def checkpoint_to_resume(ckpt_path: str | None, resume: bool, run_dir: Path, in_
         log.info("Resumed sweep: the job in %s has %s, so it runs from the start", run_dir,
                  "failed" if last.exists() else "no checkpoint")
         return None
-    if resume:
-        if not last.exists():
-            raise nothing_to_resume(run_dir)
-        return last
-    return None
+    if resume and not last.exists():
+        raise nothing_to_resume(run_dir)
+    return last if resume else None
 
 
 def nothing_to_resume(run_dir: Path) -> UserError:
@@ -120,14 +118,14 @@ def read_run_overrides(run_dir: Path) -> list[str] | None:
 
 
 def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
-    """A resumed sweep's job without ``.hydra/`` (it never started) gets the one its first start would have written."""
+    """A job Hydra wrote no ``.hydra/`` for, to keep an earlier start's (``app.start``), gets the one its first start
+    would have written where it has none: a resumed sweep's job that never started, a scheduler's job on its first."""
     record = Path(run_dir) / ".hydra"
-    if record.exists() or distributed.rank() > 0:
+    if (record / "config.yaml").exists() or distributed.rank() > 0:
         return
-    record.mkdir(parents=True)
-    first_start = OmegaConf.merge(cfg, {"resume": False})
+    record.mkdir(parents=True, exist_ok=True)
     hydra_node = OmegaConf.create({"hydra": OmegaConf.merge(hydra_cfg, {"output_subdir": ".hydra"})})
-    for name, node in (("config.yaml", first_start), ("hydra.yaml", hydra_node),
+    for name, node in (("config.yaml", OmegaConf.merge(cfg, {"resume": False})), ("hydra.yaml", hydra_node),
                        ("overrides.yaml", OmegaConf.create(without_resume(list(hydra_cfg.overrides.task))))):
         (record / name).write_text(OmegaConf.to_yaml(node))
 
@@ -200,8 +198,9 @@ def refuse_another_config(path: Path, saved: dict, config: dict, in_sweep: bool 
     before, after = flatten_config(with_builder_defaults(saved)), flatten_config(config)
     if before.get(PRECISION) == "auto":  # written before a run recorded what auto became: not known
         before[PRECISION] = after.get(PRECISION)
-    changed = sorted(key for key in before.keys() | after.keys()
-                     if before.get(key, UNKNOWN) != after.get(key) and not says_where_or_how(key))
+    cut = after.get("trainer.limit_batches") is not None  # then trainer.eval_batch_size cuts the val and test splits
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key, UNKNOWN) != after.get(key)
+                     and (not says_where_or_how(key) or cut and key == "trainer.eval_batch_size"))
     if not changed:
         return
     # Name the biggest difference first: a different model explains its other keys.

@@ -136,6 +136,10 @@ class Trainer:
                 break
             started = time.perf_counter() - self.state.epoch_elapsed_s
             try:
+                # A stop asked for in an epoch's last batch or after it (validation, checkpoints) lands here: an epoch
+                # of one batch (a full batch, limit_batches=1) has no batch after which train_epoch could stop.
+                if distributed.any_rank(self.stop_requested, self.settings.device):
+                    raise TrainingStopped()
                 train_metrics = self.train_epoch(train_loader, epoch)
             except TrainingStopped:
                 self.state.epoch_elapsed_s = time.perf_counter() - started
