@@ -257,7 +257,8 @@ def test_joblib_workers_of_a_sweep_sigtermed_as_its_jobs_start_stop_with_a_check
     finally:
         end_idle_workers(tmp_path)
     assert process.returncode == -signal.SIGTERM
-    assert_stopped_with_the_sweeps_resume(sweep_dir, sweep, "Stopped by SIGHUP in epoch 1, batch 1; ")
+    assert_stopped_with_the_sweeps_resume(sweep_dir, sweep, "Stopped by SIGHUP in epoch 1, batch ")
+    assert all(read_metrics(job)["step"] <= 1 for job in run_dirs(sweep_dir))  # before its first batch, or after it
 
 
 def end_idle_workers(cwd: Path) -> None:
