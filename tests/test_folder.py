@@ -138,6 +138,12 @@ def test_split_folders_and_what_cannot_work(tmp_path):
     Image.new("L", (28, 28), 0).save(tmp_path / "split" / "test" / "ten" / "x.png")
     with pytest.raises(UserError, match=r"class 'ten' has test or validation images but none in train/"):
         build_dataset({"name": "folder", "root": str(tmp_path / "split")})
+    Image.new("L", (28, 28), 0).save(root / "train" / "stray.png")
+    train = root / "train"
+    with pytest.raises(UserError, match=rf"^{train} has 1 image beside its class folders, in no class \(stray.png\): "
+                                        rf"move each into its class's folder, or out of {train}\.$"):
+        build_dataset({"name": "folder", "root": str(root)})
+    (root / "train" / "stray.png").unlink()
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(UserError, match=r"empty/a has no images"):
         build_dataset({"name": "folder", "root": str(tmp_path / "empty")})

@@ -34,8 +34,14 @@ MEMORY_SHARE = 0.5  # of the memory available now, at most, for the decoded imag
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
-    """{class name: its image files}, from the subfolders of ``root``; a subfolder without images is refused."""
+    """{class name: its image files}, from the subfolders of ``root``; a subfolder without images, and images beside
+    the subfolders (in no class), are refused."""
     classes = {name: image_files(root / name) for name in subfolders(root)}
+    loose = sorted(path.name for path in root.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    if classes and loose:  # read as ImageFolder reads them, they would be left out without a word
+        raise UserError(f"{root} has {len(loose)} image{'s' * (len(loose) > 1)} beside its class folders, in no "
+                        f"class ({loose[0]}{', ...' * (len(loose) > 1)}): move each into its class's folder, or out of "
+                        f"{root}.")
     if not classes:
         raise UserError(f"{root} has no class subfolders: give a folder with one subfolder of images per class "
                         "(<root>/<class>/*.png), or train/ and test/ folders laid out so.")
