@@ -549,6 +549,29 @@ def test_an_own_option_named_as_a_packaged_one_is_refused_not_shadowed(tmp_path,
     assert code == 0 and "epochs: 7" in out, err
 
 
+def test_own_options_on_hydra_searchpath_are_checked_and_listed_as_those_of_config_dir(tmp_path, monkeypatch, capsys):
+    """hydra.searchpath adds a folder of configs as --config-dir does: its options are checked and listed alike."""
+    own = tmp_path / "mine" / "optimizer" / "sgd.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text((CONF_DIR / "optimizer" / "sgd.yaml").read_text().replace("lr: 0.01", "lr: 0.5"))
+    (tmp_path / "mine" / "experiment").mkdir()
+    (tmp_path / "mine" / "experiment" / "my_sgd.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /optimizer: sgd\n")
+    searchpath = "hydra.searchpath=[file://mine]"
+    code, _, err = run_main(searchpath, "optimizer=sgd", "--cfg", "job", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert (code, err) == (1, "mine/optimizer/sgd.yaml has the name of mnist_exp's own optimizer=sgd, which Hydra "
+                              "reads instead: rename it (e.g. optimizer/my_sgd.yaml) and choose optimizer=my_sgd.\n")
+    own.unlink()
+    code, _, err = run_main(searchpath, "experiment=my_sgd", "hparams_search=cnn_optuna", "--cfg", "job",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err) == (1, "experiment=my_sgd chooses optimizer=sgd and hparams_search=cnn_optuna chooses "
+                              "optimizer=adamw: choose one of them on the command line (optimizer=sgd or "
+                              "optimizer=adamw).\n")
+    code, out, _ = run_main(searchpath, "--help", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "  experiment:     best, examples_mnist, fast, my_sgd, smoke," in out
+
+
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
                                   ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="],
                                   ["hydra.run.dir=new", "trainer.epochs=-1"], ["logger.tensorboard=null"],
