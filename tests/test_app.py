@@ -549,6 +549,22 @@ def test_an_own_option_named_as_a_packaged_one_is_refused_not_shadowed(tmp_path,
     assert code == 0 and "epochs: 7" in out, err
 
 
+def test_an_own_config_yaml_is_refused_not_shadowed_and_the_advice_works(tmp_path, monkeypatch, capsys):
+    """Hydra reads conf/config.yaml before a config.yaml in --config-dir: the user's seed would never be read."""
+    own = tmp_path / "mine" / "config.yaml"
+    own.parent.mkdir()
+    own.write_text("defaults:\n  - config\n  - _self_\nseed: 7\n")
+    code, _, err = run_main("--config-dir", "mine", "--cfg", "job", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert (code, err) == (1, "mine/config.yaml has the name of mnist_exp's own config.yaml, which Hydra reads "
+                              "instead: rename it (e.g. my_config.yaml), start its defaults list with '- config', and "
+                              "choose it with --config-dir mine --config-name my_config.\n")
+    own.rename(own.with_name("my_config.yaml"))  # the advice, followed
+    code, out, err = run_main("--config-dir", "mine", "--config-name", "my_config", "--cfg", "job",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "\nseed: 7\n" in out, err
+
+
 def test_own_options_on_hydra_searchpath_are_checked_and_listed_as_those_of_config_dir(tmp_path, monkeypatch, capsys):
     """hydra.searchpath adds a folder of configs as --config-dir does: its options are checked and listed alike."""
     own = tmp_path / "mine" / "optimizer" / "sgd.yaml"

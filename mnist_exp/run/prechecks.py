@@ -48,19 +48,24 @@ def check_command_line(command: CommandLine) -> None:
 
 
 def check_own_config_dirs(config_dirs: tuple[str, ...]) -> None:
-    """An option in ``--config-dir`` or on ``hydra.searchpath`` named as one of mnist_exp's own is never read: Hydra
-    finds conf/'s first (a copy of it, byte for byte, changes nothing)."""
+    """An option in ``--config-dir`` or on ``hydra.searchpath`` named as one of mnist_exp's own, or a ``config.yaml``,
+    is never read: Hydra finds conf/'s first (a copy of it, byte for byte, changes nothing)."""
     for config_dir in config_dirs:
         check_own_config_dir(config_dir)
 
 
 def check_own_config_dir(config_dir: str) -> None:
-    for path in sorted(Path(config_dir).glob("*/**/*.yaml")):
+    for path in sorted(Path(config_dir).glob("**/*.yaml")):
         packaged = CONF_DIR / path.relative_to(config_dir)
-        if packaged.exists() and packaged.read_bytes() != path.read_bytes():
-            group, name = path.parent.relative_to(config_dir).as_posix(), path.stem
-            raise UserError(f"{path} has the name of mnist_exp's own {group}={name}, which Hydra reads instead: "
-                            f"rename it (e.g. {group}/my_{name}.yaml) and choose {group}=my_{name}.")
+        if not packaged.exists() or packaged.read_bytes() == path.read_bytes():
+            continue
+        if path.parent == Path(config_dir):  # the primary config: --config-name picks it, on top of ours
+            raise UserError(f"{path} has the name of mnist_exp's own {path.name}, which Hydra reads instead: rename "
+                            f"it (e.g. my_{path.name}), start its defaults list with '- config', and choose it with "
+                            f"--config-dir {config_dir} --config-name my_{path.stem}.")
+        group, name = path.parent.relative_to(config_dir).as_posix(), path.stem
+        raise UserError(f"{path} has the name of mnist_exp's own {group}={name}, which Hydra reads instead: "
+                        f"rename it (e.g. {group}/my_{name}.yaml) and choose {group}=my_{name}.")
 
 
 def check_builder_names(command: CommandLine) -> None:
