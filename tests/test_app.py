@@ -788,6 +788,10 @@ def test_a_traceback_hydra_prints_becomes_the_error_it_ends_in():
     text = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nmultiprocessing.context.TimeoutError\n'
     assert one_line(text) == ("A job ran past hydra.launcher.timeout, and joblib stopped the sweep: give a timeout in "
                               "seconds longer than a job takes, or leave it out for none.")
+    # A launcher's tool (sbatch) says what it refused in argparse's form: its words, not a flag of mnist_exp's.
+    text = ("sbatch: error: Invalid generic resource (gres) specification\n\n"
+            "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+    assert one_line(text) == "sbatch: error: Invalid generic resource (gres) specification"
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux's /proc")
