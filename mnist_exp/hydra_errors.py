@@ -86,7 +86,8 @@ OTHER_NAMES = {"gpu": "cuda", "nvidia": "cuda", "float32": "fp32", "bfloat16": "
 def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) -> str:
     """Hydra's account of a failure, as the one line that says what is wrong and how to fix it."""
     full_key = re.search(r"full_key: (\S+)", text)
-    if found := re.search(r"^[\w.-]+: error: (?P<message>.+)$", text, re.M):  # argparse's, after its usage lines
+    # argparse's, after its usage lines (another program's "sbatch: error: ..." is that program's, said as it is)
+    if (found := re.search(r"^[\w.-]+: error: (?P<message>.+)$", text, re.M)) and re.search(r"^usage: ", text, re.M):
         stranded = re.fullmatch(r"unrecognized arguments: ([^-].*)", found["message"])  # overrides after an option
         hint = " Options such as -m go before the overrides: python -m mnist_exp -m key=a,b ..." if stranded else ""
         from hydra._internal.utils import get_args_parser

@@ -18,7 +18,8 @@ Unknown names and unknown arguments fail with one line naming the close match.
 
 import importlib
 import inspect
-from typing import Any, Callable, Mapping
+from dataclasses import field, make_dataclass
+from typing import Any, Callable, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -91,6 +92,24 @@ def config_parameters(builder: Callable[..., Any]) -> dict[str, inspect.Paramete
     """The builder's config keys: its parameters that have a default."""
     params = inspect.signature(builder).parameters.values()
     return {p.name: p for p in params if p.default is not p.empty}
+
+
+def schema_type(param: inspect.Parameter, probe: bool) -> Any:
+    """The type of a config parameter's schema field: its annotation, where OmegaConf takes it with its default
+    (``probe``: a user's builder, not one of mnist_exp's own). ``width: int = None`` is then optional, and an
+    annotation OmegaConf has no type for (``Literal[...]``, ``Sequence[int]``, ``Callable``) is Any: the builder judges
+    the value, rather than the schema failing every command of the app with a traceback."""
+    annotation = Any if param.annotation is param.empty else param.annotation
+    if not probe:
+        return annotation
+    default = list(param.default) if isinstance(param.default, tuple) else param.default
+    for candidate in (annotation, Optional[annotation]):
+        try:
+            OmegaConf.structured(make_dataclass("probe", [("key", candidate, field(default_factory=lambda: default))]))
+            return candidate
+        except Exception:  # OmegaConf's ValidationError, or a NameError from a string annotation it cannot evaluate
+            continue
+    return Any
 
 
 def check_arguments(builder: Callable[..., Any], kwargs: Mapping[str, Any], prefix: str) -> None:

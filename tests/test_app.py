@@ -549,6 +549,45 @@ def test_an_own_option_named_as_a_packaged_one_is_refused_not_shadowed(tmp_path,
     assert code == 0 and "epochs: 7" in out, err
 
 
+def test_an_own_config_yaml_is_refused_not_shadowed_and_the_advice_works(tmp_path, monkeypatch, capsys):
+    """Hydra reads conf/config.yaml before a config.yaml in --config-dir: the user's seed would never be read."""
+    own = tmp_path / "mine" / "config.yaml"
+    own.parent.mkdir()
+    own.write_text("defaults:\n  - config\n  - _self_\nseed: 7\n")
+    code, _, err = run_main("--config-dir", "mine", "--cfg", "job", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert (code, err) == (1, "mine/config.yaml has the name of mnist_exp's own config.yaml, which Hydra reads "
+                              "instead: rename it (e.g. my_config.yaml), start its defaults list with '- config', and "
+                              "choose it with --config-dir mine --config-name my_config.\n")
+    own.rename(own.with_name("my_config.yaml"))  # the advice, followed
+    code, out, err = run_main("--config-dir", "mine", "--config-name", "my_config", "--cfg", "job",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "\nseed: 7\n" in out, err
+
+
+def test_own_options_on_hydra_searchpath_are_checked_and_listed_as_those_of_config_dir(tmp_path, monkeypatch, capsys):
+    """hydra.searchpath adds a folder of configs as --config-dir does: its options are checked and listed alike."""
+    own = tmp_path / "mine" / "optimizer" / "sgd.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text((CONF_DIR / "optimizer" / "sgd.yaml").read_text().replace("lr: 0.01", "lr: 0.5"))
+    (tmp_path / "mine" / "experiment").mkdir()
+    (tmp_path / "mine" / "experiment" / "my_sgd.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /optimizer: sgd\n")
+    searchpath = "hydra.searchpath=[file://mine]"
+    code, _, err = run_main(searchpath, "optimizer=sgd", "--cfg", "job", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert (code, err) == (1, "mine/optimizer/sgd.yaml has the name of mnist_exp's own optimizer=sgd, which Hydra "
+                              "reads instead: rename it (e.g. optimizer/my_sgd.yaml) and choose optimizer=my_sgd.\n")
+    own.unlink()
+    code, _, err = run_main(searchpath, "experiment=my_sgd", "hparams_search=cnn_optuna", "--cfg", "job",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err) == (1, "experiment=my_sgd chooses optimizer=sgd and hparams_search=cnn_optuna chooses "
+                              "optimizer=adamw: choose one of them on the command line (optimizer=sgd or "
+                              "optimizer=adamw).\n")
+    code, out, _ = run_main(searchpath, "--help", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "  experiment:     best, examples_mnist, fast, my_sgd, smoke," in out
+
+
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
                                   ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="],
                                   ["hydra.run.dir=new", "trainer.epochs=-1"], ["logger.tensorboard=null"],
@@ -749,6 +788,10 @@ def test_a_traceback_hydra_prints_becomes_the_error_it_ends_in():
     text = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nmultiprocessing.context.TimeoutError\n'
     assert one_line(text) == ("A job ran past hydra.launcher.timeout, and joblib stopped the sweep: give a timeout in "
                               "seconds longer than a job takes, or leave it out for none.")
+    # A launcher's tool (sbatch) says what it refused in argparse's form: its words, not a flag of mnist_exp's.
+    text = ("sbatch: error: Invalid generic resource (gres) specification\n\n"
+            "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+    assert one_line(text) == "sbatch: error: Invalid generic resource (gres) specification"
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux's /proc")

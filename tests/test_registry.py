@@ -106,3 +106,37 @@ def test_a_users_own_model_trains_through_the_entry_point(tmp_path, capsys):
     (tmp_path / "evaluate_mine.py").write_text(f"import my_models\nfrom mnist_exp.tools import evaluate\n"
                                                f"raise SystemExit(evaluate.main([{str(run_dir)!r}]))\n")
     assert "accuracy" in run_module("evaluate_mine", cwd=tmp_path).stdout
+
+
+TYPED_SCRIPT = '''
+from typing import Literal, Sequence
+
+from torch import nn
+from mnist_exp.registry import MODELS
+from mnist_exp.app import main
+
+
+@MODELS.register("typed")
+def typed(num_classes: int, act: Literal["relu", "gelu"] = "relu", hidden: Sequence[int] = (8,),
+          width: int = None) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, hidden[0]), nn.GELU() if act == "gelu" else nn.ReLU(),
+                         nn.Linear(hidden[0], num_classes))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.slow  # the user's own script, run as its own process
+def test_a_users_builder_typed_as_python_allows_is_an_option(tmp_path):
+    """Annotations OmegaConf has no type for (Literal, Sequence) and ``int = None`` do not break the app: the keys
+    are the builder's, its values as given."""
+    (tmp_path / "typed_models.py").write_text(TYPED_SCRIPT)
+    result = run_module("typed_models", "model=typed", "model.act=gelu", "model.hidden=[6]", "dataset=fake",
+                        "--cfg", "job", "--package", "model", cwd=tmp_path)
+    assert result.stdout == "# @package model\nname: typed\nact: gelu\nhidden:\n- 6\nwidth: null\n"
+    result = run_module("typed_models", "model=typed", "model.width=abc", "dataset=fake", cwd=tmp_path,
+                        expect_ok=False)
+    assert (result.returncode, result.stderr) == (
+        1, "model.width=abc is not a whole number: give a whole number, e.g. model.width=1.\n")

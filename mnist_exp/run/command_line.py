@@ -77,6 +77,15 @@ class CommandLine:
         return Path(text) if text else None
 
     @property
+    def config_dirs(self) -> tuple[str, ...]:
+        """The user's config folders, in the order Hydra searches them after conf/: ``--config-dir``, then the
+        folders of the first ``hydra.searchpath`` (Hydra reads that one; ``pkg://`` entries are packages)."""
+        searchpath = next((o.value() for o in self.overrides if o.key_or_group == "hydra.searchpath"), None)
+        entries = [entry for entry in searchpath or [] if isinstance(entry, str) and "${" not in entry]
+        folders = [entry.removeprefix("file://") for entry in entries if "://" not in entry.removeprefix("file://")]
+        return tuple(filter(None, [self.config_dir, *folders]))
+
+    @property
     def run_dir(self) -> Path | None:
         return self.path("hydra.run.dir")
 

@@ -38,7 +38,7 @@ from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import config_groups_help, hydra_settings_keys
 from mnist_exp.runs import check_objectives
 from mnist_exp.registry import (AUGMENTATIONS, DATASETS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, Registry,
-                                config_parameters)
+                                config_parameters, schema_type)
 
 
 @dataclass
@@ -117,7 +117,7 @@ def builder_schema(registry: Registry, name: str) -> type:
     of the builder."""
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if named(registry) else []
     for param in config_parameters(registry.get(name)).values():
-        annotation = Any if param.annotation is param.empty else param.annotation
+        annotation = schema_type(param, probe=not registry.shipped(name))
         default = param.default
         if isinstance(default, (list, tuple)):
             fields.append((param.name, annotation, field(default_factory=lambda d=default: list(d))))

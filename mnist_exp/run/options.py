@@ -8,6 +8,7 @@ A refusal of a value that a chosen preset set, not the command line, names that 
 """
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -25,22 +26,23 @@ from mnist_exp.runs import split_override
 HIDDEN_GROUPS = ("hydra", "schema")
 
 
-def config_loader(config_dir: str | None = None):
-    """Hydra's config loader: the running Hydra's (its --config-dir included), else one over conf/ and ``config_dir``."""
+def config_loader(config_dirs: tuple[str, ...] = ()):
+    """Hydra's config loader: the running Hydra's (its --config-dir included), else one over conf/ and ``config_dirs``
+    (``CommandLine.config_dirs``)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
 
-    if GlobalHydra.instance().is_initialized():
+    if GlobalHydra.instance().is_initialized() and not config_dirs:
         return GlobalHydra.instance().config_loader()
     search_path = create_config_search_path(str(CONF_DIR))
-    if config_dir:
-        search_path.append("command-line", f"file://{Path(config_dir).absolute()}")  # as Hydra adds --config-dir
+    for config_dir in config_dirs:  # after conf/, as Hydra adds --config-dir and hydra.searchpath
+        search_path.append("command-line", f"file://{Path(config_dir).absolute()}")
     return ConfigLoaderImpl(config_search_path=search_path)
 
 
-def group_options(group: str, config_dir: str | None = None) -> list[str]:
+def group_options(group: str, config_dirs: tuple[str, ...] = ()) -> list[str]:
     """The options of ``group`` ('model', 'hydra/launcher'), sorted."""
-    return sorted(config_loader(config_dir).get_group_options(group, results_filter=ObjectType.CONFIG))
+    return sorted(config_loader(config_dirs).get_group_options(group, results_filter=ObjectType.CONFIG))
 
 
 def naming_the_preset(message: str, overrides: list[str], choices: dict) -> str:
@@ -62,7 +64,7 @@ def naming_the_preset(message: str, overrides: list[str], choices: dict) -> str:
 PRESET_GROUPS = ("experiment", "hparams_search")
 
 
-def check_presets_agree(choices: dict[str, str | None], overrides, config_dir: str | None = None) -> None:
+def check_presets_agree(choices: dict[str, str | None], overrides, config_dirs: tuple[str, ...] = ()) -> None:
     """Refuse two presets that choose one group's option differently (experiment=fast's optimizer=adam and
     hparams_search=cnn_optuna's optimizer=adamw): the later one's would win without a word. A group the command line
     (Hydra's ``overrides``) chooses itself is its own."""
@@ -70,7 +72,7 @@ def check_presets_agree(choices: dict[str, str | None], overrides, config_dir: s
     chosen: dict[str, tuple[str, str]] = {}
     for group in PRESET_GROUPS:
         option = choices.get(group)
-        files = [Path(base) / group / f"{option}.yaml" for base in (CONF_DIR, config_dir) if base and option]
+        files = [Path(base) / group / f"{option}.yaml" for base in (CONF_DIR, *config_dirs) if option]
         for target, value in next((chosen_options(file) for file in files if file.is_file()), []):
             earlier = chosen.setdefault(target, (f"{group}={option}", value))
             if target not in given_groups and earlier[1] != value:
@@ -91,9 +93,13 @@ def chosen_options(preset: Path) -> list[tuple[str, str]]:
 
 def config_groups_help() -> str:
     """'  model:          cnn, conv_fc, ...' for each group a user chooses from, for ``--help``."""
-    loader = config_loader()
+    from mnist_exp.run.command_line import parse_command_line
+
+    # Hydra's loader knows --config-dir, not hydra.searchpath, which it applies to each composition alone.
+    config_dirs = parse_command_line(sys.argv[1:]).config_dirs
+    loader = config_loader(config_dirs)
     groups = sorted(group for group in loader.list_groups("") if group not in HIDDEN_GROUPS)
-    return "\n".join(f"  {group + ':':<16}{', '.join(group_options(group))}" for group in groups)
+    return "\n".join(f"  {group + ':':<16}{', '.join(group_options(group, config_dirs))}" for group in groups)
 
 
 def hydra_settings_keys(type_name: str) -> list[str]:

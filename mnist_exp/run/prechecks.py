@@ -33,9 +33,10 @@ from mnist_exp.runs import METRICS_FILE, check_objectives
 def check_command_line(command: CommandLine) -> None:
     """Every check below, in order; a command that only prints (``--cfg job``, ``--help``) writes nothing."""
     command.resume  # a resume=... that is not a boolean, or swept, is refused first
-    check_own_config_dir(command.config_dir)
+    check_own_config_dirs(command.config_dirs)
     check_given_values(command)
-    check_presets_agree({group: command.value(group) for group in PRESET_GROUPS}, command.overrides, command.config_dir)
+    check_presets_agree({group: command.value(group) for group in PRESET_GROUPS}, command.overrides,
+                        command.config_dirs)
     if command.prints_only:
         return
     check_hydra_settings(command)
@@ -46,17 +47,25 @@ def check_command_line(command: CommandLine) -> None:
     check_sweep_overrides(command)
 
 
-def check_own_config_dir(config_dir: str | None) -> None:
-    """An option in ``--config-dir`` named as one of mnist_exp's own is never read: Hydra finds conf/'s first (a copy
-    of it, byte for byte, changes nothing)."""
-    if config_dir is None:
-        return
-    for path in sorted(Path(config_dir).glob("*/**/*.yaml")):
+def check_own_config_dirs(config_dirs: tuple[str, ...]) -> None:
+    """An option in ``--config-dir`` or on ``hydra.searchpath`` named as one of mnist_exp's own, or a ``config.yaml``,
+    is never read: Hydra finds conf/'s first (a copy of it, byte for byte, changes nothing)."""
+    for config_dir in config_dirs:
+        check_own_config_dir(config_dir)
+
+
+def check_own_config_dir(config_dir: str) -> None:
+    for path in sorted(Path(config_dir).glob("**/*.yaml")):
         packaged = CONF_DIR / path.relative_to(config_dir)
-        if packaged.exists() and packaged.read_bytes() != path.read_bytes():
-            group, name = path.parent.relative_to(config_dir).as_posix(), path.stem
-            raise UserError(f"{path} has the name of mnist_exp's own {group}={name}, which Hydra reads instead: "
-                            f"rename it (e.g. {group}/my_{name}.yaml) and choose {group}=my_{name}.")
+        if not packaged.exists() or packaged.read_bytes() == path.read_bytes():
+            continue
+        if path.parent == Path(config_dir):  # the primary config: --config-name picks it, on top of ours
+            raise UserError(f"{path} has the name of mnist_exp's own {path.name}, which Hydra reads instead: rename "
+                            f"it (e.g. my_{path.name}), start its defaults list with '- config', and choose it with "
+                            f"--config-dir {config_dir} --config-name my_{path.stem}.")
+        group, name = path.parent.relative_to(config_dir).as_posix(), path.stem
+        raise UserError(f"{path} has the name of mnist_exp's own {group}={name}, which Hydra reads instead: "
+                        f"rename it (e.g. {group}/my_{name}.yaml) and choose {group}=my_{name}.")
 
 
 def check_builder_names(command: CommandLine) -> None:
@@ -110,7 +119,8 @@ def check_given_values(command: CommandLine) -> None:
         if override.package is not None and not key.startswith("hydra"):  # model@foo=cnn: a second model elsewhere
             raise UserError(f"{line}: a group's option goes where the config reads it, not elsewhere (@): choose it "
                             f"as {key}={given}.")
-        if (override.is_add() or override.is_force_add()) and group_options(key, command.config_dir):  # recorded as none
+        if (override.is_add() or override.is_force_add()) and \
+                group_options(key, command.config_dirs):  # +model=cnn: Hydra records it as no choice
             option = given[0] if isinstance(given, list) and len(given) == 1 else given
             raise UserError(f"{key} is a config group: choose its option without the +, {key}={option}.")
         if key in PLACES and override.is_sweep_override():  # a comma in a path
@@ -125,7 +135,7 @@ def check_given_values(command: CommandLine) -> None:
             raise UserError(f"{line} places one run, and -m runs a sweep: give hydra.sweep.dir={given} to place the "
                             "sweep's jobs.")
         if override.is_delete() or given is None:
-            options = ", ".join(group_options(key, command.config_dir))
+            options = ", ".join(group_options(key, command.config_dirs))
             if key in ONE_OPTION_GROUPS:
                 raise UserError(f"{line}: a run needs a {key}. Give it one of its options: {options}.")
             if options and not override.is_delete():
@@ -137,14 +147,14 @@ def check_given_values(command: CommandLine) -> None:
                                 "(python -m mnist_exp --cfg job shows each key's).")
         values = given.list if isinstance(given, ChoiceSweep) else [] if override.is_sweep_override() else [given]
         if any(not isinstance(value, (str, list, type(None))) for value in values) and \
-                (options := group_options(key, command.config_dir)):  # model=5: Hydra's own error names no option
+                (options := group_options(key, command.config_dirs)):  # model=5: Hydra's own error names no option
             raise UserError(f"{line}: {key} takes one of its options by name: {', '.join(options)}.")
         if key in PLACES and (given == "" or given is None and key.endswith(".dir")):
             raise UserError(f"{line}: {PLACES[key]}")  # ckpt_path=null, init_from=null: none, their default
         if key == "hydra.job.name" and isinstance(given, str) and "/" in given:
             raise UserError(f"{line}: the job's name names its log file (<name>.log), which is no path: give one "
                             f"without '/', e.g. hydra.job.name={given.replace('/', '_')}.")
-        if isinstance(given, Glob) and not group_options(key, command.config_dir):
+        if isinstance(given, Glob) and not group_options(key, command.config_dirs):
             raise UserError(f"{line}: glob() matches a config group's options, and {key} is a key: list the values "
                             f"to sweep instead, {key}=<a>,<b>.")
         if key in (*ONE_OPTION_GROUPS, "experiment") and isinstance(given, list) and given:
@@ -194,7 +204,7 @@ def check_sweep_overrides(command: CommandLine) -> None:
         if override.is_interval_sweep():
             continue  # sampled by a search
         if isinstance(override.value(), Glob):
-            options = group_options(key, command.config_dir)
+            options = group_options(key, command.config_dirs)
             if options and not override.value().filter(options):
                 raise UserError(f"{line} matches no {key} config: choose from {', '.join(options)}.")
         else:
