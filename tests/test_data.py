@@ -342,6 +342,36 @@ def test_torchvision_datasets_failed_download_is_the_same_clear_error(tmp_path, 
     assert all(file_name in message for file_name in IDX_FILES)
 
 
+@pytest.mark.parametrize("name, folder", [(name, folder) for name, folder, *_ in TORCHVISION_DATASETS])
+def test_torchvision_datasets_offline_use_their_archives_as_downloaded(tmp_path, monkeypatch, name, folder):
+    """The .gz files the refusal invites (torchvision's downloads) serve with download=false where their MD5 is the
+    download's; a truncated one is refused by name, never extracted."""
+    import gzip
+
+    import torchvision.datasets
+
+    arrays = write_tiny_dataset(tmp_path, folder)
+    raw_dir, resources = tmp_path / folder / "raw", []
+    for file_name in IDX_FILES:  # each file as torchvision downloads it, and no uncompressed copy
+        archive = raw_dir / f"{file_name}.gz"
+        archive.write_bytes(gzip.compress((raw_dir / file_name).read_bytes()))
+        (raw_dir / file_name).unlink()
+        resources.append((archive.name, hashlib.md5(archive.read_bytes()).hexdigest()))
+    monkeypatch.setattr(getattr(torchvision.datasets, folder), "resources", resources)  # tiny files, their MD5s
+    cut = raw_dir / "t10k-labels-idx1-ubyte.gz"
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[:20])
+    config = {"name": name, "data_dir": str(tmp_path), "val_size": 10, "download": False}
+    with pytest.raises(UserError) as refused:
+        build_dataset(config)
+    assert "t10k-labels-idx1-ubyte of its files" in str(refused.value) and "\n" not in str(refused.value)
+    assert "t10k-labels-idx1-ubyte.gz is corrupt" in str(refused.value)
+    assert not (raw_dir / "t10k-labels-idx1-ubyte").exists()
+    cut.write_bytes(whole)
+    data = build_dataset(config)
+    assert torch.equal(data.test.labels, arrays["t10k"][1].long()) and len(data.train) + len(data.val) == 40
+
+
 def test_torchvision_datasets_refuse_foreign_files_and_bad_val_size(tmp_path):
     write_tiny_dataset(tmp_path, "FashionMNIST")  # 40 training images: val_size takes 0 to 39
     with pytest.raises(UserError) as refused:

@@ -243,6 +243,7 @@ def ensure_torchvision_dataset(dataset_class, title: str, root: Path, download: 
     def missing_files() -> list[str]:
         return [name for name in IDX_FILES if not (raw_dir / name).is_file()]
 
+    corrupt = extract_archives(dataset_class, raw_dir, missing_files())
     why = "download=false"
     if missing_files() and download:
         make_data_dir(raw_dir)
@@ -258,9 +259,32 @@ def ensure_torchvision_dataset(dataset_class, title: str, root: Path, download: 
         finally:
             socket.setdefaulttimeout(old_timeout)
     if missing := missing_files():
+        why += "".join(f"; {name} {problem}" for name, problem in corrupt.items() if name[:-3] in missing)
         raise UserError(
             f"{title} is not available ({'none' if len(missing) == len(IDX_FILES) else ', '.join(missing)} of its "
             f"files in {raw_dir}; {why}). Put the four files {', '.join(IDX_FILES)} (uncompressed, or their .gz as "
             f"downloaded) into {raw_dir} (or set MNIST_EXP_DATA to a directory with them in "
             f"{dataset_class.__name__}/raw), or use dataset=fake.")
     return raw_dir
+
+
+def extract_archives(dataset_class, raw_dir: Path, missing: list[str]) -> dict[str, str]:
+    """The .gz of each missing file, as torchvision downloads it (or a user copied it), extracted where its MD5 is the
+    one torchvision checks: such archives serve without a download, with download=false too. Returns what is wrong
+    with the others."""
+    from torchvision.datasets.utils import check_integrity
+
+    archive_md5 = {Path(name).name: md5 for name, md5 in dataset_class.resources}
+    corrupt = {}
+    for name in missing:
+        archive, expected = raw_dir / f"{name}.gz", archive_md5.get(f"{name}.gz")
+        if not archive.is_file():
+            continue
+        if expected is None or not check_integrity(str(archive), expected):
+            corrupt[archive.name] = f"is corrupt (not the MD5 {expected} of the download: a truncated one?)"
+            continue
+        try:
+            write_atomic(raw_dir / name, gzip.decompress(archive.read_bytes()))
+        except (OSError, EOFError) as error:  # a read-only directory, or an archive that ends early
+            corrupt[archive.name] = f"cannot be extracted ({error})"
+    return corrupt
