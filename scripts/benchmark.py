@@ -33,6 +33,7 @@ benchmark.md and benchmark.png, and the table, with the date and the machine, re
 import argparse
 import json
 import logging
+import math
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,7 @@ from mnist_exp.run.runtime import place_model, set_cpu_threads, use_bf16
 from mnist_exp.run.tensorboard import TensorBoardTracker
 from mnist_exp.run.trainer import LoopSettings, Trainer, autocast_context
 from mnist_exp.runs import read_metrics
+from mnist_exp.tools.cli import OneLineParser, positive_int
 from mnist_exp.tools.evaluate import evaluate_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -396,23 +398,52 @@ def startup(small: bool, out: Path, repeats: int, first_run_s: float, imported: 
     return {"first_batch_s": first, "import_torch_torchvision_s": imported_s, "overhead_s": first - imported_s}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (0, a negative or nan would be taken for no peak, or a wrong one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, each option taking effect as given or refused in one line before minutes of benchmarks."""
+    parser = OneLineParser(prog="python scripts/benchmark.py", description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="fake data, seconds: checks that the script works")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"), help="where results go")
     parser.add_argument("--results", type=Path, default=None,
                         help="the results file whose benchmark section is refreshed (default: scripts/RESULTS.md; "
                              "with --small, <out>/RESULTS.md, so a check never replaces measured figures)")
-    parser.add_argument("--pairs", type=int, default=None,
+    parser.add_argument("--pairs", type=positive_int, default=None,
                         help="alternating (reference, fast) pairs for the speed-up (default 3; with --small, 2)")
-    parser.add_argument("--reference-epochs", type=int, default=14, help="the reference's epochs (main.py: 14)")
+    parser.add_argument("--reference-epochs", type=positive_int, default=None,
+                        help="the reference's epochs (main.py: 14; --small: 1)")
     parser.add_argument("--no-best", action="store_true", help="skip experiment=best (minutes)")
-    parser.add_argument("--peak-gflops", type=float, default=None,
+    parser.add_argument("--peak-gflops", type=positive_float, default=None,
                         help="this machine's fp32 peak, for the compute table (default: the nominal peak of an "
                              "AVX2-only CPU from its clock; unknown on others)")
-    parser.add_argument("--repeats", type=int, default=15,
-                        help="epochs of each loop for the overhead ratio (a single pair varies by up to 20%%)")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=positive_int, default=None,
+                        help="epochs of each loop for the overhead ratio (default 15; --small: 1; a single pair "
+                             "varies by up to 20%%)")
+    args = parser.parse_args(argv)
+    for option, value in (("--reference-epochs", args.reference_epochs), ("--repeats", args.repeats)):
+        if args.small and value is not None:  # the small mode's are fixed: seconds, not minutes
+            parser.error(f"{option} takes no effect with --small, which runs 1: leave {option} out, or --small")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file: give the directory the results go to")
+    if args.results is not None and args.results.is_dir():
+        parser.error(f"--results {args.results} is a directory: give the results file, e.g. "
+                     f"{args.results / 'RESULTS.md'}")
+    args.reference_epochs = args.reference_epochs or 14
+    args.repeats = args.repeats or 15
+    return args
+
+
+def main() -> None:
+    args = arguments()
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.results or (args.out / "RESULTS.md" if args.small else RESULTS)
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout,

@@ -178,3 +178,34 @@ def test_small_mode_end_to_end_refreshes_the_section_with_the_machine(tmp_path):
            f"**{costs['sweep_ratio']:.2f}x**" in section
     with Image.open(out / "benchmark.png") as image:
         image.verify()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--pairs", "0"], "argument --pairs: '0' is not a whole number of at least 1"),  # was the default, 3
+    (["--pairs", "-1"], "argument --pairs: '-1' is not a whole number of at least 1"),  # was an IndexError at the end
+    (["--repeats", "0"], "argument --repeats: '0' is not a whole number of at least 1"),
+    (["--reference-epochs", "0"], "argument --reference-epochs: '0' is not a whole number of at least 1"),
+    (["--peak-gflops", "0"], "argument --peak-gflops: '0' is not a number above 0"),  # was: the peak unknown
+    (["--peak-gflops", "nan"], "argument --peak-gflops: 'nan' is not a number above 0"),
+    (["--small", "--reference-epochs", "3"], "--reference-epochs takes no effect with --small, which runs 1: leave "
+                                             "--reference-epochs out, or --small"),
+    (["--small", "--repeats", "5"], "--repeats takes no effect with --small, which runs 1: leave --repeats out, or "
+                                    "--small"),
+])
+def test_the_benchmarks_options_take_effect_or_are_refused_in_one_line_before_it_runs(argv, said, capsys):
+    with pytest.raises(SystemExit) as refused:
+        benchmark.arguments(argv)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == f"python scripts/benchmark.py: {said}. See --help.\n"
+
+
+def test_the_benchmarks_out_and_results_are_refused_where_they_cannot_be_written_before_it_runs(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine\n")
+    for argv, said in ((["--out", str(tmp_path / "a_file")], f"--out {tmp_path / 'a_file'} is a file"),
+                       (["--results", str(tmp_path)], f"--results {tmp_path} is a directory")):
+        with pytest.raises(SystemExit):
+            benchmark.arguments(argv)
+        assert capsys.readouterr().err.startswith(f"python scripts/benchmark.py: {said}: ")
+    assert (tmp_path / "a_file").read_text() == "mine\n"
+    args = benchmark.arguments(["--pairs", "2", "--peak-gflops", "100"])
+    assert (args.pairs, args.reference_epochs, args.repeats, args.peak_gflops) == (2, 14, 15, 100.0)
