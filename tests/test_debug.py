@@ -90,3 +90,18 @@ def test_a_batch_limit_below_one_is_one_line(key, tmp_path, monkeypatch, capsys)
     code, _, err = run_main(*SMALL, f"trainer.{key}=0", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and err.strip() == (f"trainer.{key}=0 is out of range: give a number of batches of at least 1, "
                                          "or null for every batch.")
+
+
+def test_profile_under_torchrun_is_process_0s_alone(tmp_path, monkeypatch):
+    """Every process of a torchrun has rank 0's run directory: the others profiling too wrote one profile.json
+    from two processes at once, which left none at all where their renames crossed."""
+    import torch
+
+    from mnist_exp.run.debugging import profiled
+
+    for rank, written in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with profiled(True, tmp_path):
+            torch.ones(4).sum()
+        assert (tmp_path / "profile.json").is_file() == written, rank

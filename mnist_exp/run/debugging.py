@@ -17,6 +17,7 @@ import torch
 
 from mnist_exp.data.datasets import DataBundle, Split
 from mnist_exp.errors import UserError
+from mnist_exp.run import distributed
 
 log = logging.getLogger("mnist_exp")
 TOP_OPERATORS = 12
@@ -61,8 +62,10 @@ def limited(data: DataBundle, limit_batches: int | None, overfit_batches: int | 
 
 @contextlib.contextmanager
 def profiled(enabled: bool, run_dir: Path):
-    """With ``enabled``, torch.profiler over the block: its trace to <run_dir>/profile.json, its top operators logged."""
-    if not enabled:
+    """With ``enabled``, torch.profiler over the block: its trace to <run_dir>/profile.json, its top operators logged.
+    Under torchrun, process 0's alone: every process has its run directory, and two exports of one file race (one
+    process's rename can leave no profile.json at all)."""
+    if not enabled or distributed.rank() > 0:
         yield
         return
     from torch.profiler import ProfilerActivity, profile
