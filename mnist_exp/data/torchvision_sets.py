@@ -23,7 +23,7 @@ def register_torchvision_dataset(name: str, class_name: str, title: str, mean: f
         check_split_seed_used(build, val_size, split_seed)
         dataset_class = getattr(torchvision.datasets, class_name)
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-        raw_dir = ensure_torchvision_dataset(dataset_class, title, root, download)
+        raw_dir = ensure_torchvision_dataset(dataset_class, title, root, download, given=data_dir is not None)
         try:
             parts = [dataset_class(root, train=train) for train in (True, False)]
         except Exception as err:  # torchvision's reader asserts on a foreign or truncated file
