@@ -447,6 +447,19 @@ def test_one_metric_given_as_a_list_is_searched_as_one(tmp_path, monkeypatch, ca
     assert code == 0 and "Trial 0: best_val/acc " in out, err[-3000:]
 
 
+@pytest.mark.slow
+def test_one_metric_given_as_a_list_is_pruned_as_one(tmp_path, monkeypatch, capsys):
+    """optimized_metric=[best_val/acc] is best_val/acc: reported after every epoch, so a pruner stops the hopeless
+    trial (seed 0 draws good, then hopeless), not refused as a metric that is not measured after every epoch."""
+    code, out, err = run_main(*PRUNED_SEARCH, "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.n_trials=2",
+                              "optimized_metric=[best_val/acc]", f"hydra.sweep.dir={tmp_path / 'search'}",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    assert "Trial 1: pruned by the search after epoch 1" in out
+    assert [trial.state.name for trial in load_study(f"sqlite:///{tmp_path}/search/optuna.db").trials] == [
+        "COMPLETE", "PRUNED"]
+
+
 def test_the_best_trials_command_finds_the_users_own_experiment_again(tmp_path, monkeypatch, capsys):
     """experiment=mine lies on the user's hydra.searchpath: the printed command names that folder, absolute."""
     (tmp_path / "conf" / "experiment").mkdir(parents=True)

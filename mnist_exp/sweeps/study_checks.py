@@ -60,7 +60,8 @@ def check_settings(search) -> None:
         raise UserError("A pruner needs a study its jobs can reach, and hydra.sweeper.storage=null keeps it in "
                         "this process: give a storage (the default, SQLite in the sweep directory) or "
                         "hydra/sweeper/pruner=none.")
-    if pruning and metrics not in EPOCH_OBJECTIVES:
+    # One metric, given as a key or as a list of one ([best_val/acc]), is what a trial reports after every epoch.
+    if pruning and (metrics is None or objectives(metrics)[0] not in EPOCH_OBJECTIVES):
         raise UserError(f"optimized_metric={metrics} is not measured after every epoch, so a pruner cannot "
                         f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
                         "hydra/sweeper/pruner=none.")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import Callback
 from mnist_exp.errors import UserError
-from mnist_exp.runs import Status, number, read_metrics
+from mnist_exp.runs import Status, number, objectives, read_metrics
 
 log = logging.getLogger("mnist_exp")
 
@@ -120,7 +120,9 @@ def trial_callbacks(hydra_cfg: DictConfig, objective) -> list[Callback]:
         storage.set_trial_user_attr(trial_id, "run_dir", hydra_cfg.runtime.output_dir)
     if getattr(storage, "get_heartbeat_interval", lambda: None)():  # a database with heartbeats (not a journal)
         start_heartbeat(storage, trial_id)
-    if not isinstance(objective, str) or objective not in EPOCH_OBJECTIVES or distributed.is_distributed():
+    names = objectives(objective) if objective is not None else []  # [best_val/acc]: one objective, as a list
+    objective = names[0] if len(names) == 1 else None
+    if objective not in EPOCH_OBJECTIVES or distributed.is_distributed():
         return []  # several objectives, or DDP processes that would have to agree on a prune: trained to the end
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=instantiate(sweeper.pruner))
     log.info("Trial %d of study %s: %s reported after every epoch", number, sweeper.study_name, objective)
