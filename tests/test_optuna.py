@@ -154,6 +154,17 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                             "hydra/sweeper/pruner=hyperband has min_resource: choose it."),
     ("hydra.sweeper.trial=7", "hydra.sweeper.trial=7 is the search's to set, in each job to the number of the trial it "
                               "runs: leave it out."),
+    # A search's sampler and pruner: removed, null, several, or a name given to the key (no class to build).
+    ("~hydra/sweeper/pruner", "~hydra/sweeper/pruner: a search needs a hydra/sweeper/pruner. Give it one of its options: "
+                              "hyperband, median, none."),
+    ("hydra/sweeper/sampler=null", "hydra/sweeper/sampler=null: a search needs a hydra/sweeper/sampler. Give it one of "
+                                   "its options: cmaes, gp, grid, nsgaii, qmc, random, tpe."),
+    ("hydra/sweeper/pruner=[median,none]", "hydra/sweeper/pruner=[median,none]: a search has one pruner: give one, "
+                                           "hydra/sweeper/pruner=median."),
+    ("hydra.sweeper.pruner=hyperband", "hydra.sweeper.pruner=hyperband: a search's pruner is chosen with its group: "
+     "give hydra/sweeper/pruner=hyperband (its settings: hydra.sweeper.pruner.<key>=<value>)."),
+    ("hydra.sweeper.sampler=null", "hydra.sweeper.sampler=null: a search's sampler is chosen with its group: give one "
+     "of its options, hydra/sweeper/sampler=cmaes|gp|grid|nsgaii|qmc|random|tpe"),
 ])
 def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)

@@ -27,6 +27,7 @@ def better_direction(metric: str) -> str:
 
 def check_settings(search) -> None:
     """The settings of ``search`` (an ``OptunaSearch``) as the sweeper's config gave them, before it opens its study."""
+    check_parts(search.sampler, search.pruner)
     for direction in search.directions:
         if direction not in DIRECTIONS:
             shown = "null" if direction is None else direction
@@ -65,6 +66,21 @@ def check_settings(search) -> None:
         raise UserError(f"optimized_metric={metrics} is not measured after every epoch, so a pruner cannot "
                         f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
                         "hydra/sweeper/pruner=none.")
+
+
+def check_parts(sampler, pruner) -> None:
+    """The sampler and pruner are nodes that their groups choose, each naming the Optuna class to build: a name or
+    null given to the key itself (hydra.sweeper.sampler=tpe) leaves no class to build."""
+    from mnist_exp.run.options import group_options
+
+    for part, value in (("sampler", sampler), ("pruner", pruner)):
+        if OmegaConf.is_dict(value) and "_target_" in value:
+            continue
+        options = group_options(f"hydra/sweeper/{part}")
+        choose = f"hydra/sweeper/{part}={value}" if value in options else \
+            f"one of its options, hydra/sweeper/{part}={'|'.join(options)}"
+        raise UserError(f"hydra.sweeper.{part}={'null' if value is None else value}: a search's {part} is chosen with "
+                        f"its group: give {choose} (its settings: hydra.sweeper.{part}.<key>=<value>).")
 
 
 def experiment_overrides(fixed: list[str]) -> list[str]:
