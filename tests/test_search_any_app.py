@@ -186,6 +186,24 @@ def test_a_conditional_space_searches_sgds_momentum_only_where_sgd_was_drawn(tmp
             assert not conditional and "momentum" not in optimizer
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fixed, searched", [
+    ([], {"optimizer.lr", "optimizer.momentum", "optimizer.nesterov"}),  # not drawn: SGD's keys still searched
+    (["optimizer.momentum=0.9"], {"optimizer.lr", "optimizer.nesterov"}),  # and a key fixed keeps its value
+])
+def test_a_conditional_space_searches_sgds_momentum_where_the_command_line_chose_sgd(fixed, searched, tmp_path,
+                                                                                      monkeypatch, capsys):
+    code, _, err = run_main("-m", "hparams_search=optimizer_conditional", "optimizer=sgd", *fixed, *TINY_SEARCH,
+                            "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    for trial in optuna.load_study(study_name="optimizer_conditional",
+                                   storage=f"sqlite:///{tmp_path}/sweep/optuna.db").trials:
+        assert set(trial.params) == searched
+        config = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra" / "config.yaml").read_text())
+        assert config["optimizer"]["momentum"] == trial.params.get("optimizer.momentum", 0.9)
+
+
 def test_a_custom_search_space_that_names_no_function_is_one_line(tmp_path, monkeypatch, capsys):
     code, out, err, _ = run_app(tmp_path, monkeypatch, capsys, "+hydra.sweeper.custom_search_space=no_such.space")
     assert code == 1 and "Error getting callable" not in out + err  # Hydra's own three lines on it: left out
