@@ -201,6 +201,10 @@ SCHEMES = "file://, databricks://, http://, https://, postgresql://, mysql://, s
                "instead, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db."),
     ("sqlite://mlflow.db", "Invalid SQLite URL: sqlite://mlflow.db: give it e.g. sqlite:///outputs/mlflow.db (three "
                            "slashes before a relative path, four before an absolute one)."),
+    # In memory, or no path at all (sqlite:///$STORE with the variable unset): a record that ends with the run.
+    *((uri, "an SQLite database in memory (no file) ends with the run, and the run's record with it: give the "
+            "database's file, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db.")
+      for uri in ("sqlite://", "sqlite:///", "sqlite:///:memory:")),
     pytest.param("mysql://me@db/runs", "the Python driver for mysql is not installed (No module named 'MySQLdb'): "
                                        "install it, or give another store.",
                  marks=pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="MySQLdb installed")),
