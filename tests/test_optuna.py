@@ -155,8 +155,8 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
     ("hydra.sweeper.trial=7", "hydra.sweeper.trial=7 is the search's to set, in each job to the number of the trial it "
                               "runs: leave it out."),
     # A search's sampler and pruner: removed, null, several, or a name given to the key (no class to build).
-    ("~hydra/sweeper/pruner", "~hydra/sweeper/pruner: a search needs a hydra/sweeper/pruner. Give it one of its options: "
-                              "hyperband, median, none."),
+    ("~hydra/sweeper/pruner", "~hydra/sweeper/pruner: a search needs a hydra/sweeper/pruner. Give it one of its "
+                              "options: hyperband, median, none."),
     ("hydra/sweeper/sampler=null", "hydra/sweeper/sampler=null: a search needs a hydra/sweeper/sampler. Give it one of "
                                    "its options: cmaes, gp, grid, nsgaii, qmc, random, tpe."),
     ("hydra/sweeper/pruner=[median,none]", "hydra/sweeper/pruner=[median,none]: a search has one pruner: give one, "
@@ -498,6 +498,24 @@ def test_a_study_file_that_is_no_database_is_refused_in_one_line(tmp_path, monke
     assert (code, err) == (1, f"hydra.sweeper.storage=sqlite:///{tmp_path / 'search' / 'optuna.db'} is not a database "
                               "Optuna can read (file is not a database): restore the study's file from a copy, or give "
                               "another storage (a new hydra.sweep.dir).\n")
+
+
+@pytest.mark.parametrize("text, reason", [
+    # Another program's file of one line, which Optuna read as an empty journal and appended to.
+    ("hello\n", "line 1: Expecting value: line 1 column 1 (char 0)"),
+    ('{"a": 1}\n{"b": 2}\n', "line 1 is no record of Optuna's"),
+    ('{"op_code": 0', "line 1 is cut short"),  # Optuna would append after it, into the same line
+])
+def test_a_journal_file_that_is_no_journal_is_refused_in_one_line_and_kept(text, reason, tmp_path, monkeypatch, capsys):
+    journal = tmp_path / "journal.log"
+    journal.write_text(text)
+    code, _, err = run_main("-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)",
+                            "dataset=fake", "trainer.epochs=1", "hydra.sweeper.n_trials=1",
+                            f"hydra.sweeper.storage={journal}", f"hydra.sweep.dir={tmp_path / 'search'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err) == (1, f"hydra.sweeper.storage={journal} is not an Optuna journal file ({reason}): restore the "
+                              "study's file from a copy, or give another storage (a new file).\n")
+    assert journal.read_text() == text and not run_dirs(tmp_path)
 
 
 def test_a_search_on_the_validation_split_is_refused_where_there_is_none(tmp_path, monkeypatch, capsys):
