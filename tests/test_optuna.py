@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from conftest import REPO, read_metrics, run_app, run_dirs, run_main
-from conftest import free_port
+from conftest import free_port, kill_at_creation
 from test_sweeps import check_summary_matches_jobs, read_summary, sweep_dir_of
 
 from mnist_exp.data import TensorLoader, build_dataset
@@ -286,6 +286,27 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     code, _, err = run_main(*first, "hydra.sweeper.direction=minimize", "optimized_metric=val/loss",  # the advice
                             f"hydra.sweep.dir={tmp_path / 'another'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
+
+
+@pytest.mark.slow
+def test_a_search_of_another_study_is_refused_the_directory_of_one_whose_job_has_no_record_yet(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """The first search's job 0 has no record yet (killed as it started here; still training, where two searches
+    start together): the other study's job 0 would sit beside it, in its sweep.csv, over its multirun.yaml."""
+    sweep_dir = tmp_path / "search"
+    sweep_dir.mkdir()
+    first = subprocess.Popen([sys.executable, "-m", "mnist_exp", *PRUNED_SEARCH, "hydra.sweeper.study_name=first",
+                              f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    kill_at_creation(first, sweep_dir, "0_", 1)
+    record = (sweep_dir / "multirun.yaml").read_text()
+    code, _, err = run_main(*PRUNED_SEARCH, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=second",
+                            f"hydra.sweep.dir={sweep_dir}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [
+        f"{sweep_dir} is the directory of study first (its multirun.yaml), and this search's study is second: give "
+        "this search a new hydra.sweep.dir (or leave it out), or continue that one with hydra.sweeper.study_name=first."])
+    assert len(list(sweep_dir.glob("0_*"))) == 1 and (sweep_dir / "multirun.yaml").read_text() == record
+    assert optuna.get_all_study_names(f"sqlite:///{sweep_dir}/optuna.db") == ["first"]
 
 
 def test_a_grid_search_continues_with_its_seed_on_the_points_not_yet_tried(tmp_path, monkeypatch, capsys):

@@ -33,8 +33,8 @@ from mnist_exp.sweeps.space import describe, grid_space, load_function, override
 from mnist_exp.run.commands import program, searchpath
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_file, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
-from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
-                                           check_space_fits, check_validation_split, trials_precision)
+from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_same_search,
+                                           check_settings, check_space_fits, check_validation_split, trials_precision)
 from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, tell_recorded,
                                     told, without_password)
 
@@ -106,6 +106,7 @@ class OptunaSearch:
         if not continued and self.n_trials == 0:  # 0 reports the best trial of a study that has trials
             raise self.nothing_to_report()
         check_free_job_numbers(Path(self.config.hydra.sweep.dir), continued)
+        check_same_search(Path(self.config.hydra.sweep.dir), self.study_name)  # one whose jobs have no record yet
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("metric", metric)

@@ -3,9 +3,11 @@ takes, and a continued study that is the search it continues (its direction, met
 distribution; no seed that would draw its trials again)."""
 
 import copy
+from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.hydra_errors import one_line
@@ -81,6 +83,20 @@ def check_parts(sampler, pruner) -> None:
             f"one of its options, hydra/sweeper/{part}={'|'.join(options)}"
         raise UserError(f"hydra.sweeper.{part}={'null' if value is None else value}: a search's {part} is chosen with "
                         f"its group: give {choose} (its settings: hydra.sweeper.{part}.<key>=<value>).")
+
+
+def check_same_search(sweep_dir: Path, study_name: str) -> None:
+    """A sweep directory is one study's: the jobs of another, numbered from 0 as well, would sit beside its own, and
+    its multirun.yaml and best_trial.yaml be written over. Its multirun.yaml, written as a search starts, names it."""
+    try:
+        recorded = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "hydra.sweeper.study_name",
+                                    throw_on_resolution_failure=False)
+    except (OSError, ValueError, OmegaConfBaseException, yaml.YAMLError):  # none yet, or not Hydra's
+        return
+    if isinstance(recorded, str) and recorded != study_name:
+        raise UserError(f"{sweep_dir} is the directory of study {recorded} (its multirun.yaml), and this search's study "
+                        f"is {study_name}: give this search a new hydra.sweep.dir (or leave it out), or continue that "
+                        f"one with hydra.sweeper.study_name={recorded}.")
 
 
 def experiment_overrides(fixed: list[str]) -> list[str]:
