@@ -304,7 +304,8 @@ def test_a_search_of_another_study_is_refused_the_directory_of_one_whose_job_has
                             f"hydra.sweep.dir={sweep_dir}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert (code, err.splitlines()) == (1, [
         f"{sweep_dir} is the directory of study first (its multirun.yaml), and this search's study is second: give "
-        "this search a new hydra.sweep.dir (or leave it out), or continue that one with hydra.sweeper.study_name=first."])
+        "this search a new hydra.sweep.dir (or leave it out), or continue that one with "
+        "hydra.sweeper.study_name=first."])
     assert len(list(sweep_dir.glob("0_*"))) == 1 and (sweep_dir / "multirun.yaml").read_text() == record
     assert optuna.get_all_study_names(f"sqlite:///{sweep_dir}/optuna.db") == ["first"]
 
