@@ -95,8 +95,8 @@ def check_same_search(sweep_dir: Path, study_name: str) -> None:
         return
     if isinstance(recorded, str) and recorded != study_name:
         raise UserError(f"{sweep_dir} is the directory of study {recorded} (its multirun.yaml), and this search's "
-                        f"study is {study_name}: give this search a new hydra.sweep.dir (or leave it out), or continue that "
-                        f"one with hydra.sweeper.study_name={recorded}.")
+                        f"study is {study_name}: give this search a new hydra.sweep.dir (or leave it out), or continue "
+                        f"that one with hydra.sweeper.study_name={recorded}.")
 
 
 def experiment_overrides(fixed: list[str]) -> list[str]:
