@@ -10,6 +10,7 @@
 import contextlib
 import inspect
 import logging
+import math
 import re
 from typing import Any
 
@@ -86,6 +87,16 @@ def grid_space(sampler: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
             raise UserError(f"hydra/sweeper/sampler=grid tries listed values, and {key} is {describe(dist)}: give it "
                             "choice(...), a,b,c or range(start,stop,step).")
     return {"search_space": grid}
+
+
+def grid_points_left(study, grid: dict[str, Any]) -> float:
+    """Of a grid search (``grid``: ``grid_space``'s), the points no trial has taken yet: a batch asks no more, or
+    Optuna's grid sampler gives a running trial's point again. Other samplers: no limit."""
+    if not grid:
+        return math.inf
+    taken = {trial.system_attrs["grid_id"] for trial in study.get_trials(deepcopy=False)
+             if "grid_id" in trial.system_attrs}
+    return math.prod(len(values) for values in grid["search_space"].values()) - len(taken)
 
 
 def describe(distribution) -> str:
