@@ -115,6 +115,10 @@ def check_given_values(command: CommandLine) -> None:
         if (override.is_add() or override.is_force_add()) and group_options(key, command.config_dir):  # recorded as none
             option = given[0] if isinstance(given, list) and len(given) == 1 else given
             raise UserError(f"{key} is a config group: choose its option without the +, {key}={option}.")
+        if key == "hydra.sweeper.params" and isinstance(given, dict) and given:  # merged into null or a struct: fails
+            keys = " ".join(shlex.quote(f"{name}={value}") for name, value in given.items())
+            raise UserError(f"{line}: give each key's search space on the command line as the key itself, {keys} (a "
+                            "search's config file lists them under hydra.sweeper.params).")
         if key in PLACES and override.is_sweep_override():  # a comma in a path
             raise UserError(f"{line}: a comma makes a sweep of a value: quote a path with one, "
                             f"'{key}=\"{line.partition('=')[2]}\"'.")
