@@ -107,8 +107,8 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
 
 def open_journal(path: str):
     """Optuna's journal in the file at ``path``, refused where a line is not one of Optuna's records: Optuna would
-    skip a last line it cannot read (another program's file of one line, a write cut short) and append after it,
-    leaving a file that no one can read."""
+    skip a last line it cannot read (another program's file of one line) and append after it, leaving a file that
+    no one can read."""
     import optuna
 
     if reason := journal_problem(Path(path)):
@@ -122,8 +122,8 @@ def journal_problem(path: Path) -> str | None:
     try:
         with path.open("rb") as f:
             for number, line in enumerate(f, start=1):
-                if not line.endswith(b"\n"):  # Optuna writes each record whole, with its newline
-                    return f"line {number} is cut short"
+                if not line.endswith(b"\n"):  # another worker's record as it is written: Optuna reads it later
+                    break
                 try:
                     record = json.loads(line)
                 except ValueError as error:  # not JSON, not text
