@@ -493,6 +493,16 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage=sqlite:///:memory:"], "hydra.sweeper.storage=sqlite:"
      "///:memory: is a database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the "
      "sweep directory), or give hydra.sweeper.storage=null for a study in this process alone."),
+    # No path (sqlite:///$STUDY with the variable unset) is in memory too: each job would find no trial.
+    (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage=sqlite:///"], "hydra.sweeper.storage=sqlite:/// is a "
+     "database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the sweep directory), "
+     "or give hydra.sweeper.storage=null for a study in this process alone."),
+    # A search space as a dict: merged into the null params of hydra/sweeper=optuna, or as a key new to a search's
+    # params, it failed in Hydra (an AttributeError; "not a key of the sweeper chosen").
+    *(([*search, 'hydra.sweeper.params={trainer.epochs: "choice(1,2)"}'], 'hydra.sweeper.params={trainer.epochs: '
+       '"choice(1,2)"}: give each key\'s search space on the command line as the key itself, '
+       '\'trainer.epochs=choice(1,2)\' (a search\'s config file lists them under hydra.sweeper.params).')
+      for search in (["-m", "hydra/sweeper=optuna"], ["-m", "hparams_search=cnn_optuna"])),
     (["-m", "hparams_search=cnn_optuna", "custom_search_space=my.space"], "Unknown key 'custom_search_space'. The keys "
      "of the config: dataset, model, optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, "
      "init_from, optimized_metric, logger, experiment, hparams_search, debug. It is a key of Hydra's: "

@@ -201,6 +201,10 @@ SCHEMES = "file://, databricks://, http://, https://, postgresql://, mysql://, s
                "instead, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db."),
     ("sqlite://mlflow.db", "Invalid SQLite URL: sqlite://mlflow.db: give it e.g. sqlite:///outputs/mlflow.db (three "
                            "slashes before a relative path, four before an absolute one)."),
+    # In memory, or no path at all (sqlite:///$STORE with the variable unset): a record that ends with the run.
+    *((uri, "an SQLite database in memory (no file) ends with the run, and the run's record with it: give the "
+            "database's file, e.g. logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db.")
+      for uri in ("sqlite://", "sqlite:///", "sqlite:///:memory:")),
     pytest.param("mysql://me@db/runs", "the Python driver for mysql is not installed (No module named 'MySQLdb'): "
                                        "install it, or give another store.",
                  marks=pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="MySQLdb installed")),
@@ -270,6 +274,33 @@ def test_a_resumed_run_continues_its_own_mlflow_run_and_csv(tmp_path, monkeypatc
     assert len(history(store, run.info.run_id, "val/acc")) == 3
     steps = [int(row["step"]) for row in read_csv(run_dir / "metrics.csv")]
     assert steps == sorted(set(steps)) and len([r for r in read_csv(run_dir / "metrics.csv") if r["val/acc"]]) == 3
+
+
+@pytest.mark.slow
+def test_a_sweep_resumed_by_its_absolute_path_goes_on_in_its_own_experiment_and_runs(tmp_path, monkeypatch, capsys):
+    """The experiment is the sweep's directory however the commands spell it: started as a relative path, resumed
+    from elsewhere by its absolute one, the stopped job continues its MLflow run and the next job joins it."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ("-m", "dataset=fake", "dataset.num_train=4096", "trainer.epochs=2", "seed=0,1", "logger=mlflow",
+            "device=cpu", "device.threads=1", f"logger.mlflow.tracking_uri={store}")
+    process = subprocess.Popen([sys.executable, "-m", "mnist_exp", *args, "hydra.sweep.dir=sweep"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not list(tmp_path.glob("sweep/0_*/checkpoints/last.pt")) and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, "the sweep ended before it could be stopped"
+    sweep_dir = tmp_path / "sweep"
+    [stopped] = mlflow_runs(store, str(sweep_dir))
+    assert stopped.info.status == "KILLED"
+
+    (tmp_path / "elsewhere").mkdir()
+    code, _, err = run_main(*args, "resume=true", f"hydra.sweep.dir={sweep_dir}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path / "elsewhere")
+    assert code == 0, err
+    runs = mlflow_runs(store, str(sweep_dir))
+    assert [run.info.run_name for run in runs] == [job.name for job in run_dirs(sweep_dir)]
+    assert runs[0].info.run_id == stopped.info.run_id and {run.info.status for run in runs} == {"FINISHED"}
+    assert [e.name for e in mlflow_client(store).search_experiments() if e.name != "Default"] == [str(sweep_dir)]
 
 
 @pytest.mark.parametrize("text, said", [("epoch,loss\n1,0.5\n", "it has no step column"),

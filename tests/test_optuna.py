@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from conftest import REPO, read_metrics, run_app, run_dirs, run_main
-from conftest import free_port
+from conftest import free_port, kill_at_creation
 from test_sweeps import check_summary_matches_jobs, read_summary, sweep_dir_of
 
 from mnist_exp.data import TensorLoader, build_dataset
@@ -154,6 +154,17 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                             "hydra/sweeper/pruner=hyperband has min_resource: choose it."),
     ("hydra.sweeper.trial=7", "hydra.sweeper.trial=7 is the search's to set, in each job to the number of the trial it "
                               "runs: leave it out."),
+    # A search's sampler and pruner: removed, null, several, or a name given to the key (no class to build).
+    ("~hydra/sweeper/pruner", "~hydra/sweeper/pruner: a search needs a hydra/sweeper/pruner. Give it one of its "
+                              "options: hyperband, median, none."),
+    ("hydra/sweeper/sampler=null", "hydra/sweeper/sampler=null: a search needs a hydra/sweeper/sampler. Give it one of "
+                                   "its options: cmaes, gp, grid, nsgaii, qmc, random, tpe."),
+    ("hydra/sweeper/pruner=[median,none]", "hydra/sweeper/pruner=[median,none]: a search has one pruner: give one, "
+                                           "hydra/sweeper/pruner=median."),
+    ("hydra.sweeper.pruner=hyperband", "hydra.sweeper.pruner=hyperband: a search's pruner is chosen with its group: "
+     "give hydra/sweeper/pruner=hyperband (its settings: hydra.sweeper.pruner.<key>=<value>)."),
+    ("hydra.sweeper.sampler=null", "hydra.sweeper.sampler=null: a search's sampler is chosen with its group: give one "
+     "of its options, hydra/sweeper/sampler=cmaes|gp|grid|nsgaii|qmc|random|tpe"),
 ])
 def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, tmp_path, monkeypatch, capsys):
     code, out, err = run_main(*PRUNED_SEARCH, override, monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
@@ -275,6 +286,28 @@ def test_a_study_continues_only_as_it_began_and_never_over_other_runs(tmp_path, 
     code, _, err = run_main(*first, "hydra.sweeper.direction=minimize", "optimized_metric=val/loss",  # the advice
                             f"hydra.sweep.dir={tmp_path / 'another'}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 0, err[-3000:]
+
+
+@pytest.mark.slow
+def test_a_search_of_another_study_is_refused_the_directory_of_one_whose_job_has_no_record_yet(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """The first search's job 0 has no record yet (killed as it started here; still training, where two searches
+    start together): the other study's job 0 would sit beside it, in its sweep.csv, over its multirun.yaml."""
+    sweep_dir = tmp_path / "search"
+    sweep_dir.mkdir()
+    first = subprocess.Popen([sys.executable, "-m", "mnist_exp", *PRUNED_SEARCH, "hydra.sweeper.study_name=first",
+                              f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    kill_at_creation(first, sweep_dir, "0_", 1)
+    record = (sweep_dir / "multirun.yaml").read_text()
+    code, _, err = run_main(*PRUNED_SEARCH, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=second",
+                            f"hydra.sweep.dir={sweep_dir}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [
+        f"{sweep_dir} is the directory of study first (its multirun.yaml), and this search's study is second: give "
+        "this search a new hydra.sweep.dir (or leave it out), or continue that one with "
+        "hydra.sweeper.study_name=first."])
+    assert len(list(sweep_dir.glob("0_*"))) == 1 and (sweep_dir / "multirun.yaml").read_text() == record
+    assert optuna.get_all_study_names(f"sqlite:///{sweep_dir}/optuna.db") == ["first"]
 
 
 def test_a_grid_search_continues_with_its_seed_on_the_points_not_yet_tried(tmp_path, monkeypatch, capsys):
@@ -447,6 +480,19 @@ def test_one_metric_given_as_a_list_is_searched_as_one(tmp_path, monkeypatch, ca
     assert code == 0 and "Trial 0: best_val/acc " in out, err[-3000:]
 
 
+@pytest.mark.slow
+def test_one_metric_given_as_a_list_is_pruned_as_one(tmp_path, monkeypatch, capsys):
+    """optimized_metric=[best_val/acc] is best_val/acc: reported after every epoch, so a pruner stops the hopeless
+    trial (seed 0 draws good, then hopeless), not refused as a metric that is not measured after every epoch."""
+    code, out, err = run_main(*PRUNED_SEARCH, "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.n_trials=2",
+                              "optimized_metric=[best_val/acc]", f"hydra.sweep.dir={tmp_path / 'search'}",
+                              monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    assert "Trial 1: pruned by the search after epoch 1" in out
+    assert [trial.state.name for trial in load_study(f"sqlite:///{tmp_path}/search/optuna.db").trials] == [
+        "COMPLETE", "PRUNED"]
+
+
 def test_the_best_trials_command_finds_the_users_own_experiment_again(tmp_path, monkeypatch, capsys):
     """experiment=mine lies on the user's hydra.searchpath: the printed command names that folder, absolute."""
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
@@ -474,6 +520,23 @@ def test_a_study_file_that_is_no_database_is_refused_in_one_line(tmp_path, monke
     assert (code, err) == (1, f"hydra.sweeper.storage=sqlite:///{tmp_path / 'search' / 'optuna.db'} is not a database "
                               "Optuna can read (file is not a database): restore the study's file from a copy, or give "
                               "another storage (a new hydra.sweep.dir).\n")
+
+
+@pytest.mark.parametrize("text, reason", [
+    # Another program's file of one line, which Optuna read as an empty journal and appended to.
+    ("hello\n", "line 1: Expecting value: line 1 column 1 (char 0)"),
+    ('{"a": 1}\n{"b": 2}\n', "line 1 is no record of Optuna's"),
+])
+def test_a_journal_file_that_is_no_journal_is_refused_in_one_line_and_kept(text, reason, tmp_path, monkeypatch, capsys):
+    journal = tmp_path / "journal.log"
+    journal.write_text(text)
+    code, _, err = run_main("-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)",
+                            "dataset=fake", "trainer.epochs=1", "hydra.sweeper.n_trials=1",
+                            f"hydra.sweeper.storage={journal}", f"hydra.sweep.dir={tmp_path / 'search'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert (code, err) == (1, f"hydra.sweeper.storage={journal} is not an Optuna journal file ({reason}): restore the "
+                              "study's file from a copy, or give another storage (a new file).\n")
+    assert journal.read_text() == text and not run_dirs(tmp_path)
 
 
 def test_a_search_on_the_validation_split_is_refused_where_there_is_none(tmp_path, monkeypatch, capsys):

@@ -105,9 +105,11 @@ def test_max_failure_rate_stops_the_search_with_a_nonzero_exit(tmp_path, monkeyp
     assert sum(line.startswith("Trial ") for line in out.splitlines()) == 1
 
 
-def test_the_grid_sampler_tries_every_combination_once(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("n_jobs", [1, 4])  # 4 at a time: the second batch has 2 points left for 4 trials
+def test_the_grid_sampler_tries_every_combination_once(n_jobs, tmp_path, monkeypatch, capsys):
     code, _, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid",
-                                      "x=choice(-1,0,1)", "y=range(0,2)")
+                                      "x=choice(-1,0,1)", "y=range(0,2)", f"hydra.sweeper.n_jobs={n_jobs}",
+                                      "hydra.sweeper.n_trials=8")
     assert code == 0, err
     assert sorted((int(job["x"]), int(job["y"])) for job in job_values(sweep_dir)) == [
         (x, y) for x in (-1, 0, 1) for y in (0, 1)]
@@ -184,6 +186,24 @@ def test_a_conditional_space_searches_sgds_momentum_only_where_sgd_was_drawn(tmp
             assert 0.5 <= optimizer["momentum"] <= 0.99
         else:
             assert not conditional and "momentum" not in optimizer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixed, searched", [
+    ([], {"optimizer.lr", "optimizer.momentum", "optimizer.nesterov"}),  # not drawn: SGD's keys still searched
+    (["optimizer.momentum=0.9"], {"optimizer.lr", "optimizer.nesterov"}),  # and a key fixed keeps its value
+])
+def test_a_conditional_space_searches_sgds_momentum_where_the_command_line_chose_sgd(fixed, searched, tmp_path,
+                                                                                      monkeypatch, capsys):
+    code, _, err = run_main("-m", "hparams_search=optimizer_conditional", "optimizer=sgd", *fixed, *TINY_SEARCH,
+                            "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    for trial in optuna.load_study(study_name="optimizer_conditional",
+                                   storage=f"sqlite:///{tmp_path}/sweep/optuna.db").trials:
+        assert set(trial.params) == searched
+        config = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra" / "config.yaml").read_text())
+        assert config["optimizer"]["momentum"] == trial.params.get("optimizer.momentum", 0.9)
 
 
 def test_a_custom_search_space_that_names_no_function_is_one_line(tmp_path, monkeypatch, capsys):

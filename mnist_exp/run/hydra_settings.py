@@ -22,7 +22,8 @@ ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
 LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
 # The launchers that submit to SLURM, and what submitit calls there.
 SLURM_LAUNCHERS, SLURM_TOOLS = ("slurm", "submitit_slurm"), ("sbatch", "srun")
-IN_MEMORY_SQLITE = ("sqlite://", "sqlite:///:memory:")
+# SQLite URLs SQLAlchemy opens in memory: no path (sqlite:///$UNSET_VARIABLE), or :memory:; any driver, any query.
+IN_MEMORY_SQLITE = re.compile(r"sqlite(\+\w+)?://(/(:memory:)?)?(\?.*)?")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be added or removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 # Nodes that take any key: the above, sbatch's other options, and a search's space (whose keys Hydra cannot add).
@@ -95,7 +96,7 @@ def check_sweep_settings(command: CommandLine) -> None:
                             f"{given.key_or_group.rpartition('.')[2]} to it (SLURM does, hydra/launcher=slurm): leave it "
                             "out; device.threads=N sets a job's CPU threads.")
     storage = command.value("hydra.sweeper.storage")
-    if storage in IN_MEMORY_SQLITE:
+    if isinstance(storage, str) and IN_MEMORY_SQLITE.fullmatch(storage):
         raise UserError(f"hydra.sweeper.storage={storage} is a database in memory, which the trials' jobs cannot "
                         "reach: leave the storage out (SQLite in the sweep directory), or give "
                         "hydra.sweeper.storage=null for a study in this process alone.")

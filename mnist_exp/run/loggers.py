@@ -78,5 +78,7 @@ def mlflow(run: TrackedRun, tracking_uri: str = "sqlite:///outputs/mlflow.db",
     a sweep's directory for its jobs, "mnist_exp" for single runs."""
     from mnist_exp.run.mlflow_tracking import MlflowTracker
 
-    name = experiment_name or (str(run.sweep_dir) if run.sweep_dir is not None else "mnist_exp")
+    # The sweep's directory however the command spells it (a resume may give it from elsewhere, or absolute): one
+    # experiment for all its jobs, where a resumed job finds its own MLflow run.
+    name = experiment_name or (str(run.sweep_dir.resolve()) if run.sweep_dir is not None else "mnist_exp")
     return MlflowTracker(run, tracking_uri, name)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from mnist_exp.errors import UserError, did_you_mean, first_line
+from mnist_exp.run.hydra_settings import IN_MEMORY_SQLITE
 from mnist_exp.run.tracking import TrackedRun, Tracker
 from mnist_exp.runs import METRICS_FILE, Status, atomic_file, hyperparameters
 
@@ -191,6 +192,10 @@ def check_store(tracking_uri: str) -> None:
         raise UserError(f"{setting}: {first_line(error)}") from None
     if scheme.split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):  # MLflow's SQLAlchemy stores
         check_database_uri(setting, tracking_uri, scheme)
+    if IN_MEMORY_SQLITE.fullmatch(tracking_uri):  # a store that ends with the run (or, with no path, this directory)
+        raise UserError(f"{setting}: an SQLite database in memory (no file) ends with the run, and the run's "
+                        "record with it: give the database's file, e.g. "
+                        "logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db.")
     allow_folder = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
     if scheme in ("", "file") and allow_folder is not None and not allow_folder.get():
         raise UserError(f"{setting}: MLflow keeps runs in a folder only where MLFLOW_ALLOW_FILE_STORE=true is set; "

@@ -93,6 +93,8 @@ def check_builder_names(command: CommandLine) -> None:
 
 # The groups whose option is one component: a list of options (model=[cnn,mlp]) would merge several into one.
 ONE_OPTION_GROUPS = ("dataset", "model", "optimizer", "scheduler", "augment", "device")
+# The optimizer of a search and what stops its trials: the sweeper builds both (none: hydra/sweeper/pruner=none).
+SEARCH_PARTS = ("hydra/sweeper/sampler", "hydra/sweeper/pruner")
 # Keys naming a place or a file, where an empty value would mean the current directory, or nothing without saying so.
 PLACES = {
     "hydra.run.dir": "give the run a directory (hydra.run.dir=outputs/my_run), or leave it out for a new one.",
@@ -123,6 +125,10 @@ def check_given_values(command: CommandLine) -> None:
                 group_options(key, command.config_dirs):  # +model=cnn: Hydra records it as no choice
             option = given[0] if isinstance(given, list) and len(given) == 1 else given
             raise UserError(f"{key} is a config group: choose its option without the +, {key}={option}.")
+        if key == "hydra.sweeper.params" and isinstance(given, dict) and given:  # merged into null or a struct: fails
+            keys = " ".join(shlex.quote(f"{name}={value}") for name, value in given.items())
+            raise UserError(f"{line}: give each key's search space on the command line as the key itself, {keys} (a "
+                            "search's config file lists them under hydra.sweeper.params).")
         if key in PLACES and override.is_sweep_override():  # a comma in a path
             raise UserError(f"{line}: a comma makes a sweep of a value: quote a path with one, "
                             f"'{key}=\"{line.partition('=')[2]}\"'.")
@@ -136,8 +142,9 @@ def check_given_values(command: CommandLine) -> None:
                             "sweep's jobs.")
         if override.is_delete() or given is None:
             options = ", ".join(group_options(key, command.config_dirs))
-            if key in ONE_OPTION_GROUPS:
-                raise UserError(f"{line}: a run needs a {key}. Give it one of its options: {options}.")
+            if key in ONE_OPTION_GROUPS or key in SEARCH_PARTS:
+                needs = "a search needs" if key in SEARCH_PARTS else "a run needs"
+                raise UserError(f"{line}: {needs} a {key}. Give it one of its options: {options}.")
             if options and not override.is_delete():
                 raise UserError(f"{line}: a group's option is not null: ~{key} removes {key}'s option, or give one "
                                 f"of: {options}.")
@@ -157,7 +164,9 @@ def check_given_values(command: CommandLine) -> None:
         if isinstance(given, Glob) and not group_options(key, command.config_dirs):
             raise UserError(f"{line}: glob() matches a config group's options, and {key} is a key: list the values "
                             f"to sweep instead, {key}=<a>,<b>.")
-        if key in (*ONE_OPTION_GROUPS, "experiment") and isinstance(given, list) and given:
+        if key in (*ONE_OPTION_GROUPS, *SEARCH_PARTS, "experiment") and isinstance(given, list) and given:
+            if len(given) > 1 and key in SEARCH_PARTS:  # their settings would merge into one
+                raise UserError(f"{line}: a search has one {key.rpartition('/')[2]}: give one, {key}={given[0]}.")
             if len(given) == 1:
                 raise UserError(f"{line}: give the option without brackets, {key}={given[0]} (Hydra records a list of "
                                 "one as no choice).")

@@ -29,12 +29,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, first_line
-from mnist_exp.sweeps.space import describe, grid_space, load_function, override_value, search_space
+from mnist_exp.sweeps.space import (describe, grid_points_left, grid_space, load_function, override_value,
+                                    search_space)
 from mnist_exp.run.commands import program, searchpath
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_file, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
-from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_settings,
-                                           check_space_fits, check_validation_split, trials_precision)
+from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_same_search,
+                                           check_settings, check_space_fits, check_validation_split, trials_precision)
 from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, tell_recorded,
                                     told, without_password)
 
@@ -94,7 +95,8 @@ class OptunaSearch:
         check_space_fits(self.config, space)
         check_validation_split(self, space)
         extend = load_function(self.custom_search_space) if self.custom_search_space else None
-        sampler = build_from_node(self.sampler, "sampler", **grid_space(self.sampler, space))
+        grid = grid_space(self.sampler, space)
+        sampler = build_from_node(self.sampler, "sampler", **grid)
         pruner = build_from_node(self.pruner, "pruner")
         new_file = self.storage and (file := storage_file(self.storage)) and not Path(file).exists()
         if self.n_trials == 0 and (not self.storage or new_file):  # refused before a file is made
@@ -106,6 +108,7 @@ class OptunaSearch:
         if not continued and self.n_trials == 0:  # 0 reports the best trial of a study that has trials
             raise self.nothing_to_report()
         check_free_job_numbers(Path(self.config.hydra.sweep.dir), continued)
+        check_same_search(Path(self.config.hydra.sweep.dir), self.study_name)  # one whose jobs have no record yet
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("metric", metric)
@@ -141,7 +144,9 @@ class OptunaSearch:
             with warnings.catch_warnings():  # experimental in Optuna, which says so on every call
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # killed workers' trials: failed, queued to be retried
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
+            if not (batch := min(self.n_jobs, remaining, grid_points_left(study, grid))):
+                break  # each point of the grid taken by a trial, those of other workers still running
+            trials = [study.ask(space) for _ in range(batch)]
             for trial in trials:
                 extra = (extend(self.config, trial) or {}) if extend else {}  # may draw more into trial.params
                 values = {**trial.params, **extra}

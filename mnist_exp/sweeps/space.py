@@ -10,15 +10,17 @@
 import contextlib
 import inspect
 import logging
+import math
 import re
 from typing import Any
 
 from hydra.core.override_parser.types import Override, Transformer
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.run.command_line import override_parser
 from mnist_exp.run.prechecks import swept_values
+from mnist_exp.runs import split_override
 
 
 def search_space(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -87,6 +89,16 @@ def grid_space(sampler: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
     return {"search_space": grid}
 
 
+def grid_points_left(study, grid: dict[str, Any]) -> float:
+    """Of a grid search (``grid``: ``grid_space``'s), the points no trial has taken yet: a batch asks no more, or
+    Optuna's grid sampler gives a running trial's point again. Other samplers: no limit."""
+    if not grid:
+        return math.inf
+    taken = {trial.system_attrs["grid_id"] for trial in study.get_trials(deepcopy=False)
+             if "grid_id" in trial.system_attrs}
+    return math.prod(len(values) for values in grid["search_space"].values()) - len(taken)
+
+
 def describe(distribution) -> str:
     if hasattr(distribution, "choices"):
         return f"in {list(distribution.choices)}"
@@ -126,7 +138,13 @@ def load_function(path: str):
 
 
 def momentum_for_sgd(config, trial) -> None:
-    """SGD's momentum (and Nesterov's) where the trial drew SGD; Adam and AdamW have no momentum key to search."""
-    if trial.params.get("optimizer") == "sgd":
+    """SGD's momentum (and Nesterov's) where the trial drew SGD, or the command line chose it (optimizer=sgd, which the
+    search then does not draw); Adam and AdamW have no momentum key to search. A key the command line fixes
+    (optimizer.momentum=0.9) keeps its value: drawn, it would be set after it."""
+    if trial.params.get("optimizer", OmegaConf.select(config, "optimizer.name")) != "sgd":
+        return
+    fixed = {split_override(str(line))[0] for line in OmegaConf.select(config, "hydra.overrides.task", default=[])}
+    if "optimizer.momentum" not in fixed:
         trial.suggest_float("optimizer.momentum", 0.5, 0.99)
+    if "optimizer.nesterov" not in fixed:
         trial.suggest_categorical("optimizer.nesterov", [False, True])

@@ -3,9 +3,11 @@ takes, and a continued study that is the search it continues (its direction, met
 distribution; no seed that would draw its trials again)."""
 
 import copy
+from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from mnist_exp.errors import UserError, did_you_mean, first_line
 from mnist_exp.hydra_errors import one_line
@@ -27,6 +29,7 @@ def better_direction(metric: str) -> str:
 
 def check_settings(search) -> None:
     """The settings of ``search`` (an ``OptunaSearch``) as the sweeper's config gave them, before it opens its study."""
+    check_parts(search.sampler, search.pruner)
     for direction in search.directions:
         if direction not in DIRECTIONS:
             shown = "null" if direction is None else direction
@@ -60,10 +63,40 @@ def check_settings(search) -> None:
         raise UserError("A pruner needs a study its jobs can reach, and hydra.sweeper.storage=null keeps it in "
                         "this process: give a storage (the default, SQLite in the sweep directory) or "
                         "hydra/sweeper/pruner=none.")
-    if pruning and metrics not in EPOCH_OBJECTIVES:
+    # One metric, given as a key or as a list of one ([best_val/acc]), is what a trial reports after every epoch.
+    if pruning and (metrics is None or objectives(metrics)[0] not in EPOCH_OBJECTIVES):
         raise UserError(f"optimized_metric={metrics} is not measured after every epoch, so a pruner cannot "
                         f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
                         "hydra/sweeper/pruner=none.")
+
+
+def check_parts(sampler, pruner) -> None:
+    """The sampler and pruner are nodes that their groups choose, each naming the Optuna class to build: a name or
+    null given to the key itself (hydra.sweeper.sampler=tpe) leaves no class to build."""
+    from mnist_exp.run.options import group_options
+
+    for part, value in (("sampler", sampler), ("pruner", pruner)):
+        if OmegaConf.is_dict(value) and "_target_" in value:
+            continue
+        options = group_options(f"hydra/sweeper/{part}")
+        choose = f"hydra/sweeper/{part}={value}" if value in options else \
+            f"one of its options, hydra/sweeper/{part}={'|'.join(options)}"
+        raise UserError(f"hydra.sweeper.{part}={'null' if value is None else value}: a search's {part} is chosen with "
+                        f"its group: give {choose} (its settings: hydra.sweeper.{part}.<key>=<value>).")
+
+
+def check_same_search(sweep_dir: Path, study_name: str) -> None:
+    """A sweep directory is one study's: the jobs of another, numbered from 0 as well, would sit beside its own, and
+    its multirun.yaml and best_trial.yaml be written over. Its multirun.yaml, written as a search starts, names it."""
+    try:
+        recorded = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "hydra.sweeper.study_name",
+                                    throw_on_resolution_failure=False)
+    except (OSError, ValueError, OmegaConfBaseException, yaml.YAMLError):  # none yet, or not Hydra's
+        return
+    if isinstance(recorded, str) and recorded != study_name:
+        raise UserError(f"{sweep_dir} is the directory of study {recorded} (its multirun.yaml), and this search's "
+                        f"study is {study_name}: give this search a new hydra.sweep.dir (or leave it out), or continue "
+                        f"that one with hydra.sweeper.study_name={recorded}.")
 
 
 def experiment_overrides(fixed: list[str]) -> list[str]:

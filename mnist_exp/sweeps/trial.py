@@ -7,6 +7,7 @@ The sweeper (``mnist_exp.sweeps.search``) puts the trial's number in the job's c
 the launcher runs the job: the sweeper's own, a joblib worker, a SLURM node.
 """
 
+import json
 import logging
 import math
 import re
@@ -21,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import Callback
-from mnist_exp.errors import UserError
-from mnist_exp.runs import Status, number, read_metrics
+from mnist_exp.errors import UserError, first_line
+from mnist_exp.runs import Status, number, objectives, read_metrics
 
 log = logging.getLogger("mnist_exp")
 
@@ -73,7 +74,7 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)  # the sweep directory, before any job makes it
     if "://" not in storage:
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+        return open_journal(storage)
     # Parallel jobs and the sweeper write to one SQLite file: wait for its lock rather than fail after 5 s.
     options = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if storage.startswith("sqlite:") else {}
     if heartbeat_interval:
@@ -104,6 +105,36 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, max_retry:
             time.sleep(0.5 * attempt)
 
 
+def open_journal(path: str):
+    """Optuna's journal in the file at ``path``, refused where a line is not one of Optuna's records: Optuna would
+    skip a last line it cannot read (another program's file of one line) and append after it, leaving a file that
+    no one can read."""
+    import optuna
+
+    if reason := journal_problem(Path(path)):
+        raise UserError(f"hydra.sweeper.storage={path} is not an Optuna journal file ({reason}): restore the study's "
+                        "file from a copy, or give another storage (a new file).")
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+
+def journal_problem(path: Path) -> str | None:
+    """Why the file is no journal of Optuna's records, one JSON object a line; None where it is one, or is absent."""
+    try:
+        with path.open("rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.endswith(b"\n"):  # another worker's record as it is written: Optuna reads it later
+                    break
+                try:
+                    record = json.loads(line)
+                except ValueError as error:  # not JSON, not text
+                    return f"line {number}: {first_line(error)}"
+                if not (isinstance(record, dict) and "op_code" in record):
+                    return f"line {number} is no record of Optuna's"
+    except FileNotFoundError:
+        return None
+    return None
+
+
 def trial_callbacks(hydra_cfg: DictConfig, objective) -> list[Callback]:
     """For a job that runs a trial: its heartbeat, and the callback that reports to the study; [] for any other run."""
     sweeper = hydra_cfg.sweeper
@@ -120,7 +151,9 @@ def trial_callbacks(hydra_cfg: DictConfig, objective) -> list[Callback]:
         storage.set_trial_user_attr(trial_id, "run_dir", hydra_cfg.runtime.output_dir)
     if getattr(storage, "get_heartbeat_interval", lambda: None)():  # a database with heartbeats (not a journal)
         start_heartbeat(storage, trial_id)
-    if not isinstance(objective, str) or objective not in EPOCH_OBJECTIVES or distributed.is_distributed():
+    names = objectives(objective) if objective is not None else []  # [best_val/acc]: one objective, as a list
+    objective = names[0] if len(names) == 1 else None
+    if objective not in EPOCH_OBJECTIVES or distributed.is_distributed():
         return []  # several objectives, or DDP processes that would have to agree on a prune: trained to the end
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=instantiate(sweeper.pruner))
     log.info("Trial %d of study %s: %s reported after every epoch", number, sweeper.study_name, objective)
