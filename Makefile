@@ -37,7 +37,7 @@ sweep: data
 	$(PY) -m mnist_exp.tools.compare $(DIR)
 
 # An Optuna search (conf/hparams_search/cnn_optuna.yaml); TRIALS=N for more or fewer trials,
-# ARGS="trainer.epochs=1 hydra/sweeper/pruner=median ..." for other overrides (sweep too).
+# ARGS="trainer.epochs=2 hydra/sweeper/pruner=median ..." for other overrides (sweep too).
 TRIALS ?= 20
 search: data
 	$(PY) -m mnist_exp -m hparams_search=cnn_optuna hydra.sweeper.n_trials=$(TRIALS) $(ARGS)

@@ -281,7 +281,7 @@ def test_another_runs_last_pt_of_the_same_config_is_refused_and_the_advice_conti
     assert command == ["python", "-m", "mnist_exp", *SAME_CONFIG, f"ckpt_path={last}"]
     out = run(*command[3:], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     [elsewhere] = run_dirs(tmp_path / "outputs")
-    assert read_metrics(elsewhere)["status"] == "completed" and f"Resumed from {last} at epoch 1" in out
+    assert read_metrics(elsewhere)["status"] == "completed" and f"Resumed from {last} after epoch 1" in out
     run(*SAME_CONFIG, "resume=true", f"hydra.run.dir={theirs}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert read_metrics(theirs)["status"] == "completed"  # its own last.pt, where it was
 
@@ -331,7 +331,7 @@ def test_a_requeued_job_begun_from_a_checkpoint_continues_from_its_own(tmp_path,
     first = (job / ".hydra" / "run_id").read_text()
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     out = run(*command, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
-    assert f"Resumed from {job / 'checkpoints' / 'last.pt'} at epoch 3" in out, out[-3000:]
+    assert f"Resumed from {job / 'checkpoints' / 'last.pt'} after epoch 3" in out, out[-3000:]
     assert read_metrics(job)["status"] == "completed" and (job / ".hydra" / "run_id").read_text() == first
     before = snapshot(job)
     out = run(*command, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)  # requeued as it ended

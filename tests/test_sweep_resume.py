@@ -94,7 +94,7 @@ def test_a_killed_sweep_resumed_ends_as_an_uninterrupted_one_and_keeps_its_compl
     logs = [(sweep_dir / name / "train.log").read_text() for name in names]
     assert all("is complete (test accuracy " in log and "Its recorded metrics go to the sweeper" in log
                for log in logs[:2])
-    assert "Resumed from" in logs[2] and "at epoch 1 " in logs[2]
+    assert "Resumed from" in logs[2] and "after epoch 1 " in logs[2]
     assert "runs from the start" in logs[3]
     for name in names:
         assert ((sweep_dir / name / ".hydra" / "overrides.yaml").read_text()

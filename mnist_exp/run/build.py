@@ -176,7 +176,10 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                 raise
             raise UserError(f"Checkpoint {resume_from} does not fit the model its config names ({cfg.model.name}): "
                             f"{misfit(error)}. Continue from a checkpoint the run wrote, or start fresh.") from error
-        log.info("Resumed from %s at epoch %d (step %d)", resume_from, trainer.state.epoch, trainer.state.step)
+        state = trainer.state  # said as a stop says where it stopped
+        where = f"in epoch {state.epoch + 1}, batch {state.batch_in_epoch}" if state.batch_in_epoch else \
+            f"after epoch {state.epoch}"
+        log.info("Resumed from %s %s (step %d)", resume_from, where, state.step)
         if writer and in_place:  # its record is this directory's
             record_resume_changes(run_dir, resumed["config"], config, trainer.state.epoch, trainer.state.step)
 
