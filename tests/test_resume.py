@@ -99,7 +99,7 @@ def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupt
     # A resume may change how the run goes (here how often it logs): the change is said and recorded.
     out = run(*DETERMINISTIC, f"hydra.run.dir={run_dir}", "resume=true", "trainer.log_interval=5",
               "logger=[tensorboard,csv]", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
-    assert f"at epoch {epoch_at_kill}" in out
+    assert f"after epoch {epoch_at_kill} " in out
     assert ("other settings than before: logger: [tensorboard] -> [tensorboard,csv]; trainer.log_interval: 20 -> 5"
             in out)
     assert yaml.safe_load((run_dir / ".hydra" / "resumes.yaml").read_text()) == [
