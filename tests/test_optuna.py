@@ -173,6 +173,21 @@ def test_a_wrong_search_setting_is_one_line_before_any_trial(override, message, 
     assert not run_dirs(tmp_path)
 
 
+def test_a_misspelt_key_of_the_space_is_refused_before_the_study_and_the_advice_then_searches(tmp_path, monkeypatch,
+                                                                                                capsys):
+    args = ("-m", "hparams_search=cnn_optuna", "hydra.sweeper.n_trials=1", "dataset=fake", "trainer.epochs=1",
+            "device.threads=1", "hydra.sweep.dir=search")
+    code, _, err = run_main(*args, "optimizer.lrr=interval(0.001,0.01)", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "Unknown key 'optimizer.lrr'. Did you mean 'optimizer.lr'? The keys of optimizer: name, lr, betas, "
+        "weight_decay, eps."]
+    assert not (tmp_path / "search").exists()  # no study made: the corrected command starts it with its own space
+    code, _, err = run_main(*args, "optimizer.lr=interval(0.001,0.01)", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0 and (tmp_path / "search" / "best_trial.yaml").is_file(), err[-2000:]
+
+
 def test_a_refused_setting_of_an_experimental_sampler_is_one_line(tmp_path, monkeypatch, capsys, recwarn):
     code, _, err = run_main("-m", "hparams_search=cnn_optuna", "hydra/sweeper/sampler=qmc",
                             "hydra.sweeper.sampler.qmc_type=foo", "dataset=fake", monkeypatch=monkeypatch, capsys=capsys,

@@ -129,10 +129,20 @@ def check_validation_split(search, space: dict) -> None:
                     f"none: give {example}, so that the trials are compared on images none of them trained on.")
 
 
+ABSENT = object()
+
+
 def check_space_fits(config, space: dict) -> None:
     """An interval of numbers over a key that takes whole numbers would fail every trial, a choice the key does not
     take the trials that draw it: refused before the first, as a grid sweep's values are."""
     for key, distribution in space.items():
+        if OmegaConf.select(config, key, default=ABSENT) is ABSENT:  # a misspelt key: refused before the study is made
+            try:
+                OmegaConf.update(copy.deepcopy(config), key, None)
+            except OmegaConfBaseException as error:  # not in the config's struct
+                from mnist_exp.run.config import schema_keys  # the close match among its node's keys
+
+                raise UserError(one_line(str(error), schema_keys)) from None
         if (value := OmegaConf.select(config, key)) is None or OmegaConf.is_config(value):  # a group: its options
             continue
         for choice in getattr(distribution, "choices", ()):
