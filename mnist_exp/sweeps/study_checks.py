@@ -133,8 +133,9 @@ ABSENT = object()
 
 
 def check_space_fits(config, space: dict) -> None:
-    """An interval of numbers over a key that takes whole numbers would fail every trial, a choice the key does not
-    take the trials that draw it: refused before the first, as a grid sweep's values are."""
+    """A key the config does not have would fail every trial, an interval of numbers over a key that takes whole
+    numbers too, a choice the key does not take the trials that draw it: refused before the study is made, as a grid
+    sweep's values are."""
     for key, distribution in space.items():
         if OmegaConf.select(config, key, default=ABSENT) is ABSENT:  # a misspelt key: refused before the study is made
             try:
