@@ -49,6 +49,7 @@ class Job:
     tracker: Trackers | None  # rank 0's, those cfg.logger names; None on the other DDP processes
     in_sweep: bool  # a sweep's job: the sweep, not the job, sets the HPARAMS table's columns
     flops_per_image: int  # of the model's forward pass
+    test_fingerprint: str  # of the test split's images and labels (split_fingerprint), which the run records
 
 
 def config_as_run(cfg: DictConfig, device: torch.device) -> dict:
@@ -191,7 +192,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         # First: an epoch's points are on disk before the checkpoint that covers them (a kill between loses none).
         trainer.callbacks.insert(0, TrackingCallback(tracker))
     return Job(cfg, config, run_dir, data, trainer, {"train": train_loader, "val": val_loader, "test": test_loader},
-               tracker, in_sweep, flops)
+               tracker, in_sweep, flops, data_record["fingerprints"]["test"])
 
 
 def check_log_interval(log_interval: int, steps: int, given: bool) -> None:

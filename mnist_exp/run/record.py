@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-from mnist_exp.data import split_fingerprint
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job
 from mnist_exp.run.figures import write_final_figures
@@ -62,7 +61,7 @@ def test_and_record(job: Job, status: Status, overrides: list[str], startup_s: f
     tracker.hparams(params, {k: metrics[k] for k in ("test/acc", "test/loss", "best_val/acc", "val/acc")}, state.step,
                     columns=None if job.in_sweep else single_run_columns(params, overrides))
     write_predictions(run_dir, test["predictions"].cpu(), data.test.labels.cpu(),  # for compare's paired test
-                      split_fingerprint(data.test))
+                      job.test_fingerprint)
     tracker.flush()  # the record on disk before metrics.json says the run completed
     write_metrics(run_dir, metrics)
     tracker.close(status.value)  # after metrics.json: MLflow keeps a copy
