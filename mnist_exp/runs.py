@@ -116,6 +116,13 @@ def recorded_run_id(run_dir: Path) -> str | None:
     return text if re.fullmatch(r"[0-9a-f]{32}", text) else None
 
 
+def of_another_run(checkpoint: Mapping[str, Any], run_id: str | None) -> bool:
+    """Whether a checkpoint is another run's than the one of ``run_id``; an id missing on either side (a run from
+    before run ids, a damaged record) takes it as the run's own."""
+    theirs = checkpoint.get("run_id")
+    return bool(run_id and theirs and theirs != run_id)
+
+
 class UnreadableMetrics(ValueError):
     """metrics.json exists but is not a JSON object (truncated, corrupt, foreign)."""
 

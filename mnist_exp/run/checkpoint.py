@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mnist_exp.errors import UserError, disk_full, first_line
-from mnist_exp.runs import atomic_file, best_checkpoint, recorded_run_id
+from mnist_exp.runs import atomic_file, best_checkpoint, of_another_run, recorded_run_id
 
 CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "kind", "config", "class_names", "weights", "epoch")
@@ -165,10 +165,9 @@ def load_run_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     another run's best.pt put there is refused."""
     file = checkpoint_file(path)
     checkpoint = load_checkpoint(file)
-    ours, theirs = recorded_run_id(path) if Path(path).is_dir() else None, checkpoint.get("run_id")
-    if ours and theirs and ours != theirs:
-        raise UserError(f"{file} is another run's {file.name} (run {theirs}; the run in {path} is {ours}): put the "
-                        f"run's own back, or give that file itself ({file}) to use it.")
+    if Path(path).is_dir() and of_another_run(checkpoint, ours := recorded_run_id(path)):
+        raise UserError(f"{file} is another run's {file.name} (run {checkpoint['run_id']}; the run in {path} is "
+                        f"{ours}): put the run's own back, or give that file itself ({file}) to use it.")
     return file, checkpoint
 
 

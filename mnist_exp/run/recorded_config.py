@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.run.commands import CONTINUED, run_command
-from mnist_exp.runs import (RUN_ID_FILE, as_override, atomic_file, flatten_config, recorded_run_id, says_where_or_how,
-                            without_keys)
+from mnist_exp.runs import (RUN_ID_FILE, as_override, atomic_file, flatten_config, of_another_run, recorded_run_id,
+                            says_where_or_how, without_keys)
 
 
 def load_recorded_config(run_dir: Path) -> dict:
@@ -44,9 +44,8 @@ def run_identity(run_dir: Path, continued: Path | None, checkpoint: dict | None,
     refused, with the command that continues it into a new run directory instead."""
     if continued is None:
         return uuid.uuid4().hex
-    ours = recorded_run_id(run_dir)
-    theirs = checkpoint.get("run_id")
-    if ours and theirs and ours != theirs:
+    ours, theirs = recorded_run_id(run_dir), checkpoint.get("run_id")
+    if of_another_run(checkpoint, ours):
         elsewhere = run_command([*without_keys(overrides, CONTINUED), as_override("ckpt_path", str(continued))])
         raise UserError(f"{continued} is another run's last.pt (run {theirs}; the run in {run_dir} is {ours}): put "
                         f"the run's own back, or continue that one in a new run directory: {elsewhere}")

@@ -30,8 +30,8 @@ from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.paths import outputs_dir
 from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, UnreadableMetrics, as_override,
-                            flatten_config, last_checkpoint, read_metrics, run_status, says_where_or_how,
-                            without_resume, write_metrics)
+                            flatten_config, last_checkpoint, of_another_run, read_metrics, run_status,
+                            says_where_or_how, without_resume, write_metrics)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
 log = logging.getLogger("mnist_exp")
@@ -177,7 +177,7 @@ def restore(trainer, checkpoint: dict, checkpoints: CheckpointCallback | None) -
     state = trainer.state
     if checkpoints is not None and trainer.best_weights is not None:
         best = best_held(checkpoints.directory / BEST_CHECKPOINT)
-        own = best is not None and best.get("run_id") in (None, checkpoints.metadata["run_id"])  # None: an older run's
+        own = best is not None and not of_another_run(best, checkpoints.metadata["run_id"])
         if not own or best["epoch"] != state.best_epoch:
             held = ("best.pt is missing or unreadable" if best is None else "best.pt is another run's" if not own
                     else f"best.pt holds epoch {best['epoch']}")
