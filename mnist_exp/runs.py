@@ -217,26 +217,34 @@ def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str | None]
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str, newline: str | None = None, fsync: bool = False,
-                permissions: int | None = None):
-    """Write a file whole or not at all: into a temporary file beside it (``.<name>.*.tmp``), then renamed over it.
+def atomic_path(path: Path, suffix: str = ".tmp", permissions: int | None = None):
+    """A temporary file beside ``path`` (``.<name>.*<suffix>``) to write by its name, renamed over ``path`` when the
+    block ends and removed where it raises: ``path`` is written whole or not at all.
 
-    ``fsync``: on the disk before the rename, so not even a crash of the system can leave it half written.
     ``permissions``: the file's mode; by default what the umask leaves of 0666, as for the run's other files.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, newline=newline) as f:
-            yield f
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~current_umask() if permissions is None else permissions)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str, newline: str | None = None, fsync: bool = False,
+                permissions: int | None = None):
+    """``atomic_path``'s file, open in ``mode``. ``fsync``: on the disk before the rename, so not even a crash of the
+    system can leave it half written."""
+    with atomic_path(path, permissions=permissions) as tmp, open(tmp, mode, newline=newline) as f:
+        yield f
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def current_umask() -> int:

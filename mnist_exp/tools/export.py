@@ -12,7 +12,6 @@ predictions as the checkpoint's model.
 
 import contextlib
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from mnist_exp.tools import cli
 from mnist_exp.errors import UserError, first_line
 from mnist_exp.data.loader import model_input
 from mnist_exp.run.checkpoint import checkpoint_file
+from mnist_exp.runs import atomic_path
 from mnist_exp.tools.trained import load_trained_model, rebuilt_dataset
 
 FORMATS = ("pt2", "onnx", "torchscript")
@@ -80,7 +80,7 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
     images = sample_images(trained.config, path)
     with torch.inference_mode():
         expected = wrapped(images)
-    with checked_file(out) as written:
+    with atomic_path(out, suffix=out.suffix) as written:  # a refused or stopped export leaves no file
         exported = export_as(format, wrapped, images, written)
         same = int((exported.argmax(1) == expected.argmax(1)).sum())
         if same != len(images):
@@ -89,18 +89,6 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
     print(f"Wrote {out}; it predicts the same class as the checkpoint on {len(images)} test images (largest logit "
           f"difference {float((exported - expected).abs().max()):.2g}).")
     return out
-
-
-@contextlib.contextmanager
-def checked_file(out: Path):
-    """A temporary path beside ``out`` to write the export to and check it at: renamed to ``out`` once checked, and
-    removed otherwise, so a refused or interrupted export leaves no file to be taken for a good one."""
-    written = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
-    try:
-        yield written
-        os.replace(written, out)
-    finally:
-        written.unlink(missing_ok=True)
 
 
 def export_as(format: str, model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tensor:
