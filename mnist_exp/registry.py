@@ -129,3 +129,4 @@ SCHEDULERS = Registry("scheduler", "mnist_exp.run.optim")
 DATASETS = Registry("dataset", "mnist_exp.data.datasets")
 AUGMENTATIONS = Registry("augment", "mnist_exp.data.augment")
 LOGGERS = Registry("logger", "mnist_exp.run.loggers")  # picked by their node's key (logger.mlflow), not by a name
+REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS, LOGGERS)

@@ -915,3 +915,17 @@ def test_without_a_validation_split_the_last_epoch_is_the_model(tmp_path, monkey
     assert "Test accuracy" in log and "(no validation split: the last epoch, 2)" in log and "val loss" not in log
     best, last = (load_checkpoint(run_dir / "checkpoints" / name) for name in ("best.pt", "last.pt"))
     assert best["epoch"] == 2 and all(torch.equal(best["weights"][k], v) for k, v in last["weights"].items())
+
+
+def test_an_own_experiment_that_sets_hydra_mode_is_a_sweep(tmp_path, monkeypatch, capsys):
+    """hydra.mode set by a user's own config, not by -m, still makes the command a sweep: Hydra's composition that
+    reads it runs where a config beyond conf/ is read."""
+    own = tmp_path / "mine" / "experiment" / "seeds.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text("# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      seed: 0,1\n"
+                   "trainer:\n  epochs: 1\n  limit_batches: 1\n")
+    code, _, err = run_main("--config-dir", str(tmp_path / "mine"), "experiment=seeds", "dataset=fake", "device=cpu",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err
+    [sweep_dir] = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert [read_metrics(run)["status"] for run in run_dirs(sweep_dir)] == ["completed", "completed"]

@@ -135,3 +135,14 @@ def test_libyaml_reads_every_config_file_as_omegaconfs_own_parser_does():
         assert load(text, hydra_speedups.libyaml_loader) == load(text, hydra_speedups.PURE_PYTHON_YAML_LOADER), text
     with pytest.raises(Exception, match="found duplicate key epochs"):
         OmegaConf.create("epochs: 1\nepochs: 2\n")
+
+
+def test_no_option_in_conf_sets_hydra_mode():
+    """Hydra composes a command's config once only to read hydra.mode, which mnist_exp skips where only conf/'s
+    configs are read (mnist_exp/run/hydra_speedups.py): that holds while no file there can set it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for path in sorted(CONF_DIR.rglob("*.yaml")):
+            group, option = path.parent.relative_to(CONF_DIR).as_posix(), path.stem
+            if path.read_text().startswith("# @package _global_") or group.startswith("hydra"):
+                chosen = [f"{group}={option}"] if group != "." else []
+                assert compose("config", overrides=chosen, return_hydra_config=True).hydra.mode is None, path

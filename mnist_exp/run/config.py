@@ -37,8 +37,7 @@ from mnist_exp.run.tta import check_tta
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.options import config_groups_help, hydra_settings_keys
 from mnist_exp.runs import check_objectives
-from mnist_exp.registry import (AUGMENTATIONS, DATASETS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, Registry,
-                                config_parameters, schema_type)
+from mnist_exp.registry import LOGGERS, REGISTRIES, Registry, config_parameters, schema_type
 
 
 @dataclass
@@ -97,9 +96,6 @@ class Config:
     init_from: str | None = MISSING  # start from these trained weights (a checkpoint or run directory): fine-tuning
     optimized_metric: Any = MISSING  # the metrics.json key the app returns to sweepers; a list: several objectives
     logger: dict[str, Any] = field(default_factory=dict)  # {tracker name: its keys}, merged from conf/logger/
-
-
-REGISTRIES = (DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, AUGMENTATIONS, LOGGERS)
 
 
 def named(registry: Registry) -> bool:

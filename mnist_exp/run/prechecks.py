@@ -23,7 +23,8 @@ from mnist_exp.run.command_line import CommandLine
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings,
                                          only_in_a_sweep)
-from mnist_exp.run.config import MADE_RUN_DIRS, REGISTRIES, check_ranges, named
+from mnist_exp.registry import REGISTRIES
+from mnist_exp.run.config import MADE_RUN_DIRS, check_ranges, named
 from mnist_exp.run.options import PRESET_GROUPS, check_presets_agree, group_options
 from mnist_exp.run.no_overwrite import check_no_overwrite
 from mnist_exp.run.runtime import check_preempt_signal, select_device
