@@ -49,7 +49,6 @@ log = logging.getLogger("mnist_exp")
 
 def main() -> None:
     """``python -m mnist_exp``, or a script of your own that registers components first, then calls this."""
-    register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
     register_optuna_sweeper()
     CLAIMED_RUN_DIRS.clear()  # a command's own: a later command in this process claims and makes its own
     MADE_RUN_DIRS.clear()
@@ -69,6 +68,7 @@ def main() -> None:
 def start(args: list[str]) -> None:
     """Check the command line, then hand it to Hydra, which composes and runs each job (``hydra_main``)."""
     try:
+        register_schemas()  # here, not at import: builders registered after ``import mnist_exp.app`` count too
         command = parse_command_line(args)
         check_command_line(command)
         non_writer = distributed.non_writer_overrides()  # reads torchrun's RANK, which must be a number

@@ -98,18 +98,21 @@ def schema_type(param: inspect.Parameter, probe: bool) -> Any:
     """The type of a config parameter's schema field: its annotation, where OmegaConf takes it with its default
     (``probe``: a user's builder, not one of mnist_exp's own). ``width: int = None`` is then optional, and an
     annotation OmegaConf has no type for (``Literal[...]``, ``Sequence[int]``, ``Callable``) is Any: the builder judges
-    the value, rather than the schema failing every command of the app with a traceback."""
+    the value, rather than the schema failing every command of the app with a traceback. A default no config can
+    hold (a class, a function) is a UserError."""
     annotation = Any if param.annotation is param.empty else param.annotation
     if not probe:
         return annotation
     default = list(param.default) if isinstance(param.default, tuple) else param.default
-    for candidate in (annotation, Optional[annotation]):
+    for candidate in (annotation, Optional[annotation], Any):
         try:
             OmegaConf.structured(make_dataclass("probe", [("key", candidate, field(default_factory=lambda: default))]))
             return candidate
         except Exception:  # OmegaConf's ValidationError, or a NameError from a string annotation it cannot evaluate
             continue
-    return Any
+    raise UserError(f"the default of {param.name}, {param.default!r}, is not a value a config can hold: give "
+                    f"{param.name} a default that is a number, a string, a bool, None or a list of them, and let the "
+                    "builder make its object from that value (e.g. a name it looks up).")
 
 
 def check_arguments(builder: Callable[..., Any], kwargs: Mapping[str, Any], prefix: str) -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import read_events, read_metrics, run_dirs, run_module
+from conftest import read_events, read_metrics, run_dirs, run_main, run_module
 from mnist_exp.errors import UserError, did_you_mean
 from mnist_exp.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, Registry
 from mnist_exp.tools import evaluate
@@ -140,3 +140,28 @@ def test_a_users_builder_typed_as_python_allows_is_an_option(tmp_path):
                         expect_ok=False)
     assert (result.returncode, result.stderr) == (
         1, "model.width=abc is not a whole number: give a whole number, e.g. model.width=1.\n")
+
+
+def test_a_users_builder_with_a_default_no_config_holds_is_one_line_and_the_advice_runs(tmp_path, monkeypatch, capsys):
+    """A class as a default (act=nn.ReLU) cannot be a config value: every command says so in one line, naming the
+    builder and the key, instead of a traceback; the default it advises (a name the builder looks up) runs."""
+    def with_class(num_classes: int, act=torch.nn.ReLU) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, num_classes), act())
+
+    def with_name(num_classes: int, act: str = "relu") -> torch.nn.Module:
+        return with_class(num_classes, {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU}[act])
+
+    try:
+        MODELS.register("mine")(with_class)
+        code, _, err = run_main("model=mine", "dataset=fake", "--cfg", "job", monkeypatch=monkeypatch, capsys=capsys,
+                                cwd=tmp_path)
+        assert (code, err) == (1, "Cannot make model 'mine' an option: the default of act, <class "
+                                  "'torch.nn.modules.activation.ReLU'>, is not a value a config can hold: give act a "
+                                  "default that is a number, a string, a bool, None or a list of them, and let the "
+                                  "builder make its object from that value (e.g. a name it looks up).\n")
+        MODELS._builders["mine"] = with_name  # the advice, followed
+        code, out, err = run_main("model=mine", "model.act=gelu", "dataset=fake", "--cfg", "job", "--package", "model",
+                                  monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+        assert (code, out) == (0, "# @package model\nname: mine\nact: gelu\n"), err
+    finally:
+        MODELS._builders.pop("mine", None)

@@ -113,7 +113,10 @@ def builder_schema(registry: Registry, name: str) -> type:
     of the builder."""
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))] if named(registry) else []
     for param in config_parameters(registry.get(name)).values():
-        annotation = schema_type(param, probe=not registry.shipped(name))
+        try:
+            annotation = schema_type(param, probe=not registry.shipped(name))
+        except UserError as error:
+            raise UserError(f"Cannot make {registry.kind} '{name}' an option: {error}") from None
         default = param.default
         if isinstance(default, (list, tuple)):
             fields.append((param.name, annotation, field(default_factory=lambda d=default: list(d))))
