@@ -598,6 +598,21 @@ def test_own_options_on_hydra_searchpath_are_checked_and_listed_as_those_of_conf
     assert code == 0 and "  experiment:     best, examples_mnist, fast, my_sgd, smoke," in out
 
 
+@pytest.mark.parametrize("given", [["hydra.searchpath=[file://mnie]"], ["--config-dir", "mnie"]])
+def test_an_own_config_folder_that_is_not_there_is_refused(given, tmp_path, monkeypatch, capsys):
+    """Hydra only warns of a searchpath folder it cannot find, and runs without its configs."""
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "mine.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 7\n")
+    code, _, err = run_main(*given, "dataset=fake", "--cfg", "job", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert (code, err) == (1, f"{given[0].split('=')[0]} names mnie, which is not a folder here ({tmp_path}): give "
+                              "the folder your own configs are in.\n")
+    fixed = [part.replace("mnie", "mine") for part in given]
+    code, out, err = run_main(*fixed, "experiment=mine", "dataset=fake", "--cfg", "job", monkeypatch=monkeypatch,
+                              capsys=capsys, cwd=tmp_path)
+    assert code == 0 and "  epochs: 7\n" in out, err
+
+
 @pytest.mark.parametrize("args", [["trainer.epochs=-1"], ["+foo=1"], ["seed=-1"], ["optimizer.lr=0"], ["device=cuda"],
                                   ["model.name=cnnn"], ["resume=true"], ["model=cnn,mlp"], ["hydra.run.dir="],
                                   ["hydra.run.dir=new", "trainer.epochs=-1"], ["logger.tensorboard=null"],

@@ -34,7 +34,7 @@ from mnist_exp.runs import METRICS_FILE, check_objectives
 def check_command_line(command: CommandLine) -> None:
     """Every check below, in order; a command that only prints (``--cfg job``, ``--help``) writes nothing."""
     command.resume  # a resume=... that is not a boolean, or swept, is refused first
-    check_own_config_dirs(command.config_dirs)
+    check_own_config_dirs(command)
     check_given_values(command)
     check_presets_agree({group: command.value(group) for group in PRESET_GROUPS}, command.overrides,
                         command.config_dirs)
@@ -48,10 +48,15 @@ def check_command_line(command: CommandLine) -> None:
     check_sweep_overrides(command)
 
 
-def check_own_config_dirs(config_dirs: tuple[str, ...]) -> None:
-    """An option in ``--config-dir`` or on ``hydra.searchpath`` named as one of mnist_exp's own, or a ``config.yaml``,
-    is never read: Hydra finds conf/'s first (a copy of it, byte for byte, changes nothing)."""
-    for config_dir in config_dirs:
+def check_own_config_dirs(command: CommandLine) -> None:
+    """A folder of ``--config-dir`` or ``hydra.searchpath`` that is not there (Hydra would only warn of the second),
+    and an option there named as one of mnist_exp's own, or a ``config.yaml``, which is never read: Hydra finds
+    conf/'s first (a copy of it, byte for byte, changes nothing)."""
+    for config_dir in command.config_dirs:
+        if not Path(config_dir).is_dir():
+            given = "--config-dir" if config_dir == command.config_dir else "hydra.searchpath"
+            raise UserError(f"{given} names {config_dir}, which is not a folder here ({Path.cwd()}): give the folder "
+                            "your own configs are in.")
         check_own_config_dir(config_dir)
 
 
