@@ -7,6 +7,7 @@ the model exactly as the run tested it to pass.
 import os
 import pickle
 import runpy
+import shutil
 import struct
 import subprocess
 import sys
@@ -468,6 +469,43 @@ def test_export_refuses_an_out_file_where_it_cannot_write(trained, tmp_path, cap
         1, "", f"python -m mnist_exp.tools.export: --out {tmp_path} is a directory: give the file to write, e.g. "
                f"{tmp_path / 'best.pt2'}.\n")
     assert call("export", trained, "--out", tmp_path / "best.pt2", capsys=capsys)[0] == 0  # the advice, followed
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB filesystem: room for the tools' probe of a directory, not for an export."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"a small filesystem needs mount (root): {mount.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("name", ["model.pt2", "model.pt", "model.onnx"])
+def test_an_export_that_fills_the_disk_is_one_line_and_leaves_no_file(name, trained, small_disk, capsys):
+    out = small_disk / name  # torch's own writer hit the full disk, then aborted the process (pt2, torchscript)
+    code, _, err = call("export", trained, "--out", out, capsys=capsys)
+    assert (code, err.splitlines()[-1]) == (1, f"python -m mnist_exp.tools.export: The disk holding {small_disk} is "
+                                               f"full (0 MiB free): {out} was not written. Free some space, or give "
+                                               "--out a file on another disk.")
+    assert list(small_disk.iterdir()) == []
+
+
+def test_export_beside_a_read_only_checkpoint_says_to_give_out(trained, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir, ignore=shutil.ignore_patterns("*.pt2", "*.onnx", "*.ts.pt"))  # no exports
+    mount = subprocess.run(["mount", "--bind", "-o", "ro", str(run_dir), str(run_dir)], capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"a read-only directory needs mount (root): {mount.stderr.strip()}")
+    try:  # it named the temporary file it could not make, and gave no advice
+        assert call("export", run_dir, capsys=capsys) == (
+            1, "", f"python -m mnist_exp.tools.export: Cannot write {run_dir}/checkpoints/best.pt2: "
+                   f"{run_dir}/checkpoints cannot be written (Read-only file system). Give --out a file elsewhere.\n")
+        assert call("export", run_dir, "--out", tmp_path / "best.pt2", capsys=capsys)[0] == 0  # the advice, followed
+    finally:
+        subprocess.run(["umount", "-l", str(run_dir)], check=False)
 
 
 @pytest.mark.parametrize("args, message", [

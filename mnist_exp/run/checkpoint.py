@@ -50,10 +50,11 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def full_disk_error(directory: Path, what: str) -> UserError:
+def full_disk_error(directory: Path, what: str,
+                    elsewhere: str = "write the run elsewhere (hydra.run.dir=<dir>), then resume=true") -> UserError:
     free = shutil.disk_usage(directory).free
     return UserError(f"The disk holding {directory} is full ({free / 2**20:.0f} MiB free): {what}. Free some space, "
-                     "or write the run elsewhere (hydra.run.dir=<dir>), then resume=true.")
+                     f"or {elsewhere}.")
 
 
 def remove_stale_temporaries(directory: Path) -> None:

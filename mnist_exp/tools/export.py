@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from mnist_exp.tools import cli
-from mnist_exp.errors import UserError, first_line
+from mnist_exp.errors import UserError, disk_full, first_line, write_problem
 from mnist_exp.data.loader import model_input
-from mnist_exp.run.checkpoint import checkpoint_file
+from mnist_exp.run.checkpoint import checkpoint_file, full_disk_error
 from mnist_exp.runs import atomic_path
 from mnist_exp.tools.trained import load_trained_model, rebuilt_dataset
 
@@ -76,16 +76,23 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
         if out.exists():
             raise UserError(f"{out} exists, an earlier export of {path.name}: use it, or give --out a new name, or "
                             "delete it first to export again.")
+        if problem := write_problem(out.parent):  # before the minutes of tracing, and named as the user can act on
+            raise UserError(f"Cannot write {out}: {out.parent} {problem}. Give --out a file elsewhere.")
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
     images = sample_images(trained.config, path)
     with torch.inference_mode():
         expected = wrapped(images)
-    with atomic_path(out, suffix=out.suffix) as written:  # a refused or stopped export leaves no file
-        exported = export_as(format, wrapped, images, written)
-        same = int((exported.argmax(1) == expected.argmax(1)).sum())
-        if same != len(images):
-            raise UserError(f"The {format} export disagrees with the checkpoint on {len(images) - same} of "
-                            f"{len(images)} test images: not safe to use, so {out} was not written.")
+    try:
+        with atomic_path(out, suffix=out.suffix) as written:  # a refused, stopped or cut export leaves no file
+            exported = export_as(format, wrapped, images, written)
+            same = int((exported.argmax(1) == expected.argmax(1)).sum())
+            if same != len(images):
+                raise UserError(f"The {format} export disagrees with the checkpoint on {len(images) - same} of "
+                                f"{len(images)} test images: not safe to use, so {out} was not written.")
+    except OSError as error:
+        if disk_full(error):
+            raise full_disk_error(out.parent, f"{out} was not written", "give --out a file on another disk") from None
+        raise
     print(f"Wrote {out}; it predicts the same class as the checkpoint on {len(images)} test images (largest logit "
           f"difference {float((exported - expected).abs().max()):.2g}).")
     return out
@@ -101,7 +108,9 @@ def export_as(format: str, model: nn.Module, images: torch.Tensor, out: Path) ->
           "libtorch (C++) loaders.")
     with warnings.catch_warnings(), torch.no_grad():  # the deprecation, said once above
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.trace(model, images[:2]).save(str(out))
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.trace(model, images[:2]), buffer)
+        out.write_bytes(buffer.getvalue())  # torch's own file writer aborts the process on a full disk
         return torch.jit.load(str(out))(images)
 
 
@@ -112,7 +121,9 @@ def export_program(model: nn.Module, images: torch.Tensor, out: Path) -> torch.T
     except Exception as error:  # torch's tracing errors have no common base class
         raise UserError(f"torch.export could not trace this model ({first_line(error)}); try "
                         "--format onnx or --format torchscript.") from error
-    torch.export.save(program, str(out))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    out.write_bytes(buffer.getvalue())  # torch's own file writer aborts the process on a full disk
     with torch.inference_mode():
         return torch.export.load(str(out)).module()(images)
 
