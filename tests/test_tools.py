@@ -370,6 +370,17 @@ def test_predict_refuses_bad_input_with_one_line(trained, tmp_path, capsys, case
     assert call("predict", *args, "--device", "cpu", capsys=capsys) == (code, "", f"{PREDICT}: {message}\n")
 
 
+def test_a_checkpoints_folder_or_a_directory_of_runs_is_told_the_path_to_give(trained, capsys):
+    folder = trained / "checkpoints"  # where shell completion stops; it was said to have no checkpoints/best.pt
+    assert call("evaluate", folder, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.evaluate: {folder} is a folder of checkpoints, not a run directory: give "
+               f"the run directory ({trained}) or a checkpoint file ({folder / 'best.pt'}).\n")
+    assert call("export", trained.parent, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.export: {trained.parent} is a directory of runs, not a run: give one of "
+               f"them, e.g. {trained}.\n")
+    assert call("evaluate", folder / "best.pt", capsys=capsys)[0] == 0  # the advice, followed
+
+
 class RunsCode:
     """A pickle that runs a shell command when loaded without weights_only."""
 

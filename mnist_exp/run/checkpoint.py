@@ -156,9 +156,20 @@ def checkpoint_file(path: str | Path) -> Path:
         return path
     best = best_checkpoint(path)
     if not best.is_file():
-        raise UserError(f"{path} is a directory without {best.relative_to(path)}: give a run directory that has "
-                        "finished an epoch with trainer.checkpoint=true, or a checkpoint file.")
+        raise UserError(no_best_checkpoint(path, best.relative_to(path)))
     return best
+
+
+def no_best_checkpoint(path: Path, best: Path) -> str:
+    """Why a directory has no run's best checkpoint: the checkpoints folder itself or a sweep's (which shell
+    completion stops at) says which path to give instead."""
+    if (path / best.name).is_file():
+        return (f"{path} is a folder of checkpoints, not a run directory: give the run directory ({path.parent}) or "
+                f"a checkpoint file ({path / best.name}).")
+    if runs := sorted(run for run in path.iterdir() if (run / best).is_file()):
+        return f"{path} is a directory of runs, not a run: give one of them, e.g. {runs[0]}."
+    return (f"{path} is a directory without {best}: give a run directory that has finished an epoch with "
+            "trainer.checkpoint=true, or a checkpoint file.")
 
 
 def load_run_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
