@@ -138,6 +138,17 @@ def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     assert rows[1]["run"] == "multirun/2026-01-01/10-00-00/1_model-mlp"
 
 
+def test_links_to_runs_are_followed_once_and_a_loop_ends(sweep, tmp_path, capsys):
+    chosen = tmp_path / "chosen"  # a folder of links to the runs worth keeping: 'No runs under chosen' before
+    chosen.mkdir()
+    (chosen / "mlp").symlink_to(sweep / "1_model-mlp")
+    (chosen / "also_mlp").symlink_to(sweep / "1_model-mlp")
+    (chosen / "the_sweep").symlink_to(sweep)
+    (chosen / "up").symlink_to(tmp_path)  # back to a folder above: walked once
+    rows = read_csv(run_compare(capsys, chosen, "--runs", "--format", "csv"))
+    assert sorted(Path(row["path"]) for row in rows) == sorted(run.resolve() for run in sweep.iterdir() if run.is_dir())
+
+
 def test_an_unreadable_metrics_json_is_named_and_listed_as_unreadable(sweep, capsys):
     broken = make_run(sweep / "5_model-logreg_optimizer.lr-0.5", ["model=logreg", "optimizer.lr=0.5", "dataset=fake"],
                       None)
