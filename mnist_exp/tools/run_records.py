@@ -6,6 +6,7 @@ leaderboard over many runs").
 
 import multiprocessing
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,14 @@ def read_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     processes = min(os.cpu_count() or 1, len(run_dirs) // PARALLEL_RUNS)
     if processes < 2:
         return [read_run(run_dir) for run_dir in run_dirs]
-    with multiprocessing.Pool(processes) as pool:
+    with multiprocessing.Pool(processes, initializer=leave_interrupts_to_the_parent) as pool:
         return pool.map(read_run, run_dirs, chunksize=250)
+
+
+def leave_interrupts_to_the_parent() -> None:
+    """A reader ignores Ctrl-C, which reaches every process: the parent stops them all, and no reader prints its
+    traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
