@@ -160,8 +160,9 @@ def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(train
         Image.fromarray(image.numpy()).save(folder / f"{i}.png")
     (folder / "3_notes.png").write_text("not a picture")
     Image.new("L", (40, 40), 255).save(folder / "4_blank.png")
+    (folder / "5_more.png").mkdir()  # a folder in the folder, named as an image: not searched, and not 'missing'
     missing = tmp_path / "typo.png"  # a mistyped name among the files: its line, the others still classified
-    code, out, err = call("predict", trained, missing, folder, "--device", "cpu", capsys=capsys)
+    code, out, err = call("predict", trained, missing, folder, "/dev/null", "--device", "cpu", capsys=capsys)
     assert code == 1
     assert [line.split("\t")[0] for line in out.strip().splitlines()] == [str(folder / f"{i}.png") for i in range(3)]
     assert err.splitlines() == [
@@ -169,7 +170,8 @@ def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(train
         f"{PREDICT}: {folder / '3_notes.png'} is not an image PIL can read (UnidentifiedImageError). Give PNG or JPEG "
         "files of digits.",
         f"{PREDICT}: {folder / '4_blank.png'}: the image is blank: no digit found. Give an image with a digit in it.",
-        f"{PREDICT}: 3 of 6 files could not be classified (above); the others are."]
+        f"{PREDICT}: /dev/null is not a file. Give image files or folders of them.",
+        f"{PREDICT}: 4 of 7 files could not be classified (above); the others are."]
 
 
 def digit_seven(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:

@@ -49,7 +49,7 @@ def image_files(paths: list[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         else:
             files.append(path)  # a file, or a path that is neither: predict says so on its line
     if not files:
@@ -73,8 +73,9 @@ def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
     readable, images, failed = [], [], []
     for path in files:
         try:
-            if not path.is_file():
-                raise UserError(f"{path} does not exist. Give image files or folders of them.")
+            if not path.is_file():  # a device or a pipe (/dev/stdin) is no file of an image either
+                what = "is not a file" if path.exists() else "does not exist"
+                raise UserError(f"{path} {what}. Give image files or folders of them.")
             images.append(dataset_pixels(path, trained.image_form, as_is))
             readable.append(path)
         except UserError as error:
