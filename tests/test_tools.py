@@ -462,6 +462,7 @@ def test_evaluate_without_a_checkpoint_is_one_line(capsys):
     (["--split", "dev"], 2,
      "argument --split: invalid choice: 'dev' (choose from 'test', 'val', 'train'). See --help."),
     (["--batch-size", "0"], 2, "argument --batch-size: '0' is not a whole number of at least 1. See --help."),
+    (["--batch-size", "2²"], 2, "argument --batch-size: '2²' is not a whole number of at least 1. See --help."),
     (["--devcie", "cpu"], 2, "unrecognized arguments: --devcie cpu. Did you mean '--device'? See --help."),
     (["--device", "gpu"], 2,
      "argument --device: invalid choice: 'gpu' (choose from 'auto', 'cpu', 'cuda', 'mps'). See --help."),
