@@ -110,13 +110,15 @@ def failed_checksum(path: Path) -> bool:
 
 
 def wrong_config_keys(config: dict) -> list[str]:
-    """The keys of CONFIG_KEYS a config lacks or holds as another type, each named at its first missing node."""
+    """The keys of CONFIG_KEYS a config lacks or holds as another type (its counts: below 1, which a run refuses),
+    each named at its first missing node."""
     wrong: list[str] = []
     for dotted, kind in CONFIG_KEYS.items():
         node, keys = config, dotted.split(".")
         for depth, key in enumerate(keys, 1):
             node = node.get(key) if isinstance(node, dict) else None
-            if not isinstance(node, kind if depth == len(keys) else dict):
+            if not isinstance(node, kind if depth == len(keys) else dict) or (
+                    depth == len(keys) and kind is int and (isinstance(node, bool) or node < 1)):
                 wrong += [] if ".".join(keys[:depth]) in wrong else [".".join(keys[:depth])]
                 break
     return wrong
