@@ -143,6 +143,15 @@ def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     assert rows[1]["run"] == "multirun/2026-01-01/10-00-00/1_model-mlp"
 
 
+def test_a_plot_that_fills_the_disk_is_one_line_and_leaves_no_file(sweep, small_disk, capsys):
+    (small_disk / "filler").write_bytes(bytes(52 * 1024))  # 12 KiB left: the probe's 4 KiB, not the picture
+    out = small_disk / "tradeoff.png"
+    assert compare.main([str(sweep), "--plot", str(out)]) == 1
+    assert capsys.readouterr().err == (f"{PROG}: The disk holding {small_disk} is full (0 MiB free): {out} was not "
+                                       "written. Free some space, or give --plot a file on another disk.\n")
+    assert [path.name for path in small_disk.iterdir()] == ["filler"]
+
+
 def test_links_to_runs_are_followed_once_and_a_loop_ends(sweep, tmp_path, capsys):
     chosen = tmp_path / "chosen"  # a folder of links to the runs worth keeping: 'No runs under chosen' before
     chosen.mkdir()

@@ -485,18 +485,6 @@ def test_export_refuses_an_out_file_where_it_cannot_write(trained, tmp_path, cap
     assert call("export", trained, "--out", tmp_path / "best.pt2", capsys=capsys)[0] == 0  # the advice, followed
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 KiB filesystem: room for the tools' probe of a directory, not for an export."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True)
-    if mount.returncode:
-        pytest.skip(f"a small filesystem needs mount (root): {mount.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 @pytest.mark.parametrize("name", ["model.pt2", "model.pt", "model.onnx"])
 def test_an_export_that_fills_the_disk_is_one_line_and_leaves_no_file(name, trained, small_disk, capsys):
     out = small_disk / name  # torch's own writer hit the full disk, then aborted the process (pt2, torchscript)
@@ -505,6 +493,17 @@ def test_an_export_that_fills_the_disk_is_one_line_and_leaves_no_file(name, trai
                                                f"full (0 MiB free): {out} was not written. Free some space, or give "
                                                "--out a file on another disk.")
     assert list(small_disk.iterdir()) == []
+
+
+def test_a_submission_that_fills_the_disk_is_one_line_and_leaves_no_file(trained, small_disk, tmp_path, capsys):
+    table = tmp_path / "test.csv"  # 3000 rows: some 20 KiB of ImageId,Label, where 12 KiB are left
+    np.savetxt(table, np.zeros((3000, 784), int), fmt="%d", delimiter=",")
+    (small_disk / "filler").write_bytes(bytes(52 * 1024))
+    out = small_disk / "submission.csv"
+    assert call("predict", trained, table, "--submission", out, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.predict: The disk holding {small_disk} is full (0 MiB free): {out} was not "
+               "written. Free some space, or give --submission a file on another disk.\n")  # was: No space left...
+    assert [path.name for path in small_disk.iterdir()] == ["filler"]
 
 
 def test_export_beside_a_read_only_checkpoint_says_to_give_out(trained, tmp_path, capsys):

@@ -10,7 +10,6 @@ import math
 import pickle
 import random
 import re
-import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_exp.errors import UserError, disk_full, first_line
+from mnist_exp.errors import UserError, disk_full, first_line, full_disk_error
 from mnist_exp.runs import atomic_file, best_checkpoint, of_another_run, recorded_run_id
 
 CHECKPOINT_FORMAT = 2
@@ -48,13 +47,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             kept = " and the previous one is kept" if path.exists() else ""
             raise full_disk_error(path.parent, f"{path.name} was not written{kept}") from None
         raise
-
-
-def full_disk_error(directory: Path, what: str,
-                    elsewhere: str = "write the run elsewhere (hydra.run.dir=<dir>), then resume=true") -> UserError:
-    free = shutil.disk_usage(directory).free
-    return UserError(f"The disk holding {directory} is full ({free / 2**20:.0f} MiB free): {what}. Free some space, "
-                     f"or {elsewhere}.")
 
 
 def remove_stale_temporaries(directory: Path) -> None:

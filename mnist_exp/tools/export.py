@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from mnist_exp.tools import cli
-from mnist_exp.errors import UserError, disk_full, first_line, write_problem
+from mnist_exp.errors import UserError, first_line, write_problem
 from mnist_exp.data.loader import model_input
-from mnist_exp.run.checkpoint import checkpoint_file, full_disk_error
+from mnist_exp.run.checkpoint import checkpoint_file
 from mnist_exp.runs import atomic_path
 from mnist_exp.tools.trained import load_trained_model, rebuilt_dataset
 
@@ -82,17 +82,13 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
     images = sample_images(trained.config, path)
     with torch.inference_mode():
         expected = wrapped(images)
-    try:
-        with atomic_path(out, suffix=out.suffix) as written:  # a refused, stopped or cut export leaves no file
-            exported = export_as(format, wrapped, images, written)
-            same = int((exported.argmax(1) == expected.argmax(1)).sum())
-            if same != len(images):
-                raise UserError(f"The {format} export disagrees with the checkpoint on {len(images) - same} of "
-                                f"{len(images)} test images: not safe to use, so {out} was not written.")
-    except OSError as error:
-        if disk_full(error):
-            raise full_disk_error(out.parent, f"{out} was not written", "give --out a file on another disk") from None
-        raise
+    # A refused, stopped or cut export leaves no file.
+    with cli.full_disk_said(out, "--out"), atomic_path(out, suffix=out.suffix) as written:
+        exported = export_as(format, wrapped, images, written)
+        same = int((exported.argmax(1) == expected.argmax(1)).sum())
+        if same != len(images):
+            raise UserError(f"The {format} export disagrees with the checkpoint on {len(images) - same} of "
+                            f"{len(images)} test images: not safe to use, so {out} was not written.")
     print(f"Wrote {out}; it predicts the same class as the checkpoint on {len(images)} test images (largest logit "
           f"difference {float((exported - expected).abs().max()):.2g}).")
     return out

@@ -116,7 +116,7 @@ def write_submission(checkpoint: str | Path, table: str, out: str | Path, device
         raise UserError(f"{table} holds {images.shape[-1]}x{images.shape[-1]} images; this model takes {size}x{size} "
                         f"({size * size} pixel columns, a label column before them or not).")
     labels = class_probabilities(trained, images, torch_device).argmax(dim=1)
-    with atomic_file(out, "w", newline="") as f:
+    with cli.full_disk_said(out, "--submission"), atomic_file(out, "w", newline="") as f:
         f.write("ImageId,Label\n")
         f.writelines(f"{row},{trained.class_names[label]}\n" for row, label in enumerate(labels.tolist(), 1))
     return len(labels)
