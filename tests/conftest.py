@@ -97,7 +97,8 @@ def small_disk(tmp_path):
     """A 64 KiB filesystem: room for the tools' probe of a directory, not for the file a tool then writes."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                           text=True)
     if mount.returncode:
         pytest.skip(f"a small filesystem needs mount (root): {mount.stderr.strip()}")
     yield disk
