@@ -22,11 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_exp.errors import UserError, disk_full, full_traceback_asked, print_refusal
+from mnist_exp.errors import UserError, disk_full, full_disk_error, full_traceback_asked, print_refusal
 from mnist_exp.hydra_errors import hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job, config_as_run
-from mnist_exp.run.checkpoint import full_disk_error
 from mnist_exp.run.commands import continue_the_sweep
 from mnist_exp.run.command_line import parse_command_line, with_overrides
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, CONF_DIR, MADE_RUN_DIRS, register_schemas, schema_keys

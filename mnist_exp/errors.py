@@ -8,6 +8,7 @@ to fix it. Every command turns it into one line and exit code 1, with the traceb
 
 import errno
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -69,6 +70,13 @@ def disk_full(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def full_disk_error(directory: Path, what: str,
+                    elsewhere: str = "write the run elsewhere (hydra.run.dir=<dir>), then resume=true") -> UserError:
+    free = shutil.disk_usage(directory).free
+    return UserError(f"The disk holding {directory} is full ({free / 2**20:.0f} MiB free): {what}. Free some space, "
+                     f"or {elsewhere}.")
 
 
 def write_problem(directory: Path) -> str | None:

@@ -92,6 +92,19 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
             time.sleep(0.3)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB filesystem: room for the tools' probe of a directory, not for the file a tool then writes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                           text=True)
+    if mount.returncode:
+        pytest.skip(f"a small filesystem needs mount (root): {mount.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def run_dirs(root: Path) -> list[Path]:
     """Every run directory (one with a .hydra folder) under ``root``, sorted."""
     return sorted(path.parent for path in root.rglob(".hydra"))

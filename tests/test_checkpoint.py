@@ -55,6 +55,9 @@ def test_truncated_and_foreign_files_are_refused_with_a_reason(tmp_path):
                          "config.device.channels_last, config.trainer"),
                         ({"config": {**payload(1.0)["config"], "device": {"precision": "fp32"}}},
                          "config.device.channels_last"),
+                        ({"config": {**payload(1.0)["config"],  # a count the tools divide by: not a traceback
+                                     "trainer": {"epochs": 2, "batch_size": True, "eval_batch_size": 0}}},
+                         "config.trainer.batch_size, config.trainer.eval_batch_size"),
                         ({"normalisation": "xx"}, "normalisation"), ({"normalisation": [0.1, 0]}, "normalisation"),
                         ({"image_shape": [1, 28]}, "image_shape"),  # the tools bring new images to these
                         ({"image_shape": [1, 14, 14], "config": {**payload(1.0)["config"],

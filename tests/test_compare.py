@@ -8,7 +8,12 @@ import csv
 import io
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -136,6 +141,26 @@ def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     assert len(rows) == 6  # the run given twice is listed once
     assert rows[0]["run"] == "runs/2026-01-01/09-00-00" and rows[0]["model"] == ""
     assert rows[1]["run"] == "multirun/2026-01-01/10-00-00/1_model-mlp"
+
+
+def test_a_plot_that_fills_the_disk_is_one_line_and_leaves_no_file(sweep, small_disk, capsys):
+    (small_disk / "filler").write_bytes(bytes(52 * 1024))  # 12 KiB left: the probe's 4 KiB, not the picture
+    out = small_disk / "tradeoff.png"
+    assert compare.main([str(sweep), "--plot", str(out)]) == 1
+    assert capsys.readouterr().err == (f"{PROG}: The disk holding {small_disk} is full (0 MiB free): {out} was not "
+                                       "written. Free some space, or give --plot a file on another disk.\n")
+    assert [path.name for path in small_disk.iterdir()] == ["filler"]
+
+
+def test_links_to_runs_are_followed_once_and_a_loop_ends(sweep, tmp_path, capsys):
+    chosen = tmp_path / "chosen"  # a folder of links to the runs worth keeping: 'No runs under chosen' before
+    chosen.mkdir()
+    (chosen / "mlp").symlink_to(sweep / "1_model-mlp")
+    (chosen / "also_mlp").symlink_to(sweep / "1_model-mlp")
+    (chosen / "the_sweep").symlink_to(sweep)
+    (chosen / "up").symlink_to(tmp_path)  # back to a folder above: walked once
+    rows = read_csv(run_compare(capsys, chosen, "--runs", "--format", "csv"))
+    assert sorted(Path(row["path"]) for row in rows) == sorted(run.resolve() for run in sweep.iterdir() if run.is_dir())
 
 
 def test_an_unreadable_metrics_json_is_named_and_listed_as_unreadable(sweep, capsys):
@@ -358,6 +383,33 @@ def test_thousands_of_runs_read_on_every_core_give_the_same_leaderboard(seeds, m
     monkeypatch.setattr("mnist_exp.tools.run_records.PARALLEL_RUNS", 2)  # 10 runs: a process a core, as 10,000 runs get
     assert read_runs(sorted(seeds.iterdir())) == [read_run(run_dir) for run_dir in sorted(seeds.iterdir())]
     assert run_compare(capsys, seeds, "--format", "csv") == one_process
+
+
+# Each reader waits in its first run, so Ctrl-C comes while they read.
+READ_SLOWLY = """import sys, time
+from pathlib import Path
+from mnist_exp.tools import compare, run_records
+run_records.PARALLEL_RUNS, read = 2, run_records.read_run
+def slowly(run_dir):
+    Path(sys.argv[2]).touch()
+    time.sleep(60)
+    return read(run_dir)
+run_records.read_run = slowly
+sys.exit(compare.main([sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow  # Ctrl-C reaches a process group: compare in one of its own
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="runs are read in processes where there are cores for them")
+def test_ctrl_c_while_runs_are_read_on_every_core_ends_without_a_traceback(seeds, tmp_path):
+    reading = tmp_path / "reading"
+    process = subprocess.Popen([sys.executable, "-c", READ_SLOWLY, str(seeds), str(reading)], start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not reading.exists() and process.poll() is None:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of the command
+    _, stderr = process.communicate(timeout=30)
+    assert (process.returncode, stderr) == (130, "")  # each reader printed its KeyboardInterrupt's traceback
 
 
 def test_a_setting_that_changes_what_is_trained_is_its_own_group(tmp_path, capsys):

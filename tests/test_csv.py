@@ -136,6 +136,16 @@ def test_a_model_of_16x16_images_classifies_a_table_and_image_files_of_its_size(
     ("label,a,b,c,d\n1,2,3,4,5\n1,2,3,4,5,6\n", ": the number of columns changed from 5 to 6 at line 3. Every row needs "
                                              "the same columns: label,pixel0,...,pixel783 (a label, then 28x28 grey "
                                              "levels 0-255)."),
+    # Lines as the file numbers them: an empty line is none of numpy's rows; '#' starts no comment that drops a row.
+    ("label,a,b,c,d\n1,2,3,4,5\n\n\n1,x,3,4,5\n", ", line 5, column 2: a pixel 'x' is not a whole number (labels "
+                                                 "are class numbers 0, 1, 2, ...; pixels grey levels 0-255)."),
+    ("label,a,b,c,d\n\n1,2,3,4,5\n1,2,3,300,5\n", ", line 4: pixels are grey levels from 0 to 255."),
+    ("label,a,b,c,d\n\n-1,2,3,4,5\n", ", line 3: the label -1 is not a class number (0, 1, 2, ...)."),
+    ("label,a,b,c,d\n1,2,3,4,5\n\n1,2,3,4,5,6\n", ": the number of columns changed from 5 to 6 at line 4. Every row "
+                                                 "needs the same columns: label,pixel0,...,pixel783 (a label, then "
+                                                 "28x28 grey levels 0-255)."),
+    ("label,a,b,c,d\n1,2,3,4,5\n#1,2,3,4,5\n", ", line 3, column 1: the label '#1' is not a whole number (labels are "
+                                                "class numbers 0, 1, 2, ...; pixels grey levels 0-255)."),
     # A header that puts the label elsewhere, or names none: read as written, its first pixel would be the label.
     ("pixel0,pixel1,pixel2,pixel3,label\n1,2,3,4,5\n", ": its header names the label as column 5, and the label is "
                                                        "the first column: give label,pixel0,...,pixel783 (a label, "

@@ -4,6 +4,7 @@ its class names everywhere a class is named; a folder that cannot work is one li
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +271,23 @@ def test_a_photo_is_read_upright_and_16_bit_grey_in_its_range(tmp_path):
     Image.fromarray(levels).save(tmp_path / "sixteen.png")
     pixels = decoded(tmp_path / "sixteen.png", lambda picture: np.asarray(picture), "predict")
     assert pixels.dtype == np.uint8 and pixels[0, 0] == 0 and pixels[12, 12] == round(40000 / 65535 * 255)
+
+
+def test_32_bit_grey_below_zero_is_scaled_and_a_pixel_that_is_no_number_refused(tmp_path):
+    levels = np.full((28, 28), -100, np.int32)  # a float or integer TIFF below zero: clipped at 0, it was blank
+    levels[10:18, 6:22] = 0
+    Image.fromarray(levels, "I").save(tmp_path / "below_zero.tif")
+    pixels = decoded(tmp_path / "below_zero.tif", lambda picture: np.asarray(picture), "predict")
+    assert pixels.dtype == np.uint8 and pixels[0, 0] == 0 and pixels[12, 12] == round(100 / 101 * 255)  # -100 to 1
+    levels = levels.astype(np.float32)
+    levels[0, 0] = np.nan  # it made numpy warn of an invalid cast, then a blank image
+    Image.fromarray(levels, "F").save(tmp_path / "nan.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserError) as refused:
+            decoded(tmp_path / "nan.tif", lambda picture: np.asarray(picture), "predict")
+    assert str(refused.value) == (f"{tmp_path / 'nan.tif'} has pixels that are no number (NaN or infinity): save it "
+                                  "with a grey level in each.")
 
 # Pure red and this green are the same grey to PIL (L = 0.299 R + 0.587 G + 0.114 B = 76): in grey the two classes
 # are one picture, in colour two.

@@ -7,6 +7,7 @@ the model exactly as the run tested it to pass.
 import os
 import pickle
 import runpy
+import shutil
 import struct
 import subprocess
 import sys
@@ -159,8 +160,9 @@ def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(train
         Image.fromarray(image.numpy()).save(folder / f"{i}.png")
     (folder / "3_notes.png").write_text("not a picture")
     Image.new("L", (40, 40), 255).save(folder / "4_blank.png")
+    (folder / "5_more.png").mkdir()  # a folder in the folder, named as an image: not searched, and not 'missing'
     missing = tmp_path / "typo.png"  # a mistyped name among the files: its line, the others still classified
-    code, out, err = call("predict", trained, missing, folder, "--device", "cpu", capsys=capsys)
+    code, out, err = call("predict", trained, missing, folder, "/dev/null", "--device", "cpu", capsys=capsys)
     assert code == 1
     assert [line.split("\t")[0] for line in out.strip().splitlines()] == [str(folder / f"{i}.png") for i in range(3)]
     assert err.splitlines() == [
@@ -168,7 +170,8 @@ def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(train
         f"{PREDICT}: {folder / '3_notes.png'} is not an image PIL can read (UnidentifiedImageError). Give PNG or JPEG "
         "files of digits.",
         f"{PREDICT}: {folder / '4_blank.png'}: the image is blank: no digit found. Give an image with a digit in it.",
-        f"{PREDICT}: 3 of 6 files could not be classified (above); the others are."]
+        f"{PREDICT}: /dev/null is not a file. Give image files or folders of them.",
+        f"{PREDICT}: 4 of 7 files could not be classified (above); the others are."]
 
 
 def digit_seven(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:
@@ -369,6 +372,17 @@ def test_predict_refuses_bad_input_with_one_line(trained, tmp_path, capsys, case
     assert call("predict", *args, "--device", "cpu", capsys=capsys) == (code, "", f"{PREDICT}: {message}\n")
 
 
+def test_a_checkpoints_folder_or_a_directory_of_runs_is_told_the_path_to_give(trained, capsys):
+    folder = trained / "checkpoints"  # where shell completion stops; it was said to have no checkpoints/best.pt
+    assert call("evaluate", folder, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.evaluate: {folder} is a folder of checkpoints, not a run directory: give "
+               f"the run directory ({trained}) or a checkpoint file ({folder / 'best.pt'}).\n")
+    assert call("export", trained.parent, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.export: {trained.parent} is a directory of runs, not a run: give one of "
+               f"them, e.g. {trained}.\n")
+    assert call("evaluate", folder / "best.pt", capsys=capsys)[0] == 0  # the advice, followed
+
+
 class RunsCode:
     """A pickle that runs a shell command when loaded without weights_only."""
 
@@ -448,6 +462,7 @@ def test_evaluate_without_a_checkpoint_is_one_line(capsys):
     (["--split", "dev"], 2,
      "argument --split: invalid choice: 'dev' (choose from 'test', 'val', 'train'). See --help."),
     (["--batch-size", "0"], 2, "argument --batch-size: '0' is not a whole number of at least 1. See --help."),
+    (["--batch-size", "2²"], 2, "argument --batch-size: '2²' is not a whole number of at least 1. See --help."),
     (["--devcie", "cpu"], 2, "unrecognized arguments: --devcie cpu. Did you mean '--device'? See --help."),
     (["--device", "gpu"], 2,
      "argument --device: invalid choice: 'gpu' (choose from 'auto', 'cpu', 'cuda', 'mps'). See --help."),
@@ -468,6 +483,42 @@ def test_export_refuses_an_out_file_where_it_cannot_write(trained, tmp_path, cap
         1, "", f"python -m mnist_exp.tools.export: --out {tmp_path} is a directory: give the file to write, e.g. "
                f"{tmp_path / 'best.pt2'}.\n")
     assert call("export", trained, "--out", tmp_path / "best.pt2", capsys=capsys)[0] == 0  # the advice, followed
+
+
+@pytest.mark.parametrize("name", ["model.pt2", "model.pt", "model.onnx"])
+def test_an_export_that_fills_the_disk_is_one_line_and_leaves_no_file(name, trained, small_disk, capsys):
+    out = small_disk / name  # torch's own writer hit the full disk, then aborted the process (pt2, torchscript)
+    code, _, err = call("export", trained, "--out", out, capsys=capsys)
+    assert (code, err.splitlines()[-1]) == (1, f"python -m mnist_exp.tools.export: The disk holding {small_disk} is "
+                                               f"full (0 MiB free): {out} was not written. Free some space, or give "
+                                               "--out a file on another disk.")
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_submission_that_fills_the_disk_is_one_line_and_leaves_no_file(trained, small_disk, tmp_path, capsys):
+    table = tmp_path / "test.csv"  # 3000 rows: some 20 KiB of ImageId,Label, where 12 KiB are left
+    np.savetxt(table, np.zeros((3000, 784), int), fmt="%d", delimiter=",")
+    (small_disk / "filler").write_bytes(bytes(52 * 1024))
+    out = small_disk / "submission.csv"
+    assert call("predict", trained, table, "--submission", out, capsys=capsys) == (
+        1, "", f"python -m mnist_exp.tools.predict: The disk holding {small_disk} is full (0 MiB free): {out} was not "
+               "written. Free some space, or give --submission a file on another disk.\n")  # was: No space left...
+    assert [path.name for path in small_disk.iterdir()] == ["filler"]
+
+
+def test_export_beside_a_read_only_checkpoint_says_to_give_out(trained, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir, ignore=shutil.ignore_patterns("*.pt2", "*.onnx", "*.ts.pt"))  # no exports
+    mount = subprocess.run(["mount", "--bind", "-o", "ro", str(run_dir), str(run_dir)], capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"a read-only directory needs mount (root): {mount.stderr.strip()}")
+    try:  # it named the temporary file it could not make, and gave no advice
+        assert call("export", run_dir, capsys=capsys) == (
+            1, "", f"python -m mnist_exp.tools.export: Cannot write {run_dir}/checkpoints/best.pt2: "
+                   f"{run_dir}/checkpoints cannot be written (Read-only file system). Give --out a file elsewhere.\n")
+        assert call("export", run_dir, "--out", tmp_path / "best.pt2", capsys=capsys)[0] == 0  # the advice, followed
+    finally:
+        subprocess.run(["umount", "-l", str(run_dir)], check=False)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,6 +1,7 @@
 """Images in a CSV file, one a row, as Kaggle's "Digit Recognizer" has them: a header line, then each image's label
 and its pixels row by row (``label,pixel0,...,pixel783``); its test file has the pixels alone."""
 
+import itertools
 import math
 import re
 import warnings
@@ -60,16 +61,16 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
         with warnings.catch_warnings():  # numpy's warning of no rows: refused below, in one line
             warnings.simplefilter("ignore", UserWarning)
             table = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.int64, ndmin=2,
-                               encoding=ENCODING)
+                               encoding=ENCODING, comments=None)  # numpy's '#' comments: rows dropped unsaid
     except UnicodeDecodeError:  # a ValueError too, whose message has no row to name
         raise not_text(path) from None
     except ValueError as error:  # numpy names the value, its row (from 0, after the header) and column
         found = re.search(r"string '(.*)' to int64 at row (\d+), column (\d+)", str(error))
         if not found:  # rows of different lengths; numpy's advice (usecols) is not ours
-            said = re.sub(r"at row (\d+)", lambda row: f"at line {int(row.group(1)) + has_header}",
+            said = re.sub(r"at row (\d+)", lambda row: f"at line {file_line(path, int(row.group(1)) - 1, has_header)}",
                           first_line(error).split(";")[0].rstrip("."))
             raise UserError(f"{path}: {said}. Every row needs the same columns: {KAGGLE_LAYOUT}.") from None
-        value, line, column = found.group(1), int(found.group(2)) + 1 + has_header, int(found.group(3))
+        value, line, column = found.group(1), file_line(path, int(found.group(2)), has_header), int(found.group(3))
         what = "the label" if labelled and column == 1 else "a pixel"
         raise UserError(f"{path}, line {line}, column {column}: {what} '{value}' is not a whole number (labels are "
                         "class numbers 0, 1, 2, ...; pixels grey levels 0-255).") from None
@@ -81,15 +82,22 @@ def read_pixel_csv(path: str | Path, labelled: bool | None = None) -> tuple[torc
     values = table[:, int(labelled):]
     wrong = np.flatnonzero(((values < 0) | (values > 255)).any(axis=1))
     if wrong.size:
-        raise UserError(f"{path}, line {wrong[0] + 1 + has_header}: pixels are grey levels from 0 to 255.")
+        raise UserError(f"{path}, line {file_line(path, wrong[0], has_header)}: pixels are grey levels from 0 to 255.")
     images = torch.from_numpy(values.astype(np.uint8)).reshape(-1, side, side)
     if not labelled:
         return images, None
     wrong = np.flatnonzero(table[:, 0] < 0)
     if wrong.size:
-        raise UserError(f"{path}, line {wrong[0] + 1 + has_header}: the label {table[wrong[0], 0]} is not a class "
-                        "number (0, 1, 2, ...).")
+        line = file_line(path, wrong[0], has_header)
+        raise UserError(f"{path}, line {line}: the label {table[wrong[0], 0]} is not a class number (0, 1, 2, ...).")
     return images, torch.from_numpy(table[:, 0].copy())
+
+
+def file_line(path: Path, row: int, has_header: bool) -> int:
+    """The line (from 1) of the file that holds the table's ``row`` (from 0): numpy counts no empty line as a row."""
+    with open(path, encoding=ENCODING) as f:
+        rows = (number for number, line in enumerate(f, 1) if number > has_header and line.rstrip("\r\n"))
+        return next(itertools.islice(rows, row, None), row + 1 + has_header)
 
 
 def not_text(path: Path) -> UserError:

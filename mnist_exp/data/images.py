@@ -29,7 +29,7 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
             width, height = image.size
             if max(width, height) > MAX_SIDE:
                 raise UserError(too_large(path, f"is {width}x{height} pixels", reader))
-            return convert(eight_bit(ImageOps.exif_transpose(image)))  # a photo upright, as a viewer shows it
+            return convert(eight_bit(ImageOps.exif_transpose(image), path))  # a photo upright, as a viewer shows it
     except Image.DecompressionBombError as error:  # refused by PIL itself, from the header
         pixels = re.search(r"\((\d+) pixels\)", str(error))
         raise UserError(too_large(path, f"has {int(pixels.group(1)):,} pixels" if pixels else "is huge",
@@ -41,13 +41,16 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
         raise UserError(f"{path}: {error}. Give an image with a digit in it.") from error
 
 
-def eight_bit(image: Image.Image) -> Image.Image:
-    """Grey levels of 16 or 32 bits scaled to 8 (PIL's own conversion clips them at 255: a white image)."""
+def eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """Grey levels of 16 or 32 bits scaled to 8 (PIL's own conversion clips them at 255: a white image); 32-bit
+    levels from their own range, negative ones too (clipped at 0 they made a blank image)."""
     if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
         return image
     levels = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)
-    return Image.fromarray((levels.clip(0, top) / top * 255).round().astype(np.uint8))
+    if not np.isfinite(levels).all():  # a float image's missing values: no grey level says what they were
+        raise UserError(f"{path} has pixels that are no number (NaN or infinity): save it with a grey level in each.")
+    low, top = (0.0, 65535.0) if image.mode.startswith("I;16") else (min(levels.min(), 0.0), max(levels.max(), 1.0))
+    return Image.fromarray(((levels - low) / (top - low) * 255).round().astype(np.uint8))
 
 
 def too_large(path: Path, size: str, reader: str) -> str:

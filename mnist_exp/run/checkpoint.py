@@ -10,7 +10,6 @@ import math
 import pickle
 import random
 import re
-import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_exp.errors import UserError, disk_full, first_line
+from mnist_exp.errors import UserError, disk_full, first_line, full_disk_error
 from mnist_exp.runs import atomic_file, best_checkpoint, of_another_run, recorded_run_id
 
 CHECKPOINT_FORMAT = 2
@@ -48,12 +47,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             kept = " and the previous one is kept" if path.exists() else ""
             raise full_disk_error(path.parent, f"{path.name} was not written{kept}") from None
         raise
-
-
-def full_disk_error(directory: Path, what: str) -> UserError:
-    free = shutil.disk_usage(directory).free
-    return UserError(f"The disk holding {directory} is full ({free / 2**20:.0f} MiB free): {what}. Free some space, "
-                     "or write the run elsewhere (hydra.run.dir=<dir>), then resume=true.")
 
 
 def remove_stale_temporaries(directory: Path) -> None:
@@ -109,13 +102,15 @@ def failed_checksum(path: Path) -> bool:
 
 
 def wrong_config_keys(config: dict) -> list[str]:
-    """The keys of CONFIG_KEYS a config lacks or holds as another type, each named at its first missing node."""
+    """The keys of CONFIG_KEYS a config lacks or holds as another type (its counts: below 1, which a run refuses),
+    each named at its first missing node."""
     wrong: list[str] = []
     for dotted, kind in CONFIG_KEYS.items():
         node, keys = config, dotted.split(".")
         for depth, key in enumerate(keys, 1):
             node = node.get(key) if isinstance(node, dict) else None
-            if not isinstance(node, kind if depth == len(keys) else dict):
+            if not isinstance(node, kind if depth == len(keys) else dict) or (
+                    depth == len(keys) and kind is int and (isinstance(node, bool) or node < 1)):
                 wrong += [] if ".".join(keys[:depth]) in wrong else [".".join(keys[:depth])]
                 break
     return wrong
@@ -155,9 +150,20 @@ def checkpoint_file(path: str | Path) -> Path:
         return path
     best = best_checkpoint(path)
     if not best.is_file():
-        raise UserError(f"{path} is a directory without {best.relative_to(path)}: give a run directory that has "
-                        "finished an epoch with trainer.checkpoint=true, or a checkpoint file.")
+        raise UserError(no_best_checkpoint(path, best.relative_to(path)))
     return best
+
+
+def no_best_checkpoint(path: Path, best: Path) -> str:
+    """Why a directory has no run's best checkpoint: the checkpoints folder itself or a sweep's (which shell
+    completion stops at) says which path to give instead."""
+    if (path / best.name).is_file():
+        return (f"{path} is a folder of checkpoints, not a run directory: give the run directory ({path.parent}) or "
+                f"a checkpoint file ({path / best.name}).")
+    if runs := sorted(run for run in path.iterdir() if (run / best).is_file()):
+        return f"{path} is a directory of runs, not a run: give one of them, e.g. {runs[0]}."
+    return (f"{path} is a directory without {best}: give a run directory that has finished an epoch with "
+            "trainer.checkpoint=true, or a checkpoint file.")
 
 
 def load_run_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:

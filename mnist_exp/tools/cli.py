@@ -10,12 +10,13 @@ value the command cannot use. ``HYDRA_FULL_ERROR=1`` shows the traceback, as it 
 """
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 from typing import Callable
 
-from mnist_exp.errors import UserError, full_traceback_asked, write_problem
+from mnist_exp.errors import UserError, disk_full, full_disk_error, full_traceback_asked, write_problem
 from mnist_exp.hydra_errors import misspelt_option
 from mnist_exp.runs import METRICS_FILE
 
@@ -52,7 +53,7 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
-    if not text.isdigit() or int(text) < 1:
+    if not text.isdecimal() or int(text) < 1:  # isdigit takes '²', which int() refuses
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
 
@@ -83,6 +84,18 @@ def file_to_write(out: str | Path, option: str, example_name: str) -> Path:
         raise UserError(f"{option} {out} exists, and a tool writes over no file: give a new name, or delete that "
                         "file first to replace it.")
     return out
+
+
+@contextlib.contextmanager
+def full_disk_said(out: Path, option: str):
+    """A disk that fills as the tool writes ``out`` (given as ``option``): which disk, that ``out`` was not written and
+    what to do, not the system's bare 'No space left on device'."""
+    try:
+        yield
+    except OSError as error:
+        if not disk_full(error):
+            raise
+        raise full_disk_error(out.parent, f"{out} was not written", f"give {option} a file on another disk") from None
 
 
 def run_holding(path: Path) -> Path | None:

@@ -229,7 +229,8 @@ def command(args) -> None:
         from mnist_exp.tools.plots import plot_accuracy_vs_time
 
         points = groups or [summarize_group([run], run["overrides"]) for run in rank(runs)]
-        plot_accuracy_vs_time(points[:args.top], args.plot)
+        with cli.full_disk_said(args.plot, "--plot"):
+            plot_accuracy_vs_time(points[:args.top], args.plot)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mnist_exp.tools import cli
-from mnist_exp.errors import UserError, first_line
+from mnist_exp.errors import UserError, first_line, write_problem
 from mnist_exp.data.loader import model_input
 from mnist_exp.run.checkpoint import checkpoint_file
 from mnist_exp.runs import atomic_path
@@ -76,11 +76,14 @@ def export_model(checkpoint: str | Path, format: str | None = None, out: str | P
         if out.exists():
             raise UserError(f"{out} exists, an earlier export of {path.name}: use it, or give --out a new name, or "
                             "delete it first to export again.")
+        if problem := write_problem(out.parent):  # before the minutes of tracing, and named as the user can act on
+            raise UserError(f"Cannot write {out}: {out.parent} {problem}. Give --out a file elsewhere.")
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std, trained.config["dataset"]["flatten"]).eval()
     images = sample_images(trained.config, path)
     with torch.inference_mode():
         expected = wrapped(images)
-    with atomic_path(out, suffix=out.suffix) as written:  # a refused or stopped export leaves no file
+    # A refused, stopped or cut export leaves no file.
+    with cli.full_disk_said(out, "--out"), atomic_path(out, suffix=out.suffix) as written:
         exported = export_as(format, wrapped, images, written)
         same = int((exported.argmax(1) == expected.argmax(1)).sum())
         if same != len(images):
@@ -101,7 +104,9 @@ def export_as(format: str, model: nn.Module, images: torch.Tensor, out: Path) ->
           "libtorch (C++) loaders.")
     with warnings.catch_warnings(), torch.no_grad():  # the deprecation, said once above
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.trace(model, images[:2]).save(str(out))
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.trace(model, images[:2]), buffer)
+        out.write_bytes(buffer.getvalue())  # torch's own file writer aborts the process on a full disk
         return torch.jit.load(str(out))(images)
 
 
@@ -112,7 +117,9 @@ def export_program(model: nn.Module, images: torch.Tensor, out: Path) -> torch.T
     except Exception as error:  # torch's tracing errors have no common base class
         raise UserError(f"torch.export could not trace this model ({first_line(error)}); try "
                         "--format onnx or --format torchscript.") from error
-    torch.export.save(program, str(out))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    out.write_bytes(buffer.getvalue())  # torch's own file writer aborts the process on a full disk
     with torch.inference_mode():
         return torch.export.load(str(out)).module()(images)
 

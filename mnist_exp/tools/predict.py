@@ -49,7 +49,7 @@ def image_files(paths: list[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         else:
             files.append(path)  # a file, or a path that is neither: predict says so on its line
     if not files:
@@ -73,8 +73,9 @@ def predict(checkpoint: str | Path, files: list[Path], device: str = "auto",
     readable, images, failed = [], [], []
     for path in files:
         try:
-            if not path.is_file():
-                raise UserError(f"{path} does not exist. Give image files or folders of them.")
+            if not path.is_file():  # a device or a pipe (/dev/stdin) is no file of an image either
+                what = "is not a file" if path.exists() else "does not exist"
+                raise UserError(f"{path} {what}. Give image files or folders of them.")
             images.append(dataset_pixels(path, trained.image_form, as_is))
             readable.append(path)
         except UserError as error:
@@ -115,7 +116,7 @@ def write_submission(checkpoint: str | Path, table: str, out: str | Path, device
         raise UserError(f"{table} holds {images.shape[-1]}x{images.shape[-1]} images; this model takes {size}x{size} "
                         f"({size * size} pixel columns, a label column before them or not).")
     labels = class_probabilities(trained, images, torch_device).argmax(dim=1)
-    with atomic_file(out, "w", newline="") as f:
+    with cli.full_disk_said(out, "--submission"), atomic_file(out, "w", newline="") as f:
         f.write("ImageId,Label\n")
         f.writelines(f"{row},{trained.class_names[label]}\n" for row, label in enumerate(labels.tolist(), 1))
     return len(labels)

@@ -6,6 +6,7 @@ leaderboard over many runs").
 
 import multiprocessing
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
             raise UserError(f"{path} does not exist. Give a run directory or a directory of runs.")
         if not path.is_dir():
             raise UserError(f"{path} is not a directory. Give a run directory or a directory of runs.")
-        found = sorted(run_dirs_under(path.resolve()))  # the walk follows no links: its folders are resolved too
+        found = sorted(run_dirs_under(path.resolve()))  # resolved once: the walk's folders are resolved too
         if not found:
             raise UserError(f"No runs under {path} (a run directory holds .hydra/ and metrics.json, "
                             "as python -m mnist_exp writes them).")
@@ -33,13 +34,19 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return list(runs)
 
 
-def run_dirs_under(path: Path) -> list[Path]:
-    """The directories holding a ``.hydra/`` under ``path`` (itself included); a run's own folders are not searched."""
+def run_dirs_under(path: Path, walked: set[Path] | None = None) -> list[Path]:
+    """The directories holding a ``.hydra/`` under ``path`` (resolved; itself included); a run's own folders are not
+    searched. A link to a folder (a run, a sweep) is walked where it points, once: one back up is not walked again."""
+    walked = walked if walked is not None else set()
+    walked.add(path)
     found = []
     for folder, subfolders, _ in os.walk(path):
         if ".hydra" in subfolders:
             found.append(Path(folder))
             subfolders.clear()
+        for link in (Path(folder, name) for name in subfolders if os.path.islink(os.path.join(folder, name))):
+            if (target := link.resolve()) not in walked:
+                found += run_dirs_under(target, walked)
     return found
 
 
@@ -61,8 +68,14 @@ def read_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     processes = min(os.cpu_count() or 1, len(run_dirs) // PARALLEL_RUNS)
     if processes < 2:
         return [read_run(run_dir) for run_dir in run_dirs]
-    with multiprocessing.Pool(processes) as pool:
+    with multiprocessing.Pool(processes, initializer=leave_interrupts_to_the_parent) as pool:
         return pool.map(read_run, run_dirs, chunksize=250)
+
+
+def leave_interrupts_to_the_parent() -> None:
+    """A reader ignores Ctrl-C, which reaches every process: the parent stops them all, and no reader prints its
+    traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
