@@ -257,6 +257,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["scheduler=cosine", "scheduler.warmup_epochs=1.9"],  # 7.6 steps: the nearest, 8, is the whole run
      "scheduler.warmup_epochs=1.9 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
      "step) to 1.75 (7 steps)."),
+    (["scheduler=cosine", "scheduler.warmup_epochs=0.5", "trainer.batch_size=1024", "trainer.epochs=1"],  # no range
+     "scheduler.warmup_epochs=0.5 warms up for 1 of this run's 1 steps (1 an epoch): give 0 for none, or train more "
+     "epochs: a warm-up ends before the run's last step, and this run has one."),
     (["model.width=${oc.decode:'[1,2]'}"], "model.width=[1, 2] is not a whole number: give a whole number, e.g. "
                                            "model.width=1."),
     (["dataset=mnist", "dataset.data_dir="], "dataset.data_dir=: give the directory of the datasets, or leave it out "

@@ -87,9 +87,11 @@ def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epo
     warmup_epochs = cosine_warmup(scheduler)
     warmup, total = warmup_steps(warmup_epochs, steps_per_epoch), epochs * steps_per_epoch
     if warmup_epochs > 0 and not 1 <= warmup < total:
+        # A run of one step has no warm-up that ends before it: there is no range of them to offer.
+        fits = (f"from {1 / steps_per_epoch:.4g} (1 step) to {(total - 1) / steps_per_epoch:.4g} ({total - 1} steps)"
+                if total > 1 else "train more epochs: a warm-up ends before the run's last step, and this run has one")
         raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of this run's {total} steps "
-                        f"({steps_per_epoch} an epoch): give 0 for none, or from {1 / steps_per_epoch:.4g} (1 step) to "
-                        f"{(total - 1) / steps_per_epoch:.4g} ({total - 1} steps).")
+                        f"({steps_per_epoch} an epoch): give 0 for none, or {fits}.")
 
 
 def cosine_warmup(scheduler: Mapping[str, Any]) -> float:
