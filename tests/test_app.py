@@ -634,9 +634,9 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
 @pytest.mark.parametrize("args, message", [
     (["optimizer=sgd", "optimizer.momentum=1.5"],
      "optimizer.momentum=1.5 is out of range: it takes a fraction in [0, 1), e.g. 0.9."),
-    (["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"],  # torch's own check
-     "Cannot build optimizer 'sgd' from optimizer.lr=0.01, optimizer.momentum=0.0, optimizer.weight_decay=0.0, "
-     "optimizer.nesterov=True: Nesterov momentum requires a momentum and zero dampening"),
+    (["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"],  # torch's words named no fix
+     "optimizer.nesterov=true looks ahead along the momentum, and optimizer.momentum=0.0 has none: give "
+     "optimizer.momentum above 0, e.g. 0.9, or optimizer.nesterov=false."),
     (["optimizer=sgd", "optimizer.momentum=0", "scheduler.base_momentum=0.85"],
      "scheduler.base_momentum=0.85 cycles the optimizer's momentum, but SGD has none to cycle: set "
      "scheduler.base_momentum=null, or give the optimizer a momentum (optimizer.momentum=0.9, optimizer=adamw)."),
