@@ -22,8 +22,8 @@ log = logging.getLogger("mnist_exp")
 def sgd(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False):
     check_range("optimizer.momentum", momentum, 0 <= momentum < 1, "a fraction in [0, 1), e.g. 0.9")
     if nesterov and momentum == 0:  # torch's words name neither key nor a fix
-        raise UserError(f"optimizer.nesterov=true looks ahead along the momentum, and optimizer.momentum={momentum} has "
-                        "none: give optimizer.momentum above 0, e.g. 0.9, or optimizer.nesterov=false.")
+        raise UserError(f"optimizer.nesterov=true looks ahead along the momentum, and optimizer.momentum={momentum} "
+                        "has none: give optimizer.momentum above 0, e.g. 0.9, or optimizer.nesterov=false.")
     check_weight_decay_and_eps(weight_decay)
     params = list(params)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
