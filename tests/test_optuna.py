@@ -218,6 +218,22 @@ def test_a_launcher_that_would_run_more_jobs_than_the_search_hands_it_is_refused
     assert not run_dirs(tmp_path)
 
 
+def test_a_launcher_that_counts_its_jobs_back_from_the_cores_is_held_to_the_search_too(tmp_path, monkeypatch, capsys):
+    """joblib's -1 (its default) is a job per core: the trials ran one at a time on a machine of several."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from joblib import effective_n_jobs
+
+    if (cores := effective_n_jobs(-1)) < 2:
+        pytest.skip("one core: -1 runs one job at a time, as the search hands them")
+    code, _, err = run_main(*PRUNED_SEARCH, "hydra/launcher=joblib", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines()[-1] == (
+        f"hydra.launcher.n_jobs=-1 runs {cores} jobs at once here (joblib counts back from the cores: -1, its default, "
+        f"is one per core), and the search hands it hydra.sweeper.n_jobs=1 trial(s) at a time: give "
+        f"hydra.sweeper.n_jobs={cores} too, for trials asked and run together.")
+    assert not run_dirs(tmp_path)
+
+
 @pytest.mark.parametrize("settings, message", [
     (["hydra.sweeper.storage={tmp}/journal.log", "hydra.sweeper.heartbeat_interval=10"],
      "hydra.sweeper.heartbeat_interval=10 and max_retry=3 take effect with a database storage, and {tmp}/journal.log "
