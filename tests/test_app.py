@@ -510,6 +510,14 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "of the config: dataset, model, optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, "
      "init_from, optimized_metric, logger, experiment, hparams_search, debug. It is a key of Hydra's: "
      "hydra.sweeper.custom_search_space (hydra/sweeper=optuna)."),
+    (["+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere"], "+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere: Hydra sets "
+     "hydra.job.env_set's variables once the run's directory is placed, so the run would go to {outputs}/ and only what "
+     "reads the variable later (an MLflow store) to elsewhere: set it where the command starts, "
+     "MNIST_EXP_OUTPUTS=elsewhere python -m mnist_exp ..."),
+    (["-m", "seed=0,1", "hydra.job.env_set={MNIST_EXP_OUTPUTS:elsewhere}"], "hydra.job.env_set={MNIST_EXP_OUTPUTS:"
+     "elsewhere}: Hydra sets hydra.job.env_set's variables once the run's directory is placed, so the run would go to "
+     "{outputs}/ and only what reads the variable later (an MLflow store) to elsewhere: set it where the command "
+     "starts, MNIST_EXP_OUTPUTS=elsewhere python -m mnist_exp ..."),
     (["hydra.sweeper.max_batch_size=2"], "hydra.sweeper.max_batch_size=2 is for the jobs of a sweep, and this command "
      "is one run: add -m for a sweep (python -m mnist_exp -m hydra.sweeper.max_batch_size=2 ...)."),
     (["-m", "seed=0,1", "+hydra.launcher.n_jobs=2"], "+hydra.launcher.n_jobs=2: the + adds a key to the launcher's "

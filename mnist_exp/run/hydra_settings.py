@@ -9,6 +9,7 @@ import re
 import shutil
 
 from mnist_exp.errors import UserError
+from mnist_exp.paths import outputs_dir
 from mnist_exp.run.command_line import CommandLine, as_bool
 
 # What tells the jobs of one sweep apart whatever they override: their number (or id), as a key or a resolver.
@@ -41,6 +42,8 @@ def check_hydra_settings(command: CommandLine) -> None:
             raise UserError(f"{override.input_line}: the + adds a key to {node}, and Hydra reads only its own keys "
                             f"there: set one of those without the + (python -m mnist_exp --cfg hydra -p {node} lists "
                             "them).")
+    for override in command.overrides:
+        check_env_set(override.key_or_group, override.value(), override.input_line)
     chdir = command.value("hydra.job.chdir")
     if chdir is not None and as_bool("hydra.job.chdir", chdir):
         raise UserError("hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
@@ -52,6 +55,18 @@ def check_hydra_settings(command: CommandLine) -> None:
                         "and the tools (compare, evaluate, export) read it: leave hydra.output_subdir out.")
     if command.multirun:
         check_sweep_settings(command)
+
+
+def check_env_set(key: str, value, line: str) -> None:
+    """Hydra sets hydra.job.env_set's variables as the job starts, after it has placed the run's (or the sweep's)
+    directory with ${oc.env:MNIST_EXP_OUTPUTS,outputs}: the run would go to outputs/, its MLflow store elsewhere."""
+    given = value if key == "hydra.job.env_set" and isinstance(value, dict) else {key.rpartition(".")[2]: value} \
+        if key.startswith("hydra.job.env_set.") else {}
+    if (outputs := given.get("MNIST_EXP_OUTPUTS")) is not None:
+        raise UserError(f"{line}: Hydra sets hydra.job.env_set's variables once the run's directory is placed, so "
+                        f"the run would go to {outputs_dir()}/ and only what reads the variable later (an MLflow "
+                        f"store) to {outputs}: set it where the command starts, MNIST_EXP_OUTPUTS={outputs} python -m "
+                        "mnist_exp ...")
 
 
 def check_sweep_settings(command: CommandLine) -> None:
