@@ -510,6 +510,10 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "of the config: dataset, model, optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, "
      "init_from, optimized_metric, logger, experiment, hparams_search, debug. It is a key of Hydra's: "
      "hydra.sweeper.custom_search_space (hydra/sweeper=optuna)."),
+    (["logger=[csv,tensorboard]", "~logger.tensorboard"], "~logger.tensorboard: a logger is chosen by its name in "
+     "logger=[...], not removed as a key: leave tensorboard out, logger=[csv]."),  # was: 'give it a value'
+    (["~logger.tensorboard"], "~logger.tensorboard: a logger is chosen by its name in logger=[...], not removed as a "
+     "key: leave tensorboard out, logger=[] for none."),
     (["+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere"], "+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere: Hydra sets "
      "hydra.job.env_set's variables once the run's directory is placed, so the run would go to {outputs}/ and only what "
      "reads the variable later (an MLflow store) to elsewhere: set it where the command starts, "
