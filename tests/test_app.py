@@ -514,6 +514,13 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "logger=[...], not removed as a key: leave tensorboard out, logger=[csv]."),  # was: 'give it a value'
     (["~logger.tensorboard"], "~logger.tensorboard: a logger is chosen by its name in logger=[...], not removed as a "
      "key: leave tensorboard out, logger=[] for none."),
+    (["hydra.runtime.output_dir=elsewhere"], "hydra.runtime.output_dir=elsewhere: Hydra writes "
+     "hydra.runtime.output_dir itself as each job starts, over the value given, which changes nothing the run does: "
+     "leave it out (hydra.run.dir=<dir> places a run, hydra.sweep.dir=<dir> a sweep)."),  # it ran in outputs/
+    (["hydra.overrides.task=['seed=5']"], "hydra.overrides.task=['seed=5']: Hydra writes hydra.overrides.task itself as "
+     "each job starts, over the value given, which changes nothing the run does: leave it out."),  # recorded seed=5
+    (["-m", "seed=0,1", "hydra.job.id=3"], "hydra.job.id=3: Hydra writes hydra.job.id itself as each job starts, over "
+     "the value given, which changes nothing the run does: leave it out."),
     (["+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere"], "+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere: Hydra sets "
      "hydra.job.env_set's variables once the run's directory is placed, so the run would go to {outputs}/ and only what "
      "reads the variable later (an MLflow store) to elsewhere: set it where the command starts, "

@@ -25,6 +25,10 @@ LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
 SLURM_LAUNCHERS, SLURM_TOOLS = ("slurm", "submitit_slurm"), ("sbatch", "srun")
 # SQLite URLs SQLAlchemy opens in memory: no path (sqlite:///$UNSET_VARIABLE), or :memory:; any driver, any query.
 IN_MEMORY_SQLITE = re.compile(r"sqlite(\+\w+)?://(/(:memory:)?)?(\?.*)?")
+# Hydra's record of each job, which it writes itself as the job starts, over a value given (to hydra.overrides it adds
+# the job's own: the record would name an override that never ran).
+SET_BY_HYDRA = ("hydra.runtime", "hydra.overrides", "hydra.job.override_dirname", "hydra.job.config_name",
+                "hydra.job.num", "hydra.job.id")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be added or removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 # Nodes that take any key: the above, sbatch's other options, and a search's space (whose keys Hydra cannot add).
@@ -44,6 +48,13 @@ def check_hydra_settings(command: CommandLine) -> None:
                             "them).")
     for override in command.overrides:
         check_env_set(override.key_or_group, override.value(), override.input_line)
+        key = override.key_or_group
+        if any(key == own or key.startswith(f"{own}.") for own in SET_BY_HYDRA):
+            instead = {"hydra.runtime.output_dir": "hydra.run.dir=<dir> places a run, hydra.sweep.dir=<dir> a sweep",
+                       "hydra.runtime.choices": f"{key.rpartition('.')[2]}=<option> chooses an option"}
+            hint = next((f" ({text})" for own, text in instead.items() if key.startswith(f"{own}.") or key == own), "")
+            raise UserError(f"{override.input_line}: Hydra writes {key} itself as each job starts, over the value "
+                            f"given, which changes nothing the run does: leave it out{hint}.")
     chdir = command.value("hydra.job.chdir")
     if chdir is not None and as_bool("hydra.job.chdir", chdir):
         raise UserError("hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
