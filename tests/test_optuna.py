@@ -137,6 +137,9 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                 "hydra.sweeper.storage=journal.log."),
     ("trainer.epochs=1", "hydra.sweeper.pruner stops a trial between its epochs, and trainer.epochs=1 has none: train 2 "
                          "epochs or more, or hydra/sweeper/pruner=none."),
+    ("hydra.sweeper.pruner.n_warmup_steps=2", "hydra.sweeper.pruner.n_warmup_steps=2: the pruner judges a trial from "
+     "epoch 2 on, and a trial of trainer.epochs=2 is judged after epoch 1 only: give at most 1, or train more epochs "
+     "(trainer.epochs=3)."),  # it pruned no trial
     ("trainer.batch_size=interval(32,64)", "trainer.batch_size takes whole numbers, and the search would draw numbers "
                                            "such as 48.1 for it: give trainer.batch_size=int(interval(32,64))."),
     ("+hydra.sweeper.sampler.n_startup_trials=5", "The sampler RandomSampler has no setting n_startup_trials: leave "
