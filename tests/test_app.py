@@ -272,6 +272,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["trainer.patience=None"], "trainer.patience=None is not a whole number: YAML writes no value as null, "
                                 "trainer.patience=null, where the key takes none; else a whole number, e.g. "
                                 "trainer.patience=1."),
+    (["trainer.progress='null'"], "trainer.progress='null' is the text null, not YAML's null: write "
+                                  "trainer.progress=null without quotes, where the key takes none; else true or "
+                                  "false, e.g. trainer.progress=true."),  # was: '=null is not true or false'
     (["ckpt_path=[a]"], "ckpt_path=[a] is a list, and ckpt_path takes one text: give one value (a text with a comma in "
                         "quotes, 'ckpt_path=\"a,b\"')."),
     (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
