@@ -151,6 +151,10 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
             read_as = f" is read as {found['value']}," if written[1] != found["value"] else " is"
             return (f"{full_key[1]}={written[1]}{read_as} not a whole number: write it without a point or an "
                     f"exponent, {full_key[1]}={found['value'][:-2]}.")
+        if found["value"] == "null" and written:  # the text null, quoted: unquoted, null is no value
+            return (f"{full_key[1]}={written[1]} is the text null, not YAML's null: write {full_key[1]}=null without "
+                    f"quotes, where the key takes none; else {wanted}, e.g. {full_key[1]}="
+                    f"{example(wanted, found['value'])}.")
         if found["value"] in ("None", "none", "nil"):  # Python's word, or another language's (YAML's Null is null)
             return (f"{full_key[1]}={found['value']} is not {wanted}: YAML writes no value as null, "
                     f"{full_key[1]}=null, where the key takes none; else {wanted}, e.g. "

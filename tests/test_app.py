@@ -257,6 +257,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["scheduler=cosine", "scheduler.warmup_epochs=1.9"],  # 7.6 steps: the nearest, 8, is the whole run
      "scheduler.warmup_epochs=1.9 warms up for 8 of this run's 8 steps (4 an epoch): give 0 for none, or from 0.25 (1 "
      "step) to 1.75 (7 steps)."),
+    (["scheduler=cosine", "scheduler.warmup_epochs=0.5", "trainer.batch_size=1024", "trainer.epochs=1"],  # no range
+     "scheduler.warmup_epochs=0.5 warms up for 1 of this run's 1 steps (1 an epoch): give 0 for none, or train more "
+     "epochs: a warm-up ends before the run's last step, and this run has one."),
     (["model.width=${oc.decode:'[1,2]'}"], "model.width=[1, 2] is not a whole number: give a whole number, e.g. "
                                            "model.width=1."),
     (["dataset=mnist", "dataset.data_dir="], "dataset.data_dir=: give the directory of the datasets, or leave it out "
@@ -269,6 +272,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["trainer.patience=None"], "trainer.patience=None is not a whole number: YAML writes no value as null, "
                                 "trainer.patience=null, where the key takes none; else a whole number, e.g. "
                                 "trainer.patience=1."),
+    (["trainer.progress='null'"], "trainer.progress='null' is the text null, not YAML's null: write "
+                                  "trainer.progress=null without quotes, where the key takes none; else true or "
+                                  "false, e.g. trainer.progress=true."),  # was: '=null is not true or false'
     (["ckpt_path=[a]"], "ckpt_path=[a] is a list, and ckpt_path takes one text: give one value (a text with a comma in "
                         "quotes, 'ckpt_path=\"a,b\"')."),
     (["scheduler=cosine", "scheduler.warmup_epochs=inf"],
@@ -507,6 +513,25 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
      "of the config: dataset, model, optimizer, scheduler, augment, device, trainer, seed, resume, ckpt_path, "
      "init_from, optimized_metric, logger, experiment, hparams_search, debug. It is a key of Hydra's: "
      "hydra.sweeper.custom_search_space (hydra/sweeper=optuna)."),
+    (["logger=[csv,tensorboard]", "~logger.tensorboard"], "~logger.tensorboard: a logger is chosen by its name in "
+     "logger=[...], not removed as a key: leave tensorboard out, logger=[csv]."),  # was: 'give it a value'
+    (["~logger.tensorboard"], "~logger.tensorboard: a logger is chosen by its name in logger=[...], not removed as a "
+     "key: leave tensorboard out, logger=[] for none."),
+    (["hydra.runtime.output_dir=elsewhere"], "hydra.runtime.output_dir=elsewhere: Hydra writes "
+     "hydra.runtime.output_dir itself as each job starts, over the value given, which changes nothing the run does: "
+     "leave it out (hydra.run.dir=<dir> places a run, hydra.sweep.dir=<dir> a sweep)."),  # it ran in outputs/
+    (["hydra.overrides.task=['seed=5']"], "hydra.overrides.task=['seed=5']: Hydra writes hydra.overrides.task itself as "
+     "each job starts, over the value given, which changes nothing the run does: leave it out."),  # recorded seed=5
+    (["-m", "seed=0,1", "hydra.job.id=3"], "hydra.job.id=3: Hydra writes hydra.job.id itself as each job starts, over "
+     "the value given, which changes nothing the run does: leave it out."),
+    (["+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere"], "+hydra.job.env_set.MNIST_EXP_OUTPUTS=elsewhere: Hydra sets "
+     "hydra.job.env_set's variables once the run's directory is placed, so the run would go to {outputs}/ and only what "
+     "reads the variable later (an MLflow store) to elsewhere: set it where the command starts, "
+     "MNIST_EXP_OUTPUTS=elsewhere python -m mnist_exp ..."),
+    (["-m", "seed=0,1", "hydra.job.env_set={MNIST_EXP_OUTPUTS:elsewhere}"], "hydra.job.env_set={MNIST_EXP_OUTPUTS:"
+     "elsewhere}: Hydra sets hydra.job.env_set's variables once the run's directory is placed, so the run would go to "
+     "{outputs}/ and only what reads the variable later (an MLflow store) to elsewhere: set it where the command "
+     "starts, MNIST_EXP_OUTPUTS=elsewhere python -m mnist_exp ..."),
     (["hydra.sweeper.max_batch_size=2"], "hydra.sweeper.max_batch_size=2 is for the jobs of a sweep, and this command "
      "is one run: add -m for a sweep (python -m mnist_exp -m hydra.sweeper.max_batch_size=2 ...)."),
     (["-m", "seed=0,1", "+hydra.launcher.n_jobs=2"], "+hydra.launcher.n_jobs=2: the + adds a key to the launcher's "
@@ -631,9 +656,9 @@ def test_a_refused_run_leaves_no_directory(tmp_path, monkeypatch, capsys, args):
 @pytest.mark.parametrize("args, message", [
     (["optimizer=sgd", "optimizer.momentum=1.5"],
      "optimizer.momentum=1.5 is out of range: it takes a fraction in [0, 1), e.g. 0.9."),
-    (["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"],  # torch's own check
-     "Cannot build optimizer 'sgd' from optimizer.lr=0.01, optimizer.momentum=0.0, optimizer.weight_decay=0.0, "
-     "optimizer.nesterov=True: Nesterov momentum requires a momentum and zero dampening"),
+    (["optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"],  # torch's words named no fix
+     "optimizer.nesterov=true looks ahead along the momentum, and optimizer.momentum=0.0 has none: give "
+     "optimizer.momentum above 0, e.g. 0.9, or optimizer.nesterov=false."),
     (["optimizer=sgd", "optimizer.momentum=0", "scheduler.base_momentum=0.85"],
      "scheduler.base_momentum=0.85 cycles the optimizer's momentum, but SGD has none to cycle: set "
      "scheduler.base_momentum=null, or give the optimizer a momentum (optimizer.momentum=0.9, optimizer=adamw)."),

@@ -102,6 +102,23 @@ def test_a_new_run_written_any_way_is_refused_a_completed_runs_directory(complet
     assert files_of(completed) == before
 
 
+@pytest.mark.parametrize("resume", [[], ["resume=true"]])
+def test_a_completed_run_given_its_own_checkpoint_is_refused_with_advice_that_runs(completed, resume, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """A ckpt_path starts a new run, resume=true or not: the advice to see the run with resume=true said to keep
+    the ckpt_path beside it, which was refused again; it now says to leave it out."""
+    before = files_of(completed)
+    code, _, err = run_main(*TINY, f"ckpt_path={completed / 'checkpoints' / 'last.pt'}", *resume,
+                            f"hydra.run.dir={completed}", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        f"{completed} holds a completed run; a new run there would overwrite it. Start fresh elsewhere (leave out "
+        "hydra.run.dir, or give a new one), or see the run with resume=true and without ckpt_path."]
+    code, _, err = run_main(*TINY, "resume=true", f"hydra.run.dir={completed}", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 0, err
+    assert files_of(completed) == before
+
+
 @pytest.mark.parametrize("record, what", [("metrics.json", "a failed run"), ("metrics.json", "a stopped run"),
                                           ("multirun.yaml", "a sweep")])
 def test_a_new_run_is_refused_a_directory_of_another_run_or_a_sweep(record, what, tmp_path, monkeypatch, capsys):

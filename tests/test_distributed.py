@@ -75,3 +75,15 @@ def test_data_refused_to_process_0_is_one_line_from_it_alone(tmp_path):
     assert result.returncode != 0 and result.stderr.count(refusal) == 1, result.stderr[-3000:]
     assert "Error executing job" not in result.stderr and "Connection closed" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_an_early_stop_is_process_0s_for_every_process(tmp_path):
+    """Each process's batch norms hold the statistics of its own share of the batches, so its validation accuracy is
+    its own: here process 0's does not improve after epoch 5 and process 1's does. Every process follows process 0's,
+    and stops with it: process 1 went on into epoch 6 alone, and failed there when process 0 had gone."""
+    run_dir = tmp_path / "run"
+    torchrun("dataset=fake", "dataset.val_size=20000", "model=cnn", "model.width=1", "optimizer.lr=0.03",
+             "scheduler=none", "trainer.epochs=14", "trainer.patience=1", "trainer.batch_size=64", "device=cpu",
+             "seed=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["stopped_early"] and metrics["epoch"] == 5

@@ -137,6 +137,9 @@ def test_the_sweeper_is_this_checkouts_and_its_options_compose(tmp_path, monkeyp
                                 "hydra.sweeper.storage=journal.log."),
     ("trainer.epochs=1", "hydra.sweeper.pruner stops a trial between its epochs, and trainer.epochs=1 has none: train 2 "
                          "epochs or more, or hydra/sweeper/pruner=none."),
+    ("hydra.sweeper.pruner.n_warmup_steps=2", "hydra.sweeper.pruner.n_warmup_steps=2: the pruner judges a trial from "
+     "epoch 2 on, and a trial of trainer.epochs=2 is judged after epoch 1 only: give at most 1, or train more epochs "
+     "(trainer.epochs=3)."),  # it pruned no trial
     ("trainer.batch_size=interval(32,64)", "trainer.batch_size takes whole numbers, and the search would draw numbers "
                                            "such as 48.1 for it: give trainer.batch_size=int(interval(32,64))."),
     ("+hydra.sweeper.sampler.n_startup_trials=5", "The sampler RandomSampler has no setting n_startup_trials: leave "
@@ -215,6 +218,22 @@ def test_a_launcher_that_would_run_more_jobs_than_the_search_hands_it_is_refused
     assert code == 1 and err.splitlines()[-1] == (
         "hydra.launcher.n_jobs=2 runs that many jobs at once, and the search hands it hydra.sweeper.n_jobs=1 trial(s) "
         "at a time: give hydra.sweeper.n_jobs=2 too, for trials asked and run together.")
+    assert not run_dirs(tmp_path)
+
+
+def test_a_launcher_that_counts_its_jobs_back_from_the_cores_is_held_to_the_search_too(tmp_path, monkeypatch, capsys):
+    """joblib's -1 (its default) is a job per core: the trials ran one at a time on a machine of several."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from joblib import effective_n_jobs
+
+    if (cores := effective_n_jobs(-1)) < 2:
+        pytest.skip("one core: -1 runs one job at a time, as the search hands them")
+    code, _, err = run_main(*PRUNED_SEARCH, "hydra/launcher=joblib", monkeypatch=monkeypatch, capsys=capsys,
+                            cwd=tmp_path)
+    assert code == 1 and err.splitlines()[-1] == (
+        f"hydra.launcher.n_jobs=-1 runs {cores} jobs at once here (joblib counts back from the cores: -1, its default, "
+        f"is one per core), and the search hands it hydra.sweeper.n_jobs=1 trial(s) at a time: give "
+        f"hydra.sweeper.n_jobs={cores} too, for trials asked and run together.")
     assert not run_dirs(tmp_path)
 
 

@@ -192,6 +192,7 @@ def test_a_conditional_space_searches_sgds_momentum_only_where_sgd_was_drawn(tmp
 @pytest.mark.parametrize("fixed, searched", [
     ([], {"optimizer.lr", "optimizer.momentum", "optimizer.nesterov"}),  # not drawn: SGD's keys still searched
     (["optimizer.momentum=0.9"], {"optimizer.lr", "optimizer.nesterov"}),  # and a key fixed keeps its value
+    (["optimizer.momentum=0"], {"optimizer.lr"}),  # no momentum for Nesterov to look ahead along: not drawn
 ])
 def test_a_conditional_space_searches_sgds_momentum_where_the_command_line_chose_sgd(fixed, searched, tmp_path,
                                                                                       monkeypatch, capsys):
@@ -203,7 +204,8 @@ def test_a_conditional_space_searches_sgds_momentum_where_the_command_line_chose
                                    storage=f"sqlite:///{tmp_path}/sweep/optuna.db").trials:
         assert set(trial.params) == searched
         config = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra" / "config.yaml").read_text())
-        assert config["optimizer"]["momentum"] == trial.params.get("optimizer.momentum", 0.9)
+        fixed_momentum = float(fixed[0].partition("=")[2]) if fixed else None
+        assert config["optimizer"]["momentum"] == trial.params.get("optimizer.momentum", fixed_momentum)
 
 
 def test_a_custom_search_space_that_names_no_function_is_one_line(tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ import re
 import shutil
 
 from mnist_exp.errors import UserError
+from mnist_exp.paths import outputs_dir
 from mnist_exp.run.command_line import CommandLine, as_bool
 
 # What tells the jobs of one sweep apart whatever they override: their number (or id), as a key or a resolver.
@@ -24,6 +25,10 @@ LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
 SLURM_LAUNCHERS, SLURM_TOOLS = ("slurm", "submitit_slurm"), ("sbatch", "srun")
 # SQLite URLs SQLAlchemy opens in memory: no path (sqlite:///$UNSET_VARIABLE), or :memory:; any driver, any query.
 IN_MEMORY_SQLITE = re.compile(r"sqlite(\+\w+)?://(/(:memory:)?)?(\?.*)?")
+# Hydra's record of each job, which it writes itself as the job starts, over a value given (to hydra.overrides it adds
+# the job's own: the record would name an override that never ran).
+SET_BY_HYDRA = ("hydra.runtime", "hydra.overrides", "hydra.job.override_dirname", "hydra.job.config_name",
+                "hydra.job.num", "hydra.job.id")
 # Nodes that are keyword arguments as they stand (Optuna's sampler and pruner): a key of them may be added or removed.
 BUILT_WITH_ANY_KEYS = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")
 # Nodes that take any key: the above, sbatch's other options, and a search's space (whose keys Hydra cannot add).
@@ -41,6 +46,15 @@ def check_hydra_settings(command: CommandLine) -> None:
             raise UserError(f"{override.input_line}: the + adds a key to {node}, and Hydra reads only its own keys "
                             f"there: set one of those without the + (python -m mnist_exp --cfg hydra -p {node} lists "
                             "them).")
+    for override in command.overrides:
+        check_env_set(override.key_or_group, override.value(), override.input_line)
+        key = override.key_or_group
+        if any(key == own or key.startswith(f"{own}.") for own in SET_BY_HYDRA):
+            instead = {"hydra.runtime.output_dir": "hydra.run.dir=<dir> places a run, hydra.sweep.dir=<dir> a sweep",
+                       "hydra.runtime.choices": f"{key.rpartition('.')[2]}=<option> chooses an option"}
+            hint = next((f" ({text})" for own, text in instead.items() if key.startswith(f"{own}.") or key == own), "")
+            raise UserError(f"{override.input_line}: Hydra writes {key} itself as each job starts, over the value "
+                            f"given, which changes nothing the run does: leave it out{hint}.")
     chdir = command.value("hydra.job.chdir")
     if chdir is not None and as_bool("hydra.job.chdir", chdir):
         raise UserError("hydra.job.chdir=true: mnist_exp reads relative paths (data, a search's study, an MLflow "
@@ -52,6 +66,18 @@ def check_hydra_settings(command: CommandLine) -> None:
                         "and the tools (compare, evaluate, export) read it: leave hydra.output_subdir out.")
     if command.multirun:
         check_sweep_settings(command)
+
+
+def check_env_set(key: str, value, line: str) -> None:
+    """Hydra sets hydra.job.env_set's variables as the job starts, after it has placed the run's (or the sweep's)
+    directory with ${oc.env:MNIST_EXP_OUTPUTS,outputs}: the run would go to outputs/, its MLflow store elsewhere."""
+    given = value if key == "hydra.job.env_set" and isinstance(value, dict) else {key.rpartition(".")[2]: value} \
+        if key.startswith("hydra.job.env_set.") else {}
+    if (outputs := given.get("MNIST_EXP_OUTPUTS")) is not None:
+        raise UserError(f"{line}: Hydra sets hydra.job.env_set's variables once the run's directory is placed, so "
+                        f"the run would go to {outputs_dir()}/ and only what reads the variable later (an MLflow "
+                        f"store) to {outputs}: set it where the command starts, MNIST_EXP_OUTPUTS={outputs} python -m "
+                        "mnist_exp ...")
 
 
 def check_sweep_settings(command: CommandLine) -> None:

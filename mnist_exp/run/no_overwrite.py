@@ -51,13 +51,15 @@ def check_no_overwrite(command: CommandLine) -> None:
                 raise nothing_to_resume(run_dir)  # a completed run without checkpoints is shown as it is
         # A job its scheduler started again returns the completed run instead (mnist_exp.run.resume.completed_run).
         if (not resume or command.from_checkpoint) and run_dir and not restarted_by_scheduler():  # a new run
+            # With a ckpt_path the run is a new one, resume=true or not: the run there is continued without it.
+            resume_it = "resume=true and without ckpt_path" if command.from_checkpoint else "resume=true"
             if run_status(run_dir) == Status.COMPLETED:
                 raise UserError(f"{run_dir} holds a completed run; a new run there would overwrite it. Start fresh "
-                                "elsewhere (leave out hydra.run.dir, or give a new one), or see the run with "
-                                "resume=true.")
+                                f"elsewhere (leave out hydra.run.dir, or give a new one), or see the run with "
+                                f"{resume_it}.")
             if resumable(run_dir) and not written_now(run_dir):  # a run writing there is refused by its lock
                 raise UserError(f"{run_dir} holds a stopped run and its {last_checkpoint(run_dir)}; a new run there "
-                                "would overwrite it. Continue it with resume=true, or start fresh elsewhere (leave "
+                                f"would overwrite it. Continue it with {resume_it}, or start fresh elsewhere (leave "
                                 "out hydra.run.dir, or give a new one).")
             check_not_among_runs(run_dir)
             if ((run_dir / METRICS_FILE).exists() or (run_dir / "multirun.yaml").exists()) and not written_now(run_dir):

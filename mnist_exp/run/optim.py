@@ -21,6 +21,9 @@ log = logging.getLogger("mnist_exp")
 @OPTIMIZERS.register("sgd")
 def sgd(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False):
     check_range("optimizer.momentum", momentum, 0 <= momentum < 1, "a fraction in [0, 1), e.g. 0.9")
+    if nesterov and momentum == 0:  # torch's words name neither key nor a fix
+        raise UserError(f"optimizer.nesterov=true looks ahead along the momentum, and optimizer.momentum={momentum} "
+                        "has none: give optimizer.momentum above 0, e.g. 0.9, or optimizer.nesterov=false.")
     check_weight_decay_and_eps(weight_decay)
     params = list(params)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
@@ -87,9 +90,11 @@ def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epo
     warmup_epochs = cosine_warmup(scheduler)
     warmup, total = warmup_steps(warmup_epochs, steps_per_epoch), epochs * steps_per_epoch
     if warmup_epochs > 0 and not 1 <= warmup < total:
+        # A run of one step has no warm-up that ends before it: there is no range of them to offer.
+        fits = (f"from {1 / steps_per_epoch:.4g} (1 step) to {(total - 1) / steps_per_epoch:.4g} ({total - 1} steps)"
+                if total > 1 else "train more epochs: a warm-up ends before the run's last step, and this run has one")
         raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of this run's {total} steps "
-                        f"({steps_per_epoch} an epoch): give 0 for none, or from {1 / steps_per_epoch:.4g} (1 step) to "
-                        f"{(total - 1) / steps_per_epoch:.4g} ({total - 1} steps).")
+                        f"({steps_per_epoch} an epoch): give 0 for none, or {fits}.")
 
 
 def cosine_warmup(scheduler: Mapping[str, Any]) -> float:

@@ -19,7 +19,7 @@ from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from mnist_exp.errors import UserError, full_traceback_asked, print_refusal, write_problem
 from mnist_exp.hydra_errors import one_line, release_stderr
-from mnist_exp.run.command_line import CommandLine
+from mnist_exp.run.command_line import CommandLine, read_override
 from mnist_exp.paths import CONF_DIR
 from mnist_exp.run.hydra_settings import (BUILT_WITH_ANY_KEYS, check_hydra_settings, check_single_run_settings,
                                          only_in_a_sweep)
@@ -146,6 +146,8 @@ def check_given_values(command: CommandLine) -> None:
         if key == "hydra.run.dir" and command.multirun and not command.prints_only:
             raise UserError(f"{line} places one run, and -m runs a sweep: give hydra.sweep.dir={given} to place the "
                             "sweep's jobs.")
+        if override.is_delete() and key.startswith("logger.") and key.count(".") == 1:  # ~logger.csv: a logger
+            raise UserError(without_logger(line, key.partition(".")[2], command.given("logger")))
         if override.is_delete() or given is None:
             options = ", ".join(group_options(key, command.config_dirs))
             if key in ONE_OPTION_GROUPS or key in SEARCH_PARTS:
@@ -179,6 +181,17 @@ def check_given_values(command: CommandLine) -> None:
             options = [str(option) for option in given]
             raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
                             f"for each (python -m mnist_exp -m {key}={','.join(options)} ...).")
+
+
+def without_logger(line: str, name: str, chosen: Override | None) -> str:
+    """A logger is left out of the list that chooses the loggers (conf/config.yaml's where none is given)."""
+    if chosen is None or chosen.is_sweep_override() or chosen.is_delete():
+        chosen = next(read_override(f"logger={entry['logger']}") for entry in OmegaConf.load(CONF_DIR / "config.yaml")
+                      .defaults if isinstance(entry, DictConfig) and "logger" in entry)
+    names = chosen.value() if isinstance(chosen.value(), list) else [chosen.value()]
+    others = [str(other) for other in names if other != name]
+    return (f"{line}: a logger is chosen by its name in logger=[...], not removed as a key: leave {name} out, "
+            f"logger=[{','.join(others)}]{'' if others else ' for none'}.")
 
 
 def sweep_advice(override: Override, command: CommandLine) -> str:

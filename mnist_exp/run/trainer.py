@@ -147,7 +147,9 @@ class Trainer:
                     callback.on_stop(self)
                 raise
             train_seconds = time.perf_counter() - started
-            val = self.evaluate(val_loader)
+            # Process 0's: each process's batch norms hold its own shard's statistics, and a best epoch or early stop
+            # of its own would part the processes (one trains on, the others have gone).
+            val = distributed.broadcast(self.evaluate(val_loader))
             epoch_seconds = time.perf_counter() - started
 
             state = self.state

@@ -140,11 +140,13 @@ def load_function(path: str):
 def momentum_for_sgd(config, trial) -> None:
     """SGD's momentum (and Nesterov's) where the trial drew SGD, or the command line chose it (optimizer=sgd, which the
     search then does not draw); Adam and AdamW have no momentum key to search. A key the command line fixes
-    (optimizer.momentum=0.9) keeps its value: drawn, it would be set after it."""
+    (optimizer.momentum=0.9) keeps its value: drawn, it would be set after it. Nesterov looks ahead along the momentum:
+    with none (optimizer.momentum=0 fixed) it is not drawn, as SGD refuses it."""
     if trial.params.get("optimizer", OmegaConf.select(config, "optimizer.name")) != "sgd":
         return
     fixed = {split_override(str(line))[0] for line in OmegaConf.select(config, "hydra.overrides.task", default=[])}
     if "optimizer.momentum" not in fixed:
         trial.suggest_float("optimizer.momentum", 0.5, 0.99)
-    if "optimizer.nesterov" not in fixed:
+    no_momentum = "optimizer.momentum" in fixed and OmegaConf.select(config, "optimizer.momentum") == 0
+    if "optimizer.nesterov" not in fixed and not no_momentum:
         trial.suggest_categorical("optimizer.nesterov", [False, True])

@@ -106,11 +106,21 @@ def experiment_overrides(fixed: list[str]) -> list[str]:
 
 
 def check_epochs_to_prune(search, space: dict) -> None:
-    """A pruner stops a trial between its epochs: trials of one epoch (not searched over) leave it nothing to do."""
-    epochs = search.config.trainer.epochs if search.own and "trainer.epochs" not in space else 2
-    if not search.pruner._target_.endswith("NopPruner") and epochs < 2:
+    """A pruner stops a trial between its epochs, from the first it judges on (Optuna's median's n_warmup_steps,
+    hyperband's min_resource): trials of one epoch, or that end before that one (not searched over), leave it nothing
+    to do."""
+    epochs = search.config.trainer.epochs if search.own and "trainer.epochs" not in space else None
+    if search.pruner._target_.endswith("NopPruner") or epochs is None:
+        return
+    if epochs < 2:
         raise UserError(f"hydra.sweeper.pruner stops a trial between its epochs, and trainer.epochs={epochs} has "
                         "none: train 2 epochs or more, or hydra/sweeper/pruner=none.")
+    for key in ("n_warmup_steps", "min_resource"):
+        if isinstance(first := search.pruner.get(key), int) and first >= epochs:
+            judged = "epoch 1" if epochs == 2 else f"epochs 1 to {epochs - 1}"
+            raise UserError(f"hydra.sweeper.pruner.{key}={first}: the pruner judges a trial from epoch {first} on, and "
+                            f"a trial of trainer.epochs={epochs} is judged after {judged} only: give at most "
+                            f"{epochs - 1}, or train more epochs (trainer.epochs={first + 1}).")
 
 
 def check_validation_split(search, space: dict) -> None:

@@ -97,12 +97,20 @@ class OptunaSweeper(Sweeper):
 
 
 def check_parallel_trials(launcher_jobs: int | None, n_jobs: int) -> None:
-    """The launcher runs at once the trials the search hands it together: ``n_jobs`` of them."""
-    if launcher_jobs is not None and launcher_jobs > max(n_jobs, 1):
+    """The launcher runs at once the trials the search hands it together: ``n_jobs`` of them. joblib counts a negative
+    ``n_jobs`` back from its cores (-1, its default: one job per core)."""
+    at_once = launcher_jobs
+    if launcher_jobs is not None and launcher_jobs < 0:
+        from joblib import effective_n_jobs  # the launcher's own count
+
+        at_once = effective_n_jobs(launcher_jobs)
+    if at_once is not None and at_once > max(n_jobs, 1):
         from mnist_exp.errors import UserError
 
-        raise UserError(f"hydra.launcher.n_jobs={launcher_jobs} runs that many jobs at once, and the search hands it "
-                        f"hydra.sweeper.n_jobs={n_jobs} trial(s) at a time: give hydra.sweeper.n_jobs={launcher_jobs} "
+        runs = ("that many jobs at once" if at_once == launcher_jobs else f"{at_once} jobs at once here (joblib counts "
+                "back from the cores: -1, its default, is one per core)")
+        raise UserError(f"hydra.launcher.n_jobs={launcher_jobs} runs {runs}, and the search hands it "
+                        f"hydra.sweeper.n_jobs={n_jobs} trial(s) at a time: give hydra.sweeper.n_jobs={at_once} "
                         "too, for trials asked and run together.")
 
 
