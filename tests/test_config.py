@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from mnist_exp.hydra_errors import one_line
 from mnist_exp.run.config import CONF_DIR, register_schemas, schema_keys
 from mnist_exp.registry import MODELS, OPTIMIZERS, SCHEDULERS
+from mnist_exp.sweeps.search import register_optuna_sweeper
 
 register_schemas()
 
@@ -140,6 +141,7 @@ def test_libyaml_reads_every_config_file_as_omegaconfs_own_parser_does():
 def test_no_option_in_conf_sets_hydra_mode():
     """Hydra composes a command's config once only to read hydra.mode, which mnist_exp skips where only conf/'s
     configs are read (mnist_exp/run/hydra_speedups.py): that holds while no file there can set it."""
+    register_optuna_sweeper()  # hparams_search's options choose it
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for path in sorted(CONF_DIR.rglob("*.yaml")):
             group, option = path.parent.relative_to(CONF_DIR).as_posix(), path.stem

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from hydra.core.config_store import ConfigStore
 
 from conftest import read_events, read_metrics, run_dirs, run_main, run_module
 from mnist_exp.errors import UserError, did_you_mean
@@ -163,5 +164,7 @@ def test_a_users_builder_with_a_default_no_config_holds_is_one_line_and_the_advi
         code, out, err = run_main("model=mine", "model.act=gelu", "dataset=fake", "--cfg", "job", "--package", "model",
                                   monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
         assert (code, out) == (0, "# @package model\nname: mine\nact: gelu\n"), err
-    finally:
+    finally:  # this process's other tests list the options of model: none of this test's
         MODELS._builders.pop("mine", None)
+        for group in (ConfigStore.instance().repo["model"], ConfigStore.instance().repo["schema"]["model"]):
+            group.pop("mine.yaml", None)
