@@ -92,17 +92,25 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
             time.sleep(0.3)
 
 
+@contextlib.contextmanager
+def tmpfs(disk: Path, size: str):
+    """A filesystem of ``size`` (e.g. 4m) mounted at ``disk`` while the block runs, to fill; skipped without root."""
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True,
+                           text=True)
+    if mount.returncode:
+        pytest.skip(f"a small filesystem to fill needs mount (root): {mount.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 KiB filesystem: room for the tools' probe of a directory, not for the file a tool then writes."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
-                           text=True)
-    if mount.returncode:
-        pytest.skip(f"a small filesystem needs mount (root): {mount.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        yield disk
 
 
 def run_dirs(root: Path) -> list[Path]:

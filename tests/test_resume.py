@@ -18,7 +18,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main, torch_settings_kept
+from conftest import (kill_at_creation, read_events, read_metrics, run_captured, run_dirs, run_main, tmpfs,
+                      torch_settings_kept)
 from mnist_exp.errors import UserError
 from mnist_exp.run import build
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
@@ -813,12 +814,7 @@ def fill(disk: Path) -> None:
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_finishes_it(tmp_path, monkeypatch,
                                                                                             capsys):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
-    if mount.returncode:
-        pytest.skip(f"a small filesystem to fill needs mount (root): {mount.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "4m") as disk:
         run_dir = disk / "run"
         args = ("dataset=fake", "dataset.num_train=4096", "model.width=8", "trainer.epochs=3", "device=cpu",
                 "device.threads=1", f"hydra.run.dir={run_dir}")
@@ -845,8 +841,6 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_resume_f
         run(*args, "resume=true", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
         assert read_metrics(run_dir)["status"] == "completed" and read_metrics(run_dir)["epoch"] == 3
         assert not list((run_dir / "checkpoints").glob(".*.tmp"))
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_a_completed_run_without_checkpoints_is_matched_by_its_values(tmp_path, monkeypatch, capsys):
