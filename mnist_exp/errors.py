@@ -75,7 +75,8 @@ def disk_full(error: BaseException | None) -> bool:
 def full_disk_error(directory: Path, what: str,
                     elsewhere: str = "write the run elsewhere (hydra.run.dir=<dir>), then resume=true") -> UserError:
     free = shutil.disk_usage(directory).free
-    return UserError(f"The disk holding {directory} is full ({free / 2**20:.0f} MiB free): {what}. Free some space, "
+    left = f"{free / 2**20:.0f} MiB" if free >= 2**20 else f"{free // 2**10} KiB"  # not "0 MiB" where some is left
+    return UserError(f"The disk holding {directory} is full ({left} free): {what}. Free some space, "
                      f"or {elsewhere}.")
 
 
