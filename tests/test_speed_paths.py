@@ -81,12 +81,12 @@ NO_C_COMPILER = shutil.which("cc") is None and shutil.which("gcc") is None
 
 
 @pytest.mark.parametrize("flags, device_line, expected", [
-    (["device.precision=bf16", "device.channels_last=false"], "Device: cpu (1 CPU threads, bf16 autocast)",
+    (["device.precision=bf16", "device.channels_last=false"], "Device: cpu (1 CPU thread, bf16 autocast)",
      {"bf16": True, "channels_last": False, "compile": False}),
-    (["device.precision=fp32", "device.channels_last=true"], "Device: cpu (1 CPU threads, channels-last)",
+    (["device.precision=fp32", "device.channels_last=true"], "Device: cpu (1 CPU thread, channels-last)",
      {"bf16": False, "channels_last": True, "compile": False}),
     pytest.param(["device.precision=fp32", "device.channels_last=false", "trainer.compile=true"],
-                 "Device: cpu (1 CPU threads, torch.compile)", {"bf16": False, "channels_last": False, "compile": True},
+                 "Device: cpu (1 CPU thread, torch.compile)", {"bf16": False, "channels_last": False, "compile": True},
                  marks=pytest.mark.skipif(NO_C_COMPILER, reason="torch.compile on the CPU needs a C compiler")),
 ])
 def test_speed_flags_run_on_the_cpu(tmp_path, monkeypatch, capsys, flags, device_line, expected):

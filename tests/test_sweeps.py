@@ -196,7 +196,7 @@ def test_joblib_grid_two_by_two_divides_the_cores(tmp_path):
     # What joblib's workers get in OMP_NUM_THREADS: the parent's value if it has one, else cores // n_jobs.
     share = int(os.environ.get("OMP_NUM_THREADS") or max(cpu_count() // 2, 1))
     for job in run_dirs(sweep_dir):
-        assert f"Device: cpu ({share} CPU threads)" in (job / "train.log").read_text()
+        assert f"Device: cpu ({share} CPU thread{'' if share == 1 else 's'})" in (job / "train.log").read_text()
 
 
 def test_optuna_search_finds_the_best_trial_and_continues_its_study(tmp_path, monkeypatch, capsys):

@@ -106,8 +106,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
                                        cfg.device.channels_last)
     if cfg.init_from and resumed is None:  # a resumed run's weights are its checkpoint's, the source may have gone
         load_initial_weights(model, cfg.init_from, len(data.class_names))
-    speed = [f"{threads} CPU threads", *(["bf16 autocast"] if bf16 else []), *(["channels-last"] if channels_last else []),
-             *(["torch.compile"] if cfg.trainer.compile else [])]
+    speed = [f"{threads} CPU thread{'' if threads == 1 else 's'}", *(["bf16 autocast"] if bf16 else []),
+             *(["channels-last"] if channels_last else []), *(["torch.compile"] if cfg.trainer.compile else [])]
     log.info("Device: %s (%s)%s", device, ", ".join(speed),
              f", process 0 of {distributed.world_size()} (DDP)" if distributed.is_distributed() else "")
     image_shape = tuple(data.train.images.shape[1:])
