@@ -104,9 +104,7 @@ def export_as(format: str, model: nn.Module, images: torch.Tensor, out: Path) ->
           "libtorch (C++) loaders.")
     with warnings.catch_warnings(), torch.no_grad():  # the deprecation, said once above
         warnings.simplefilter("ignore", FutureWarning)
-        buffer = io.BytesIO()
-        torch.jit.save(torch.jit.trace(model, images[:2]), buffer)
-        out.write_bytes(buffer.getvalue())  # torch's own file writer aborts the process on a full disk
+        write_through_memory(torch.jit.save, torch.jit.trace(model, images[:2]), out)
         return torch.jit.load(str(out))(images)
 
 
@@ -117,11 +115,17 @@ def export_program(model: nn.Module, images: torch.Tensor, out: Path) -> torch.T
     except Exception as error:  # torch's tracing errors have no common base class
         raise UserError(f"torch.export could not trace this model ({first_line(error)}); try "
                         "--format onnx or --format torchscript.") from error
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    out.write_bytes(buffer.getvalue())  # torch's own file writer aborts the process on a full disk
+    write_through_memory(torch.export.save, program, out)
     with torch.inference_mode():
         return torch.export.load(str(out)).module()(images)
+
+
+def write_through_memory(save, exported, out: Path) -> None:
+    """``save(exported, file)`` into memory, then the bytes to ``out`` by Python: torch's own file writer aborts the
+    process on a full disk, where Python's raises an OSError that says so in one line."""
+    buffer = io.BytesIO()
+    save(exported, buffer)
+    out.write_bytes(buffer.getvalue())
 
 
 def export_onnx(model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tensor:
