@@ -40,9 +40,10 @@ def config_loader(config_dirs: tuple[str, ...] = ()):
     return ConfigLoaderImpl(config_search_path=search_path)
 
 
-def group_options(group: str, config_dirs: tuple[str, ...] = ()) -> list[str]:
-    """The options of ``group`` ('model', 'hydra/launcher'), sorted."""
-    return sorted(config_loader(config_dirs).get_group_options(group, results_filter=ObjectType.CONFIG))
+def group_options(group: str, config_dirs: tuple[str, ...] = (), loader=None) -> list[str]:
+    """The options of ``group`` ('model', 'hydra/launcher'), sorted; ``loader``: one ``config_loader`` made already."""
+    loader = loader or config_loader(config_dirs)
+    return sorted(loader.get_group_options(group, results_filter=ObjectType.CONFIG))
 
 
 def naming_the_preset(message: str, overrides: list[str], choices: dict) -> str:
@@ -99,7 +100,7 @@ def config_groups_help() -> str:
     config_dirs = parse_command_line(sys.argv[1:]).config_dirs
     loader = config_loader(config_dirs)
     groups = sorted(group for group in loader.list_groups("") if group not in HIDDEN_GROUPS)
-    return "\n".join(f"  {group + ':':<16}{', '.join(group_options(group, config_dirs))}" for group in groups)
+    return "\n".join(f"  {group + ':':<16}{', '.join(group_options(group, loader=loader))}" for group in groups)
 
 
 def hydra_settings_keys(type_name: str) -> list[str]:
