@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_exp.errors import UserError, disk_full, full_disk_error, full_traceback_asked, print_refusal
+from mnist_exp.errors import UserError, advised, disk_full, full_disk_error, full_traceback_asked, print_refusal
 from mnist_exp.hydra_errors import hydra_errors_in_one_line, release_stderr
 from mnist_exp.run import distributed
 from mnist_exp.run.build import Job, build_job, config_as_run
@@ -180,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     search = hydra_cfg.runtime.choices.get("hparams_search")
     if search and not in_sweep:  # a search's best trial reruns so; a forgotten -m would search nothing
         log.warning("hparams_search=%s without -m trains one run with its settings; to search, add -m: "
-                    "python -m mnist_exp -m hparams_search=%s ...", search, search)
+                    "%s", search, advised(f"-m hparams_search={search} ..."))
     JOBS_STARTED.append((run_dir, sweep_dir))
     try:
         if in_sweep and cfg.resume or restarted_by_scheduler():  # Hydra wrote no .hydra/ for it (start())

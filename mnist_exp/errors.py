@@ -8,6 +8,7 @@ to fix it. Every command turns it into one line and exit code 1, with the traceb
 
 import errno
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -18,11 +19,25 @@ from pathlib import Path
 from hydra.errors import CompactHydraException
 
 
+MAIN = Path(__file__).resolve().parent / "__main__.py"  # python -m mnist_exp
 OTHER_RANKS_WAIT_S = 5  # torchrun stops the other processes within a second of process 0's exit
 
 
 class UserError(CompactHydraException):
     """A mistake in the user's input: a config value, a file, a name. The message says how to fix it."""
+
+
+def entry_point() -> list[str]:
+    """What follows ``python`` in the command that started this program: ``-m mnist_exp`` (the ``mnist-exp`` script
+    too), or the user's own script, which registers their builders, so the commands a message advises start it."""
+    script = sys.argv[0] if sys.argv else ""
+    ours = Path(script).resolve() == MAIN or Path(script).name in ("mnist_exp", "mnist-exp")
+    return ["-m", "mnist_exp"] if ours or not Path(script).is_file() else [script]  # python -c: ours
+
+
+def advised(arguments: str = "") -> str:
+    """A command a message advises, started as this program was: ``python -m mnist_exp <arguments>``."""
+    return " ".join([shlex.join(["python", *entry_point()]), *([arguments] if arguments else [])])
 
 
 def did_you_mean(name: str, choices) -> str:

@@ -15,7 +15,7 @@ from typing import Callable
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_exp.errors import did_you_mean, full_traceback_asked, print_refusal
+from mnist_exp.errors import advised, did_you_mean, full_traceback_asked, print_refusal
 from mnist_exp.hydra_keys import option_with_key, unknown_logger_key, unknown_option_key
 from mnist_exp.paths import CONF_DIR
 
@@ -89,11 +89,11 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     # argparse's, after its usage lines (another program's "sbatch: error: ..." is that program's, said as it is)
     if (found := re.search(r"^[\w.-]+: error: (?P<message>.+)$", text, re.M)) and re.search(r"^usage: ", text, re.M):
         stranded = re.fullmatch(r"unrecognized arguments: ([^-].*)", found["message"])  # overrides after an option
-        hint = " Options such as -m go before the overrides: python -m mnist_exp -m key=a,b ..." if stranded else ""
+        hint = f" Options such as -m go before the overrides: {advised('-m key=a,b ...')}" if stranded else ""
         from hydra._internal.utils import get_args_parser
 
         options = get_args_parser()._option_string_actions  # Hydra's own options: --cfg, --multirun ...
-        return f"python -m mnist_exp: {found['message']}.{hint}{misspelt_option(found['message'], options)} See --help."
+        return f"{advised()}: {found['message']}.{hint}{misspelt_option(found['message'], options)} See --help."
     # A single option names the group's options; an option in a list (logger=[a,b]) does not: conf/ has them.
     if found := re.search(r"Could not (?P<how>find|load) '(?P<group>[\w/]+)/(?P<option>[^']*)'", text):
         group, option = found["group"], found["option"]
@@ -163,7 +163,7 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                 f"{full_key[1]}={example(wanted, found['value'])}.")
     if found := re.search(r"Interpolation key '(?P<key>[^']+)' not found", text):
         return (f"${{{found['key']}}}: the config has no key {found['key']}: an interpolation names a key by its full "
-                "path, e.g. ${trainer.epochs} (python -m mnist_exp --cfg job shows them).")
+                f"path, e.g. ${{trainer.epochs}} ({advised('--cfg job')} shows them).")
     if "Recursive interpolation detected" in text:
         return "An interpolation refers to itself (key=${key}), directly or through other keys: give a value instead."
     if found := re.search(r"Unsupported interpolation type (?P<name>[\w.]+)", text):
@@ -172,7 +172,7 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
     if found := re.search(r"package '(?P<package>[^']+)' not found in config", text):  # --cfg job --package <node>
         package = found["package"]
         close = "" if "." in package else did_you_mean(package, key_names("Config"))  # a top-level node's name
-        return f"--package {package}: the config has no such node.{close} python -m mnist_exp --cfg job shows them all."
+        return f"--package {package}: the config has no such node.{close} {advised('--cfg job')} shows them all."
     if found := re.search(r"Cannot find primary config '(?P<name>[^']*)'", text):
         return (f"--config-name {found['name']}: there is no such config. mnist_exp's is config: leave out "
                 "--config-name, or put your own beside it with --config-dir <dir> --config-name <name>.")
@@ -182,13 +182,13 @@ def one_line(text: str, key_names: Callable[[str], list[str]] = lambda _: []) ->
                 f"value (a text with a comma in quotes, '{found['key']}=\"a,b\"').")
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?i:null)\s+field '[^']+' is not Optional", text):
         shown_by = "--cfg hydra" if found["key"].startswith("hydra.") else "--cfg job"
-        return (f"{found['key']}=null: {found['key']} needs a value, not null (python -m mnist_exp {shown_by} shows "
+        return (f"{found['key']}=null: {found['key']} needs a value, not null ({advised(shown_by)} shows "
                 "its default).")
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+(?:Invalid value assigned: \w+ is "
                           r"not a ListConfig|Cannot merge DictConfig with ListConfig)", text):
         key, value = found["key"], found["value"]
         fixed_length = [form for end, form in FIXED_LENGTH_LISTS.items() if key.endswith(end)]
-        bracketed = ("[...] (python -m mnist_exp --cfg job shows its default)" if value.startswith("{")
+        bracketed = (f"[...] ({advised('--cfg job')} shows its default)" if value.startswith("{")
                      else fixed_length[0].format(value) if fixed_length else f"[{value}]")
         return f"{key}={value} is not a list: give one in brackets, e.g. {key}={bracketed}."
     if found := re.search(r"Error merging override (?P<key>[^=\s]+)=(?P<value>\S*)\s+Invalid type assigned: \w+ is not a "

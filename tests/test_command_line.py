@@ -7,6 +7,7 @@ builders registered in code (``adadelta``) among them.
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -234,7 +235,13 @@ def test_a_users_own_builder_is_an_option_in_help_glob_and_did_you_mean(tmp_path
     assert wrong.returncode == 1 and wrong.stderr.strip().splitlines() == [
         "model=tiy: there is no such option. Did you mean 'tiny'? Options of model: cnn, conv_fc, logreg, mlp, "
         "strided_cnn, tiny, vgg_cnn."]
-    swept = run("-m", *(arg for arg in TINY if not arg.startswith("model=")), "model=glob(ti*)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    # Advice to type a command again names this script, which registers tiny, not python -m mnist_exp, which does not.
+    sweep = [*(arg for arg in TINY if not arg.startswith("model=")), f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    without_m = run("model=glob(ti*)", *sweep)
+    assert without_m.returncode == 1 and without_m.stderr.strip() == (
+        "model=glob(ti*) is a sweep: add -m to run one job for each value "
+        f"(python {script} -m 'model=glob(ti*)' ...).")
+    swept = run(*shlex.split(without_m.stderr.partition(f"(python {script} ")[2].removesuffix(" ...).\n")), *sweep)
     assert swept.returncode == 0, swept.stderr
     [job] = [path for path in (tmp_path / "sweep").iterdir() if path.is_dir()]
     assert "- model=tiny" in (job / ".hydra" / "overrides.yaml").read_text().splitlines()

@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import ValidationError
 from omegaconf.nodes import BooleanNode
 
-from mnist_exp.errors import UserError, did_you_mean
+from mnist_exp.errors import UserError, advised, did_you_mean
 
 # Resolvers whose value comes from outside the config: the environment, the clock.
 OUTSIDE_VALUE = re.compile(r"\$\{(oc\.env|now):([^,}]*)")
@@ -141,13 +141,13 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         raise UserError("-m runs a sweep, and --cfg and --info show one run: leave out -m and give each swept key "
                         "one value, the values of the job to see.")
     if args.resolve and not (args.cfg or args.help):
-        raise UserError("--resolve goes with --cfg: python -m mnist_exp --cfg job --resolve shows the config with its "
+        raise UserError(f"--resolve goes with --cfg: {advised('--cfg job --resolve')} shows the config with its "
                         "interpolations resolved.")
     if args.config_path:
         raise UserError(f"--config-path {args.config_path} would replace mnist_exp's configs: add your own beside them "
                         f"with --config-dir {args.config_path}.")
     if args.package and not args.cfg:
-        raise UserError(f"--package {args.package} goes with --cfg: python -m mnist_exp --cfg job --package "
+        raise UserError(f"--package {args.package} goes with --cfg: {advised('--cfg job --package')} "
                         f"{args.package} shows that node of the config.")
     if args.experimental_rerun:  # Hydra reads a pickle there, which can run any code; runs here write none
         raise UserError(f"--experimental-rerun {args.experimental_rerun}: mnist_exp runs again from overrides, not "
@@ -160,7 +160,7 @@ def parse_command_line(argv: list[str]) -> CommandLine:
                             f"the value the run took: let the shell give the value ({override.key_or_group}={shell}).")
     if args.hydra_help and (job_keys := [o.input_line for o in overrides if not o.key_or_group.startswith("hydra")]):
         raise UserError(f"--hydra-help shows Hydra's own options, and {job_keys[0]} is a key of the run: leave the "
-                        "overrides out (python -m mnist_exp --hydra-help), or see a run's config with --cfg job.")
+                        f"overrides out ({advised('--hydra-help')}), or see a run's config with --cfg job.")
     mode = [o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.mode"]
     multirun = args.multirun or (mode[-1].upper() == "MULTIRUN" if mode else False)
     prints_only = version or bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
@@ -197,7 +197,7 @@ def typing_mistake(text: str, error: str) -> str:
     if not equals and ":" in text:
         return f"write key=value, e.g. {text.replace(':', '=', 1)}."
     if not equals or not key.strip("+~"):
-        return "an override is key=value, e.g. trainer.epochs=3 (python -m mnist_exp --cfg job shows the keys)."
+        return f"an override is key=value, e.g. trainer.epochs=3 ({advised('--cfg job')} shows the keys)."
     if value.startswith("="):
         return f"one '=' goes between key and value, e.g. {key}={value.lstrip('=')}."
     if value.count("'") % 2 or value.count('"') % 2:
@@ -207,8 +207,8 @@ def typing_mistake(text: str, error: str) -> str:
     if key != key.strip() or value != value.lstrip():
         return f"no spaces around '=': {key.strip()}={value.strip()}."
     if not re.fullmatch(r"[+~]{0,2}[\w./@-]+", key) or not key.isascii():
-        return ("a key is the config's path to it, in ASCII letters, digits, '_' and '.' (python -m mnist_exp --cfg "
-                "job shows them).")
+        return (f"a key is the config's path to it, in ASCII letters, digits, '_' and '.' ({advised('--cfg job')} "
+                "shows them).")
     if value.count("${") > value.count("}"):
         return "an interpolation ${...} in its value is not closed: close it, e.g. ${trainer.epochs}."
     if value.count("}") > value.count("{"):

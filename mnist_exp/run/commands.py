@@ -4,17 +4,16 @@ Each starts as this process was started (``python -m mnist_exp``, a user's own s
 ``--config-dir``, ``--config-name`` and ``hydra.searchpath`` Hydra was given."""
 
 import shlex
-import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from mnist_exp.errors import entry_point
 from mnist_exp.run import distributed
 from mnist_exp.runs import as_override, split_override, without_keys
 
 
-MAIN = Path(__file__).resolve().parents[1] / "__main__.py"  # python -m mnist_exp
 CONTINUED = ("resume", "ckpt_path", "hydra.run.dir")  # how a run goes on, not how it began
 
 
@@ -27,14 +26,13 @@ def program(hydra=None) -> list[str]:
     """How this process was started, as a user types it: ``python -m mnist_exp`` or their own script (which registers
     their builders), under torchrun where it runs there; with the ``--config-dir`` and ``--config-name`` given.
     ``hydra``: the Hydra config to read them from, where it is not yet the running job's (a sweeper's setup)."""
-    own = Path(sys.argv[0]).resolve() == MAIN or Path(sys.argv[0]).name in ("mnist_exp", "mnist-exp")
     started = (["torchrun", f"--nproc_per_node={distributed.world_size()}"] if distributed.is_distributed()
                else ["python"])
     hydra = this_hydra(hydra)
     config_dir = next((["--config-dir", str(Path(source.path).absolute())] for source in
                        (hydra.runtime.config_sources if hydra else []) if source.provider == "command-line"), [])
     config_name = ["--config-name", hydra.job.config_name] if hydra and hydra.job.config_name != "config" else []
-    return [*started, *(["-m", "mnist_exp"] if own else [sys.argv[0]]), *config_dir, *config_name]
+    return [*started, *entry_point(), *config_dir, *config_name]
 
 
 def searchpath(hydra=None) -> list[str]:

@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 
-from mnist_exp.errors import UserError
+from mnist_exp.errors import UserError, advised
 from mnist_exp.paths import outputs_dir
 from mnist_exp.run.command_line import CommandLine, as_bool
 
@@ -44,8 +44,7 @@ def check_hydra_settings(command: CommandLine) -> None:
     for override in command.overrides:
         if override.is_add() and (node := override.key_or_group.rpartition(".")[0]) in FIXED_NODES:
             raise UserError(f"{override.input_line}: the + adds a key to {node}, and Hydra reads only its own keys "
-                            f"there: set one of those without the + (python -m mnist_exp --cfg hydra -p {node} lists "
-                            "them).")
+                            f"there: set one of those without the + ({advised(f'--cfg hydra -p {node}')} lists them).")
     for override in command.overrides:
         check_env_set(override.key_or_group, override.value(), override.input_line)
         key = override.key_or_group
@@ -86,8 +85,8 @@ def check_sweep_settings(command: CommandLine) -> None:
         if override.is_add() and key.startswith(("hydra.launcher.", "hydra.sweeper.")) and not key.startswith(FREE_NODES):
             kind = key.split(".")[1]
             raise UserError(f"{override.input_line}: the + adds a key to the {kind}'s config, and the {kind} reads only "
-                            f"its own keys: set one of those without the + (python -m mnist_exp --cfg hydra "
-                            f"hydra/{kind}=<option> -p hydra.{kind} lists them).")
+                            f"its own keys: set one of those without the + "
+                            f"({advised(f'--cfg hydra hydra/{kind}=<option> -p hydra.{kind}')} lists them).")
     subdir = command.given("hydra.sweep.subdir")
     if subdir is not None and not any(unique in subdir.input_line for unique in UNIQUE_PER_JOB):
         raise UserError(f"{subdir.input_line} can give two jobs of one sweep the same directory, where the second "
@@ -139,4 +138,4 @@ def check_single_run_settings(hydra_overrides: list[str]) -> None:
 def only_in_a_sweep(line: str, where: str = "") -> UserError:
     """The refusal of an override that only a sweep reads, given to one run; ``where``: what one run takes instead."""
     return UserError(f"{line} is for the jobs of a sweep, and this command is one run{where}: add -m for a sweep "
-                     f"(python -m mnist_exp -m {line} ...).")
+                     f"({advised(f'-m {line} ...')}).")

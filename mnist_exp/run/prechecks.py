@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, ValidationError
 
-from mnist_exp.errors import UserError, full_traceback_asked, print_refusal, write_problem
+from mnist_exp.errors import UserError, advised, full_traceback_asked, print_refusal, write_problem
 from mnist_exp.hydra_errors import one_line, release_stderr
 from mnist_exp.run.command_line import CommandLine, read_override
 from mnist_exp.paths import CONF_DIR
@@ -159,7 +159,7 @@ def check_given_values(command: CommandLine) -> None:
             if not options and override.is_delete() and not key.startswith(BUILT_WITH_ANY_KEYS):
                 raise UserError(f"{line}: every key of the config is read, so none can be removed: give "
                                 f"{key.removeprefix('hydra.sweeper.params.')} a value "  # a search's key: fixed
-                                "(python -m mnist_exp --cfg job shows each key's).")
+                                f"({advised('--cfg job')} shows each key's).")
         values = given.list if isinstance(given, ChoiceSweep) else [] if override.is_sweep_override() else [given]
         if any(not isinstance(value, (str, list, type(None))) for value in values) and \
                 (options := group_options(key, command.config_dirs)):  # model=5: Hydra's own error names no option
@@ -178,9 +178,9 @@ def check_given_values(command: CommandLine) -> None:
             if len(given) == 1:
                 raise UserError(f"{line}: give the option without brackets, {key}={given[0]} (Hydra records a list of "
                                 "one as no choice).")
-            options = [str(option) for option in given]
-            raise UserError(f"{line}: a run has one {key}. Give one ({key}={options[0]}), or add -m to run one job "
-                            f"for each (python -m mnist_exp -m {key}={','.join(options)} ...).")
+            options = ",".join(str(option) for option in given)
+            raise UserError(f"{line}: a run has one {key}. Give one ({key}={given[0]}), or add -m to run one job "
+                            f"for each ({advised(f'-m {key}={options} ...')}).")
 
 
 def without_logger(line: str, name: str, chosen: Override | None) -> str:
@@ -200,8 +200,8 @@ def sweep_advice(override: Override, command: CommandLine) -> str:
     if command.prints_only:
         return f", and --cfg, --info and --help show one run: give {key} one value."
     if override.is_interval_sweep():
-        return f" sampled by a search: python -m mnist_exp -m hydra/sweeper=optuna {shlex.quote(line)} ..."
-    return f": add -m to run one job for each value (python -m mnist_exp -m {shlex.quote(line)} ...)."
+        return f" sampled by a search: {advised(f'-m hydra/sweeper=optuna {shlex.quote(line)} ...')}"
+    return f": add -m to run one job for each value ({advised(f'-m {shlex.quote(line)} ...')})."
 
 
 def check_output_location(command: CommandLine) -> None:
