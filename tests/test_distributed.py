@@ -87,3 +87,22 @@ def test_an_early_stop_is_process_0s_for_every_process(tmp_path):
              "seed=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["stopped_early"] and metrics["epoch"] == 5
+
+
+def test_a_divergence_on_one_process_stops_every_process_with_one_line(tmp_path):
+    """Each process's loss is that of its own share of the batch. Two images, one a process: a blank one and a bright
+    one. The first step makes the weights huge, and the second's loss is NaN on the bright image's process alone; that
+    process stopped there and the other went on to its next all-reduce, and failed in gloo with the peer gone.
+    Seed 1 gives the bright image to process 1: process 0, whose own loss is finite, must stop too and say why."""
+    header = "label," + ",".join(f"pixel{i}" for i in range(784))
+    for name in ("train.csv", "test.csv"):
+        (tmp_path / name).write_text(f"{header}\n0,{','.join(['0'] * 784)}\n1,{','.join(['255'] * 784)}\n")
+    result = torchrun("dataset=csv", f"dataset.train={tmp_path / 'train.csv'}", f"dataset.test={tmp_path / 'test.csv'}",
+                      "dataset.val_size=0", "dataset.mean=0", "dataset.std=1", "model=logreg", "optimizer=sgd",
+                      "optimizer.lr=1e37", "scheduler=none", "trainer.epochs=3", "trainer.batch_size=2",
+                      "trainer.log_interval=1", "device=cpu", "seed=1", f"hydra.run.dir={tmp_path / 'run'}",
+                      cwd=tmp_path, expect_ok=False)
+    refusal = "Training diverged: the loss is nan at step 2 (learning rate 1e+37)."
+    assert result.returncode != 0 and result.stderr.count(refusal) == 1, result.stderr[-3000:]
+    assert "Error executing job" not in result.stderr and "Connection closed" not in result.stderr
+    assert read_metrics(tmp_path / "run")["status"] == "failed"

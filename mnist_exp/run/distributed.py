@@ -93,6 +93,15 @@ def sum_over_ranks(*tensors: torch.Tensor) -> None:
             dist.all_reduce(tensor)
 
 
+def sum_of(value: float, device: torch.device) -> float:
+    """A number summed over the processes (the number itself outside torchrun): NaN or inf if one process's is."""
+    if not is_distributed():
+        return value
+    total = torch.tensor(value, dtype=torch.float64, device=device)  # float32 losses: no sum of them overflows
+    dist.all_reduce(total)
+    return total.item()
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is true on one: all stop at the same batch, none waits for the others forever."""
     if not is_distributed():

@@ -234,7 +234,7 @@ class Trainer:
                     "train/acc": window_correct.item() / window_count,
                     "lr": self.step_lr,
                 }
-                self.check_finite(values["train/loss"])
+                self.check_finite(distributed.sum_of(values["train/loss"], device))  # all processes stop, or none
                 for callback in self.callbacks:
                     callback.on_train_log(self, values)
                 bar.set_postfix(loss=f"{values['train/loss']:.4f}", acc=f"{100 * values['train/acc']:.2f}%")
