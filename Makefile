@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Re-run pip only when pyproject.toml changes; pip then keeps the installed torch.
 STAMP  := $(VENV)/.installed
-DIR    ?= $$(ls -d outputs/multirun/*/* | tail -1)
+DIR    ?= $$(ls -d outputs/multirun/*/* 2>/dev/null | tail -1)
 
 .PHONY: setup data train test test-fast sweep search dashboard compare clean-outputs test-cluster test-browser
 
@@ -43,12 +43,16 @@ search: data
 	$(PY) -m mnist_exp -m hparams_search=cnn_optuna hydra.sweeper.n_trials=$(TRIALS) $(ARGS)
 
 # optuna-dashboard on the latest search's study, or on STUDY=<storage URL or journal file>: http://127.0.0.1:8080
-STUDY ?= sqlite:///$$(ls -d outputs/multirun/*/*/optuna.db | tail -1)
+STUDY ?= $$(ls -d outputs/multirun/*/*/optuna.db 2>/dev/null | tail -1 | sed "s|^|sqlite:///|")
 dashboard: $(STAMP)
+	@test -n "$(STUDY)" || { echo "make dashboard: no search in outputs/multirun yet: run make search, or give" \
+		"STUDY=<storage URL or journal file>." >&2; exit 1; }
 	$(VENV)/bin/optuna-dashboard $(STUDY)
 
 # The leaderboard of the latest sweep (names sort by time), or of DIR=<runs or sweeps>.
 compare: $(STAMP)
+	@test -n "$(DIR)" || { echo "make compare: no sweep in outputs/multirun yet: run make sweep, or give" \
+		"DIR=<a run, a sweep or a folder of runs>." >&2; exit 1; }
 	$(PY) -m mnist_exp.tools.compare $(DIR)
 
 clean-outputs:

@@ -672,3 +672,21 @@ def test_runs_without_a_config_yaml_group_by_their_overrides(sweep, capsys):
         ("mlp", "", "1", "0"), ("cnn", "", "1", "0"), ("logreg", "", "1", "0"), ("cnn", "1e12", "0", "1"),
         ("mlp", "0.1", "0", "1")]  # by test accuracy; groups without a completed run last
     assert rows[-1]["test acc"] == "" and rows[0]["overlaps top"] == "top" and rows[1]["overlaps top"] == "-"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="the Makefile's targets need make")
+@pytest.mark.parametrize("target, advice", [
+    ("compare", "make compare: no sweep in outputs/multirun yet: run make sweep, or give DIR=<a run, a sweep or a "
+                "folder of runs>."),
+    ("dashboard", "make dashboard: no search in outputs/multirun yet: run make search, or give STUDY=<storage URL or "
+                  "journal file>."),
+])
+def test_make_compare_and_dashboard_before_any_sweep_say_what_to_run(tmp_path, target, advice):
+    (tmp_path / "pyproject.toml").touch()
+    os.utime(tmp_path / "pyproject.toml", (0, 0))  # older than the environment's install stamp: nothing to install
+    makefile = Path(__file__).resolve().parents[1] / "Makefile"
+    made = subprocess.run(["make", "--no-print-directory", "-f", str(makefile), target,
+                           f"VENV={Path(sys.executable).parents[1]}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode != 0 and made.stderr.splitlines()[0] == advice and "Traceback" not in made.stderr
