@@ -660,6 +660,46 @@ def test_runs_in_bf16_and_in_fp32_are_two_groups_named_by_the_precision_that_ran
     assert load_checkpoint(tmp_path / "auto" / "checkpoints" / "best.pt")["config"]["device"]["precision"] == ran
 
 
+def test_runs_cut_to_batches_of_another_eval_batch_size_are_not_one_group(tmp_path, monkeypatch, capsys):
+    """With trainer.limit_batches, trainer.eval_batch_size sets how many test images a run has (64 or 128 here):
+    runs that differ in it measured different things, not one setting's seeds."""
+    runs = tmp_path / "runs"
+    for seed, size in [(0, 32), (1, 64), (2, 32)]:
+        code, _, err = run_main("dataset=fake", "trainer.epochs=1", "trainer.limit_batches=2", "model.width=4",
+                                f"trainer.eval_batch_size={size}", f"seed={seed}", "device=cpu", "device.threads=1",
+                                f"hydra.run.dir={runs / f'{seed}_eval-{size}'}", monkeypatch=monkeypatch,
+                                capsys=capsys, cwd=tmp_path)
+        assert code == 0, err[-2000:]
+    assert [len(read_predictions(runs / name)[1]) for name in ("0_eval-32", "1_eval-64")] == [64, 128]
+    rows = read_csv(run_compare(capsys, runs, "--format", "csv"))
+    assert sorted((row["trainer.eval_batch_size"], row["runs"], row["n"]) for row in rows) == [
+        ("32", "0_eval-32;2_eval-32", "2"), ("64", "1_eval-64", "1")]
+    assert compare.main([str(runs / "0_eval-32"), str(runs / "1_eval-64"), "--vs", str(runs / "2_eval-32")]) == 1
+    assert capsys.readouterr().err == (
+        "python -m mnist_exp.tools.compare: A holds 2 seed groups, not one (they differ in trainer.eval_batch_size): "
+        "give the runs of one group, e.g. the job directories of a sweep that share a setting (sweep/0_* sweep/2_*).\n")
+
+
+@pytest.mark.parametrize("debug, rows", [({}, 1), ({"trainer.overfit_batches": 2}, 1),
+                                         ({"trainer.limit_batches": 2}, 2)])
+def test_eval_batch_size_tells_runs_apart_only_where_limit_batches_cuts_the_test_split(tmp_path, capsys, debug, rows):
+    """A full run, or one with trainer.overfit_batches (which cuts the training split only), tests every test image
+    at any eval_batch_size: its batches change the speed alone."""
+    for seed, size in enumerate([32, 64]):
+        make_job(tmp_path, f"{seed}_eval-{size}", {**debug, "trainer.eval_batch_size": size, "seed": seed},
+                 done(0.9, 0.9, 1))
+    assert len(read_csv(run_compare(capsys, tmp_path, "--format", "csv"))) == rows
+
+
+def test_runs_known_by_their_overrides_alone_with_a_debug_preset_keep_their_eval_batch_sizes_apart(tmp_path, capsys):
+    """Without a config.yaml, debug=one_batch is all there is to say the run cut its splits (to limit_batches=1)."""
+    for seed, size in enumerate([32, 64]):
+        make_run(tmp_path / f"{seed}_eval-{size}", ["debug=one_batch", f"trainer.eval_batch_size={size}",
+                                                    f"seed={seed}"], completed(0.9, 0.9))
+    rows = read_csv(run_compare(capsys, tmp_path, "--format", "csv"))
+    assert sorted((row["trainer.eval_batch_size"], row["n"]) for row in rows) == [("32", "1"), ("64", "1")]
+
+
 def test_help_says_how_to_pick_a_and_b(capsys):
     assert compare.main(["--help"]) == 0
     text = capsys.readouterr().out

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import read_metrics, run_main
 from mnist_exp.data.datasets import build_dataset, fake
-from mnist_exp.data.images import decoded
+from mnist_exp.data.images import decoded, to_mnist_form
 from mnist_exp.errors import UserError
 from mnist_exp.paths import default_data_dir
 from mnist_exp.tools import evaluate, predict
@@ -165,6 +165,30 @@ def test_split_folders_and_what_cannot_work(tmp_path):
 
 
 
+def test_a_file_of_several_frames_is_refused_and_a_gif_or_tiff_of_one_read(tmp_path, monkeypatch):
+    """An animated GIF or a TIFF of pages was read as its first frame alone: one image of several, without a word."""
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "data"))
+    data = fake(num_train=60, val_size=0, num_test=0)
+    root = tmp_path / "digits"
+    write_images(root, data.train.images, data.train.labels)
+    folder = root / NAMES[data.train.labels[0]]
+    first, second = (Image.fromarray(image) for image in data.train.images[:2].numpy())
+    first.save(folder / "still.gif")
+    first.save(folder / "still.tif")
+    one_frame = build_dataset({"name": "folder", "root": str(root)})
+    assert len(one_frame.train) + len(one_frame.val) + len(one_frame.test) == 62
+    for name, frames in (("moving.gif", [second, first]), ("pages.tif", [second])):
+        first.save(folder / name, save_all=True, append_images=frames)
+        with pytest.raises(UserError) as refused:
+            build_dataset({"name": "folder", "root": str(root)})
+        assert str(refused.value) == (f"{folder / name} has {1 + len(frames)} frames: give one image per file (save "
+                                      "the frame you mean as a PNG). Or set dataset.skip_unreadable=true to leave such "
+                                      "files out.")
+        kept = build_dataset({"name": "folder", "root": str(root), "skip_unreadable": True})
+        assert len(kept.train) + len(kept.val) + len(kept.test) == 62
+        (folder / name).unlink()
+
+
 def test_a_folder_that_would_be_read_as_something_else_is_one_line(tmp_path, monkeypatch):
     """Split folders read as classes, one class, a link to nothing, a kept decoding that is damaged: each would train
     on something other than the folder means, or end in a traceback."""
@@ -271,6 +295,35 @@ def test_a_photo_is_read_upright_and_16_bit_grey_in_its_range(tmp_path):
     Image.fromarray(levels).save(tmp_path / "sixteen.png")
     pixels = decoded(tmp_path / "sixteen.png", lambda picture: np.asarray(picture), "predict")
     assert pixels.dtype == np.uint8 and pixels[0, 0] == 0 and pixels[12, 12] == round(40000 / 65535 * 255)
+
+
+def test_a_cameras_jpeg_of_several_images_is_read_as_its_photo(tmp_path):
+    """A camera's JPEG (MPO) holds previews or another view after the photo: not frames to choose from."""
+    photo, preview = Image.new("L", (60, 40), 255), Image.new("L", (15, 10), 0)
+    photo.save(tmp_path / "photo.jpg", save_all=True, append_images=[preview], format="MPO")
+    assert Image.open(tmp_path / "photo.jpg").n_frames == 2
+    pixels = decoded(tmp_path / "photo.jpg", lambda picture: np.asarray(picture.convert("L")), "predict")
+    assert pixels.shape == (40, 60) and pixels.min() > 250
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".tif"])
+def test_a_file_of_frames_cut_off_anywhere_is_read_or_refused_in_one_line(tmp_path, suffix):
+    """Counting the frames reads each one's header, where a file cut off fails in many ways (IndexError,
+    struct.error, ...): each is said as a file PIL cannot read, never a traceback. Cut after a frame, it is read."""
+    first, second = (Image.fromarray(image) for image in fake(num_train=2, val_size=0, num_test=0).train.images.numpy())
+    whole = tmp_path / f"whole{suffix}"
+    first.save(whole, save_all=True, append_images=[second])
+    data, cut = whole.read_bytes(), tmp_path / f"cut{suffix}"
+    said = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL warns of a TIFF's tags cut off
+        for end in range(1, len(data), 7):
+            cut.write_bytes(data[:end])
+            try:
+                decoded(cut, to_mnist_form, "predict")
+            except UserError as refused:
+                said.add(str(refused).replace(str(cut), "FILE").split(" (")[0])
+    assert said == {"FILE is not an image PIL can read", "FILE has 2 frames: give one image per file"}
 
 
 def test_32_bit_grey_below_zero_is_scaled_and_a_pixel_that_is_no_number_refused(tmp_path):

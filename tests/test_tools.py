@@ -174,6 +174,30 @@ def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(train
         f"{PREDICT}: 4 of 7 files could not be classified (above); the others are."]
 
 
+def test_predict_refuses_an_animation_or_pages_and_reads_a_gif_or_tiff_of_one_frame(trained, tmp_path, capsys):
+    """An animated GIF or a TIFF of pages was read as its first frame alone: one prediction for several images."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    seven, turned = digit_seven(), digit_seven().rotate(90, expand=True, fillcolor=255)
+    for name in ("0.png", "1.gif", "2.tif"):
+        seven.save(folder / name)
+    seven.save(folder / "3_animated.gif", save_all=True, append_images=[turned, seven])
+    seven.save(folder / "4_pages.tif", save_all=True, append_images=[turned])
+    code, out, err = call("predict", trained, folder, "--device", "cpu", capsys=capsys)
+    lines = [line.split("\t") for line in out.strip().splitlines()]
+    assert [name for name, _, _ in lines] == [str(folder / name) for name in ("0.png", "1.gif", "2.tif")]
+    assert len({(label, probability) for _, label, probability in lines}) == 1  # one picture, saved three ways
+    assert (code, err.splitlines()) == (1, [
+        f"{PREDICT}: {folder / '3_animated.gif'} has 3 frames: give one image per file (save the frame you mean as "
+        "a PNG).",
+        f"{PREDICT}: {folder / '4_pages.tif'} has 2 frames: give one image per file (save the frame you mean as a "
+        "PNG).",
+        f"{PREDICT}: 2 of 5 files could not be classified (above); the others are."])
+    assert call("predict", trained, folder / "3_animated.gif", "--device", "cpu", capsys=capsys) == (
+        1, "", f"{PREDICT}: {folder / '3_animated.gif'} has 3 frames: give one image per file (save the frame you "
+               "mean as a PNG).\n")
+
+
 def digit_seven(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:
     """A hand-drawn-like 7: dark strokes on light paper, off centre, not square."""
     image = Image.new(mode, size, paper)

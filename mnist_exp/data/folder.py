@@ -28,7 +28,7 @@ SPLITS = ("train", "val", "test")
 # Folder names that mean a split, not a class, whatever their case: read only as train/, val/ and test/.
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing"}
 # The decoded images' form: raised when the decoding changes, so a folder kept from before is decoded again.
-DECODING = 2  # 2: a photo's EXIF orientation applied
+DECODING = 3  # 2: a photo's EXIF orientation applied; 3: a file of several frames refused
 RECORD_KEYS = {"images", "labels", "splits", "class_names", "skipped"}
 MEMORY_SHARE = 0.5  # of the memory available now, at most, for the decoded images
 

@@ -1,8 +1,8 @@
 """Image files brought to a dataset's form: grey, white on black, a size a side (or in colour, resized); what predict
 and dataset=folder read.
 
-Any format PIL reads, any size up to ``MAX_SIDE`` a side (checked from the header, before the pixels are decoded,
-so a huge image costs no memory), either polarity, transparent backgrounds as white paper.
+Any format PIL reads, one frame a file, any size up to ``MAX_SIDE`` a side (checked from the header, before the pixels
+are decoded, so a huge image costs no memory), either polarity, transparent backgrounds as white paper.
 """
 
 import re
@@ -29,6 +29,9 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
             width, height = image.size
             if max(width, height) > MAX_SIDE:
                 raise UserError(too_large(path, f"is {width}x{height} pixels", reader))
+            if (frames := frame_count(image)) > 1:  # read, it would be its first frame alone, without a word
+                raise UserError(f"{path} has {frames} frames: give one image per file (save the frame you mean as "
+                                "a PNG).")
             return convert(eight_bit(ImageOps.exif_transpose(image), path))  # a photo upright, as a viewer shows it
     except Image.DecompressionBombError as error:  # refused by PIL itself, from the header
         pixels = re.search(r"\((\d+) pixels\)", str(error))
@@ -39,6 +42,18 @@ def decoded(path: Path, convert: Callable[[Image.Image], np.ndarray], reader: st
                         "Give PNG or JPEG files of digits.") from error
     except ValueError as error:
         raise UserError(f"{path}: {error}. Give an image with a digit in it.") from error
+
+
+def frame_count(image: Image.Image) -> int:
+    """The frames of an animation or the pages of a TIFF; 1 for a camera's JPEG (MPO), whose first image is the photo
+    (the others: previews, another view). Counting reads each frame's header, and a damaged one fails in many ways
+    (IndexError, struct.error, ...): said as PIL says a file it cannot read, an OSError."""
+    if image.format == "MPO":
+        return 1
+    try:
+        return getattr(image, "n_frames", 1)
+    except Exception as error:
+        raise OSError(f"its frames cannot be counted: {error}") from error
 
 
 def eight_bit(image: Image.Image, path: Path) -> Image.Image:

@@ -6,8 +6,8 @@ The leaderboard, ``--vs`` and ``--plot`` all rank and compare these.
 from collections import Counter
 from typing import Any
 
-from mnist_exp.runs import Status, changes_speed, number, says_where_or_how
-from mnist_exp.tools.run_records import differing_keys
+from mnist_exp.runs import Status, changes_speed, number
+from mnist_exp.tools.run_records import differing_keys, measured
 from mnist_exp.tools.stats import ACCURACY, ANY_NUMBER, Summary, summarize
 
 
@@ -26,7 +26,7 @@ def seed_groups(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for run in members:
             parts.setdefault(tuple(run["overrides"].get(key) for key in apart), []).append(run)
         groups += [summarize_group(part, {k: v for k, v in part[0]["overrides"].items()
-                                          if k != "seed" and (k in apart or not says_where_or_how(k))})
+                                          if k in apart or measured(k, part[0]["cut"])})
                    for part in parts.values()]
     return sorted(groups, key=lambda g: (g["test"] is None, -(g["test"].mean if g["test"] else 0.0),
                                          str(g["runs"][0]["dir"])))  # ties in the order of the runs' names

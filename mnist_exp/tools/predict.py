@@ -1,12 +1,12 @@
 """Classify image files: ``python -m mnist_exp.tools.predict <checkpoint or run dir> <images or folders>... [--device cpu]``.
 
-Any PNG or JPEG of a digit works: colour or grey, any size up to 4096x4096, dark on light or light
-on dark. Each is brought into MNIST's form as MNIST itself was made: grey, white digit on black,
-the digit scaled to fit a 20x20 box and placed in 28x28 so that its centre of mass is at the
-centre; a model trained on a folder of images takes them in that folder's form (its size, the whole
-image, colour: ``mnist_exp.data.images.dataset_form``). ``--as-is`` takes images already in the
-dataset's form and size (saved from it) pixel for pixel. Prints one line per file: the file, the
-predicted class, its probability.
+Any PNG or JPEG of a digit works: colour or grey, any size up to 4096x4096, dark on light or light on dark, one
+image a file (an animated GIF or a TIFF of pages is refused, not read as its first frame). Each is brought into
+MNIST's form as MNIST itself was made: grey, white digit on black, the digit scaled to fit a 20x20 box and placed in
+28x28 so that its centre of mass is at the centre; a model trained on a folder of images takes them in that folder's
+form (its size, the whole image, colour: ``mnist_exp.data.images.dataset_form``). ``--as-is`` takes images already
+in the dataset's form and size (saved from it) pixel for pixel. Prints one line per file: the file, the predicted
+class, its probability.
 """
 
 import sys

@@ -103,7 +103,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         overrides[PRECISION] = precision
         if readable and isinstance(config.get("device"), dict):
             config["device"]["precision"] = precision
-    return {"dir": run_dir, "overrides": overrides, "settings": trained_settings(config if readable else None, overrides),
+    settings = flatten_config(config) if readable else overrides
+    cut = cut_to_batches(settings)
+    return {"dir": run_dir, "overrides": overrides, "settings": trained_settings(settings, cut), "cut": cut,
             "seed": config.get("seed") if readable else overrides.get("seed", "the config's"), "problem": problem,
             "metrics": metrics, "foreign": foreign}
 
@@ -131,11 +133,24 @@ def read_yaml(path: Path) -> Any:
         return None
 
 
-def trained_settings(config: dict | None, overrides: dict[str, str]) -> tuple:
-    """What a run trains, apart from its seed: its composed config (its overrides where the config is missing)."""
-    settings = flatten_config(config) if config is not None else overrides
-    return tuple(sorted((key, repr(value)) for key, value in settings.items()
-                        if key != "seed" and not says_where_or_how(key)))
+def trained_settings(settings: dict[str, Any], cut: bool) -> tuple:
+    """What a run trains and measures, apart from its seed: the keys of its flattened config (its overrides where the
+    config is missing) that are ``measured``."""
+    return tuple(sorted((key, repr(value)) for key, value in settings.items() if measured(key, cut)))
+
+
+def measured(key: str, cut: bool) -> bool:
+    """A key whose values make different experiments, the seed aside: what a run trains (not ``says_where_or_how``),
+    and trainer.eval_batch_size in a run ``cut`` to trainer.limit_batches batches a split: there it sets how many
+    validation and test images the run was measured on."""
+    return key != "seed" and (not says_where_or_how(key) or cut and key == "trainer.eval_batch_size")
+
+
+def cut_to_batches(settings: dict[str, Any]) -> bool:
+    """Whether a run's flattened config (or overrides) sets trainer.limit_batches. Overrides alone name a debug
+    preset, not what it sets: any one counts (debug=one_batch sets limit_batches)."""
+    return any(str(settings.get(key)).lower() not in ("none", "null", "~", "")
+               for key in ("trainer.limit_batches", "debug"))
 
 
 def differing_keys(runs: list[dict[str, Any]]) -> list[str]:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from mnist_exp.errors import UserError
-from mnist_exp.runs import PREDICTIONS_FILE, Status, number, read_predictions, says_where_or_how
+from mnist_exp.runs import PREDICTIONS_FILE, Status, number, read_predictions
 from mnist_exp.tools.groups import repeat_warnings, seed_groups
-from mnist_exp.tools.run_records import differing_keys, runs_under
+from mnist_exp.tools.run_records import differing_keys, measured, runs_under
 from mnist_exp.tools.stats import ACCURACY, mcnemar_p, summarize, welch
 
 SIGNIFICANCE = 0.05
@@ -59,7 +59,7 @@ def labels(a: list[dict[str, Any]], b: list[dict[str, Any]], keep_seed: bool) ->
     """Each side named by its overrides that differ from the other side's, else by its first directory."""
     def overrides(runs):
         return {k: v for k, v in runs[0]["overrides"].items()
-                if (keep_seed or k != "seed") and not says_where_or_how(k)}
+                if keep_seed and k == "seed" or measured(k, runs[0]["cut"])}
     sides = [{"overrides": overrides(a)}, {"overrides": overrides(b)}]
     keys = differing_keys(sides)
     return tuple(" ".join(f"{k}={s['overrides'][k]}" for k in keys if k in s["overrides"]) or runs[0]["dir"].name
