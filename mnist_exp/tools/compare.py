@@ -2,12 +2,11 @@
 
 Reads every run directory (one holding ``.hydra/``) under the given paths, sweep jobs and single runs.
 By default a row is a seed group: the runs whose composed configs differ only in ``seed`` and in keys
-that say where or how a run goes (``runs.RESUME_MAY_CHANGE``; a sweep of a speed key, e.g. ``device.threads``,
-a row per value; ``trainer.eval_batch_size`` in runs cut to ``trainer.limit_batches``, whose test images it counts,
-a row per value), with the mean, spread, minimum and
-95% interval (Student's t) of their test accuracy, best mean first. ``--runs`` lists each run from
-its ``metrics.json``, best validation accuracy first, failed, stopped, unfinished and unreadable runs
-last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.tools.versus``.
+that say where or how a run goes (``runs.RESUME_MAY_CHANGE``; a sweep of a speed key, e.g. ``device.threads``, or
+of ``trainer.eval_batch_size`` in runs cut to ``trainer.limit_batches``, whose test images it counts: a row per value),
+with the mean, spread, minimum and 95% interval (Student's t) of their test accuracy, best mean first. ``--runs``
+lists each run from its ``metrics.json``, best validation accuracy first, failed, stopped, unfinished and unreadable
+runs last. CSV keeps full precision (accuracies as fractions). ``A --vs B`` is ``mnist_exp.tools.versus``.
 """
 
 import argparse
