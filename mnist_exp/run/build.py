@@ -98,6 +98,11 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if cfg.trainer.batch_size > len(data.train):  # every larger batch would be the same single batch
         raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is more than the {len(data.train)} training "
                         f"images: give at most {len(data.train)}.")
+    evaluated = max(len(data.val), len(data.test))  # a default above it (500 on fake data) is left as it is
+    if "trainer.eval_batch_size" in given and cfg.trainer.eval_batch_size > evaluated:
+        raise UserError(f"trainer.eval_batch_size={cfg.trainer.eval_batch_size} is more than the {evaluated} images of "
+                        f"the largest split it evaluates ({len(data.val)} validation, {len(data.test)} test): every "
+                        f"larger batch is the same single batch, so give at most {evaluated}.")
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
     if nulls := [key for key in ("mean", "std") if cfg.dataset.get(key, 0) is None]:  # what the run uses for them
