@@ -302,6 +302,8 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["model=vgg_cnn", "model.convs_per_stage=2"],
      "model.convs_per_stage=2 is not a list: give one in brackets, e.g. model.convs_per_stage=[2,2,2]."),
     (["device.threads=-3"], "device.threads=-3 is out of range: it must be at least 0."),
+    (["trainer.eval_batch_size=300"], "trainer.eval_batch_size=300 is more than the 256 images of the largest split it "
+     "evaluates (256 validation, 256 test): every larger batch is the same single batch, so give at most 256."),
     (["trainer.epochs=1", "trainer.log_interval=20"], "trainer.log_interval=20 is more than this run's 4 training "
      "steps, so no step would be logged: give at most 4, e.g. trainer.log_interval=1."),  # given, though the default
     (["debug=one_batch", "trainer.log_interval=7"], "trainer.log_interval=7 is more than this run's 1 training "

@@ -65,6 +65,32 @@ def test_overfit_learns_its_few_batches_by_heart(tmp_path, monkeypatch, capsys):
     assert read_metrics(run_dir)["best_val/acc"] == 1.0  # the validation images are the two training batches
 
 
+def test_a_validation_split_given_to_an_overfit_run_is_refused(tmp_path, monkeypatch, capsys):
+    """Overfitting validates on its own training batches: a dataset.val_size given beside it held out images no epoch
+    saw or validated on (on fake data it changed nothing at all). A recipe's own val_size (experiment=fast's 0) stays
+    as the recipe has it."""
+    args = (*SMALL, "debug=overfit", "model=logreg", "trainer.epochs=2")
+    code, _, err = run_main(*args, "dataset.val_size=64", monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "dataset.val_size=64 takes no effect: trainer.overfit_batches=2 validates on its own training batches, not on "
+        "a held-out split. Leave dataset.val_size out, or give trainer.overfit_batches=null to validate on that split."]
+    code, _, err = run_main(*args, "dataset.val_size=64", "trainer.overfit_batches=null",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)  # the advice, followed
+    assert code == 0, err
+    run_dir = run(tmp_path, monkeypatch, capsys, "experiment=fast", "debug=overfit", "trainer.epochs=1")
+    assert read_metrics(run_dir)["best_val/acc"] is not None  # validated on its training batches
+
+
+def test_an_eval_batch_size_beyond_the_splits_is_refused_in_a_debug_run_too(tmp_path, monkeypatch, capsys):
+    """With trainer.limit_batches the eval batch sizes the validation and test splits: above them, every larger one
+    ran the same whole splits."""
+    code, _, err = run_main(*SMALL, "debug=one_batch", "trainer.eval_batch_size=300", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [
+        "trainer.eval_batch_size=300 is more than the 256 images of the largest split it evaluates (256 validation, "
+        "256 test): every larger batch is the same single batch, so give at most 256."]
+
+
 def test_profile_writes_a_trace_and_logs_the_top_operators(tmp_path, monkeypatch, capsys):
     run_dir = run(tmp_path, monkeypatch, capsys, "debug=profile", "trainer.limit_batches=3")
     trace = json.loads((run_dir / "profile.json").read_text())

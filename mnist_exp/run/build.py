@@ -20,7 +20,7 @@ from mnist_exp.run.checkpoint import misfit
 from mnist_exp.run.commands import config_command, run_command
 from mnist_exp.run.recorded_config import check_recorded_config, record_run_identity, run_identity
 from mnist_exp.run.config import CLAIMED_RUN_DIRS, check_ranges
-from mnist_exp.run.debugging import limited
+from mnist_exp.run.debugging import check_overfit_validation, limited
 from mnist_exp.run.ema import check_decay
 from mnist_exp.run.finetune import load_initial_weights
 from mnist_exp.run.models import count_parameters, model_summary
@@ -83,6 +83,8 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if taken:
         log.warning("%s was taken by a run started in the same second: this run is in %s", taken[0], run_dir)
 
+    given = {split_override(line)[0] for line in overrides}  # on the command line, not by a recipe
+    check_overfit_validation(cfg.trainer.overfit_batches, given, cfg.dataset.get("val_size"))
     with distributed.rank_zero_first():
         data = limited(build_dataset(cfg.dataset), cfg.trainer.limit_batches, cfg.trainer.overfit_batches,
                        cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
@@ -96,6 +98,11 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     if cfg.trainer.batch_size > len(data.train):  # every larger batch would be the same single batch
         raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is more than the {len(data.train)} training "
                         f"images: give at most {len(data.train)}.")
+    evaluated = max(len(data.val), len(data.test))  # a default above it (500 on fake data) is left as it is
+    if "trainer.eval_batch_size" in given and cfg.trainer.eval_batch_size > evaluated:
+        raise UserError(f"trainer.eval_batch_size={cfg.trainer.eval_batch_size} is more than the {evaluated} images of "
+                        f"the largest split it evaluates ({len(data.val)} validation, {len(data.test)} test): every "
+                        f"larger batch is the same single batch, so give at most {evaluated}.")
     log.info("Dataset %s: %d train, %d validation, %d test images", data.name, len(data.train), len(data.val),
              len(data.test))
     if nulls := [key for key in ("mean", "std") if cfg.dataset.get(key, 0) is None]:  # what the run uses for them
@@ -140,7 +147,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
         raise UserError(f"trainer.patience={cfg.trainer.patience} watches the validation accuracy, and "
                         f"dataset.val_size={cfg.dataset.get('val_size')} holds out no image of this dataset: give a "
                         "larger dataset.val_size, or trainer.patience=null.")
-    steps, given = cfg.trainer.epochs * len(train_loader), {split_override(line)[0] for line in overrides}
+    steps = cfg.trainer.epochs * len(train_loader)
     # A debug run cuts its steps: a recipe's values are left as they are, and those given on its command line checked.
     debug = cfg.trainer.limit_batches is not None or cfg.trainer.overfit_batches is not None
     if not debug or given & {"scheduler.step_size", "scheduler.warmup_epochs"}:  # the keys it judges

@@ -33,6 +33,15 @@ def check_batch_limits(limit_batches: int | None, overfit_batches: int | None) -
                         "the training batches: give one of them (the other null).")
 
 
+def check_overfit_validation(overfit_batches: int | None, given: set[str], val_size) -> None:
+    """Overfitting validates on its own training batches: a validation split's size given beside it would only hold
+    out images that no epoch sees."""
+    if overfit_batches is not None and "dataset.val_size" in given:
+        raise UserError(f"dataset.val_size={val_size} takes no effect: trainer.overfit_batches={overfit_batches} "
+                        "validates on its own training batches, not on a held-out split. Leave dataset.val_size out, "
+                        "or give trainer.overfit_batches=null to validate on that split.")
+
+
 def first(split: Split, count: int) -> Split:
     return Split(split.images[:count], split.labels[:count])
 
