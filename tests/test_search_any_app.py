@@ -130,10 +130,31 @@ def test_a_sampler_setting_optuna_refuses_is_one_line_naming_the_settings(tmp_pa
                              for line in err.splitlines()), err
 
 
+def test_a_qmc_seed_is_refused_where_the_sequence_is_not_scrambled_and_read_where_it_is(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """Without scrambling, QMC's sequence is the same for every seed: the app's seed 0 and a seed 1 drew the same x, y
+    after the first trial (Optuna's QMC draws that one at random)."""
+    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=qmc")
+    assert code == 1 and (
+        "hydra.sweeper.sampler.seed=0: after its first trial, the QMC sampler draws x, y from one sequence whatever "
+        "its seed, unless it scrambles it: give hydra.sweeper.sampler.scramble=true too, or leave the seed out."
+    ) in err.splitlines()
+    drawn = []
+    for seed in (0, 1):  # the advice: each seed its own sequence
+        (tmp_path / str(seed)).mkdir()
+        code, _, err, sweep_dir = run_app(tmp_path / str(seed), monkeypatch, capsys, "hydra/sweeper/sampler=qmc",
+                                          "hydra.sweeper.sampler.scramble=true", f"hydra.sweeper.sampler.seed={seed}",
+                                          "hydra.sweeper.n_trials=3")
+        assert code == 0, err
+        drawn.append(job_values(sweep_dir))
+    assert drawn[0] != drawn[1]
+
+
 @pytest.mark.parametrize("sampler, name", [("nsgaii", "NSGAIISampler"), ("qmc", "QMCSampler")])
 def test_the_nsgaii_and_qmc_samplers_search(sampler, name, tmp_path, monkeypatch, capsys):
+    scrambled = ["hydra.sweeper.sampler.scramble=true"] if sampler == "qmc" else []  # which reads the app's seed
     code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, f"hydra/sweeper/sampler={sampler}",
-                                        "hydra.sweeper.n_trials=4")
+                                        "hydra.sweeper.n_trials=4", *scrambled)
     assert code == 0, err
     assert f"sampler {name}" in out and len(job_values(sweep_dir)) == 4
 

@@ -29,13 +29,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, first_line
-from mnist_exp.sweeps.space import (describe, grid_points_left, grid_space, load_function, override_value,
-                                    search_space)
+from mnist_exp.sweeps.space import describe, grid_points_left, grid_space, load_function, override_value, search_space
 from mnist_exp.run.commands import program, searchpath
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_file, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_same_search,
-                                           check_settings, check_space_fits, check_validation_split, trials_precision)
+                                           check_seed_is_read, check_settings, check_space_fits,
+                                           check_validation_split, trials_precision)
 from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, tell_recorded,
                                     told, without_password)
 
@@ -98,6 +98,7 @@ class OptunaSearch:
         grid = grid_space(self.sampler, space)
         sampler = build_from_node(self.sampler, "sampler", **grid)
         pruner = build_from_node(self.pruner, "pruner")
+        check_seed_is_read(self.sampler, space)  # once Optuna takes its settings
         new_file = self.storage and (file := storage_file(self.storage)) and not Path(file).exists()
         if self.n_trials == 0 and (not self.storage or new_file):  # refused before a file is made
             raise self.nothing_to_report()

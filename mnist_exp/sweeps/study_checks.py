@@ -70,6 +70,17 @@ def check_settings(search) -> None:
                         "hydra/sweeper/pruner=none.")
 
 
+def check_seed_is_read(sampler, space: dict) -> None:
+    """Optuna's QMC sampler reads its seed only to scramble its sequence (and for its first trial, and for choices,
+    which it draws at random): unscrambled, every seed draws the same numbers."""
+    numbers = [key for key, distribution in space.items() if not hasattr(distribution, "choices")]
+    if (sampler._target_.endswith("QMCSampler") and sampler.get("seed") is not None and not sampler.get("scramble")
+            and numbers):
+        raise UserError(f"hydra.sweeper.sampler.seed={sampler.seed}: after its first trial, the QMC sampler draws "
+                        f"{', '.join(numbers)} from one sequence whatever its seed, unless it scrambles it: give "
+                        "hydra.sweeper.sampler.scramble=true too, or leave the seed out.")
+
+
 def check_parts(sampler, pruner) -> None:
     """The sampler and pruner are nodes that their groups choose, each naming the Optuna class to build: a name or
     null given to the key itself (hydra.sweeper.sampler=tpe) leaves no class to build."""
