@@ -496,6 +496,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"], "hydra.launcher."
      "cpus_per_task=1: submitit_local runs each job on this machine and applies no cpus_per_task to it (SLURM does, "
      "hydra/launcher=slurm): leave it out; device.threads=N sets a job's CPU threads."),
+    (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.name=mine"], "hydra.launcher.name=mine: "
+     "submitit_local runs each job on this machine and applies no name to it (SLURM does, hydra/launcher=slurm): leave "
+     "it out."),  # it ran as before, the name nowhere but in the recorded config
     (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage=sqlite:///:memory:"], "hydra.sweeper.storage=sqlite:"
      "///:memory: is a database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the "
      "sweep directory), or give hydra.sweeper.storage=null for a study in this process alone."),

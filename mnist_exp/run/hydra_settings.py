@@ -20,7 +20,7 @@ JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.pref
 # submitit's launchers: a job is one process, the run's own; torchrun starts a run's several (README: several processes).
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
 # submitit_local applies these to no job (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
-LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
+LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb", "hydra.launcher.name")
 # The launchers that submit to SLURM, and what submitit calls there.
 SLURM_LAUNCHERS, SLURM_TOOLS = ("slurm", "submitit_slurm"), ("sbatch", "srun")
 # SQLite URLs SQLAlchemy opens in memory: no path (sqlite:///$UNSET_VARIABLE), or :memory:; any driver, any query.
@@ -117,9 +117,10 @@ def check_sweep_settings(command: CommandLine) -> None:
                         "machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
     if launcher == "submitit_local":
         for given in filter(None, map(command.given, LOCAL_IGNORES)):
-            raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no "
-                            f"{given.key_or_group.rpartition('.')[2]} to it (SLURM does, hydra/launcher=slurm): leave it "
-                            "out; device.threads=N sets a job's CPU threads.")
+            key = given.key_or_group.rpartition('.')[2]
+            threads = "; device.threads=N sets a job's CPU threads" if key == "cpus_per_task" else ""
+            raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no {key} to "
+                            f"it (SLURM does, hydra/launcher=slurm): leave it out{threads}.")
     storage = command.value("hydra.sweeper.storage")
     if isinstance(storage, str) and IN_MEMORY_SQLITE.fullmatch(storage):
         raise UserError(f"hydra.sweeper.storage={storage} is a database in memory, which the trials' jobs cannot "
