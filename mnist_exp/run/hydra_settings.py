@@ -100,6 +100,13 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"hydra.launcher.n_jobs={jobs} counts back past this machine's {os.cpu_count()} cores (-1: "
                         f"one job per core, -2: one fewer), and joblib would run one at a time: give at least "
                         f"-{os.cpu_count()}, or a count of jobs.")
+    timeout = command.value("hydra.launcher.timeout")
+    if timeout not in (None, "null") and one_job_at_a_time(jobs or "-1"):  # joblib's default n_jobs: -1
+        here = " here" if jobs.startswith("-") or not jobs else ""
+        raise UserError(f"hydra.launcher.timeout={timeout}: joblib limits a job's time only where it runs several at "
+                        f"once, and hydra.launcher.n_jobs={jobs or -1} runs one at a time{here}: give "
+                        "hydra.launcher.n_jobs=2 or more (in a search, as many hydra.sweeper.n_jobs), or leave the "
+                        "timeout out.")
     for key, allowed in JOBLIB_FIXED.items():
         if (value := command.value(key)) is not None and value not in allowed:
             raise UserError(f"{key}={value}: joblib's launcher runs each job in a process of its own (loky) whatever "
@@ -126,6 +133,16 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"hydra.sweeper.storage={storage} is a database in memory, which the trials' jobs cannot "
                         "reach: leave the storage out (SQLite in the sweep directory), or give "
                         "hydra.sweeper.storage=null for a study in this process alone.")
+
+
+def one_job_at_a_time(jobs: str) -> bool:
+    """Whether joblib, given ``n_jobs``, runs its jobs one after another (its sequential backend, which has no timeout);
+    a negative count is counted back from the cores, as joblib counts it."""
+    try:
+        from joblib import effective_n_jobs  # the launcher's own count
+    except ImportError:  # no joblib launcher either: Hydra refuses its keys
+        return False
+    return bool(re.fullmatch(r"-?\d+", jobs)) and effective_n_jobs(int(jobs)) == 1
 
 
 def check_single_run_settings(hydra_overrides: list[str]) -> None:
