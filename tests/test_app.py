@@ -486,6 +486,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.backend=threading"], "hydra.launcher.backend="
      "threading: joblib's launcher runs each job in a process of its own (loky) whatever this says: leave "
      "hydra.launcher.backend out (hydra.launcher.n_jobs sets how many run at once)."),
+    (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.require=sharedmem"], "hydra.launcher.require="
+     "sharedmem: joblib's launcher runs each job in a process of its own (loky) whatever this says: leave "
+     "hydra.launcher.require out (hydra.launcher.n_jobs sets how many run at once)."),  # was joblib's ValueError
     (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"], "hydra.launcher."
      "tasks_per_node=2: each job of a sweep is one training process, and more would train the same run side by side "
      "in one directory: give hydra.launcher.tasks_per_node=1. To train one run on several GPUs, start it with torchrun "

@@ -16,7 +16,8 @@ from mnist_exp.run.command_line import CommandLine, as_bool
 JOB_NUMBER = "${hydra.job.num}"
 UNIQUE_PER_JOB = (JOB_NUMBER, "${hydra.job.id}", "${hydra:job.num}", "${hydra:job.id}")
 # joblib's launcher runs each job in a process of its own (loky), whatever these say.
-JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.prefer": ("processes", "null")}
+JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.prefer": ("processes", "null"),
+                "hydra.launcher.require": ("null",)}  # sharedmem: threads, which loky refuses
 # submitit's launchers: a job is one process, the run's own; torchrun starts a run's several (README: several processes).
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
 # submitit_local applies these to no job (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
