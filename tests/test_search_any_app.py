@@ -271,6 +271,10 @@ def test_a_two_objective_search_of_accuracy_and_training_time(tmp_path, monkeypa
     (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,train_time_s]",
       "hydra/sweeper/pruner=median"),
      "Optuna prunes single-objective searches only: with several directions, hydra/sweeper/pruner=none."),
+    (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,train_time_s]",
+      "hydra/sweeper/sampler=cmaes"),  # was Optuna's ValueError, once the study was made
+     "hydra/sweeper/sampler=cmaes searches one objective, and hydra.sweeper.direction has 2: give a sampler of "
+     "several, hydra/sweeper/sampler=tpe (or gp, nsgaii, qmc, random, grid)."),
     (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,speed]"),
      "optimized_metric=speed is not a metric. Choose one of: test/acc, test/loss, val/acc, val/loss, best_val/acc, "
      "train_time_s, params, or a list of them for several objectives."),

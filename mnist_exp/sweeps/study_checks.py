@@ -42,6 +42,10 @@ def check_settings(search) -> None:
         raise UserError(f"hydra.sweeper.direction has {len(search.directions)} direction(s) and optimized_metric "
                         f"{len(objectives(metrics))} metric(s): give one direction per metric, e.g. "
                         "hydra.sweeper.direction=[maximize,minimize] optimized_metric=[best_val/acc,train_time_s].")
+    if len(search.directions) > 1 and search.sampler._target_.endswith("CmaEsSampler"):  # Optuna refuses it at an ask
+        raise UserError(f"hydra/sweeper/sampler=cmaes searches one objective, and hydra.sweeper.direction has "
+                        f"{len(search.directions)}: give a sampler of several, hydra/sweeper/sampler=tpe (or gp, "
+                        "nsgaii, qmc, random, grid).")
     wanted = [better_direction(metric) for metric in objectives(metrics)] if search.own else search.directions
     if wanted != search.directions:  # the search would look for the worst trial
         metric, direction = next((m, d) for m, d, w in zip(objectives(metrics), search.directions, wanted) if d != w)
