@@ -35,7 +35,7 @@ from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_fil
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_same_search,
                                            check_seed_is_read, check_settings, check_space_fits,
-                                           check_validation_split, trials_precision)
+                                           check_validation_split, trials_precision, warn_of_startup_trials)
 from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, tell_recorded,
                                     told, without_password)
 
@@ -128,13 +128,7 @@ class OptunaSearch:
                         "by a later command or shared with other workers")
         log.info("Search space: %s%s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none",
                  f", then {self.custom_search_space}" if self.custom_search_space else "")
-        for part, node, built in (("sampler", self.sampler, study.sampler), ("pruner", self.pruner, study.pruner)):
-            startup, total = (node or {}).get("n_startup_trials"), len(study.trials) + self.n_trials
-            if startup and total <= startup:  # the sampler's first trials are random; the pruner's, never pruned
-                does = "draws at random" if part == "sampler" else "prunes none of"
-                log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.n_startup_trials), and it will have "
-                            "%d: give more trials, or a smaller n_startup_trials", type(built).__name__, does, startup,
-                            part, total)
+        warn_of_startup_trials(self, study)
         # A killed search's trials whose jobs had finished (joblib's workers go on after their parent): told, not
         # failed when their heartbeats stop and trained again.
         recorded_metrics = objectives(self.config.get("optimized_metric") or [])  # the keys of a job's metrics.json

@@ -3,6 +3,7 @@ takes, and a continued study that is the search it continues (its direction, met
 distribution; no seed that would draw its trials again)."""
 
 import copy
+import logging
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,8 @@ from mnist_exp.paths import CONF_DIR
 from mnist_exp.runs import RESUME_MAY_CHANGE, check_objectives, objectives, split_override
 from mnist_exp.sweeps.space import describe
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, without_password
+
+log = logging.getLogger("mnist_exp")
 
 DIRECTIONS = ("maximize", "minimize")
 # Samplers that draw from what the study has done, not from their seed alone: the grid's unvisited points, QMC's
@@ -83,6 +86,18 @@ def check_seed_is_read(sampler, space: dict) -> None:
         raise UserError(f"hydra.sweeper.sampler.seed={sampler.seed}: after its first trial, the QMC sampler draws "
                         f"{', '.join(numbers)} from one sequence whatever its seed, unless it scrambles it: give "
                         "hydra.sweeper.sampler.scramble=true too, or leave the seed out.")
+
+
+def warn_of_startup_trials(search, study) -> None:
+    """The sampler's first trials are drawn at random, and the pruner's never pruned: said where that is all of the
+    trials the study will have."""
+    for part, node, built in (("sampler", search.sampler, study.sampler), ("pruner", search.pruner, study.pruner)):
+        startup, total = (node or {}).get("n_startup_trials"), len(study.trials) + search.n_trials
+        if startup and total <= startup:
+            does = "draws at random" if part == "sampler" else "prunes none of"
+            log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.n_startup_trials), and it will have "
+                        "%d: give more trials, or a smaller n_startup_trials", type(built).__name__, does, startup,
+                        part, total)
 
 
 def check_parts(sampler, pruner) -> None:
