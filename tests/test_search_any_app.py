@@ -107,10 +107,11 @@ def test_max_failure_rate_stops_the_search_with_a_nonzero_exit(tmp_path, monkeyp
 
 @pytest.mark.parametrize("n_jobs", [1, 4])  # 4 at a time: the second batch has 2 points left for 4 trials
 def test_the_grid_sampler_tries_every_combination_once(n_jobs, tmp_path, monkeypatch, capsys):
-    code, _, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid",
-                                      "x=choice(-1,0,1)", "y=range(0,2)", f"hydra.sweeper.n_jobs={n_jobs}",
-                                      "hydra.sweeper.n_trials=8")
+    code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid",
+                                        "x=choice(-1,0,1)", "y=range(0,2)", f"hydra.sweeper.n_jobs={n_jobs}",
+                                        "hydra.sweeper.n_trials=8")
     assert code == 0, err
+    assert "0 trials so far; 6 more (the grid's points left, of hydra.sweeper.n_trials=8)" in out  # it said 8 more
     assert sorted((int(job["x"]), int(job["y"])) for job in job_values(sweep_dir)) == [
         (x, y) for x in (-1, 0, 1) for y in (0, 1)]
 

@@ -29,7 +29,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, first_line
-from mnist_exp.sweeps.space import describe, grid_points_left, grid_space, load_function, override_value, search_space
+from mnist_exp.sweeps.space import (describe, grid_points_left, grid_space, load_function, override_value, search_space,
+                                    trials_to_run)
 from mnist_exp.run.commands import program, searchpath
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_file, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
@@ -120,9 +121,10 @@ class OptunaSearch:
             study.set_user_attr("fixed", fixed)
             study.set_user_attr("precision", trials_precision(self, space))
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
-        log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s; direction %s, "
-                 "metric %s", self.study_name, where, len(study.trials), self.n_trials, self.n_jobs,
-                 type(study.sampler).__name__, type(study.pruner).__name__, ", ".join(self.directions), metric)
+        log.info("Study %s in %s: %d trials so far; %s, %d at a time, sampler %s, pruner %s; direction %s, "
+                 "metric %s", self.study_name, where, len(study.trials), trials_to_run(self.n_trials, study, grid),
+                 self.n_jobs, type(study.sampler).__name__, type(study.pruner).__name__, ", ".join(self.directions),
+                 metric)
         if not self.storage:
             log.warning("hydra.sweeper.storage=null: the study lives in this process alone; it cannot be continued "
                         "by a later command or shared with other workers")
