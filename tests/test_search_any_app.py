@@ -158,6 +158,9 @@ def test_the_nsgaii_and_qmc_samplers_search(sampler, name, tmp_path, monkeypatch
                                         "hydra.sweeper.n_trials=4", *scrambled)
     assert code == 0, err
     assert f"sampler {name}" in out and len(job_values(sweep_dir)) == 4
+    if sampler == "nsgaii":  # its first generation is drawn at random: here, every trial
+        assert ("NSGAIISampler draws at random the study's first 50 trials (hydra.sweeper.sampler.population_size), "
+                "and it will have 4: give more trials, or a smaller population_size") in out
 
 
 def test_a_pruner_needs_a_storage_its_jobs_reach(tmp_path, monkeypatch, capsys):

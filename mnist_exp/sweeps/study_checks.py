@@ -89,15 +89,15 @@ def check_seed_is_read(sampler, space: dict) -> None:
 
 
 def warn_of_startup_trials(search, study) -> None:
-    """The sampler's first trials are drawn at random, and the pruner's never pruned: said where that is all of the
-    trials the study will have."""
+    """The sampler's first trials are drawn at random (NSGA-II's first generation), and the pruner's never pruned:
+    said where that is all of the trials the study will have."""
     for part, node, built in (("sampler", search.sampler, study.sampler), ("pruner", search.pruner, study.pruner)):
-        startup, total = (node or {}).get("n_startup_trials"), len(study.trials) + search.n_trials
+        key = "population_size" if type(built).__name__ == "NSGAIISampler" else "n_startup_trials"
+        startup, total = (node or {}).get(key), len(study.trials) + search.n_trials
         if startup and total <= startup:
             does = "draws at random" if part == "sampler" else "prunes none of"
-            log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.n_startup_trials), and it will have "
-                        "%d: give more trials, or a smaller n_startup_trials", type(built).__name__, does, startup,
-                        part, total)
+            log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.%s), and it will have %d: give more "
+                        "trials, or a smaller %s", type(built).__name__, does, startup, part, key, total, key)
 
 
 def check_parts(sampler, pruner) -> None:
