@@ -102,7 +102,8 @@ def check_sweep_settings(command: CommandLine) -> None:
                         f"one job per core, -2: one fewer), and joblib would run one at a time: give at least "
                         f"-{os.cpu_count()}, or a count of jobs.")
     timeout = command.value("hydra.launcher.timeout")
-    if timeout not in (None, "null") and one_job_at_a_time(jobs or "-1"):  # joblib's default n_jobs: -1
+    joblib = command.value("hydra/launcher") == "joblib"
+    if timeout not in (None, "null") and joblib and one_job_at_a_time(jobs or "-1"):  # joblib's default n_jobs: -1
         here = " here" if jobs.startswith("-") or not jobs else ""
         raise UserError(f"hydra.launcher.timeout={timeout}: joblib limits a job's time only where it runs several at "
                         f"once, and hydra.launcher.n_jobs={jobs or -1} runs one at a time{here}: give "
