@@ -488,6 +488,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.backend=threading"], "hydra.launcher.backend="
      "threading: joblib's launcher runs each job in a process of its own (loky) whatever this says: leave "
      "hydra.launcher.backend out (hydra.launcher.n_jobs sets how many run at once)."),
+    (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.require=sharedmem"], "hydra.launcher.require="
+     "sharedmem: joblib's launcher runs each job in a process of its own (loky) whatever this says: leave "
+     "hydra.launcher.require out (hydra.launcher.n_jobs sets how many run at once)."),  # was joblib's ValueError
     (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"], "hydra.launcher."
      "tasks_per_node=2: each job of a sweep is one training process, and more would train the same run side by side "
      "in one directory: give hydra.launcher.tasks_per_node=1. To train one run on several GPUs, start it with torchrun "
@@ -498,6 +501,18 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"], "hydra.launcher."
      "cpus_per_task=1: submitit_local runs each job on this machine and applies no cpus_per_task to it (SLURM does, "
      "hydra/launcher=slurm): leave it out; device.threads=N sets a job's CPU threads."),
+    # joblib's one-at-a-time backend reads no timeout: it warned, and a job ran past it.
+    (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.launcher.timeout=30"],
+     "hydra.launcher.timeout=30: joblib limits a job's time only where it runs several at once, and "
+     "hydra.launcher.n_jobs=1 runs one at a time: give hydra.launcher.n_jobs=2 or more (in a search, as many "
+     "hydra.sweeper.n_jobs), or leave the timeout out."),
+    (["-m", "seed=0,1", "hydra/launcher=joblib", f"hydra.launcher.n_jobs=-{CORES}", "hydra.launcher.timeout=30"],
+     f"hydra.launcher.timeout=30: joblib limits a job's time only where it runs several at once, and "
+     f"hydra.launcher.n_jobs=-{CORES} runs one at a time here: give hydra.launcher.n_jobs=2 or more (in a search, as "
+     "many hydra.sweeper.n_jobs), or leave the timeout out."),
+    (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.name=mine"], "hydra.launcher.name=mine: "
+     "submitit_local runs each job on this machine and applies no name to it (SLURM does, hydra/launcher=slurm): leave "
+     "it out."),  # it ran as before, the name nowhere but in the recorded config
     (["-m", "hparams_search=cnn_optuna", "hydra.sweeper.storage=sqlite:///:memory:"], "hydra.sweeper.storage=sqlite:"
      "///:memory: is a database in memory, which the trials' jobs cannot reach: leave the storage out (SQLite in the "
      "sweep directory), or give hydra.sweeper.storage=null for a study in this process alone."),

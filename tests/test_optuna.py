@@ -196,8 +196,8 @@ def test_a_refused_setting_of_an_experimental_sampler_is_one_line(tmp_path, monk
                             "hydra.sweeper.sampler.qmc_type=foo", "dataset=fake", monkeypatch=monkeypatch, capsys=capsys,
                             cwd=tmp_path)
     assert code == 1 and err.splitlines() == [  # no ExperimentalWarning on its line
-        "Cannot build the sampler QMCSampler from hydra.sweeper.sampler.seed=null, hydra.sweeper.sampler.qmc_type=foo: "
-        "The `qmc_type='foo'` is invalid. Choose either `halton` or `sobol`."]
+        "Cannot build the sampler QMCSampler from hydra.sweeper.sampler.seed=null, hydra.sweeper.sampler.qmc_type=foo, "
+        "hydra.sweeper.sampler.scramble=false: The `qmc_type='foo'` is invalid. Choose either `halton` or `sobol`."]
     assert not [w for w in recwarn if w.category.__name__ == "ExperimentalWarning"]  # on stderr outside pytest
 
 

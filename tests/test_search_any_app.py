@@ -107,10 +107,11 @@ def test_max_failure_rate_stops_the_search_with_a_nonzero_exit(tmp_path, monkeyp
 
 @pytest.mark.parametrize("n_jobs", [1, 4])  # 4 at a time: the second batch has 2 points left for 4 trials
 def test_the_grid_sampler_tries_every_combination_once(n_jobs, tmp_path, monkeypatch, capsys):
-    code, _, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid",
-                                      "x=choice(-1,0,1)", "y=range(0,2)", f"hydra.sweeper.n_jobs={n_jobs}",
-                                      "hydra.sweeper.n_trials=8")
+    code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid",
+                                        "x=choice(-1,0,1)", "y=range(0,2)", f"hydra.sweeper.n_jobs={n_jobs}",
+                                        "hydra.sweeper.n_trials=8")
     assert code == 0, err
+    assert "0 trials so far; 6 more (the grid's points left, of hydra.sweeper.n_trials=8)" in out  # it said 8 more
     assert sorted((int(job["x"]), int(job["y"])) for job in job_values(sweep_dir)) == [
         (x, y) for x in (-1, 0, 1) for y in (0, 1)]
 
@@ -130,12 +131,36 @@ def test_a_sampler_setting_optuna_refuses_is_one_line_naming_the_settings(tmp_pa
                              for line in err.splitlines()), err
 
 
+def test_a_qmc_seed_is_refused_where_the_sequence_is_not_scrambled_and_read_where_it_is(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """Without scrambling, QMC's sequence is the same for every seed: the app's seed 0 and a seed 1 drew the same x, y
+    after the first trial (Optuna's QMC draws that one at random)."""
+    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=qmc")
+    assert code == 1 and (
+        "hydra.sweeper.sampler.seed=0: after its first trial, the QMC sampler draws x, y from one sequence whatever "
+        "its seed, unless it scrambles it: give hydra.sweeper.sampler.scramble=true too, or leave the seed out."
+    ) in err.splitlines()
+    drawn = []
+    for seed in (0, 1):  # the advice: each seed its own sequence
+        (tmp_path / str(seed)).mkdir()
+        code, _, err, sweep_dir = run_app(tmp_path / str(seed), monkeypatch, capsys, "hydra/sweeper/sampler=qmc",
+                                          "hydra.sweeper.sampler.scramble=true", f"hydra.sweeper.sampler.seed={seed}",
+                                          "hydra.sweeper.n_trials=3")
+        assert code == 0, err
+        drawn.append(job_values(sweep_dir))
+    assert drawn[0] != drawn[1]
+
+
 @pytest.mark.parametrize("sampler, name", [("nsgaii", "NSGAIISampler"), ("qmc", "QMCSampler")])
 def test_the_nsgaii_and_qmc_samplers_search(sampler, name, tmp_path, monkeypatch, capsys):
+    scrambled = ["hydra.sweeper.sampler.scramble=true"] if sampler == "qmc" else []  # which reads the app's seed
     code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, f"hydra/sweeper/sampler={sampler}",
-                                        "hydra.sweeper.n_trials=4")
+                                        "hydra.sweeper.n_trials=4", *scrambled)
     assert code == 0, err
     assert f"sampler {name}" in out and len(job_values(sweep_dir)) == 4
+    if sampler == "nsgaii":  # its first generation is drawn at random: here, every trial
+        assert ("NSGAIISampler draws at random the study's first 50 trials (hydra.sweeper.sampler.population_size), "
+                "and it will have 4: give more trials, or a smaller population_size") in out
 
 
 def test_a_pruner_needs_a_storage_its_jobs_reach(tmp_path, monkeypatch, capsys):
@@ -250,6 +275,10 @@ def test_a_two_objective_search_of_accuracy_and_training_time(tmp_path, monkeypa
     (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,train_time_s]",
       "hydra/sweeper/pruner=median"),
      "Optuna prunes single-objective searches only: with several directions, hydra/sweeper/pruner=none."),
+    (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,train_time_s]",
+      "hydra/sweeper/sampler=cmaes"),  # was Optuna's ValueError, once the study was made
+     "hydra/sweeper/sampler=cmaes searches one objective, and hydra.sweeper.direction has 2: give a sampler of "
+     "several, hydra/sweeper/sampler=tpe (or gp, nsgaii, qmc, random, grid)."),
     (("hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[best_val/acc,speed]"),
      "optimized_metric=speed is not a metric. Choose one of: test/acc, test/loss, val/acc, val/loss, best_val/acc, "
      "train_time_s, params, or a list of them for several objectives."),

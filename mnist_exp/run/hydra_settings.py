@@ -16,11 +16,12 @@ from mnist_exp.run.command_line import CommandLine, as_bool
 JOB_NUMBER = "${hydra.job.num}"
 UNIQUE_PER_JOB = (JOB_NUMBER, "${hydra.job.id}", "${hydra:job.num}", "${hydra:job.id}")
 # joblib's launcher runs each job in a process of its own (loky), whatever these say.
-JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.prefer": ("processes", "null")}
+JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.prefer": ("processes", "null"),
+                "hydra.launcher.require": ("null",)}  # sharedmem: threads, which loky refuses
 # submitit's launchers: a job is one process, the run's own; torchrun starts a run's several (README: several processes).
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
 # submitit_local applies these to no job (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
-LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb")
+LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb", "hydra.launcher.name")
 # The launchers that submit to SLURM, and what submitit calls there.
 SLURM_LAUNCHERS, SLURM_TOOLS = ("slurm", "submitit_slurm"), ("sbatch", "srun")
 # SQLite URLs SQLAlchemy opens in memory: no path (sqlite:///$UNSET_VARIABLE), or :memory:; any driver, any query.
@@ -100,6 +101,14 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"hydra.launcher.n_jobs={jobs} counts back past this machine's {os.cpu_count()} cores (-1: "
                         f"one job per core, -2: one fewer), and joblib would run one at a time: give at least "
                         f"-{os.cpu_count()}, or a count of jobs.")
+    timeout = command.value("hydra.launcher.timeout")
+    joblib = command.value("hydra/launcher") == "joblib"
+    if timeout not in (None, "null") and joblib and one_job_at_a_time(jobs or "-1"):  # joblib's default n_jobs: -1
+        here = " here" if jobs.startswith("-") or not jobs else ""
+        raise UserError(f"hydra.launcher.timeout={timeout}: joblib limits a job's time only where it runs several at "
+                        f"once, and hydra.launcher.n_jobs={jobs or -1} runs one at a time{here}: give "
+                        "hydra.launcher.n_jobs=2 or more (in a search, as many hydra.sweeper.n_jobs), or leave the "
+                        "timeout out.")
     for key, allowed in JOBLIB_FIXED.items():
         if (value := command.value(key)) is not None and value not in allowed:
             raise UserError(f"{key}={value}: joblib's launcher runs each job in a process of its own (loky) whatever "
@@ -117,14 +126,25 @@ def check_sweep_settings(command: CommandLine) -> None:
                         "machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
     if launcher == "submitit_local":
         for given in filter(None, map(command.given, LOCAL_IGNORES)):
-            raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no "
-                            f"{given.key_or_group.rpartition('.')[2]} to it (SLURM does, hydra/launcher=slurm): leave it "
-                            "out; device.threads=N sets a job's CPU threads.")
+            key = given.key_or_group.rpartition('.')[2]
+            threads = "; device.threads=N sets a job's CPU threads" if key == "cpus_per_task" else ""
+            raise UserError(f"{given.input_line}: submitit_local runs each job on this machine and applies no {key} to "
+                            f"it (SLURM does, hydra/launcher=slurm): leave it out{threads}.")
     storage = command.value("hydra.sweeper.storage")
     if isinstance(storage, str) and IN_MEMORY_SQLITE.fullmatch(storage):
         raise UserError(f"hydra.sweeper.storage={storage} is a database in memory, which the trials' jobs cannot "
                         "reach: leave the storage out (SQLite in the sweep directory), or give "
                         "hydra.sweeper.storage=null for a study in this process alone.")
+
+
+def one_job_at_a_time(jobs: str) -> bool:
+    """Whether joblib, given ``n_jobs``, runs its jobs one after another (its sequential backend, which has no timeout);
+    a negative count is counted back from the cores, as joblib counts it."""
+    try:
+        from joblib import effective_n_jobs  # the launcher's own count
+    except ImportError:  # no joblib launcher either: Hydra refuses its keys
+        return False
+    return bool(re.fullmatch(r"-?\d+", jobs)) and effective_n_jobs(int(jobs)) == 1
 
 
 def check_single_run_settings(hydra_overrides: list[str]) -> None:

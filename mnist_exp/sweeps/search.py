@@ -29,13 +29,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, first_line
-from mnist_exp.sweeps.space import (describe, grid_points_left, grid_space, load_function, override_value,
-                                    search_space)
+from mnist_exp.sweeps.space import (describe, grid_points_left, grid_space, load_function, override_value, search_space,
+                                    trials_to_run)
 from mnist_exp.run.commands import program, searchpath
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_file, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_same_search,
-                                           check_settings, check_space_fits, check_validation_split, trials_precision)
+                                           check_seed_is_read, check_settings, check_space_fits,
+                                           check_validation_split, trials_precision, warn_of_startup_trials)
 from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, tell_recorded,
                                     told, without_password)
 
@@ -98,6 +99,7 @@ class OptunaSearch:
         grid = grid_space(self.sampler, space)
         sampler = build_from_node(self.sampler, "sampler", **grid)
         pruner = build_from_node(self.pruner, "pruner")
+        check_seed_is_read(self.sampler, space)  # once Optuna takes its settings
         new_file = self.storage and (file := storage_file(self.storage)) and not Path(file).exists()
         if self.n_trials == 0 and (not self.storage or new_file):  # refused before a file is made
             raise self.nothing_to_report()
@@ -119,21 +121,16 @@ class OptunaSearch:
             study.set_user_attr("fixed", fixed)
             study.set_user_attr("precision", trials_precision(self, space))
         where = without_password(self.storage) if self.storage else "memory (it ends with this command)"
-        log.info("Study %s in %s: %d trials so far; %d more, %d at a time, sampler %s, pruner %s; direction %s, "
-                 "metric %s", self.study_name, where, len(study.trials), self.n_trials, self.n_jobs,
-                 type(study.sampler).__name__, type(study.pruner).__name__, ", ".join(self.directions), metric)
+        log.info("Study %s in %s: %d trials so far; %s, %d at a time, sampler %s, pruner %s; direction %s, "
+                 "metric %s", self.study_name, where, len(study.trials), trials_to_run(self.n_trials, study, grid),
+                 self.n_jobs, type(study.sampler).__name__, type(study.pruner).__name__, ", ".join(self.directions),
+                 metric)
         if not self.storage:
             log.warning("hydra.sweeper.storage=null: the study lives in this process alone; it cannot be continued "
                         "by a later command or shared with other workers")
         log.info("Search space: %s%s", ", ".join(f"{key} {describe(d)}" for key, d in space.items()) or "none",
                  f", then {self.custom_search_space}" if self.custom_search_space else "")
-        for part, node, built in (("sampler", self.sampler, study.sampler), ("pruner", self.pruner, study.pruner)):
-            startup, total = (node or {}).get("n_startup_trials"), len(study.trials) + self.n_trials
-            if startup and total <= startup:  # the sampler's first trials are random; the pruner's, never pruned
-                does = "draws at random" if part == "sampler" else "prunes none of"
-                log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.n_startup_trials), and it will have "
-                            "%d: give more trials, or a smaller n_startup_trials", type(built).__name__, does, startup,
-                            part, total)
+        warn_of_startup_trials(self, study)
         # A killed search's trials whose jobs had finished (joblib's workers go on after their parent): told, not
         # failed when their heartbeats stop and trained again.
         recorded_metrics = objectives(self.config.get("optimized_metric") or [])  # the keys of a job's metrics.json

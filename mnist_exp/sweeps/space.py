@@ -99,6 +99,14 @@ def grid_points_left(study, grid: dict[str, Any]) -> float:
     return math.prod(len(values) for values in grid["search_space"].values()) - len(taken)
 
 
+def trials_to_run(n_trials: int, study, grid: dict[str, Any]) -> str:
+    """How many trials this command runs: ``n_trials``, or the grid's points left where they are fewer (the grid
+    stops there)."""
+    if (left := grid_points_left(study, grid)) >= n_trials:
+        return f"{n_trials} more"
+    return f"{left} more (the grid's points left, of hydra.sweeper.n_trials={n_trials})"
+
+
 def describe(distribution) -> str:
     if hasattr(distribution, "choices"):
         return f"in {list(distribution.choices)}"

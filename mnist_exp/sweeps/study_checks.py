@@ -3,6 +3,7 @@ takes, and a continued study that is the search it continues (its direction, met
 distribution; no seed that would draw its trials again)."""
 
 import copy
+import logging
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,8 @@ from mnist_exp.paths import CONF_DIR
 from mnist_exp.runs import RESUME_MAY_CHANGE, check_objectives, objectives, split_override
 from mnist_exp.sweeps.space import describe
 from mnist_exp.sweeps.trial import EPOCH_OBJECTIVES, without_password
+
+log = logging.getLogger("mnist_exp")
 
 DIRECTIONS = ("maximize", "minimize")
 # Samplers that draw from what the study has done, not from their seed alone: the grid's unvisited points, QMC's
@@ -42,6 +45,10 @@ def check_settings(search) -> None:
         raise UserError(f"hydra.sweeper.direction has {len(search.directions)} direction(s) and optimized_metric "
                         f"{len(objectives(metrics))} metric(s): give one direction per metric, e.g. "
                         "hydra.sweeper.direction=[maximize,minimize] optimized_metric=[best_val/acc,train_time_s].")
+    if len(search.directions) > 1 and search.sampler._target_.endswith("CmaEsSampler"):  # Optuna refuses it at an ask
+        raise UserError(f"hydra/sweeper/sampler=cmaes searches one objective, and hydra.sweeper.direction has "
+                        f"{len(search.directions)}: give a sampler of several, hydra/sweeper/sampler=tpe (or gp, "
+                        "nsgaii, qmc, random, grid).")
     wanted = [better_direction(metric) for metric in objectives(metrics)] if search.own else search.directions
     if wanted != search.directions:  # the search would look for the worst trial
         metric, direction = next((m, d) for m, d, w in zip(objectives(metrics), search.directions, wanted) if d != w)
@@ -68,6 +75,29 @@ def check_settings(search) -> None:
         raise UserError(f"optimized_metric={metrics} is not measured after every epoch, so a pruner cannot "
                         f"compare trials by it: optimise one of {', '.join(EPOCH_OBJECTIVES)}, or "
                         "hydra/sweeper/pruner=none.")
+
+
+def check_seed_is_read(sampler, space: dict) -> None:
+    """Optuna's QMC sampler reads its seed only to scramble its sequence (and for its first trial, and for choices,
+    which it draws at random): unscrambled, every seed draws the same numbers."""
+    numbers = [key for key, distribution in space.items() if not hasattr(distribution, "choices")]
+    if (sampler._target_.endswith("QMCSampler") and sampler.get("seed") is not None and not sampler.get("scramble")
+            and numbers):
+        raise UserError(f"hydra.sweeper.sampler.seed={sampler.seed}: after its first trial, the QMC sampler draws "
+                        f"{', '.join(numbers)} from one sequence whatever its seed, unless it scrambles it: give "
+                        "hydra.sweeper.sampler.scramble=true too, or leave the seed out.")
+
+
+def warn_of_startup_trials(search, study) -> None:
+    """The sampler's first trials are drawn at random (NSGA-II's first generation), and the pruner's never pruned:
+    said where that is all of the trials the study will have."""
+    for part, node, built in (("sampler", search.sampler, study.sampler), ("pruner", search.pruner, study.pruner)):
+        key = "population_size" if type(built).__name__ == "NSGAIISampler" else "n_startup_trials"
+        startup, total = (node or {}).get(key), len(study.trials) + search.n_trials
+        if startup and total <= startup:
+            does = "draws at random" if part == "sampler" else "prunes none of"
+            log.warning("%s %s the study's first %d trials (hydra.sweeper.%s.%s), and it will have %d: give more "
+                        "trials, or a smaller %s", type(built).__name__, does, startup, part, key, total, key)
 
 
 def check_parts(sampler, pruner) -> None:
