@@ -76,8 +76,8 @@ def check_env_set(key: str, value, line: str) -> None:
     if (outputs := given.get("MNIST_EXP_OUTPUTS")) is not None:
         raise UserError(f"{line}: Hydra sets hydra.job.env_set's variables once the run's directory is placed, so "
                         f"the run would go to {outputs_dir()}/ and only what reads the variable later (an MLflow "
-                        f"store) to {outputs}: set it where the command starts, MNIST_EXP_OUTPUTS={outputs} python -m "
-                        "mnist_exp ...")
+                        f"store) to {outputs}: set it where the command starts, MNIST_EXP_OUTPUTS={outputs} "
+                        f"{advised('...')}")
 
 
 def check_sweep_settings(command: CommandLine) -> None:
