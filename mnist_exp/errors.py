@@ -31,8 +31,8 @@ def entry_point() -> list[str]:
     """What follows ``python`` in the command that started this program: ``-m mnist_exp`` (the ``mnist-exp`` script
     too), or the user's own script, which registers their builders, so the commands a message advises start it."""
     script = sys.argv[0] if sys.argv else ""
-    ours = Path(script).resolve() == MAIN or Path(script).name in ("mnist_exp", "mnist-exp")
-    return ["-m", "mnist_exp"] if ours or not Path(script).is_file() else [script]  # python -c: ours
+    ours = script in ("", "-c") or Path(script).resolve() == MAIN or Path(script).name in ("mnist_exp", "mnist-exp")
+    return ["-m", "mnist_exp"] if ours else [script]
 
 
 def advised(arguments: str = "") -> str:
