@@ -241,6 +241,25 @@ def test_a_custom_search_space_that_names_no_function_is_one_line(tmp_path, monk
                for line in err.splitlines()), err
 
 
+def draws_z(config, trial) -> None:  # a custom search space's key of its own, which no grid lists
+    trial.suggest_int("z", 0, 1)
+
+
+def test_a_grid_search_whose_custom_space_draws_an_unlisted_key_is_one_line_and_leaves_no_trial_running(
+        tmp_path, monkeypatch, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    code, _, err, _ = run_app(tmp_path, monkeypatch, capsys, "hydra/sweeper/sampler=grid", "x=choice(-1,1)",
+                              "y=choice(0,1)", f"hydra.sweeper.storage={storage}",
+                              "+hydra.sweeper.custom_search_space=test_search_any_app.draws_z")
+    assert code == 1 and (
+        "hydra.sweeper.custom_search_space=test_search_any_app.draws_z draws z, and hydra/sweeper/sampler=grid tries "
+        "only the values the search space lists: give another sampler (hydra/sweeper/sampler=tpe), or search without "
+        "the function (hydra.sweeper.custom_search_space=null).") in err.splitlines(), err
+    [study] = optuna.get_all_study_summaries(storage)
+    assert [trial.state.name for trial in optuna.load_study(study_name=study.study_name, storage=storage).trials] == [
+        "FAIL"]
+
+
 def test_a_two_objective_search_of_any_app_prints_and_writes_its_pareto_front(tmp_path, monkeypatch, capsys):
     code, out, err, sweep_dir = run_app(tmp_path, monkeypatch, capsys, "returns=pair", "hydra.sweeper.n_trials=5",
                                         "hydra.sweeper.direction=[minimize,maximize]")

@@ -29,8 +29,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import UserError, first_line
-from mnist_exp.sweeps.space import (describe, grid_points_left, grid_space, load_function, override_value, search_space,
-                                    trials_to_run)
+from mnist_exp.sweeps.space import (describe, draw_more, grid_points_left, grid_space, load_function, override_value,
+                                    search_space, trials_to_run)
 from mnist_exp.run.commands import program, searchpath
 from mnist_exp.runs import CHECKPOINT_DIR, METRICS_FILE, as_override, atomic_file, objectives
 from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
@@ -144,11 +144,11 @@ class OptunaSearch:
             if not (batch := min(self.n_jobs, remaining, grid_points_left(study, grid))):
                 break  # each point of the grid taken by a trial, those of other workers still running
             trials = [study.ask(space) for _ in range(batch)]
-            for trial in trials:
-                extra = (extend(self.config, trial) or {}) if extend else {}  # may draw more into trial.params
-                values = {**trial.params, **extra}
-                trial.set_user_attr("overrides", [*fixed, *(f"{k}={override_value(v)}" for k, v in values.items())])
             try:
+                for trial in trials:  # the function may draw more into trial.params
+                    extra = draw_more(extend, self.custom_search_space, self.config, trial) if extend else {}
+                    values = {**trial.params, **extra}
+                    trial.set_user_attr("overrides", [*fixed, *(f"{k}={override_value(v)}" for k, v in values.items())])
                 returns = self.launch(trials)
             except BaseException:  # a stopped search: its unfinished trials fail, their params queued to run again
                 for trial in trials:

@@ -123,6 +123,21 @@ def override_value(value: Any) -> str:
     return str(value)
 
 
+def draw_more(extend, path: str, config, trial) -> dict:
+    """What ``custom_search_space`` (``extend``, named by ``path``) draws into ``trial`` beside its params. Optuna's
+    grid sampler refuses a key its grid does not list only as a trial draws it: said in one line."""
+    try:
+        return extend(config, trial) or {}
+    except ValueError as error:
+        unlisted = re.search(r"parameter name, (.+), is not found in the given grid", str(error))
+        if not unlisted:
+            raise
+        raise UserError(f"hydra.sweeper.custom_search_space={path} draws {unlisted[1]}, and hydra/sweeper/sampler=grid "
+                        "tries only the values the search space lists: give another sampler "
+                        "(hydra/sweeper/sampler=tpe), or search without the function "
+                        "(hydra.sweeper.custom_search_space=null).") from None
+
+
 def load_function(path: str):
     """The function a dotted path names ('my_module.my_space'); a path that names none is one line."""
     from hydra.utils import get_method
