@@ -201,13 +201,21 @@ def test_a_refused_setting_of_an_experimental_sampler_is_one_line(tmp_path, monk
     assert not [w for w in recwarn if w.category.__name__ == "ExperimentalWarning"]  # on stderr outside pytest
 
 
-def test_a_hyperband_reduction_factor_below_2_is_refused_before_any_trial(tmp_path, monkeypatch, capsys):
-    """Optuna takes it, then divides by its logarithm once the first trial reports an epoch: every trial failed."""
+@pytest.mark.parametrize("setting, message", [
+    # Optuna takes it, then divides by its logarithm once the first trial reports an epoch: every trial failed.
+    ("reduction_factor=1", "hydra.sweeper.pruner.reduction_factor=1 is out of range: each round keeps one trial in "
+                           "that many, at least 2, e.g. 3."),
+    # Two of its three brackets would first judge a trial at epoch 3 or 9: their trials were never pruned.
+    ("max_resource=20", "hydra.sweeper.pruner.max_resource=20: Hyperband's brackets that judge trials past epoch 2 "
+                        "never prune, and a trial of trainer.epochs=2 ends there: give "
+                        "hydra.sweeper.pruner.max_resource=2, or auto (the epochs of the first finished trial)."),
+])
+def test_a_hyperband_setting_it_would_not_prune_by_is_refused_before_any_trial(setting, message, tmp_path, monkeypatch,
+                                                                               capsys):
     code, _, err = run_main("-m", "hparams_search=cnn_optuna", "hydra/sweeper/pruner=hyperband",
-                            "hydra.sweeper.pruner.reduction_factor=1", "dataset=fake", monkeypatch=monkeypatch,
-                            capsys=capsys, cwd=tmp_path)
-    assert code == 1 and err.splitlines() == ["hydra.sweeper.pruner.reduction_factor=1 is out of range: each round "
-                                              "keeps one trial in that many, at least 2, e.g. 3."]
+                            f"hydra.sweeper.pruner.{setting}", "dataset=fake", "trainer.epochs=2",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and err.splitlines() == [message]
     assert not run_dirs(tmp_path)
 
 

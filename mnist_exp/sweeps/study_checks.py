@@ -151,6 +151,11 @@ def check_epochs_to_prune(search, space: dict) -> None:
             raise UserError(f"hydra.sweeper.pruner.{key}={first}: the pruner judges a trial from epoch {first} on, and "
                             f"a trial of trainer.epochs={epochs} is judged after {judged} only: give at most "
                             f"{epochs - 1}, or train more epochs (trainer.epochs={first + 1}).")
+    if isinstance(last := search.pruner.get("max_resource"), int) and last > epochs:  # "auto": the epochs trained
+        raise UserError(f"hydra.sweeper.pruner.max_resource={last}: Hyperband's brackets that judge trials past epoch "
+                        f"{epochs} never prune, and a trial of trainer.epochs={epochs} ends there: give "
+                        f"hydra.sweeper.pruner.max_resource={epochs}, or auto (the epochs of the first finished "
+                        "trial).")
 
 
 def check_validation_split(search, space: dict) -> None:
