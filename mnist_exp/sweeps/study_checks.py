@@ -138,7 +138,7 @@ def experiment_overrides(fixed: list[str]) -> list[str]:
 def check_epochs_to_prune(search, space: dict) -> None:
     """A pruner stops a trial between its epochs, from the first it judges on (Optuna's median's n_warmup_steps,
     hyperband's min_resource): trials of one epoch, or that end before that one (not searched over), leave it nothing
-    to do."""
+    to do; and hyperband's max_resource past their last epoch makes brackets that judge none of their trials."""
     epochs = search.config.trainer.epochs if search.own and "trainer.epochs" not in space else None
     if search.pruner._target_.endswith("NopPruner") or epochs is None:
         return
