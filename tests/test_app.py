@@ -488,6 +488,9 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.backend=threading"], "hydra.launcher.backend="
      "threading: joblib's launcher runs each job in a process of its own (loky) whatever this says: leave "
      "hydra.launcher.backend out (hydra.launcher.n_jobs sets how many run at once)."),
+    (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.max_nbytes=1M"], "hydra.launcher.max_nbytes=1M: "
+     "joblib applies it to large arrays handed to a job, and Hydra's launcher hands a job its config alone: leave it "
+     "out."),  # it changed nothing
     (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.require=sharedmem"], "hydra.launcher.require="
      "sharedmem: joblib's launcher runs each job in a process of its own (loky) whatever this says: leave "
      "hydra.launcher.require out (hydra.launcher.n_jobs sets how many run at once)."),  # was joblib's ValueError

@@ -18,6 +18,8 @@ UNIQUE_PER_JOB = (JOB_NUMBER, "${hydra.job.id}", "${hydra:job.num}", "${hydra:jo
 # joblib's launcher runs each job in a process of its own (loky), whatever these say.
 JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.prefer": ("processes", "null"),
                 "hydra.launcher.require": ("null",)}  # sharedmem: threads, which loky refuses
+# joblib's settings for the large arrays handed to a job, which it memory-maps: Hydra's launcher hands a job none.
+JOBLIB_NO_ARRAYS = ("hydra.launcher.temp_folder", "hydra.launcher.max_nbytes", "hydra.launcher.mmap_mode")
 # submitit's launchers: a job is one process, the run's own; torchrun starts a run's several (README: several processes).
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
 # submitit_local applies these to no job (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
@@ -113,6 +115,9 @@ def check_sweep_settings(command: CommandLine) -> None:
         if (value := command.value(key)) is not None and value not in allowed:
             raise UserError(f"{key}={value}: joblib's launcher runs each job in a process of its own (loky) whatever "
                             f"this says: leave {key} out (hydra.launcher.n_jobs sets how many run at once).")
+    for given in filter(None, map(command.given, JOBLIB_NO_ARRAYS)):
+        raise UserError(f"{given.input_line}: joblib applies it to large arrays handed to a job, and Hydra's launcher "
+                        "hands a job its config alone: leave it out.")
     for key in ONE_PROCESS_KEYS:
         if (value := command.value(key)) is not None and value != "1":
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
