@@ -119,6 +119,48 @@ def test_the_log_says_a_warm_up_was_rounded_only_where_it_was(warmup_epochs, ste
     assert bool(caplog.records) == said
 
 
+ONE_STEP_AN_EPOCH = ("dataset=fake", "dataset.num_train=256", "model.width=4", "device=cpu", "device.threads=1")
+
+
+@pytest.mark.parametrize("given, epochs, message, advised", [
+    (["scheduler.pct_start=0.5"], 1, "scheduler.pct_start=0.5 takes no effect: one-cycle takes this run's 1 training "
+     "step (1 an epoch) at its end, and scheduler.pct_start sets where it peaks: train 3 epochs or more, or leave "
+     "scheduler.pct_start out.", 3),
+    (["scheduler.pct_start=0.7"], 2, "scheduler.pct_start=0.7 takes no effect: one-cycle takes this run's 2 training "
+     "steps (1 an epoch) at its start and end, and scheduler.pct_start sets where it peaks: train 3 epochs or more, "
+     "or leave scheduler.pct_start out.", 3),
+    (["scheduler.base_momentum=0.85"], 1, "scheduler.base_momentum=0.85 takes no effect: one-cycle takes this run's 1 "
+     "training step (1 an epoch) at its end, and scheduler.base_momentum sets the momentum at its peak: train 3 epochs "
+     "or more, or leave scheduler.base_momentum out.", 3),
+    (["scheduler=cosine", "scheduler.min_lr_ratio=0.1"], 1, "scheduler.min_lr_ratio=0.1 takes no effect: the cosine "
+     "decay of this run's 1 training step (1 an epoch) is its last step alone, at the full rate, and "
+     "scheduler.min_lr_ratio sets the rate it decays to: train 2 epochs or more, or leave scheduler.min_lr_ratio out.",
+     2),
+    (["scheduler=cosine", "scheduler.warmup_epochs=1", "scheduler.min_lr_ratio=0.1"], 2, "scheduler.min_lr_ratio=0.1 "
+     "takes no effect: the cosine decay of this run's 2 training steps (1 an epoch, 1 warming up) is its last step "
+     "alone, at the full rate, and scheduler.min_lr_ratio sets the rate it decays to: train 3 epochs or more, or "
+     "leave scheduler.min_lr_ratio out.", 3),
+])
+def test_a_schedule_key_no_step_of_the_run_reaches_is_refused_and_the_advice_runs(
+        given, epochs, message, advised, tmp_path, monkeypatch, capsys):
+    """A run of a step or two takes a schedule's rate at its ends alone: the keys that shape what lies between
+    would change nothing there, so a sweep over them would find nothing."""
+    code, _, err = run_main(*ONE_STEP_AN_EPOCH, *given, f"trainer.epochs={epochs}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert (code, err.splitlines()) == (1, [message])
+    code, _, err = run_main(*ONE_STEP_AN_EPOCH, *given, f"trainer.epochs={advised}", monkeypatch=monkeypatch,
+                            capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
+
+
+def test_a_run_of_one_step_keeps_its_schedules_defaults_and_the_keys_it_reaches(tmp_path, monkeypatch, capsys):
+    """Refused only where given: one-cycle's own pct_start in a one-step run is its default, and div_factor sets the
+    rate of that step."""
+    code, _, err = run_main(*ONE_STEP_AN_EPOCH, "trainer.epochs=1", "scheduler.div_factor=10",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-2000:]
+
+
 def test_checkpoints_reload_and_reproduce_the_test_accuracy(fake_run):
     run_dir, _, _ = fake_run
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")

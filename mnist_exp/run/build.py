@@ -151,7 +151,7 @@ def build_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, overrides: list[st
     # A debug run cuts its steps: a recipe's values are left as they are, and those given on its command line checked.
     debug = cfg.trainer.limit_batches is not None or cfg.trainer.overfit_batches is not None
     if not debug or given & {"scheduler.step_size", "scheduler.warmup_epochs"}:  # the keys it judges
-        check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader))
+        check_schedule_fits(cfg.scheduler, cfg.trainer.epochs, len(train_loader), given)
     if not debug or "trainer.ema_decay" in given:
         check_decay(cfg.trainer.ema_decay, steps)
     if not debug or "trainer.log_interval" in given:

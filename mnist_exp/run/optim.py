@@ -80,9 +80,11 @@ def adadelta(params, lr: float = 1.0, rho: float = 0.9, weight_decay: float = 0.
 # Schedules take the optimizer and the run's length in steps from code; the rest is config.
 
 
-def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> None:
+def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epoch: int,
+                        given: set[str] = frozenset()) -> None:
     """Refuse a schedule's key that this run's length leaves nothing to do: a step schedule whose first step would
-    come after the last epoch (its gamma would change nothing), a warm-up of no whole step or of the whole run."""
+    come after the last epoch (its gamma would change nothing), a warm-up of no whole step or of the whole run, and
+    a key ``given`` on the command line that shapes only steps this run does not have (``check_steps_reach``)."""
     if scheduler["name"] == "step" and (step_size := scheduler["step_size"]) >= epochs:
         fix = f"give a step_size below {epochs}" if epochs > 1 else "train 2 epochs or more"
         raise UserError(f"scheduler.step_size={step_size}: the rate first changes after epoch {step_size}, and this run "
@@ -95,6 +97,32 @@ def check_schedule_fits(scheduler: Mapping[str, Any], epochs: int, steps_per_epo
                 if total > 1 else "train more epochs: a warm-up ends before the run's last step, and this run has one")
         raise UserError(f"scheduler.warmup_epochs={warmup_epochs} warms up for {warmup} of this run's {total} steps "
                         f"({steps_per_epoch} an epoch): give 0 for none, or {fits}.")
+    check_steps_reach(scheduler, given, total, steps_per_epoch, warmup)
+
+
+# What a one-cycle key sets, which only a step between the cycle's start and end sees.
+CYCLE_SHAPE = {"pct_start": "where it peaks", "base_momentum": "the momentum at its peak"}
+
+
+def check_steps_reach(scheduler: Mapping[str, Any], given: set[str], total: int, steps_per_epoch: int,
+                      warmup: int) -> None:
+    """A run of a step or two takes the schedule at its ends alone: one-cycle's first step at its start (unless
+    the warm-up is under a step) and its last at its end; a cosine decay of one step is at the full rate."""
+    steps = f"{total} training step{'s' * (total > 1)} ({steps_per_epoch} an epoch"
+    if scheduler["name"] == "onecycle" and (total == 1 or total == 2 and scheduler["pct_start"] * total > 1):
+        needed, ends = 3, "end" if total == 1 else "start and end"
+        why = {key: f"one-cycle takes this run's {steps}) at its {ends}, and scheduler.{key} sets {what}"
+               for key, what in CYCLE_SHAPE.items()}
+    elif scheduler["name"] == "cosine" and total - warmup < 2:
+        needed, warming = warmup + 2, f", {warmup} warming up" if warmup else ""
+        why = {"min_lr_ratio": f"the cosine decay of this run's {steps}{warming}) is its last step alone, at the full "
+                               "rate, and scheduler.min_lr_ratio sets the rate it decays to"}
+    else:
+        return
+    for key, reason in why.items():
+        if f"scheduler.{key}" in given:
+            raise UserError(f"scheduler.{key}={scheduler[key]} takes no effect: {reason}: train "
+                            f"{math.ceil(needed / steps_per_epoch)} epochs or more, or leave scheduler.{key} out.")
 
 
 def cosine_warmup(scheduler: Mapping[str, Any]) -> float:
