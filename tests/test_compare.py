@@ -141,6 +141,8 @@ def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     assert len(rows) == 6  # the run given twice is listed once
     assert rows[0]["run"] == "runs/2026-01-01/09-00-00" and rows[0]["model"] == ""
     assert rows[1]["run"] == "multirun/2026-01-01/10-00-00/1_model-mlp"
+    after_options = read_csv(run_compare(capsys, sweep, "--runs", single, "--format", "csv", sweep / "1_model-mlp"))
+    assert after_options == rows  # a path after an option is a path too, as in most commands
 
 
 def test_a_plot_that_fills_the_disk_is_one_line_and_leaves_no_file(sweep, small_disk, capsys):

@@ -151,6 +151,8 @@ def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, t
     assert [int(label) for _, label, _ in lines] == expected_labels
     assert [float(p) for _, _, p in lines] == pytest.approx(expected_probabilities, abs=1.5e-3)
     assert sum(p == t for p, t in zip(expected_labels, labels)) >= 34  # mostly right: the model of a 96% run
+    first, *others = sorted(folder.iterdir())
+    assert call("predict", trained, first, "--as-is", "--device", "cpu", *others, capsys=capsys) == (0, out, "")
 
 
 def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(trained, test_split, tmp_path, capsys):
