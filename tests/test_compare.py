@@ -575,6 +575,7 @@ def test_wrong_comparisons_are_one_line(seeds, tmp_path, capsys):
     assert wrong_vs(capsys, a, "--vs", b, "--runs") == ("--vs compares A with B: leave out --runs, --top, --format, "
                                                         "--plot and --compute, which shape the leaderboard.")
     assert wrong_vs(capsys, a, "--vs", b, "--compute") == wrong_vs(capsys, a, "--vs", b, "--runs")
+    assert wrong_vs(capsys, a, "--vs", b, "--format", "table") == wrong_vs(capsys, a, "--vs", b, "--runs")
     assert wrong_vs(capsys, seeds, "--plot", tmp_path / "plot.svg") == f"--plot {tmp_path / 'plot.svg'}: give a file " \
                                                                        "name ending in .png."
 
