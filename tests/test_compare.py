@@ -362,6 +362,8 @@ def test_a_run_that_repeats_a_seed_counts_once_and_is_named(seeds, capsys):
     assert capsys.readouterr().err == warning + (
         "python -m mnist_exp.tools.compare: A has 1 completed run and B 2: compare one run with one run (McNemar's "
         "test on their predictions), or two seed groups of two runs or more (Welch).\n")
+    assert compare.main([str(seeds), "--compute"]) == 1  # refused before the runs are read and warned of
+    assert capsys.readouterr().err == f"{PROG}: --compute shows each run's compute: add --runs.\n"
 
 
 def test_a_sweep_of_the_thread_count_is_a_row_for_each_count(tmp_path, capsys):

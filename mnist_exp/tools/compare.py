@@ -210,6 +210,8 @@ def command(args) -> None:
 
         print(versus(args.paths, args.vs))
         return
+    if args.compute and not args.runs:
+        raise UserError("--compute shows each run's compute: add --runs.")
     if args.plot and args.plot.suffix.lower() != ".png":
         raise UserError(f"--plot {args.plot}: give a file name ending in .png.")
     if args.plot:
@@ -220,8 +222,6 @@ def command(args) -> None:
     groups = None if args.runs else seed_groups(runs)  # a row per run, or per seed group
     for warning in repeat_warnings(groups or []):
         print(warning, file=sys.stderr)
-    if args.compute and not args.runs:
-        raise UserError("--compute shows each run's compute: add --runs.")
     header, table = leaderboard(runs, raw, args.top, args.compute) if args.runs else group_leaderboard(groups, raw,
                                                                                                        args.top)
     formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[output]
