@@ -589,6 +589,14 @@ def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(
                "submission.csv.\n")  # written atomically, it would have replaced the device
     assert call("predict", trained, two_columns, "--submission", "", capsys=capsys) == (  # an unset variable
         2, "", f"{prefix}argument --submission: an empty name: give the file to write. See --help.\n")
+    folder = tmp_path / "images.csv"  # a folder of images, named as a table
+    folder.mkdir()
+    digit_seven().save(folder / "seven.png")
+    assert call("predict", trained, folder, "--submission", tmp_path / "s.csv", capsys=capsys) == (
+        1, "", f"{prefix}--submission classifies one CSV file of images (Kaggle's test.csv); {folder} is a folder: "
+               "leave out --submission to classify the images in it.\n")
+    code, out, err = call("predict", trained, folder, "--device", "cpu", capsys=capsys)  # which that advice runs
+    assert (code, err) == (0, "") and out.startswith(f"{folder / 'seven.png'}\t")
 
 
 def test_no_tool_writes_over_a_file_of_a_run(trained, tmp_path, capsys):
