@@ -220,6 +220,15 @@ def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, monkeypatch
     assert (returned, *capsys.readouterr()) == (code, "", f"{PROG}: {message}\n")
 
 
+def test_a_folder_of_a_run_is_told_the_run_directory_to_give(sweep, monkeypatch, capsys):
+    run = sweep / "1_model-mlp"
+    monkeypatch.chdir(run / ".hydra")
+    assert compare.main(["."]) == 1
+    assert capsys.readouterr().err == (f"{PROG}: No runs under .: it is a folder of the run {run}. Give the run "
+                                       f"directory ({run}) or a directory of runs.\n")
+    assert compare.main([str(run), "--runs"]) == 0 and "1_model-mlp" in capsys.readouterr().out  # which then runs
+
+
 # --- statistics, against closed forms and published tables ---
 
 @pytest.mark.parametrize("p, df, t", [
