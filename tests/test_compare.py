@@ -141,6 +141,8 @@ def test_several_paths_single_runs_and_sweeps_together(sweep, tmp_path, capsys):
     assert len(rows) == 6  # the run given twice is listed once
     assert rows[0]["run"] == "runs/2026-01-01/09-00-00" and rows[0]["model"] == ""
     assert rows[1]["run"] == "multirun/2026-01-01/10-00-00/1_model-mlp"
+    after_options = read_csv(run_compare(capsys, sweep, "--runs", single, "--format", "csv", sweep / "1_model-mlp"))
+    assert after_options == rows  # a path after an option is a path too, as in most commands
 
 
 def test_a_plot_that_fills_the_disk_is_one_line_and_leaves_no_file(sweep, small_disk, capsys):
@@ -216,6 +218,15 @@ def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # the paths as a user types them, relative to where they are
     returned = compare.main(args)  # what `python -m mnist_exp.tools.compare` exits with
     assert (returned, *capsys.readouterr()) == (code, "", f"{PROG}: {message}\n")
+
+
+def test_a_folder_of_a_run_is_told_the_run_directory_to_give(sweep, monkeypatch, capsys):
+    run = sweep / "1_model-mlp"
+    monkeypatch.chdir(run / ".hydra")
+    assert compare.main(["."]) == 1
+    assert capsys.readouterr().err == (f"{PROG}: No runs under .: it is a folder of the run {run}. Give the run "
+                                       f"directory ({run}) or a directory of runs.\n")
+    assert compare.main([str(run), "--runs"]) == 0 and "1_model-mlp" in capsys.readouterr().out  # which then runs
 
 
 # --- statistics, against closed forms and published tables ---
@@ -360,6 +371,8 @@ def test_a_run_that_repeats_a_seed_counts_once_and_is_named(seeds, capsys):
     assert capsys.readouterr().err == warning + (
         "python -m mnist_exp.tools.compare: A has 1 completed run and B 2: compare one run with one run (McNemar's "
         "test on their predictions), or two seed groups of two runs or more (Welch).\n")
+    assert compare.main([str(seeds), "--compute"]) == 1  # refused before the runs are read and warned of
+    assert capsys.readouterr().err == f"{PROG}: --compute shows each run's compute: add --runs.\n"
 
 
 def test_a_sweep_of_the_thread_count_is_a_row_for_each_count(tmp_path, capsys):
@@ -573,6 +586,7 @@ def test_wrong_comparisons_are_one_line(seeds, tmp_path, capsys):
     assert wrong_vs(capsys, a, "--vs", b, "--runs") == ("--vs compares A with B: leave out --runs, --top, --format, "
                                                         "--plot and --compute, which shape the leaderboard.")
     assert wrong_vs(capsys, a, "--vs", b, "--compute") == wrong_vs(capsys, a, "--vs", b, "--runs")
+    assert wrong_vs(capsys, a, "--vs", b, "--format", "table") == wrong_vs(capsys, a, "--vs", b, "--runs")
     assert wrong_vs(capsys, seeds, "--plot", tmp_path / "plot.svg") == f"--plot {tmp_path / 'plot.svg'}: give a file " \
                                                                        "name ending in .png."
 

@@ -200,13 +200,29 @@ def test_without_a_data_dir_the_refusal_also_offers_the_variable_that_moves_it(b
 
 
 @pytest.mark.parametrize("name, builder", [("MNIST", "mnist"), ("KMNIST", "kmnist")])
-def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path, name, builder):
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, name, builder):
     (tmp_path / "a_file").write_text("not a directory")
     with pytest.raises(UserError) as refused:
         build_dataset({"name": builder, "data_dir": str(tmp_path / "a_file")})
     assert str(refused.value) == (f"Cannot make the data directory {tmp_path}/a_file/{name}/raw: Not a directory. "
+                                  f"Give another directory for the data in place of {tmp_path}/a_file.")
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "a_file"))  # no directory given: the variable moves it
+    with pytest.raises(UserError) as refused:
+        build_dataset({"name": builder})
+    assert str(refused.value) == (f"Cannot make the data directory {tmp_path}/a_file/{name}/raw: Not a directory. "
                                   "Choose another directory for the data: dataset.data_dir=<dir> in a run, "
                                   "MNIST_EXP_DATA=<dir> for every command.")
+
+
+def test_the_data_command_given_a_file_advises_another_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("not a directory")
+    monkeypatch.setenv("MNIST_EXP_DATA", str(tmp_path / "elsewhere"))  # which DIR wins over
+    monkeypatch.setattr(sys, "argv", ["mnist_exp.data", str(tmp_path / "a_file")])
+    with pytest.raises(SystemExit) as refused:
+        runpy.run_module("mnist_exp.data", run_name="__main__", alter_sys=True)
+    assert refused.value.code == 1 and capsys.readouterr().err == (
+        f"Cannot make the data directory {tmp_path}/a_file/MNIST/raw: Not a directory. Give another directory for the "
+        f"data in place of {tmp_path}/a_file.\n")
 
 
 def test_ensure_mnist_never_uses_a_file_with_a_wrong_checksum(tmp_path, caplog):

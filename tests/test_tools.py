@@ -151,6 +151,8 @@ def test_predict_gives_the_checkpoints_own_predictions_on_test_images(trained, t
     assert [int(label) for _, label, _ in lines] == expected_labels
     assert [float(p) for _, _, p in lines] == pytest.approx(expected_probabilities, abs=1.5e-3)
     assert sum(p == t for p, t in zip(expected_labels, labels)) >= 34  # mostly right: the model of a 96% run
+    first, *others = sorted(folder.iterdir())
+    assert call("predict", trained, first, "--as-is", "--device", "cpu", *others, capsys=capsys) == (0, out, "")
 
 
 def test_predict_reports_each_file_it_cannot_use_and_classifies_the_others(trained, test_split, tmp_path, capsys):
@@ -587,6 +589,14 @@ def test_a_submission_is_refused_in_one_line_for_a_table_or_place_it_cannot_use(
                "submission.csv.\n")  # written atomically, it would have replaced the device
     assert call("predict", trained, two_columns, "--submission", "", capsys=capsys) == (  # an unset variable
         2, "", f"{prefix}argument --submission: an empty name: give the file to write. See --help.\n")
+    folder = tmp_path / "images.csv"  # a folder of images, named as a table
+    folder.mkdir()
+    digit_seven().save(folder / "seven.png")
+    assert call("predict", trained, folder, "--submission", tmp_path / "s.csv", capsys=capsys) == (
+        1, "", f"{prefix}--submission classifies one CSV file of images (Kaggle's test.csv); {folder} is a folder: "
+               "leave out --submission to classify the images in it.\n")
+    code, out, err = call("predict", trained, folder, "--device", "cpu", capsys=capsys)  # which that advice runs
+    assert (code, err) == (0, "") and out.startswith(f"{folder / 'seven.png'}\t")
 
 
 def test_no_tool_writes_over_a_file_of_a_run(trained, tmp_path, capsys):

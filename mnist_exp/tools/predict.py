@@ -124,6 +124,9 @@ def write_submission(checkpoint: str | Path, table: str, out: str | Path, device
 
 def command(args) -> None:
     if args.submission:
+        if len(args.images) == 1 and Path(args.images[0]).is_dir():
+            raise UserError(f"--submission classifies one CSV file of images (Kaggle's test.csv); {args.images[0]} is "
+                            "a folder: leave out --submission to classify the images in it.")
         if len(args.images) != 1 or Path(args.images[0]).suffix.lower() != ".csv":
             given = "several files" if len(args.images) != 1 else f"{args.images[0]}, not a .csv file"
             raise UserError(f"--submission classifies one CSV file of images (Kaggle's test.csv); it was given "
@@ -133,7 +136,7 @@ def command(args) -> None:
         rows = write_submission(args.checkpoint, args.images[0], args.submission, args.device)
         print(f"Wrote {args.submission}: {rows} rows of ImageId,Label")
         return
-    if tables := [name for name in args.images if Path(name).suffix.lower() == ".csv"]:
+    if tables := [name for name in args.images if Path(name).suffix.lower() == ".csv" and not Path(name).is_dir()]:
         raise UserError(f"{tables[0]} is a CSV file: a table of images is classified into a submission file, "
                         "e.g. --submission submission.csv.")
     files = image_files(args.images)

@@ -27,6 +27,9 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             raise UserError(f"{path} is not a directory. Give a run directory or a directory of runs.")
         found = sorted(run_dirs_under(path.resolve()))  # resolved once: the walk's folders are resolved too
+        if not found and (run := next((p for p in path.resolve().parents if (p / ".hydra").is_dir()), None)):
+            raise UserError(f"No runs under {path}: it is a folder of the run {run}. Give the run directory ({run}) "
+                            "or a directory of runs.")
         if not found:
             raise UserError(f"No runs under {path} (a run directory holds .hydra/ and metrics.json, "
                             "as python -m mnist_exp writes them).")
