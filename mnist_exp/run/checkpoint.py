@@ -162,6 +162,8 @@ def no_best_checkpoint(path: Path, best: Path) -> str:
                 f"a checkpoint file ({path / best.name}).")
     if runs := sorted(run for run in path.iterdir() if (run / best).is_file()):
         return f"{path} is a directory of runs, not a run: give one of them, e.g. {runs[0]}."
+    if run := next((folder for folder in path.resolve().parents if (folder / best).is_file()), None):
+        return f"{path} is a folder of the run {run}: give the run directory ({run}) or a checkpoint file."
     return (f"{path} is a directory without {best}: give a run directory that has finished an epoch with "
             "trainer.checkpoint=true, or a checkpoint file.")
 

@@ -134,7 +134,7 @@ def command(args) -> None:
         if args.as_is:  # a table's pixels are taken as they are already
             raise UserError("--as-is is for image files; a CSV table's pixels are used as they are: leave out --as-is.")
         rows = write_submission(args.checkpoint, args.images[0], args.submission, args.device)
-        print(f"Wrote {args.submission}: {rows} rows of ImageId,Label")
+        print(f"Wrote {args.submission}: {rows} row{'s' * (rows != 1)} of ImageId,Label")
         return
     if tables := [name for name in args.images if Path(name).suffix.lower() == ".csv" and not Path(name).is_dir()]:
         raise UserError(f"{tables[0]} is a CSV file: a table of images is classified into a submission file, "
