@@ -407,8 +407,8 @@ def test_a_checkpoints_folder_or_a_directory_of_runs_is_told_the_path_to_give(tr
         1, "", f"python -m mnist_exp.tools.export: {trained.parent} is a directory of runs, not a run: give one of "
                f"them, e.g. {trained}.\n")
     assert call("evaluate", trained / ".hydra", capsys=capsys) == (
-        1, "", f"python -m mnist_exp.tools.evaluate: {trained / '.hydra'} is a folder of the run {trained}: give the run "
-               f"directory ({trained}) or a checkpoint file.\n")
+        1, "", f"python -m mnist_exp.tools.evaluate: {trained / '.hydra'} is a folder of the run {trained}: give the "
+               f"run directory ({trained}) or a checkpoint file.\n")
     assert call("evaluate", folder / "best.pt", capsys=capsys)[0] == 0  # the advice, followed
 
 
