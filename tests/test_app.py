@@ -546,6 +546,15 @@ def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, m
     (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"], "hydra.launcher."
      "cpus_per_task=1: submitit_local runs each job on this machine and applies no cpus_per_task to it (SLURM does, "
      "hydra/launcher=slurm): leave it out; device.threads=N sets a job's CPU threads."),
+    # A job's one process trained on one of them, the other idle; on a machine without a GPU, on the CPU.
+    (["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=2"], "hydra.launcher."
+     "gpus_per_node=2: each job of a sweep is one training process, which trains on one GPU: give "
+     "hydra.launcher.gpus_per_node=1. To train one run on several GPUs, start it with torchrun (README: several "
+     "processes)."),
+    pytest.param(["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=1"],
+                 "hydra.launcher.gpus_per_node=1: submitit_local runs each job on this machine, which has no CUDA GPU, "
+                 "so the jobs would train on the CPU: leave it out, or run the sweep where the GPUs are "
+                 "(hydra/launcher=slurm).", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU")),
     # joblib's one-at-a-time backend reads no timeout: it warned, and a job ran past it.
     (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.launcher.timeout=30"],
      "hydra.launcher.timeout=30: joblib limits a job's time only where it runs several at once, and "

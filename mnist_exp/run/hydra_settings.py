@@ -22,6 +22,8 @@ JOBLIB_FIXED = {"hydra.launcher.backend": ("loky", "null"), "hydra.launcher.pref
 JOBLIB_NO_ARRAYS = ("hydra.launcher.temp_folder", "hydra.launcher.max_nbytes", "hydra.launcher.mmap_mode")
 # submitit's launchers: a job is one process, the run's own; torchrun starts a run's several (README: several processes).
 ONE_PROCESS_KEYS = ("hydra.launcher.tasks_per_node", "hydra.launcher.nodes")
+# A job is one process that trains on one device: a second GPU would sit idle.
+ONE_GPU_KEYS = ("hydra.launcher.gpus_per_node", "hydra.launcher.gpus_per_task")
 # submitit_local applies these to no job (its gpus_per_node does set CUDA_VISIBLE_DEVICES); SLURM applies them.
 LOCAL_IGNORES = ("hydra.launcher.cpus_per_task", "hydra.launcher.mem_gb", "hydra.launcher.name")
 # The launchers that submit to SLURM, and what submitit calls there.
@@ -123,12 +125,24 @@ def check_sweep_settings(command: CommandLine) -> None:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
                             f"same run side by side in one directory: give {key}=1. To train one run on several "
                             "GPUs, start it with torchrun (README: several processes).")
+    for key in ONE_GPU_KEYS:
+        if (value := command.value(key)) is not None and value.isdecimal() and int(value) > 1:
+            raise UserError(f"{key}={value}: each job of a sweep is one training process, which trains on one GPU: "
+                            f"give {key}=1. To train one run on several GPUs, start it with torchrun (README: several "
+                            "processes).")
     launcher = command.value("hydra/launcher")
     # submitit's own error, without SLURM's commands, is a traceback.
     if launcher in SLURM_LAUNCHERS and (missing := [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]):
         raise UserError(f"hydra/launcher={launcher} hands each job to SLURM, and this machine has no "
                         f"{' or '.join(missing)} on its PATH: run the sweep on a login node of the cluster, or on this "
                         "machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
+    if launcher == "submitit_local" and (gpus := command.value("hydra.launcher.gpus_per_node")) not in (None, "0"):
+        import torch  # the GPUs this machine has, where submitit_local runs the jobs
+
+        if not torch.cuda.is_available():
+            raise UserError(f"hydra.launcher.gpus_per_node={gpus}: submitit_local runs each job on this machine, which "
+                            "has no CUDA GPU, so the jobs would train on the CPU: leave it out, or run the sweep where "
+                            "the GPUs are (hydra/launcher=slurm).")
     if launcher == "submitit_local":
         for given in filter(None, map(command.given, LOCAL_IGNORES)):
             key = given.key_or_group.rpartition('.')[2]
