@@ -866,3 +866,18 @@ def test_a_completed_run_without_checkpoints_is_matched_by_its_values(tmp_path, 
         f"{run_dir} holds a completed run whose .hydra/config.yaml and overrides.yaml cannot be read, so nothing says "
         "what it trained: start fresh elsewhere (leave out hydra.run.dir)."]
     assert (run_dir / "metrics.json").read_bytes() == metrics
+
+
+@pytest.mark.parametrize("cut", [b"- after_epoch: 1\n  after_step: 4\n  changed:\n    trainer.log_interval: [20",
+                                 b"- after_epoch: 1\n  after_step: 4\n"])
+def test_a_cut_record_of_earlier_resumes_is_refused_in_one_line_and_kept(cut, tmp_path, monkeypatch, capsys):
+    """.hydra/resumes.yaml as a kill in its write (or a hand edit) left it: not added to as if it were whole."""
+    config = ("dataset=fake", "model.width=4", "trainer.epochs=1", "device=cpu", "device.threads=1")
+    run(*config, "hydra.run.dir=run", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    (tmp_path / "run" / "metrics.json").unlink()  # as a run killed after its checkpoints
+    record = tmp_path / "run" / ".hydra" / "resumes.yaml"
+    record.write_bytes(cut)
+    code, _, err = run_main(*config, "hydra.run.dir=run", "resume=true", "trainer.log_interval=1",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 1 and len(err.splitlines()) == 1 and f"{record} is unreadable" in err, err[-3000:]
+    assert record.read_bytes() == cut

@@ -56,3 +56,20 @@ def record_run_identity(run_dir: Path, run_id: str) -> None:
     if recorded_run_id(run_dir) != run_id:
         with atomic_file(Path(run_dir) / RUN_ID_FILE, "w") as f:
             f.write(run_id + "\n")
+
+
+RESUME_ENTRY = {"after_epoch", "after_step", "changed"}  # the keys of each entry in .hydra/resumes.yaml
+
+
+def read_resumes(record: Path) -> list[dict]:
+    """The run's .hydra/resumes.yaml ([] where it has none); one not of the form a resume writes is refused, not added
+    to as if it were whole."""
+    try:
+        earlier = OmegaConf.to_container(OmegaConf.load(record)) if record.exists() else []
+    except Exception as error:  # not text, not YAML (cut inside a value)
+        earlier = first_line(error)
+    if isinstance(earlier, list) and all(isinstance(entry, dict) and set(entry) == RESUME_ENTRY for entry in earlier):
+        return earlier
+    said = earlier if isinstance(earlier, str) else "not a list of resumes, each with after_epoch, after_step, changed"
+    raise UserError(f"{record} is unreadable ({said}): it is the run's record of what its resumes changed. Put it back "
+                    "as the run wrote it, or move it away, then resume.")

@@ -25,13 +25,13 @@ from mnist_exp.run import distributed
 from mnist_exp.run.callbacks import CheckpointCallback
 from mnist_exp.run.checkpoint import UnreadableCheckpoint, load_checkpoint
 from mnist_exp.run.commands import continue_the_sweep, resume_command, sweep_resume_command
-from mnist_exp.run.recorded_config import load_recorded_config
+from mnist_exp.run.recorded_config import load_recorded_config, read_resumes
 from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.paths import outputs_dir
 from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, UnreadableMetrics, as_override,
                             flatten_config, last_checkpoint, of_another_run, read_metrics, run_status,
-                            says_where_or_how, without_resume, write_metrics)
+                            says_where_or_how, without_resume, write_metrics, atomic_file)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
 log = logging.getLogger("mnist_exp")
@@ -236,9 +236,9 @@ def record_resume_changes(run_dir: Path, saved: dict, config: dict, epoch: int, 
     log.info("Resumed with other settings than before: %s",
              "; ".join(f"{key}: {shown_value(old)} -> {shown_value(new)}" for key, (old, new) in changed.items()))
     record = Path(run_dir) / ".hydra" / RESUMES_FILE
-    earlier = OmegaConf.to_container(OmegaConf.load(record)) if record.exists() else []
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(OmegaConf.to_yaml(earlier + [{"after_epoch": epoch, "after_step": step, "changed": changed}]))
+    earlier = read_resumes(record)
+    with atomic_file(record, "w") as f:  # a kill in the write leaves the earlier record whole
+        f.write(OmegaConf.to_yaml(earlier + [{"after_epoch": epoch, "after_step": step, "changed": changed}]))
 
 
 def shown_value(value: Any) -> str:
