@@ -24,7 +24,7 @@ from mnist_exp.errors import UserError
 from mnist_exp.run import build
 from mnist_exp.run.checkpoint import load_checkpoint, save_checkpoint
 from mnist_exp.run.run_dir_lock import run_dir_lock
-from mnist_exp.run.resume import refuse_another_config
+from mnist_exp.run.resume import refuse_another_config, write_missing_run_record
 from mnist_exp.run.runtime import seed_everything
 
 
@@ -881,3 +881,17 @@ def test_a_cut_record_of_earlier_resumes_is_refused_in_one_line_and_kept(cut, tm
                             monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
     assert code == 1 and len(err.splitlines()) == 1 and f"{record} is unreadable" in err, err[-3000:]
     assert record.read_bytes() == cut
+
+
+def test_a_run_record_written_for_a_job_is_whole_or_absent_when_a_write_fails(tmp_path):
+    """The record a resumed sweep's job or a requeued job gets is written once, where it has no config.yaml: one of
+    its files failing (a full disk, a kill) leaves no config.yaml, so the next start writes the whole record."""
+    from omegaconf import OmegaConf
+
+    record = tmp_path / "run" / ".hydra"
+    (record / "overrides.yaml").mkdir(parents=True)  # a file that cannot be written there
+    with pytest.raises(OSError):
+        write_missing_run_record(tmp_path / "run", OmegaConf.create({"seed": 1}),
+                                 OmegaConf.create({"overrides": {"task": ["seed=1"]}}))
+    assert not (record / "config.yaml").exists()
+    assert sorted(path.name for path in record.iterdir()) in (["overrides.yaml"], ["hydra.yaml", "overrides.yaml"])

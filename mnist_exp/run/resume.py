@@ -123,11 +123,12 @@ def write_missing_run_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConf
     record = Path(run_dir) / ".hydra"
     if (record / "config.yaml").exists() or distributed.rank() > 0:
         return
-    record.mkdir(parents=True, exist_ok=True)
     hydra_node = OmegaConf.create({"hydra": OmegaConf.merge(hydra_cfg, {"output_subdir": ".hydra"})})
-    for name, node in (("config.yaml", OmegaConf.merge(cfg, {"resume": False})), ("hydra.yaml", hydra_node),
-                       ("overrides.yaml", OmegaConf.create(without_resume(list(hydra_cfg.overrides.task))))):
-        (record / name).write_text(OmegaConf.to_yaml(node))
+    overrides = OmegaConf.create(without_resume(list(hydra_cfg.overrides.task)))
+    for name, node in (("hydra.yaml", hydra_node), ("overrides.yaml", overrides),
+                       ("config.yaml", OmegaConf.merge(cfg, {"resume": False}))):
+        with atomic_file(record / name, "w") as f:  # config.yaml last: there, it says the record is whole
+            f.write(OmegaConf.to_yaml(node))
 
 
 def requeued(run_dir: Path) -> bool:
