@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from mnist_exp.run.runtime import cpu_has_bf16
+from mnist_exp.runs import atomic_file
 
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
@@ -210,7 +211,8 @@ def write_results_section(path: Path, section: str) -> None:
         text = before + block + after
     else:
         text = text.rstrip("\n") + "\n\n## scripts/benchmark.py\n\n" + block + "\n"
-    path.write_text(text)
+    with atomic_file(path, "w") as f:  # the file holds other measured figures: a cut write would lose them
+        f.write(text)
 
 
 def plot(result: dict, path: Path) -> None:
