@@ -30,8 +30,8 @@ from mnist_exp.run.config import with_builder_defaults
 from mnist_exp.errors import UserError
 from mnist_exp.paths import outputs_dir
 from mnist_exp.runs import (BEST_CHECKPOINT, PRECISION, RESUME_MAY_CHANGE, Status, UnreadableMetrics, as_override,
-                            flatten_config, last_checkpoint, of_another_run, read_metrics, run_status,
-                            says_where_or_how, without_resume, write_metrics, atomic_file)
+                            atomic_file, flatten_config, last_checkpoint, of_another_run, read_metrics, run_status,
+                            says_where_or_how, without_resume, write_metrics)
 from mnist_exp.run.runtime import is_submitit_preemption, restarted_by_scheduler
 
 log = logging.getLogger("mnist_exp")
