@@ -208,6 +208,10 @@ def on_fake_data(args: list[str]) -> list[str]:
     ["-m", "seed=0,1", "hydra.sweep.subdir=${hydra.job.id}"],
     ["-m", "seed=0,1", "hydra.sweep.subdir=run_${hydra:job.num}"],
     ["-m", "seed=0,1", "hydra.output_subdir=.hydra"],
+    # Counts written as OmegaConf reads them: 01 is 1, 00 is 0.
+    ["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=01"],
+    ["-m", "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=00"],
+    ["-m", "seed=0,1", "hydra/launcher=slurm", "hydra.launcher.gpus_per_task=+1"],
 ])
 def test_launcher_and_sweep_settings_that_work_pass_the_checks(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -994,6 +998,8 @@ def test_divergence_stops_with_one_line_and_no_diverged_checkpoint(tmp_path, mon
                                   "its start in range(a,3) is not one, e.g. range(1,4)."),
     ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                                 "(-1: one per core)."),
+    ("hydra.launcher.n_jobs=00", "hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
+                                 "(-1: one per core)."),  # joblib's own error
     ("hydra.sweeper.params.model.width=choice(8,12)", "hydra.sweeper.params.model.width: give a key's search space "
      "on the command line as the key itself, e.g. 'model.width=choice(a,b)' or 'model.width=interval(a,b)' (a search's "
      "config file lists them under hydra.sweeper.params)."),

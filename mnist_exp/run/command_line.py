@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import ValidationError
-from omegaconf.nodes import BooleanNode
+from omegaconf.nodes import BooleanNode, IntegerNode
 
 from mnist_exp.errors import UserError, advised, did_you_mean
 
@@ -49,6 +49,14 @@ def as_bool(key: str, value) -> bool:
         return bool(BooleanNode(value=value)._value())
     except ValidationError:
         raise UserError(f"{key}={value} is not true or false: give true or false, e.g. {key}=true.") from None
+
+
+def as_int(value: str | None) -> int | None:
+    """The whole number OmegaConf reads from a value as typed (01, +2, 1_000 too); None where it reads none."""
+    try:
+        return None if value is None else IntegerNode(value=value)._value()
+    except ValidationError:
+        return None
 
 
 @dataclass(frozen=True)

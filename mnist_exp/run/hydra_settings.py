@@ -10,7 +10,7 @@ import shutil
 
 from mnist_exp.errors import UserError, advised
 from mnist_exp.paths import outputs_dir
-from mnist_exp.run.command_line import CommandLine, as_bool
+from mnist_exp.run.command_line import CommandLine, as_bool, as_int
 
 # What tells the jobs of one sweep apart whatever they override: their number (or id), as a key or a resolver.
 JOB_NUMBER = "${hydra.job.num}"
@@ -97,18 +97,18 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"{subdir.input_line} can give two jobs of one sweep the same directory, where the second "
                         f"writes over the first (override_dirname leaves out keys such as logger): put the job's "
                         f"number in it, e.g. 'hydra.sweep.subdir={JOB_NUMBER}_${{hydra.job.override_dirname}}'.")
-    jobs = command.value("hydra.launcher.n_jobs") or ""
-    if jobs == "0":  # joblib's own error is a traceback
+    jobs, count = command.value("hydra.launcher.n_jobs") or "", as_int(command.value("hydra.launcher.n_jobs"))
+    if count == 0:  # joblib's own error is a traceback
         raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                         "(-1: one per core).")
-    if re.fullmatch(r"-\d+", jobs) and int(jobs) < -os.cpu_count():
+    if count is not None and count < -os.cpu_count():
         raise UserError(f"hydra.launcher.n_jobs={jobs} counts back past this machine's {os.cpu_count()} cores (-1: "
                         f"one job per core, -2: one fewer), and joblib would run one at a time: give at least "
                         f"-{os.cpu_count()}, or a count of jobs.")
     timeout = command.value("hydra.launcher.timeout")
     joblib = command.value("hydra/launcher") == "joblib"
-    if timeout not in (None, "null") and joblib and one_job_at_a_time(jobs or "-1"):  # joblib's default n_jobs: -1
-        here = " here" if jobs.startswith("-") or not jobs else ""
+    if timeout not in (None, "null") and joblib and one_job_at_a_time(-1 if count is None else count):  # its default
+        here = " here" if count is None or count < 0 else ""
         raise UserError(f"hydra.launcher.timeout={timeout}: joblib limits a job's time only where it runs several at "
                         f"once, and hydra.launcher.n_jobs={jobs or -1} runs one at a time{here}: give "
                         "hydra.launcher.n_jobs=2 or more (in a search, as many hydra.sweeper.n_jobs), or leave the "
@@ -121,12 +121,12 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"{given.input_line}: joblib applies it to large arrays handed to a job, and Hydra's launcher "
                         "hands a job its config alone: leave it out.")
     for key in ONE_PROCESS_KEYS:
-        if (value := command.value(key)) is not None and value != "1":
+        if (value := command.value(key)) is not None and as_int(value) != 1:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, and more would train the "
                             f"same run side by side in one directory: give {key}=1. To train one run on several "
                             "GPUs, start it with torchrun (README: several processes).")
     for key in ONE_GPU_KEYS:
-        if (value := command.value(key)) is not None and value.isdecimal() and int(value) > 1:
+        if (as_int(value := command.value(key)) or 0) > 1:
             raise UserError(f"{key}={value}: each job of a sweep is one training process, which trains on one GPU: "
                             f"give {key}=1. To train one run on several GPUs, start it with torchrun (README: several "
                             "processes).")
@@ -136,7 +136,7 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"hydra/launcher={launcher} hands each job to SLURM, and this machine has no "
                         f"{' or '.join(missing)} on its PATH: run the sweep on a login node of the cluster, or on this "
                         "machine with hydra/launcher=submitit_local (the same code path, without SLURM).")
-    if launcher == "submitit_local" and (gpus := command.value("hydra.launcher.gpus_per_node")) not in (None, "0"):
+    if launcher == "submitit_local" and as_int(gpus := command.value("hydra.launcher.gpus_per_node")):
         import torch  # the GPUs this machine has, where submitit_local runs the jobs
 
         if not torch.cuda.is_available():
@@ -156,14 +156,14 @@ def check_sweep_settings(command: CommandLine) -> None:
                         "hydra.sweeper.storage=null for a study in this process alone.")
 
 
-def one_job_at_a_time(jobs: str) -> bool:
+def one_job_at_a_time(jobs: int) -> bool:
     """Whether joblib, given ``n_jobs``, runs its jobs one after another (its sequential backend, which has no timeout);
     a negative count is counted back from the cores, as joblib counts it."""
     try:
         from joblib import effective_n_jobs  # the launcher's own count
     except ImportError:  # no joblib launcher either: Hydra refuses its keys
         return False
-    return bool(re.fullmatch(r"-?\d+", jobs)) and effective_n_jobs(int(jobs)) == 1
+    return effective_n_jobs(jobs) == 1
 
 
 def check_single_run_settings(hydra_overrides: list[str]) -> None:
