@@ -97,7 +97,8 @@ def check_sweep_settings(command: CommandLine) -> None:
         raise UserError(f"{subdir.input_line} can give two jobs of one sweep the same directory, where the second "
                         f"writes over the first (override_dirname leaves out keys such as logger): put the job's "
                         f"number in it, e.g. 'hydra.sweep.subdir={JOB_NUMBER}_${{hydra.job.override_dirname}}'.")
-    jobs, count = command.value("hydra.launcher.n_jobs") or "", as_int(command.value("hydra.launcher.n_jobs"))
+    jobs = command.value("hydra.launcher.n_jobs")
+    count = as_int(jobs)
     if count == 0:  # joblib's own error is a traceback
         raise UserError("hydra.launcher.n_jobs=0 runs no job: give how many jobs run at a time, at least 1 "
                         "(-1: one per core).")
@@ -107,7 +108,7 @@ def check_sweep_settings(command: CommandLine) -> None:
                         f"-{os.cpu_count()}, or a count of jobs.")
     timeout = command.value("hydra.launcher.timeout")
     joblib = command.value("hydra/launcher") == "joblib"
-    if timeout not in (None, "null") and joblib and one_job_at_a_time(-1 if count is None else count):  # its default
+    if timeout not in (None, "null") and joblib and jobs_at_once(-1 if count is None else count) == 1:  # its default
         here = " here" if count is None or count < 0 else ""
         raise UserError(f"hydra.launcher.timeout={timeout}: joblib limits a job's time only where it runs several at "
                         f"once, and hydra.launcher.n_jobs={jobs or -1} runs one at a time{here}: give "
@@ -156,14 +157,16 @@ def check_sweep_settings(command: CommandLine) -> None:
                         "hydra.sweeper.storage=null for a study in this process alone.")
 
 
-def one_job_at_a_time(jobs: int) -> bool:
-    """Whether joblib, given ``n_jobs``, runs its jobs one after another (its sequential backend, which has no timeout);
-    a negative count is counted back from the cores, as joblib counts it."""
+def jobs_at_once(n_jobs: int) -> int:
+    """How many jobs joblib runs at once, given ``n_jobs``: a negative count is counted back from the cores, as joblib
+    counts it (-1, its default: one per core). One runs on its sequential backend, which has no timeout."""
+    if n_jobs >= 0:
+        return n_jobs
     try:
         from joblib import effective_n_jobs  # the launcher's own count
     except ImportError:  # no joblib launcher either: Hydra refuses its keys
-        return False
-    return effective_n_jobs(jobs) == 1
+        return n_jobs
+    return effective_n_jobs(n_jobs)
 
 
 def check_single_run_settings(hydra_overrides: list[str]) -> None:

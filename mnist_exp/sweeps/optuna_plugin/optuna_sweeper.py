@@ -100,11 +100,9 @@ class OptunaSweeper(Sweeper):
 def check_parallel_trials(launcher_jobs: int | None, n_jobs: int) -> None:
     """The launcher runs at once the trials the search hands it together: ``n_jobs`` of them. joblib counts a negative
     ``n_jobs`` back from its cores (-1, its default: one job per core)."""
-    at_once = launcher_jobs
-    if launcher_jobs is not None and launcher_jobs < 0:
-        from joblib import effective_n_jobs  # the launcher's own count
+    from mnist_exp.run.hydra_settings import jobs_at_once
 
-        at_once = effective_n_jobs(launcher_jobs)
+    at_once = None if launcher_jobs is None else jobs_at_once(launcher_jobs)
     if at_once is not None and at_once > max(n_jobs, 1):
         from mnist_exp.errors import UserError
 
