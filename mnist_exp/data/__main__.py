@@ -19,7 +19,7 @@ if len(arguments) > 1 or arguments and (arguments[0].startswith("-") or "=" in a
              "mnist_exp.data [DIR]. See --help.")
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 try:
-    ready = ensure_mnist(arguments[0] if arguments else None)
+    ready = ensure_mnist(arguments[0] if arguments else None, instead="")  # training's dataset=fake is not for here
 except UserError as err:
     print(err, file=sys.stderr)
     sys.exit(1)

