@@ -236,9 +236,12 @@ def missing_package_line(file: str, what: str) -> str:
 
 
 def misspelt_option(message: str, options) -> str:
-    """' Did you mean '--cfg'?' for argparse's "unrecognized arguments: --cfgg ...", or ''."""
+    """' Did you mean '--cfg'?' for argparse's "unrecognized arguments: --cfgg ...", or ''. Names are compared
+    without the dashes every option shares, and a little closer than a value's: --sort is not --format."""
     found = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
-    return did_you_mean(found[1], options) if found else ""
+    by_name = {option.lstrip("-").lower(): option for option in options}
+    close = get_close_matches(found[1].lstrip("-").lower(), by_name, n=1, cutoff=0.65) if found else []
+    return f" Did you mean '{by_name[close[0]]}'?" if close else ""
 
 
 LIST_EXAMPLES = {"a whole number": "[1,2]", "a number": "[0.9,0.99]", "true or false": "[true,false]"}

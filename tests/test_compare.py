@@ -210,6 +210,8 @@ PROG = "python -m mnist_exp.tools.compare"
      "argument --format: invalid choice: 'xml' (choose from 'table', 'csv', 'markdown'). See --help."),
     (["sweep", "--top", "0"], 2, "argument --top: '0' is not a whole number of at least 1. See --help."),
     ([], 2, "the following arguments are required: dir. See --help."),
+    (["sweep", "--tpo", "3"], 2, "unrecognized arguments: --tpo 3. Did you mean '--top'? See --help."),
+    (["sweep", "--sort", "acc"], 2, "unrecognized arguments: --sort acc. See --help."),  # not close to --format
 ])
 def test_wrong_input_is_one_line_and_a_nonzero_exit(sweep, tmp_path, monkeypatch, capsys, args, code, message):
     (tmp_path / "empty").mkdir()
