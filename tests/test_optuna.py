@@ -581,6 +581,32 @@ def test_a_journal_file_that_is_no_journal_is_refused_in_one_line_and_kept(text,
     assert journal.read_text() == text and not run_dirs(tmp_path)
 
 
+def test_the_jobs_of_a_search_in_its_process_report_through_its_storage_not_a_replay_of_their_own(tmp_path,
+                                                                                              monkeypatch, capsys):
+    """Each opening of a journal replays it whole (0.2 s at 2,000 trials): the basic launcher's jobs, which run in the
+    search's process, report each epoch through the storage the search opened."""
+    import optuna
+
+    opened, real_init = [], optuna.storages.JournalStorage.__init__
+
+    def counted(storage, *args, **kwargs):  # Optuna's own, counted
+        opened.append(storage)
+        real_init(storage, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.JournalStorage, "__init__", counted)
+    journal = tmp_path / "journal.log"
+    code, _, err = run_main("-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)",
+                            "dataset=fake", "trainer.epochs=2", "device=cpu", "hydra.sweeper.n_trials=3",
+                            f"hydra.sweeper.storage={journal}", f"hydra.sweep.dir={tmp_path / 'search'}",
+                            monkeypatch=monkeypatch, capsys=capsys, cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    assert len(opened) == 1
+    monkeypatch.undo()
+    trials = optuna.load_study(study_name="search", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))).trials
+    assert [sorted(trial.intermediate_values) for trial in trials] == [[1, 2]] * 3  # each epoch, reported
+
+
 def test_a_search_on_the_validation_split_is_refused_where_there_is_none(tmp_path, monkeypatch, capsys):
     """Refused before any trial trains (each would return nan); the advice, followed, searches."""
     args = ["-m", "hydra/sweeper=optuna", "model=logreg", "optimizer.lr=interval(0.01,0.1)", "dataset=fake",

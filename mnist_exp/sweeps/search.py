@@ -37,7 +37,7 @@ from mnist_exp.sweeps.summary import record_failed_trial, report_best_trials
 from mnist_exp.sweeps.study_checks import (check_continued_study, check_epochs_to_prune, check_same_search,
                                            check_seed_is_read, check_settings, check_space_fits,
                                            check_validation_split, trials_precision, warn_of_startup_trials)
-from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_storage, storage_file, tell_recorded,
+from mnist_exp.sweeps.trial import (TrialPruned, end_stopped_trial, open_search_storage, storage_file, tell_recorded,
                                     told, without_password)
 
 log = logging.getLogger("mnist_exp")
@@ -103,7 +103,7 @@ class OptunaSearch:
         new_file = self.storage and (file := storage_file(self.storage)) and not Path(file).exists()
         if self.n_trials == 0 and (not self.storage or new_file):  # refused before a file is made
             raise self.nothing_to_report()
-        storage = open_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
+        storage = open_search_storage(self.storage, self.heartbeat_interval, self.max_retry) if self.storage else None
         # A mnist_exp run returns the metrics optimized_metric names; any other Hydra app, what its function returns.
         metric = ", ".join(objectives(self.config.get("optimized_metric") or "the task function's return value"))
         continued = self.continued_trials(optuna, storage, metric, fixed, space)
