@@ -6,6 +6,8 @@ resumes and the refusals run in this process.
 
 import importlib
 import os
+import re
+import select
 import shlex
 import shutil
 import signal
@@ -49,6 +51,26 @@ def start_and_signal(run_dir, signum, *options: str) -> subprocess.Popen:
         time.sleep(0.005)
     process.send_signal(signum)
     process.wait(timeout=120)
+    return process
+
+
+BAR = re.compile(rb"epoch (\d+)/\d+: +\d+%\|[^|]*\| (\d+)/(\d+)")  # tqdm's "epoch 2/3:  38%|███▊  | 6/16"
+
+
+def signal_inside_an_epoch(run_dir, signum) -> subprocess.Popen:
+    """Start a deterministic run and send it ``signum`` as its progress bar shows a batch of epoch 2 or later done,
+    with two or more to go: inside an epoch. A signal sent as epoch 1's last.pt appears can land before epoch 2's
+    first batch, where the run stops between epochs."""
+    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, "trainer.progress=true", f'hydra.run.dir="{run_dir}"']
+    process = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shown, deadline = b"", time.monotonic() + 300
+    while not any(int(epoch) >= 2 and 1 <= int(done) <= int(total) - 2 for epoch, done, total in BAR.findall(shown)):
+        chunk = os.read(process.stderr.fileno(), 65536) if select.select([process.stderr], [], [], 1)[0] else None
+        if chunk == b"" or time.monotonic() > deadline:
+            pytest.fail(f"the run ended (or timed out) before its bar showed a batch inside epoch 2: {shown[-2000:]!r}")
+        shown += chunk or b""
+    process.send_signal(signum)
+    process.communicate(timeout=120)
     return process
 
 
@@ -116,7 +138,7 @@ def test_a_killed_run_resumes_from_its_last_epoch_to_the_same_result(uninterrupt
 def test_sigterm_stops_mid_epoch_writes_last_pt_and_the_printed_command_resumes_it(uninterrupted, tmp_path,
                                                                                    monkeypatch, capsys):
     run_dir = tmp_path / "terminated (a, b)"  # the printed command quotes the path for the shell and for Hydra
-    process = start_and_signal(run_dir, signal.SIGTERM)
+    process = signal_inside_an_epoch(run_dir, signal.SIGTERM)
     assert process.returncode == 128 + signal.SIGTERM
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["state"]
     assert state["batch_in_epoch"] > 0  # inside an epoch, not at its end
