@@ -41,11 +41,16 @@ def same_result(a: dict, b: dict) -> bool:
     return {k: a[k] for k in keys} == {k: b[k] for k in keys}
 
 
+def start_deterministic(run_dir, *options: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """A deterministic run (with ``options`` first) in a process of its own; ``stderr``: where its progress bar goes."""
+    command = [sys.executable, "-m", "mnist_exp", *options, *DETERMINISTIC, f'hydra.run.dir="{run_dir}"']
+    return subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
 def start_and_signal(run_dir, signum, *options: str) -> subprocess.Popen:
     """Start a deterministic run (with ``options`` first); send it ``signum`` once its first epoch is checkpointed
     (training is underway)."""
-    command = [sys.executable, "-m", "mnist_exp", *options, *DETERMINISTIC, f'hydra.run.dir="{run_dir}"']
-    process = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_deterministic(run_dir, *options)
     last = run_dir / "checkpoints" / "last.pt"
     while not last.exists() and process.poll() is None:
         time.sleep(0.005)
@@ -61,8 +66,7 @@ def signal_inside_an_epoch(run_dir, signum) -> subprocess.Popen:
     """Start a deterministic run and send it ``signum`` as its progress bar shows a batch of epoch 2 or later done,
     with two or more to go: inside an epoch. A signal sent as epoch 1's last.pt appears can land before epoch 2's
     first batch, where the run stops between epochs."""
-    command = [sys.executable, "-m", "mnist_exp", *DETERMINISTIC, "trainer.progress=true", f'hydra.run.dir="{run_dir}"']
-    process = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_deterministic(run_dir, "trainer.progress=true", stderr=subprocess.PIPE)
     shown, deadline = b"", time.monotonic() + 300
     while not any(int(epoch) >= 2 and 1 <= int(done) <= int(total) - 2 for epoch, done, total in BAR.findall(shown)):
         chunk = os.read(process.stderr.fileno(), 65536) if select.select([process.stderr], [], [], 1)[0] else None
